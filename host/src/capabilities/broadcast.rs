@@ -1,0 +1,287 @@
+//! The `broadcast` import and its policy: grant check, then the channel's
+//! provider rules, then the plugin's budget, then the delivery engine.
+//!
+//! Every size is bounded here, before a message is persisted or printed, so
+//! a hostile plugin cannot push unbounded data further into the host.
+
+use std::time::Instant;
+
+use crate::delivery::Channel;
+use crate::runtime::HostState;
+use crate::wit::botbox::bot::broadcast::Host;
+use crate::wit::types::{
+    BroadcastError, ChannelInfo, Content, ContentKind, Media, Message, MessageOptions,
+};
+
+/// Bounds that hold on every channel, whatever the provider.
+pub const MAX_EXTRA_BYTES: usize = 64 << 10;
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+pub const MAX_URL_BYTES: usize = 4096;
+pub const MAX_SHORT_FIELD_BYTES: usize = 1024;
+pub const MAX_OPTION_JSON_BYTES: usize = 30 * 1024;
+pub const MAX_CUSTOM_DATA_BYTES: usize = 64 << 10;
+pub const MAX_CONVERSATION_BYTES: usize = 256;
+
+pub fn content_kind(content: &Content) -> ContentKind {
+    match content {
+        Content::Text(_) => ContentKind::Text,
+        Content::Custom(_) => ContentKind::Custom,
+        Content::Command(_) => ContentKind::Command,
+        Content::Image(_) => ContentKind::Image,
+        Content::File(_) => ContentKind::File,
+        Content::Audio(_) => ContentKind::Audio,
+        Content::Video(_) => ContentKind::Video,
+        Content::Location(_) => ContentKind::Location,
+    }
+}
+
+pub fn content_kind_name(kind: ContentKind) -> &'static str {
+    match kind {
+        ContentKind::Text => "text",
+        ContentKind::Custom => "custom",
+        ContentKind::Command => "command",
+        ContentKind::Image => "image",
+        ContentKind::File => "file",
+        ContentKind::Audio => "audio",
+        ContentKind::Video => "video",
+        ContentKind::Location => "location",
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> BroadcastError {
+    BroadcastError::Invalid(msg.into())
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), BroadcastError> {
+    if value.len() > max {
+        return Err(invalid(format!(
+            "{field} is {} bytes; the limit is {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_json_object(field: &str, value: &str, max: usize) -> Result<(), BroadcastError> {
+    check_len(field, value, max)?;
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(invalid(format!("{field} must be a JSON object"))),
+        Err(e) => Err(invalid(format!("{field} is not valid JSON: {e}"))),
+    }
+}
+
+fn check_media(kind: &str, m: &Media) -> Result<(), BroadcastError> {
+    if m.url.is_empty() {
+        return Err(invalid(format!("{kind} needs a url")));
+    }
+    check_len(&format!("{kind} url"), &m.url, MAX_URL_BYTES)?;
+    if let Some(t) = &m.thumbnail_url {
+        check_len(&format!("{kind} thumbnail-url"), t, MAX_URL_BYTES)?;
+    }
+    for (field, value) in [
+        ("filename", &m.filename),
+        ("share-secret", &m.share_secret),
+        ("format", &m.format),
+        ("thumbnail-share-secret", &m.thumbnail_share_secret),
+    ] {
+        if let Some(v) = value {
+            check_len(&format!("{kind} {field}"), v, MAX_SHORT_FIELD_BYTES)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_options(o: &MessageOptions) -> Result<(), BroadcastError> {
+    for (field, value) in [
+        ("attach", &o.attach),
+        ("keyboard", &o.keyboard),
+        ("menu", &o.menu),
+    ] {
+        if let Some(v) = value {
+            check_len(field, v, MAX_OPTION_JSON_BYTES)?;
+            if serde_json::from_str::<serde_json::Value>(v).is_err() {
+                return Err(invalid(format!("{field} is not valid JSON")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checks every channel shares: sizes, JSON shape, content kind, text
+/// length. Provider-specific rules follow in `Provider::validate`.
+pub fn check_message(channel: &Channel, message: &Message) -> Result<(), BroadcastError> {
+    let rules = &channel.rules;
+    let kind = content_kind(&message.content);
+    if !rules.accepts.contains(&kind) {
+        return Err(BroadcastError::Unsupported(format!(
+            "channel `{}` ({}) cannot carry {} content; it accepts: {}",
+            channel.name,
+            channel.provider.kind(),
+            content_kind_name(kind),
+            rules
+                .accepts
+                .iter()
+                .map(|k| content_kind_name(*k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    match &message.content {
+        Content::Text(text) => {
+            let chars = text.chars().count();
+            if chars == 0 || text.trim().is_empty() {
+                return Err(invalid("text is empty"));
+            }
+            let max = if rules.splits_long_text {
+                rules.max_text_chars as usize * rules.max_split_parts as usize
+            } else {
+                rules.max_text_chars as usize
+            };
+            if chars > max {
+                return Err(invalid(format!(
+                    "text is {chars} characters; channel `{}` takes at most {max}",
+                    channel.name
+                )));
+            }
+        }
+        Content::Custom(c) => {
+            check_len("custom event", &c.event, MAX_SHORT_FIELD_BYTES)?;
+            check_len("custom data", &c.data, MAX_CUSTOM_DATA_BYTES)?;
+        }
+        Content::Command(action) => {
+            if action.is_empty() {
+                return Err(invalid("command action is empty"));
+            }
+            check_len("command action", action, MAX_SHORT_FIELD_BYTES)?;
+        }
+        Content::Image(m) => check_media("image", m)?,
+        Content::File(m) => check_media("file", m)?,
+        Content::Audio(m) => check_media("audio", m)?,
+        Content::Video(m) => check_media("video", m)?,
+        Content::Location(l) => {
+            if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
+                return Err(invalid(
+                    "location is outside -90..90 latitude or -180..180 longitude",
+                ));
+            }
+            if let Some(a) = &l.address {
+                check_len("location address", a, MAX_SHORT_FIELD_BYTES)?;
+            }
+        }
+    }
+    if let Some(sender) = &message.sender {
+        if sender.is_empty() {
+            return Err(invalid(
+                "sender is empty; leave it out to use the channel's default",
+            ));
+        }
+        let chars = sender.chars().count();
+        if chars > rules.max_sender_chars as usize {
+            return Err(invalid(format!(
+                "sender is {chars} characters; the limit is {}",
+                rules.max_sender_chars
+            )));
+        }
+    }
+    if let Some(extra) = &message.extra {
+        check_json_object("extra", extra, MAX_EXTRA_BYTES)?;
+    }
+    if let Some(key) = &message.idempotency_key {
+        if key.is_empty() {
+            return Err(invalid("idempotency-key is empty"));
+        }
+        check_len("idempotency-key", key, MAX_IDEMPOTENCY_KEY_BYTES)?;
+    }
+    if let Some(conversation) = &message.reply_to {
+        check_len("reply-to", conversation, MAX_CONVERSATION_BYTES)?;
+    }
+    if let Some(options) = &message.options {
+        check_options(options)?;
+    }
+    Ok(())
+}
+
+impl HostState {
+    fn send(&mut self, message: Message) -> Result<crate::wit::types::Receipt, BroadcastError> {
+        let plugin = &self.plugin;
+        let name = &message.channel;
+        if !plugin.grants.channels.contains(name) {
+            let asked = plugin
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.channels.iter().any(|c| c == name));
+            // A plugin learns nothing about channels it never asked for.
+            return Err(if asked {
+                BroadcastError::NotGranted(format!(
+                    "channel `{name}` is not granted to plugin `{}`; the operator can add it to plugins.{}.channels",
+                    plugin.name, plugin.name
+                ))
+            } else {
+                BroadcastError::UnknownChannel(format!(
+                    "plugin `{}` did not ask for channel `{}` in describe()",
+                    plugin.name,
+                    crate::sanitize::for_log(name, 64)
+                ))
+            });
+        }
+        let Some(channel) = plugin.delivery.channel(name) else {
+            return Err(BroadcastError::UnknownChannel(format!(
+                "channel `{name}` is not configured"
+            )));
+        };
+        check_message(&channel, &message)?;
+        if let Some(conversation) = &message.reply_to {
+            let known = plugin
+                .conversations
+                .lock()
+                .map(|c| c.contains(name, conversation))
+                .unwrap_or(false);
+            if !known {
+                return Err(BroadcastError::NotGranted(format!(
+                    "reply-to names a conversation of channel `{name}` this plugin was never told about"
+                )));
+            }
+        }
+        channel.provider.validate(&channel.config, &message)?;
+        let budget = plugin
+            .broadcast_budget
+            .lock()
+            .map_err(|_| BroadcastError::Internal("broadcast budget unavailable".into()))?
+            .take(Instant::now());
+        if let Err(wait) = budget {
+            return Err(BroadcastError::QuotaExhausted(
+                wait.as_millis().min(u64::MAX as u128) as u64,
+            ));
+        }
+        plugin.delivery.accept(&plugin.name, &channel, message)
+    }
+}
+
+impl Host for HostState {
+    async fn send_broadcast(
+        &mut self,
+        msg: Message,
+    ) -> wasmtime::Result<Result<crate::wit::types::Receipt, BroadcastError>> {
+        Ok(self.send(msg))
+    }
+
+    async fn channels(&mut self) -> wasmtime::Result<Vec<ChannelInfo>> {
+        let plugin = &self.plugin;
+        Ok(plugin
+            .grants
+            .channels
+            .iter()
+            .filter_map(|name| plugin.delivery.channel(name))
+            .map(|c| ChannelInfo {
+                name: c.name.clone(),
+                provider_kind: c.provider.kind().to_string(),
+                accepts: c.rules.accepts.clone(),
+                max_text_chars: c.rules.max_text_chars,
+                splits_long_text: c.rules.splits_long_text,
+            })
+            .collect())
+    }
+}
+
+impl crate::wit::types::Host for HostState {}

@@ -1,0 +1,111 @@
+//! The `log` import, and the sink that guest stdout/stderr share with it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::broadcast;
+
+use super::rate::TokenBucket;
+use crate::runtime::HostState;
+use crate::sanitize::{self, MAX_LOG_LINE_CHARS};
+use crate::wit::botbox::bot::log::{Host, Level};
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a plugin wrote, already escaped and cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub plugin: String,
+    pub level: Level,
+    pub message: String,
+}
+
+/// A plugin's log output: rate-limited, escaped, tagged with its name.
+/// Shared by every instance of the plugin, so the rate holds across
+/// concurrent calls.
+pub struct LogSink {
+    plugin: String,
+    bucket: Mutex<TokenBucket>,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    observers: broadcast::Sender<LogRecord>,
+}
+
+impl LogSink {
+    pub fn new(
+        plugin: &str,
+        lines_per_second: u32,
+        observers: broadcast::Sender<LogRecord>,
+    ) -> Self {
+        LogSink {
+            plugin: plugin.to_string(),
+            // A burst of one second's worth, so a plugin that logs a few
+            // lines per event never loses any.
+            bucket: Mutex::new(TokenBucket::new(lines_per_second, lines_per_second as f64)),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            observers,
+        }
+    }
+
+    /// Lines dropped for exceeding the rate since the plugin loaded.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines written since the plugin loaded.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    pub fn write(&self, level: Level, raw: &str) {
+        let allowed = match self.bucket.lock() {
+            Ok(mut b) => b.take(Instant::now()).is_ok(),
+            Err(_) => false,
+        };
+        if !allowed {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dropped_before = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped_before > 0 {
+            tracing::warn!(plugin = %self.plugin, "dropped {dropped_before} log line(s) over the plugin's log rate");
+        }
+        self.written.fetch_add(1, Ordering::Relaxed);
+        let message = sanitize::for_log(raw, MAX_LOG_LINE_CHARS);
+        let plugin = &self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin = %plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin = %plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin = %plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin = %plugin, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin = %plugin, "{message}"),
+        }
+        let _ = self.observers.send(LogRecord {
+            plugin: self.plugin.clone(),
+            level,
+            message,
+        });
+    }
+
+    pub fn stdio_line(&self, stream: StdStream, line: &str) {
+        let level = match stream {
+            StdStream::Stdout => Level::Info,
+            StdStream::Stderr => Level::Warn,
+        };
+        self.write(level, line);
+    }
+}
+
+impl Host for HostState {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.plugin.log.write(level, &message);
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! `botbox check`: validate a config and load every plugin.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::ExitCode;
+use crate::app::App;
+use crate::capabilities::broadcast::content_kind_name;
+use crate::config::event_kind_name;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file.
+    #[arg(long, short, default_value = "botbox.toml")]
+    pub config: PathBuf,
+    /// Check the embedded demo config instead.
+    #[arg(long, conflicts_with = "config")]
+    pub demo: bool,
+}
+
+pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = match super::load_config(Some(&args.config), args.demo) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    let app = match App::build(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    let errors = app.load_plugins().await;
+    for name in app.runtime.plugin_names() {
+        let Some(p) = app.runtime.plugin(&name) else {
+            continue;
+        };
+        let grants = &p.context.grants;
+        let manifest = p.context.manifest.as_ref();
+        println!(
+            "ok   plugin {name} ({} {})",
+            manifest.map(|m| m.name.as_str()).unwrap_or("?"),
+            manifest.map(|m| m.version.as_str()).unwrap_or("?"),
+        );
+        for channel in &grants.channels {
+            if let Some(c) = app.delivery.channel(channel) {
+                println!(
+                    "       channel {channel} via {} ({}): {}",
+                    c.provider_name,
+                    c.provider.kind(),
+                    c.rules
+                        .accepts
+                        .iter()
+                        .map(|k| content_kind_name(*k))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        println!(
+            "       events: {}",
+            grants
+                .events
+                .iter()
+                .map(|e| event_kind_name(*e))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !grants.schedules.is_empty() {
+            println!(
+                "       schedules: {}",
+                grants
+                    .schedules
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    for e in &errors {
+        println!("FAIL {e}");
+    }
+    if errors.is_empty() {
+        println!("config {} is valid", app.config.source.display());
+        Ok(0)
+    } else {
+        println!("{} plugin(s) failed to load", errors.len());
+        Ok(1)
+    }
+}

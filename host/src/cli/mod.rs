@@ -1,0 +1,69 @@
+//! The `botbox` command line.
+
+mod call;
+mod check;
+pub mod event;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Runs chat-bot logic as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "botbox", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host: load plugins, fire schedules, deliver messages.
+    Run(run::RunArgs),
+    /// Send one event into one plugin and print what it does.
+    Call(call::CallArgs),
+    /// Validate a config and load every plugin, without running anything.
+    Check(check::CheckArgs),
+}
+
+/// What a command wants the process to exit with.
+pub type ExitCode = u8;
+
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Call(args) => call::call(args).await,
+        Command::Check(args) => check::check(args).await,
+    }
+}
+
+/// Filter for the log: plugin lines are printed by `call` itself.
+pub fn log_filter(cli: &Cli) -> &'static str {
+    match cli.command {
+        Command::Call(_) => "warn,plugin=off",
+        _ => "info",
+    }
+}
+
+/// The demo config, embedded so `botbox run --demo` works with no files
+/// but the example plugins (built by `cargo xtask plugins`).
+pub const DEMO_CONFIG: &str = include_str!("../../../demo/botbox.toml");
+
+pub(crate) fn load_config(
+    config: Option<&PathBuf>,
+    demo: bool,
+) -> anyhow::Result<crate::config::Config> {
+    if demo {
+        let cwd = std::env::current_dir()?;
+        return Ok(crate::config::Config::parse(
+            DEMO_CONFIG,
+            std::path::Path::new("<embedded demo botbox.toml>"),
+            &cwd,
+        )?);
+    }
+    let path = config
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("botbox.toml"));
+    Ok(crate::config::Config::load(&path)?)
+}

@@ -1,0 +1,712 @@
+//! `botbox.toml`: parsing, validation and secret resolution.
+//!
+//! Parsing happens in two passes. Serde turns the text into raw sections and
+//! reports syntax and type errors with their line. Then [`Config::validate`]
+//! checks meaning (references between sections, ranges, grants) and reports
+//! every problem at once, each with its key path, so an operator fixes a
+//! config in one round instead of ten.
+
+mod schedule;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use schedule::{ScheduleSpec, parse_schedule};
+pub use secret::{Secret, SecretError, SecretRef};
+
+use crate::wit::types::EventKind;
+
+/// One problem in a config, located by file and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, such as `plugins.welcome.limits.memory_mb`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config `{path}`: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path} has {} problem(s):\n{}", issues.len(), render_issues(issues))]
+    Invalid {
+        path: String,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+fn render_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    pub fn issues(&self) -> &[ConfigIssue] {
+        match self {
+            ConfigError::Invalid { issues, .. } => issues,
+            _ => &[],
+        }
+    }
+}
+
+/// A validated config. Provider- and channel-specific keys stay as TOML
+/// tables here; each provider module validates its own (see
+/// [`crate::providers::Registry::from_config`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for error messages.
+    pub source: PathBuf,
+    /// The folder relative paths are resolved against.
+    pub base_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub runtime: RuntimeConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub channels: BTreeMap<String, ChannelConfig>,
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Holds `kv.sqlite`, the outbox and the compile cache.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Watch plugin files and the config, and swap in changes.
+    pub reload: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub kind: String,
+    /// Every key but `kind`, for the provider module to read.
+    pub options: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    pub provider: String,
+    /// Provider-specific: which meetings, groups, rooms or dialogs.
+    pub target: Option<toml::Value>,
+    /// Sender shown when a message names none.
+    pub default_sender: Option<String>,
+    /// Every other key, for the provider module to read.
+    pub options: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub path: PathBuf,
+    pub channels: Vec<String>,
+    pub events: Vec<EventKind>,
+    pub schedules: BTreeMap<String, ScheduleSpec>,
+    pub limits: PluginLimits,
+    /// Values as the plugin sees them: strings verbatim, everything else as JSON.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Per-plugin containment limits. Defaults are safe for untrusted code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    pub memory_bytes: usize,
+    pub deadline: Duration,
+    pub max_concurrency: usize,
+    pub broadcasts_per_minute: u32,
+    pub log_lines_per_second: u32,
+    pub kv_max_key_bytes: u32,
+    pub kv_max_value_bytes: u32,
+    pub kv_max_total_bytes: u64,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_secs(1),
+            max_concurrency: 8,
+            broadcasts_per_minute: 60,
+            log_lines_per_second: 50,
+            kv_max_key_bytes: 256,
+            kv_max_value_bytes: 64 << 10,
+            kv_max_total_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The largest memory a plugin may be granted; also sizes the pooling allocator.
+pub const MAX_PLUGIN_MEMORY_MB: u64 = 1024;
+/// The longest deadline a plugin may be granted.
+pub const MAX_DEADLINE_MS: u64 = 60_000;
+
+// ---- raw shapes, as serde reads them ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    providers: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    channels: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    reload: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: PathBuf,
+    #[serde(default)]
+    channels: Vec<String>,
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    schedules: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    settings: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mb: Option<u64>,
+    deadline_ms: Option<u64>,
+    max_concurrency: Option<u64>,
+    broadcasts_per_minute: Option<u64>,
+    log_lines_per_second: Option<u64>,
+    kv_max_key_bytes: Option<u64>,
+    kv_max_value_bytes: Option<u64>,
+    kv_max_total_kb: Option<u64>,
+}
+
+/// Event kinds a plugin gets when the operator lists none: the ones that
+/// come from the operator or the host itself. Chat and meeting events carry
+/// other people's words and must be granted by name.
+pub const DEFAULT_EVENTS: [EventKind; 3] =
+    [EventKind::Custom, EventKind::Delivery, EventKind::Schedule];
+
+pub fn event_kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::ChatMessage => "chat-message",
+        EventKind::Meeting => "meeting",
+        EventKind::Schedule => "schedule",
+        EventKind::Delivery => "delivery",
+        EventKind::Custom => "custom",
+    }
+}
+
+fn parse_event_kind(name: &str) -> Option<EventKind> {
+    [
+        EventKind::ChatMessage,
+        EventKind::Meeting,
+        EventKind::Schedule,
+        EventKind::Delivery,
+        EventKind::Custom,
+    ]
+    .into_iter()
+    .find(|k| event_kind_name(*k) == name)
+}
+
+/// Names used as channel, provider, plugin and schedule keys: short, printable,
+/// and safe to show in a log line or a metric label.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, path, &base_dir)
+    }
+
+    /// Parses config text; `source` is only used to name the file in errors.
+    pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let display = source.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: display.clone(),
+            message: describe_toml_error(text, &e),
+        })?;
+        let mut issues = Vec::new();
+        let config = Config::validate(raw, source, base_dir, &mut issues);
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: display,
+                issues,
+            })
+        }
+    }
+
+    fn validate(
+        raw: RawConfig,
+        source: &Path,
+        base_dir: &Path,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Config {
+        let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
+
+        let storage = StorageConfig {
+            dir: base_dir.join(raw.storage.dir.unwrap_or_else(|| PathBuf::from(".botbox"))),
+        };
+        let runtime = RuntimeConfig {
+            reload: raw.runtime.reload.unwrap_or(true),
+        };
+
+        let mut providers = BTreeMap::new();
+        for (name, mut table) in raw.providers {
+            let key = format!("providers.{name}");
+            if !is_valid_name(&name) {
+                issue(key.clone(), name_rule());
+            }
+            match table.remove("kind") {
+                Some(toml::Value::String(kind)) => {
+                    providers.insert(
+                        name,
+                        ProviderConfig {
+                            kind,
+                            options: table,
+                        },
+                    );
+                }
+                Some(_) => issue(format!("{key}.kind"), "must be a string".into()),
+                None => issue(
+                    format!("{key}.kind"),
+                    "is missing: say which provider this is (for example \"bigbluebutton\" or \"console\")".into(),
+                ),
+            }
+        }
+
+        let mut channels = BTreeMap::new();
+        for (name, mut table) in raw.channels {
+            let key = format!("channels.{name}");
+            if !is_valid_name(&name) {
+                issue(key.clone(), name_rule());
+            }
+            let provider = match table.remove("provider") {
+                Some(toml::Value::String(p)) => p,
+                Some(_) => {
+                    issue(format!("{key}.provider"), "must be a string".into());
+                    continue;
+                }
+                None => {
+                    issue(
+                        format!("{key}.provider"),
+                        "is missing: name one of the [providers.*] sections".into(),
+                    );
+                    continue;
+                }
+            };
+            if !providers.contains_key(&provider) {
+                issue(
+                    format!("{key}.provider"),
+                    format!(
+                        "names provider `{provider}`, which is not defined; defined: {}",
+                        list_or_none(providers.keys())
+                    ),
+                );
+            }
+            let default_sender = match table.remove("sender") {
+                Some(toml::Value::String(s)) => Some(s),
+                Some(_) => {
+                    issue(format!("{key}.sender"), "must be a string".into());
+                    None
+                }
+                None => None,
+            };
+            let target = table.remove("target");
+            channels.insert(
+                name,
+                ChannelConfig {
+                    provider,
+                    target,
+                    default_sender,
+                    options: table,
+                },
+            );
+        }
+
+        let mut plugins = BTreeMap::new();
+        for (name, raw_plugin) in raw.plugins {
+            let key = format!("plugins.{name}");
+            if !is_valid_name(&name) {
+                issue(key.clone(), name_rule());
+            }
+            for channel in &raw_plugin.channels {
+                if !channels.contains_key(channel) {
+                    issue(
+                        format!("{key}.channels"),
+                        format!(
+                            "grants channel `{channel}`, which is not defined; defined: {}",
+                            list_or_none(channels.keys())
+                        ),
+                    );
+                }
+            }
+            let events = match raw_plugin.events {
+                None => DEFAULT_EVENTS.to_vec(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| {
+                        let kind = parse_event_kind(n);
+                        if kind.is_none() {
+                            issue(
+                                format!("{key}.events"),
+                                format!(
+                                    "unknown event kind `{n}`; known: chat-message, meeting, schedule, delivery, custom"
+                                ),
+                            );
+                        }
+                        kind
+                    })
+                    .collect(),
+            };
+            let mut schedules = BTreeMap::new();
+            for (sched_name, spec) in raw_plugin.schedules {
+                let sched_key = format!("{key}.schedules.{sched_name}");
+                if !is_valid_name(&sched_name) {
+                    issue(sched_key.clone(), name_rule());
+                }
+                match parse_schedule(&spec) {
+                    Ok(parsed) => {
+                        schedules.insert(sched_name, parsed);
+                    }
+                    Err(message) => issue(sched_key, message),
+                }
+            }
+            let limits = validate_limits(&raw_plugin.limits, &format!("{key}.limits"), &mut issue);
+            let mut settings = BTreeMap::new();
+            for (k, v) in raw_plugin.settings {
+                let setting_key = format!("{key}.settings.{k}");
+                if looks_like_secret_ref(&v) {
+                    issue(
+                        setting_key,
+                        "plugin settings are visible to the plugin, so they cannot hold secret references; give the credential to a provider instead".into(),
+                    );
+                    continue;
+                }
+                let text = match v {
+                    toml::Value::String(s) => s,
+                    other => match serde_json::to_string(&other) {
+                        Ok(json) => json,
+                        Err(e) => {
+                            issue(setting_key, format!("cannot be shown to the plugin: {e}"));
+                            continue;
+                        }
+                    },
+                };
+                settings.insert(k, text);
+            }
+            plugins.insert(
+                name,
+                PluginConfig {
+                    path: base_dir.join(&raw_plugin.path),
+                    channels: raw_plugin.channels,
+                    events,
+                    schedules,
+                    limits,
+                    settings,
+                },
+            );
+        }
+
+        Config {
+            source: source.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+            storage,
+            runtime,
+            providers,
+            channels,
+            plugins,
+        }
+    }
+}
+
+fn validate_limits(
+    raw: &RawLimits,
+    key: &str,
+    issue: &mut impl FnMut(String, String),
+) -> PluginLimits {
+    let defaults = PluginLimits::default();
+    let mut check = |name: &str, value: Option<u64>, min: u64, max: u64, default: u64| -> u64 {
+        match value {
+            None => default,
+            Some(v) if v < min || v > max => {
+                issue(
+                    format!("{key}.{name}"),
+                    format!("is {v}; it must be between {min} and {max}"),
+                );
+                default
+            }
+            Some(v) => v,
+        }
+    };
+    let memory_mb = check(
+        "memory_mb",
+        raw.memory_mb,
+        1,
+        MAX_PLUGIN_MEMORY_MB,
+        (defaults.memory_bytes >> 20) as u64,
+    );
+    let deadline_ms = check(
+        "deadline_ms",
+        raw.deadline_ms,
+        1,
+        MAX_DEADLINE_MS,
+        defaults.deadline.as_millis() as u64,
+    );
+    let max_concurrency = check(
+        "max_concurrency",
+        raw.max_concurrency,
+        1,
+        256,
+        defaults.max_concurrency as u64,
+    );
+    let broadcasts_per_minute = check(
+        "broadcasts_per_minute",
+        raw.broadcasts_per_minute,
+        0,
+        100_000,
+        defaults.broadcasts_per_minute.into(),
+    );
+    let log_lines_per_second = check(
+        "log_lines_per_second",
+        raw.log_lines_per_second,
+        0,
+        10_000,
+        defaults.log_lines_per_second.into(),
+    );
+    let kv_max_key_bytes = check(
+        "kv_max_key_bytes",
+        raw.kv_max_key_bytes,
+        1,
+        4096,
+        defaults.kv_max_key_bytes.into(),
+    );
+    let kv_max_value_bytes = check(
+        "kv_max_value_bytes",
+        raw.kv_max_value_bytes,
+        1,
+        16 << 20,
+        defaults.kv_max_value_bytes.into(),
+    );
+    let kv_max_total_kb = check(
+        "kv_max_total_kb",
+        raw.kv_max_total_kb,
+        1,
+        1 << 20,
+        defaults.kv_max_total_bytes >> 10,
+    );
+    PluginLimits {
+        memory_bytes: (memory_mb as usize) << 20,
+        deadline: Duration::from_millis(deadline_ms),
+        max_concurrency: max_concurrency as usize,
+        broadcasts_per_minute: broadcasts_per_minute as u32,
+        log_lines_per_second: log_lines_per_second as u32,
+        kv_max_key_bytes: kv_max_key_bytes as u32,
+        kv_max_value_bytes: kv_max_value_bytes as u32,
+        kv_max_total_bytes: kv_max_total_kb << 10,
+    }
+}
+
+fn looks_like_secret_ref(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Table(t) => t.len() == 1 && (t.contains_key("env") || t.contains_key("file")),
+        _ => false,
+    }
+}
+
+fn name_rule() -> String {
+    "names may use only letters, digits, '-', '_' and '.', 1 to 64 of them".into()
+}
+
+fn list_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let all: Vec<&str> = names.map(String::as_str).collect();
+    if all.is_empty() {
+        "none".into()
+    } else {
+        all.join(", ")
+    }
+}
+
+/// toml's messages carry a span; turn it into "line L, column C" so the
+/// operator can jump there.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end().to_string();
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Reads a secret reference out of a provider's options, with a clear error
+/// for inline secrets.
+pub fn take_secret(
+    options: &toml::Table,
+    field: &str,
+    key_prefix: &str,
+    base_dir: &Path,
+) -> Result<Option<Secret>, ConfigIssue> {
+    let key = format!("{key_prefix}.{field}");
+    let Some(value) = options.get(field) else {
+        return Ok(None);
+    };
+    if value.is_str() {
+        return Err(ConfigIssue {
+            key,
+            message:
+                "inline secrets are not allowed; write { env = \"VAR\" } or { file = \"path\" }"
+                    .into(),
+        });
+    }
+    let reference: SecretRef = value.clone().try_into().map_err(|_| ConfigIssue {
+        key: key.clone(),
+        message: "must be { env = \"VAR\" } or { file = \"path\" }".into(),
+    })?;
+    reference
+        .resolve(base_dir)
+        .map(Some)
+        .map_err(|e| ConfigIssue {
+            key,
+            message: format!("{e} (from {reference})"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("botbox.toml"), Path::new("/cfg"))
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = parse(
+            r#"
+            [providers.out]
+            kind = "console"
+            [channels.lobby]
+            provider = "out"
+            [plugins.p]
+            path = "p.wasm"
+            channels = ["lobby"]
+            "#,
+        )
+        .unwrap();
+        let p = &c.plugins["p"];
+        assert_eq!(p.limits, PluginLimits::default());
+        assert_eq!(p.events, DEFAULT_EVENTS.to_vec());
+        assert_eq!(p.path, Path::new("/cfg/p.wasm"));
+        assert_eq!(c.storage.dir, Path::new("/cfg/.botbox"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let err = parse(
+            r#"
+            [providers.out]
+            [channels.lobby]
+            provider = "nope"
+            [plugins.p]
+            path = "p.wasm"
+            channels = ["lobby", "ghost"]
+            events = ["chat-message", "telepathy"]
+            schedules = { tick = "every banana" }
+            limits = { memory_mb = 0, deadline_ms = 999999 }
+            settings = { token = { env = "X" } }
+            "#,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues().iter().map(|i| i.key.as_str()).collect();
+        for expected in [
+            "providers.out.kind",
+            "channels.lobby.provider",
+            "plugins.p.channels",
+            "plugins.p.events",
+            "plugins.p.schedules.tick",
+            "plugins.p.limits.memory_mb",
+            "plugins.p.limits.deadline_ms",
+            "plugins.p.settings.token",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+        }
+        let text = err.to_string();
+        assert!(text.starts_with("botbox.toml has 8 problem(s)"), "{text}");
+        assert!(text.contains("ghost"), "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = parse("[plugins.p]\npath = \n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("botbox.toml: line 2"), "{text}");
+    }
+
+    #[test]
+    fn typos_in_known_sections_are_refused() {
+        let err = parse("[plugins.p]\npath = \"p.wasm\"\nchanels = []\n").unwrap_err();
+        assert!(err.to_string().contains("chanels"), "{err}");
+    }
+
+    #[test]
+    fn inline_secrets_are_refused() {
+        let mut t = toml::Table::new();
+        t.insert("secret".into(), toml::Value::String("plain".into()));
+        let e = take_secret(&t, "secret", "providers.x", Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "providers.x.secret");
+        assert!(e.message.contains("inline secrets"));
+        assert!(!e.message.contains("plain"));
+    }
+}

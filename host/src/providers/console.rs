@@ -1,0 +1,128 @@
+//! The `console` provider: prints each message as one readable line on
+//! stdout. It needs no account, which makes it the demo's and the plugin
+//! author's default.
+
+use std::io::Write;
+
+use async_trait::async_trait;
+
+use super::{ChannelRules, DeliveryOutcome, Provider, unknown_keys};
+use crate::config::{ChannelConfig, ConfigIssue};
+use crate::sanitize;
+use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
+
+pub struct Console {
+    max_text_chars: u32,
+}
+
+impl Console {
+    pub fn from_options(key: &str, options: &toml::Table) -> Result<Console, Vec<ConfigIssue>> {
+        let mut issues = unknown_keys(options, &["max_text_chars"], key);
+        let max_text_chars = match options.get("max_text_chars") {
+            None => 4000,
+            Some(toml::Value::Integer(n)) if (1..=1_000_000).contains(n) => *n as u32,
+            Some(_) => {
+                issues.push(ConfigIssue {
+                    key: format!("{key}.max_text_chars"),
+                    message: "must be an integer from 1 to 1000000".into(),
+                });
+                4000
+            }
+        };
+        if issues.is_empty() {
+            Ok(Console { max_text_chars })
+        } else {
+            Err(issues)
+        }
+    }
+}
+
+/// One line per message: channel, sender and a readable rendering of the content.
+pub fn render(channel: &str, message: &Message) -> String {
+    let sender = message.sender.as_deref().unwrap_or("bot");
+    let body = match &message.content {
+        Content::Text(t) => t.clone(),
+        Content::Custom(c) => format!("[custom {}] {}", c.event, c.data),
+        Content::Command(a) => format!("[command] {a}"),
+        Content::Image(m) => format!("[image] {}", m.url),
+        Content::File(m) => format!("[file] {}", m.url),
+        Content::Audio(m) => format!("[audio] {}", m.url),
+        Content::Video(m) => format!("[video] {}", m.url),
+        Content::Location(l) => format!(
+            "[location] {:.5},{:.5} {}",
+            l.latitude,
+            l.longitude,
+            l.address.as_deref().unwrap_or("")
+        ),
+    };
+    let to = match &message.reply_to {
+        Some(conversation) => format!("{channel}/{conversation}"),
+        None => channel.to_string(),
+    };
+    format!(
+        "#{} <{}> {}",
+        sanitize::for_log(&to, 200),
+        sanitize::for_log(sender, 255),
+        sanitize::for_log(&body, 4000)
+    )
+}
+
+#[async_trait]
+impl Provider for Console {
+    fn kind(&self) -> &'static str {
+        "console"
+    }
+
+    fn check_channel(&self, name: &str, channel: &ChannelConfig) -> Vec<ConfigIssue> {
+        let mut issues = unknown_keys(&channel.options, &[], &format!("channels.{name}"));
+        if channel.target.is_some() {
+            issues.push(ConfigIssue {
+                key: format!("channels.{name}.target"),
+                message: "a console channel has no target; remove it".into(),
+            });
+        }
+        issues
+    }
+
+    fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
+        ChannelRules {
+            accepts: vec![
+                ContentKind::Text,
+                ContentKind::Custom,
+                ContentKind::Command,
+                ContentKind::Image,
+                ContentKind::File,
+                ContentKind::Audio,
+                ContentKind::Video,
+                ContentKind::Location,
+            ],
+            max_text_chars: self.max_text_chars,
+            splits_long_text: false,
+            max_split_parts: 1,
+            max_sender_chars: 255,
+        }
+    }
+
+    fn validate(&self, _channel: &ChannelConfig, _message: &Message) -> Result<(), BroadcastError> {
+        Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        channel_name: &str,
+        _channel: &ChannelConfig,
+        message: &Message,
+    ) -> DeliveryOutcome {
+        let line = render(channel_name, message);
+        let mut out = std::io::stdout().lock();
+        match writeln!(out, "{line}") {
+            Ok(()) => DeliveryOutcome::Delivered {
+                provider_ids: vec![],
+            },
+            Err(e) => DeliveryOutcome::RetryLater {
+                after: None,
+                reason: format!("cannot write to stdout: {e}"),
+            },
+        }
+    }
+}

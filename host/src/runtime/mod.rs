@@ -1,0 +1,431 @@
+//! The plugin runtime: one engine, one linker, a registry of loaded
+//! plugins, and the dispatch path that runs one event in a fresh instance
+//! under a deadline, a memory cap and a concurrency cap.
+
+pub mod engine;
+pub mod limits;
+pub mod plugin;
+pub mod state;
+pub mod stdio;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, broadcast};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+pub use self::engine::{CompileCache, CompileSource, PoolSizes};
+pub use self::plugin::{LoadError, Plugin, PluginStats};
+pub use self::state::HostState;
+
+use self::engine::{EpochTicker, build_engine, deadline_ticks};
+use crate::capabilities::kv::KvStore;
+use crate::capabilities::log::{LogRecord, LogSink};
+use crate::capabilities::{Conversations, Grants, PluginContext};
+use crate::config::{Config, PluginConfig, event_kind_name, is_valid_name};
+use crate::delivery::Delivery;
+use crate::sanitize;
+use crate::wit::Bot;
+use crate::wit::types::{Event, EventKind, Manifest};
+
+/// How long past its deadline a call may take before the host gives up on
+/// it from the outside. The epoch deadline stops guest code; this backstop
+/// catches a call stuck in a host import.
+const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+/// Why one event failed in one plugin. Nothing else is affected.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum HandleError {
+    #[error("no plugin named `{0}` is loaded")]
+    UnknownPlugin(String),
+    #[error("plugin `{plugin}` is not granted `{kind}` events")]
+    NotGranted { plugin: String, kind: &'static str },
+    #[error("plugin `{plugin}` is busy: {max} calls already running (limits.max_concurrency)")]
+    Busy { plugin: String, max: usize },
+    #[error(
+        "plugin `{plugin}` ran past its deadline of {deadline_ms} ms and was stopped (limits.deadline_ms)"
+    )]
+    Timeout { plugin: String, deadline_ms: u64 },
+    #[error(
+        "plugin `{plugin}` ran out of memory: it tried to grow to {wanted} bytes, over its cap of {cap} bytes (limits.memory_mb)"
+    )]
+    OutOfMemory {
+        plugin: String,
+        wanted: usize,
+        cap: usize,
+    },
+    #[error("plugin `{plugin}` crashed: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin `{plugin}` could not start an instance: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("plugin `{plugin}` returned an error: {message}")]
+    Failed { plugin: String, message: String },
+}
+
+/// Host services every plugin shares.
+#[derive(Clone)]
+pub struct Services {
+    pub kv: Arc<KvStore>,
+    pub delivery: Arc<Delivery>,
+    pub log_observers: broadcast::Sender<LogRecord>,
+}
+
+pub struct RuntimeOptions {
+    pub pool: PoolSizes,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    services: Services,
+    plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    generation: AtomicU64,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions, services: Services) -> wasmtime::Result<Runtime> {
+        let engine = build_engine(&options.pool)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Bot::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        Ok(Runtime {
+            _ticker: EpochTicker::start(engine.clone()),
+            cache: CompileCache::new(options.cache_dir),
+            engine,
+            linker,
+            services,
+            plugins: RwLock::new(BTreeMap::new()),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.read().ok()?.get(name).cloned()
+    }
+
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.plugins
+            .read()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads every plugin of a config, reporting every failure.
+    pub async fn load_all(&self, config: &Config) -> Vec<LoadError> {
+        let mut errors = Vec::new();
+        for (name, plugin_config) in &config.plugins {
+            if let Err(e) = self.load(name, plugin_config).await {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Loads (or reloads) one plugin and swaps it in atomically. On error
+    /// the previous version, if any, keeps running.
+    pub async fn load(&self, name: &str, config: &PluginConfig) -> Result<Arc<Plugin>, LoadError> {
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let cache = self.cache.clone();
+        let path = config.path.clone();
+        let plugin_name = name.to_string();
+        // Cranelift is CPU-bound for up to seconds; keep it off the event path.
+        let compiled = tokio::task::spawn_blocking(move || {
+            plugin::compile(&engine, &linker, &cache, &plugin_name, &path)
+        })
+        .await
+        .map_err(|e| LoadError::Compile {
+            plugin: name.into(),
+            path: config.path.display().to_string(),
+            reason: format!("compiler task failed: {e}"),
+        })??;
+
+        let previous = self.plugin(name);
+        let log = previous
+            .as_ref()
+            .map(|p| p.context.log.clone())
+            .unwrap_or_else(|| {
+                Arc::new(LogSink::new(
+                    name,
+                    config.limits.log_lines_per_second,
+                    self.services.log_observers.clone(),
+                ))
+            });
+        let budget = previous
+            .as_ref()
+            .map(|p| p.context.broadcast_budget.clone())
+            .unwrap_or_else(|| {
+                Arc::new(Mutex::new(PluginContext::broadcast_budget(&config.limits)))
+            });
+        let conversations = previous
+            .as_ref()
+            .map(|p| p.context.conversations.clone())
+            .unwrap_or_else(|| Arc::new(Mutex::new(Conversations::default())));
+        let make_context = |manifest: Option<Manifest>, grants: Grants| {
+            Arc::new(PluginContext {
+                name: name.to_string(),
+                manifest,
+                grants,
+                settings: config.settings.clone(),
+                limits: config.limits.clone(),
+                kv: self.services.kv.clone(),
+                kv_limits: PluginContext::kv_limits(&config.limits),
+                log: log.clone(),
+                broadcast_budget: budget.clone(),
+                conversations: conversations.clone(),
+                delivery: self.services.delivery.clone(),
+            })
+        };
+
+        // describe() runs with no grants: a plugin cannot act while it is
+        // still saying what it wants.
+        let probe = Plugin {
+            name: name.to_string(),
+            pre: compiled.pre.clone(),
+            context: make_context(None, Grants::default()),
+            limits: config.limits.clone(),
+            permits: Arc::new(Semaphore::new(1)),
+            stats: Arc::new(PluginStats::default()),
+            compile_source: compiled.source,
+            generation: 0,
+        };
+        let manifest = self
+            .call_describe(&probe)
+            .await
+            .map_err(|e| LoadError::Describe {
+                plugin: name.into(),
+                reason: e.to_string(),
+            })?;
+        let manifest = sanitize_manifest(manifest).map_err(|reason| LoadError::Describe {
+            plugin: name.into(),
+            reason,
+        })?;
+        let (grants, denied) = Grants::intersect(&manifest, config);
+        plugin::log_denied(name, &denied, &grants);
+
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let loaded = Arc::new(Plugin {
+            name: name.to_string(),
+            pre: compiled.pre,
+            context: make_context(Some(manifest), grants),
+            limits: config.limits.clone(),
+            permits: Arc::new(Semaphore::new(config.limits.max_concurrency)),
+            stats: previous
+                .as_ref()
+                .map(|p| p.stats.clone())
+                .unwrap_or_default(),
+            compile_source: compiled.source,
+            generation,
+        });
+        if let Ok(mut plugins) = self.plugins.write() {
+            plugins.insert(name.to_string(), loaded.clone());
+        }
+        tracing::info!(
+            plugin = name,
+            generation,
+            bytes = compiled.bytes_len,
+            compile = ?compiled.source,
+            "loaded"
+        );
+        Ok(loaded)
+    }
+
+    /// Removes a plugin. Calls in flight finish on the version they hold.
+    pub fn unload(&self, name: &str) -> bool {
+        self.plugins
+            .write()
+            .map(|mut p| p.remove(name).is_some())
+            .unwrap_or(false)
+    }
+
+    fn new_store(&self, plugin: &Plugin) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(plugin.context.clone()));
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(deadline_ticks(plugin.limits.deadline));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    async fn call_describe(&self, plugin: &Plugin) -> Result<Manifest, HandleError> {
+        let mut store = self.new_store(plugin);
+        let work = async {
+            let bot = plugin.pre.instantiate_async(&mut store).await?;
+            bot.botbox_bot_handler().call_describe(&mut store).await
+        };
+        let outcome = tokio::time::timeout(plugin.limits.deadline + DEADLINE_GRACE, work).await;
+        match outcome {
+            Ok(Ok(manifest)) => Ok(manifest),
+            Ok(Err(e)) => Err(classify(plugin, &store, e)),
+            Err(_) => Err(timeout_error(plugin)),
+        }
+    }
+
+    /// Runs one event in a fresh instance of one plugin.
+    pub async fn dispatch(&self, name: &str, event: &Event) -> Result<(), HandleError> {
+        let plugin = self
+            .plugin(name)
+            .ok_or_else(|| HandleError::UnknownPlugin(sanitize::for_log(name, 64)))?;
+        self.dispatch_to(&plugin, event).await
+    }
+
+    pub async fn dispatch_to(
+        &self,
+        plugin: &Arc<Plugin>,
+        event: &Event,
+    ) -> Result<(), HandleError> {
+        let kind = event_kind(event);
+        if !plugin.context.grants.allows_event(kind) {
+            return Err(HandleError::NotGranted {
+                plugin: plugin.name.clone(),
+                kind: event_kind_name(kind),
+            });
+        }
+        remember_conversation(&plugin.context, event);
+        let result = self.run_handle(plugin, event).await;
+        let stats = &plugin.stats;
+        match &result {
+            Ok(()) => stats.handled.fetch_add(1, Ordering::Relaxed),
+            Err(HandleError::Timeout { .. }) => stats.timeouts.fetch_add(1, Ordering::Relaxed),
+            Err(HandleError::OutOfMemory { .. }) => {
+                stats.out_of_memory.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(HandleError::Trap { .. }) => stats.traps.fetch_add(1, Ordering::Relaxed),
+            Err(HandleError::Busy { .. }) => stats.busy.fetch_add(1, Ordering::Relaxed),
+            Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn run_handle(&self, plugin: &Plugin, event: &Event) -> Result<(), HandleError> {
+        // The concurrency cap is taken before an instance slot, so a plugin
+        // stuck at its cap never drains the shared pool. A call past the cap
+        // fails at once instead of queueing: the plugin is saturated, and a
+        // queue would only turn its slowness into everyone's latency.
+        // Callers report it (a webhook answers 503, a schedule tick is
+        // skipped and logged).
+        let Ok(_permit) = plugin.permits.clone().try_acquire_owned() else {
+            return Err(HandleError::Busy {
+                plugin: plugin.name.clone(),
+                max: plugin.limits.max_concurrency,
+            });
+        };
+        let mut store = self.new_store(plugin);
+        let instantiated = tokio::time::timeout(
+            plugin.limits.deadline + DEADLINE_GRACE,
+            plugin.pre.instantiate_async(&mut store),
+        )
+        .await;
+        let bot = match instantiated {
+            Ok(Ok(bot)) => bot,
+            Ok(Err(e)) => {
+                let classified = classify(plugin, &store, e);
+                return Err(match classified {
+                    HandleError::Trap { plugin, message } => {
+                        HandleError::Instantiate { plugin, message }
+                    }
+                    other => other,
+                });
+            }
+            Err(_) => return Err(timeout_error(plugin)),
+        };
+        let call = bot.botbox_bot_handler().call_handle(&mut store, event);
+        match tokio::time::timeout(plugin.limits.deadline + DEADLINE_GRACE, call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(message))) => Err(HandleError::Failed {
+                plugin: plugin.name.clone(),
+                message: sanitize::for_log(&message, 2000),
+            }),
+            Ok(Err(e)) => Err(classify(plugin, &store, e)),
+            Err(_) => Err(timeout_error(plugin)),
+        }
+    }
+}
+
+fn timeout_error(plugin: &Plugin) -> HandleError {
+    HandleError::Timeout {
+        plugin: plugin.name.clone(),
+        deadline_ms: plugin.limits.deadline.as_millis() as u64,
+    }
+}
+
+/// Turns a wasmtime error into what the operator needs to know.
+fn classify(plugin: &Plugin, store: &Store<HostState>, error: wasmtime::Error) -> HandleError {
+    let memory = &store.data().memory;
+    if let Some(wanted) = memory.refused_growth {
+        return HandleError::OutOfMemory {
+            plugin: plugin.name.clone(),
+            wanted,
+            cap: memory.max_memory_bytes(),
+        };
+    }
+    let message = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return timeout_error(plugin),
+        Some(Trap::StackOverflow) => "stack overflow: recursion too deep".to_string(),
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    };
+    HandleError::Trap {
+        plugin: plugin.name.clone(),
+        message: sanitize::for_log(&message, 2000),
+    }
+}
+
+pub fn event_kind(event: &Event) -> EventKind {
+    match event {
+        Event::ChatMessage(_) => EventKind::ChatMessage,
+        Event::Meeting(_) => EventKind::Meeting,
+        Event::Schedule(_) => EventKind::Schedule,
+        Event::Delivery(_) => EventKind::Delivery,
+        Event::Custom(_) => EventKind::Custom,
+    }
+}
+
+fn remember_conversation(context: &PluginContext, event: &Event) {
+    let (channel, conversation) = match event {
+        Event::ChatMessage(m) => (&m.channel, &m.conversation),
+        Event::Meeting(m) => (&m.channel, &m.meeting_id),
+        _ => return,
+    };
+    if let Ok(mut c) = context.conversations.lock() {
+        c.remember(channel, conversation);
+    }
+}
+
+/// Bounds what a plugin says about itself before it reaches logs and grants.
+fn sanitize_manifest(m: Manifest) -> Result<Manifest, String> {
+    const MAX_ITEMS: usize = 256;
+    if m.channels.len() > MAX_ITEMS || m.schedules.len() > MAX_ITEMS || m.events.len() > MAX_ITEMS {
+        return Err(format!(
+            "manifest lists more than {MAX_ITEMS} channels, events or schedules"
+        ));
+    }
+    for name in m.channels.iter().chain(m.schedules.iter()) {
+        if !is_valid_name(name) {
+            return Err(format!(
+                "manifest names `{}`, which is not a valid channel or schedule name",
+                sanitize::for_log(name, 64)
+            ));
+        }
+    }
+    Ok(Manifest {
+        name: sanitize::for_log(&m.name, 64),
+        version: sanitize::for_log(&m.version, 64),
+        ..m
+    })
+}

@@ -1,0 +1,285 @@
+//! Loading a plugin: read, check it is a component of our world version,
+//! compile (or fetch from the cache), pre-link, ask it what it wants, and
+//! work out its grants.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::HostState;
+use super::engine::CompileSource;
+use crate::capabilities::{Denied, Grants, PluginContext};
+use crate::config::{PluginLimits, event_kind_name};
+use crate::sanitize;
+use crate::wit::{BotPre, WIT_PACKAGE, WIT_VERSION};
+
+/// Why a plugin could not be loaded. Each says which file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin `{plugin}`: cannot read `{path}`: {reason}")]
+    Read {
+        plugin: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}`: `{path}` is not a WebAssembly file")]
+    NotWasm { plugin: String, path: String },
+    #[error(
+        "plugin `{plugin}`: `{path}` is a core WebAssembly module, not a component; \
+         turn it into one with `wasm-tools component new` (or build it with `cargo xtask plugins`)"
+    )]
+    CoreModule { plugin: String, path: String },
+    #[error(
+        "plugin `{plugin}`: `{path}` was built against WIT {found}, but this host provides \
+         {WIT_PACKAGE}@{WIT_VERSION}; rebuild it against the botbox SDK for {WIT_VERSION}"
+    )]
+    WrongVersion {
+        plugin: String,
+        path: String,
+        found: String,
+    },
+    #[error(
+        "plugin `{plugin}`: `{path}` imports `{import}`, which botbox does not provide; \
+         a plugin may import only {WIT_PACKAGE} interfaces and WASI"
+    )]
+    UnsupportedImport {
+        plugin: String,
+        path: String,
+        import: String,
+    },
+    #[error(
+        "plugin `{plugin}`: `{path}` does not export {WIT_PACKAGE}/handler@{WIT_VERSION}; \
+         is it built for the world {WIT_PACKAGE}/bot?"
+    )]
+    NoHandler { plugin: String, path: String },
+    #[error("plugin `{plugin}`: `{path}` does not compile: {reason}")]
+    Compile {
+        plugin: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}`: `{path}` cannot be linked: {reason}")]
+    Link {
+        plugin: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}`: describe() failed: {reason}")]
+    Describe { plugin: String, reason: String },
+}
+
+/// A compiled, pre-linked component and the facts about it that do not
+/// depend on the config.
+pub struct Compiled {
+    pub pre: BotPre<HostState>,
+    pub source: CompileSource,
+    pub bytes_len: usize,
+}
+
+/// Checks the header, the world version and the imports, then compiles.
+pub fn compile(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    cache: &super::engine::CompileCache,
+    plugin: &str,
+    path: &Path,
+) -> Result<Compiled, LoadError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+        plugin: plugin.into(),
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    check_header(plugin, &shown, &bytes)?;
+    let (component, source) = cache.load(engine, &bytes).map_err(|e| LoadError::Compile {
+        plugin: plugin.into(),
+        path: shown.clone(),
+        reason: sanitize::for_log(&format!("{e:#}"), 2000),
+    })?;
+    check_world(engine, &component, plugin, &shown)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Link {
+            plugin: plugin.into(),
+            path: shown.clone(),
+            reason: sanitize::for_log(&format!("{e:#}"), 2000),
+        })?;
+    let pre = BotPre::new(pre).map_err(|e| LoadError::Link {
+        plugin: plugin.into(),
+        path: shown.clone(),
+        reason: sanitize::for_log(&format!("{e:#}"), 2000),
+    })?;
+    Ok(Compiled {
+        pre,
+        source,
+        bytes_len: bytes.len(),
+    })
+}
+
+fn check_header(plugin: &str, path: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            plugin: plugin.into(),
+            path: path.into(),
+        });
+    }
+    // Bytes 4..8 are the version and layer: 1.0 is a core module, a
+    // component has layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule {
+            plugin: plugin.into(),
+            path: path.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Splits `ns:pkg/iface@ver` into (`ns:pkg`, version).
+fn package_and_version(name: &str) -> Option<(&str, &str)> {
+    let (path, version) = name.split_once('@')?;
+    let (package, _iface) = path.split_once('/')?;
+    Some((package, version))
+}
+
+fn check_world(
+    engine: &Engine,
+    component: &Component,
+    plugin: &str,
+    path: &str,
+) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    for (name, _item) in ty.imports(engine) {
+        let package = package_and_version(name);
+        match package {
+            Some((WIT_PACKAGE, WIT_VERSION)) => {}
+            Some((WIT_PACKAGE, other)) => {
+                return Err(LoadError::WrongVersion {
+                    plugin: plugin.into(),
+                    path: path.into(),
+                    found: format!("{WIT_PACKAGE}@{other}"),
+                });
+            }
+            // WASI's own version matching is left to the linker, which
+            // accepts any compatible 0.2.x.
+            _ if name.starts_with("wasi:") => {}
+            _ => {
+                return Err(LoadError::UnsupportedImport {
+                    plugin: plugin.into(),
+                    path: path.into(),
+                    import: sanitize::for_log(name, 200),
+                });
+            }
+        }
+    }
+    let mut handler_versions = Vec::new();
+    for (name, _item) in ty.exports(engine) {
+        if let Some((WIT_PACKAGE, version)) = package_and_version(name)
+            && name.starts_with(&format!("{WIT_PACKAGE}/handler@"))
+        {
+            handler_versions.push(version.to_string());
+        }
+    }
+    if handler_versions.iter().any(|v| v == WIT_VERSION) {
+        Ok(())
+    } else if let Some(other) = handler_versions.first() {
+        Err(LoadError::WrongVersion {
+            plugin: plugin.into(),
+            path: path.into(),
+            found: format!("{WIT_PACKAGE}@{other}"),
+        })
+    } else {
+        Err(LoadError::NoHandler {
+            plugin: plugin.into(),
+            path: path.into(),
+        })
+    }
+}
+
+/// Counters for one plugin since it loaded, across reloads.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    pub handled: AtomicU64,
+    pub failed: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    pub busy: AtomicU64,
+}
+
+/// A loaded plugin, ready to handle events. Replaced whole on reload;
+/// calls in flight keep the `Arc` of the version they started on.
+pub struct Plugin {
+    pub name: String,
+    pub pre: BotPre<HostState>,
+    pub context: Arc<PluginContext>,
+    pub limits: PluginLimits,
+    pub permits: Arc<Semaphore>,
+    pub stats: Arc<PluginStats>,
+    pub compile_source: CompileSource,
+    /// Increases with every successful load of this plugin name.
+    pub generation: u64,
+}
+
+/// Logs what a plugin asked for and did not get: the operator's first
+/// clue when a bot "does nothing".
+pub fn log_denied(plugin: &str, denied: &Denied, grants: &Grants) {
+    for c in &denied.channels {
+        tracing::warn!(
+            plugin,
+            "asks for channel `{}`, which is not granted; denied",
+            sanitize::for_log(c, 64)
+        );
+    }
+    for e in &denied.events {
+        tracing::warn!(
+            plugin,
+            "asks for `{}` events, which are not granted; denied",
+            event_kind_name(*e)
+        );
+    }
+    for s in &denied.schedules {
+        tracing::warn!(
+            plugin,
+            "asks for schedule `{}`, which is not configured; denied",
+            sanitize::for_log(s, 64)
+        );
+    }
+    tracing::debug!(plugin, channels = ?grants.channels, events = ?grants.events, schedules = ?grants.schedules, "granted");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_package_and_version() {
+        assert_eq!(
+            package_and_version("botbox:bot/log@0.1.0"),
+            Some(("botbox:bot", "0.1.0"))
+        );
+        assert_eq!(
+            package_and_version("wasi:io/streams@0.2.3"),
+            Some(("wasi:io", "0.2.3"))
+        );
+        assert_eq!(package_and_version("env"), None);
+    }
+
+    #[test]
+    fn header_check_tells_core_modules_apart() {
+        let core = wat::parse_str("(module)").unwrap();
+        assert!(matches!(
+            check_header("p", "p.wasm", &core),
+            Err(LoadError::CoreModule { .. })
+        ));
+        let component = wat::parse_str("(component)").unwrap();
+        assert!(check_header("p", "p.wasm", &component).is_ok());
+        assert!(matches!(
+            check_header("p", "p.wasm", b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+    }
+}

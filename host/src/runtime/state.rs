@@ -1,0 +1,54 @@
+//! The data of one store: one plugin instance handling one event.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::limits::MemoryCap;
+use super::stdio::GuestOutput;
+use crate::capabilities::PluginContext;
+use crate::capabilities::log::StdStream;
+
+pub struct HostState {
+    pub plugin: Arc<PluginContext>,
+    pub memory: MemoryCap,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<PluginContext>) -> HostState {
+        HostState {
+            memory: MemoryCap::new(plugin.limits.memory_bytes),
+            wasi: deny_all_wasi(&plugin),
+            table: ResourceTable::new(),
+            plugin,
+        }
+    }
+}
+
+/// WASI for guests whose toolchains import it (JS, Python, C with
+/// wasi-libc): clocks and random work, everything that reaches outside the
+/// sandbox is absent. No preopened directories, no environment, no
+/// arguments, no stdin, no sockets, no name lookup.
+fn deny_all_wasi(plugin: &PluginContext) -> WasiCtx {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .stdout(GuestOutput::new(plugin.log.clone(), StdStream::Stdout))
+        .stderr(GuestOutput::new(plugin.log.clone(), StdStream::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    builder.build()
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Fires each plugin's granted schedules.
+//!
+//! Missed ticks are skipped, not replayed: a tick missed while the host was
+//! down or while the previous tick's event was still running does not fire
+//! late in a burst. A bot that must catch up (say, a reminder) keeps its own
+//! "last done" time in kv and compares on the next tick.
+
+use std::sync::Arc;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ScheduleSpec};
+use crate::runtime::Runtime;
+use crate::wit::types::Event;
+
+/// Starts one task per (plugin, granted schedule). They stop when `stop` is
+/// cancelled; each event in flight then finishes.
+pub fn start(config: &Config, runtime: Arc<Runtime>, stop: CancellationToken, tasks: &TaskTracker) {
+    for (plugin_name, plugin) in &config.plugins {
+        for (schedule, spec) in &plugin.schedules {
+            let ScheduleSpec::Every(period) = spec.clone();
+            let runtime = runtime.clone();
+            let stop = stop.clone();
+            let plugin_name = plugin_name.clone();
+            let schedule = schedule.clone();
+            tasks.spawn(async move {
+                let mut ticker =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = ticker.tick() => {}
+                    }
+                    // The grant is checked at fire time, so a reload that
+                    // revokes the schedule takes effect at the next tick.
+                    let Some(loaded) = runtime.plugin(&plugin_name) else {
+                        continue;
+                    };
+                    if !loaded.context.grants.schedules.contains(&schedule) {
+                        continue;
+                    }
+                    let event = Event::Schedule(schedule.clone());
+                    if let Err(e) = runtime.dispatch_to(&loaded, &event).await {
+                        tracing::warn!(plugin = %plugin_name, schedule = %schedule, "{e}");
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The `botbox` binary, driven as a user would: exit codes and output.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{Ask, WatPlugin, send_and_expect};
+
+fn botbox(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BOTBOX_LOG")
+        .output()
+        .expect("run botbox")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Logs "hi", sends "hello" to lobby.
+fn chatty() -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask {
+        schedules: &["tick"],
+        ..Ask::default()
+    });
+    let (line, len) = p.data.string("hi \x1b[31mthere");
+    let msg = p.text_message("lobby", "hello");
+    let body = format!(
+        "(call $log (i32.const 2) (i32.const {line}) (i32.const {len}))\n{}",
+        send_and_expect(msg, 0)
+    );
+    p.body(&body).build()
+}
+
+#[test]
+fn call_on_a_wasm_file_prints_logs_and_broadcasts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatty.wasm"), chatty()).unwrap();
+    let out = botbox(
+        dir.path(),
+        &["call", "chatty.wasm", "--event", r#"{"name": "poke"}"#],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("log   info  plugin: hi \\u{1b}[31mthere"), "{t}");
+    assert!(t.contains("send  #lobby <bot> hello"), "{t}");
+    assert!(t.contains(": delivered"), "{t}");
+    assert!(t.contains("ok    handled in"), "{t}");
+}
+
+#[test]
+fn call_exit_code_reflects_a_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = WatPlugin::new(Ask::default()).body("unreachable").build();
+    std::fs::write(dir.path().join("bad.wasm"), bad).unwrap();
+    let out = botbox(
+        dir.path(),
+        &["call", "bad.wasm", "--event", r#"{"name": "x"}"#],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL  plugin `plugin` crashed: wasm trap"),
+        "{t}"
+    );
+}
+
+#[test]
+fn call_refuses_a_bad_event_with_usage_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatty.wasm"), chatty()).unwrap();
+    let out = botbox(
+        dir.path(),
+        &["call", "chatty.wasm", "--event", "{\"telepathy\": 1}"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("unknown event kind `telepathy`"));
+}
+
+#[test]
+fn check_reports_every_config_problem_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[channels.lobby]\nprovider = \"nope\"\n[plugins.p]\npath = \"p.wasm\"\nchannels = [\"ghost\"]\nlimits = { memory_mb = 0 }\n",
+    )
+    .unwrap();
+    let out = botbox(dir.path(), &["check", "--config", "botbox.toml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("botbox.toml has 3 problem(s)"), "{t}");
+    assert!(t.contains("channels.lobby.provider"), "{t}");
+    assert!(t.contains("plugins.p.channels"), "{t}");
+    assert!(t.contains("plugins.p.limits.memory_mb"), "{t}");
+}
+
+#[test]
+fn check_names_the_wit_version_a_plugin_was_built_against() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.wasm"), chatty()).unwrap();
+    std::fs::write(
+        dir.path().join("old.wasm"),
+        WatPlugin::new(Ask::default()).version("0.2.0").build(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n\
+         [plugins.good]\npath = \"good.wasm\"\nchannels = [\"lobby\"]\n\
+         [plugins.old]\npath = \"old.wasm\"\nchannels = [\"lobby\"]\n",
+    )
+    .unwrap();
+    let out = botbox(dir.path(), &["check", "--config", "botbox.toml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("ok   plugin good"), "{t}");
+    assert!(
+        t.contains("FAIL plugin `old`: `") && t.contains("was built against WIT botbox:bot@0.2.0"),
+        "{t}"
+    );
+}
+
+#[test]
+fn run_fires_schedules_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatty.wasm"), chatty()).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\nsender = \"Ticker\"\n\
+         [plugins.chatty]\npath = \"chatty.wasm\"\nchannels = [\"lobby\"]\nschedules = { tick = \"every 1s\" }\n",
+    )
+    .unwrap();
+    let out = botbox(
+        dir.path(),
+        &["run", "--config", "botbox.toml", "--exit-after", "3"],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let sent = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l == "#lobby <Ticker> hello")
+        .count();
+    assert!((1..=4).contains(&sent), "{t}");
+    assert!(t.contains("stopped"), "{t}");
+}

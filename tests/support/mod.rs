@@ -1,0 +1,328 @@
+//! Shared helpers for the integration tests: components built in-process
+//! from WAT, and a host built from a config written on the fly.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use botbox::app::App;
+use botbox::config::Config;
+use wit_parser::{Resolve, SizeAlign, Type, TypeDefKind};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The WIT package, optionally re-versioned to build "foreign" components.
+fn resolve_with_version(version: &str) -> (Resolve, wit_parser::WorldId) {
+    let text = std::fs::read_to_string(repo_root().join("wit/bot.wit")).expect("read wit/bot.wit");
+    let text = text.replace("@0.1.0", &format!("@{version}"));
+    let mut resolve = Resolve::default();
+    let pkg = resolve
+        .push_str("bot.wit", &text)
+        .expect("wit/bot.wit parses");
+    let world = resolve
+        .select_world(&[pkg], Some("bot"))
+        .expect("world bot");
+    (resolve, world)
+}
+
+/// Lays out data segments in guest memory, returning their addresses.
+pub struct Data {
+    next: u32,
+    segments: Vec<(u32, Vec<u8>)>,
+}
+
+impl Data {
+    fn new(start: u32) -> Data {
+        Data {
+            next: start,
+            segments: Vec::new(),
+        }
+    }
+
+    pub fn bytes(&mut self, bytes: &[u8], align: u32) -> u32 {
+        let addr = self.next.div_ceil(align) * align;
+        self.segments.push((addr, bytes.to_vec()));
+        self.next = addr + bytes.len() as u32;
+        addr
+    }
+
+    /// A string as the canonical ABI passes it: (ptr, len).
+    pub fn string(&mut self, s: &str) -> (u32, u32) {
+        (self.bytes(s.as_bytes(), 1), s.len() as u32)
+    }
+
+    fn list_of_strings(&mut self, items: &[&str]) -> (u32, u32) {
+        let mut table = Vec::new();
+        for s in items {
+            let (p, l) = self.string(s);
+            table.extend_from_slice(&p.to_le_bytes());
+            table.extend_from_slice(&l.to_le_bytes());
+        }
+        (self.bytes(&table, 4), items.len() as u32)
+    }
+
+    fn wat(&self) -> String {
+        let mut out = String::new();
+        for (addr, bytes) in &self.segments {
+            let _ = write!(out, "(data (i32.const {addr}) \"");
+            for b in bytes {
+                let _ = write!(out, "\\{b:02x}");
+            }
+            out.push_str("\")\n");
+        }
+        out
+    }
+}
+
+/// What a WAT test plugin asks for in `describe`.
+pub struct Ask<'a> {
+    pub channels: &'a [&'a str],
+    /// Event-kind enum indices: 0 chat-message, 1 meeting, 2 schedule, 3 delivery, 4 custom.
+    pub events: &'a [u8],
+    pub schedules: &'a [&'a str],
+}
+
+impl Default for Ask<'_> {
+    fn default() -> Self {
+        Ask {
+            channels: &["lobby"],
+            events: &[2, 3, 4],
+            schedules: &[],
+        }
+    }
+}
+
+/// A WAT plugin: `handle`'s body (locals `$i` and `$r` are declared), extra
+/// functions, and messages laid out for `send-broadcast`.
+pub struct WatPlugin<'a> {
+    pub ask: Ask<'a>,
+    pub handle_body: String,
+    pub extra_funcs: String,
+    pub version: &'a str,
+    pub data: Data,
+    /// Laid out once, from the WIT, for `text_message`.
+    layout: MessageLayout,
+}
+
+struct MessageLayout {
+    size: usize,
+    content_offset: usize,
+    text_payload_offset: usize,
+}
+
+fn message_layout(resolve: &Resolve) -> MessageLayout {
+    let mut sizes = SizeAlign::default();
+    sizes.fill(resolve);
+    let message = resolve
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("message"))
+        .map(|(_, t)| t)
+        .expect("message type");
+    let TypeDefKind::Record(record) = &message.kind else {
+        panic!("message is a record")
+    };
+    let offsets = sizes.field_offsets(record.fields.iter().map(|f| &f.ty));
+    let content_index = record
+        .fields
+        .iter()
+        .position(|f| f.name == "content")
+        .expect("content");
+    let content_offset = offsets[content_index].0.size_wasm32();
+    let Type::Id(content_id) = record.fields[content_index].ty else {
+        panic!("content is a named type")
+    };
+    let TypeDefKind::Variant(variant) = &resolve.types[content_id].kind else {
+        panic!("content is a variant")
+    };
+    let payload = sizes
+        .payload_offset(variant.tag(), variant.cases.iter().map(|c| c.ty.as_ref()))
+        .size_wasm32();
+    let size = sizes.size(&Type::Id(
+        resolve
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("message"))
+            .map(|(id, _)| id)
+            .expect("message"),
+    ));
+    MessageLayout {
+        size: size.size_wasm32(),
+        content_offset,
+        text_payload_offset: content_offset + payload,
+    }
+}
+
+/// Return area for `send-broadcast`'s result; byte 0 is 0 for ok, 1 for err,
+/// and for err byte 8 is the broadcast-error case.
+pub const SEND_RET: u32 = 60_000;
+
+impl<'a> WatPlugin<'a> {
+    pub fn new(ask: Ask<'a>) -> WatPlugin<'a> {
+        let (resolve, _) = resolve_with_version("0.1.0");
+        WatPlugin {
+            ask,
+            handle_body: String::new(),
+            extra_funcs: String::new(),
+            version: "0.1.0",
+            data: Data::new(1024),
+            layout: message_layout(&resolve),
+        }
+    }
+
+    pub fn body(mut self, wat: &str) -> Self {
+        self.handle_body = wat.to_string();
+        self
+    }
+
+    pub fn funcs(mut self, wat: &str) -> Self {
+        self.extra_funcs = wat.to_string();
+        self
+    }
+
+    pub fn version(mut self, version: &'a str) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Lays out a text message and returns its address, for `$send`.
+    pub fn text_message(&mut self, channel: &str, text: &str) -> u32 {
+        let (cp, cl) = self.data.string(channel);
+        let (tp, tl) = self.data.string(text);
+        let mut bytes = vec![0u8; self.layout.size];
+        bytes[0..4].copy_from_slice(&cp.to_le_bytes());
+        bytes[4..8].copy_from_slice(&cl.to_le_bytes());
+        // The content tag stays 0: text.
+        let p = self.layout.text_payload_offset;
+        bytes[p..p + 4].copy_from_slice(&tp.to_le_bytes());
+        bytes[p + 4..p + 8].copy_from_slice(&tl.to_le_bytes());
+        assert_eq!(bytes[self.layout.content_offset], 0);
+        self.data.bytes(&bytes, 8)
+    }
+
+    /// Builds the component.
+    pub fn build(mut self) -> Vec<u8> {
+        let (name_p, name_l) = self.data.string("wat-test");
+        let (ver_p, ver_l) = self.data.string("1");
+        let (ch_p, ch_l) = self.data.list_of_strings(self.ask.channels);
+        let ev_p = self.data.bytes(self.ask.events, 1);
+        let ev_l = self.ask.events.len() as u32;
+        let (sc_p, sc_l) = self.data.list_of_strings(self.ask.schedules);
+        let mut manifest = Vec::new();
+        for v in [
+            name_p, name_l, ver_p, ver_l, ch_p, ch_l, ev_p, ev_l, sc_p, sc_l,
+        ] {
+            manifest.extend_from_slice(&v.to_le_bytes());
+        }
+        let manifest_addr = self.data.bytes(&manifest, 4);
+        assert!(
+            self.data.next < SEND_RET,
+            "test data overlaps the return areas"
+        );
+        let v = self.version;
+        let wat = format!(
+            r#"(module
+  (import "botbox:bot/log@{v}" "log" (func $log (param i32 i32 i32)))
+  (import "botbox:bot/broadcast@{v}" "send-broadcast" (func $send (param i32 i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+                             (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $heap (i32.add (local.get $ptr) (local.get 3)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (if (i32.eq (memory.grow (i32.add (i32.div_u (local.get 3) (i32.const 65536)) (i32.const 1))) (i32.const -1))
+        (then unreachable))))
+    (local.get $ptr))
+  (func (export "botbox:bot/handler@{v}#describe") (result i32)
+    (i32.const {manifest_addr}))
+  (func (export "botbox:bot/handler@{v}#handle") (param i32) (result i32)
+    (local $i i32) (local $r i32)
+    {body}
+    (i32.store8 (i32.const 60100) (i32.const 0))
+    (i32.const 60100))
+  {funcs}
+  {data}
+)"#,
+            body = self.handle_body,
+            funcs = self.extra_funcs,
+            data = self.data.wat(),
+        );
+        let mut module = wat::parse_str(&wat).unwrap_or_else(|e| panic!("WAT: {e}\n{wat}"));
+        let (resolve, world) = resolve_with_version(v);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .expect("embed metadata");
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .expect("module")
+            .validate(true)
+            .encode()
+            .expect("encode component")
+    }
+}
+
+/// WAT that calls send-broadcast on a laid-out message and traps unless the
+/// result's ok/err byte equals `expect_err` (0 ok, 1 err).
+pub fn send_and_expect(msg_addr: u32, expect_err: u8) -> String {
+    format!(
+        "(call $send (i32.const {msg_addr}) (i32.const {SEND_RET}))
+         (if (i32.ne (i32.load8_u (i32.const {SEND_RET})) (i32.const {expect_err})) (then unreachable))"
+    )
+}
+
+/// A test host: a temp dir with components and a config.
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub app: App,
+}
+
+impl TestHost {
+    /// `plugins` are (name, component bytes, extra TOML lines for the plugin).
+    pub fn new(plugins: &[(&str, Vec<u8>, &str)]) -> TestHost {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut toml = String::from(
+            "[providers.console]\nkind = \"console\"\n\
+             [channels.lobby]\nprovider = \"console\"\n\
+             [channels.secret-room]\nprovider = \"console\"\n",
+        );
+        for (name, bytes, extra) in plugins {
+            let path = dir.path().join(format!("{name}.wasm"));
+            std::fs::write(&path, bytes).expect("write component");
+            let _ = write!(
+                toml,
+                "[plugins.{name}]\npath = \"{name}.wasm\"\nchannels = [\"lobby\"]\n{extra}\n"
+            );
+        }
+        let config = Config::parse(&toml, &dir.path().join("botbox.toml"), dir.path())
+            .unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        let app = App::build(config).expect("build app");
+        TestHost { dir, app }
+    }
+
+    pub async fn load_all(&self) {
+        let errors = self.app.load_plugins().await;
+        assert!(errors.is_empty(), "load errors: {errors:?}");
+    }
+}
+
+/// The example plugins built by `cargo xtask plugins`.
+pub fn example_plugin(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the example plugins first with `cargo xtask plugins` \
+         (`cargo xtask test` does it for you)",
+        path.display()
+    );
+    path
+}
