@@ -283,6 +283,9 @@ fn outcome_text(outcome: &DeliveryOutcome) -> String {
         }
         DeliveryOutcome::Rejected { code, reason } => format!("rejected: {code} {reason}"),
         DeliveryOutcome::RetryLater { reason, .. } => format!("not delivered yet: {reason}"),
+        DeliveryOutcome::QuotaExhausted { reason, .. } => {
+            format!("provider quota used up: {reason}")
+        }
         DeliveryOutcome::CredentialsExpired { reason } => format!("credentials refused: {reason}"),
     }
 }

@@ -180,10 +180,7 @@ impl Delivery {
         let plugin = plugin.to_string();
         let receipt_id = receipt.id.clone();
         self.tasks.spawn(async move {
-            let outcome = channel
-                .provider
-                .deliver(&channel.name, &channel.config, &message)
-                .await;
+            let outcome = deliver_now(&channel, &message).await;
             match &outcome {
                 DeliveryOutcome::Delivered { .. } => {
                     tracing::debug!(plugin = %plugin, channel = %channel.name, receipt = %receipt_id, "delivered")
@@ -208,4 +205,25 @@ impl Delivery {
         self.tasks.wait().await;
         self.tasks.reopen();
     }
+}
+
+/// Plans a message and sends its parts in order, stopping at the first
+/// part that does not go through.
+async fn deliver_now(channel: &Channel, message: &Message) -> DeliveryOutcome {
+    let parts = match channel
+        .provider
+        .plan(&channel.name, &channel.config, message)
+        .await
+    {
+        Ok(parts) => parts,
+        Err(outcome) => return outcome,
+    };
+    let mut ids = Vec::new();
+    for part in &parts {
+        match channel.provider.send(&channel.config, part).await {
+            DeliveryOutcome::Delivered { provider_ids } => ids.extend(provider_ids),
+            other => return other,
+        }
+    }
+    DeliveryOutcome::Delivered { provider_ids: ids }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use async_trait::async_trait;
 
-use super::{ChannelRules, DeliveryOutcome, Provider, unknown_keys};
+use super::{ChannelRules, DeliveryOutcome, Part, Provider, unknown_keys};
 use crate::config::{ChannelConfig, ConfigIssue};
 use crate::sanitize;
 use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
@@ -107,13 +107,21 @@ impl Provider for Console {
         Ok(())
     }
 
-    async fn deliver(
+    async fn plan(
         &self,
-        channel_name: &str,
+        _channel_name: &str,
         _channel: &ChannelConfig,
         message: &Message,
-    ) -> DeliveryOutcome {
-        let line = render(channel_name, message);
+    ) -> Result<Vec<Part>, DeliveryOutcome> {
+        Ok(vec![Part {
+            target: String::new(),
+            message: message.clone(),
+            dedup_key: None,
+        }])
+    }
+
+    async fn send(&self, _channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
+        let line = render(&part.message.channel, &part.message);
         let mut out = std::io::stdout().lock();
         match writeln!(out, "{line}") {
             Ok(()) => DeliveryOutcome::Delivered {

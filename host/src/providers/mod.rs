@@ -30,20 +30,62 @@ pub struct ChannelRules {
     pub max_sender_chars: u32,
 }
 
-/// How one delivery attempt ended.
+/// How one provider request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// Accepted by the provider, with its ids for what it stored.
     Delivered { provider_ids: Vec<String> },
     /// Refused for good, with the provider's code and text.
     Rejected { code: String, reason: String },
-    /// Try again later: rate limited, a 5xx or a network error.
+    /// Try again later: rate limited, a 5xx or a network error. `after` is
+    /// the provider's own hint, when it gives one.
     RetryLater {
         after: Option<std::time::Duration>,
         reason: String,
     },
+    /// The provider says a quota is used up until a reset (Easemob's daily
+    /// limit); retrying sooner is pointless.
+    QuotaExhausted {
+        until: Option<std::time::Duration>,
+        reason: String,
+    },
     /// The host's credentials were refused; retrying needs new ones.
     CredentialsExpired { reason: String },
+}
+
+/// One provider request's worth of a message: a message is planned into
+/// parts (one per BigBlueButton meeting or Bitrix24 dialog, times the parts
+/// of a split text), and each part is sent, retried and recorded on its own.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    /// The conversation this part goes to (a meeting id, a dialog id), or
+    /// empty when the provider call itself is the broadcast.
+    pub target: String,
+    /// The content of this part (a text part holds its slice of the text).
+    pub message: Message,
+    /// The provider's dedup value, fixed when the part is planned so every
+    /// retry reuses it (Tencent's `Random`).
+    pub dedup_key: Option<String>,
+}
+
+/// What every provider gets when it is built.
+#[derive(Clone)]
+pub struct ProviderContext {
+    /// One HTTP client for the whole host: rustls, timeouts, connection reuse.
+    pub http: reqwest::Client,
+    /// The folder relative paths (secret files) are resolved against.
+    pub base_dir: std::path::PathBuf,
+}
+
+/// The HTTP client every provider shares.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(15))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("botbox/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// A configured provider account.
@@ -62,13 +104,24 @@ pub trait Provider: Send + Sync {
     /// The generic checks of [`ChannelRules`] have already passed.
     fn validate(&self, channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError>;
 
-    /// Sends one message to the channel's targets.
-    async fn deliver(
+    /// The rate-limited endpoint a channel's requests count against, such
+    /// as "users-broadcast"; the throttle keys on (provider name, endpoint).
+    fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
+        "default"
+    }
+
+    /// Expands a message into provider requests: targets times split parts.
+    /// May call the provider (BigBlueButton lists running meetings). An
+    /// empty plan means there is nobody to send to, which is not an error.
+    async fn plan(
         &self,
         channel_name: &str,
         channel: &ChannelConfig,
         message: &Message,
-    ) -> DeliveryOutcome;
+    ) -> Result<Vec<Part>, DeliveryOutcome>;
+
+    /// Builds, signs and sends one part, and reads the answer.
+    async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome;
 }
 
 /// Every configured provider account, by its config name.
@@ -81,6 +134,10 @@ impl Registry {
     /// Builds every provider of a config and checks every channel against
     /// its provider, reporting all problems at once.
     pub fn from_config(config: &Config) -> Result<Registry, Vec<ConfigIssue>> {
+        let context = ProviderContext {
+            http: http_client(),
+            base_dir: config.base_dir.clone(),
+        };
         let mut issues = Vec::new();
         let mut providers = BTreeMap::new();
         for (name, provider_config) in &config.providers {
@@ -89,7 +146,7 @@ impl Registry {
                 &provider_config.kind,
                 &key,
                 &provider_config.options,
-                config,
+                &context,
             ) {
                 Ok(p) => {
                     providers.insert(name.clone(), p);
@@ -113,7 +170,7 @@ impl Registry {
         kind: &str,
         key: &str,
         options: &toml::Table,
-        _config: &Config,
+        _context: &ProviderContext,
     ) -> Result<Arc<dyn Provider>, Vec<ConfigIssue>> {
         match kind {
             "console" => Ok(Arc::new(console::Console::from_options(key, options)?)),
