@@ -1,0 +1,39 @@
+//! `cargo xtask inspect FILE…`: print what a component imports and exports,
+//! and whether it passes the plugin check.
+
+use std::fs;
+
+use anyhow::{Context, Result, bail};
+
+use crate::component;
+
+pub fn run(files: &[String]) -> Result<()> {
+    if files.is_empty() {
+        bail!("name at least one component, e.g. `cargo xtask inspect target/plugins/*.wasm`");
+    }
+    let mut failed = 0;
+    for file in files {
+        let bytes = fs::read(file).with_context(|| format!("reading {file}"))?;
+        let iface = component::interface(&bytes).with_context(|| file.clone())?;
+        println!("{file} ({} bytes)", bytes.len());
+        for (label, items) in [("import", &iface.imports), ("export", &iface.exports)] {
+            for item in items {
+                println!("  {label} {} [{}]", item.name, item.functions.join(", "));
+            }
+        }
+        match component::check(&bytes) {
+            Ok(_) => println!("  ok: a valid botbox plugin"),
+            Err(err) => {
+                println!("  NOT a valid botbox plugin: {err:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} components failed the plugin check",
+            files.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! `cargo xtask setup`: find (or install) a Rust toolchain that builds
+//! `wasm32-unknown-unknown`.
+//!
+//! Two routes, tried in this order:
+//! 1. rustup with the target installed: the ordinary route on a developer
+//!    machine (`rustup target add wasm32-unknown-unknown`).
+//! 2. Debian's `rustc-web` with its library sources, building the standard
+//!    library for the target with `-Zbuild-std`. This exists for machines
+//!    where rustup cannot download targets; see `../shared/toolchains.md`.
+//!
+//! When neither exists and we are root on a system with apt, `setup` installs
+//! route 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::step;
+
+/// The guest target. Plugins import nothing but the botbox interfaces, so
+/// they need no WASI: the bare target gives the smallest modules.
+pub const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Debian packages for route 2. `lld-22` because `/usr/bin/rust-lld` points
+/// at it and `rust-web-llvm` does not pull it in; `wasi-libc` only matters for
+/// WASI targets but keeps the install identical to the documented recipe.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-llvm",
+    "lld-22",
+    "wasi-libc",
+];
+
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+
+/// A way to build the guest workspace for [`TARGET`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestToolchain {
+    /// The user's rustup toolchain has the target's standard library.
+    Rustup,
+    /// Debian's rustc-web: builds the standard library from the sources at
+    /// `sysroot/lib/rustlib/src/rust`.
+    DebianBuildStd,
+}
+
+impl GuestToolchain {
+    /// Find a usable toolchain without installing anything.
+    pub fn detect() -> Option<Self> {
+        if rustup_has_target() {
+            Some(Self::Rustup)
+        } else if debian_toolchain_complete() {
+            Some(Self::DebianBuildStd)
+        } else {
+            None
+        }
+    }
+
+    /// A `cargo build --release --target wasm32-unknown-unknown` command for
+    /// the workspace in `dir`, with its own environment and `target_dir`.
+    pub fn build_command(&self, dir: &Path, target_dir: &Path) -> Command {
+        let mut cmd = match self {
+            Self::Rustup => step::cargo(),
+            Self::DebianBuildStd => Command::new(DEBIAN_CARGO),
+        };
+        // Never inherit the host build's compiler, flags or target dir.
+        step::isolate(&mut cmd);
+        cmd.current_dir(dir)
+            .env("CARGO_TARGET_DIR", target_dir)
+            .args(["build", "--release", "--target", TARGET]);
+        if *self == Self::DebianBuildStd {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![PathBuf::from("/usr/bin")];
+            dirs.extend(std::env::split_paths(&path));
+            cmd
+                // Without RUSTC, /usr/bin/cargo would pick rustup's rustc from
+                // PATH, which cannot compile the 1.96 library sources.
+                .env("RUSTC", DEBIAN_RUSTC)
+                // /usr/bin first so build scripts and rust-lld resolve to
+                // Debian's tools too.
+                .env(
+                    "PATH",
+                    std::env::join_paths(dirs).unwrap_or_else(|_| path.clone()),
+                )
+                // build-std is unstable; rustc-web is a stable compiler.
+                .env("RUSTC_BOOTSTRAP", "1")
+                // panic_abort matches the release profile's `panic = "abort"`.
+                .arg("-Zbuild-std=std,panic_abort");
+        }
+        cmd
+    }
+
+    /// A one-line description for messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Rustup => "rustup toolchain with the wasm32-unknown-unknown target",
+            Self::DebianBuildStd => "Debian rustc-web with -Zbuild-std (no rustup target needed)",
+        }
+    }
+}
+
+/// `cargo xtask setup`.
+pub fn run() -> Result<()> {
+    let toolchain = ensure()?;
+    eprintln!("guest toolchain: {}", toolchain.describe());
+    Ok(())
+}
+
+/// Find a guest toolchain, installing Debian's when we can.
+pub fn ensure() -> Result<GuestToolchain> {
+    if let Some(toolchain) = GuestToolchain::detect() {
+        return Ok(toolchain);
+    }
+    if can_apt_install() {
+        eprintln!(
+            "no Rust toolchain for {TARGET} found; installing Debian's rustc-web (see sdk/rust/README.md)"
+        );
+        step::run("apt-get update", Command::new("apt-get").arg("update"))?;
+        step::run(
+            "apt-get install",
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(DEBIAN_PACKAGES),
+        )?;
+        if let Some(toolchain) = GuestToolchain::detect() {
+            return Ok(toolchain);
+        }
+        bail!(
+            "installed {} but still found no usable toolchain: {}",
+            DEBIAN_PACKAGES.join(" "),
+            debian_missing().join("; ")
+        );
+    }
+    bail!(
+        "no Rust toolchain can build {TARGET}.\n\
+         Do one of these, then run the command again:\n\
+         - with rustup:          rustup target add {TARGET}\n\
+         - on Debian/Ubuntu:     sudo apt-get install -y --no-install-recommends {}\n\
+         \x20                      (or run `cargo xtask setup` as root)\n\
+         Debian toolchain check: {}",
+        DEBIAN_PACKAGES.join(" "),
+        debian_missing().join("; ")
+    )
+}
+
+fn rustup_has_target() -> bool {
+    step::probe("rustup", &["target", "list", "--installed"])
+        .is_some_and(|out| out.lines().any(|line| line.trim() == TARGET))
+}
+
+fn debian_toolchain_complete() -> bool {
+    debian_missing().is_empty()
+}
+
+/// What route 2 lacks, in words; empty when it is complete.
+fn debian_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !Path::new(DEBIAN_CARGO).is_file() {
+        missing.push(format!("{DEBIAN_CARGO} is missing (package cargo-web)"));
+    }
+    let Some(sysroot) = step::probe(DEBIAN_RUSTC, &["--print", "sysroot"]) else {
+        missing.push(format!(
+            "{DEBIAN_RUSTC} is missing or does not run (package rustc-web)"
+        ));
+        return missing;
+    };
+    let library = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/std");
+    if !library.is_dir() {
+        missing.push(format!(
+            "{} is missing (package rust-web-src)",
+            library.display()
+        ));
+    }
+    // rustc links wasm32 with `rust-lld`, from its sysroot or PATH.
+    // `exists` follows symlinks: a /usr/bin/rust-lld left dangling because
+    // lld-22 is missing counts as missing.
+    let in_sysroot = std::fs::read_dir(Path::new(sysroot.trim()).join("lib/rustlib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| entry.path().join("bin/rust-lld").exists());
+    if !in_sysroot && !Path::new("/usr/bin/rust-lld").exists() {
+        missing.push("rust-lld is missing (packages rust-web-llvm and lld-22)".to_owned());
+    }
+    missing
+}
+
+fn can_apt_install() -> bool {
+    let is_root = step::probe("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
+    is_root && step::probe("apt-get", &["--version"]).is_some()
+}

@@ -1,0 +1,85 @@
+//! `cargo xtask test`: everything CI checks, in order, stopping at the first
+//! failure and naming it.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{paths, plugins, setup, step};
+
+pub fn run() -> Result<()> {
+    let root = paths::root();
+    let guest_ws = paths::plugins_workspace();
+    let sdk = paths::rust_sdk();
+    let guest_target = paths::guest_target_dir();
+
+    // The components first: the host's integration tests load them.
+    let toolchain = setup::ensure()?;
+    plugins::build(&toolchain)?;
+
+    let host = |args: &[&str]| {
+        let mut cmd = step::cargo();
+        cmd.current_dir(&root).args(args);
+        cmd
+    };
+    // The SDK and the plugins are checked natively with the user's toolchain.
+    // They share the guest target dir so the SDK's dependencies build once;
+    // the host's target dir stays out of it.
+    let native = |dir: &std::path::Path, args: &[&str]| {
+        let mut cmd = step::native_guest_cargo(dir, &guest_target);
+        cmd.args(args);
+        cmd
+    };
+    let clippy = [
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ];
+
+    let mut steps: Vec<(&str, Command)> = vec![
+        ("fmt (host workspace)", host(&["fmt", "--all", "--check"])),
+        ("fmt (sdk/rust)", native(&sdk, &["fmt", "--check"])),
+        (
+            "fmt (plugins)",
+            native(&guest_ws, &["fmt", "--all", "--check"]),
+        ),
+        ("clippy (host workspace)", host(&clippy)),
+        ("clippy (sdk/rust)", native(&sdk, &clippy)),
+        ("clippy (plugins)", native(&guest_ws, &clippy)),
+    ];
+    if has_nextest() {
+        steps.push((
+            "tests (host workspace, nextest)",
+            host(&["nextest", "run", "--workspace"]),
+        ));
+        // nextest does not run doctests.
+        steps.push((
+            "doctests (host workspace)",
+            host(&["test", "--workspace", "--doc"]),
+        ));
+    } else {
+        steps.push(("tests (host workspace)", host(&["test", "--workspace"])));
+    }
+    steps.push(("tests (sdk/rust, native)", native(&sdk, &["test"])));
+    steps.push((
+        "tests (plugins, native)",
+        native(&guest_ws, &["test", "--workspace"]),
+    ));
+
+    for (name, mut cmd) in steps {
+        step::run(name, &mut cmd)?;
+    }
+    eprintln!("==> all checks passed");
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    step::probe(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        &["nextest", "--version"],
+    )
+    .is_some()
+}
