@@ -49,6 +49,13 @@ pub struct Interface {
 
 /// Read a component's imports and exports.
 pub fn interface(component: &[u8]) -> Result<Interface> {
+    // The preamble's layer field (bytes 6..8) is 1 for components, 0 for
+    // core modules; wit-parser would read a core module as an empty world.
+    if component.starts_with(b"\0asm") && component.get(6..8) == Some(&[0, 0]) {
+        bail!(
+            "this is a core module, not a component: run `cargo xtask componentize CORE.wasm OUT.wasm`"
+        );
+    }
     let decoded = decode(component).context("decoding the component")?;
     let DecodedWasm::Component(resolve, world) = decoded else {
         bail!("this is a WIT package, not a component");

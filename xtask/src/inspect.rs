@@ -14,8 +14,15 @@ pub fn run(files: &[String]) -> Result<()> {
     let mut failed = 0;
     for file in files {
         let bytes = fs::read(file).with_context(|| format!("reading {file}"))?;
-        let iface = component::interface(&bytes).with_context(|| file.clone())?;
         println!("{file} ({} bytes)", bytes.len());
+        let iface = match component::interface(&bytes) {
+            Ok(iface) => iface,
+            Err(err) => {
+                println!("  cannot read it: {err:#}");
+                failed += 1;
+                continue;
+            }
+        };
         for (label, items) in [("import", &iface.imports), ("export", &iface.exports)] {
             for item in items {
                 println!("  {label} {} [{}]", item.name, item.functions.join(", "));
