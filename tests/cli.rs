@@ -24,10 +24,13 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Logs "hi", sends "hello" to lobby.
+/// Logs "hi", sends "hello" to lobby. It does not ask for delivery
+/// reports: answering each report with a new message would loop until its
+/// broadcast budget runs out.
 fn chatty() -> Vec<u8> {
     let mut p = WatPlugin::new(Ask {
         schedules: &["tick"],
+        events: &[2, 4],
         ..Ask::default()
     });
     let (line, len) = p.data.string("hi \x1b[31mthere");

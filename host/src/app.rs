@@ -7,6 +7,8 @@ use tokio::sync::broadcast;
 
 use crate::capabilities::kv::KvStore;
 use crate::config::{Config, ConfigError, ConfigIssue};
+use crate::delivery::outbox::SqliteOutbox;
+use crate::delivery::throttle::{ScaledClock, SharedClock, SystemClock};
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
 use crate::runtime::{LoadError, PoolSizes, Runtime, RuntimeOptions, Services};
@@ -34,11 +36,22 @@ impl App {
     /// reported together, like the rest of the config.
     pub fn build(config: Config) -> Result<App, StartError> {
         let registry = Registry::from_config(&config).map_err(|issues| invalid(&config, issues))?;
-        let delivery = Arc::new(Delivery::new(
+        let outbox = SqliteOutbox::open(&config.storage.dir.join("outbox.sqlite"))
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let clock: SharedClock = if config.runtime.time_scale == 1.0 {
+            Arc::new(SystemClock)
+        } else {
+            Arc::new(ScaledClock::new(config.runtime.time_scale))
+        };
+        let delivery = Delivery::new(
             &config,
             &registry,
+            Arc::new(outbox),
+            clock,
             DeliveryObservers::default(),
-        ));
+        )
+        .map_err(|issues| invalid(&config, issues))?;
+        let delivery = Arc::new(delivery);
         let kv = KvStore::open(&config.storage.dir.join("kv.sqlite"))
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let services = Services {

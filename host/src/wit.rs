@@ -13,8 +13,8 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
-pub use botbox::bot::types;
-pub use exports::botbox::bot::handler;
+pub use self::botbox::bot::types;
+pub use self::exports::botbox::bot::handler;
 
 /// The WIT package version this host implements. Components built against
 /// any other version are refused at load time with a message that says so.

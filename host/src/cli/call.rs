@@ -16,7 +16,6 @@ use super::ExitCode;
 use super::event::parse_event;
 use crate::app::App;
 use crate::config::{Config, event_kind_name};
-use crate::providers::DeliveryOutcome;
 use crate::providers::console;
 use crate::wit::botbox::bot::log::Level;
 
@@ -33,9 +32,19 @@ pub struct CallArgs {
     /// A plugin setting, `key=value`, when PLUGIN is a .wasm file. Repeatable.
     #[arg(long = "setting", short = 's', value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
-    /// Where kv data and the compile cache live when PLUGIN is a .wasm file.
+    /// Where kv data, the outbox and the compile cache live when PLUGIN is a .wasm file.
     #[arg(long, default_value = ".botbox")]
     pub storage: PathBuf,
+    /// How long to wait for the broadcasts to be delivered, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = parse_wait)]
+    pub wait: std::time::Duration,
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    match crate::config::parse_schedule(&format!("every {text}")) {
+        Ok(crate::config::ScheduleSpec::Every(d)) => Ok(d),
+        Err(_) => Err(format!("`{text}` is not a duration such as 10s or 2m")),
+    }
 }
 
 fn read_event(arg: &str) -> anyhow::Result<String> {
@@ -222,7 +231,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                 "deliv {} #{}: {}",
                 f.receipt_id,
                 f.channel,
-                outcome_text(&f.outcome)
+                finished_text(&f)
             )
         };
         loop {
@@ -245,10 +254,22 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
+    let stop = tokio_util::sync::CancellationToken::new();
+    let workers = app.delivery.start(stop.clone());
+    let mut receipts = app.delivery.observers().accepted.subscribe();
     let started = Instant::now();
     let result = app.runtime.dispatch(&plugin_name, &event).await;
     let elapsed = started.elapsed();
-    app.delivery.drain().await;
+    let mut ids = Vec::new();
+    while let Ok(a) = receipts.try_recv() {
+        ids.push(a.receipt.id);
+    }
+    let open = app.delivery.wait_for(&ids, args.wait).await;
+    stop.cancel();
+    workers.wait().await;
+    for id in &open {
+        println!("queue {id}: still queued; `botbox run` will deliver it");
+    }
     let _ = done_tx.send(());
     let _ = printer.await;
     match result {
@@ -273,19 +294,13 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
-fn outcome_text(outcome: &DeliveryOutcome) -> String {
-    match outcome {
-        DeliveryOutcome::Delivered { provider_ids } if provider_ids.is_empty() => {
-            "delivered".into()
-        }
-        DeliveryOutcome::Delivered { provider_ids } => {
-            format!("delivered ({})", provider_ids.join(", "))
-        }
-        DeliveryOutcome::Rejected { code, reason } => format!("rejected: {code} {reason}"),
-        DeliveryOutcome::RetryLater { reason, .. } => format!("not delivered yet: {reason}"),
-        DeliveryOutcome::QuotaExhausted { reason, .. } => {
-            format!("provider quota used up: {reason}")
-        }
-        DeliveryOutcome::CredentialsExpired { reason } => format!("credentials refused: {reason}"),
+fn finished_text(f: &crate::delivery::Finished) -> String {
+    let mut text = f.state.as_str().to_string();
+    if !f.provider_ids.is_empty() {
+        text.push_str(&format!(" ({})", f.provider_ids.join(", ")));
     }
+    if let Some(detail) = &f.detail {
+        text.push_str(&format!(": {detail}"));
+    }
+    text
 }

@@ -3,6 +3,7 @@
 mod call;
 mod check;
 pub mod event;
+mod outbox;
 mod run;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub enum Command {
     Call(call::CallArgs),
     /// Validate a config and load every plugin, without running anything.
     Check(check::CheckArgs),
+    /// List the outbox, and retry or cancel a message.
+    Outbox(outbox::OutboxArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -35,6 +38,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Call(args) => call::call(args).await,
         Command::Check(args) => check::check(args).await,
+        Command::Outbox(args) => outbox::outbox(args).await,
     }
 }
 

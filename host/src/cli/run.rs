@@ -39,8 +39,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(plugins = ?loaded, "botbox is running; Ctrl-C stops it");
 
     let stop = CancellationToken::new();
+    let deliveries = app.delivery.start(stop.clone());
     let tasks = TaskTracker::new();
     triggers::schedule::start(&app.config, app.runtime.clone(), stop.clone(), &tasks);
+    tasks.spawn(triggers::reports::run(
+        app.delivery.clone(),
+        app.runtime.clone(),
+        stop.clone(),
+    ));
     tasks.close();
 
     let exit_after = async {
@@ -53,10 +59,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: finishing calls in flight, then stopping"),
         _ = exit_after => tracing::info!("--exit-after reached: stopping"),
     }
-    // Triggers stop first, then calls in flight finish, then deliveries.
+    // Triggers and workers stop taking new work; calls and requests in
+    // flight finish; everything not yet sent stays queued on disk.
     stop.cancel();
     tasks.wait().await;
-    app.delivery.drain().await;
+    deliveries.wait().await;
     tracing::info!("stopped");
     Ok(0)
 }

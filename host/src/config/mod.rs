@@ -92,6 +92,9 @@ pub struct StorageConfig {
 pub struct RuntimeConfig {
     /// Watch plugin files and the config, and swap in changes.
     pub reload: bool,
+    /// How much faster than real time the throttles' clock runs. Only for
+    /// demos and tests against a simulator scaled the same way.
+    pub time_scale: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -108,9 +111,15 @@ pub struct ChannelConfig {
     pub target: Option<toml::Value>,
     /// Sender shown when a message names none.
     pub default_sender: Option<String>,
+    /// The longest a message may wait for its provider's throttle; past
+    /// it, `send-broadcast` answers `quota-exhausted` instead of queueing.
+    pub max_delay: Duration,
     /// Every other key, for the provider module to read.
     pub options: toml::Table,
 }
+
+/// Default `max_delay` of a channel.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
@@ -183,6 +192,7 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawRuntime {
     reload: Option<bool>,
+    time_scale: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -295,8 +305,16 @@ impl Config {
         let storage = StorageConfig {
             dir: base_dir.join(raw.storage.dir.unwrap_or_else(|| PathBuf::from(".botbox"))),
         };
+        let time_scale = raw.runtime.time_scale.unwrap_or(1.0);
+        if !(0.001..=1_000_000.0).contains(&time_scale) {
+            issue(
+                "runtime.time_scale".into(),
+                format!("is {time_scale}; it must be between 0.001 and 1000000"),
+            );
+        }
         let runtime = RuntimeConfig {
             reload: raw.runtime.reload.unwrap_or(true),
+            time_scale,
         };
 
         let mut providers = BTreeMap::new();
@@ -361,12 +379,35 @@ impl Config {
                 None => None,
             };
             let target = table.remove("target");
+            let max_delay = match table.remove("max_delay") {
+                None => DEFAULT_MAX_DELAY,
+                Some(toml::Value::String(text)) => match parse_schedule(&format!("every {text}")) {
+                    Ok(ScheduleSpec::Every(d)) => d,
+                    Err(_) => {
+                        issue(
+                            format!("{key}.max_delay"),
+                            format!(
+                                "`{text}` is not a duration; write N followed by s, m, h or d, such as \"30m\""
+                            ),
+                        );
+                        DEFAULT_MAX_DELAY
+                    }
+                },
+                Some(_) => {
+                    issue(
+                        format!("{key}.max_delay"),
+                        "must be a string such as \"30m\"".into(),
+                    );
+                    DEFAULT_MAX_DELAY
+                }
+            };
             channels.insert(
                 name,
                 ChannelConfig {
                     provider,
                     target,
                     default_sender,
+                    max_delay,
                     options: table,
                 },
             );

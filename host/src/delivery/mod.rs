@@ -1,28 +1,57 @@
-//! Accepting messages and handing them to providers.
+//! Delivery: the outbox, one throttled worker per provider endpoint, retries.
 //!
-//! `accept` is the last step of `send-broadcast`: it returns the receipt.
-//! Delivery then runs on its own task, so a plugin never waits for a
-//! provider. The durable outbox, throttles and retries build on this seam.
+//! `accept` is the last step of `send-broadcast`: it estimates when the
+//! message can go out under the endpoint's throttle, refuses it if that is
+//! past the channel's `max_delay`, and otherwise writes it to the outbox and
+//! returns the receipt. A worker per (provider account, endpoint) then takes
+//! messages in turn across plugins, plans them into parts, waits for the
+//! throttle before each request, and records every outcome.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod outbox;
+pub mod retry;
+pub mod throttle;
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use rand::Rng;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ChannelConfig, Config};
+use crate::config::{ChannelConfig, Config, ConfigIssue};
 use crate::providers::{ChannelRules, DeliveryOutcome, Provider, Registry};
+use crate::sanitize;
 use crate::wit::types::{BroadcastError, Message, Receipt};
 
-/// A configured channel bound to its provider account.
+use self::outbox::{
+    Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
+};
+use self::retry::RetryPolicy;
+use self::throttle::{SharedClock, Throttle, ThrottleSpec};
+
+/// The most messages an endpoint holds waiting before `send-broadcast`
+/// answers `backlog-full`.
+pub const MAX_BACKLOG: usize = 1000;
+
+/// A provider account's rate-limited endpoint and its worker's state.
+pub struct Endpoint {
+    /// `provider-name/endpoint`, such as `em/all-users-broadcast`.
+    pub key: String,
+    pub provider: Arc<dyn Provider>,
+    pub throttle: Mutex<Throttle>,
+    wake: Notify,
+}
+
+/// A configured channel bound to its provider account and endpoint.
 pub struct Channel {
     pub name: String,
     pub provider_name: String,
     pub provider: Arc<dyn Provider>,
     pub config: ChannelConfig,
     pub rules: ChannelRules,
+    pub endpoint: Arc<Endpoint>,
 }
 
 /// A message the host accepted, as observers (the CLI, tests) see it.
@@ -34,16 +63,20 @@ pub struct Accepted {
     pub message: Message,
 }
 
-/// How an accepted message ended, as observers see it.
+/// How an accepted message ended.
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub plugin: String,
     pub receipt_id: String,
     pub channel: String,
-    pub outcome: DeliveryOutcome,
+    pub state: MessageState,
+    pub attempts: u32,
+    pub provider_ids: Vec<String>,
+    /// What went wrong, per failed part, when something did.
+    pub detail: Option<String>,
 }
 
-/// Every accepted message and every finished delivery, for whoever listens.
+/// Every accepted message and every finished one, for whoever listens.
 #[derive(Clone)]
 pub struct DeliveryObservers {
     pub accepted: broadcast::Sender<Accepted>,
@@ -53,177 +86,566 @@ pub struct DeliveryObservers {
 impl Default for DeliveryObservers {
     fn default() -> Self {
         DeliveryObservers {
-            accepted: broadcast::channel(1024).0,
-            finished: broadcast::channel(1024).0,
-        }
-    }
-}
-
-/// Receipts by (plugin, channel, idempotency key), bounded, oldest evicted.
-#[derive(Default)]
-struct IdempotencyIndex {
-    receipts: HashMap<(String, String, String), Receipt>,
-    order: VecDeque<(String, String, String)>,
-}
-
-impl IdempotencyIndex {
-    const MAX: usize = 50_000;
-
-    fn get(&self, key: &(String, String, String)) -> Option<Receipt> {
-        self.receipts.get(key).cloned()
-    }
-
-    fn insert(&mut self, key: (String, String, String), receipt: Receipt) {
-        if self.receipts.insert(key.clone(), receipt).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > Self::MAX {
-                if let Some(old) = self.order.pop_front() {
-                    self.receipts.remove(&old);
-                }
-            }
+            accepted: broadcast::channel(4096).0,
+            finished: broadcast::channel(4096).0,
         }
     }
 }
 
 pub struct Delivery {
     channels: BTreeMap<String, Arc<Channel>>,
+    endpoints: BTreeMap<String, Arc<Endpoint>>,
+    outbox: Arc<dyn OutboxStore>,
+    clock: SharedClock,
+    retry: RetryPolicy,
     observers: DeliveryObservers,
-    idempotency: Mutex<IdempotencyIndex>,
-    sequence: AtomicU64,
-    tasks: TaskTracker,
+    /// Wakes whoever reports finished messages to plugins.
+    pub reports: Notify,
+}
+
+/// Reads a provider's `throttle` override: a list for every endpoint, or a
+/// table of lists by endpoint name.
+fn throttle_override(
+    options: &toml::Table,
+    endpoint: &str,
+    key: &str,
+) -> Result<Option<ThrottleSpec>, ConfigIssue> {
+    let list = match options.get("throttle") {
+        None => return Ok(None),
+        Some(toml::Value::Array(items)) => Some(items),
+        Some(toml::Value::Table(t)) => match t.get(endpoint) {
+            Some(toml::Value::Array(items)) => Some(items),
+            Some(_) => {
+                return Err(ConfigIssue {
+                    key: format!("{key}.throttle.{endpoint}"),
+                    message: "must be a list such as [\"1/30m\", \"3/1d\"]".into(),
+                });
+            }
+            None => None,
+        },
+        Some(_) => {
+            return Err(ConfigIssue {
+                key: format!("{key}.throttle"),
+                message: "must be a list of limits, or a table of lists by endpoint".into(),
+            });
+        }
+    };
+    let Some(items) = list else { return Ok(None) };
+    let strings: Vec<String> = items
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(|| ConfigIssue {
+            key: format!("{key}.throttle"),
+            message: "limits must be strings such as \"1/30m\"".into(),
+        })?;
+    ThrottleSpec::parse(&strings)
+        .map(Some)
+        .map_err(|message| ConfigIssue {
+            key: format!("{key}.throttle"),
+            message,
+        })
+}
+
+fn internal(e: OutboxError) -> BroadcastError {
+    BroadcastError::Internal(format!("the message could not be stored: {e}"))
 }
 
 impl Delivery {
-    pub fn new(config: &Config, registry: &Registry, observers: DeliveryObservers) -> Delivery {
+    pub fn new(
+        config: &Config,
+        registry: &Registry,
+        outbox: Arc<dyn OutboxStore>,
+        clock: SharedClock,
+        observers: DeliveryObservers,
+    ) -> Result<Delivery, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
         let mut channels = BTreeMap::new();
+        let mut endpoints: BTreeMap<String, Arc<Endpoint>> = BTreeMap::new();
+        let now = clock.now_ms();
         for (name, channel_config) in &config.channels {
             // Config validation guarantees the provider exists.
-            if let Some(provider) = registry.get(&channel_config.provider) {
-                channels.insert(
-                    name.clone(),
-                    Arc::new(Channel {
-                        name: name.clone(),
-                        provider_name: channel_config.provider.clone(),
+            let Some(provider) = registry.get(&channel_config.provider) else {
+                continue;
+            };
+            let endpoint_name = provider.endpoint(channel_config);
+            let key = format!("{}/{endpoint_name}", channel_config.provider);
+            let endpoint = match endpoints.get(&key) {
+                Some(e) => e.clone(),
+                None => {
+                    let provider_key = format!("providers.{}", channel_config.provider);
+                    let options = config
+                        .providers
+                        .get(&channel_config.provider)
+                        .map(|p| p.options.clone())
+                        .unwrap_or_default();
+                    let spec = match throttle_override(&options, endpoint_name, &provider_key) {
+                        Ok(Some(spec)) => spec,
+                        Ok(None) => provider.default_throttle(endpoint_name),
+                        Err(issue) => {
+                            issues.push(issue);
+                            provider.default_throttle(endpoint_name)
+                        }
+                    };
+                    // Daily counters survive restarts: reload the sends
+                    // still inside the longest window.
+                    let since = now.saturating_sub(spec.horizon_ms());
+                    let history = outbox.sends_since(&key, since).unwrap_or_default();
+                    let endpoint = Arc::new(Endpoint {
+                        key: key.clone(),
                         provider: provider.clone(),
-                        config: channel_config.clone(),
-                        rules: provider.rules(channel_config),
-                    }),
-                );
-            }
+                        throttle: Mutex::new(Throttle::with_history(spec, history)),
+                        wake: Notify::new(),
+                    });
+                    endpoints.insert(key, endpoint.clone());
+                    endpoint
+                }
+            };
+            channels.insert(
+                name.clone(),
+                Arc::new(Channel {
+                    name: name.clone(),
+                    provider_name: channel_config.provider.clone(),
+                    provider: provider.clone(),
+                    config: channel_config.clone(),
+                    rules: provider.rules(channel_config),
+                    endpoint,
+                }),
+            );
         }
-        Delivery {
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        Ok(Delivery {
             channels,
+            endpoints,
+            outbox,
+            clock,
+            retry: RetryPolicy::default(),
             observers,
-            idempotency: Mutex::new(IdempotencyIndex::default()),
-            sequence: AtomicU64::new(0),
-            tasks: TaskTracker::new(),
-        }
+            reports: Notify::new(),
+        })
     }
 
     pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
         self.channels.get(name).cloned()
     }
 
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.values()
+    }
+
     pub fn observers(&self) -> &DeliveryObservers {
         &self.observers
     }
 
-    fn next_receipt_id(&self) -> String {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
-        format!("r{ms:x}-{seq:x}")
+    pub fn outbox(&self) -> &Arc<dyn OutboxStore> {
+        &self.outbox
     }
 
-    /// Accepts a checked message and starts its delivery.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    fn new_id(&self, now_ms: u64) -> String {
+        let random: u32 = rand::rng().random();
+        format!("m{now_ms:x}-{random:08x}")
+    }
+
+    /// Persists a checked message and returns its receipt, or refuses it
+    /// when it could not go out within the channel's `max_delay`.
     pub fn accept(
         &self,
         plugin: &str,
         channel: &Arc<Channel>,
         mut message: Message,
     ) -> Result<Receipt, BroadcastError> {
-        let key = message
-            .idempotency_key
-            .as_ref()
-            .map(|k| (plugin.to_string(), channel.name.clone(), k.clone()));
-        let mut index = self
-            .idempotency
-            .lock()
-            .map_err(|_| BroadcastError::Internal("idempotency index unavailable".into()))?;
-        if let Some(key) = &key
-            && let Some(existing) = index.get(key)
-        {
-            return Ok(existing);
-        }
         if message.sender.is_none() {
             message.sender = channel.config.default_sender.clone();
         }
-        let receipt = Receipt {
-            id: self.next_receipt_id(),
-            eta_ms: 0,
-        };
-        if let Some(key) = key {
-            index.insert(key, receipt.clone());
+        let endpoint = &channel.endpoint;
+        let now = self.clock.now_ms();
+        let pending = self.outbox.pending_count(&endpoint.key).map_err(internal)?;
+        if pending >= MAX_BACKLOG {
+            return Err(BroadcastError::BacklogFull);
         }
-        drop(index);
-
+        let eta = endpoint
+            .throttle
+            .lock()
+            .map_err(|_| BroadcastError::Internal("throttle unavailable".into()))?
+            .eta_of_nth(pending + 1, now);
+        let wait = eta.saturating_sub(now);
+        let max_delay = channel.config.max_delay.as_millis() as u64;
+        if wait > max_delay {
+            // The plugin hears how long until a message sent then would
+            // fit within the channel's max_delay.
+            return Err(BroadcastError::QuotaExhausted(wait - max_delay));
+        }
+        let record = OutboxRecord {
+            id: self.new_id(now),
+            plugin: plugin.to_string(),
+            channel: channel.name.clone(),
+            endpoint: endpoint.key.clone(),
+            message: message.clone(),
+            state: MessageState::Queued,
+            created_ms: now,
+            next_attempt_ms: now,
+            attempts: 0,
+            planned: false,
+            last_error: None,
+            finished_ms: None,
+        };
+        let receipt = match self.outbox.insert(&record).map_err(internal)? {
+            Inserted::Duplicate(id) => {
+                return Ok(Receipt { id, eta_ms: 0 });
+            }
+            Inserted::New => Receipt {
+                id: record.id,
+                eta_ms: wait,
+            },
+        };
+        endpoint.wake.notify_one();
         let _ = self.observers.accepted.send(Accepted {
             plugin: plugin.to_string(),
             channel: channel.name.clone(),
             receipt: receipt.clone(),
-            message: message.clone(),
-        });
-        let channel = channel.clone();
-        let finished = self.observers.finished.clone();
-        let plugin = plugin.to_string();
-        let receipt_id = receipt.id.clone();
-        self.tasks.spawn(async move {
-            let outcome = deliver_now(&channel, &message).await;
-            match &outcome {
-                DeliveryOutcome::Delivered { .. } => {
-                    tracing::debug!(plugin = %plugin, channel = %channel.name, receipt = %receipt_id, "delivered")
-                }
-                other => {
-                    tracing::warn!(plugin = %plugin, channel = %channel.name, receipt = %receipt_id, outcome = ?other, "not delivered")
-                }
-            }
-            let _ = finished.send(Finished {
-                plugin,
-                receipt_id,
-                channel: channel.name.clone(),
-                outcome,
-            });
+            message,
         });
         Ok(receipt)
     }
 
-    /// Waits until every delivery started so far has finished.
-    pub async fn drain(&self) {
-        self.tasks.close();
-        self.tasks.wait().await;
-        self.tasks.reopen();
+    /// Starts one worker per endpoint. They stop when `stop` is cancelled,
+    /// after the request in flight, leaving the rest queued on disk.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) -> TaskTracker {
+        match self.outbox.recover() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "{n} message(s) were being sent when the host stopped; sending them again"
+            ),
+            Err(e) => tracing::error!("cannot recover the outbox: {e}"),
+        }
+        let tasks = TaskTracker::new();
+        for endpoint in self.endpoints.values() {
+            let delivery = self.clone();
+            let endpoint = endpoint.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move { delivery.run_endpoint(endpoint, stop).await });
+        }
+        tasks.close();
+        tasks
     }
-}
 
-/// Plans a message and sends its parts in order, stopping at the first
-/// part that does not go through.
-async fn deliver_now(channel: &Channel, message: &Message) -> DeliveryOutcome {
-    let parts = match channel
-        .provider
-        .plan(&channel.name, &channel.config, message)
-        .await
-    {
-        Ok(parts) => parts,
-        Err(outcome) => return outcome,
-    };
-    let mut ids = Vec::new();
-    for part in &parts {
-        match channel.provider.send(&channel.config, part).await {
-            DeliveryOutcome::Delivered { provider_ids } => ids.extend(provider_ids),
-            other => return other,
+    async fn sleep(&self, clock_ms: u64, stop: &CancellationToken, wake: Option<&Notify>) -> bool {
+        let real = self.clock.real(clock_ms).min(Duration::from_secs(60));
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(real) => true,
+            _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => true,
         }
     }
-    DeliveryOutcome::Delivered { provider_ids: ids }
+
+    async fn run_endpoint(&self, endpoint: Arc<Endpoint>, stop: CancellationToken) {
+        let mut last_plugin: Option<String> = None;
+        while !stop.is_cancelled() {
+            let now = self.clock.now_ms();
+            match self
+                .outbox
+                .next_due(&endpoint.key, now, last_plugin.as_deref())
+            {
+                Ok(Some(record)) => {
+                    last_plugin = Some(record.plugin.clone());
+                    self.process(&endpoint, record, &stop).await;
+                }
+                Ok(None) => {
+                    let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
+                    let wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
+                    if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %endpoint.key, "outbox read failed: {e}");
+                    if !self.sleep(1000, &stop, None).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the throttle; false if the host is stopping.
+    async fn take_slot(&self, endpoint: &Endpoint, stop: &CancellationToken) -> bool {
+        loop {
+            let now = self.clock.now_ms();
+            let at = match endpoint.throttle.lock() {
+                Ok(mut t) => {
+                    let at = t.next_allowed(now);
+                    if at <= now {
+                        t.record(now);
+                    }
+                    at
+                }
+                Err(_) => return false,
+            };
+            if at <= now {
+                if let Err(e) = self.outbox.record_send(&endpoint.key, now) {
+                    tracing::warn!(endpoint = %endpoint.key, "cannot persist throttle history: {e}");
+                }
+                return true;
+            }
+            if !self.sleep(at - now, stop, None).await {
+                return false;
+            }
+        }
+    }
+
+    async fn process(&self, endpoint: &Endpoint, record: OutboxRecord, stop: &CancellationToken) {
+        if let Err(e) = self.try_process(endpoint, &record, stop).await {
+            tracing::error!(endpoint = %endpoint.key, message = %record.id, "outbox write failed: {e}");
+            let _ = self.outbox.requeue(
+                &record.id,
+                self.clock.now_ms() + 1000,
+                record.attempts,
+                &e.to_string(),
+            );
+        }
+    }
+
+    async fn try_process(
+        &self,
+        endpoint: &Endpoint,
+        record: &OutboxRecord,
+        stop: &CancellationToken,
+    ) -> Result<(), OutboxError> {
+        let id = &record.id;
+        let Some(channel) = self.channels.get(&record.channel).cloned() else {
+            let now = self.clock.now_ms();
+            self.outbox.finish(
+                id,
+                MessageState::Failed,
+                record.attempts,
+                now,
+                Some(&format!(
+                    "channel `{}` is no longer configured",
+                    record.channel
+                )),
+            )?;
+            self.report(
+                record,
+                MessageState::Failed,
+                record.attempts,
+                vec![],
+                Some("channel removed".into()),
+            );
+            return Ok(());
+        };
+        self.outbox.mark_sending(id)?;
+        let mut attempts = record.attempts;
+        if !record.planned {
+            match endpoint
+                .provider
+                .plan(&channel.name, &channel.config, &record.message)
+                .await
+            {
+                Ok(parts) => self.outbox.save_plan(id, &parts)?,
+                Err(outcome) => {
+                    attempts += 1;
+                    return self.after_failure(record, attempts, outcome, &[]);
+                }
+            }
+        }
+        let parts = self.outbox.parts(id)?;
+        for part in parts.iter().filter(|p| p.state == PartState::Queued) {
+            if !self.take_slot(endpoint, stop).await {
+                self.outbox.requeue(
+                    id,
+                    self.clock.now_ms(),
+                    attempts,
+                    "host stopped before sending",
+                )?;
+                return Ok(());
+            }
+            attempts += 1;
+            let outcome = endpoint.provider.send(&channel.config, &part.part).await;
+            match outcome {
+                DeliveryOutcome::Delivered { provider_ids } => {
+                    self.outbox.part_done(
+                        id,
+                        part.index,
+                        PartState::Delivered,
+                        &provider_ids,
+                        None,
+                    )?;
+                }
+                DeliveryOutcome::Rejected { code, reason } => {
+                    let error = format!("{code}: {}", sanitize::for_log(&reason, 500));
+                    tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "rejected: {error}");
+                    self.outbox
+                        .part_done(id, part.index, PartState::Failed, &[], Some(&error))?;
+                }
+                other => {
+                    let parts_now = self.outbox.parts(id)?;
+                    return self.after_failure(record, attempts, other, &parts_now);
+                }
+            }
+        }
+        let parts = self.outbox.parts(id)?;
+        self.conclude(record, attempts, &parts)
+    }
+
+    /// A transient failure: retry later, or give up past the limits.
+    fn after_failure(
+        &self,
+        record: &OutboxRecord,
+        attempts: u32,
+        outcome: DeliveryOutcome,
+        parts: &[PartRecord],
+    ) -> Result<(), OutboxError> {
+        let now = self.clock.now_ms();
+        let (hint, reason) = match &outcome {
+            DeliveryOutcome::RetryLater { after, reason } => {
+                (after.map(|d| d.as_millis() as u64), reason.clone())
+            }
+            DeliveryOutcome::QuotaExhausted { until, reason } => (
+                until.map(|d| d.as_millis() as u64),
+                format!("quota exhausted: {reason}"),
+            ),
+            DeliveryOutcome::CredentialsExpired { reason } => {
+                (None, format!("credentials refused: {reason}"))
+            }
+            DeliveryOutcome::Rejected { code, reason } => {
+                // A plan the provider refused for good.
+                let error = format!("{code}: {reason}");
+                self.outbox.finish(
+                    &record.id,
+                    MessageState::Failed,
+                    attempts,
+                    now,
+                    Some(&error),
+                )?;
+                self.report(record, MessageState::Failed, attempts, vec![], Some(error));
+                return Ok(());
+            }
+            DeliveryOutcome::Delivered { .. } => (None, String::new()),
+        };
+        let reason = sanitize::for_log(&reason, 500);
+        let age = now.saturating_sub(record.created_ms);
+        if self.retry.gives_up(attempts, age) {
+            for p in parts.iter().filter(|p| p.state == PartState::Queued) {
+                self.outbox.part_done(
+                    &record.id,
+                    p.index,
+                    PartState::Failed,
+                    &[],
+                    Some(&reason),
+                )?;
+            }
+            let parts = self.outbox.parts(&record.id)?;
+            tracing::warn!(message = %record.id, attempts, "giving up: {reason}");
+            return self.conclude(record, attempts, &parts);
+        }
+        let delay = self.retry.delay_ms(attempts, hint);
+        tracing::info!(message = %record.id, attempts, delay_ms = delay, "will retry: {reason}");
+        self.outbox
+            .requeue(&record.id, now + delay, attempts, &reason)
+    }
+
+    fn conclude(
+        &self,
+        record: &OutboxRecord,
+        attempts: u32,
+        parts: &[PartRecord],
+    ) -> Result<(), OutboxError> {
+        let delivered = parts
+            .iter()
+            .filter(|p| p.state == PartState::Delivered)
+            .count();
+        let state = if delivered == parts.len() {
+            MessageState::Delivered
+        } else if delivered == 0 {
+            MessageState::Failed
+        } else {
+            MessageState::Partial
+        };
+        let errors: Vec<String> = parts
+            .iter()
+            .filter_map(|p| {
+                p.last_error
+                    .as_ref()
+                    .filter(|_| p.state == PartState::Failed)
+                    .map(|e| {
+                        if p.part.target.is_empty() {
+                            e.clone()
+                        } else {
+                            format!("{}: {e}", p.part.target)
+                        }
+                    })
+            })
+            .collect();
+        let detail = (!errors.is_empty()).then(|| errors.join("; "));
+        let ids: Vec<String> = parts.iter().flat_map(|p| p.provider_ids.clone()).collect();
+        self.outbox.finish(
+            &record.id,
+            state,
+            attempts,
+            self.clock.now_ms(),
+            detail.as_deref(),
+        )?;
+        self.report(record, state, attempts, ids, detail);
+        Ok(())
+    }
+
+    fn report(
+        &self,
+        record: &OutboxRecord,
+        state: MessageState,
+        attempts: u32,
+        provider_ids: Vec<String>,
+        detail: Option<String>,
+    ) {
+        match state {
+            MessageState::Delivered => {
+                tracing::debug!(plugin = %record.plugin, channel = %record.channel, message = %record.id, "delivered")
+            }
+            _ => {
+                tracing::warn!(plugin = %record.plugin, channel = %record.channel, message = %record.id, state = state.as_str(), detail = detail.as_deref().unwrap_or(""), "not delivered")
+            }
+        }
+        let _ = self.observers.finished.send(Finished {
+            plugin: record.plugin.clone(),
+            receipt_id: record.id.clone(),
+            channel: record.channel.clone(),
+            state,
+            attempts,
+            provider_ids,
+            detail,
+        });
+        self.reports.notify_one();
+    }
+
+    /// Cancels a queued message, reporting it to its plugin.
+    pub fn cancel(&self, id: &str) -> Result<bool, OutboxError> {
+        let cancelled = self.outbox.cancel(id, self.clock.now_ms())?;
+        if cancelled {
+            self.reports.notify_one();
+        }
+        Ok(cancelled)
+    }
+
+    /// Waits until each receipt has a final state, or the timeout passes.
+    /// Returns the ids still open.
+    pub async fn wait_for(&self, ids: &[String], timeout: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open: Vec<String> = ids
+                .iter()
+                .filter(|id| !matches!(self.outbox.get(id), Ok(Some(r)) if r.state.is_final()))
+                .cloned()
+                .collect();
+            if open.is_empty() || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -84,6 +84,10 @@ impl Provider for Console {
         issues
     }
 
+    fn default_throttle(&self, _endpoint: &str) -> crate::delivery::throttle::ThrottleSpec {
+        crate::delivery::throttle::ThrottleSpec::default()
+    }
+
     fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
         ChannelRules {
             accepts: vec![

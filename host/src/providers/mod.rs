@@ -6,7 +6,12 @@
 //! a request, and how to read the answer. Adding a provider means one new
 //! module, one line in [`Registry::build_provider`], and its tests.
 
+pub mod bigbluebutton;
+mod common;
 pub mod console;
+pub mod tencent;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,6 +115,13 @@ pub trait Provider: Send + Sync {
         "default"
     }
 
+    /// The provider's documented limits for an endpoint; the operator may
+    /// override them with `throttle` in the provider's config.
+    fn default_throttle(&self, _endpoint: &str) -> crate::delivery::throttle::ThrottleSpec {
+        // No documented limit: a conservative default.
+        crate::delivery::throttle::ThrottleSpec::windows(&[(5, 1000)])
+    }
+
     /// Expands a message into provider requests: targets times split parts.
     /// May call the provider (BigBlueButton lists running meetings). An
     /// empty plan means there is nobody to send to, which is not an error.
@@ -170,13 +182,21 @@ impl Registry {
         kind: &str,
         key: &str,
         options: &toml::Table,
-        _context: &ProviderContext,
+        context: &ProviderContext,
     ) -> Result<Arc<dyn Provider>, Vec<ConfigIssue>> {
         match kind {
             "console" => Ok(Arc::new(console::Console::from_options(key, options)?)),
+            "bigbluebutton" => Ok(Arc::new(bigbluebutton::BigBlueButton::from_options(
+                key, options, context,
+            )?)),
+            "tencent" => Ok(Arc::new(tencent::Tencent::from_options(
+                key, options, context,
+            )?)),
             other => Err(vec![ConfigIssue {
                 key: format!("{key}.kind"),
-                message: format!("unknown provider kind `{other}`; known: console"),
+                message: format!(
+                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent"
+                ),
             }]),
         }
     }

@@ -1,0 +1,432 @@
+//! Throttles: each provider endpoint's documented windows, enforced before
+//! every request.
+//!
+//! A window "N per P" is kept as a log of the last N send times: a send is
+//! allowed when the oldest of them is at least P ago. That is a rolling
+//! window, which is stricter than a calendar window of the same size, so it
+//! stays inside the provider's limit whichever way the provider counts.
+//! Bitrix24's leaky bucket is a level that drains at a fixed rate.
+//!
+//! Every limit carries a small safety margin, because the provider measures
+//! arrival times and the network adds jitter between our clock and theirs.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Time as the throttle sees it. Tests and demos run a scaled clock so that
+/// "3 per day" can be exercised in seconds; the simulator scales the same way.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch, in this clock's time.
+    fn now_ms(&self) -> u64;
+    /// How long to really wait for `ms` of this clock's time to pass.
+    fn real(&self, ms: u64) -> Duration;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn real(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+}
+
+/// A clock that runs `scale` times faster than real time, starting from the
+/// wall clock's now. Its time is monotonic even if the wall clock jumps.
+pub struct ScaledClock {
+    start_ms: u64,
+    start: Instant,
+    scale: f64,
+}
+
+impl ScaledClock {
+    pub fn new(scale: f64) -> ScaledClock {
+        ScaledClock {
+            start_ms: SystemClock.now_ms(),
+            start: Instant::now(),
+            scale: scale.max(0.001),
+        }
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now_ms(&self) -> u64 {
+        self.start_ms + (self.start.elapsed().as_secs_f64() * 1000.0 * self.scale) as u64
+    }
+
+    fn real(&self, ms: u64) -> Duration {
+        Duration::from_secs_f64(ms as f64 / 1000.0 / self.scale)
+    }
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+/// One documented limit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// At most `count` requests in any `period_ms`.
+    Window { count: u32, period_ms: u64 },
+    /// A bucket of `burst` that drains `per_second`; each request adds one.
+    LeakyBucket { per_second: f64, burst: u32 },
+}
+
+/// All limits of one endpoint. Empty means unthrottled (the console).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ThrottleSpec {
+    pub limits: Vec<Limit>,
+}
+
+impl fmt::Display for ThrottleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.limits.is_empty() {
+            return f.write_str("unthrottled");
+        }
+        let parts: Vec<String> = self
+            .limits
+            .iter()
+            .map(|l| match l {
+                Limit::Window { count, period_ms } => {
+                    format!("{count}/{}", show_period(*period_ms))
+                }
+                Limit::LeakyBucket { per_second, burst } => {
+                    format!("bucket {per_second}/s burst {burst}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+fn show_period(ms: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+impl ThrottleSpec {
+    pub fn windows(pairs: &[(u32, u64)]) -> ThrottleSpec {
+        ThrottleSpec {
+            limits: pairs
+                .iter()
+                .map(|(count, period_ms)| Limit::Window {
+                    count: *count,
+                    period_ms: *period_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// The longest window, which is how much send history must be kept.
+    pub fn horizon_ms(&self) -> u64 {
+        self.limits
+            .iter()
+            .map(|l| match l {
+                Limit::Window { period_ms, .. } => *period_ms,
+                Limit::LeakyBucket { per_second, burst } => {
+                    (*burst as f64 / per_second.max(0.001) * 1000.0) as u64
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Parses an operator override: a list such as `["1/30m", "3/1d"]`, or
+    /// `["bucket 2/s burst 50"]`.
+    pub fn parse(items: &[String]) -> Result<ThrottleSpec, String> {
+        let mut limits = Vec::new();
+        for item in items {
+            limits.push(parse_limit(item)?);
+        }
+        Ok(ThrottleSpec { limits })
+    }
+}
+
+fn parse_period(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = if n.is_empty() { 1 } else { n.parse().ok()? };
+    let unit_ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms).filter(|ms| *ms > 0)
+}
+
+fn parse_limit(item: &str) -> Result<Limit, String> {
+    let usage = || {
+        format!(
+            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, or `bucket 2/s burst 50`",
+            item.escape_debug()
+        )
+    };
+    if let Some(rest) = item.trim().strip_prefix("bucket") {
+        let (rate, burst) = rest.split_once("burst").ok_or_else(usage)?;
+        let (count, period) = rate.trim().split_once('/').ok_or_else(usage)?;
+        let count: f64 = count.trim().parse().map_err(|_| usage())?;
+        let period_ms = parse_period(period).ok_or_else(usage)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| usage())?;
+        if count <= 0.0 || burst == 0 {
+            return Err(usage());
+        }
+        return Ok(Limit::LeakyBucket {
+            per_second: count * 1000.0 / period_ms as f64,
+            burst,
+        });
+    }
+    let (count, period) = item.split_once('/').ok_or_else(usage)?;
+    let count: u32 = count.trim().parse().map_err(|_| usage())?;
+    let period_ms = parse_period(period).ok_or_else(usage)?;
+    if count == 0 {
+        return Err(usage());
+    }
+    Ok(Limit::Window { count, period_ms })
+}
+
+/// Margin on every window: a little longer than documented.
+fn padded(period_ms: u64) -> u64 {
+    period_ms + period_ms / 50 + 5
+}
+
+/// The live state of one endpoint's limits.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    spec: ThrottleSpec,
+    /// Per window: the most recent send times, oldest first, at most `count`.
+    logs: Vec<VecDeque<u64>>,
+    bucket_level: f64,
+    bucket_at_ms: u64,
+}
+
+impl Throttle {
+    pub fn new(spec: ThrottleSpec) -> Throttle {
+        let logs = spec.limits.iter().map(|_| VecDeque::new()).collect();
+        Throttle {
+            spec,
+            logs,
+            bucket_level: 0.0,
+            bucket_at_ms: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &ThrottleSpec {
+        &self.spec
+    }
+
+    /// Restores history, for example the day's sends after a restart.
+    pub fn with_history(spec: ThrottleSpec, mut sends: Vec<u64>) -> Throttle {
+        sends.sort_unstable();
+        let mut t = Throttle::new(spec);
+        for at in sends {
+            t.record(at);
+        }
+        t
+    }
+
+    fn bucket_level_at(&self, at_ms: u64, per_second: f64) -> f64 {
+        let drained = at_ms.saturating_sub(self.bucket_at_ms) as f64 / 1000.0 * per_second;
+        (self.bucket_level - drained).max(0.0)
+    }
+
+    /// The earliest time at or after `now_ms` a request is allowed.
+    pub fn next_allowed(&self, now_ms: u64) -> u64 {
+        let mut at = now_ms;
+        for (limit, log) in self.spec.limits.iter().zip(&self.logs) {
+            match limit {
+                Limit::Window { count, period_ms } => {
+                    if log.len() >= *count as usize
+                        && let Some(oldest) = log.front()
+                    {
+                        at = at.max(oldest + padded(*period_ms));
+                    }
+                }
+                Limit::LeakyBucket { per_second, burst } => {
+                    // Keep one request of headroom and drain 2% slower than
+                    // documented, for the same jitter reason as windows.
+                    let rate = per_second * 0.98;
+                    let cap = (*burst as f64 - 1.0).max(1.0);
+                    let level = self.bucket_level_at(now_ms, rate);
+                    if level + 1.0 > cap {
+                        let wait_ms = ((level + 1.0 - cap) / rate * 1000.0).ceil() as u64;
+                        at = at.max(now_ms + wait_ms);
+                    }
+                }
+            }
+        }
+        at
+    }
+
+    /// Counts a request made at `at_ms`.
+    pub fn record(&mut self, at_ms: u64) {
+        let mut bucket: Option<(f64, u64)> = None;
+        for (limit, log) in self.spec.limits.iter().zip(self.logs.iter_mut()) {
+            match limit {
+                Limit::Window { count, .. } => {
+                    log.push_back(at_ms);
+                    while log.len() > *count as usize {
+                        log.pop_front();
+                    }
+                }
+                Limit::LeakyBucket { per_second, .. } => {
+                    let drained =
+                        at_ms.saturating_sub(self.bucket_at_ms) as f64 / 1000.0 * per_second * 0.98;
+                    bucket = Some(((self.bucket_level - drained).max(0.0) + 1.0, at_ms));
+                }
+            }
+        }
+        if let Some((level, at)) = bucket {
+            self.bucket_level = level;
+            self.bucket_at_ms = self.bucket_at_ms.max(at);
+        }
+    }
+
+    /// When the `n`th request from now (1-based) could go out, if the
+    /// throttle were the only thing in its way.
+    pub fn eta_of_nth(&self, n: usize, now_ms: u64) -> u64 {
+        if self.spec.limits.is_empty() || n == 0 {
+            return now_ms;
+        }
+        let mut sim = self.clone();
+        let mut at = now_ms;
+        for _ in 0..n {
+            at = sim.next_allowed(at);
+            sim.record(at);
+        }
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn parses_operator_overrides() {
+        let spec = ThrottleSpec::parse(&["1/30m".into(), "3/1d".into()]).unwrap();
+        assert_eq!(spec, ThrottleSpec::windows(&[(1, 30 * MIN), (3, DAY)]));
+        assert_eq!(spec.to_string(), "1/30m, 3/1d");
+        let bucket = ThrottleSpec::parse(&["bucket 2/s burst 50".into()]).unwrap();
+        assert_eq!(
+            bucket.limits,
+            vec![Limit::LeakyBucket {
+                per_second: 2.0,
+                burst: 50
+            }]
+        );
+        assert_eq!(
+            ThrottleSpec::parse(&["5/s".into()]).unwrap(),
+            ThrottleSpec::windows(&[(5, 1000)])
+        );
+        for bad in ["", "0/1s", "1/", "1/fortnight", "bucket 2/s", "three/1d"] {
+            assert!(ThrottleSpec::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn easemob_all_users_allows_one_per_30_minutes_and_three_per_day() {
+        let mut t = Throttle::new(ThrottleSpec::windows(&[(1, 30 * MIN), (3, DAY)]));
+        let mut at = 0;
+        let mut sends = Vec::new();
+        for _ in 0..5 {
+            at = t.next_allowed(at);
+            t.record(at);
+            sends.push(at);
+        }
+        // Every pair at least 30 minutes apart; the 4th waits a day after the 1st.
+        for w in sends.windows(2) {
+            assert!(w[1] - w[0] >= 30 * MIN);
+        }
+        assert!(sends[3] - sends[0] >= DAY);
+        assert!(sends[2] - sends[0] < 2 * 31 * MIN);
+    }
+
+    #[test]
+    fn never_exceeds_any_window_in_a_long_run() {
+        let spec = ThrottleSpec::windows(&[(1, 1000), (10, MIN), (100, DAY)]);
+        let mut t = Throttle::new(spec.clone());
+        let mut at = 0;
+        let mut sends = Vec::new();
+        for _ in 0..150 {
+            at = t.next_allowed(at);
+            t.record(at);
+            sends.push(at);
+        }
+        for limit in &spec.limits {
+            let Limit::Window { count, period_ms } = limit else {
+                continue;
+            };
+            for (i, start) in sends.iter().enumerate() {
+                let within = sends[i..]
+                    .iter()
+                    .take_while(|t| **t < start + period_ms)
+                    .count();
+                assert!(
+                    within <= *count as usize,
+                    "{within} sends in {period_ms} ms from {start}"
+                );
+            }
+        }
+        // And it is not needlessly slow: 150 sends need 1 day for the third hundred.
+        assert!(sends[99] < DAY);
+    }
+
+    #[test]
+    fn leaky_bucket_allows_a_burst_then_the_drain_rate() {
+        let mut t = Throttle::new(ThrottleSpec::parse(&["bucket 2/s burst 50".into()]).unwrap());
+        let mut immediate = 0;
+        while t.next_allowed(0) == 0 {
+            t.record(0);
+            immediate += 1;
+        }
+        assert_eq!(immediate, 49);
+        let next = t.next_allowed(0);
+        assert!((500..=600).contains(&next), "{next}");
+    }
+
+    #[test]
+    fn history_survives_a_restart() {
+        let spec = ThrottleSpec::windows(&[(3, DAY)]);
+        let t = Throttle::with_history(spec, vec![1000, 2000, 3000]);
+        assert!(t.next_allowed(4000) >= 1000 + DAY);
+    }
+
+    #[test]
+    fn eta_counts_the_queue_ahead() {
+        let t = Throttle::new(ThrottleSpec::windows(&[(1, 1000)]));
+        assert_eq!(t.eta_of_nth(1, 0), 0);
+        let third = t.eta_of_nth(3, 0);
+        assert!((2000..2100).contains(&third), "{third}");
+    }
+
+    #[test]
+    fn scaled_clock_runs_faster() {
+        let c = ScaledClock::new(1000.0);
+        assert_eq!(c.real(60_000), Duration::from_millis(60));
+    }
+}
