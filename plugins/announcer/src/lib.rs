@@ -34,6 +34,8 @@ const TICK_KEY: &str = "tick";
 const NEXT_ID_KEY: &str = "next-id";
 /// kv prefix of notices (JSON [`Notice`]).
 const NOTICE_PREFIX: &str = "notice/";
+/// Set once the `seed` setting has been applied.
+const SEEDED_KEY: &str = "seeded";
 /// Longest notice text accepted; the channel's provider may allow less.
 pub const MAX_TEXT_CHARS: usize = 4000;
 /// The longest interval between posts, in ticks.
@@ -153,21 +155,7 @@ pub struct RemoveRequest {
 
 fn handle_custom(event: &CustomEvent, config: &Config) -> Result<(), String> {
     match event.name.as_str() {
-        "add" => {
-            let request: AddRequest = event.payload_json()?;
-            if load_notices(config)?.len() >= config.max_notices as usize {
-                return Err(format!(
-                    "already {} notices (setting `max-notices`); remove one first",
-                    config.max_notices
-                ));
-            }
-            let id = read_counter(NEXT_ID_KEY)? + 1;
-            let notice = new_notice(request, id, read_counter(TICK_KEY)?, config)?;
-            kv::set_string(NEXT_ID_KEY, &id.to_string())?;
-            kv::set_json(&notice_key(id), &notice)?;
-            botbox_sdk::info!("added {}", describe_notice(&notice));
-            Ok(())
-        }
+        "add" => add(event.payload_json()?, config),
         "list" => {
             let notices = load_notices(config)?;
             botbox_sdk::info!(
@@ -197,8 +185,39 @@ fn handle_custom(event: &CustomEvent, config: &Config) -> Result<(), String> {
     }
 }
 
+fn add(request: AddRequest, config: &Config) -> Result<(), String> {
+    if load_notices(config)?.len() >= config.max_notices as usize {
+        return Err(format!(
+            "already {} notices (setting `max-notices`); remove one first",
+            config.max_notices
+        ));
+    }
+    let id = read_counter(NEXT_ID_KEY)? + 1;
+    let notice = new_notice(request, id, read_counter(TICK_KEY)?, config)?;
+    kv::set_string(NEXT_ID_KEY, &id.to_string())?;
+    kv::set_json(&notice_key(id), &notice)?;
+    botbox_sdk::info!("added {}", describe_notice(&notice));
+    Ok(())
+}
+
+/// Adds the notices of the `seed` setting (a JSON list of `add` payloads)
+/// once, on the first tick ever, so an operator can ship a bot with its
+/// notices in `botbox.toml`.
+fn seed_once(config: &Config) -> Result<(), String> {
+    if kv::get(SEEDED_KEY)?.is_some() {
+        return Ok(());
+    }
+    kv::set_string(SEEDED_KEY, "1")?;
+    let requests: Vec<AddRequest> = settings::get_json("seed")?.unwrap_or_default();
+    for request in requests {
+        add(request, config)?;
+    }
+    Ok(())
+}
+
 /// One tick: count it, then post what is due.
 fn tick(config: &Config) -> Result<(), String> {
+    seed_once(config)?;
     // Count the tick before sending: if this call dies halfway, the unsent
     // notices are still due next tick, and the sent ones carry idempotency
     // keys that make a repeat a no-op.
