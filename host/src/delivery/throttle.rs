@@ -113,7 +113,7 @@ fn show_period(ms: u64) -> String {
         ("m", 60_000),
         ("s", 1000),
     ] {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
