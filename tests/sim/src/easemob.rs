@@ -1,0 +1,582 @@
+//! Easemob (环信) IM: the app token endpoint and the three global broadcast
+//! endpoints, with their documented per-window limits (429) and daily quotas
+//! (403).
+//!
+//! Errors are JSON `{"error", "exception", "timestamp", "duration",
+//! "error_description"}` with the HTTP status carrying the class. Broadcast
+//! checks run in this order:
+//!
+//! | check | status | error | error_description |
+//! |---|---|---|---|
+//! | not POST | 405 | `method_not_allowed` | … |
+//! | org/app not this app's | 400 | `organization_application_not_found` | Could not find application for {org}/{app} from URI: … |
+//! | no / unknown bearer token | 401 | `unauthorized` | Unable to authenticate (OAuth) |
+//! | expired bearer token | 401 | `unauthorized` | Unable to authenticate due to expired access token |
+//! | broadcasts not opened | 403 | `forbidden_op` | message broadcast service is unopened |
+//! | over a window (all: 1/30 min; online: 1/min; rooms: 1/s and 10/min) | 429 | `reach_limit` | This request has reached api limit |
+//! | body over 64 KiB | 413 | `request_entity_too_large` | … |
+//! | body not a JSON object, `msg` / `msg.type` / type fields wrong, `from` not a string, bad `chatroom_msg_level` | 400 | `invalid_request_body` | Request body is invalid. Please check body is correct. |
+//! | all users: `target_type` absent | 400 | `illegal_argument` | target_type must be provided |
+//! | all users: `target_type` ≠ "users" | 400 | `illegal_argument` | target_type can only be 'users' |
+//! | `from` is "" | 400 | `illegal_argument` | from can't be empty |
+//! | `ext` present but not an object (null included) | 400 | `illegal_argument` | ext must be JSONObject |
+//! | daily quota (3 / 50 / 100) used up | 403 | `forbidden_op` | broadcast message limit exceeded / online user broadcast limit exceeded / chatroom broadcast limit exceeded |
+//!
+//! Every authenticated request counts against the windows; only accepted
+//! broadcasts count against the daily quota. "Per day" is any rolling 24 h.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::any;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use serde_json::{Map, Value, json};
+
+use crate::clock::{SimClock, SlidingWindow, unix_ms};
+use crate::config::EasemobConfig;
+use crate::record::{SimDelivery, SimProvider, Target, Violation, escape_for_log};
+use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
+use crate::{Shared, lock};
+
+const MAX_TOKEN_BODY: usize = 16 * 1024;
+const MAX_BROADCAST_BODY: usize = 64 * 1024;
+const DAY: Duration = Duration::from_secs(86_400);
+const MSG_TYPES: [&str; 8] = [
+    "txt", "img", "audio", "video", "file", "loc", "cmd", "custom",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    AllUsers,
+    OnlineUsers,
+    ChatRooms,
+}
+
+impl Kind {
+    fn from_endpoint(e: &str) -> Option<Kind> {
+        match e {
+            crate::endpoints::EASEMOB_ALL_USERS => Some(Kind::AllUsers),
+            crate::endpoints::EASEMOB_ONLINE_USERS => Some(Kind::OnlineUsers),
+            crate::endpoints::EASEMOB_CHATROOMS => Some(Kind::ChatRooms),
+            _ => None,
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn quota_message(self) -> &'static str {
+        match self {
+            Kind::AllUsers => "broadcast message limit exceeded",
+            Kind::OnlineUsers => "online user broadcast limit exceeded",
+            Kind::ChatRooms => "chatroom broadcast limit exceeded",
+        }
+    }
+}
+
+pub(crate) struct EasemobState {
+    cfg: EasemobConfig,
+    base_url: OnceLock<String>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// token → simulated expiry instant
+    tokens: HashMap<String, Duration>,
+    windows: [Vec<SlidingWindow>; 3],
+    daily: [SlidingWindow; 3],
+    next_id: u64,
+    broadcast_enabled: bool,
+}
+
+impl EasemobState {
+    pub(crate) fn new(cfg: EasemobConfig, base_url: String) -> Self {
+        let min = |n: u64| Duration::from_secs(60 * n);
+        let inner = Inner {
+            tokens: HashMap::new(),
+            windows: [
+                vec![SlidingWindow::new(1, min(30))],
+                vec![SlidingWindow::new(1, min(1))],
+                vec![
+                    SlidingWindow::new(1, Duration::from_secs(1)),
+                    SlidingWindow::new(10, min(1)),
+                ],
+            ],
+            daily: [
+                SlidingWindow::new(cfg.daily_all_users, DAY),
+                SlidingWindow::new(cfg.daily_online_users, DAY),
+                SlidingWindow::new(cfg.daily_chatrooms, DAY),
+            ],
+            next_id: 1_365_344_904_091_349_000,
+            broadcast_enabled: cfg.broadcast_enabled,
+        };
+        let url = OnceLock::new();
+        let _ = url.set(base_url);
+        EasemobState {
+            cfg,
+            base_url: url,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    pub(crate) fn set_broadcast_enabled(&self, on: bool) {
+        lock(&self.inner).broadcast_enabled = on;
+    }
+
+    pub(crate) fn expire_tokens(&self, clock: &SimClock) {
+        let now = clock.now();
+        for exp in lock(&self.inner).tokens.values_mut() {
+            *exp = now;
+        }
+    }
+}
+
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/{org}/{app}/token", any(entry))
+        .route("/{org}/{app}/messages/broadcast", any(entry))
+        .route("/{org}/{app}/messages/users/broadcast", any(entry))
+        .route("/{org}/{app}/messages/chatrooms/broadcast", any(entry))
+}
+
+async fn entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    let org = parts.next().unwrap_or_default().to_owned();
+    let app = parts.next().unwrap_or_default().to_owned();
+    let endpoint = parts.next().unwrap_or_default().to_owned();
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let conn = req.extensions().get::<ConnHandle>().cloned();
+    let info = ReqInfo {
+        provider: SimProvider::Easemob,
+        endpoint: endpoint.clone(),
+        method: method.to_string(),
+        path: path.clone(),
+    };
+    let body = req.into_body();
+    guarded(&s, info, conn, rate_limited, || async {
+        if method != Method::POST {
+            return err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Request method not supported; use POST",
+            );
+        }
+        if org != s.easemob.cfg.org || app != s.easemob.cfg.app {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "organization_application_not_found",
+                &format!(
+                    "Could not find application for {org}/{app} from URI: {}",
+                    path.trim_start_matches('/')
+                ),
+            );
+        }
+        match Kind::from_endpoint(&endpoint) {
+            None => token(&s, body).await,
+            Some(kind) => broadcast(&s, kind, &endpoint, &headers, body).await,
+        }
+    })
+    .await
+}
+
+fn error_body(status: StatusCode, error: &str, description: &str) -> Response {
+    let exception = match error {
+        "unauthorized" => "EasemobSecurityException",
+        "forbidden_op" => "EasemobForbiddenOpException",
+        "reach_limit" => "EasemobRateLimitException",
+        "illegal_argument" => "java.lang.IllegalArgumentException",
+        "invalid_grant" => "EasemobInvalidGrantException",
+        _ => "EasemobBadRequestException",
+    };
+    json(
+        status,
+        &json!({
+            "error": error,
+            "exception": exception,
+            "timestamp": unix_ms(),
+            "duration": 0,
+            "error_description": description,
+        }),
+    )
+}
+
+fn err(status: StatusCode, error: &str, description: &str) -> Handled {
+    Handled::rejected(error_body(status, error, description), error)
+}
+
+fn rate_limited() -> Response {
+    error_body(
+        StatusCode::TOO_MANY_REQUESTS,
+        "reach_limit",
+        "This request has reached api limit",
+    )
+}
+
+fn invalid_body() -> Handled {
+    err(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_body",
+        "Request body is invalid. Please check body is correct.",
+    )
+}
+
+async fn token(s: &Shared, body: Body) -> Handled {
+    s.records.token_fetch(SimProvider::Easemob);
+    let cfg = &s.easemob.cfg;
+    let Ok(bytes) = read_body(body, MAX_TOKEN_BODY).await else {
+        return err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_entity_too_large",
+            "Request entity too large",
+        );
+    };
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "json_parse",
+            "Unexpected content: the request body must be a JSON object",
+        );
+    };
+    let field = |k: &str| req.get(k).and_then(Value::as_str);
+    if field("grant_type") != Some("client_credentials") {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "grant_type must be client_credentials",
+        );
+    }
+    if field("client_id") != Some(cfg.client_id.as_str())
+        || field("client_secret") != Some(cfg.client_secret.as_str())
+    {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "invalid client_id or client_secret",
+        );
+    }
+    let ttl = req
+        .get("ttl")
+        .and_then(Value::as_u64)
+        .filter(|t| *t > 0)
+        .unwrap_or(cfg.token_ttl_secs);
+    let mut raw = [0u8; 30];
+    rand::rng().fill_bytes(&mut raw);
+    let token = format!("YWMt{}", URL_SAFE_NO_PAD.encode(raw));
+    let now = s.clock.now();
+    {
+        let mut g = lock(&s.easemob.inner);
+        g.tokens.retain(|_, exp| *exp > now);
+        g.tokens
+            .insert(token.clone(), now.saturating_add(Duration::from_secs(ttl)));
+    }
+    tracing::info!(target: "botbox_sim", "easemob  issued app token (expires_in {ttl} s simulated)");
+    Handled::ok(json(
+        StatusCode::OK,
+        &json!({"access_token": token, "expires_in": ttl, "application": cfg.application}),
+    ))
+}
+
+async fn broadcast(
+    s: &Shared,
+    kind: Kind,
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Handled {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let now = s.clock.now();
+    {
+        let mut g = lock(&s.easemob.inner);
+        match bearer.and_then(|t| g.tokens.get(t)) {
+            None => {
+                return err(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Unable to authenticate (OAuth)",
+                );
+            }
+            Some(exp) if *exp <= now => {
+                return err(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Unable to authenticate due to expired access token",
+                );
+            }
+            Some(_) => {}
+        }
+        if !g.broadcast_enabled {
+            return err(
+                StatusCode::FORBIDDEN,
+                "forbidden_op",
+                "message broadcast service is unopened",
+            );
+        }
+        let check_at = s.clock.now_for_limits();
+        let windows = &mut g.windows[kind.index()];
+        if let Some(w) = windows
+            .iter_mut()
+            .find_map(|w| (!w.allows(check_at)).then_some(w))
+        {
+            let limit = w.describe();
+            drop(g);
+            s.records.violation(Violation {
+                provider: SimProvider::Easemob,
+                endpoint: endpoint.to_owned(),
+                limit,
+                code: "429".to_owned(),
+                at: now,
+                unix_ms: unix_ms(),
+            });
+            return Handled::rejected(rate_limited(), "reach_limit");
+        }
+        for w in windows.iter_mut() {
+            w.record(now);
+        }
+    }
+
+    let Ok(bytes) = read_body(body, MAX_BROADCAST_BODY).await else {
+        return err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_entity_too_large",
+            "Request entity too large",
+        );
+    };
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
+        return invalid_body();
+    };
+    let parsed = match validate(kind, &req) {
+        Ok(p) => p,
+        Err((error, description)) => return err(StatusCode::BAD_REQUEST, error, description),
+    };
+
+    let mut g = lock(&s.easemob.inner);
+    let check_at = s.clock.now_for_limits();
+    let daily = &mut g.daily[kind.index()];
+    if !daily.allows(check_at) {
+        let limit = daily.describe();
+        drop(g);
+        s.records.violation(Violation {
+            provider: SimProvider::Easemob,
+            endpoint: endpoint.to_owned(),
+            limit,
+            code: "403".to_owned(),
+            at: now,
+            unix_ms: unix_ms(),
+        });
+        return err(StatusCode::FORBIDDEN, "forbidden_op", kind.quota_message());
+    }
+    daily.record(now);
+    g.next_id += 1;
+    let id = g.next_id;
+    drop(g);
+
+    let cfg = &s.easemob.cfg;
+    let target = match kind {
+        Kind::AllUsers => Target::AllUsers,
+        Kind::OnlineUsers => Target::OnlineUsers,
+        Kind::ChatRooms => Target::ActiveChatRooms {
+            level: parsed.level.clone(),
+        },
+    };
+    tracing::info!(
+        target: "botbox_sim",
+        "easemob  {} <{}> {}",
+        endpoint,
+        escape_for_log(&parsed.from, 64),
+        escape_for_log(&summary(&parsed.msg), 200)
+    );
+    let mut content = Map::new();
+    content.insert("msg".into(), parsed.msg);
+    if let Some(ext) = parsed.ext {
+        content.insert("ext".into(), ext);
+    }
+    s.records.delivery(SimDelivery {
+        seq: 0,
+        provider: SimProvider::Easemob,
+        endpoint: endpoint.to_owned(),
+        target,
+        sender: Some(parsed.from),
+        content: Value::Object(content),
+        provider_id: id.to_string(),
+        at: now,
+        unix_ms: unix_ms(),
+    });
+    let base = s.easemob.base_url.get().cloned().unwrap_or_default();
+    Handled::delivered(json(
+        StatusCode::OK,
+        &json!({
+            "path": format!("/{endpoint}"),
+            "uri": format!("{base}/{}/{}/{endpoint}", cfg.org, cfg.app),
+            "timestamp": unix_ms(),
+            "organization": cfg.org,
+            "application": cfg.application,
+            "action": "post",
+            "data": {"id": id},
+            "duration": 0,
+            "applicationName": cfg.app,
+        }),
+    ))
+}
+
+struct Broadcast {
+    from: String,
+    msg: Value,
+    ext: Option<Value>,
+    level: String,
+}
+
+/// A 400 refusal: (error, error_description).
+type Invalid = (&'static str, &'static str);
+
+fn illegal(description: &'static str) -> Invalid {
+    ("illegal_argument", description)
+}
+
+const INVALID_BODY: Invalid = (
+    "invalid_request_body",
+    "Request body is invalid. Please check body is correct.",
+);
+
+fn validate(kind: Kind, req: &Map<String, Value>) -> Result<Broadcast, Invalid> {
+    if kind == Kind::AllUsers {
+        match req.get("target_type") {
+            None | Some(Value::Null) => return Err(illegal("target_type must be provided")),
+            Some(v) if v.as_str() == Some("users") => {}
+            Some(_) => return Err(illegal("target_type can only be 'users'")),
+        }
+    }
+    let from = match req.get("from") {
+        None => "admin".to_owned(),
+        Some(Value::String(f)) if f.is_empty() => return Err(illegal("from can't be empty")),
+        Some(Value::String(f)) => f.clone(),
+        Some(_) => return Err(INVALID_BODY),
+    };
+    let ext = match req.get("ext") {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err(illegal("ext must be JSONObject")),
+    };
+    let msg = req.get("msg").ok_or(INVALID_BODY)?;
+    check_msg(msg).map_err(|()| INVALID_BODY)?;
+    let level = if kind == Kind::ChatRooms {
+        match req.get("chatroom_msg_level") {
+            None => "normal".to_owned(),
+            Some(Value::String(l)) if ["high", "normal", "low"].contains(&l.as_str()) => l.clone(),
+            Some(_) => return Err(INVALID_BODY),
+        }
+    } else {
+        String::new()
+    };
+    Ok(Broadcast {
+        from,
+        msg: msg.clone(),
+        ext,
+        level,
+    })
+}
+
+/// The `msg` object: `type` plus the fields of the same-named message
+/// body in the single/group/room send APIs.
+fn check_msg(msg: &Value) -> Result<(), ()> {
+    let m = msg.as_object().ok_or(())?;
+    let ty = m.get("type").and_then(Value::as_str).ok_or(())?;
+    if !MSG_TYPES.contains(&ty) {
+        return Err(());
+    }
+    let s = |k: &str| m.get(k).is_some_and(Value::is_string);
+    let opt_s = |k: &str| m.get(k).is_none_or(Value::is_string);
+    let opt_n = |k: &str| m.get(k).is_none_or(Value::is_number);
+    // Latitude/longitude appear as strings in the examples and as numbers elsewhere.
+    let coord = |k: &str| m.get(k).is_some_and(|v| v.is_string() || v.is_number());
+    let ok = match ty {
+        "txt" => s("msg"),
+        "img" => {
+            s("url")
+                && opt_s("filename")
+                && opt_s("secret")
+                && m.get("size").is_none_or(Value::is_object)
+        }
+        "audio" => s("url") && opt_s("filename") && opt_s("secret") && opt_n("length"),
+        "video" => {
+            s("url") && opt_s("thumb") && opt_s("secret") && opt_n("length") && opt_n("file_length")
+        }
+        "file" => s("url") && s("filename") && opt_s("secret"),
+        "loc" => coord("lat") && coord("lng") && s("addr"),
+        "cmd" => s("action"),
+        "custom" => {
+            opt_s("customEvent")
+                && m.get("customExts").is_none_or(|v| {
+                    v.as_object()
+                        .is_some_and(|o| o.len() <= 16 && o.values().all(Value::is_string))
+                })
+        }
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(()) }
+}
+
+fn summary(msg: &Value) -> String {
+    let ty = msg.get("type").and_then(Value::as_str).unwrap_or("?");
+    match ty {
+        "txt" => msg
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        "cmd" => format!(
+            "[cmd {}]",
+            msg.get("action")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ),
+        "custom" => format!(
+            "[custom {}]",
+            msg.get("customEvent")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ),
+        other => format!("[{other}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_types_need_their_fields() {
+        for ok in [
+            json!({"type": "txt", "msg": "hi"}),
+            json!({"type": "img", "url": "u", "filename": "a.jpg", "size": {"width": 1, "height": 2}}),
+            json!({"type": "loc", "lat": "39.9", "lng": 116.3, "addr": "x"}),
+            json!({"type": "cmd", "action": "a"}),
+            json!({"type": "custom", "customEvent": "e", "customExts": {"k": "v"}}),
+        ] {
+            assert_eq!(check_msg(&ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            json!("txt"),
+            json!({"type": "txt"}),
+            json!({"type": "sticker", "msg": "x"}),
+            json!({"type": "file", "url": "u"}),
+            json!({"type": "custom", "customExts": {"k": 1}}),
+        ] {
+            assert_eq!(check_msg(&bad), Err(()), "{bad}");
+        }
+    }
+}
