@@ -1,0 +1,408 @@
+//! BigBlueButton: posts into the public chat of running meetings with the
+//! signed `sendChatMessage` call (BigBlueButton 3.0 and later).
+//!
+//! Every call is a GET whose query ends in `checksum`, computed over the
+//! call name, exactly the encoded query before it, and the shared secret.
+//! Text is the only content; over 500 characters it is split at word
+//! boundaries into ordered parts. A channel targets a fixed list of
+//! meetings or every running meeting, which `plan` expands with a signed
+//! `getMeetings`.
+
+mod api;
+mod split;
+
+use async_trait::async_trait;
+
+use self::api::{Checksum, Envelope, parse_envelope, signed_url};
+use self::split::{normalize_newlines, split_text, utf16_len};
+use super::common::{self, Options, Reply};
+use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
+use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
+
+/// Longest `message`, in UTF-16 units as the server counts.
+pub const MAX_MESSAGE_CHARS: u32 = 500;
+/// Longest `userName`.
+pub const MAX_USER_NAME_CHARS: u32 = 255;
+/// How many chat messages one long text may become. Twenty parts is 10,000
+/// characters: more than that is a document, not a chat line.
+pub const MAX_SPLIT_PARTS: u32 = 20;
+
+pub struct BigBlueButton {
+    /// `…/bigbluebutton/api`, without a trailing slash.
+    base: String,
+    secret: Secret,
+    algorithm: Checksum,
+    http: reqwest::Client,
+}
+
+/// Which meetings a channel posts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Meetings {
+    AllRunning,
+    List(Vec<String>),
+}
+
+impl BigBlueButton {
+    pub fn from_options(
+        key: &str,
+        options: &toml::Table,
+        context: &ProviderContext,
+    ) -> Result<BigBlueButton, Vec<ConfigIssue>> {
+        let mut o = Options::new(options, key, &["url", "secret", "checksum", "throttle"]);
+        let base = o.base_url("url");
+        let secret = o.secret("secret", true, &context.base_dir);
+        let algorithm = match o.string("checksum", false) {
+            None => Some(Checksum::Sha256),
+            Some(name) => {
+                let parsed = Checksum::parse(&name);
+                if parsed.is_none() {
+                    o.issue(
+                        "checksum",
+                        "must be one of sha1, sha256, sha384, sha512 (the server's supportedChecksumAlgorithms)",
+                    );
+                }
+                parsed
+            }
+        };
+        match (base, secret, algorithm) {
+            (Some(base), Some(secret), Some(algorithm)) if o.issues.is_empty() => {
+                Ok(BigBlueButton {
+                    base,
+                    secret,
+                    algorithm,
+                    http: context.http.clone(),
+                })
+            }
+            _ => Err(o.issues),
+        }
+    }
+
+    fn url(&self, call: &str, params: &[(&str, &str)]) -> String {
+        signed_url(
+            &self.base,
+            call,
+            params,
+            self.algorithm,
+            self.secret.expose(),
+        )
+    }
+
+    /// Lists running meetings with a signed `getMeetings`.
+    async fn running_meetings(&self) -> Result<Vec<String>, DeliveryOutcome> {
+        let what = "bigbluebutton getMeetings";
+        let response = self
+            .http
+            .get(self.url("getMeetings", &[]))
+            .send()
+            .await
+            .map_err(|e| common::transport_failure(what, e))?;
+        let reply = common::read_reply(what, response).await?;
+        self.meetings_from(what, &reply)
+    }
+
+    /// The running meetings a `getMeetings` answer lists. Breakout rooms
+    /// are left out: `sendChatMessage` cannot post into them.
+    fn meetings_from(&self, what: &str, reply: &Reply) -> Result<Vec<String>, DeliveryOutcome> {
+        match parse_envelope(&reply.body) {
+            Ok(envelope) if envelope.returncode.as_deref() == Some("SUCCESS") => Ok(envelope
+                .meetings
+                .into_iter()
+                .filter(|m| m.running && !m.breakout && is_meeting_id(&m.id))
+                .map(|m| m.id)
+                .collect()),
+            // Older servers answer an empty list with FAILED/noMeetings.
+            Ok(envelope) if envelope.message_key.as_deref() == Some("noMeetings") => Ok(vec![]),
+            Ok(envelope) => Err(self.failure(what, envelope)),
+            Err(e) => Err(unreadable(what, reply, &e.to_string())),
+        }
+    }
+
+    /// What a FAILED envelope means.
+    fn failure(&self, what: &str, envelope: Envelope) -> DeliveryOutcome {
+        let key = envelope.message_key.unwrap_or_default();
+        let text = common::provider_text(envelope.message.as_deref().unwrap_or(""));
+        let said = if text.is_empty() {
+            String::new()
+        } else {
+            format!(": {text}")
+        };
+        if envelope.returncode.as_deref() != Some("FAILED") {
+            return DeliveryOutcome::RetryLater {
+                after: None,
+                reason: format!(
+                    "{what}: unexpected returncode `{}`",
+                    common::provider_code(envelope.returncode.as_deref().unwrap_or(""))
+                ),
+            };
+        }
+        match key.as_str() {
+            "checksumError" => DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: the server refused the checksum (checksumError); the shared secret is wrong or the server does not accept {}{said}",
+                    self.algorithm.name()
+                ),
+            },
+            "meetingNotFound" => DeliveryOutcome::Rejected {
+                code: key,
+                reason: format!("{what}: the meeting has ended or does not exist{said}"),
+            },
+            "" => DeliveryOutcome::Rejected {
+                code: "FAILED".into(),
+                reason: format!("{what}: the server said FAILED without a messageKey{said}"),
+            },
+            // missingParamMeetingID, validationError and keys this host
+            // does not know: the request itself was refused.
+            other => DeliveryOutcome::Rejected {
+                code: common::provider_code(other),
+                reason: format!("{what} refused the message{said}"),
+            },
+        }
+    }
+}
+
+/// An answer that is not a BigBlueButton envelope.
+fn unreadable(what: &str, reply: &Reply, why: &str) -> DeliveryOutcome {
+    if reply.is_transient() || (200..300).contains(&reply.status) {
+        DeliveryOutcome::RetryLater {
+            after: reply.retry_after,
+            reason: format!(
+                "{what}: HTTP {} with an answer that is not a BigBlueButton response ({why}): {}",
+                reply.status,
+                reply.snippet()
+            ),
+        }
+    } else {
+        DeliveryOutcome::Rejected {
+            code: format!("http-{}", reply.status),
+            reason: format!(
+                "{what}: HTTP {} ({why}); check the provider url: {}",
+                reply.status,
+                reply.snippet()
+            ),
+        }
+    }
+}
+
+/// A meeting ID as the API takes it: 2 to 256 characters, no commas.
+fn is_meeting_id(id: &str) -> bool {
+    let n = id.chars().count();
+    (2..=256).contains(&n) && !id.contains(',') && !id.chars().any(char::is_control)
+}
+
+fn parse_target(target: Option<&toml::Value>) -> Result<Meetings, String> {
+    const SHAPE: &str =
+        "must be { meetings = \"all-running\" } or { meetings = [\"meetingID\", …] }";
+    let Some(toml::Value::Table(t)) = target else {
+        return Err(format!("is missing or not a table; it {SHAPE}"));
+    };
+    if t.len() != 1 {
+        return Err(format!("has unknown keys; it {SHAPE}"));
+    }
+    match t.get("meetings") {
+        Some(toml::Value::String(s)) if s == "all-running" => Ok(Meetings::AllRunning),
+        Some(toml::Value::Array(items)) if !items.is_empty() => {
+            let mut ids = Vec::new();
+            for item in items {
+                match item {
+                    toml::Value::String(id) if is_meeting_id(id) => {
+                        if ids.contains(id) {
+                            return Err(format!("lists meeting `{id}` twice"));
+                        }
+                        ids.push(id.clone());
+                    }
+                    toml::Value::String(id) => {
+                        return Err(format!(
+                            "meeting `{}` is not a meeting ID: 2 to 256 characters, no commas",
+                            crate::sanitize::for_log(id, 80)
+                        ));
+                    }
+                    _ => return Err("meeting IDs must be strings".into()),
+                }
+            }
+            Ok(Meetings::List(ids))
+        }
+        Some(toml::Value::Array(_)) => Err("lists no meetings".into()),
+        _ => Err(SHAPE.to_string()),
+    }
+}
+
+/// Characters BigBlueButton does not take in a parameter. Line breaks and
+/// tabs are kept: the HTML5 client shows multi-line chat.
+fn check_controls(field: &str, text: &str) -> Result<(), BroadcastError> {
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(BroadcastError::Invalid(format!(
+            "{field} contains control character U+{:04X}, which BigBlueButton does not accept",
+            c as u32
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Provider for BigBlueButton {
+    fn kind(&self) -> &'static str {
+        "bigbluebutton"
+    }
+
+    fn check_channel(&self, name: &str, channel: &ChannelConfig) -> Vec<ConfigIssue> {
+        let prefix = format!("channels.{name}");
+        let mut issues = Options::new(&channel.options, &prefix, &[]).issues;
+        if let Err(message) = parse_target(channel.target.as_ref()) {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.target"),
+                message,
+            });
+        }
+        if let Some(sender) = &channel.default_sender
+            && (sender.is_empty() || utf16_len(sender) > MAX_USER_NAME_CHARS as usize)
+        {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.sender"),
+                message: format!("must be 1 to {MAX_USER_NAME_CHARS} characters (userName)"),
+            });
+        }
+        issues
+    }
+
+    fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
+        ChannelRules {
+            accepts: vec![ContentKind::Text],
+            max_text_chars: MAX_MESSAGE_CHARS,
+            splits_long_text: true,
+            max_split_parts: MAX_SPLIT_PARTS,
+            max_sender_chars: MAX_USER_NAME_CHARS,
+        }
+    }
+
+    fn validate(&self, _channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
+        let Content::Text(text) = &message.content else {
+            return Err(BroadcastError::Unsupported(
+                "BigBlueButton chat carries text only".into(),
+            ));
+        };
+        check_controls("text", text)?;
+        let parts = split_text(&normalize_newlines(text), MAX_MESSAGE_CHARS as usize).len();
+        if parts > MAX_SPLIT_PARTS as usize {
+            return Err(BroadcastError::Invalid(format!(
+                "text would be {parts} chat messages of at most {MAX_MESSAGE_CHARS} characters; the limit is {MAX_SPLIT_PARTS}"
+            )));
+        }
+        if let Some(sender) = &message.sender {
+            check_controls("sender", sender)?;
+            // The generic check counts characters; the server counts UTF-16.
+            if utf16_len(sender) > MAX_USER_NAME_CHARS as usize {
+                return Err(BroadcastError::Invalid(format!(
+                    "sender is longer than the {MAX_USER_NAME_CHARS} UTF-16 units BigBlueButton takes as userName"
+                )));
+            }
+        }
+        if let Some(meeting) = &message.reply_to
+            && !is_meeting_id(meeting)
+        {
+            return Err(BroadcastError::Invalid(
+                "reply-to is not a BigBlueButton meeting ID (2 to 256 characters, no commas)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
+        "sendChatMessage"
+    }
+
+    async fn plan(
+        &self,
+        channel_name: &str,
+        channel: &ChannelConfig,
+        message: &Message,
+    ) -> Result<Vec<Part>, DeliveryOutcome> {
+        let Content::Text(text) = &message.content else {
+            return Err(DeliveryOutcome::Rejected {
+                code: "unsupported".into(),
+                reason: "BigBlueButton chat carries text only".into(),
+            });
+        };
+        let meetings = match &message.reply_to {
+            Some(meeting) => vec![meeting.clone()],
+            None => match parse_target(channel.target.as_ref()) {
+                Ok(Meetings::List(ids)) => ids,
+                Ok(Meetings::AllRunning) => self.running_meetings().await?,
+                Err(e) => {
+                    return Err(DeliveryOutcome::Rejected {
+                        code: "config".into(),
+                        reason: format!("channels.{channel_name}.target {e}"),
+                    });
+                }
+            },
+        };
+        let texts = split_text(&normalize_newlines(text), MAX_MESSAGE_CHARS as usize);
+        // Meeting by meeting, each meeting's parts in order, so a reader
+        // never sees part 2 before part 1.
+        let mut parts = Vec::with_capacity(meetings.len() * texts.len());
+        for meeting in &meetings {
+            for piece in &texts {
+                let mut m = message.clone();
+                m.content = Content::Text(piece.clone());
+                parts.push(Part {
+                    target: meeting.clone(),
+                    message: m,
+                    dedup_key: None,
+                });
+            }
+        }
+        Ok(parts)
+    }
+
+    async fn send(&self, _channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
+        let what = "bigbluebutton sendChatMessage";
+        let Content::Text(text) = &part.message.content else {
+            return DeliveryOutcome::Rejected {
+                code: "unsupported".into(),
+                reason: "BigBlueButton chat carries text only".into(),
+            };
+        };
+        let mut params = vec![
+            ("meetingID", part.target.as_str()),
+            ("message", text.as_str()),
+        ];
+        if let Some(sender) = &part.message.sender {
+            params.push(("userName", sender.as_str()));
+        }
+        let response = match self
+            .http
+            .get(self.url("sendChatMessage", &params))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return common::transport_failure(what, e),
+        };
+        let reply = match common::read_reply(what, response).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        self.interpret_send(what, &reply)
+    }
+}
+
+impl BigBlueButton {
+    fn interpret_send(&self, what: &str, reply: &Reply) -> DeliveryOutcome {
+        match parse_envelope(&reply.body) {
+            Ok(envelope) if envelope.returncode.as_deref() == Some("SUCCESS") => {
+                DeliveryOutcome::Delivered {
+                    provider_ids: vec![],
+                }
+            }
+            Ok(envelope) => self.failure(what, envelope),
+            Err(e) => unreadable(what, reply, &e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
