@@ -9,6 +9,7 @@
 pub mod bigbluebutton;
 mod common;
 pub mod console;
+pub mod tencent;
 #[cfg(test)]
 mod testing;
 
@@ -188,9 +189,14 @@ impl Registry {
             "bigbluebutton" => Ok(Arc::new(bigbluebutton::BigBlueButton::from_options(
                 key, options, context,
             )?)),
+            "tencent" => Ok(Arc::new(tencent::Tencent::from_options(
+                key, options, context,
+            )?)),
             other => Err(vec![ConfigIssue {
                 key: format!("{key}.kind"),
-                message: format!("unknown provider kind `{other}`; known: console, bigbluebutton"),
+                message: format!(
+                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent"
+                ),
             }]),
         }
     }

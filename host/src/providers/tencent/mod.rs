@@ -1,0 +1,407 @@
+//! Tencent Cloud Chat: one message to every audio-video group (AVChatRoom)
+//! with `v4/group_open_http_svc/send_broadcast_msg`.
+//!
+//! Requests are signed by a UserSig for the app admin `identifier`, carried
+//! in the query. It is cached and renewed at 90% of its lifetime; when the
+//! server still says it expired (70001, a skewed clock) the host makes a
+//! fresh one and tries once more. The body's `Random` is Tencent's dedup
+//! value for five minutes: it is drawn in `plan` and kept in
+//! `Part::dedup_key`, so every retry of a part sends the same one.
+
+mod body;
+mod usersig;
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use self::body::{MAX_MSG_BODY_BYTES, msg_body, request_body};
+use super::common::{self, Options, Reply, form_query, unix_now};
+use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
+use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::wit::types::{BroadcastError, ContentKind, Message};
+
+/// The longest UserID (`From_Account`), in bytes of printable ASCII.
+pub const MAX_ACCOUNT_BYTES: usize = 32;
+const DEFAULT_USERSIG_TTL: i64 = 86_400;
+const ENDPOINT: &str = "send_broadcast_msg";
+const PATH: &str = "/v4/group_open_http_svc/send_broadcast_msg";
+
+pub struct Tencent {
+    /// The region domain with its scheme, without a trailing slash.
+    base: String,
+    sdkappid: u64,
+    identifier: String,
+    secret_key: Secret,
+    usersig_ttl: u64,
+    http: reqwest::Client,
+    usersig: Mutex<Option<CachedSig>>,
+}
+
+struct CachedSig {
+    value: Secret,
+    /// Unix seconds after which a new one is made.
+    renew_after: u64,
+}
+
+/// What one answer means, before the retry-once rule for 70001.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Done(DeliveryOutcome),
+    UserSigExpired(String),
+}
+
+#[derive(Deserialize)]
+struct Response {
+    #[serde(rename = "ActionStatus")]
+    action_status: Option<String>,
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<i64>,
+    #[serde(rename = "ErrorInfo")]
+    error_info: Option<String>,
+    #[serde(rename = "MsgSeq")]
+    msg_seq: Option<serde_json::Value>,
+}
+
+fn is_account_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ACCOUNT_BYTES
+        && id.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+impl Tencent {
+    pub fn from_options(
+        key: &str,
+        options: &toml::Table,
+        context: &ProviderContext,
+    ) -> Result<Tencent, Vec<ConfigIssue>> {
+        let mut o = Options::new(
+            options,
+            key,
+            &[
+                "url",
+                "sdkappid",
+                "identifier",
+                "secret_key",
+                "usersig_ttl_secs",
+                "throttle",
+            ],
+        );
+        let base = o.base_url("url");
+        let sdkappid = o.integer("sdkappid", true, 1, u32::MAX as i64);
+        let identifier = o.string("identifier", true);
+        if let Some(id) = &identifier
+            && !is_account_id(id)
+        {
+            o.issue(
+                "identifier",
+                "must be the app admin's UserID: 1 to 32 bytes of printable ASCII",
+            );
+        }
+        let secret_key = o.secret("secret_key", true, &context.base_dir);
+        // A UserSig shorter than five minutes would be renewed on nearly
+        // every call; longer than 180 days is past what the SDKs issue.
+        let ttl = o
+            .integer("usersig_ttl_secs", false, 300, 180 * 86_400)
+            .unwrap_or(DEFAULT_USERSIG_TTL);
+        match (base, sdkappid, identifier, secret_key) {
+            (Some(base), Some(sdkappid), Some(identifier), Some(secret_key))
+                if o.issues.is_empty() =>
+            {
+                Ok(Tencent {
+                    base,
+                    sdkappid: sdkappid as u64,
+                    identifier,
+                    secret_key,
+                    usersig_ttl: ttl as u64,
+                    http: context.http.clone(),
+                    usersig: Mutex::new(None),
+                })
+            }
+            _ => Err(o.issues),
+        }
+    }
+
+    /// The cached UserSig, or a new one when it is due or `fresh` is asked.
+    fn usersig(&self, fresh: bool) -> Result<Secret, DeliveryOutcome> {
+        let now = unix_now();
+        let mut cached = self.usersig.lock().unwrap_or_else(PoisonError::into_inner);
+        if !fresh
+            && let Some(c) = cached.as_ref()
+            && now < c.renew_after
+        {
+            return Ok(c.value.clone());
+        }
+        let sig = usersig::generate(
+            self.secret_key.expose(),
+            &self.identifier,
+            self.sdkappid,
+            now,
+            self.usersig_ttl,
+        )
+        .map_err(|e| DeliveryOutcome::CredentialsExpired {
+            reason: format!("tencent: cannot make a UserSig: {e}"),
+        })?;
+        let value = Secret::new(sig);
+        *cached = Some(CachedSig {
+            value: value.clone(),
+            renew_after: now + self.usersig_ttl * 9 / 10,
+        });
+        Ok(value)
+    }
+
+    fn url(&self, usersig: &Secret, random: u32) -> String {
+        let sdkappid = self.sdkappid.to_string();
+        let random = random.to_string();
+        let query = form_query(&[
+            ("sdkappid", &sdkappid),
+            ("identifier", &self.identifier),
+            ("usersig", usersig.expose()),
+            ("random", &random),
+            ("contenttype", "json"),
+        ]);
+        format!("{}{PATH}?{query}", self.base)
+    }
+
+    async fn post(&self, body: &serde_json::Value, random: u32, fresh: bool) -> Answer {
+        let what = "tencent send_broadcast_msg";
+        let sig = match self.usersig(fresh) {
+            Ok(s) => s,
+            Err(outcome) => return Answer::Done(outcome),
+        };
+        let response = match self
+            .http
+            .post(self.url(&sig, random))
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Answer::Done(common::transport_failure(what, e)),
+        };
+        match common::read_reply(what, response).await {
+            Ok(reply) => interpret(&reply),
+            Err(outcome) => Answer::Done(outcome),
+        }
+    }
+}
+
+/// Reads an answer. The HTTP status is 200 even for errors; the body's
+/// `ActionStatus`, `ErrorCode` and `ErrorInfo` say what happened.
+fn interpret(reply: &Reply) -> Answer {
+    let what = "tencent send_broadcast_msg";
+    if !(200..300).contains(&reply.status) {
+        return Answer::Done(if reply.is_transient() {
+            DeliveryOutcome::RetryLater {
+                after: reply.retry_after,
+                reason: format!("{what}: HTTP {}: {}", reply.status, reply.snippet()),
+            }
+        } else {
+            DeliveryOutcome::Rejected {
+                code: format!("http-{}", reply.status),
+                reason: format!(
+                    "{what}: HTTP {}; check the provider url (the region domain): {}",
+                    reply.status,
+                    reply.snippet()
+                ),
+            }
+        });
+    }
+    let Ok(r) = serde_json::from_slice::<Response>(&reply.body) else {
+        return Answer::Done(DeliveryOutcome::RetryLater {
+            after: None,
+            reason: format!(
+                "{what}: the answer is not Tencent's JSON: {}",
+                reply.snippet()
+            ),
+        });
+    };
+    let code = r.error_code.unwrap_or(0);
+    let info = common::provider_text(r.error_info.as_deref().unwrap_or(""));
+    let status = r.action_status.as_deref().unwrap_or("");
+    if code == 0 && status == "OK" {
+        let ids = match r.msg_seq {
+            Some(serde_json::Value::Number(n)) => vec![n.to_string()],
+            Some(serde_json::Value::String(s)) => vec![common::provider_code(&s)],
+            _ => vec![],
+        };
+        return Answer::Done(DeliveryOutcome::Delivered { provider_ids: ids });
+    }
+    let rejected = |why: &str| {
+        Answer::Done(DeliveryOutcome::Rejected {
+            code: code.to_string(),
+            reason: format!("{what}: {why} ({code}: {info})"),
+        })
+    };
+    let credentials = |why: &str| {
+        Answer::Done(DeliveryOutcome::CredentialsExpired {
+            reason: format!("{what}: {why} ({code}: {info})"),
+        })
+    };
+    match code {
+        0 => Answer::Done(DeliveryOutcome::Rejected {
+            code: "FAIL".into(),
+            reason: format!(
+                "{what}: ActionStatus `{}` without an error code",
+                common::provider_code(status)
+            ),
+        }),
+        10023 => Answer::Done(DeliveryOutcome::RetryLater {
+            after: Some(Duration::from_secs(1)),
+            reason: format!("{what}: too frequent ({code}: {info})"),
+        }),
+        10002 => Answer::Done(DeliveryOutcome::RetryLater {
+            after: None,
+            reason: format!("{what}: internal server error ({code}: {info})"),
+        }),
+        10003 => rejected("invalid command word"),
+        10004 => rejected("invalid parameter"),
+        10007 => rejected(
+            "not permitted: the console switch \"Broadcast messaging of audio-video group\" (Feature configuration > Group configuration) may be off, the plan may lack it (Pro, Pro Plus or Enterprise), or the identifier is not the app admin",
+        ),
+        70001 => Answer::UserSigExpired(format!(
+            "{what}: the UserSig expired ({code}: {info}); check the host clock"
+        )),
+        70002 => credentials("the UserSig was empty"),
+        70003 => credentials("the UserSig is malformed and could not be decoded"),
+        70005 => credentials("the UserSig could not be verified"),
+        70009 => credentials("bad UserSig signature: secret_key does not belong to this sdkappid"),
+        70013 => credentials("the UserSig was made for another identifier than the request's"),
+        70014 => credentials("the UserSig was made for another sdkappid than the request's"),
+        70016 => {
+            credentials("Tencent has no key for this sdkappid; check secret_key in the console")
+        }
+        70020 => credentials("sdkappid not found; check it and the region domain in url"),
+        70050 => credentials("too many failed UserSig checks; the account is refused for a while"),
+        70403 => credentials("the identifier is not an app admin"),
+        70000..=70099 => credentials("the UserSig was refused"),
+        _ => rejected("refused"),
+    }
+}
+
+#[async_trait]
+impl Provider for Tencent {
+    fn kind(&self) -> &'static str {
+        "tencent"
+    }
+
+    fn check_channel(&self, name: &str, channel: &ChannelConfig) -> Vec<ConfigIssue> {
+        let prefix = format!("channels.{name}");
+        let mut issues = Options::new(&channel.options, &prefix, &[]).issues;
+        if channel.target.is_some() {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.target"),
+                message: "a tencent channel has no target: send_broadcast_msg reaches every audio-video group; remove it".into(),
+            });
+        }
+        if let Some(sender) = &channel.default_sender
+            && !is_account_id(sender)
+        {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.sender"),
+                message:
+                    "must be an existing UserID (From_Account): 1 to 32 bytes of printable ASCII"
+                        .into(),
+            });
+        }
+        issues
+    }
+
+    fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
+        ChannelRules {
+            accepts: vec![
+                ContentKind::Text,
+                ContentKind::Custom,
+                ContentKind::Image,
+                ContentKind::File,
+                ContentKind::Audio,
+                ContentKind::Video,
+                ContentKind::Location,
+            ],
+            // The real bound is 12,000 bytes of MsgBody, checked in validate.
+            max_text_chars: MAX_MSG_BODY_BYTES as u32,
+            splits_long_text: false,
+            max_split_parts: 1,
+            max_sender_chars: MAX_ACCOUNT_BYTES as u32,
+        }
+    }
+
+    fn validate(&self, _channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
+        if message.reply_to.is_some() {
+            return Err(BroadcastError::Unsupported(
+                "send_broadcast_msg reaches every audio-video group; it cannot answer into one conversation".into(),
+            ));
+        }
+        let body = msg_body(message).map_err(BroadcastError::Invalid)?;
+        let bytes = body.to_string().len();
+        if bytes > MAX_MSG_BODY_BYTES {
+            return Err(BroadcastError::Invalid(format!(
+                "the Tencent MsgBody would be {bytes} bytes; the limit is {MAX_MSG_BODY_BYTES}"
+            )));
+        }
+        if let Some(sender) = &message.sender
+            && !is_account_id(sender)
+        {
+            return Err(BroadcastError::Invalid(
+                "sender must be a Tencent UserID (From_Account): 1 to 32 bytes of printable ASCII"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
+        ENDPOINT
+    }
+
+    async fn plan(
+        &self,
+        _channel_name: &str,
+        _channel: &ChannelConfig,
+        message: &Message,
+    ) -> Result<Vec<Part>, DeliveryOutcome> {
+        Ok(vec![Part {
+            target: String::new(),
+            message: message.clone(),
+            dedup_key: Some(rand::random::<u32>().to_string()),
+        }])
+    }
+
+    async fn send(&self, _channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
+        let random = match part.dedup_key.as_deref().map(str::parse::<u32>) {
+            Some(Ok(r)) => r,
+            // A part planned elsewhere without a Random: draw one now. Its
+            // retries are then not deduplicated, so say so.
+            _ => {
+                tracing::warn!("tencent: part without a usable Random; drawing a new one");
+                rand::random::<u32>()
+            }
+        };
+        let body = match request_body(&part.message, random) {
+            Ok(b) => b,
+            Err(why) => {
+                return DeliveryOutcome::Rejected {
+                    code: "invalid".into(),
+                    reason: why,
+                };
+            }
+        };
+        match self.post(&body, random, false).await {
+            Answer::Done(outcome) => outcome,
+            Answer::UserSigExpired(_) => {
+                tracing::info!("tencent: UserSig expired; retrying once with a fresh one");
+                match self.post(&body, random, true).await {
+                    Answer::Done(outcome) => outcome,
+                    Answer::UserSigExpired(reason) => DeliveryOutcome::CredentialsExpired {
+                        reason: format!("{reason}; a freshly made UserSig was refused too"),
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
