@@ -253,6 +253,28 @@ impl Sim {
             .filter(|d| d.provider == provider)
             .collect()
     }
+    /// Waits until at least `n` deliveries (to `provider`, or to any provider)
+    /// have been accepted, or `timeout` passes; returns them either way, so
+    /// the caller's assertion shows what did arrive.
+    pub async fn wait_for_deliveries(
+        &self,
+        provider: Option<SimProvider>,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<SimDelivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got: Vec<SimDelivery> = self
+                .deliveries()
+                .into_iter()
+                .filter(|d| provider.is_none_or(|p| d.provider == p))
+                .collect();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     /// Every request handled (admin routes excluded), oldest first.
     pub fn requests(&self) -> Vec<SimRequest> {
         self.shared.records.requests()

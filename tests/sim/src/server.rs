@@ -170,7 +170,7 @@ where
         "{:<8} injected fault {:?} on {}",
         info.provider.as_str(),
         fault,
-        info.endpoint
+        crate::record::escape_for_log(&info.endpoint, 80)
     );
     if fault.processes() {
         let handled = work().await;

@@ -32,7 +32,10 @@ async fn server_errors_for_the_next_n_requests_then_normal() {
     assert_eq!(get(&chat_url(&sim, "b")).await.status, 502);
     let r = get(&chat_url(&sim, "c")).await;
     assert_eq!(xml_tag(&r.text, "returncode"), "SUCCESS");
-    assert_eq!(sim.deliveries().len(), 1);
+    let d = sim
+        .wait_for_deliveries(Some(SimProvider::Bbb), 1, Duration::from_secs(1))
+        .await;
+    assert_eq!(d.len(), 1);
     let faulted = sim
         .requests()
         .iter()
