@@ -9,6 +9,7 @@
 pub mod bigbluebutton;
 mod common;
 pub mod console;
+pub mod easemob;
 pub mod tencent;
 #[cfg(test)]
 mod testing;
@@ -192,10 +193,13 @@ impl Registry {
             "tencent" => Ok(Arc::new(tencent::Tencent::from_options(
                 key, options, context,
             )?)),
+            "easemob" => Ok(Arc::new(easemob::Easemob::from_options(
+                key, options, context,
+            )?)),
             other => Err(vec![ConfigIssue {
                 key: format!("{key}.kind"),
                 message: format!(
-                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent"
+                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent, easemob"
                 ),
             }]),
         }

@@ -1,0 +1,495 @@
+//! Easemob IM: broadcasts to all users, to online users, or to every
+//! active chat room.
+//!
+//! Requests carry an app token (`Authorization: Bearer …`) fetched with the
+//! client id and secret. Easemob blocks accounts that fetch tokens too
+//! often, so the token is cached until shortly before it expires, fetched by
+//! one request at a time (concurrent sends wait for that one fetch instead
+//! of starting their own), and refetched only when the server refuses it
+//! with a 401; the request is then retried once.
+
+mod body;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use self::body::{MAX_BODY_BYTES, MAX_USER_ID_BYTES, Target, priority_name, request_body};
+use super::common::{self, Options, Reply, unix_now};
+use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
+use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::wit::types::{BroadcastError, ContentKind, Message};
+
+/// How long a token is trusted when the server does not say.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+pub struct Easemob {
+    /// `{url}/{org}/{app}`.
+    base: String,
+    client_id: Secret,
+    client_secret: Secret,
+    http: reqwest::Client,
+    /// The cached app token. Held across the fetch, which is what makes
+    /// the fetch single-flight.
+    token: tokio::sync::Mutex<Option<AppToken>>,
+}
+
+struct AppToken {
+    value: Secret,
+    refresh_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    expires_in: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorAnswer {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn is_path_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Config problems as (channel key, message).
+type Problems = Vec<(&'static str, String)>;
+
+/// A channel's settings: who it reaches and its default priority.
+fn channel_settings(channel: &ChannelConfig) -> Result<(Target, Option<String>), Problems> {
+    let mut problems: Problems = Vec::new();
+    let target = match &channel.target {
+        Some(toml::Value::String(s)) => Target::parse(s),
+        _ => None,
+    };
+    if target.is_none() {
+        problems.push((
+            "target",
+            "must be \"all-users\", \"online-users\" or \"chatrooms\"".to_string(),
+        ));
+    }
+    let priority = match channel.options.get("priority") {
+        None => None,
+        Some(toml::Value::String(p)) if matches!(p.as_str(), "high" | "normal" | "low") => {
+            Some(p.clone())
+        }
+        Some(_) => {
+            problems.push(("priority", "must be \"high\", \"normal\" or \"low\"".into()));
+            None
+        }
+    };
+    if priority.is_some() && target.is_some_and(|t| t != Target::Chatrooms) {
+        problems.push((
+            "priority",
+            "only a chatrooms channel has a priority (chatroom_msg_level)".into(),
+        ));
+    }
+    match target {
+        Some(t) if problems.is_empty() => Ok((t, priority)),
+        _ => Err(problems),
+    }
+}
+
+/// Time until the next midnight UTC. Easemob's daily quotas reset "each
+/// day" without saying in which time zone.
+fn until_next_utc_midnight(now_unix: u64) -> Duration {
+    Duration::from_secs(86_400 - now_unix % 86_400)
+}
+
+impl Easemob {
+    pub fn from_options(
+        key: &str,
+        options: &toml::Table,
+        context: &ProviderContext,
+    ) -> Result<Easemob, Vec<ConfigIssue>> {
+        let mut o = Options::new(
+            options,
+            key,
+            &[
+                "url",
+                "org",
+                "app",
+                "client_id",
+                "client_secret",
+                "throttle",
+            ],
+        );
+        let url = o.base_url("url");
+        let path_part = |o: &mut Options, field: &str| {
+            let value = o.string(field, true)?;
+            if is_path_name(&value) {
+                Some(value)
+            } else {
+                o.issue(
+                    field,
+                    "must be letters, digits, '-', '_' or '.', as the console shows it",
+                );
+                None
+            }
+        };
+        let org = path_part(&mut o, "org");
+        let app = path_part(&mut o, "app");
+        let client_id = o.secret("client_id", true, &context.base_dir);
+        let client_secret = o.secret("client_secret", true, &context.base_dir);
+        match (url, org, app, client_id, client_secret) {
+            (Some(url), Some(org), Some(app), Some(client_id), Some(client_secret))
+                if o.issues.is_empty() =>
+            {
+                Ok(Easemob {
+                    base: format!("{url}/{org}/{app}"),
+                    client_id,
+                    client_secret,
+                    http: context.http.clone(),
+                    token: tokio::sync::Mutex::new(None),
+                })
+            }
+            _ => Err(o.issues),
+        }
+    }
+
+    /// A token to use: the cached one, unless it is due or it is the one
+    /// the server just refused (`refused`), in which case one new token is
+    /// fetched while every other caller waits for it.
+    async fn token(&self, refused: Option<&Secret>) -> Result<Secret, DeliveryOutcome> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            let was_refused = refused.is_some_and(|r| r.expose() == t.value.expose());
+            if !was_refused && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        *cached = None;
+        let fresh = self.fetch_token().await?;
+        let value = fresh.value.clone();
+        *cached = Some(fresh);
+        Ok(value)
+    }
+
+    async fn fetch_token(&self) -> Result<AppToken, DeliveryOutcome> {
+        let what = "easemob token";
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": self.client_id.expose(),
+            "client_secret": self.client_secret.expose(),
+        });
+        let response = self
+            .http
+            .post(format!("{}/token", self.base))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| common::transport_failure(what, e))?;
+        let reply = common::read_reply(what, response).await?;
+        if (200..300).contains(&reply.status) {
+            let answer: Option<TokenAnswer> = serde_json::from_slice(&reply.body).ok();
+            let Some((token, expires_in)) = answer.and_then(|a| {
+                a.access_token
+                    .filter(|t| !t.is_empty())
+                    .map(|t| (t, a.expires_in))
+            }) else {
+                return Err(DeliveryOutcome::RetryLater {
+                    after: None,
+                    reason: format!(
+                        "{what}: the answer has no access_token: {}",
+                        reply.snippet()
+                    ),
+                });
+            };
+            let lifetime = match expires_in {
+                Some(secs) if secs > 0 => Duration::from_secs(secs as u64),
+                _ => DEFAULT_TOKEN_LIFETIME,
+            };
+            tracing::debug!(
+                lifetime_secs = lifetime.as_secs(),
+                "easemob: fetched an app token"
+            );
+            // Renew at 90% of the lifetime so a send never races the expiry.
+            return Ok(AppToken {
+                value: Secret::new(token),
+                refresh_at: Instant::now() + lifetime.mul_f64(0.9),
+            });
+        }
+        let e = parse_error(&reply);
+        Err(if reply.is_transient() {
+            DeliveryOutcome::RetryLater {
+                after: reply.retry_after,
+                reason: format!("{what}: HTTP {}: {}", reply.status, describe(&e, &reply)),
+            }
+        } else {
+            DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: HTTP {}: the client id and secret were refused: {}",
+                    reply.status,
+                    describe(&e, &reply)
+                ),
+            }
+        })
+    }
+
+    async fn post(
+        &self,
+        target: Target,
+        body: &serde_json::Value,
+        token: &Secret,
+    ) -> Result<Reply, DeliveryOutcome> {
+        let what = "easemob broadcast";
+        let response = self
+            .http
+            .post(format!("{}/{}", self.base, target.path()))
+            .bearer_auth(token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| common::transport_failure(what, e))?;
+        common::read_reply(what, response).await
+    }
+}
+
+fn parse_error(reply: &Reply) -> ErrorAnswer {
+    serde_json::from_slice(&reply.body).unwrap_or_default()
+}
+
+fn describe(e: &ErrorAnswer, reply: &Reply) -> String {
+    match (&e.error, &e.error_description) {
+        (Some(code), Some(text)) => format!(
+            "{}: {}",
+            common::provider_code(code),
+            common::provider_text(text)
+        ),
+        (None, Some(text)) => common::provider_text(text),
+        (Some(code), None) => common::provider_code(code),
+        (None, None) => reply.snippet(),
+    }
+}
+
+/// What an answer (other than a first 401) means.
+fn interpret(target: Target, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
+    let what = format!("easemob {}", target.endpoint());
+    if (200..300).contains(&reply.status) {
+        // A 200 is the broadcast going out; the body only carries its id.
+        // An unreadable body must not cause a resend of a 3-a-day call.
+        let ids = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .map(|v| broadcast_ids(&v["data"]))
+            .unwrap_or_default();
+        return DeliveryOutcome::Delivered { provider_ids: ids };
+    }
+    let e = parse_error(reply);
+    let said = describe(&e, reply);
+    let code = e
+        .error
+        .as_deref()
+        .map(common::provider_code)
+        .unwrap_or_else(|| format!("http-{}", reply.status));
+    match reply.status {
+        429 => DeliveryOutcome::RetryLater {
+            after: Some(reply.retry_after.unwrap_or(target.window())),
+            reason: format!("{what}: rate limited (HTTP 429): {said}"),
+        },
+        403 if e
+            .error_description
+            .as_deref()
+            .is_some_and(|d| d.contains("limit exceeded")) =>
+        {
+            DeliveryOutcome::QuotaExhausted {
+                until: Some(until_next_utc_midnight(now_unix)),
+                reason: format!(
+                    "{what}: daily limit reached (HTTP 403: {said}); Easemob does not document when the day resets, so the host waits until midnight UTC"
+                ),
+            }
+        }
+        403 if e
+            .error_description
+            .as_deref()
+            .is_some_and(|d| d.contains("unopened")) =>
+        {
+            DeliveryOutcome::Rejected {
+                code,
+                reason: format!(
+                    "{what}: broadcasting is not enabled for this app; Easemob's sales team turns it on (HTTP 403: {said})"
+                ),
+            }
+        }
+        401 => DeliveryOutcome::CredentialsExpired {
+            reason: format!(
+                "{what}: a freshly fetched app token was refused too (HTTP 401: {said})"
+            ),
+        },
+        413 => DeliveryOutcome::Rejected {
+            code,
+            reason: format!("{what}: the request is too large (HTTP 413): {said}"),
+        },
+        s if (500..=599).contains(&s) || s == 408 => DeliveryOutcome::RetryLater {
+            after: reply.retry_after,
+            reason: format!("{what}: HTTP {s}: {said}"),
+        },
+        s => DeliveryOutcome::Rejected {
+            code,
+            reason: format!("{what}: refused (HTTP {s}): {said}"),
+        },
+    }
+}
+
+/// `data.id`, a number too large for a double, or a list of ids.
+fn broadcast_ids(data: &serde_json::Value) -> Vec<String> {
+    let one = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => Some(common::provider_code(s)),
+        _ => None,
+    };
+    match data {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .take(100)
+            .filter_map(|i| one(&i["id"]).or_else(|| one(i)))
+            .collect(),
+        other => one(&other["id"]).into_iter().collect(),
+    }
+}
+
+#[async_trait]
+impl Provider for Easemob {
+    fn kind(&self) -> &'static str {
+        "easemob"
+    }
+
+    fn check_channel(&self, name: &str, channel: &ChannelConfig) -> Vec<ConfigIssue> {
+        let prefix = format!("channels.{name}");
+        let mut issues = Options::new(&channel.options, &prefix, &["priority"]).issues;
+        if let Err(problems) = channel_settings(channel) {
+            issues.extend(problems.into_iter().map(|(field, message)| ConfigIssue {
+                key: format!("{prefix}.{field}"),
+                message,
+            }));
+        }
+        if let Some(sender) = &channel.default_sender
+            && (sender.is_empty() || sender.len() > MAX_USER_ID_BYTES)
+        {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.sender"),
+                message: format!("must be an Easemob user ID of 1 to {MAX_USER_ID_BYTES} bytes"),
+            });
+        }
+        issues
+    }
+
+    fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
+        ChannelRules {
+            accepts: vec![
+                ContentKind::Text,
+                ContentKind::Custom,
+                ContentKind::Command,
+                ContentKind::Image,
+                ContentKind::File,
+                ContentKind::Audio,
+                ContentKind::Video,
+                ContentKind::Location,
+            ],
+            // The real bound is 5 KB of request body, checked in validate.
+            max_text_chars: MAX_BODY_BYTES as u32,
+            splits_long_text: false,
+            max_split_parts: 1,
+            max_sender_chars: MAX_USER_ID_BYTES as u32,
+        }
+    }
+
+    fn validate(&self, channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
+        if message.reply_to.is_some() {
+            return Err(BroadcastError::Unsupported(
+                "an Easemob broadcast reaches everyone of its kind; it cannot answer into one conversation".into(),
+            ));
+        }
+        let (target, default_level) = channel_settings(channel).map_err(|_| {
+            BroadcastError::Internal("the channel's Easemob settings are invalid".into())
+        })?;
+        let level = level_for(message, default_level.as_deref());
+        let body = request_body(target, level, message).map_err(BroadcastError::Invalid)?;
+        let bytes = body.to_string().len();
+        if bytes > MAX_BODY_BYTES {
+            return Err(BroadcastError::Invalid(format!(
+                "the Easemob request would be {bytes} bytes with ext; the limit is {MAX_BODY_BYTES}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn endpoint(&self, channel: &ChannelConfig) -> &'static str {
+        match channel_settings(channel) {
+            Ok((target, _)) => target.endpoint(),
+            // Unreachable after check_channel; the strictest limit is safe.
+            Err(_) => Target::AllUsers.endpoint(),
+        }
+    }
+
+    async fn plan(
+        &self,
+        _channel_name: &str,
+        _channel: &ChannelConfig,
+        message: &Message,
+    ) -> Result<Vec<Part>, DeliveryOutcome> {
+        // Easemob's broadcasts take no dedup value.
+        Ok(vec![Part {
+            target: String::new(),
+            message: message.clone(),
+            dedup_key: None,
+        }])
+    }
+
+    async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
+        let Ok((target, default_level)) = channel_settings(channel) else {
+            return DeliveryOutcome::Rejected {
+                code: "config".into(),
+                reason: "the channel's Easemob target or priority is invalid".into(),
+            };
+        };
+        let level = level_for(&part.message, default_level.as_deref());
+        let body = match request_body(target, level, &part.message) {
+            Ok(b) => b,
+            Err(why) => {
+                return DeliveryOutcome::Rejected {
+                    code: "invalid".into(),
+                    reason: why,
+                };
+            }
+        };
+        let first = match self.token(None).await {
+            Ok(t) => t,
+            Err(outcome) => return outcome,
+        };
+        let reply = match self.post(target, &body, &first).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        if reply.status != 401 {
+            return interpret(target, &reply, unix_now());
+        }
+        tracing::info!("easemob: app token refused; fetching a new one and retrying once");
+        let second = match self.token(Some(&first)).await {
+            Ok(t) => t,
+            Err(outcome) => return outcome,
+        };
+        match self.post(target, &body, &second).await {
+            // A second 401 maps to CredentialsExpired.
+            Ok(reply) => interpret(target, &reply, unix_now()),
+            Err(outcome) => outcome,
+        }
+    }
+}
+
+/// `chatroom_msg_level`: the message's priority, else the channel's.
+fn level_for<'a>(message: &Message, channel_default: Option<&'a str>) -> Option<&'a str> {
+    match message.options.as_ref().and_then(|o| o.priority) {
+        Some(p) => Some(priority_name(p)),
+        None => channel_default,
+    }
+}
+
+#[cfg(test)]
+mod tests;
