@@ -7,6 +7,7 @@
 //! module, one line in [`Registry::build_provider`], and its tests.
 
 pub mod bigbluebutton;
+pub mod bitrix24;
 mod common;
 pub mod console;
 pub mod easemob;
@@ -196,10 +197,13 @@ impl Registry {
             "easemob" => Ok(Arc::new(easemob::Easemob::from_options(
                 key, options, context,
             )?)),
+            "bitrix24" => Ok(Arc::new(bitrix24::Bitrix24::from_options(
+                key, options, context,
+            )?)),
             other => Err(vec![ConfigIssue {
                 key: format!("{key}.kind"),
                 message: format!(
-                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent, easemob"
+                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent, easemob, bitrix24"
                 ),
             }]),
         }

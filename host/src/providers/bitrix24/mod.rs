@@ -1,0 +1,607 @@
+//! Bitrix24: posts into chats and private dialogs with `im.message.add`.
+//!
+//! Two ways in. An incoming webhook, whose code in the URL path is the
+//! secret: `POST {url}/rest/{user_id}/{code}/im.message.add.json`. Or an
+//! OAuth application: `POST {url}/rest/im.message.add` with `auth` in the
+//! body; the access token lives an hour, and when the portal says
+//! `expired_token` the host refreshes it once (one refresh at a time, the
+//! other sends wait for it), keeps the new pair in memory and retries.
+//!
+//! The body is JSON, which the REST API takes as well as a form; it lets
+//! ATTACH, KEYBOARD and MENU travel as the JSON objects they are.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::common::{self, Options, Reply, form_query};
+use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
+use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
+
+/// Bitrix24 documents no limit on `MESSAGE`; this is a conservative one,
+/// several screens of chat.
+pub const MAX_MESSAGE_CHARS: u32 = 10_000;
+/// ATTACH, KEYBOARD and MENU are each at most 30 KB (`*_OVERSIZE`).
+pub const MAX_OPTION_BYTES: usize = 30 * 1024;
+const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
+/// The portal's leaky bucket drains about two requests a second.
+const QUERY_LIMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// The errors `im.message.add` documents for a request it refuses.
+const DOCUMENTED_ERRORS: [&str; 11] = [
+    "USER_ID_EMPTY",
+    "CHAT_ID_EMPTY",
+    "ACCESS_ERROR",
+    "MESSAGE_EMPTY",
+    "ATTACH_ERROR",
+    "ATTACH_OVERSIZE",
+    "KEYBOARD_ERROR",
+    "KEYBOARD_OVERSIZE",
+    "MENU_ERROR",
+    "MENU_OVERSIZE",
+    "PARAMS_ERROR",
+];
+
+pub struct Bitrix24 {
+    /// The portal, without a trailing slash.
+    base: String,
+    auth: Auth,
+    http: reqwest::Client,
+}
+
+enum Auth {
+    Webhook { user_id: u64, code: Secret },
+    OAuth(OAuth),
+}
+
+struct OAuth {
+    client_id: String,
+    client_secret: Secret,
+    token_url: String,
+    /// Held across a refresh, which is what makes the refresh single-flight.
+    tokens: tokio::sync::Mutex<Tokens>,
+}
+
+struct Tokens {
+    access: Secret,
+    refresh: Secret,
+}
+
+/// What one answer means, before the refresh-once rule.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Done(DeliveryOutcome),
+    TokenExpired(String),
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// `chatN` (a chat), `sgN` (a group or project chat) or `N` (a user's
+/// private dialog), N a positive integer.
+fn is_dialog_id(id: &str) -> bool {
+    let digits = id
+        .strip_prefix("chat")
+        .or_else(|| id.strip_prefix("sg"))
+        .unwrap_or(id);
+    !digits.is_empty()
+        && digits.len() <= 18
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+fn parse_target(target: Option<&toml::Value>) -> Result<Vec<String>, String> {
+    const SHAPE: &str = "must be { dialogs = [\"chat13\", \"256\"] }: chatN for a chat, a user id for a private dialog";
+    let Some(toml::Value::Table(t)) = target else {
+        return Err(SHAPE.into());
+    };
+    let Some(toml::Value::Array(items)) = t.get("dialogs") else {
+        return Err(SHAPE.into());
+    };
+    if t.len() != 1 || items.is_empty() {
+        return Err(SHAPE.into());
+    }
+    let mut dialogs = Vec::new();
+    for item in items {
+        let id = match item {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            _ => return Err(SHAPE.into()),
+        };
+        if !is_dialog_id(&id) {
+            return Err(format!(
+                "dialog `{}` is not chatN, sgN or a positive user id",
+                crate::sanitize::for_log(&id, 40)
+            ));
+        }
+        if dialogs.contains(&id) {
+            return Err(format!("lists dialog `{id}` twice"));
+        }
+        dialogs.push(id);
+    }
+    Ok(dialogs)
+}
+
+impl Bitrix24 {
+    pub fn from_options(
+        key: &str,
+        options: &toml::Table,
+        context: &ProviderContext,
+    ) -> Result<Bitrix24, Vec<ConfigIssue>> {
+        let mut o = Options::new(options, key, &["url", "webhook", "oauth", "throttle"]);
+        let base = o.base_url("url");
+        let auth = match (o.has("webhook"), o.has("oauth")) {
+            (true, true) => {
+                o.issue("oauth", "give either webhook or oauth, not both");
+                None
+            }
+            (false, false) => {
+                o.issue(
+                    "webhook",
+                    "is missing: give webhook = { user_id = …, code = { env = \"…\" } } or an oauth table",
+                );
+                None
+            }
+            (true, false) => {
+                let key = o.key("webhook");
+                o.table("webhook")
+                    .and_then(|t| webhook(&key, t, context, &mut o.issues))
+            }
+            (false, true) => {
+                let key = o.key("oauth");
+                o.table("oauth")
+                    .and_then(|t| oauth(&key, t, context, &mut o.issues))
+            }
+        };
+        match (base, auth) {
+            (Some(base), Some(auth)) if o.issues.is_empty() => Ok(Bitrix24 {
+                base,
+                auth,
+                http: context.http.clone(),
+            }),
+            _ => Err(o.issues),
+        }
+    }
+
+    fn webhook_url(&self, user_id: u64, code: &Secret) -> String {
+        format!(
+            "{}/rest/{user_id}/{}/im.message.add.json",
+            self.base,
+            code.expose()
+        )
+    }
+
+    async fn post(&self, url: String, body: &Value) -> Result<Reply, DeliveryOutcome> {
+        let what = "bitrix24 im.message.add";
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| common::transport_failure(what, e))?;
+        common::read_reply(what, response).await
+    }
+
+    async fn send_oauth(&self, o: &OAuth, body: &Value) -> DeliveryOutcome {
+        let url = format!("{}/rest/im.message.add", self.base);
+        let access = o.tokens.lock().await.access.clone();
+        let reply = match self.post(url.clone(), &with_auth(body, &access)).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        match interpret(&reply) {
+            Answer::Done(outcome) => outcome,
+            Answer::TokenExpired(_) => {
+                tracing::info!("bitrix24: access token expired; refreshing once and retrying");
+                let fresh = match o.refresh(&access, &self.http).await {
+                    Ok(t) => t,
+                    Err(outcome) => return outcome,
+                };
+                let reply = match self.post(url, &with_auth(body, &fresh)).await {
+                    Ok(r) => r,
+                    Err(outcome) => return outcome,
+                };
+                match interpret(&reply) {
+                    Answer::Done(outcome) => outcome,
+                    Answer::TokenExpired(reason) => DeliveryOutcome::CredentialsExpired {
+                        reason: format!("{reason}; a freshly refreshed token was refused too"),
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn webhook(
+    prefix: &str,
+    table: &toml::Table,
+    context: &ProviderContext,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Auth> {
+    let mut o = Options::new(table, prefix, &["user_id", "code"]);
+    let user_id = o.integer("user_id", true, 1, i64::MAX);
+    let code = o.secret("code", true, &context.base_dir);
+    if let Some(c) = &code
+        && !c.expose().bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        // The code becomes a URL path segment; Bitrix24 issues letters and
+        // digits only, so anything else is a copy-paste accident.
+        o.issue(
+            "code",
+            "the webhook code must be letters and digits only, as Bitrix24 issues it",
+        );
+    }
+    let ok = o.issues.is_empty();
+    issues.append(&mut o.issues);
+    match (user_id, code) {
+        (Some(user_id), Some(code)) if ok => Some(Auth::Webhook {
+            user_id: user_id as u64,
+            code,
+        }),
+        _ => None,
+    }
+}
+
+fn oauth(
+    prefix: &str,
+    table: &toml::Table,
+    context: &ProviderContext,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Auth> {
+    let mut o = Options::new(
+        table,
+        prefix,
+        &[
+            "access_token",
+            "refresh_token",
+            "client_id",
+            "client_secret",
+            "token_url",
+        ],
+    );
+    let access = o.secret("access_token", true, &context.base_dir);
+    let refresh = o.secret("refresh_token", true, &context.base_dir);
+    let client_id = o.string("client_id", true);
+    let client_secret = o.secret("client_secret", true, &context.base_dir);
+    let token_url = match o.string("token_url", false) {
+        None => Some(DEFAULT_TOKEN_URL.to_string()),
+        Some(raw) => match common::check_base_url(&raw) {
+            // The OAuth server wants its trailing slash.
+            Ok(_) => Some(raw.trim().to_string()),
+            Err(message) => {
+                o.issue("token_url", message);
+                None
+            }
+        },
+    };
+    let ok = o.issues.is_empty();
+    issues.append(&mut o.issues);
+    match (access, refresh, client_id, client_secret, token_url) {
+        (Some(access), Some(refresh), Some(client_id), Some(client_secret), Some(token_url))
+            if ok =>
+        {
+            Some(Auth::OAuth(OAuth {
+                client_id,
+                client_secret,
+                token_url,
+                tokens: tokio::sync::Mutex::new(Tokens { access, refresh }),
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn with_auth(body: &Value, access: &Secret) -> Value {
+    let mut b = body.clone();
+    if let Value::Object(map) = &mut b {
+        map.insert("auth".into(), Value::String(access.expose().to_string()));
+    }
+    b
+}
+
+impl OAuth {
+    /// A fresh access token, unless another send already replaced `stale`.
+    async fn refresh(
+        &self,
+        stale: &Secret,
+        http: &reqwest::Client,
+    ) -> Result<Secret, DeliveryOutcome> {
+        let what = "bitrix24 token refresh";
+        let mut tokens = self.tokens.lock().await;
+        if tokens.access.expose() != stale.expose() {
+            return Ok(tokens.access.clone());
+        }
+        let form = form_query(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &self.client_id),
+            ("client_secret", self.client_secret.expose()),
+            ("refresh_token", tokens.refresh.expose()),
+        ]);
+        let response = http
+            .post(&self.token_url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| common::transport_failure(what, e))?;
+        let reply = common::read_reply(what, response).await?;
+        let answer = serde_json::from_slice::<TokenAnswer>(&reply.body).ok();
+        if (200..300).contains(&reply.status)
+            && let Some(TokenAnswer {
+                access_token: Some(access),
+                refresh_token,
+            }) = answer
+            && !access.is_empty()
+        {
+            tokens.access = Secret::new(access);
+            if let Some(refresh) = refresh_token.filter(|r| !r.is_empty()) {
+                tokens.refresh = Secret::new(refresh);
+            }
+            tracing::info!("bitrix24: access token refreshed (kept in memory only)");
+            return Ok(tokens.access.clone());
+        }
+        let said = describe_error(&reply);
+        Err(if reply.is_transient() {
+            DeliveryOutcome::RetryLater {
+                after: reply.retry_after,
+                reason: format!("{what}: HTTP {}: {said}", reply.status),
+            }
+        } else {
+            DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: HTTP {}: the refresh token or client credentials were refused: {said}",
+                    reply.status
+                ),
+            }
+        })
+    }
+}
+
+fn describe_error(reply: &Reply) -> String {
+    let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    match (v["error"].as_str(), v["error_description"].as_str()) {
+        (Some(code), Some(text)) => format!(
+            "{}: {}",
+            common::provider_code(code),
+            common::provider_text(text)
+        ),
+        (Some(code), None) => common::provider_code(code),
+        _ => reply.snippet(),
+    }
+}
+
+/// Reads an `im.message.add` answer.
+fn interpret(reply: &Reply) -> Answer {
+    let what = "bitrix24 im.message.add";
+    let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    if let Some(code) = v["error"].as_str() {
+        let description = common::provider_text(v["error_description"].as_str().unwrap_or(""));
+        let safe_code = common::provider_code(code);
+        let said = format!("{safe_code}: {description}");
+        return Answer::Done(match code {
+            "expired_token" => {
+                return Answer::TokenExpired(format!("{what}: the access token expired ({said})"));
+            }
+            "QUERY_LIMIT_EXCEEDED" => DeliveryOutcome::RetryLater {
+                after: Some(reply.retry_after.unwrap_or(QUERY_LIMIT_WAIT)),
+                reason: format!("{what}: the portal's request limit was exceeded ({said})"),
+            },
+            "invalid_token" | "NO_AUTH_FOUND" | "INVALID_CREDENTIALS" => {
+                DeliveryOutcome::CredentialsExpired {
+                    reason: format!("{what}: the webhook or token was refused ({said})"),
+                }
+            }
+            "insufficient_scope" => DeliveryOutcome::CredentialsExpired {
+                reason: format!("{what}: the webhook or application lacks the im scope ({said})"),
+            },
+            c if DOCUMENTED_ERRORS.contains(&c) => DeliveryOutcome::Rejected {
+                code: safe_code,
+                reason: format!("{what} refused the message ({said})"),
+            },
+            _ if reply.status == 401 => DeliveryOutcome::CredentialsExpired {
+                reason: format!("{what}: HTTP 401 ({said})"),
+            },
+            _ if reply.is_server_error() => DeliveryOutcome::RetryLater {
+                after: reply.retry_after,
+                reason: format!("{what}: HTTP {} ({said})", reply.status),
+            },
+            _ => DeliveryOutcome::Rejected {
+                code: safe_code,
+                reason: format!("{what} refused the message ({said})"),
+            },
+        });
+    }
+    if (200..300).contains(&reply.status) {
+        return Answer::Done(match &v["result"] {
+            Value::Number(n) => DeliveryOutcome::Delivered {
+                provider_ids: vec![n.to_string()],
+            },
+            Value::String(s) => DeliveryOutcome::Delivered {
+                provider_ids: vec![common::provider_code(s)],
+            },
+            Value::Null if v.is_object() => DeliveryOutcome::Rejected {
+                code: "no_result".into(),
+                reason: format!(
+                    "{what}: the answer has neither result nor error: {}",
+                    reply.snippet()
+                ),
+            },
+            Value::Null => DeliveryOutcome::RetryLater {
+                after: None,
+                reason: format!(
+                    "{what}: the answer is not Bitrix24's JSON: {}",
+                    reply.snippet()
+                ),
+            },
+            other => DeliveryOutcome::Rejected {
+                code: "no_message_id".into(),
+                reason: format!(
+                    "{what}: result is {}, not a message id",
+                    common::provider_text(&other.to_string())
+                ),
+            },
+        });
+    }
+    Answer::Done(match reply.status {
+        401 => DeliveryOutcome::CredentialsExpired {
+            reason: format!("{what}: HTTP 401: {}", reply.snippet()),
+        },
+        _ if reply.is_transient() => DeliveryOutcome::RetryLater {
+            after: reply.retry_after,
+            reason: format!("{what}: HTTP {}: {}", reply.status, reply.snippet()),
+        },
+        s => DeliveryOutcome::Rejected {
+            code: format!("http-{s}"),
+            reason: format!(
+                "{what}: HTTP {s}; check the portal url: {}",
+                reply.snippet()
+            ),
+        },
+    })
+}
+
+/// The `im.message.add` fields for one dialog, without `auth`.
+fn request_body(dialog: &str, message: &Message) -> Result<Value, String> {
+    let Content::Text(text) = &message.content else {
+        return Err("Bitrix24 im.message.add carries text only".into());
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("DIALOG_ID".into(), json!(dialog));
+    body.insert("MESSAGE".into(), json!(text));
+    if let Some(o) = &message.options {
+        body.insert("SYSTEM".into(), json!(if o.system { "Y" } else { "N" }));
+        if let Some(preview) = o.url_preview {
+            body.insert("URL_PREVIEW".into(), json!(if preview { "Y" } else { "N" }));
+        }
+        for (field, value) in [
+            ("ATTACH", &o.attach),
+            ("KEYBOARD", &o.keyboard),
+            ("MENU", &o.menu),
+        ] {
+            if let Some(raw) = value {
+                let parsed: Value = serde_json::from_str(raw)
+                    .map_err(|e| format!("{field} is not valid JSON: {e}"))?;
+                let bytes = raw.len().max(parsed.to_string().len());
+                if bytes > MAX_OPTION_BYTES {
+                    return Err(format!(
+                        "{field} is {bytes} bytes; Bitrix24 takes at most 30 KB ({MAX_OPTION_BYTES} bytes)"
+                    ));
+                }
+                body.insert(field.into(), parsed);
+            }
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+#[async_trait]
+impl Provider for Bitrix24 {
+    fn kind(&self) -> &'static str {
+        "bitrix24"
+    }
+
+    fn check_channel(&self, name: &str, channel: &ChannelConfig) -> Vec<ConfigIssue> {
+        let prefix = format!("channels.{name}");
+        let mut issues = Options::new(&channel.options, &prefix, &[]).issues;
+        if let Err(message) = parse_target(channel.target.as_ref()) {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.target"),
+                message,
+            });
+        }
+        issues
+    }
+
+    fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
+        ChannelRules {
+            accepts: vec![ContentKind::Text],
+            max_text_chars: MAX_MESSAGE_CHARS,
+            splits_long_text: false,
+            max_split_parts: 1,
+            // im.message.add has no sender field: messages come from the
+            // webhook's or application's user, and a sender is ignored.
+            max_sender_chars: 255,
+        }
+    }
+
+    fn validate(&self, _channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
+        if let Some(dialog) = &message.reply_to
+            && !is_dialog_id(dialog)
+        {
+            return Err(BroadcastError::Invalid(
+                "reply-to is not a Bitrix24 DIALOG_ID (chatN, sgN or a user id)".into(),
+            ));
+        }
+        request_body("chat1", message)
+            .map(|_| ())
+            .map_err(BroadcastError::Invalid)
+    }
+
+    fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
+        "rest"
+    }
+
+    async fn plan(
+        &self,
+        channel_name: &str,
+        channel: &ChannelConfig,
+        message: &Message,
+    ) -> Result<Vec<Part>, DeliveryOutcome> {
+        let dialogs = match &message.reply_to {
+            Some(dialog) => vec![dialog.clone()],
+            None => {
+                parse_target(channel.target.as_ref()).map_err(|e| DeliveryOutcome::Rejected {
+                    code: "config".into(),
+                    reason: format!("channels.{channel_name}.target {e}"),
+                })?
+            }
+        };
+        Ok(dialogs
+            .into_iter()
+            .map(|dialog| Part {
+                target: dialog,
+                message: message.clone(),
+                dedup_key: None,
+            })
+            .collect())
+    }
+
+    async fn send(&self, _channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
+        let body = match request_body(&part.target, &part.message) {
+            Ok(b) => b,
+            Err(why) => {
+                return DeliveryOutcome::Rejected {
+                    code: "invalid".into(),
+                    reason: why,
+                };
+            }
+        };
+        match &self.auth {
+            Auth::Webhook { user_id, code } => {
+                let reply = match self.post(self.webhook_url(*user_id, code), &body).await {
+                    Ok(r) => r,
+                    Err(outcome) => return outcome,
+                };
+                match interpret(&reply) {
+                    Answer::Done(outcome) => outcome,
+                    // A webhook has nothing to refresh.
+                    Answer::TokenExpired(reason) => DeliveryOutcome::CredentialsExpired { reason },
+                }
+            }
+            Auth::OAuth(o) => self.send_oauth(o, &body).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
