@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use botbox_sim::{SimConfig, SimProvider, Target};
-use common::{Reply, bitrix_webhook_url, client, send, start};
+use common::{Reply, bitrix_webhook_url, client, send, start, steady};
 use serde_json::{Value, json};
 
 async fn webhook(sim: &botbox_sim::Sim, body: &Value) -> Reply {
@@ -281,7 +281,7 @@ async fn im_message_add_errors_are_the_documented_codes() {
 
 #[tokio::test]
 async fn leaky_bucket_allows_a_burst_then_the_drain_rate() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     let body = json!({"DIALOG_ID": "chat1", "MESSAGE": "burst"});
     for i in 0..50 {
         let r = webhook(&sim, &body).await;

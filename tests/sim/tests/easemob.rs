@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use botbox_sim::{SimConfig, SimProvider, Target, endpoints};
-use common::{Reply, client, easemob_token, easemob_url, send, start};
+use common::{Reply, client, easemob_token, easemob_url, send, start, steady};
 use serde_json::{Value, json};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -23,7 +23,7 @@ async fn broadcast(sim: &botbox_sim::Sim, token: &str, endpoint: &str, body: &Va
 
 /// Tests that jump the clock by days need tokens that outlive the jump.
 fn long_tokens() -> SimConfig {
-    let mut cfg = SimConfig::demo();
+    let mut cfg = steady();
     cfg.easemob.token_ttl_secs = 30 * 86_400;
     cfg
 }
@@ -175,7 +175,7 @@ async fn all_users_one_per_30_minutes_and_three_per_day() {
 
 #[tokio::test]
 async fn online_users_one_per_minute_fifty_per_day() {
-    let mut cfg = SimConfig::demo();
+    let mut cfg = steady();
     cfg.easemob.daily_online_users = 2;
     let sim = start(cfg).await;
     let token = easemob_token(&sim).await;

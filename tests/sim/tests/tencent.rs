@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use botbox_sim::sign::{tencent_pack, tencent_query, tencent_usersig};
-use botbox_sim::{SimConfig, SimProvider, Target};
-use common::{client, now_unix, send, start, tencent_url, text_body};
+use botbox_sim::{SimProvider, Target};
+use common::{client, now_unix, send, start, steady, tencent_url, text_body};
 use serde_json::{Value, json};
 
 /// Each request one simulated second after the last, so the rate limit
@@ -29,7 +29,7 @@ fn code(v: &Value) -> i64 {
 
 #[tokio::test]
 async fn valid_broadcast_is_delivered() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     let body = json!({
         "From_Account": "bot",
         "Random": 8912345,
@@ -54,7 +54,7 @@ async fn valid_broadcast_is_delivered() {
 
 #[tokio::test]
 async fn usersig_forgeries_get_their_documented_codes() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     let c = sim.config().tencent.clone();
     let base = format!(
         "{}/v4/group_open_http_svc/send_broadcast_msg",
@@ -158,7 +158,7 @@ async fn usersig_forgeries_get_their_documented_codes() {
 
 #[tokio::test]
 async fn one_call_per_second_and_violations_are_counted() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     let url = tencent_url(&sim, 1);
     let first = send(client().post(&url).json(&text_body(1, "a")))
         .await
@@ -184,7 +184,7 @@ async fn one_call_per_second_and_violations_are_counted() {
 
 #[tokio::test]
 async fn higher_plans_allow_more_calls_per_second() {
-    let mut cfg = SimConfig::demo();
+    let mut cfg = steady();
     cfg.tencent.rate_per_second = 5;
     let sim = start(cfg).await;
     let url = tencent_url(&sim, 1);
@@ -202,7 +202,7 @@ async fn higher_plans_allow_more_calls_per_second() {
 
 #[tokio::test]
 async fn same_random_and_content_within_five_minutes_is_discarded() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     let url = tencent_url(&sim, 5);
     let a = post(&sim, &url, &text_body(777, "once")).await;
     let b = post(&sim, &url, &text_body(777, "once")).await;
@@ -224,7 +224,7 @@ async fn same_random_and_content_within_five_minutes_is_discarded() {
 
 #[tokio::test]
 async fn msg_body_validation_is_10004() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     let url = tencent_url(&sim, 9);
     let text = |t: &str| json!({"MsgType": "TIMTextElem", "MsgContent": {"Text": t}});
     let bad = [
@@ -258,7 +258,7 @@ async fn msg_body_validation_is_10004() {
 
 #[tokio::test]
 async fn switch_off_gives_10007_and_other_commands_10003() {
-    let sim = start(SimConfig::demo()).await;
+    let sim = start(steady()).await;
     sim.tencent_set_broadcast_enabled(false);
     let v = post(&sim, &tencent_url(&sim, 1), &text_body(1, "x")).await;
     assert_eq!(code(&v), 10007);

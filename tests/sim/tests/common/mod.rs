@@ -6,14 +6,18 @@ use std::time::Duration;
 use botbox_sim::{Sim, SimConfig, sign};
 use serde_json::Value;
 
-/// A simulator whose clock runs 1000× faster, so that a real-time wait of a
-/// few milliseconds is seconds of simulated time; most tests jump the clock
-/// with `advance` instead of waiting.
 pub async fn start(cfg: SimConfig) -> Sim {
     match Sim::start(cfg).await {
         Ok(sim) => sim,
         Err(e) => panic!("simulator failed to start: {e}"),
     }
+}
+
+/// The demo config with a clock that barely moves on its own (1 real second
+/// is 1 simulated millisecond): tests that step time with `Sim::advance` stay
+/// exact however slowly a loaded machine runs them.
+pub fn steady() -> SimConfig {
+    SimConfig::fast(0.001)
 }
 
 pub fn client() -> reqwest::Client {
