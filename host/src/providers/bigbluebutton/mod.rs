@@ -18,6 +18,7 @@ use self::split::{normalize_newlines, split_text, utf16_len};
 use super::common::{self, Options, Reply};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::delivery::throttle::ThrottleSpec;
 use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
 
 /// Longest `message`, in UTF-16 units as the server counts.
@@ -313,6 +314,12 @@ impl Provider for BigBlueButton {
 
     fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
         "sendChatMessage"
+    }
+
+    fn default_throttle(&self, _endpoint: &str) -> ThrottleSpec {
+        // No documented limit ("rapid successive calls may be limited"): a
+        // conservative five a second, which an operator can override.
+        ThrottleSpec::windows(&[(5, 1000)])
     }
 
     async fn plan(

@@ -138,6 +138,10 @@ fn rules_are_text_only_and_split() {
     assert!(r.splits_long_text);
     assert_eq!(r.max_sender_chars, 255);
     assert_eq!(provider().endpoint(&list_channel()), "sendChatMessage");
+    assert_eq!(
+        provider().default_throttle("sendChatMessage"),
+        ThrottleSpec::windows(&[(5, 1000)])
+    );
 }
 
 #[test]

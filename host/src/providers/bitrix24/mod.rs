@@ -19,13 +19,15 @@ use serde_json::{Value, json};
 use super::common::{self, Options, Reply, form_query};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::delivery::throttle::{Limit, ThrottleSpec};
 use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
 
 /// Bitrix24 documents no limit on `MESSAGE`; this is a conservative one,
 /// several screens of chat.
 pub const MAX_MESSAGE_CHARS: u32 = 10_000;
-/// ATTACH, KEYBOARD and MENU are each at most 30 KB (`*_OVERSIZE`).
-pub const MAX_OPTION_BYTES: usize = 30 * 1024;
+/// ATTACH, KEYBOARD and MENU are each at most "30 Kb" (`*_OVERSIZE`), read
+/// the strict way: 30,000 bytes of the compact JSON that is sent.
+pub const MAX_OPTION_BYTES: usize = 30_000;
 const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
 /// The portal's leaky bucket drains about two requests a second.
 const QUERY_LIMIT_WAIT: Duration = Duration::from_secs(1);
@@ -83,13 +85,10 @@ struct TokenAnswer {
     refresh_token: Option<String>,
 }
 
-/// `chatN` (a chat), `sgN` (a group or project chat) or `N` (a user's
-/// private dialog), N a positive integer.
+/// `chatN` (a chat) or `N` (a user's private dialog), N a positive
+/// integer: the two forms the `im.message.add` page documents.
 fn is_dialog_id(id: &str) -> bool {
-    let digits = id
-        .strip_prefix("chat")
-        .or_else(|| id.strip_prefix("sg"))
-        .unwrap_or(id);
+    let digits = id.strip_prefix("chat").unwrap_or(id);
     !digits.is_empty()
         && digits.len() <= 18
         && digits.bytes().all(|b| b.is_ascii_digit())
@@ -116,7 +115,7 @@ fn parse_target(target: Option<&toml::Value>) -> Result<Vec<String>, String> {
         };
         if !is_dialog_id(&id) {
             return Err(format!(
-                "dialog `{}` is not chatN, sgN or a positive user id",
+                "dialog `{}` is neither chatN nor a positive user id",
                 crate::sanitize::for_log(&id, 40)
             ));
         }
@@ -491,10 +490,10 @@ fn request_body(dialog: &str, message: &Message) -> Result<Value, String> {
             if let Some(raw) = value {
                 let parsed: Value = serde_json::from_str(raw)
                     .map_err(|e| format!("{field} is not valid JSON: {e}"))?;
-                let bytes = raw.len().max(parsed.to_string().len());
+                let bytes = parsed.to_string().len();
                 if bytes > MAX_OPTION_BYTES {
                     return Err(format!(
-                        "{field} is {bytes} bytes; Bitrix24 takes at most 30 KB ({MAX_OPTION_BYTES} bytes)"
+                        "{field} is {bytes} bytes as compact JSON; Bitrix24 takes at most 30 KB, read as {MAX_OPTION_BYTES} bytes"
                     ));
                 }
                 body.insert(field.into(), parsed);
@@ -539,7 +538,7 @@ impl Provider for Bitrix24 {
             && !is_dialog_id(dialog)
         {
             return Err(BroadcastError::Invalid(
-                "reply-to is not a Bitrix24 DIALOG_ID (chatN, sgN or a user id)".into(),
+                "reply-to is not a Bitrix24 DIALOG_ID (chatN or a user id)".into(),
             ));
         }
         request_body("chat1", message)
@@ -549,6 +548,17 @@ impl Provider for Bitrix24 {
 
     fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
         "rest"
+    }
+
+    fn default_throttle(&self, _endpoint: &str) -> ThrottleSpec {
+        // The portal's leaky bucket: drains about 2 requests a second, holds
+        // 50 (5/s and 250 on Enterprise, set with `throttle`).
+        ThrottleSpec {
+            limits: vec![Limit::LeakyBucket {
+                per_second: 2.0,
+                burst: 50,
+            }],
+        }
     }
 
     async fn plan(

@@ -165,7 +165,7 @@ fn config_problems_are_all_reported_without_secrets() {
 fn dialog_targets_are_checked() {
     let p = webhook_provider("http://x");
     assert!(
-        p.check_channel("team", &dialogs(&["chat13", "256", "sg7"]))
+        p.check_channel("team", &dialogs(&["chat13", "256"]))
             .is_empty()
     );
     let mut t = toml::Table::new();
@@ -183,6 +183,7 @@ fn dialog_targets_are_checked() {
         vec!["chat"],
         vec!["-5"],
         vec!["general"],
+        vec!["sg7"],
         vec!["chat1", "chat1"],
         vec![],
     ] {
@@ -195,6 +196,13 @@ fn dialog_targets_are_checked() {
         "channels.team.target"
     );
     assert_eq!(p.endpoint(&dialogs(&["1"])), "rest");
+    assert_eq!(
+        p.default_throttle("rest").limits,
+        vec![Limit::LeakyBucket {
+            per_second: 2.0,
+            burst: 50
+        }]
+    );
 }
 
 #[test]
@@ -231,7 +239,8 @@ fn validate_names_the_field_that_breaks_the_rules() {
     let c = dialogs(&["chat1"]);
     for field in ["ATTACH", "KEYBOARD", "MENU"] {
         let mut o = options();
-        let oversize = Some(format!(r#"{{"k":"{}"}}"#, "x".repeat(MAX_OPTION_BYTES)));
+        // 30,001 bytes of compact JSON: one over.
+        let oversize = Some(format!(r#"{{"k":"{}"}}"#, "x".repeat(MAX_OPTION_BYTES - 7)));
         match field {
             "ATTACH" => o.attach = oversize,
             "KEYBOARD" => o.keyboard = oversize,
@@ -244,6 +253,15 @@ fn validate_names_the_field_that_breaks_the_rules() {
         };
         assert!(why.starts_with(field) && why.contains("30 KB"), "{why}");
     }
+    // Exactly 30,000 bytes, pretty-printed with spaces that are not sent: fine.
+    let mut o = options();
+    o.attach = Some(format!(
+        r#"{{ "k" : "{}" }}"#,
+        "x".repeat(MAX_OPTION_BYTES - 8)
+    ));
+    let mut m = message(text("hi"));
+    m.options = Some(o);
+    assert!(p.validate(&c, &m).is_ok());
     let mut o = options();
     o.keyboard = Some("{not json".into());
     let mut m = message(text("hi"));

@@ -19,6 +19,7 @@ use self::body::{MAX_BODY_BYTES, MAX_USER_ID_BYTES, Target, priority_name, reque
 use super::common::{self, Options, Reply, unix_now};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::delivery::throttle::ThrottleSpec;
 use crate::wit::types::{BroadcastError, ContentKind, Message};
 
 /// How long a token is trusted when the server does not say.
@@ -425,6 +426,19 @@ impl Provider for Easemob {
             Ok((target, _)) => target.endpoint(),
             // Unreachable after check_channel; the strictest limit is safe.
             Err(_) => Target::AllUsers.endpoint(),
+        }
+    }
+
+    fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
+        const MIN: u64 = 60_000;
+        const DAY: u64 = 24 * 60 * MIN;
+        match endpoint {
+            // 1 per 30 minutes, 3 a day.
+            "all-users-broadcast" => ThrottleSpec::windows(&[(1, 30 * MIN), (3, DAY)]),
+            // 1 a minute, 50 a day.
+            "online-users-broadcast" => ThrottleSpec::windows(&[(1, MIN), (50, DAY)]),
+            // 1 a second, 10 a minute, 100 a day.
+            _ => ThrottleSpec::windows(&[(1, 1000), (10, MIN), (100, DAY)]),
         }
     }
 

@@ -96,6 +96,20 @@ fn channel_targets_priorities_and_endpoints() {
         assert!(p.check_channel("everyone", &target(name)).is_empty());
         assert_eq!(p.endpoint(&target(name)), endpoint);
     }
+    let min = 60_000;
+    let day = 86_400_000;
+    assert_eq!(
+        p.default_throttle("all-users-broadcast"),
+        ThrottleSpec::windows(&[(1, 30 * min), (3, day)])
+    );
+    assert_eq!(
+        p.default_throttle("online-users-broadcast"),
+        ThrottleSpec::windows(&[(1, min), (50, day)])
+    );
+    assert_eq!(
+        p.default_throttle("chatrooms-broadcast"),
+        ThrottleSpec::windows(&[(1, 1000), (10, min), (100, day)])
+    );
     let issues = p.check_channel("everyone", &target("everybody"));
     assert_eq!(issues[0].key, "channels.everyone.target");
     assert_eq!(

@@ -21,6 +21,7 @@ use self::body::{MAX_MSG_BODY_BYTES, msg_body, request_body};
 use super::common::{self, Options, Reply, form_query, unix_now};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
+use crate::delivery::throttle::ThrottleSpec;
 use crate::wit::types::{BroadcastError, ContentKind, Message};
 
 /// The longest UserID (`From_Account`), in bytes of printable ASCII.
@@ -275,7 +276,7 @@ fn interpret(reply: &Reply) -> Answer {
         }
         70020 => credentials("sdkappid not found; check it and the region domain in url"),
         70050 => credentials("too many failed UserSig checks; the account is refused for a while"),
-        70403 => credentials("the identifier is not an app admin"),
+        60010 | 70403 => credentials("the identifier is not an app admin"),
         70000..=70099 => credentials("the UserSig was refused"),
         _ => rejected("refused"),
     }
@@ -354,6 +355,12 @@ impl Provider for Tencent {
 
     fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
         ENDPOINT
+    }
+
+    fn default_throttle(&self, _endpoint: &str) -> ThrottleSpec {
+        // "Maximum call frequency: 1 times/second" (5/s on higher plans,
+        // which an operator sets with `throttle`).
+        ThrottleSpec::windows(&[(1, 1000)])
     }
 
     async fn plan(

@@ -97,6 +97,10 @@ fn channels_take_no_target() {
     );
     assert_eq!(p.check_channel("live", &c)[0].key, "channels.live.target");
     assert_eq!(p.endpoint(&c), "send_broadcast_msg");
+    assert_eq!(
+        p.default_throttle("send_broadcast_msg"),
+        ThrottleSpec::windows(&[(1, 1000)])
+    );
 }
 
 #[test]
@@ -240,6 +244,10 @@ fn usersig_errors_are_credentials_problems_with_distinct_reasons() {
         reasons.insert(reason.split(" (").next().unwrap().to_string());
     }
     assert_eq!(reasons.len(), 11, "{reasons:?}");
+    assert!(matches!(
+        fail(60010, "not admin"),
+        Answer::Done(DeliveryOutcome::CredentialsExpired { .. })
+    ));
     let Answer::Done(DeliveryOutcome::CredentialsExpired { reason }) = fail(70009, "") else {
         panic!()
     };
