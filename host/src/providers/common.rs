@@ -68,6 +68,42 @@ pub fn provider_code(code: &str) -> String {
     sanitize::for_log(code.trim(), 64)
 }
 
+/// Removes credentials from an outcome's text. A provider may echo what it
+/// was sent ("client_secret XYZ is invalid"), and reasons end up in logs,
+/// the outbox and delivery reports. Values shorter than 4 bytes are left
+/// alone: no real credential is that short, and blanking them would garble
+/// ordinary words.
+pub fn scrub(outcome: DeliveryOutcome, secrets: &[&str]) -> DeliveryOutcome {
+    let clean = |mut text: String| {
+        for s in secrets.iter().filter(|s| s.len() >= 4) {
+            if text.contains(*s) {
+                text = text.replace(*s, "[redacted]");
+            }
+        }
+        text
+    };
+    match outcome {
+        DeliveryOutcome::Delivered { provider_ids } => DeliveryOutcome::Delivered {
+            provider_ids: provider_ids.into_iter().map(clean).collect(),
+        },
+        DeliveryOutcome::Rejected { code, reason } => DeliveryOutcome::Rejected {
+            code: clean(code),
+            reason: clean(reason),
+        },
+        DeliveryOutcome::RetryLater { after, reason } => DeliveryOutcome::RetryLater {
+            after,
+            reason: clean(reason),
+        },
+        DeliveryOutcome::QuotaExhausted { until, reason } => DeliveryOutcome::QuotaExhausted {
+            until,
+            reason: clean(reason),
+        },
+        DeliveryOutcome::CredentialsExpired { reason } => DeliveryOutcome::CredentialsExpired {
+            reason: clean(reason),
+        },
+    }
+}
+
 /// Reads an answer, at most [`MAX_RESPONSE_BYTES`] of it.
 pub async fn read_reply(
     what: &str,
@@ -545,6 +581,30 @@ mod tests {
         assert!(!s.chars().any(char::is_control), "{s}");
         assert!(s.chars().count() < MAX_REASON_CHARS + 40, "{}", s.len());
         assert_eq!(snippet(b"  "), "(empty body)");
+    }
+
+    #[test]
+    fn scrub_removes_echoed_credentials() {
+        let o = DeliveryOutcome::CredentialsExpired {
+            reason: "invalid_client: client_secret YXA6-secret-1 is wrong for YXA6-id".into(),
+        };
+        assert_eq!(
+            scrub(o, &["YXA6-secret-1", "YXA6-id", "ab"]),
+            DeliveryOutcome::CredentialsExpired {
+                reason: "invalid_client: client_secret [redacted] is wrong for [redacted]".into()
+            }
+        );
+        let o = DeliveryOutcome::Rejected {
+            code: "tok3n-value".into(),
+            reason: "about tok3n-value".into(),
+        };
+        let DeliveryOutcome::Rejected { code, reason } = scrub(o, &["tok3n-value"]) else {
+            panic!()
+        };
+        assert_eq!(
+            (code.as_str(), reason.as_str()),
+            ("[redacted]", "about [redacted]")
+        );
     }
 
     #[test]

@@ -338,7 +338,10 @@ impl Provider for BigBlueButton {
             Some(meeting) => vec![meeting.clone()],
             None => match parse_target(channel.target.as_ref()) {
                 Ok(Meetings::List(ids)) => ids,
-                Ok(Meetings::AllRunning) => self.running_meetings().await?,
+                Ok(Meetings::AllRunning) => self
+                    .running_meetings()
+                    .await
+                    .map_err(|o| common::scrub(o, &[self.secret.expose()]))?,
                 Err(e) => {
                     return Err(DeliveryOutcome::Rejected {
                         code: "config".into(),
@@ -389,11 +392,11 @@ impl Provider for BigBlueButton {
             Ok(r) => r,
             Err(e) => return common::transport_failure(what, e),
         };
-        let reply = match common::read_reply(what, response).await {
-            Ok(r) => r,
-            Err(outcome) => return outcome,
+        let outcome = match common::read_reply(what, response).await {
+            Ok(reply) => self.interpret_send(what, &reply),
+            Err(outcome) => outcome,
         };
-        self.interpret_send(what, &reply)
+        common::scrub(outcome, &[self.secret.expose()])
     }
 }
 

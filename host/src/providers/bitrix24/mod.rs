@@ -188,9 +188,16 @@ impl Bitrix24 {
         common::read_reply(what, response).await
     }
 
-    async fn send_oauth(&self, o: &OAuth, body: &Value) -> DeliveryOutcome {
+    /// One send with the refresh-once rule. `used` collects the access and
+    /// refresh tokens involved, for scrubbing the outcome.
+    async fn send_oauth(&self, o: &OAuth, body: &Value, used: &mut Vec<Secret>) -> DeliveryOutcome {
         let url = format!("{}/rest/im.message.add", self.base);
-        let access = o.tokens.lock().await.access.clone();
+        let (access, refresh) = {
+            let tokens = o.tokens.lock().await;
+            (tokens.access.clone(), tokens.refresh.clone())
+        };
+        used.push(access.clone());
+        used.push(refresh);
         let reply = match self.post(url.clone(), &with_auth(body, &access)).await {
             Ok(r) => r,
             Err(outcome) => return outcome,
@@ -598,17 +605,30 @@ impl Provider for Bitrix24 {
         };
         match &self.auth {
             Auth::Webhook { user_id, code } => {
-                let reply = match self.post(self.webhook_url(*user_id, code), &body).await {
-                    Ok(r) => r,
-                    Err(outcome) => return outcome,
+                let outcome = match self.post(self.webhook_url(*user_id, code), &body).await {
+                    Ok(reply) => match interpret(&reply) {
+                        Answer::Done(outcome) => outcome,
+                        // A webhook has nothing to refresh.
+                        Answer::TokenExpired(reason) => {
+                            DeliveryOutcome::CredentialsExpired { reason }
+                        }
+                    },
+                    Err(outcome) => outcome,
                 };
-                match interpret(&reply) {
-                    Answer::Done(outcome) => outcome,
-                    // A webhook has nothing to refresh.
-                    Answer::TokenExpired(reason) => DeliveryOutcome::CredentialsExpired { reason },
-                }
+                common::scrub(outcome, &[code.expose()])
             }
-            Auth::OAuth(o) => self.send_oauth(o, &body).await,
+            Auth::OAuth(o) => {
+                let mut used = Vec::new();
+                let outcome = self.send_oauth(o, &body, &mut used).await;
+                let tokens = o.tokens.lock().await;
+                let mut secrets = vec![
+                    o.client_secret.expose(),
+                    tokens.access.expose(),
+                    tokens.refresh.expose(),
+                ];
+                secrets.extend(used.iter().map(Secret::expose));
+                common::scrub(outcome, &secrets)
+            }
         }
     }
 }

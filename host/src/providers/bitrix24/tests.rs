@@ -415,7 +415,8 @@ async fn webhook_sends_post_json_to_the_webhook_path_and_never_leak_the_code() {
         } else {
             Canned::json(
                 401,
-                json!({"error": "expired_token", "error_description": "expired"}),
+                // A server that echoes the path it was called on.
+                json!({"error": "expired_token", "error_description": format!("expired at /rest/1/{CODE}/")}),
             )
         }
     })
@@ -444,6 +445,7 @@ async fn webhook_sends_post_json_to_the_webhook_path_and_never_leak_the_code() {
         panic!("{outcome:?}")
     };
     assert!(!reason.contains(CODE), "{reason}");
+    assert!(reason.contains("/rest/1/[redacted]/"), "{reason}");
     assert_eq!(server.requests().len(), 2);
 }
 

@@ -473,11 +473,29 @@ impl Provider for Easemob {
                 };
             }
         };
+        let mut used = Vec::new();
+        let outcome = self.deliver(target, &body, &mut used).await;
+        let mut secrets = vec![self.client_id.expose(), self.client_secret.expose()];
+        secrets.extend(used.iter().map(Secret::expose));
+        common::scrub(outcome, &secrets)
+    }
+}
+
+impl Easemob {
+    /// One broadcast, with the refetch-once rule for a refused token.
+    /// `used` collects the tokens sent, for scrubbing the outcome.
+    async fn deliver(
+        &self,
+        target: Target,
+        body: &serde_json::Value,
+        used: &mut Vec<Secret>,
+    ) -> DeliveryOutcome {
         let first = match self.token(None).await {
             Ok(t) => t,
             Err(outcome) => return outcome,
         };
-        let reply = match self.post(target, &body, &first).await {
+        used.push(first.clone());
+        let reply = match self.post(target, body, &first).await {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -489,7 +507,8 @@ impl Provider for Easemob {
             Ok(t) => t,
             Err(outcome) => return outcome,
         };
-        match self.post(target, &body, &second).await {
+        used.push(second.clone());
+        match self.post(target, body, &second).await {
             // A second 401 maps to CredentialsExpired.
             Ok(reply) => interpret(target, &reply, unix_now()),
             Err(outcome) => outcome,

@@ -490,7 +490,8 @@ async fn refused_client_credentials_never_leak_into_the_reason() {
     let server = Server::start(|_| {
         Canned::json(
             401,
-            json!({"error": "invalid_grant", "error_description": "client_secret is wrong"}),
+            // A server that echoes what it was sent.
+            json!({"error": "invalid_grant", "error_description": format!("client_secret {CLIENT_SECRET} is wrong")}),
         )
     })
     .await;
@@ -503,6 +504,10 @@ async fn refused_client_credentials_never_leak_into_the_reason() {
         panic!("{outcome:?}")
     };
     assert!(reason.contains("invalid_grant"), "{reason}");
+    assert!(
+        reason.contains("client_secret [redacted] is wrong"),
+        "{reason}"
+    );
     assert!(!reason.contains(CLIENT_SECRET), "{reason}");
     // Nothing was broadcast without a token.
     assert_eq!(server.count(BROADCAST_PATH), 0);

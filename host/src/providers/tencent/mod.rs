@@ -182,9 +182,13 @@ impl Tencent {
             Ok(r) => r,
             Err(e) => return Answer::Done(common::transport_failure(what, e)),
         };
+        let secrets = [self.secret_key.expose(), sig.expose()];
         match common::read_reply(what, response).await {
-            Ok(reply) => interpret(&reply),
-            Err(outcome) => Answer::Done(outcome),
+            Ok(reply) => match interpret(&reply) {
+                Answer::Done(outcome) => Answer::Done(common::scrub(outcome, &secrets)),
+                expired => expired,
+            },
+            Err(outcome) => Answer::Done(common::scrub(outcome, &secrets)),
         }
     }
 }
