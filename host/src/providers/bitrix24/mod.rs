@@ -10,13 +10,15 @@
 //! The body is JSON, which the REST API takes as well as a form; it lets
 //! ATTACH, KEYBOARD and MENU travel as the JSON objects they are.
 
+mod auth;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::{self, Options, Reply, form_query};
+use self::auth::{Auth, OAuth, oauth, webhook, with_auth};
+use super::common::{self, Options, Reply};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::delivery::throttle::{Limit, ThrottleSpec};
@@ -28,7 +30,6 @@ pub const MAX_MESSAGE_CHARS: u32 = 10_000;
 /// ATTACH, KEYBOARD and MENU are each at most "30 Kb" (`*_OVERSIZE`), read
 /// the strict way: 30,000 bytes of the compact JSON that is sent.
 pub const MAX_OPTION_BYTES: usize = 30_000;
-const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
 /// The portal's leaky bucket drains about two requests a second.
 const QUERY_LIMIT_WAIT: Duration = Duration::from_secs(1);
 
@@ -54,35 +55,11 @@ pub struct Bitrix24 {
     http: reqwest::Client,
 }
 
-enum Auth {
-    Webhook { user_id: u64, code: Secret },
-    OAuth(OAuth),
-}
-
-struct OAuth {
-    client_id: String,
-    client_secret: Secret,
-    token_url: String,
-    /// Held across a refresh, which is what makes the refresh single-flight.
-    tokens: tokio::sync::Mutex<Tokens>,
-}
-
-struct Tokens {
-    access: Secret,
-    refresh: Secret,
-}
-
 /// What one answer means, before the refresh-once rule.
 #[derive(Debug, PartialEq)]
 enum Answer {
     Done(DeliveryOutcome),
     TokenExpired(String),
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: Option<String>,
-    refresh_token: Option<String>,
 }
 
 /// `chatN` (a chat) or `N` (a user's private dialog), N a positive
@@ -222,167 +199,6 @@ impl Bitrix24 {
                 }
             }
         }
-    }
-}
-
-fn webhook(
-    prefix: &str,
-    table: &toml::Table,
-    context: &ProviderContext,
-    issues: &mut Vec<ConfigIssue>,
-) -> Option<Auth> {
-    let mut o = Options::new(table, prefix, &["user_id", "code"]);
-    let user_id = o.integer("user_id", true, 1, i64::MAX);
-    let code = o.secret("code", true, &context.base_dir);
-    if let Some(c) = &code
-        && !c.expose().bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        // The code becomes a URL path segment; Bitrix24 issues letters and
-        // digits only, so anything else is a copy-paste accident.
-        o.issue(
-            "code",
-            "the webhook code must be letters and digits only, as Bitrix24 issues it",
-        );
-    }
-    let ok = o.issues.is_empty();
-    issues.append(&mut o.issues);
-    match (user_id, code) {
-        (Some(user_id), Some(code)) if ok => Some(Auth::Webhook {
-            user_id: user_id as u64,
-            code,
-        }),
-        _ => None,
-    }
-}
-
-fn oauth(
-    prefix: &str,
-    table: &toml::Table,
-    context: &ProviderContext,
-    issues: &mut Vec<ConfigIssue>,
-) -> Option<Auth> {
-    let mut o = Options::new(
-        table,
-        prefix,
-        &[
-            "access_token",
-            "refresh_token",
-            "client_id",
-            "client_secret",
-            "token_url",
-        ],
-    );
-    let access = o.secret("access_token", true, &context.base_dir);
-    let refresh = o.secret("refresh_token", true, &context.base_dir);
-    let client_id = o.string("client_id", true);
-    let client_secret = o.secret("client_secret", true, &context.base_dir);
-    let token_url = match o.string("token_url", false) {
-        None => Some(DEFAULT_TOKEN_URL.to_string()),
-        Some(raw) => match common::check_base_url(&raw) {
-            // The OAuth server wants its trailing slash.
-            Ok(_) => Some(raw.trim().to_string()),
-            Err(message) => {
-                o.issue("token_url", message);
-                None
-            }
-        },
-    };
-    let ok = o.issues.is_empty();
-    issues.append(&mut o.issues);
-    match (access, refresh, client_id, client_secret, token_url) {
-        (Some(access), Some(refresh), Some(client_id), Some(client_secret), Some(token_url))
-            if ok =>
-        {
-            Some(Auth::OAuth(OAuth {
-                client_id,
-                client_secret,
-                token_url,
-                tokens: tokio::sync::Mutex::new(Tokens { access, refresh }),
-            }))
-        }
-        _ => None,
-    }
-}
-
-fn with_auth(body: &Value, access: &Secret) -> Value {
-    let mut b = body.clone();
-    if let Value::Object(map) = &mut b {
-        map.insert("auth".into(), Value::String(access.expose().to_string()));
-    }
-    b
-}
-
-impl OAuth {
-    /// A fresh access token, unless another send already replaced `stale`.
-    async fn refresh(
-        &self,
-        stale: &Secret,
-        http: &reqwest::Client,
-    ) -> Result<Secret, DeliveryOutcome> {
-        let what = "bitrix24 token refresh";
-        let mut tokens = self.tokens.lock().await;
-        if tokens.access.expose() != stale.expose() {
-            return Ok(tokens.access.clone());
-        }
-        let form = form_query(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", &self.client_id),
-            ("client_secret", self.client_secret.expose()),
-            ("refresh_token", tokens.refresh.expose()),
-        ]);
-        let response = http
-            .post(&self.token_url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| common::transport_failure(what, e))?;
-        let reply = common::read_reply(what, response).await?;
-        let answer = serde_json::from_slice::<TokenAnswer>(&reply.body).ok();
-        if (200..300).contains(&reply.status)
-            && let Some(TokenAnswer {
-                access_token: Some(access),
-                refresh_token,
-            }) = answer
-            && !access.is_empty()
-        {
-            tokens.access = Secret::new(access);
-            if let Some(refresh) = refresh_token.filter(|r| !r.is_empty()) {
-                tokens.refresh = Secret::new(refresh);
-            }
-            tracing::info!("bitrix24: access token refreshed (kept in memory only)");
-            return Ok(tokens.access.clone());
-        }
-        let said = describe_error(&reply);
-        Err(if reply.is_transient() {
-            DeliveryOutcome::RetryLater {
-                after: reply.retry_after,
-                reason: format!("{what}: HTTP {}: {said}", reply.status),
-            }
-        } else {
-            DeliveryOutcome::CredentialsExpired {
-                reason: format!(
-                    "{what}: HTTP {}: the refresh token or client credentials were refused: {said}",
-                    reply.status
-                ),
-            }
-        })
-    }
-}
-
-fn describe_error(reply: &Reply) -> String {
-    let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-    match (v["error"].as_str(), v["error_description"].as_str()) {
-        (Some(code), Some(text)) => format!(
-            "{}: {}",
-            common::provider_code(code),
-            common::provider_text(text)
-        ),
-        (Some(code), None) => common::provider_code(code),
-        _ => reply.snippet(),
     }
 }
 

@@ -2,8 +2,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::auth::Tokens;
 use super::*;
-use crate::providers::common::test_server::{Answer as Canned, Server};
+use crate::providers::testing::test_server::{Answer as Canned, Server};
 use crate::providers::testing::{channel, context, message, secret_file, text};
 use crate::wit::types::MessageOptions;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::json;
 
 use super::*;
-use crate::providers::common::test_server::{Answer as Canned, Server};
+use crate::providers::testing::test_server::{Answer as Canned, Server};
 use crate::providers::testing::{channel, context, message, secret_file, text};
 use crate::wit::types::{Content, MessageOptions, Priority};
 

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
 use super::*;
-use crate::providers::common::test_server::{Answer as Canned, Server};
+use crate::providers::testing::test_server::{Answer as Canned, Server};
 use crate::providers::testing::{channel, context, message, secret_file, text};
 use crate::wit::types::{Content, CustomPayload, Media};
 
