@@ -130,7 +130,7 @@ async fn commands_answer_in_the_conversation_and_count_in_kv() {
         .unwrap();
     assert!(accepted.try_recv().is_err());
 
-    let kv = &app.runtime.services().kv;
+    let kv = app.runtime.services().kv;
     let limits = app.runtime.plugin("commands").unwrap().context.kv_limits;
     let total = kv
         .get("commands", "count/total", &limits)

@@ -1,6 +1,7 @@
 //! Wiring a config into a running host: providers, channels, kv, the
 //! delivery engine and the runtime, in the order the data flows.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -11,7 +12,7 @@ use crate::delivery::outbox::SqliteOutbox;
 use crate::delivery::throttle::{ScaledClock, SharedClock, SystemClock};
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
-use crate::runtime::{LoadError, PoolSizes, Runtime, RuntimeOptions, Services};
+use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,15 @@ pub enum StartError {
     Storage(String),
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+}
+
+/// Why a config reload was refused; the old config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{} plugin(s) would not load:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Plugins(Vec<LoadError>),
 }
 
 /// A host built from one config.
@@ -77,6 +87,72 @@ impl App {
     /// Loads every plugin; returns the ones that failed.
     pub async fn load_plugins(&self) -> Vec<LoadError> {
         self.runtime.load_all(&self.config).await
+    }
+
+    /// Builds the next generation from a new config without touching the
+    /// running one: providers, channels, the delivery engine and every
+    /// plugin. It shares the runtime, kv, outbox, clock and observers.
+    /// Any error refuses the whole config.
+    pub async fn rebuild(
+        &self,
+        config: Config,
+    ) -> Result<(App, BTreeMap<String, Arc<Plugin>>), ReloadError> {
+        let registry = Registry::from_config(&config).map_err(|issues| ConfigError::Invalid {
+            path: config.source.display().to_string(),
+            issues,
+        })?;
+        let delivery = Delivery::new(
+            &config,
+            &registry,
+            self.delivery.outbox().clone(),
+            self.delivery.clock().clone(),
+            self.delivery.observers().clone(),
+        )
+        .map_err(|issues| ConfigError::Invalid {
+            path: config.source.display().to_string(),
+            issues,
+        })?;
+        let delivery = Arc::new(delivery);
+        let current = self.runtime.services();
+        let services = Services {
+            kv: current.kv,
+            delivery: delivery.clone(),
+            log_observers: current.log_observers,
+        };
+        let mut prepared = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, plugin_config) in &config.plugins {
+            match self.runtime.prepare(name, plugin_config, &services).await {
+                Ok(p) => {
+                    prepared.insert(name.clone(), Arc::new(p));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ReloadError::Plugins(errors));
+        }
+        Ok((
+            App {
+                config,
+                runtime: self.runtime.clone(),
+                delivery,
+            },
+            prepared,
+        ))
+    }
+
+    /// Puts a rebuilt generation in service, all plugins at once. The
+    /// previous generation's delivery workers must have stopped.
+    pub fn activate(&self, plugins: BTreeMap<String, Arc<Plugin>>) {
+        let current = self.runtime.services();
+        self.runtime.set_services(Services {
+            kv: current.kv,
+            delivery: self.delivery.clone(),
+            log_observers: current.log_observers,
+        });
+        self.delivery.reload_history();
+        self.runtime.replace_all(plugins);
     }
 }
 

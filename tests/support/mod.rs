@@ -101,6 +101,8 @@ pub struct WatPlugin<'a> {
     pub handle_body: String,
     pub extra_funcs: String,
     pub version: &'a str,
+    /// Trap in `describe` instead of answering.
+    pub trap_in_describe: bool,
     pub data: Data,
     /// Laid out once, from the WIT, for `text_message`.
     layout: MessageLayout,
@@ -167,6 +169,7 @@ impl<'a> WatPlugin<'a> {
             handle_body: String::new(),
             extra_funcs: String::new(),
             version: "0.1.0",
+            trap_in_describe: false,
             data: Data::new(1024),
             layout: message_layout(&resolve),
         }
@@ -179,6 +182,11 @@ impl<'a> WatPlugin<'a> {
 
     pub fn funcs(mut self, wat: &str) -> Self {
         self.extra_funcs = wat.to_string();
+        self
+    }
+
+    pub fn trap_in_describe(mut self) -> Self {
+        self.trap_in_describe = true;
         self
     }
 
@@ -238,6 +246,7 @@ impl<'a> WatPlugin<'a> {
         (then unreachable))))
     (local.get $ptr))
   (func (export "botbox:bot/handler@{v}#describe") (result i32)
+    {describe_trap}
     (i32.const {manifest_addr}))
   (func (export "botbox:bot/handler@{v}#handle") (param i32) (result i32)
     (local $i i32) (local $r i32)
@@ -248,6 +257,11 @@ impl<'a> WatPlugin<'a> {
   {data}
 )"#,
             body = self.handle_body,
+            describe_trap = if self.trap_in_describe {
+                "unreachable"
+            } else {
+                ""
+            },
             funcs = self.extra_funcs,
             data = self.data.wat(),
         );
@@ -325,4 +339,21 @@ pub fn example_plugin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A plugin that logs `line` on every event.
+pub fn logs(line: &str) -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask::default());
+    let (ptr, len) = p.data.string(line);
+    p.body(&format!(
+        "(call $log (i32.const 2) (i32.const {ptr}) (i32.const {len}))"
+    ))
+    .build()
+}
+
+/// Writes a file the way build tools should: a temporary file, then a rename.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename into place");
 }

@@ -20,7 +20,12 @@ pub struct CheckArgs {
 }
 
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = match super::load_config(Some(&args.config), args.demo) {
+    let loaded = if args.demo {
+        super::demo_config().await.map(|(c, sim)| (c, Some(sim)))
+    } else {
+        super::load_config(Some(&args.config)).map(|c| (c, None))
+    };
+    let (config, _simulators) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

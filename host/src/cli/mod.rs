@@ -5,6 +5,7 @@ mod check;
 pub mod event;
 mod outbox;
 mod run;
+pub mod sim;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// List the outbox, and retry or cancel a message.
     Outbox(outbox::OutboxArgs),
+    /// Run local simulators of the four providers.
+    Sim(sim::SimArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -39,6 +42,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Call(args) => call::call(args).await,
         Command::Check(args) => check::check(args).await,
         Command::Outbox(args) => outbox::outbox(args).await,
+        Command::Sim(args) => sim::sim(args).await,
     }
 }
 
@@ -54,20 +58,22 @@ pub fn log_filter(cli: &Cli) -> &'static str {
 /// but the example plugins (built by `cargo xtask plugins`).
 pub const DEMO_CONFIG: &str = include_str!("../../../demo/botbox.toml");
 
-pub(crate) fn load_config(
-    config: Option<&PathBuf>,
-    demo: bool,
-) -> anyhow::Result<crate::config::Config> {
-    if demo {
-        let cwd = std::env::current_dir()?;
-        return Ok(crate::config::Config::parse(
-            DEMO_CONFIG,
-            std::path::Path::new("<embedded demo botbox.toml>"),
-            &cwd,
-        )?);
-    }
+pub(crate) fn load_config(config: Option<&PathBuf>) -> anyhow::Result<crate::config::Config> {
     let path = config
         .cloned()
         .unwrap_or_else(|| PathBuf::from("botbox.toml"));
     Ok(crate::config::Config::load(&path)?)
+}
+
+/// The demo config with its simulators' providers; the simulators run as
+/// long as the returned handle lives.
+pub(crate) async fn demo_config() -> anyhow::Result<(crate::config::Config, botbox_sim::Sim)> {
+    let cwd = std::env::current_dir()?;
+    let (sim, text) = sim::start_demo(&cwd.join("target/demo-state")).await?;
+    let config = crate::config::Config::parse(
+        &text,
+        std::path::Path::new("<embedded demo botbox.toml>"),
+        &cwd,
+    )?;
+    Ok((config, sim))
 }

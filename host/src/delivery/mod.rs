@@ -314,6 +314,23 @@ impl Delivery {
         Ok(receipt)
     }
 
+    /// Reloads every endpoint's send history from the outbox: after a
+    /// config reload, the previous engine's last sends count here too.
+    pub fn reload_history(&self) {
+        let now = self.clock.now_ms();
+        for endpoint in self.endpoints.values() {
+            if let Ok(mut throttle) = endpoint.throttle.lock() {
+                let spec = throttle.spec().clone();
+                let since = now.saturating_sub(spec.horizon_ms());
+                let history = self
+                    .outbox
+                    .sends_since(&endpoint.key, since)
+                    .unwrap_or_default();
+                *throttle = Throttle::with_history(spec, history);
+            }
+        }
+    }
+
     /// Starts one worker per endpoint. They stop when `stop` is cancelled,
     /// after the request in flight, leaving the rest queued on disk.
     pub fn start(self: &Arc<Self>, stop: CancellationToken) -> TaskTracker {

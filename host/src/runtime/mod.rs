@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod limits;
 pub mod plugin;
+pub mod reload;
 pub mod state;
 pub mod stdio;
 
@@ -84,7 +85,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: CompileCache,
-    services: Services,
+    /// Swapped whole when a config reload rebuilds the delivery engine.
+    services: RwLock<Services>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     generation: AtomicU64,
     _ticker: EpochTicker,
@@ -101,7 +103,7 @@ impl Runtime {
             cache: CompileCache::new(options.cache_dir),
             engine,
             linker,
-            services,
+            services: RwLock::new(services),
             plugins: RwLock::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
         })
@@ -111,8 +113,20 @@ impl Runtime {
         &self.engine
     }
 
-    pub fn services(&self) -> &Services {
-        &self.services
+    pub fn services(&self) -> Services {
+        match self.services.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Plugins prepared after this use the new services; plugins already
+    /// loaded keep theirs until they are replaced.
+    pub fn set_services(&self, services: Services) {
+        match self.services.write() {
+            Ok(mut s) => *s = services,
+            Err(poisoned) => *poisoned.into_inner() = services,
+        }
     }
 
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
@@ -140,6 +154,41 @@ impl Runtime {
     /// Loads (or reloads) one plugin and swaps it in atomically. On error
     /// the previous version, if any, keeps running.
     pub async fn load(&self, name: &str, config: &PluginConfig) -> Result<Arc<Plugin>, LoadError> {
+        let plugin = Arc::new(self.prepare(name, config, &self.services()).await?);
+        self.install(plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Puts a prepared plugin in service. Calls in flight keep the version
+    /// they started on; the next call gets this one.
+    pub fn install(&self, plugin: Arc<Plugin>) {
+        let name = plugin.name.clone();
+        match self.plugins.write() {
+            Ok(mut plugins) => {
+                plugins.insert(name, plugin);
+            }
+            Err(poisoned) => {
+                poisoned.into_inner().insert(name, plugin);
+            }
+        }
+    }
+
+    /// Replaces every plugin at once: a config reload takes effect whole.
+    pub fn replace_all(&self, plugins: BTreeMap<String, Arc<Plugin>>) {
+        match self.plugins.write() {
+            Ok(mut p) => *p = plugins,
+            Err(poisoned) => *poisoned.into_inner() = plugins,
+        }
+    }
+
+    /// Compiles (or fetches from the cache), asks the plugin what it wants
+    /// and works out its grants, without putting it in service.
+    pub async fn prepare(
+        &self,
+        name: &str,
+        config: &PluginConfig,
+        services: &Services,
+    ) -> Result<Plugin, LoadError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
         let cache = self.cache.clone();
@@ -157,18 +206,19 @@ impl Runtime {
         })??;
 
         let previous = self.plugin(name);
-        let log = previous
-            .as_ref()
+        // A reload of the same plugin keeps its budgets, so reloading is no
+        // way around them; changed limits start fresh ones.
+        let same_limits = previous.as_ref().filter(|p| p.limits == config.limits);
+        let log = same_limits
             .map(|p| p.context.log.clone())
             .unwrap_or_else(|| {
                 Arc::new(LogSink::new(
                     name,
                     config.limits.log_lines_per_second,
-                    self.services.log_observers.clone(),
+                    services.log_observers.clone(),
                 ))
             });
-        let budget = previous
-            .as_ref()
+        let budget = same_limits
             .map(|p| p.context.broadcast_budget.clone())
             .unwrap_or_else(|| {
                 Arc::new(Mutex::new(PluginContext::broadcast_budget(&config.limits)))
@@ -184,12 +234,12 @@ impl Runtime {
                 grants,
                 settings: config.settings.clone(),
                 limits: config.limits.clone(),
-                kv: self.services.kv.clone(),
+                kv: services.kv.clone(),
                 kv_limits: PluginContext::kv_limits(&config.limits),
                 log: log.clone(),
                 broadcast_budget: budget.clone(),
                 conversations: conversations.clone(),
-                delivery: self.services.delivery.clone(),
+                delivery: services.delivery.clone(),
             })
         };
 
@@ -220,7 +270,14 @@ impl Runtime {
         plugin::log_denied(name, &denied, &grants);
 
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let loaded = Arc::new(Plugin {
+        tracing::info!(
+            plugin = name,
+            generation,
+            bytes = compiled.bytes_len,
+            compile = ?compiled.source,
+            "loaded"
+        );
+        Ok(Plugin {
             name: name.to_string(),
             pre: compiled.pre,
             context: make_context(Some(manifest), grants),
@@ -232,18 +289,7 @@ impl Runtime {
                 .unwrap_or_default(),
             compile_source: compiled.source,
             generation,
-        });
-        if let Ok(mut plugins) = self.plugins.write() {
-            plugins.insert(name.to_string(), loaded.clone());
-        }
-        tracing::info!(
-            plugin = name,
-            generation,
-            bytes = compiled.bytes_len,
-            compile = ?compiled.source,
-            "loaded"
-        );
-        Ok(loaded)
+        })
     }
 
     /// Removes a plugin. Calls in flight finish on the version they hold.
@@ -297,6 +343,10 @@ impl Runtime {
             });
         }
         remember_conversation(&plugin.context, event);
+        // A guest call rarely waits on anything tokio knows about, so a
+        // stream of dispatches would never give the scheduler a turn;
+        // yielding once per event keeps timers and other triggers served.
+        tokio::task::yield_now().await;
         let result = self.run_handle(plugin, event).await;
         let stats = &plugin.stats;
         match &result {

@@ -24,6 +24,8 @@ use botbox_sdk::{
 use serde::{Deserialize, Serialize};
 
 /// The one channel announcer asks for.
+/// The channel it posts to unless the `channel` setting names another:
+/// one build can serve several channels as several configured plugins.
 pub const CHANNEL: &str = "announcements";
 /// The schedule announcer asks for.
 pub const SCHEDULE: &str = "tick";
@@ -47,7 +49,7 @@ pub struct Announcer;
 impl Bot for Announcer {
     fn describe() -> Manifest {
         Manifest::new("announcer", env!("CARGO_PKG_VERSION"))
-            .channel(CHANNEL)
+            .channel(settings::get_or("channel", CHANNEL))
             .event(EventKind::Schedule)
             .event(EventKind::Custom)
             .event(EventKind::Delivery)
@@ -78,6 +80,7 @@ botbox_sdk::export_bot!(Announcer);
 /// What announcer reads from its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    pub channel: String,
     pub sender: Option<String>,
     pub prefix: String,
     pub default_every: u64,
@@ -88,6 +91,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            channel: CHANNEL.to_owned(),
             sender: None,
             prefix: String::new(),
             default_every: 1,
@@ -101,6 +105,7 @@ impl Config {
     fn from_settings() -> Result<Self, String> {
         let defaults = Self::default();
         let config = Self {
+            channel: settings::get_or("channel", CHANNEL),
             sender: settings::get("sender").filter(|s| !s.trim().is_empty()),
             prefix: settings::get_or("prefix", &defaults.prefix),
             default_every: settings::get_parsed_or("default-every", defaults.default_every)?,
@@ -356,7 +361,7 @@ pub fn advance(notice: &Notice, tick: u64) -> Option<Notice> {
 
 /// The message for one post of a notice.
 pub fn notice_message(notice: &Notice, config: &Config) -> Message {
-    let message = Message::text(CHANNEL, format!("{}{}", config.prefix, notice.text))
+    let message = Message::text(&config.channel, format!("{}{}", config.prefix, notice.text))
         // Keyed by the occurrence, so posting it again after a failure
         // between send and save returns the first receipt.
         .idempotency_key(format!("notice-{}-{}", notice.id, notice.next_tick));

@@ -1,0 +1,174 @@
+//! Watching plugin files and the config, for live reload.
+//!
+//! Editors and build tools save in bursts (truncate, write, rename), so
+//! changes are debounced and reported once per file. Folders are watched,
+//! not files: a file replaced by a rename is a new inode that a file watch
+//! would lose. Only writes, creations and renames count: reading a plugin
+//! to compile it must not look like a change, or every reload would
+//! trigger the next.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long a file must be quiet before its change is reported.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    Config,
+    Plugin(String),
+}
+
+type Watched = Arc<Mutex<Vec<(PathBuf, Change)>>>;
+
+/// Watches the config file and every plugin file; drop it to stop.
+pub struct Watcher {
+    watcher: RecommendedWatcher,
+    watched_dirs: BTreeSet<PathBuf>,
+    files: Watched,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch `{path}` for changes: {reason}")]
+pub struct WatchError {
+    path: String,
+    reason: String,
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    // The file may not exist yet (a plugin still being built): resolve the
+    // folder, which must.
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.canonicalize()
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+fn is_content_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        _ => false,
+    }
+}
+
+impl Watcher {
+    /// Reports changes on the returned channel. Needs a tokio runtime.
+    pub fn start() -> Result<(Watcher, mpsc::UnboundedReceiver<Change>), WatchError> {
+        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Change>();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let files: Watched = Default::default();
+        let lookup = files.clone();
+        let watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            let Ok(event) = result else { return };
+            if !is_content_change(&event.kind) {
+                return;
+            }
+            let Ok(files) = lookup.lock() else { return };
+            for path in &event.paths {
+                let changed = canonical(path);
+                for (file, change) in files.iter() {
+                    if *file == changed {
+                        let _ = raw_tx.send(change.clone());
+                    }
+                }
+            }
+        })
+        .map_err(|e| WatchError {
+            path: "-".into(),
+            reason: e.to_string(),
+        })?;
+        // Debounce: a change is reported once its file has been quiet.
+        tokio::spawn(async move {
+            let mut pending: BTreeMap<Change, Instant> = BTreeMap::new();
+            loop {
+                let next = pending.values().min().copied();
+                tokio::select! {
+                    received = raw_rx.recv() => match received {
+                        Some(change) => {
+                            pending.insert(change, Instant::now() + DEBOUNCE);
+                        }
+                        None => return,
+                    },
+                    _ = async {
+                        match next {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let now = Instant::now();
+                        let due: Vec<Change> = pending
+                            .iter()
+                            .filter(|(_, at)| **at <= now)
+                            .map(|(c, _)| c.clone())
+                            .collect();
+                        for change in due {
+                            pending.remove(&change);
+                            if tx.send(change).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((
+            Watcher {
+                watcher,
+                watched_dirs: BTreeSet::new(),
+                files,
+            },
+            rx,
+        ))
+    }
+
+    /// Watches one more file. Watching the same file twice is harmless.
+    pub fn watch(&mut self, path: &Path, change: Change) -> Result<(), WatchError> {
+        let file = canonical(path);
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        if !self.watched_dirs.contains(&dir) {
+            self.watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|e| WatchError {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            self.watched_dirs.insert(dir);
+        }
+        if let Ok(mut files) = self.files.lock()
+            && !files.iter().any(|(p, c)| *p == file && *c == change)
+        {
+            files.push((file, change));
+        }
+        Ok(())
+    }
+
+    /// Forgets every file; folders stay watched, which costs nothing.
+    pub fn clear(&mut self) {
+        if let Ok(mut files) = self.files.lock() {
+            files.clear();
+        }
+    }
+}
