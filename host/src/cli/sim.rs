@@ -25,7 +25,7 @@ pub struct SimArgs {
 
 /// Writes the simulators' credentials as secret files, so configs refer to
 /// them as `{ file = … }` exactly as they would to real ones.
-fn write_secrets(dir: &Path, cfg: &SimConfig) -> std::io::Result<()> {
+pub fn write_secrets(dir: &Path, cfg: &SimConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, value) in [
         ("bbb-secret", &cfg.bbb.secret),

@@ -191,10 +191,11 @@ impl Delivery {
                     // still inside the longest window.
                     let since = now.saturating_sub(spec.horizon_ms());
                     let history = outbox.sends_since(&key, since).unwrap_or_default();
+                    let margin = clock.clock_ms(throttle::ARRIVAL_JITTER);
                     let endpoint = Arc::new(Endpoint {
                         key: key.clone(),
                         provider: provider.clone(),
-                        throttle: Mutex::new(Throttle::with_history(spec, history)),
+                        throttle: Mutex::new(Throttle::with_history(spec, margin, history)),
                         wake: Notify::new(),
                     });
                     endpoints.insert(key, endpoint.clone());
@@ -326,7 +327,7 @@ impl Delivery {
                     .outbox
                     .sends_since(&endpoint.key, since)
                     .unwrap_or_default();
-                *throttle = Throttle::with_history(spec, history);
+                *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
             }
         }
     }
@@ -473,6 +474,13 @@ impl Delivery {
         }
         let parts = self.outbox.parts(id)?;
         for part in parts.iter().filter(|p| p.state == PartState::Queued) {
+            // Credentials first, so a token fetch does not sit between the
+            // throttle's slot and the request it allowed.
+            if let Err(outcome) = endpoint.provider.prepare(&channel.config).await {
+                attempts += 1;
+                let parts_now = self.outbox.parts(id)?;
+                return self.after_failure(record, attempts, outcome, &parts_now);
+            }
             if !self.take_slot(endpoint, stop).await {
                 self.outbox.requeue(
                     id,

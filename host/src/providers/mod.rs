@@ -134,6 +134,12 @@ pub trait Provider: Send + Sync {
         message: &Message,
     ) -> Result<Vec<Part>, DeliveryOutcome>;
 
+    /// Gets credentials ready (an app token, a signature) before the
+    /// throttle grants a slot, so the request follows the slot at once.
+    async fn prepare(&self, _channel: &ChannelConfig) -> Result<(), DeliveryOutcome> {
+        Ok(())
+    }
+
     /// Builds, signs and sends one part, and reads the answer.
     async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome;
 }

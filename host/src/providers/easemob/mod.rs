@@ -456,6 +456,10 @@ impl Provider for Easemob {
         }])
     }
 
+    async fn prepare(&self, _channel: &ChannelConfig) -> Result<(), DeliveryOutcome> {
+        self.token(None).await.map(|_| ())
+    }
+
     async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
         let Ok((target, default_level)) = channel_settings(channel) else {
             return DeliveryOutcome::Rejected {
