@@ -419,3 +419,103 @@ fn kill_9_during_delivery_loses_nothing_and_sends_nothing_twice() {
     );
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
+
+/// Sends one message on a custom event; logs "report" on a delivery event.
+fn reporter_plugin() -> Vec<u8> {
+    let mut p = support::WatPlugin::new(support::Ask {
+        channels: &["live"],
+        events: &[3, 4],
+        ..support::Ask::default()
+    });
+    let msg = p.text_message("live", "tell me how it went");
+    let (line, len) = p.data.string("report");
+    // The event comes by pointer; its first byte is the event case
+    // (3 = delivery).
+    p.body(&format!(
+        "(if (i32.eq (i32.load8_u (local.get 0)) (i32.const 3))
+           (then (call $log (i32.const 2) (i32.const {line}) (i32.const {len})))
+           (else {}))",
+        support::send_and_expect(msg, 0)
+    ))
+    .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_outcome_comes_back_to_its_plugin_as_a_delivery_event() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bot.wasm"), reporter_plugin()).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[providers.console]\nkind = \"console\"\n[channels.live]\nprovider = \"console\"\n\
+         [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"live\"]\nevents = [\"custom\", \"delivery\"]\n",
+    )
+    .unwrap();
+    let app = Arc::new(App::build(Config::load(&dir.path().join("botbox.toml")).unwrap()).unwrap());
+    assert!(app.load_plugins().await.is_empty());
+    let mut log = app.runtime.services().log_observers.subscribe();
+    let stop = CancellationToken::new();
+    let workers = app.delivery.start(stop.clone());
+    let reports = tokio::spawn(botbox::triggers::reports::run(
+        app.delivery.clone(),
+        app.runtime.clone(),
+        stop.clone(),
+    ));
+    let poke = botbox::wit::types::Event::Custom(botbox::wit::types::CustomEvent {
+        name: "go".into(),
+        payload: String::new(),
+    });
+    app.runtime.dispatch("bot", &poke).await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(10), log.recv())
+        .await
+        .expect("a report arrived")
+        .unwrap();
+    assert_eq!(line.message, "report");
+    stop.cancel();
+    workers.wait().await;
+    reports.await.unwrap();
+    let rec = &app.delivery.outbox().list(&ListFilter { limit: 1, ..Default::default() }).unwrap()[0];
+    assert_eq!(rec.state, MessageState::Delivered);
+    assert!(app.delivery.outbox().unreported(10).unwrap().is_empty(), "marked reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn botbox_outbox_lists_retries_and_cancels() {
+    let r = rig(
+        1.0,
+        &format!("[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n"),
+    )
+    .await;
+    // The broadcast switch is off in the "console": the provider refuses for good.
+    r.sim.tencent_set_broadcast_enabled(false);
+    assert_eq!(r.offer("a", "live", 1), 1);
+    r.run_for(Duration::from_millis(1_500)).await;
+    assert_eq!(r.offer("a", "live", 1), 1);
+    let outbox = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+            .arg("outbox")
+            .args(args)
+            .args(["--config", "botbox.toml"])
+            .current_dir(&r.dir)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, failed) = outbox(&["list", "--state", "failed"]);
+    assert_eq!(code, Some(0));
+    assert!(failed.contains("failed") && failed.contains("10007"), "{failed}");
+    let failed_id = failed.split_whitespace().next().unwrap().to_string();
+    let (_, queued) = outbox(&["list", "--state", "queued"]);
+    let queued_id = queued.split_whitespace().next().unwrap().to_string();
+    assert_ne!(failed_id, queued_id);
+
+    assert_eq!(outbox(&["cancel", &queued_id]).0, Some(0));
+    assert_eq!(outbox(&["cancel", &queued_id]).0, Some(1), "already cancelled");
+    r.sim.tencent_set_broadcast_enabled(true);
+    assert_eq!(outbox(&["retry", &failed_id]).0, Some(0));
+    r.run_for(Duration::from_millis(1_500)).await;
+    let rec = r.app.delivery.outbox().get(&failed_id).unwrap().unwrap();
+    assert_eq!(rec.state, MessageState::Delivered);
+    let rec = r.app.delivery.outbox().get(&queued_id).unwrap().unwrap();
+    assert_eq!(rec.state, MessageState::Cancelled);
+    assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 1);
+}
