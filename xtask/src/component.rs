@@ -92,22 +92,43 @@ fn describe(resolve: &Resolve, key: &WorldKey, item: &WorldItem) -> Item {
 /// Fail unless the component imports only [`ALLOWED_IMPORTS`] and exports
 /// exactly [`REQUIRED_EXPORT`].
 pub fn check(component: &[u8]) -> Result<Interface> {
+    check_with(component, false)
+}
+
+/// [`check`], or with `allow_wasi` the check for guests that embed a
+/// language runtime (JS, Python): they may also import `wasi:*@0.2`, which
+/// the host satisfies with a context that grants nothing (no files,
+/// environment, arguments or network), and export things outside `botbox:`
+/// that the host never calls (componentize-py's `exports.init`).
+pub fn check_with(component: &[u8], allow_wasi: bool) -> Result<Interface> {
     let iface = interface(component)?;
     let foreign: Vec<&str> = iface
         .imports
         .iter()
         .map(|i| i.name.as_str())
         .filter(|name| !ALLOWED_IMPORTS.contains(name))
+        .filter(|name| !(allow_wasi && is_wasi(name)))
         .collect();
     if !foreign.is_empty() {
+        let hint = if allow_wasi {
+            "The host provides only these and WASI 0.2."
+        } else {
+            "Build for wasm32-unknown-unknown and avoid crates that need WASI or JS glue; \
+             C guests must not use stdio (printf links WASI)."
+        };
         bail!(
-            "it imports {} — a plugin may import only {}. \
-             Build for wasm32-unknown-unknown and avoid crates that need WASI or JS glue.",
+            "it imports {} — a plugin may import only {}{}. {hint}",
             foreign.join(", "),
-            ALLOWED_IMPORTS.join(", ")
+            ALLOWED_IMPORTS.join(", "),
+            if allow_wasi { " and wasi:*@0.2" } else { "" },
         );
     }
-    let exports: Vec<&str> = iface.exports.iter().map(|e| e.name.as_str()).collect();
+    let exports: Vec<&str> = iface
+        .exports
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|name| !allow_wasi || name.starts_with("botbox:"))
+        .collect();
     if exports != [REQUIRED_EXPORT] {
         bail!(
             "it exports [{}], expected exactly {REQUIRED_EXPORT}",
@@ -115,6 +136,11 @@ pub fn check(component: &[u8]) -> Result<Interface> {
         );
     }
     Ok(iface)
+}
+
+/// A WASI 0.2 interface, such as `wasi:io/streams@0.2.12`.
+pub fn is_wasi(name: &str) -> bool {
+    name.starts_with("wasi:") && name.contains("@0.2.")
 }
 
 #[cfg(test)]
@@ -126,5 +152,12 @@ mod tests {
         let err = componentize(b"not wasm").unwrap_err();
         assert!(format!("{err:#}").contains("core module"), "{err:#}");
         assert!(check(b"not wasm").is_err());
+    }
+
+    #[test]
+    fn wasi_means_wasi_0_2() {
+        assert!(is_wasi("wasi:io/streams@0.2.12"));
+        assert!(!is_wasi("wasi:http/types@0.3.0"));
+        assert!(!is_wasi("botbox:bot/log@0.1.0"));
     }
 }

@@ -28,8 +28,19 @@ pub fn run(files: &[String]) -> Result<()> {
                 println!("  {label} {} [{}]", item.name, item.functions.join(", "));
             }
         }
-        match component::check(&bytes) {
-            Ok(_) => println!("  ok: a valid botbox plugin"),
+        let wasi: Vec<&str> = iface
+            .imports
+            .iter()
+            .map(|i| i.name.as_str())
+            .filter(|name| component::is_wasi(name))
+            .collect();
+        match component::check_with(&bytes, true) {
+            Ok(_) if wasi.is_empty() => println!("  ok: a valid botbox plugin"),
+            Ok(_) => println!(
+                "  ok: a valid botbox plugin that also imports {} WASI interfaces \
+                 (JS and Python runtimes do); the host gives it a WASI context that grants nothing",
+                wasi.len()
+            ),
             Err(err) => {
                 println!("  NOT a valid botbox plugin: {err:#}");
                 failed += 1;

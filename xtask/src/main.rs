@@ -8,6 +8,7 @@
 mod component;
 mod componentize;
 mod demo;
+mod guests;
 mod inspect;
 mod paths;
 mod plugins;
@@ -21,11 +22,17 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup          make sure a Rust toolchain for wasm32-unknown-unknown exists
-                 (rustup target, or Debian's rustc-web; installs it with apt as root)
-  plugins        build every bot in plugins/ and write components to target/plugins/
+  setup          make sure every guest toolchain exists: Rust for wasm32-unknown-unknown
+                 (rustup target, or Debian's rustc-web), clang + wasi-libc for C, node +
+                 componentize-js, python + componentize-py (installs with apt as root)
+  plugins        build every bot in plugins/ (Rust, js/, python/, c/) and write
+                 components to target/plugins/
+  guests [LANG…] build only the js, python and c bots (all three by default)
   componentize CORE OUT
                  turn a core module built with the SDK into a checked component
+  c-bindings WIT OUT
+                 write the C bindings of world `bot` (bot.h, bot.c,
+                 bot_component_type.o) for a C plugin outside this repository
   inspect FILE…  print a component's imports and exports
   test           plugins, then fmt, clippy and tests of the host, SDK and plugins
   demo [ARGS…]   plugins, then `botbox run --demo` (extra ARGS go to botbox)
@@ -40,7 +47,9 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "setup" => setup::run(),
         "plugins" => plugins::run(),
+        "guests" => guests::run(rest),
         "componentize" => componentize::run(rest),
+        "c-bindings" => c_bindings(rest),
         "inspect" => inspect::run(rest),
         "test" => test::run(),
         "demo" => demo::run(rest),
@@ -60,4 +69,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask c-bindings WIT OUT`.
+fn c_bindings(args: &[String]) -> anyhow::Result<()> {
+    let [wit, out] = args else {
+        anyhow::bail!("usage: cargo xtask c-bindings WIT_DIR OUT_DIR");
+    };
+    for file in guests::cbind::generate(std::path::Path::new(wit), std::path::Path::new(out))? {
+        eprintln!("{}", file.display());
+    }
+    Ok(())
 }

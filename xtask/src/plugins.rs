@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 
 use crate::setup::{self, GuestToolchain, TARGET};
-use crate::{component, paths, step};
+use crate::{component, guests, paths, step};
 
 /// One plugin crate of the guest workspace.
 #[derive(Debug)]
@@ -23,7 +23,19 @@ pub struct Plugin {
 /// `cargo xtask plugins`.
 pub fn run() -> Result<()> {
     let toolchain = setup::ensure()?;
-    build(&toolchain).map(drop)
+    build_all(&toolchain).map(drop)
+}
+
+/// The Rust plugins, then the JS, Python and C ones; returns every component.
+pub fn build_all(toolchain: &GuestToolchain) -> Result<Vec<PathBuf>> {
+    let mut outputs = build(toolchain)?;
+    let rust_names: Vec<String> = outputs
+        .iter()
+        .filter_map(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    outputs.extend(guests::build(&guests::Lang::ALL, &rust_names)?);
+    Ok(outputs)
 }
 
 /// Build, componentize and check every plugin; returns the components.

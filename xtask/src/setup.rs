@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: find (or install) a Rust toolchain that builds
-//! `wasm32-unknown-unknown`.
+//! `wasm32-unknown-unknown`, and the tools for the JS, Python and C guests
+//! (`guests::tools`).
 //!
 //! Two routes, tried in this order:
 //! 1. rustup with the target installed: the ordinary route on a developer
@@ -13,9 +14,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 
+use crate::guests::{self, Lang, tools};
 use crate::step;
 
 /// The guest target. Plugins import nothing but the botbox interfaces, so
@@ -102,10 +105,17 @@ impl GuestToolchain {
     }
 }
 
-/// `cargo xtask setup`.
+/// `cargo xtask setup`: every guest toolchain, installed where missing.
 pub fn run() -> Result<()> {
     let toolchain = ensure()?;
-    eprintln!("guest toolchain: {}", toolchain.describe());
+    eprintln!("Rust guests:   {}", toolchain.describe());
+    let clang = tools::ensure_clang()?;
+    eprintln!("C guests:      {}", clang.describe());
+    let (componentize_js, _) = tools::ensure_componentize_js(&guests::lang_dir(Lang::Js))?;
+    eprintln!("JS guests:     {}", componentize_js.display());
+    let requirements = guests::lang_dir(Lang::Python).join("requirements.txt");
+    let (componentize_py, _) = tools::ensure_componentize_py(&requirements)?;
+    eprintln!("Python guests: {}", componentize_py.display());
     Ok(())
 }
 
@@ -118,14 +128,7 @@ pub fn ensure() -> Result<GuestToolchain> {
         eprintln!(
             "no Rust toolchain for {TARGET} found; installing Debian's rustc-web (see sdk/rust/README.md)"
         );
-        step::run("apt-get update", Command::new("apt-get").arg("update"))?;
-        step::run(
-            "apt-get install",
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(DEBIAN_PACKAGES),
-        )?;
+        apt_install(DEBIAN_PACKAGES)?;
         if let Some(toolchain) = GuestToolchain::detect() {
             return Ok(toolchain);
         }
@@ -189,7 +192,24 @@ fn debian_missing() -> Vec<String> {
     missing
 }
 
-fn can_apt_install() -> bool {
+/// Whether we may install Debian packages: root on a system with apt.
+pub fn can_apt_install() -> bool {
     let is_root = step::probe("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
     is_root && step::probe("apt-get", &["--version"]).is_some()
+}
+
+/// `apt-get install` the packages, after one `apt-get update` per run.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.swap(true, Ordering::SeqCst) {
+        step::run("apt-get update", Command::new("apt-get").arg("update"))?;
+    }
+    step::run(
+        "apt-get install",
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages),
+    )?;
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
+use crate::guests::{self, Lang};
 use crate::{paths, plugins, setup, step};
 
 pub fn run() -> Result<()> {
@@ -13,9 +14,10 @@ pub fn run() -> Result<()> {
     let sdk = paths::rust_sdk();
     let guest_target = paths::guest_target_dir();
 
-    // The components first: the host's integration tests load them.
+    // The components first: the host's integration tests load them (and
+    // the template tests reuse the JS and Python tools this installs).
     let toolchain = setup::ensure()?;
-    plugins::build(&toolchain)?;
+    plugins::build_all(&toolchain)?;
 
     let host = |args: &[&str]| {
         let mut cmd = step::cargo();
@@ -38,6 +40,12 @@ pub fn run() -> Result<()> {
         "-D",
         "warnings",
     ];
+
+    let python_bots = guests::discover(&[Lang::Python])?;
+    let python_steps: Vec<String> = python_bots
+        .iter()
+        .map(|bot| format!("tests (python/{}, native)", bot.name))
+        .collect();
 
     let mut steps: Vec<(&str, Command)> = vec![
         ("fmt (host workspace)", host(&["fmt", "--all", "--check"])),
@@ -68,6 +76,13 @@ pub fn run() -> Result<()> {
         "tests (plugins, native)",
         native(&guest_ws, &["test", "--workspace"]),
     ));
+    // The Python bots' pure logic, with the machine's python3; `-B` keeps
+    // __pycache__ out of the source tree.
+    for (bot, name) in python_bots.iter().zip(&python_steps) {
+        let mut cmd = Command::new("python3");
+        cmd.current_dir(&bot.dir).args(["-B", "-m", "unittest"]);
+        steps.push((name, cmd));
+    }
 
     for (name, mut cmd) in steps {
         step::run(name, &mut cmd)?;
