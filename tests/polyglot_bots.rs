@@ -1,0 +1,756 @@
+//! The example bots in JavaScript (`plugins/js/poll`), Python
+//! (`plugins/python/faq`) and C (`plugins/c/countdown`), built to components
+//! by `cargo xtask plugins`, driven through the library and through
+//! `botbox call`; and the project templates in `sdk/templates`, each
+//! instantiated, built with its own `build.sh` and called.
+//!
+//! A missing component fails these tests: `cargo xtask test` builds them
+//! first. Compiling a 12–18 MB JS or Python component takes seconds, so every
+//! host here shares one compile cache (under `CARGO_TARGET_TMPDIR`), filled
+//! once before the first test uses it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use botbox::app::App;
+use botbox::config::Config;
+use botbox::delivery::Accepted;
+use botbox::runtime::HandleError;
+use botbox::wit::types::{ChatMessage, Content, CustomEvent, Event};
+use support::{example_plugin, repo_root};
+use tokio::sync::broadcast::Receiver;
+
+const FAQ_TABLE: &str = r#"[{"id": "hours", "keywords": ["open", "opening hours"], "answer": "We are open 9 to 5."}, {"id": "wifi", "keywords": ["wifi", "password"], "answer": "The wifi password is on the desk."}]"#;
+
+// --- a shared compile cache --------------------------------------------------
+
+fn shared_cache() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-compile-cache");
+    std::fs::create_dir_all(&dir).expect("create the shared compile cache");
+    dir
+}
+
+/// A storage dir for one host whose compile cache is the shared one.
+fn storage_in(dir: &Path) -> PathBuf {
+    let storage = dir.join("store");
+    std::fs::create_dir_all(&storage).expect("storage dir");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(shared_cache(), storage.join("cache")).expect("link the cache");
+    storage
+}
+
+/// Compiles the three components into the shared cache once; every test
+/// waits for it, so no two tests compile the same component at once.
+async fn warm_cache() {
+    static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    WARM.get_or_init(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = host(dir.path(), "").await;
+        drop(app);
+    })
+    .await;
+}
+
+fn warm_cache_blocking() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(warm_cache());
+}
+
+// --- a host like the demo's, with the three bots -----------------------------
+
+/// `extra` is appended to the config (more plugins, other limits).
+async fn host(dir: &Path, extra: &str) -> App {
+    let storage = storage_in(dir);
+    let toml = format!(
+        r#"
+[storage]
+dir = "{storage}"
+[runtime]
+reload = false
+[providers.console]
+kind = "console"
+[channels.lobby]
+provider = "console"
+[channels.announcements]
+provider = "console"
+[plugins.poll]
+path = "{poll}"
+channels = ["announcements", "lobby"]
+events = ["custom", "chat-message"]
+settings = {{ sender = "Pollster" }}
+[plugins.faq]
+path = "{faq}"
+channels = ["lobby"]
+events = ["custom", "chat-message"]
+settings = {{ faq = '{FAQ_TABLE}', sender = "Helpdesk" }}
+[plugins.countdown]
+path = "{countdown}"
+channels = ["announcements", "lobby"]
+events = ["schedule", "custom", "chat-message"]
+schedules = {{ tick = "every 1d" }}
+settings = {{ unit = "minutes", done = "{{label}} starts now!", sender = "Clock" }}
+{extra}
+"#,
+        storage = storage.display(),
+        poll = example_plugin("poll").display(),
+        faq = example_plugin("faq").display(),
+        countdown = example_plugin("countdown").display(),
+    );
+    let config = Config::parse(&toml, &dir.join("botbox.toml"), dir)
+        .unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
+    let app = App::build(config).expect("app");
+    let errors = app.load_plugins().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    app
+}
+
+fn custom(name: &str, payload: &str) -> Event {
+    Event::Custom(CustomEvent {
+        name: name.into(),
+        payload: payload.into(),
+    })
+}
+
+fn chat(sender: &str, text: &str, id: &str) -> Event {
+    Event::ChatMessage(ChatMessage {
+        channel: "lobby".into(),
+        conversation: "meeting-1".into(),
+        sender_id: sender.into(),
+        sender_name: None,
+        text: text.into(),
+        message_id: Some(id.into()),
+        sent_at_ms: Some(1_700_000_000_000),
+    })
+}
+
+fn text_of(accepted: &Accepted) -> &str {
+    match &accepted.message.content {
+        Content::Text(t) => t,
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// The next broadcast, which must exist.
+fn next(accepted: &mut Receiver<Accepted>, what: &str) -> Accepted {
+    accepted
+        .try_recv()
+        .unwrap_or_else(|e| panic!("expected a broadcast ({what}): {e}"))
+}
+
+fn no_more(accepted: &mut Receiver<Accepted>) {
+    if let Ok(a) = accepted.try_recv() {
+        panic!("unexpected broadcast: {:?}", a.message);
+    }
+}
+
+fn kv_text(app: &App, plugin: &str, key: &str) -> Option<String> {
+    let limits = app
+        .runtime
+        .plugin(plugin)
+        .expect("loaded")
+        .context
+        .kv_limits;
+    app.runtime
+        .services()
+        .kv
+        .get(plugin, key, &limits)
+        .expect("kv get")
+        .map(|v| String::from_utf8(v).expect("utf-8"))
+}
+
+fn failed_with(result: Result<(), HandleError>, fragment: &str) {
+    match result {
+        Err(HandleError::Failed { message, .. }) => {
+            assert!(message.contains(fragment), "{message:?} lacks {fragment:?}")
+        }
+        other => panic!("expected the plugin's own error ({fragment:?}), got {other:?}"),
+    }
+}
+
+// --- the bots through the library --------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_counts_votes_in_kv_and_announces_the_results() {
+    warm_cache().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = host(dir.path(), "").await;
+    let mut accepted = app.delivery.observers().accepted.subscribe();
+    let poll = |event: Event| {
+        let runtime = app.runtime.clone();
+        async move { runtime.dispatch("poll", &event).await }
+    };
+
+    poll(custom(
+        "open",
+        r#"{"question": "Lunch?", "options": ["Pizza", "Salad", "Soup"]}"#,
+    ))
+    .await
+    .expect("opened");
+    let opened = next(&mut accepted, "the poll is announced");
+    assert_eq!(opened.channel, "announcements");
+    assert_eq!(
+        text_of(&opened),
+        "Poll #1: Lunch? 1) Pizza 2) Salad 3) Soup. Vote with !vote <number>."
+    );
+    assert_eq!(opened.message.sender.as_deref(), Some("Pollster"));
+    assert_eq!(
+        opened.message.idempotency_key.as_deref(),
+        Some("poll-1-open")
+    );
+    failed_with(
+        poll(custom(
+            "open",
+            r#"{"question": "Again?", "options": ["a", "b"]}"#,
+        ))
+        .await,
+        "still open",
+    );
+
+    // Votes by custom event (silent) and in chat (answered in the conversation).
+    poll(custom("vote", r#"{"voter": "u1", "option": "pizza"}"#))
+        .await
+        .expect("voted");
+    no_more(&mut accepted);
+    poll(chat("u2", "!vote 2", "41")).await.expect("voted");
+    let ack = next(&mut accepted, "the chat vote is acknowledged");
+    assert_eq!(ack.channel, "lobby");
+    assert_eq!(ack.message.reply_to.as_deref(), Some("meeting-1"));
+    assert_eq!(ack.message.idempotency_key.as_deref(), Some("reply-41"));
+    assert_eq!(
+        text_of(&ack),
+        "u2: your vote for Salad in poll #1 is counted."
+    );
+    poll(chat("u3", "!vote 7", "42")).await.expect("answered");
+    assert!(text_of(&next(&mut accepted, "a wrong option is explained")).contains("choose 1 to 3"));
+    // A voter who changes their mind has one vote.
+    poll(chat("u2", "!vote Pizza", "43")).await.expect("voted");
+    next(&mut accepted, "the changed vote is acknowledged");
+    assert_eq!(kv_text(&app, "poll", "vote/1/u1").as_deref(), Some("1"));
+    assert_eq!(kv_text(&app, "poll", "vote/1/u2").as_deref(), Some("1"));
+    assert!(kv_text(&app, "poll", "vote/1/u3").is_none());
+    // Plain chatter is ignored.
+    poll(chat("u4", "pizza!", "44")).await.expect("ignored");
+    no_more(&mut accepted);
+
+    poll(custom("close", "")).await.expect("closed");
+    let results = next(&mut accepted, "the results are announced");
+    assert_eq!(results.channel, "announcements");
+    assert_eq!(
+        text_of(&results),
+        "Poll #1 closed: Lunch? Pizza 2 (100%), Salad 0 (0%), Soup 0 (0%). Winner: Pizza."
+    );
+    assert!(kv_text(&app, "poll", "poll").is_none(), "the poll is gone");
+    assert!(
+        kv_text(&app, "poll", "vote/1/u1").is_none(),
+        "its votes too"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&kv_text(&app, "poll", "result/1").expect("result kept")).unwrap();
+    assert_eq!(saved["counts"], serde_json::json!([2, 0, 0]));
+    failed_with(poll(custom("close", "")).await, "no poll is open");
+    failed_with(poll(custom("dance", "")).await, "unknown event `dance`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faq_answers_questions_in_their_conversation_and_counts_hits() {
+    warm_cache().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = host(dir.path(), "").await;
+    let mut accepted = app.delivery.observers().accepted.subscribe();
+    let faq = |event: Event| {
+        let runtime = app.runtime.clone();
+        async move { runtime.dispatch("faq", &event).await }
+    };
+
+    faq(chat("u1", "Hi! When are you OPEN?", "7"))
+        .await
+        .expect("answered");
+    let answer = next(&mut accepted, "the question is answered");
+    assert_eq!(text_of(&answer), "We are open 9 to 5.");
+    assert_eq!(answer.channel, "lobby");
+    assert_eq!(answer.message.reply_to.as_deref(), Some("meeting-1"));
+    assert_eq!(answer.message.idempotency_key.as_deref(), Some("faq-7"));
+    assert_eq!(answer.message.sender.as_deref(), Some("Helpdesk"));
+
+    faq(chat("u2", "what's the wifi password?", "8"))
+        .await
+        .expect("answered");
+    assert_eq!(
+        text_of(&next(&mut accepted, "the wifi question")),
+        "The wifi password is on the desk."
+    );
+    // Not a question: silence. A question nobody wrote an answer for: silence.
+    faq(chat("u3", "the wifi is great", "9")).await.unwrap();
+    faq(chat("u3", "where can I park?", "10")).await.unwrap();
+    no_more(&mut accepted);
+
+    assert_eq!(kv_text(&app, "faq", "hits/hours").as_deref(), Some("1"));
+    assert_eq!(kv_text(&app, "faq", "hits/wifi").as_deref(), Some("1"));
+    assert_eq!(kv_text(&app, "faq", "answered").as_deref(), Some("2"));
+    assert_eq!(kv_text(&app, "faq", "unanswered").as_deref(), Some("1"));
+
+    // `ask` answers on the lobby; `stats` logs the counts.
+    faq(custom("ask", r#"{"text": "opening hours"}"#))
+        .await
+        .expect("asked");
+    let asked = next(&mut accepted, "ask answers on the lobby");
+    assert_eq!(text_of(&asked), "We are open 9 to 5.");
+    assert_eq!(asked.message.reply_to, None);
+    let mut logs = app.runtime.services().log_observers.subscribe();
+    faq(custom("stats", "")).await.expect("stats");
+    let line = logs.try_recv().expect("stats are logged");
+    assert_eq!(
+        line.message, "answered 3, unanswered 1, hours 2, wifi 1",
+        "{line:?}"
+    );
+    failed_with(
+        faq(custom("ask", r#"{"text": "zebras"}"#)).await,
+        "no FAQ entry matches",
+    );
+    failed_with(faq(custom("ask", "zebras")).await, "needs a payload like");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn countdown_counts_down_on_ticks_and_answers_in_chat() {
+    warm_cache().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = host(dir.path(), "").await;
+    let mut accepted = app.delivery.observers().accepted.subscribe();
+    let countdown = |event: Event| {
+        let runtime = app.runtime.clone();
+        async move { runtime.dispatch("countdown", &event).await }
+    };
+    let tick = || Event::Schedule("tick".into());
+
+    countdown(custom("start", r#"{"label": "Exam", "ticks": 2}"#))
+        .await
+        .expect("started");
+    let started = next(&mut accepted, "the start is announced");
+    assert_eq!(started.channel, "announcements");
+    assert_eq!(text_of(&started), "Exam in 2 minutes.");
+    assert_eq!(started.message.sender.as_deref(), Some("Clock"));
+    assert_eq!(
+        kv_text(&app, "countdown", "cd/Exam").as_deref(),
+        Some("2 1")
+    );
+
+    countdown(tick()).await.expect("ticked");
+    assert_eq!(
+        text_of(&next(&mut accepted, "one tick later")),
+        "Exam in 1 minute."
+    );
+    countdown(chat("u1", "!countdown", "5"))
+        .await
+        .expect("answered");
+    let reply = next(&mut accepted, "!countdown is answered");
+    assert_eq!(text_of(&reply), "Exam in 1 minute.");
+    assert_eq!(reply.channel, "lobby");
+    assert_eq!(reply.message.reply_to.as_deref(), Some("meeting-1"));
+    assert_eq!(reply.message.idempotency_key.as_deref(), Some("reply-5"));
+
+    countdown(tick()).await.expect("ticked");
+    let done = next(&mut accepted, "the countdown ends");
+    assert_eq!(text_of(&done), "Exam starts now!");
+    assert_eq!(
+        done.message.idempotency_key.as_deref(),
+        Some("countdown-1-0")
+    );
+    assert!(kv_text(&app, "countdown", "cd/Exam").is_none());
+    assert_eq!(kv_text(&app, "countdown", "finished").as_deref(), Some("1"));
+    countdown(tick()).await.expect("nothing to do");
+    no_more(&mut accepted);
+
+    failed_with(
+        countdown(custom("start", r#"{"label": "Exam"}"#)).await,
+        "needs \"ticks\"",
+    );
+    failed_with(
+        countdown(custom("cancel", r#"{"label": "Lunch"}"#)).await,
+        "no countdown `Lunch`",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_guests_fit_the_memory_their_readme_promises() {
+    warm_cache().await;
+    // plugins/README.md: JS and Python need 16 MiB, C 1 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let app = host(
+        dir.path(),
+        "[plugins.poll.limits]\nmemory_mb = 16\n\
+         [plugins.faq.limits]\nmemory_mb = 16\n\
+         [plugins.countdown.limits]\nmemory_mb = 1\n",
+    )
+    .await;
+    app.runtime
+        .dispatch("poll", &custom("status", ""))
+        .await
+        .expect("poll runs in 16 MiB");
+    app.runtime
+        .dispatch("faq", &custom("ask", r#"{"text": "open?"}"#))
+        .await
+        .expect("faq runs in 16 MiB");
+    app.runtime
+        .dispatch("countdown", &custom("list", ""))
+        .await
+        .expect("countdown runs in 1 MiB");
+
+    // Below what the runtime's initial heap needs, loading fails and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage_in(dir.path());
+    let toml = format!(
+        "[storage]\ndir = \"{}\"\n[providers.console]\nkind = \"console\"\n\
+         [channels.lobby]\nprovider = \"console\"\n\
+         [plugins.faq]\npath = \"{}\"\nchannels = [\"lobby\"]\nlimits = {{ memory_mb = 8 }}\n",
+        storage.display(),
+        example_plugin("faq").display()
+    );
+    let app =
+        App::build(Config::parse(&toml, &dir.path().join("botbox.toml"), dir.path()).unwrap())
+            .unwrap();
+    let errors = app.load_plugins().await;
+    let text = format!("{errors:?}");
+    assert!(text.contains("memory"), "{text}");
+}
+
+// --- the bots through `botbox call` ------------------------------------------
+
+fn botbox(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run botbox")
+}
+
+fn call(
+    dir: &Path,
+    storage: &Path,
+    plugin: &Path,
+    event: &str,
+    settings: &[&str],
+) -> (i32, String) {
+    let mut args = vec![
+        "call",
+        plugin.to_str().unwrap(),
+        "--storage",
+        storage.to_str().unwrap(),
+        "--event",
+        event,
+    ];
+    for s in settings {
+        args.extend(["-s", s]);
+    }
+    let out = botbox(dir, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{stdout}\n--- stderr:\n{stderr}"),
+    )
+}
+
+#[test]
+fn botbox_call_drives_each_polyglot_bot_with_settings_and_kv() {
+    warm_cache_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage_in(dir.path());
+    let d = dir.path();
+
+    let poll = example_plugin("poll");
+    let (code, out) = call(
+        d,
+        &storage,
+        &poll,
+        r#"{"name": "open", "payload": {"question": "Tea or coffee?", "options": ["Tea", "Coffee"]}}"#,
+        &["sender=Pollster", "channel=lobby"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #lobby <Pollster> Poll #1: Tea or coffee? 1) Tea 2) Coffee."),
+        "{out}"
+    );
+    // kv survives between calls on the same storage.
+    let vote = r#"{"chat-message": {"channel": "lobby", "conversation": "m1", "sender-id": "u1", "sender-name": "Ada", "text": "!vote coffee", "message-id": "1"}}"#;
+    let (code, out) = call(d, &storage, &poll, vote, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #lobby/m1 <bot> Ada: your vote for Coffee in poll #1 is counted."),
+        "{out}"
+    );
+    let (code, out) = call(
+        d,
+        &storage,
+        &poll,
+        r#"{"name": "close"}"#,
+        &["channel=lobby"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "send  #lobby <bot> Poll #1 closed: Tea or coffee? Tea 0 (0%), Coffee 1 (100%). Winner: Coffee."
+        ),
+        "{out}"
+    );
+    let (code, out) = call(d, &storage, &poll, r#"{"name": "close"}"#, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  plugin `plugin` returned an error: no poll is open"),
+        "{out}"
+    );
+
+    let faq = example_plugin("faq");
+    let faq_setting = format!("faq={FAQ_TABLE}");
+    let question = r#"{"chat-message": {"channel": "lobby", "conversation": "m9", "sender-id": "u1", "text": "is there wifi?", "message-id": "2"}}"#;
+    let (code, out) = call(
+        d,
+        &storage,
+        &faq,
+        question,
+        &[&faq_setting, "sender=Helpdesk"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #lobby/m9 <Helpdesk> The wifi password is on the desk."),
+        "{out}"
+    );
+    let (code, out) = call(
+        d,
+        &storage,
+        &faq,
+        r#"{"name": "ask", "payload": {"text": "x"}}"#,
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("setting `faq` is missing"), "{out}");
+
+    let countdown = example_plugin("countdown");
+    let (code, out) = call(
+        d,
+        &storage,
+        &countdown,
+        r#"{"name": "start", "payload": {"label": "Break", "ticks": 3}}"#,
+        &["unit=hours"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #announcements <bot> Break in 3 hours."),
+        "{out}"
+    );
+    let settings = ["unit=hours", "announce-at=[1]"];
+    let (code, out) = call(
+        d,
+        &storage,
+        &countdown,
+        r#"{"schedule": "tick"}"#,
+        &settings,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("send "), "2 is not in announce-at: {out}");
+    let (code, out) = call(d, &storage, &countdown, r#"{"name": "tick"}"#, &settings);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #announcements <bot> Break in 1 hour."),
+        "{out}"
+    );
+    let (code, out) = call(d, &storage, &countdown, r#"{"name": "fly"}"#, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown event `fly`"), "{out}");
+}
+
+// --- the project templates ---------------------------------------------------
+
+/// Writes template `lang` into `dir/name` the way `botbox new` does: every
+/// file with `{{name}}` and `{{botbox_dir}}` filled in (in contents and file
+/// names), plus `wit/bot.wit`, the contract the host provides.
+fn instantiate(lang: &str, name: &str, dir: &Path) -> PathBuf {
+    let template = repo_root().join("sdk/templates").join(lang);
+    let project = dir.join(name);
+    let root = repo_root().canonicalize().unwrap();
+    let fill = |text: &str| {
+        text.replace("{{name}}", name)
+            .replace("{{botbox_dir}}", root.to_str().unwrap())
+    };
+    let mut stack = vec![template.clone()];
+    while let Some(from) = stack.pop() {
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(&template).unwrap();
+            let to = project.join(fill(rel.to_str().unwrap()));
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let filled = fill(&text);
+            assert!(
+                !filled.contains("{{"),
+                "{} has a placeholder other than {{{{name}}}} and {{{{botbox_dir}}}}",
+                path.display()
+            );
+            std::fs::write(&to, filled).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+    std::fs::create_dir_all(project.join("wit")).unwrap();
+    std::fs::copy(repo_root().join("wit/bot.wit"), project.join("wit/bot.wit")).unwrap();
+    project
+}
+
+/// Runs the project's `build.sh` with a compiler environment of its own.
+fn build_template(project: &Path, env: &[(&str, &std::ffi::OsStr)]) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("build.sh").current_dir(project);
+    // What cargo set for this test must not leak into the guest's build.
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_BOOTSTRAP",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let started = std::time::Instant::now();
+    let out = cmd.output().expect("run build.sh");
+    assert!(
+        out.status.success(),
+        "{}/build.sh failed:\n{}\n{}",
+        project.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{}: built in {:.1}s",
+        project.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Builds template `lang` as `my-LANG-bot` and checks its greeting, kv
+/// counter, settings and error through `botbox call`.
+fn check_template(lang: &str, env: &[(&str, &std::ffi::OsStr)], prepare: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("my-{lang}-bot");
+    let project = instantiate(lang, &name, dir.path());
+    prepare(&project);
+    build_template(&project, env);
+    let wasm = project.join(format!("{name}.wasm"));
+    assert!(wasm.is_file(), "build.sh did not write {}", wasm.display());
+
+    let storage = storage_in(dir.path());
+    let d = dir.path();
+    let (code, out) = call(
+        d,
+        &storage,
+        &wasm,
+        r#"{"name": "hello", "payload": "Ada"}"#,
+        &["sender=Tester"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #lobby <Tester> Hello, Ada! (greeting #1)"),
+        "{out}"
+    );
+    let hello = r#"{"chat-message": {"channel": "lobby", "conversation": "m1", "sender-id": "u1", "sender-name": "Grace", "text": " !hello "}}"#;
+    let (code, out) = call(d, &storage, &wasm, hello, &["greeting=Hi {name}, welcome"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("send  #lobby/m1 <bot> Hi Grace, welcome (greeting #2)"),
+        "{out}"
+    );
+    let (code, out) = call(d, &storage, &wasm, r#"{"name": "nope"}"#, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("this bot knows `hello`"), "{out}");
+}
+
+/// The version a template's pin file names must be the one the xtask
+/// installs, or the template test would test another toolchain.
+fn assert_same_pin(template_file: &str, xtask_file: &str, package: &str) {
+    let read = |p: &str| std::fs::read_to_string(repo_root().join(p)).unwrap();
+    let pin = |text: &str| {
+        let at = text
+            .find(package)
+            .unwrap_or_else(|| panic!("{package} is not pinned"));
+        text[at + package.len()..]
+            .trim_start_matches(['"', ':', '=', ' '])
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        pin(&read(template_file)),
+        pin(&read(xtask_file)),
+        "{template_file} and {xtask_file} pin different {package}"
+    );
+}
+
+#[test]
+fn c_template_builds_and_answers() {
+    check_template("c", &[], |_| {});
+}
+
+#[test]
+fn python_template_builds_and_answers() {
+    assert_same_pin(
+        "sdk/templates/python/requirements.txt",
+        "plugins/python/requirements.txt",
+        "componentize-py",
+    );
+    // The componentize-py `cargo xtask plugins` installed, first on PATH.
+    let venv_bin = repo_root().join("target/guests/python-venv/bin");
+    assert!(
+        venv_bin.join("componentize-py").is_file(),
+        "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
+        venv_bin.display()
+    );
+    let path = std::env::join_paths(
+        std::iter::once(venv_bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    check_template("python", &[("PATH", &path)], |_| {});
+}
+
+#[test]
+fn js_template_builds_and_answers() {
+    assert_same_pin(
+        "sdk/templates/js/package.json",
+        "plugins/js/package.json",
+        "@bytecodealliance/componentize-js",
+    );
+    // The node_modules `cargo xtask plugins` installed, instead of another
+    // 380 MB download.
+    let modules = repo_root().join("plugins/js/node_modules");
+    assert!(
+        modules.join(".bin/componentize-js").exists(),
+        "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
+        modules.display()
+    );
+    check_template("js", &[], |project| {
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&modules, project.join("node_modules")).unwrap();
+    });
+}
+
+#[test]
+fn rust_template_builds_and_answers() {
+    // The plugins' target dir already holds the SDK's dependencies (and, on
+    // the Debian route, the standard library built for wasm32).
+    let target = repo_root().join("plugins/target");
+    check_template("rust", &[("CARGO_TARGET_DIR", target.as_os_str())], |_| {});
+}
