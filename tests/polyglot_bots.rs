@@ -42,13 +42,18 @@ fn storage_in(dir: &Path) -> PathBuf {
 }
 
 /// Compiles the three components into the shared cache once; every test
-/// waits for it, so no two tests compile the same component at once.
+/// waits for it, so no two tests compile the same component at once. The
+/// file lock covers test runners that run each test in its own process
+/// (nextest): the first compiles, the others then read the cache.
 async fn warm_cache() {
     static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     WARM.get_or_init(|| async {
+        let lock = std::fs::File::create(shared_cache().join(".warm.lock")).expect("lock file");
+        lock.lock().expect("lock the shared compile cache");
         let dir = tempfile::tempdir().expect("tempdir");
         let app = host(dir.path(), "").await;
         drop(app);
+        drop(lock);
     })
     .await;
 }
