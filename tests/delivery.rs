@@ -120,7 +120,7 @@ async fn tencent_at_10x_oversubscription_uses_its_1_per_second() {
     r.assert_no_violations();
     let (n, rate) = r.rate(SimProvider::Tencent);
     assert!(n >= 10, "{n} delivered");
-    assert!(rate >= 0.95 && rate <= 1.0, "rate {rate:.3}/s of 1/s");
+    assert!((0.95..=1.0).contains(&rate), "rate {rate:.3}/s of 1/s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +182,7 @@ async fn easemob_online_users_uses_one_a_minute() {
     let per_minute = rate * 60.0;
     assert!(n >= 7, "{n}");
     assert!(
-        per_minute >= 0.95 && per_minute <= 1.0,
+        (0.95..=1.0).contains(&per_minute),
         "{per_minute:.3}/min of 1/min"
     );
 }
@@ -222,7 +222,7 @@ async fn bitrix24_uses_its_burst_then_drains_at_two_a_second() {
     let tail = &d[55..];
     let span = (tail[tail.len() - 1].at - tail[0].at).as_secs_f64();
     let rate = (tail.len() - 1) as f64 / span;
-    assert!(rate >= 1.9 && rate <= 2.0, "{rate:.3}/s of 2/s");
+    assert!((1.9..=2.0).contains(&rate), "{rate:.3}/s of 2/s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,9 +473,19 @@ async fn each_outcome_comes_back_to_its_plugin_as_a_delivery_event() {
     stop.cancel();
     workers.wait().await;
     reports.await.unwrap();
-    let rec = &app.delivery.outbox().list(&ListFilter { limit: 1, ..Default::default() }).unwrap()[0];
+    let rec = &app
+        .delivery
+        .outbox()
+        .list(&ListFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap()[0];
     assert_eq!(rec.state, MessageState::Delivered);
-    assert!(app.delivery.outbox().unreported(10).unwrap().is_empty(), "marked reported");
+    assert!(
+        app.delivery.outbox().unreported(10).unwrap().is_empty(),
+        "marked reported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,18 +508,28 @@ async fn botbox_outbox_lists_retries_and_cancels() {
             .current_dir(&r.dir)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     };
     let (code, failed) = outbox(&["list", "--state", "failed"]);
     assert_eq!(code, Some(0));
-    assert!(failed.contains("failed") && failed.contains("10007"), "{failed}");
+    assert!(
+        failed.contains("failed") && failed.contains("10007"),
+        "{failed}"
+    );
     let failed_id = failed.split_whitespace().next().unwrap().to_string();
     let (_, queued) = outbox(&["list", "--state", "queued"]);
     let queued_id = queued.split_whitespace().next().unwrap().to_string();
     assert_ne!(failed_id, queued_id);
 
     assert_eq!(outbox(&["cancel", &queued_id]).0, Some(0));
-    assert_eq!(outbox(&["cancel", &queued_id]).0, Some(1), "already cancelled");
+    assert_eq!(
+        outbox(&["cancel", &queued_id]).0,
+        Some(1),
+        "already cancelled"
+    );
     r.sim.tencent_set_broadcast_enabled(true);
     assert_eq!(outbox(&["retry", &failed_id]).0, Some(0));
     r.run_for(Duration::from_millis(1_500)).await;

@@ -16,8 +16,6 @@ use super::ExitCode;
 use super::event::parse_event;
 use crate::app::App;
 use crate::config::{Config, event_kind_name};
-use crate::providers::console;
-use crate::wit::botbox::bot::log::Level;
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
@@ -131,6 +129,22 @@ fn ad_hoc_config(
     Ok(Config::parse(&text, Path::new("<botbox call>"), &cwd)?)
 }
 
+/// The config for a bare `.wasm` file: the plugin is asked what it wants
+/// (with no grants), then granted exactly that on console channels.
+pub(crate) async fn ad_hoc(
+    wasm: &Path,
+    settings: &[String],
+    storage: &Path,
+) -> anyhow::Result<Config> {
+    let probe = App::build(ad_hoc_config(wasm, settings, storage, None)?)?;
+    let loaded = probe
+        .runtime
+        .load("plugin", &probe.config.plugins["plugin"])
+        .await?;
+    let manifest = loaded.context.manifest.clone();
+    ad_hoc_config(wasm, settings, storage, manifest.as_ref())
+}
+
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let event_text = match read_event(&args.event) {
         Ok(t) => t,
@@ -163,22 +177,13 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(2);
             }
-            let probe = App::build(ad_hoc_config(&wasm, &args.settings, &args.storage, None)?)?;
-            let loaded = match probe
-                .runtime
-                .load("plugin", &probe.config.plugins["plugin"])
-                .await
-            {
-                Ok(p) => p,
+            match ad_hoc(&wasm, &args.settings, &args.storage).await {
+                Ok(config) => (config, "plugin".to_string()),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return Ok(2);
                 }
-            };
-            let manifest = loaded.context.manifest.clone();
-            drop(probe);
-            let config = ad_hoc_config(&wasm, &args.settings, &args.storage, manifest.as_ref())?;
-            (config, "plugin".to_string())
+            }
         }
     };
     let app = match App::build(config) {
@@ -206,54 +211,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         return Ok(2);
     }
 
-    let mut logs = app.runtime.services().log_observers.subscribe();
-    let mut accepted = app.delivery.observers().accepted.subscribe();
-    let mut finished = app.delivery.observers().finished.subscribe();
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-    let printer = tokio::spawn(async move {
-        let print_log = |r: crate::capabilities::log::LogRecord| {
-            println!(
-                "log   {:<5} {}: {}",
-                level_name(r.level),
-                r.plugin,
-                r.message
-            )
-        };
-        let print_accepted = |a: crate::delivery::Accepted| {
-            println!(
-                "send  {}  (receipt {})",
-                console::render(&a.channel, &a.message),
-                a.receipt.id
-            )
-        };
-        let print_finished = |f: crate::delivery::Finished| {
-            println!(
-                "deliv {} #{}: {}",
-                f.receipt_id,
-                f.channel,
-                finished_text(&f)
-            )
-        };
-        loop {
-            tokio::select! {
-                biased;
-                Ok(r) = logs.recv() => print_log(r),
-                Ok(a) = accepted.recv() => print_accepted(a),
-                Ok(f) = finished.recv() => print_finished(f),
-                _ = &mut done_rx => break,
-            }
-        }
-        while let Ok(r) = logs.try_recv() {
-            print_log(r);
-        }
-        while let Ok(a) = accepted.try_recv() {
-            print_accepted(a);
-        }
-        while let Ok(f) = finished.try_recv() {
-            print_finished(f);
-        }
-    });
-
+    let printer = super::output::Printer::start(&app);
     let stop = tokio_util::sync::CancellationToken::new();
     let workers = app.delivery.start(stop.clone());
     let mut receipts = app.delivery.observers().accepted.subscribe();
@@ -267,11 +225,10 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let open = app.delivery.wait_for(&ids, args.wait).await;
     stop.cancel();
     workers.wait().await;
+    printer.stop().await;
     for id in &open {
         println!("queue {id}: still queued; `botbox run` will deliver it");
     }
-    let _ = done_tx.send(());
-    let _ = printer.await;
     match result {
         Ok(()) => {
             println!("ok    handled in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
@@ -282,25 +239,4 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             Ok(1)
         }
     }
-}
-
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Trace => "trace",
-        Level::Debug => "debug",
-        Level::Info => "info",
-        Level::Warn => "warn",
-        Level::Error => "error",
-    }
-}
-
-fn finished_text(f: &crate::delivery::Finished) -> String {
-    let mut text = f.state.as_str().to_string();
-    if !f.provider_ids.is_empty() {
-        text.push_str(&format!(" ({})", f.provider_ids.join(", ")));
-    }
-    if let Some(detail) = &f.detail {
-        text.push_str(&format!(": {detail}"));
-    }
-    text
 }

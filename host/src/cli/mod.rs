@@ -1,9 +1,12 @@
 //! The `botbox` command line.
 
-mod call;
+pub(crate) mod call;
 mod check;
+mod dev;
 pub mod event;
+mod new;
 mod outbox;
+mod output;
 mod run;
 pub mod sim;
 
@@ -31,6 +34,10 @@ pub enum Command {
     Outbox(outbox::OutboxArgs),
     /// Run local simulators of the four providers.
     Sim(sim::SimArgs),
+    /// Create a plugin project in Rust, JavaScript, Python or C.
+    New(new::NewArgs),
+    /// Rebuild a plugin project on every save, reload it, and show what it does.
+    Dev(dev::DevArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -43,13 +50,15 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::check(args).await,
         Command::Outbox(args) => outbox::outbox(args).await,
         Command::Sim(args) => sim::sim(args).await,
+        Command::New(args) => new::new(args).await,
+        Command::Dev(args) => dev::dev(args).await,
     }
 }
 
 /// Filter for the log: plugin lines are printed by `call` itself.
 pub fn log_filter(cli: &Cli) -> &'static str {
     match cli.command {
-        Command::Call(_) => "warn,plugin=off",
+        Command::Call(_) | Command::Dev(_) => "error,plugin=off",
         _ => "info",
     }
 }

@@ -101,7 +101,7 @@ async fn reload_plugin(app: &App, name: &str) {
 }
 
 /// Applies a changed config whole, or refuses it whole.
-async fn reload_config(current: Generation, path: &PathBuf) -> Generation {
+async fn reload_config(current: Generation, path: &std::path::Path) -> Generation {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
