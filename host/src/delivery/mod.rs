@@ -567,6 +567,20 @@ impl Delivery {
             }
             let parts = self.outbox.parts(&record.id)?;
             tracing::warn!(message = %record.id, attempts, "giving up: {reason}");
+            if parts.is_empty() {
+                // Planning itself kept failing (BigBlueButton's getMeetings
+                // refused, say): nothing was sent. Only a plan that found
+                // nobody to send to is delivered with no parts.
+                self.outbox.finish(
+                    &record.id,
+                    MessageState::Failed,
+                    attempts,
+                    now,
+                    Some(&reason),
+                )?;
+                self.report(record, MessageState::Failed, attempts, vec![], Some(reason));
+                return Ok(());
+            }
             return self.conclude(record, attempts, &parts);
         }
         let delay = self.retry.delay_ms(attempts, hint);
