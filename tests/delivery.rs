@@ -539,3 +539,73 @@ async fn botbox_outbox_lists_retries_and_cancels() {
     assert_eq!(rec.state, MessageState::Cancelled);
     assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backed_up_tencent_queue_is_merged_into_one_msg_body() {
+    let r = rig(
+        1.0,
+        &format!(
+            "[channels.live]\nprovider = \"tencent\"\nmerge = true\n{LONG_DELAY}\n\
+                  [channels.plain]\nprovider = \"tencent\"\n{LONG_DELAY}\n"
+        ),
+    )
+    .await;
+    assert_eq!(r.offer("a", "live", 5), 5);
+    r.run_for(Duration::from_millis(1_500)).await;
+    r.assert_no_violations();
+    let d = r.sim.deliveries_to(SimProvider::Tencent);
+    assert_eq!(d.len(), 1, "one request carried the backlog");
+    let body = d[0]
+        .content
+        .get("MsgBody")
+        .or(Some(&d[0].content))
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        assert!(body.contains(&format!("a #{i}")), "{body}");
+    }
+    let all = r
+        .app
+        .delivery
+        .outbox()
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(
+        all.iter().all(|m| m.state == MessageState::Delivered),
+        "{all:?}"
+    );
+    assert_eq!(
+        r.app.delivery.outbox().unreported(10).unwrap().len(),
+        5,
+        "each receipt gets its report"
+    );
+
+    // Without `merge`, the same backlog goes one message per request.
+    assert_eq!(r.offer("a", "plain", 2), 2);
+    r.run_for(Duration::from_millis(2_500)).await;
+    assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_is_refused_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml =
+        "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n";
+    let config = Config::parse(toml, &dir.path().join("botbox.toml"), dir.path()).unwrap();
+    let app = App::build(config).unwrap();
+    let ch = app.delivery.channel("lobby").unwrap();
+    // No worker runs, so nothing drains.
+    for i in 0..botbox::delivery::MAX_BACKLOG {
+        app.delivery
+            .accept("a", &ch, text("lobby", &format!("{i}")))
+            .unwrap();
+    }
+    assert_eq!(
+        app.delivery.accept("a", &ch, text("lobby", "one too many")),
+        Err(BroadcastError::BacklogFull)
+    );
+}

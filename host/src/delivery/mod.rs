@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ChannelConfig, Config, ConfigIssue};
-use crate::providers::{ChannelRules, DeliveryOutcome, Provider, Registry};
+use crate::providers::{ChannelRules, DeliveryOutcome, Part, Provider, Registry};
 use crate::sanitize;
 use crate::wit::types::{BroadcastError, Message, Receipt};
 
@@ -465,7 +465,10 @@ impl Delivery {
                 .plan(&channel.name, &channel.config, &record.message)
                 .await
             {
-                Ok(parts) => self.outbox.save_plan(id, &parts)?,
+                Ok(parts) => {
+                    let (parts, absorbed) = self.merge_backlog(&channel, record, parts)?;
+                    self.outbox.save_plan(id, &parts, &absorbed)?
+                }
                 Err(outcome) => {
                     attempts += 1;
                     return self.after_failure(record, attempts, outcome, &[]);
@@ -516,6 +519,45 @@ impl Delivery {
         }
         let parts = self.outbox.parts(id)?;
         self.conclude(record, attempts, &parts)
+    }
+
+    /// When the endpoint's queue has backed up and the provider can carry
+    /// several messages in one request (Tencent, with `merge = true`), takes
+    /// the channel's next queued messages along in this one's single part.
+    fn merge_backlog(
+        &self,
+        channel: &Channel,
+        record: &OutboxRecord,
+        mut parts: Vec<Part>,
+    ) -> Result<(Vec<Part>, Vec<String>), OutboxError> {
+        const MAX_MERGED: usize = 50;
+        let mut absorbed = Vec::new();
+        if parts.len() != 1 {
+            return Ok((parts, absorbed));
+        }
+        let candidates = self.outbox.mergeable(
+            &channel.endpoint.key,
+            &channel.name,
+            self.clock.now_ms(),
+            &record.id,
+            MAX_MERGED,
+        )?;
+        for candidate in candidates {
+            match channel
+                .provider
+                .merge(&channel.config, &parts[0], &candidate.message)
+            {
+                Some(merged) => {
+                    parts[0] = merged;
+                    absorbed.push(candidate.id);
+                }
+                None => break,
+            }
+        }
+        if !absorbed.is_empty() {
+            tracing::info!(channel = %channel.name, message = %record.id, merged = absorbed.len(), "queue backed up: merged into one request");
+        }
+        Ok((parts, absorbed))
     }
 
     /// A transient failure: retry later, or give up past the limits.
@@ -623,6 +665,7 @@ impl Delivery {
             .collect();
         let detail = (!errors.is_empty()).then(|| errors.join("; "));
         let ids: Vec<String> = parts.iter().flat_map(|p| p.provider_ids.clone()).collect();
+        let members = self.outbox.members(&record.id)?;
         self.outbox.finish(
             &record.id,
             state,
@@ -630,6 +673,9 @@ impl Delivery {
             self.clock.now_ms(),
             detail.as_deref(),
         )?;
+        for member in &members {
+            self.report(member, state, attempts, ids.clone(), detail.clone());
+        }
         self.report(record, state, attempts, ids, detail);
         Ok(())
     }

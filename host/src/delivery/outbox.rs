@@ -39,6 +39,9 @@ pub enum MessageState {
     Partial,
     Failed,
     Cancelled,
+    /// Carried inside another message's request (a merged Tencent
+    /// `MsgBody`); it ends with that message.
+    Merged,
 }
 
 impl MessageState {
@@ -50,6 +53,7 @@ impl MessageState {
             MessageState::Partial => "partial",
             MessageState::Failed => "failed",
             MessageState::Cancelled => "cancelled",
+            MessageState::Merged => "merged",
         }
     }
 
@@ -61,13 +65,17 @@ impl MessageState {
             MessageState::Partial,
             MessageState::Failed,
             MessageState::Cancelled,
+            MessageState::Merged,
         ]
         .into_iter()
         .find(|m| m.as_str() == s)
     }
 
     pub fn is_final(self) -> bool {
-        !matches!(self, MessageState::Queued | MessageState::Sending)
+        !matches!(
+            self,
+            MessageState::Queued | MessageState::Sending | MessageState::Merged
+        )
     }
 }
 
@@ -155,7 +163,21 @@ pub trait OutboxStore: Send + Sync {
     /// When the endpoint's next queued message falls due.
     fn next_due_time(&self, endpoint: &str) -> Result<Option<u64>, OutboxError>;
     fn mark_sending(&self, id: &str) -> Result<(), OutboxError>;
-    fn save_plan(&self, id: &str, parts: &[Part]) -> Result<(), OutboxError>;
+    /// Stores a message's parts, and marks `absorbed` messages as carried
+    /// inside them, in one transaction.
+    fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError>;
+    /// Queued, never-planned, due messages of a channel other than
+    /// `except`, oldest first: what a merge may take along.
+    fn mergeable(
+        &self,
+        endpoint: &str,
+        channel: &str,
+        now_ms: u64,
+        except: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// The messages carried inside `id`'s request.
+    fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError>;
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError>;
     fn part_done(
         &self,
@@ -215,6 +237,7 @@ CREATE TABLE IF NOT EXISTS messages (
     last_error TEXT,
     finished_ms INTEGER,
     reported INTEGER NOT NULL DEFAULT 0,
+    merged_into TEXT,
     UNIQUE (plugin, channel, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (endpoint, state, plugin, next_attempt_ms);
@@ -288,6 +311,13 @@ impl SqliteOutbox {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Outboxes written before merging existed lack the column.
+        let has_merged_into: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'merged_into'")?
+            .exists([])?;
+        if !has_merged_into {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN merged_into TEXT")?;
+        }
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
         })
@@ -407,10 +437,16 @@ impl OutboxStore for SqliteOutbox {
         })
     }
 
-    fn save_plan(&self, id: &str, parts: &[Part]) -> Result<(), OutboxError> {
+    fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError> {
         let encoded: Vec<String> = parts.iter().map(json).collect::<Result<_, _>>()?;
         self.with(|c| {
             let tx = c.transaction()?;
+            for member in absorbed {
+                tx.execute(
+                    "UPDATE messages SET state = 'merged', merged_into = ?2 WHERE id = ?1 AND state = 'queued'",
+                    params![member, id],
+                )?;
+            }
             tx.execute("DELETE FROM parts WHERE message_id = ?1", params![id])?;
             for (i, part) in encoded.iter().enumerate() {
                 tx.execute(
@@ -421,6 +457,38 @@ impl OutboxStore for SqliteOutbox {
             tx.execute("UPDATE messages SET planned = 1 WHERE id = ?1", params![id])?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn mergeable(
+        &self,
+        endpoint: &str,
+        channel: &str,
+        now_ms: u64,
+        except: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, OutboxError> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM messages
+                 WHERE endpoint = ?1 AND channel = ?2 AND state = 'queued' AND planned = 0
+                   AND next_attempt_ms <= ?3 AND id != ?4
+                 ORDER BY created_ms, id LIMIT ?5"
+            );
+            Self::query_records(
+                c,
+                &sql,
+                params![endpoint, channel, now_ms as i64, except, limit as i64],
+            )
+        })
+    }
+
+    fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM messages WHERE merged_into = ?1 ORDER BY created_ms, id"
+            );
+            Self::query_records(c, &sql, params![id])
         })
     }
 
@@ -499,7 +567,8 @@ impl OutboxStore for SqliteOutbox {
     ) -> Result<(), OutboxError> {
         self.with(|c| {
             c.execute(
-                "UPDATE messages SET state = ?2, attempts = ?3, finished_ms = ?4, last_error = COALESCE(?5, last_error), reported = 0 WHERE id = ?1",
+                "UPDATE messages SET state = ?2, attempts = ?3, finished_ms = ?4, last_error = COALESCE(?5, last_error), reported = 0
+                 WHERE id = ?1 OR (merged_into = ?1 AND state = 'merged')",
                 params![id, state.as_str(), attempts as i64, finished_ms as i64, error],
             )?;
             Ok(())
@@ -575,9 +644,10 @@ impl OutboxStore for SqliteOutbox {
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError> {
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE messages SET state = 'cancelled', finished_ms = ?2, reported = 0 WHERE id = ?1 AND state = 'queued'",
+                "UPDATE messages SET state = 'cancelled', finished_ms = ?2, reported = 0
+                 WHERE (id = ?1 AND state = 'queued') OR (merged_into = ?1 AND state = 'merged')",
                 params![id, now_ms as i64],
-            )? == 1)
+            )? >= 1)
         })
     }
 
@@ -718,8 +788,9 @@ mod tests {
             target: "m1".into(),
             message: record("a", "p1", 1, None).message,
             dedup_key: Some("42".into()),
+            merged: Vec::new(),
         };
-        o.save_plan("a", &[part.clone(), part]).unwrap();
+        o.save_plan("a", &[part.clone(), part], &[]).unwrap();
         o.part_done("a", 0, PartState::Delivered, &["id-1".into()], None)
             .unwrap();
         o.part_done("a", 1, PartState::Failed, &[], Some("meetingNotFound"))

@@ -121,6 +121,7 @@ impl Provider for Console {
             target: String::new(),
             message: message.clone(),
             dedup_key: None,
+            merged: Vec::new(),
         }])
     }
 

@@ -73,6 +73,10 @@ pub struct Part {
     /// The provider's dedup value, fixed when the part is planned so every
     /// retry reuses it (Tencent's `Random`).
     pub dedup_key: Option<String>,
+    /// Further messages carried in the same request, after `message`, when
+    /// the provider merges a backed-up queue (see [`Provider::merge`]).
+    #[serde(default)]
+    pub merged: Vec<Message>,
 }
 
 /// What every provider gets when it is built.
@@ -133,6 +137,14 @@ pub trait Provider: Send + Sync {
         channel: &ChannelConfig,
         message: &Message,
     ) -> Result<Vec<Part>, DeliveryOutcome>;
+
+    /// Folds `next` into `part`, when the provider can carry both in one
+    /// request and the channel allows it (Tencent: several messages in one
+    /// `MsgBody` of at most 12,000 bytes). The engine offers this only when
+    /// the endpoint's queue has backed up.
+    fn merge(&self, _channel: &ChannelConfig, _part: &Part, _next: &Message) -> Option<Part> {
+        None
+    }
 
     /// Gets credentials ready (an app token, a signature) before the
     /// throttle grants a slot, so the request follows the slot at once.

@@ -362,6 +362,7 @@ impl Provider for BigBlueButton {
                     target: meeting.clone(),
                     message: m,
                     dedup_key: None,
+                    merged: Vec::new(),
                 });
             }
         }

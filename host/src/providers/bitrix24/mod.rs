@@ -405,6 +405,7 @@ impl Provider for Bitrix24 {
                 target: dialog,
                 message: message.clone(),
                 dedup_key: None,
+                merged: Vec::new(),
             })
             .collect())
     }

@@ -453,6 +453,7 @@ impl Provider for Easemob {
             target: String::new(),
             message: message.clone(),
             dedup_key: None,
+            merged: Vec::new(),
         }])
     }
 

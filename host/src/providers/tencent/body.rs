@@ -135,14 +135,26 @@ pub fn msg_body(message: &Message) -> Result<Value, String> {
     Ok(Value::Array(vec![element]))
 }
 
-/// The whole request body of `send_broadcast_msg`.
-pub fn request_body(message: &Message, random: u32) -> Result<Value, String> {
+/// The `MsgBody` of several messages in one request: their elements in order.
+pub fn merged_msg_body(first: &Message, rest: &[Message]) -> Result<Value, String> {
+    let mut elements = Vec::new();
+    for message in std::iter::once(first).chain(rest) {
+        if let Value::Array(items) = msg_body(message)? {
+            elements.extend(items);
+        }
+    }
+    Ok(Value::Array(elements))
+}
+
+/// The whole request body of `send_broadcast_msg`; `rest` are messages
+/// merged after `message` (same sender and custom data).
+pub fn request_body(message: &Message, rest: &[Message], random: u32) -> Result<Value, String> {
     let mut body = serde_json::Map::new();
     if let Some(sender) = &message.sender {
         body.insert("From_Account".into(), Value::String(sender.clone()));
     }
     body.insert("Random".into(), json!(random));
-    body.insert("MsgBody".into(), msg_body(message)?);
+    body.insert("MsgBody".into(), merged_msg_body(message, rest)?);
     if let Some(extra) = &message.extra {
         body.insert("CloudCustomData".into(), Value::String(extra.clone()));
     }
@@ -246,14 +258,14 @@ mod tests {
     #[test]
     fn request_body_has_sender_random_and_custom_data() {
         let mut m = message(text("hi"));
-        let body = request_body(&m, 8_912_345).unwrap();
+        let body = request_body(&m, &[], 8_912_345).unwrap();
         assert_eq!(
             body,
             json!({ "Random": 8_912_345, "MsgBody": [{ "MsgType": "TIMTextElem", "MsgContent": { "Text": "hi" } }] })
         );
         m.sender = Some("test".into());
         m.extra = Some("{\"k\":\"v\"}".into());
-        let body = request_body(&m, u32::MAX).unwrap();
+        let body = request_body(&m, &[], u32::MAX).unwrap();
         assert_eq!(body["From_Account"], "test");
         assert_eq!(body["Random"], 4_294_967_295u64);
         assert_eq!(body["CloudCustomData"], "{\"k\":\"v\"}");

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use self::body::{MAX_MSG_BODY_BYTES, msg_body, request_body};
+use self::body::{MAX_MSG_BODY_BYTES, merged_msg_body, msg_body, request_body};
 use super::common::{self, Options, Reply, form_query, unix_now};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
@@ -294,7 +294,16 @@ impl Provider for Tencent {
 
     fn check_channel(&self, name: &str, channel: &ChannelConfig) -> Vec<ConfigIssue> {
         let prefix = format!("channels.{name}");
-        let mut issues = Options::new(&channel.options, &prefix, &[]).issues;
+        let options = Options::new(&channel.options, &prefix, &["merge"]);
+        let mut issues = options.issues;
+        if let Some(v) = channel.options.get("merge")
+            && !v.is_bool()
+        {
+            issues.push(ConfigIssue {
+                key: format!("{prefix}.merge"),
+                message: "must be true or false".into(),
+            });
+        }
         if channel.target.is_some() {
             issues.push(ConfigIssue {
                 key: format!("{prefix}.target"),
@@ -377,7 +386,30 @@ impl Provider for Tencent {
             target: String::new(),
             message: message.clone(),
             dedup_key: Some(rand::random::<u32>().to_string()),
+            merged: Vec::new(),
         }])
+    }
+
+    fn merge(&self, channel: &ChannelConfig, part: &Part, next: &Message) -> Option<Part> {
+        let enabled = channel
+            .options
+            .get("merge")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
+        // One request has one From_Account and one CloudCustomData.
+        if !enabled || next.sender != part.message.sender || next.extra != part.message.extra {
+            return None;
+        }
+        let mut merged = part.merged.clone();
+        merged.push(next.clone());
+        let bytes = merged_msg_body(&part.message, &merged)
+            .ok()?
+            .to_string()
+            .len();
+        (bytes <= MAX_MSG_BODY_BYTES).then(|| Part {
+            merged,
+            ..part.clone()
+        })
     }
 
     async fn send(&self, _channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
@@ -390,7 +422,7 @@ impl Provider for Tencent {
                 rand::random::<u32>()
             }
         };
-        let body = match request_body(&part.message, random) {
+        let body = match request_body(&part.message, &part.merged, random) {
             Ok(b) => b,
             Err(why) => {
                 return DeliveryOutcome::Rejected {
