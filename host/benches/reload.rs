@@ -16,7 +16,9 @@ use botbox::config::Config;
 use botbox::runtime::reload::{Change, Watcher};
 
 fn plugin(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").join(format!("{name}.wasm"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"))
 }
 
 /// The same component with a custom section appended: same behaviour, a
@@ -62,7 +64,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn measure(name: &str, memory_mb: u32) -> Option<(usize, Duration, Duration)> {
     let source = plugin(name);
     let Ok(original) = std::fs::read(&source) else {
-        println!("{name:<10} skipped: {} missing (run `cargo xtask plugins`)", source.display());
+        println!(
+            "{name:<10} skipped: {} missing (run `cargo xtask plugins`)",
+            source.display()
+        );
         return None;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,7 +83,9 @@ async fn measure(name: &str, memory_mb: u32) -> Option<(usize, Duration, Duratio
     assert!(app.load_plugins().await.is_empty(), "{name} loads");
 
     let (mut watcher, mut changes) = Watcher::start().expect("watcher");
-    watcher.watch(&path, Change::Plugin("bot".into())).expect("watch");
+    watcher
+        .watch(&path, Change::Plugin("bot".into()))
+        .expect("watch");
     let loader = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -111,9 +118,19 @@ async fn measure(name: &str, memory_mb: u32) -> Option<(usize, Duration, Duratio
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    println!("reload latency: file written -> new version serving (median; includes the 150 ms debounce)");
-    println!("{:<10} {:>12} {:>12} {:>12}", "plugin", "size", "uncached", "cached");
-    for (name, lang, memory) in [("greeter", "rust", 64), ("countdown", "c", 64), ("poll", "js", 64), ("faq", "python", 64)] {
+    println!(
+        "reload latency: file written -> new version serving (median; includes the 150 ms debounce)"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>12}",
+        "plugin", "size", "uncached", "cached"
+    );
+    for (name, lang, memory) in [
+        ("greeter", "rust", 64),
+        ("countdown", "c", 64),
+        ("poll", "js", 64),
+        ("faq", "python", 64),
+    ] {
         if let Some((size, uncached, cached)) = measure(name, memory).await {
             println!(
                 "{:<10} {:>9} KB {:>9} ms {:>9} ms   ({lang})",
