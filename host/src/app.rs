@@ -13,6 +13,9 @@ use crate::delivery::throttle::{ScaledClock, SharedClock, SystemClock};
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
 use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
+use crate::triggers::Shared;
+use crate::triggers::admin::AdminSettings;
+use crate::triggers::webhooks::WebhookSettings;
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,30 @@ pub struct App {
     pub config: Config,
     pub runtime: Arc<Runtime>,
     pub delivery: Arc<Delivery>,
+    /// `[webhooks]` and the providers' `inbound` sections, when set.
+    pub webhooks: Option<WebhookSettings>,
+    /// `[admin]`, when set.
+    pub admin: Option<AdminSettings>,
+    /// The replay cache and metrics, shared by every generation.
+    pub shared: Arc<Shared>,
+}
+
+/// Validates the listener sections together, so every problem is reported.
+fn listeners(
+    config: &Config,
+) -> Result<(Option<WebhookSettings>, Option<AdminSettings>), Vec<ConfigIssue>> {
+    match (
+        WebhookSettings::from_config(config),
+        AdminSettings::from_config(config),
+    ) {
+        (Ok(w), Ok(a)) => Ok((w, a)),
+        (w, a) => Err(w
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(a.err().unwrap_or_default())
+            .collect()),
+    }
 }
 
 impl App {
@@ -46,6 +73,7 @@ impl App {
     /// reported together, like the rest of the config.
     pub fn build(config: Config) -> Result<App, StartError> {
         let registry = Registry::from_config(&config).map_err(|issues| invalid(&config, issues))?;
+        let (webhooks, admin) = listeners(&config).map_err(|issues| invalid(&config, issues))?;
         let outbox = SqliteOutbox::open(&config.storage.dir.join("outbox.sqlite"))
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let clock: SharedClock = if config.runtime.time_scale == 1.0 {
@@ -81,6 +109,9 @@ impl App {
             config,
             runtime: Arc::new(runtime),
             delivery,
+            webhooks,
+            admin,
+            shared: Arc::new(Shared::default()),
         })
     }
 
@@ -98,6 +129,10 @@ impl App {
         config: Config,
     ) -> Result<(App, BTreeMap<String, Arc<Plugin>>), ReloadError> {
         let registry = Registry::from_config(&config).map_err(|issues| ConfigError::Invalid {
+            path: config.source.display().to_string(),
+            issues,
+        })?;
+        let (webhooks, admin) = listeners(&config).map_err(|issues| ConfigError::Invalid {
             path: config.source.display().to_string(),
             issues,
         })?;
@@ -137,6 +172,9 @@ impl App {
                 config,
                 runtime: self.runtime.clone(),
                 delivery,
+                webhooks,
+                admin,
+                shared: self.shared.clone(),
             },
             prepared,
         ))

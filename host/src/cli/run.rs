@@ -46,6 +46,7 @@ impl Generation {
         let workers = app.delivery.start(stop.clone());
         let tasks = TaskTracker::new();
         triggers::schedule::start(&app.config, app.runtime.clone(), stop.clone(), &tasks);
+        triggers::start_listeners(&app, stop.clone(), &tasks);
         tasks.spawn(triggers::reports::run(
             app.delivery.clone(),
             app.runtime.clone(),
@@ -89,14 +90,20 @@ async fn reload_plugin(app: &App, name: &str) {
     };
     let started = Instant::now();
     match app.runtime.load(name, plugin_config).await {
-        Ok(p) => tracing::info!(
-            plugin = name,
-            generation = p.generation,
-            compile = ?p.compile_source,
-            ms = started.elapsed().as_millis() as u64,
-            "reloaded"
-        ),
-        Err(e) => tracing::error!("{e}; the running version stays in service"),
+        Ok(p) => {
+            app.shared.metrics.reload("plugin", "ok");
+            tracing::info!(
+                plugin = name,
+                generation = p.generation,
+                compile = ?p.compile_source,
+                ms = started.elapsed().as_millis() as u64,
+                "reloaded"
+            )
+        }
+        Err(e) => {
+            app.shared.metrics.reload("plugin", "refused");
+            tracing::error!("{e}; the running version stays in service")
+        }
     }
 }
 
@@ -105,6 +112,7 @@ async fn reload_config(current: Generation, path: &std::path::Path) -> Generatio
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
+            current.app.shared.metrics.reload("config", "refused");
             tracing::error!("config not reloaded, the running one stays in force: {e}");
             return current;
         }
@@ -112,11 +120,13 @@ async fn reload_config(current: Generation, path: &std::path::Path) -> Generatio
     let (next, plugins) = match current.app.rebuild(config).await {
         Ok(built) => built,
         Err(e) => {
+            current.app.shared.metrics.reload("config", "refused");
             tracing::error!("config not reloaded, the running one stays in force: {e}");
             return current;
         }
     };
     current.stop().await;
+    next.shared.metrics.reload("config", "ok");
     next.activate(plugins);
     tracing::info!(plugins = ?next.runtime.plugin_names(), "config reloaded");
     Generation::start(Arc::new(next))

@@ -80,6 +80,12 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub channels: BTreeMap<String, ChannelConfig>,
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[webhooks]`: the inbound callback listener, validated by
+    /// [`crate::triggers::webhooks::WebhookSettings::from_config`].
+    pub webhooks: Option<toml::Table>,
+    /// `[admin]`: the admin API and metrics listener, validated by
+    /// [`crate::triggers::admin::AdminSettings::from_config`].
+    pub admin: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,8 +106,11 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     pub kind: String,
-    /// Every key but `kind`, for the provider module to read.
+    /// Every key but `kind` and `inbound`, for the provider module to read.
     pub options: toml::Table,
+    /// `[providers.NAME.inbound]`: how this account's callbacks (webhooks
+    /// to botbox) are authenticated, read by [`crate::triggers::webhooks`].
+    pub inbound: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +189,8 @@ struct RawConfig {
     channels: BTreeMap<String, toml::Table>,
     #[serde(default)]
     plugins: BTreeMap<String, RawPlugin>,
+    webhooks: Option<toml::Table>,
+    admin: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default)]
@@ -323,6 +334,7 @@ impl Config {
             if !is_valid_name(&name) {
                 issue(key.clone(), name_rule());
             }
+            let inbound = table.remove("inbound");
             match table.remove("kind") {
                 Some(toml::Value::String(kind)) => {
                     providers.insert(
@@ -330,6 +342,7 @@ impl Config {
                         ProviderConfig {
                             kind,
                             options: table,
+                            inbound,
                         },
                     );
                 }
@@ -505,6 +518,8 @@ impl Config {
             providers,
             channels,
             plugins,
+            webhooks: raw.webhooks,
+            admin: raw.admin,
         }
     }
 }

@@ -20,7 +20,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, Trap};
 
 pub use self::engine::{CompileCache, CompileSource, PoolSizes};
-pub use self::plugin::{LoadError, Plugin, PluginStats};
+pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginStats};
 pub use self::state::HostState;
 
 use self::engine::{EpochTicker, build_engine, deadline_ticks};
@@ -347,8 +347,10 @@ impl Runtime {
         // stream of dispatches would never give the scheduler a turn;
         // yielding once per event keeps timers and other triggers served.
         tokio::task::yield_now().await;
+        let started = std::time::Instant::now();
         let result = self.run_handle(plugin, event).await;
         let stats = &plugin.stats;
+        stats.latency.record(started.elapsed());
         match &result {
             Ok(()) => stats.handled.fetch_add(1, Ordering::Relaxed),
             Err(HandleError::Timeout { .. }) => stats.timeouts.fetch_add(1, Ordering::Relaxed),

@@ -208,6 +208,43 @@ pub struct PluginStats {
     pub timeouts: AtomicU64,
     pub out_of_memory: AtomicU64,
     pub busy: AtomicU64,
+    /// How long each event took, handled or not.
+    pub latency: Latency,
+}
+
+/// Upper bounds of the handle-latency histogram buckets, in ms.
+pub const LATENCY_BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+/// A fixed-bucket latency histogram of atomics (Prometheus style).
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    pub fn record(&self, elapsed: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|le| ms <= *le) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// Per-bucket (not cumulative) counts, the total count and the sum in µs.
+    pub fn snapshot(&self) -> ([u64; LATENCY_BUCKETS_MS.len()], u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            self.count.load(Relaxed),
+            self.sum_us.load(Relaxed),
+        )
+    }
 }
 
 /// A loaded plugin, ready to handle events. Replaced whole on reload;

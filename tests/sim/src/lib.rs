@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 mod admin;
 mod bbb;
 mod bitrix;
+pub mod callbacks;
 mod clock;
 pub mod codec;
 mod config;
@@ -368,6 +369,63 @@ impl Sim {
     pub fn bbb_hooks(&self) -> Vec<BbbHook> {
         self.shared.bbb.hooks()
     }
+    /// Sends a bbb-webhooks event (a JSON array of `{"data": …}`) to every
+    /// hook registered with `hooks/create` (only those for this meeting or
+    /// for all meetings), signed with the shared secret as bbb-webhooks
+    /// does. Returns each hook's URL and reply.
+    pub async fn bbb_send_event(
+        &self,
+        meeting_id: &str,
+        event: &serde_json::Value,
+    ) -> Vec<(String, std::io::Result<callbacks::CallbackReply>)> {
+        callbacks::bbb_deliver(self.bbb_hooks(), &self.cfg.bbb.secret, meeting_id, event).await
+    }
+
+    /// Demo chatter: every `period` (real time), someone writes the next of
+    /// `lines` (round robin) in `meeting_id`'s public chat, sent to every
+    /// registered hook. Stops with the simulator; refused or failed
+    /// callbacks are logged at debug level only.
+    pub fn bbb_start_chatter(&self, meeting_id: &str, lines: Vec<String>, period: Duration) {
+        if lines.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let secret = self.cfg.bbb.secret.clone();
+        let meeting = meeting_id.to_owned();
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            for i in 0.. {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let text = &lines[i % lines.len()];
+                let event = callbacks::bbb_chat_event(&meeting, "sim-user", "Ada (sim)", text);
+                for (url, reply) in
+                    callbacks::bbb_deliver(shared.bbb.hooks(), &secret, &meeting, &event).await
+                {
+                    if !matches!(&reply, Ok(r) if r.status == 200) {
+                        tracing::debug!(target: "botbox_sim", url, ?reply, "chatter callback not accepted");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Someone writes `text` in a meeting's public chat: the
+    /// `chat-group-message-sent` event goes to every registered hook.
+    pub async fn bbb_send_chat(
+        &self,
+        meeting_id: &str,
+        user_id: &str,
+        user_name: &str,
+        text: &str,
+    ) -> Vec<(String, std::io::Result<callbacks::CallbackReply>)> {
+        let event = callbacks::bbb_chat_event(meeting_id, user_id, user_name, text);
+        self.bbb_send_event(meeting_id, &event).await
+    }
+
     /// The console switch for AVChatRoom broadcasts (off: ErrorCode 10007).
     pub fn tencent_set_broadcast_enabled(&self, on: bool) {
         self.shared.tencent.set_broadcast_enabled(on);

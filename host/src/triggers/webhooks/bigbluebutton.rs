@@ -1,0 +1,283 @@
+//! BigBlueButton (bbb-webhooks ≥ 3.4): the hook appends
+//! `checksum = lowercase_hex(H(callbackURL + rawBody + secret))` to the
+//! callback URL, `H` picked by the checksum's length (SHA-1/256/384/512),
+//! or sends `Authorization: Bearer {secret}`. The checksum covers the body,
+//! so a replay is recognised by the body's hash.
+//!
+//! The body is JSON, or a form whose `event` field holds the JSON: an array
+//! of `{"data": {"type": "event", "id": …, "attributes": {…}, "event": {"ts": …}}}`.
+
+use axum::http::header::AUTHORIZATION;
+use serde_json::Value;
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use super::{
+    Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, form_pairs, same,
+};
+use crate::wit::types::MeetingEventKind;
+
+/// The public chat; private chats are not for bots.
+const PUBLIC_CHAT: &str = "MAIN-PUBLIC-GROUP-CHAT";
+/// More events in one call are refused as malformed.
+const MAX_EVENTS: usize = 100;
+
+pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
+    if let Some(auth) = call.headers.get(AUTHORIZATION) {
+        let given = auth
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .ok_or_else(|| Refusal::Forged("Authorization is not a Bearer token".into()))?;
+        return if same(given, hook.secret.expose().as_bytes()) {
+            Ok(())
+        } else {
+            Err(Refusal::Forged("the Bearer token does not match".into()))
+        };
+    }
+    let Some(checksum) = call.query_param("checksum") else {
+        return Err(Refusal::Forged(
+            "no checksum parameter and no Authorization header".into(),
+        ));
+    };
+    let checksum = checksum.to_ascii_lowercase();
+    let mut input = Vec::with_capacity(hook.url.len() + call.body.len() + 64);
+    input.extend_from_slice(hook.url.as_bytes());
+    input.extend_from_slice(call.body);
+    input.extend_from_slice(hook.secret.expose().as_bytes());
+    let expected = match checksum.len() {
+        40 => hex::encode(Sha1::digest(&input)),
+        64 => hex::encode(Sha256::digest(&input)),
+        96 => hex::encode(Sha384::digest(&input)),
+        128 => hex::encode(Sha512::digest(&input)),
+        _ => {
+            return Err(Refusal::Forged(
+                "the checksum is not a SHA-1, SHA-256, SHA-384 or SHA-512 hex digest".into(),
+            ));
+        }
+    };
+    if same(expected.as_bytes(), checksum.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::Forged(
+            "the checksum does not match (is inbound.url the URL registered with hooks/create?)"
+                .into(),
+        ))
+    }
+}
+
+pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
+    let value: Value = match serde_json::from_slice(call.body) {
+        Ok(v) => v,
+        Err(_) => {
+            let event = form_pairs(call.body)
+                .into_iter()
+                .find(|(k, _)| k == "event")
+                .map(|(_, v)| v)
+                .ok_or_else(|| {
+                    Refusal::Malformed("neither JSON nor a form with an `event` field".into())
+                })?;
+            serde_json::from_str(&event)
+                .map_err(|_| Refusal::Malformed("the `event` field is not JSON".into()))?
+        }
+    };
+    let value = match value {
+        Value::Object(mut m) if m.contains_key("event") && !m.contains_key("data") => {
+            m.remove("event").unwrap_or(Value::Null)
+        }
+        other => other,
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(_) => vec![value],
+        _ => return Err(Refusal::Malformed("the events are not a JSON array".into())),
+    };
+    if items.len() > MAX_EVENTS {
+        return Err(Refusal::Malformed(format!(
+            "more than {MAX_EVENTS} events in one call"
+        )));
+    }
+    let events = items.iter().filter_map(event).collect();
+    Ok(Parsed {
+        dedup_key: format!("body:{}", hex::encode(Sha256::digest(call.body))),
+        events,
+    })
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+fn event(item: &Value) -> Option<Incoming> {
+    let data = item.get("data").unwrap_or(item);
+    let id = data.get("id")?.as_str()?;
+    let attributes = data.get("attributes")?;
+    let meeting = attributes.get("meeting")?;
+    let meeting_id = str_at(meeting, &["external-meeting-id"])
+        .or_else(|| str_at(meeting, &["internal-meeting-id"]))
+        .filter(|m| !m.is_empty())?;
+    let meeting_id = clean_id(meeting_id);
+    let meeting_name = str_at(meeting, &["name"]).map(clean_id);
+    let ts = data
+        .get("event")
+        .and_then(|e| e.get("ts"))
+        .and_then(Value::as_u64);
+    let user = attributes.get("user");
+    let user_id = user
+        .and_then(|u| str_at(u, &["external-user-id"]).or_else(|| str_at(u, &["internal-user-id"])))
+        .map(clean_id);
+    let user_name = user.and_then(|u| str_at(u, &["name"])).map(clean_id);
+    let kind = match id {
+        "meeting-created" => MeetingEventKind::Started,
+        "meeting-ended" => MeetingEventKind::Ended,
+        "user-joined" => MeetingEventKind::UserJoined,
+        "user-left" => MeetingEventKind::UserLeft,
+        "meeting-recording-started" => MeetingEventKind::RecordingStarted,
+        "meeting-recording-stopped" => MeetingEventKind::RecordingStopped,
+        "chat-group-message-sent" => {
+            if str_at(attributes, &["chat-id"]).is_some_and(|c| c != PUBLIC_CHAT) {
+                return None;
+            }
+            let message = attributes.get("chat-message")?;
+            let text = str_at(message, &["message"])?;
+            let sender = message.get("sender");
+            let sender_id = sender
+                .and_then(|s| {
+                    str_at(s, &["external-user-id"]).or_else(|| str_at(s, &["internal-user-id"]))
+                })
+                .unwrap_or("");
+            return Some(Incoming::Chat {
+                conversation: meeting_id,
+                sender_id: clean_id(sender_id),
+                sender_name: sender.and_then(|s| str_at(s, &["name"])).map(clean_id),
+                text: clean_text(text),
+                message_id: str_at(message, &["id"]).map(clean_id),
+                sent_at_ms: sender
+                    .and_then(|s| s.get("time"))
+                    .and_then(Value::as_u64)
+                    .or(ts),
+            });
+        }
+        _ => return None,
+    };
+    Some(Incoming::Meeting {
+        kind,
+        meeting_id,
+        meeting_name,
+        user_id: if matches!(
+            kind,
+            MeetingEventKind::UserJoined | MeetingEventKind::UserLeft
+        ) {
+            user_id
+        } else {
+            None
+        },
+        user_name: if matches!(
+            kind,
+            MeetingEventKind::UserJoined | MeetingEventKind::UserLeft
+        ) {
+            user_name
+        } else {
+            None
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::triggers::webhooks::HookKind;
+    use axum::http::HeaderMap;
+
+    fn hook() -> ProviderHook {
+        ProviderHook {
+            kind: HookKind::BigBlueButton,
+            secret: Secret::new("s3cret".into()),
+            url: "http://bot.example/webhooks/bbb".into(),
+        }
+    }
+
+    fn call<'a>(headers: &'a HeaderMap, query: &str, body: &'a [u8]) -> Call<'a> {
+        Call {
+            query: form_pairs(query.as_bytes()),
+            headers,
+            body,
+            now_ms: 0,
+            max_skew_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn checksum_of_every_length_and_bearer() {
+        let body = br#"[{"data":{"id":"meeting-ended","attributes":{"meeting":{"external-meeting-id":"m1"}}}}]"#;
+        let mut input = b"http://bot.example/webhooks/bbb".to_vec();
+        input.extend_from_slice(body);
+        input.extend_from_slice(b"s3cret");
+        let h = HeaderMap::new();
+        for sum in [
+            hex::encode(Sha1::digest(&input)),
+            hex::encode(Sha256::digest(&input)),
+            hex::encode(Sha384::digest(&input)),
+            hex::encode(Sha512::digest(&input)),
+        ] {
+            verify(&hook(), &call(&h, &format!("checksum={sum}"), body)).unwrap();
+            let mut bad = sum.clone().into_bytes();
+            bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+            let bad = String::from_utf8(bad).unwrap();
+            assert!(verify(&hook(), &call(&h, &format!("checksum={bad}"), body)).is_err());
+        }
+        assert!(verify(&hook(), &call(&h, "", body)).is_err());
+        let mut bearer = HeaderMap::new();
+        bearer.insert(AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        verify(&hook(), &call(&bearer, "", body)).unwrap();
+        bearer.insert(AUTHORIZATION, "Bearer s3creT".parse().unwrap());
+        assert!(verify(&hook(), &call(&bearer, "", body)).is_err());
+    }
+
+    #[test]
+    fn events_of_both_body_shapes() {
+        let json = r#"[{"data":{"type":"event","id":"chat-group-message-sent","attributes":{"meeting":{"internal-meeting-id":"i1","external-meeting-id":"m1","name":"Physics"},"chat-message":{"id":"c1","message":"!help","sender":{"internal-user-id":"w_1","external-user-id":"u1","name":"Ada","time":1700000000000}},"chat-id":"MAIN-PUBLIC-GROUP-CHAT"},"event":{"ts":1700000000001}}},
+            {"data":{"type":"event","id":"user-joined","attributes":{"meeting":{"external-meeting-id":"m1"},"user":{"internal-user-id":"w_2","name":"Bob"}},"event":{"ts":1}}},
+            {"data":{"id":"chat-group-message-sent","attributes":{"meeting":{"external-meeting-id":"m1"},"chat-message":{"message":"psst"},"chat-id":"private"}}},
+            {"data":{"id":"something-else","attributes":{"meeting":{"external-meeting-id":"m1"}}}}]"#;
+        let h = HeaderMap::new();
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("event", json)
+            .finish();
+        for body in [json.as_bytes(), form.as_bytes()] {
+            let parsed = parse(&call(&h, "", body)).unwrap();
+            assert_eq!(parsed.events.len(), 2, "{parsed:?}");
+            assert_eq!(
+                parsed.events[0],
+                Incoming::Chat {
+                    conversation: "m1".into(),
+                    sender_id: "u1".into(),
+                    sender_name: Some("Ada".into()),
+                    text: "!help".into(),
+                    message_id: Some("c1".into()),
+                    sent_at_ms: Some(1700000000000),
+                }
+            );
+            assert!(matches!(
+                &parsed.events[1],
+                Incoming::Meeting { kind: MeetingEventKind::UserJoined, user_id: Some(u), .. } if u == "w_2"
+            ));
+        }
+    }
+
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let h = HeaderMap::new();
+        for body in [
+            &b""[..],
+            b"null",
+            b"[1,2,3]",
+            b"{\"event\": 5}",
+            b"event=%ZZ",
+            b"[{\"data\": {\"id\": 5}}]",
+            b"\xff\xfe",
+        ] {
+            let _ = parse(&call(&h, "", body));
+        }
+    }
+}

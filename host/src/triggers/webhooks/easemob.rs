@@ -1,0 +1,157 @@
+//! Easemob message callbacks: a JSON body with `callId`, `timestamp` (Unix
+//! ms) and `security = md5_hex(callId + secret + timestamp)`. The signature
+//! does not cover the rest of the body, so the time is checked against
+//! `max_skew_s` and each message de-duplicated by `msg_id` (else `callId`).
+//!
+//! `eventType = "chat"` with `chat_type` `groupchat` or `chatroom` becomes
+//! a chat message in that group or room (conversation = `to`); `chat`
+//! (one-to-one) one in the sender's conversation (`user:{from}`). Only
+//! `txt` bodies carry text.
+
+use md5::Md5;
+use serde_json::Value;
+use sha2::Digest;
+
+use super::{Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, same};
+
+pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
+    let body: Value = serde_json::from_slice(call.body)
+        .map_err(|_| Refusal::Malformed("the body is not JSON".into()))?;
+    let call_id = body.get("callId").and_then(Value::as_str);
+    let security = body.get("security").and_then(Value::as_str);
+    let timestamp = body.get("timestamp");
+    let (Some(call_id), Some(security), Some(timestamp)) = (call_id, security, timestamp) else {
+        return Err(Refusal::Forged(
+            "callId, security or timestamp is missing".into(),
+        ));
+    };
+    let timestamp_text = match timestamp {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err(Refusal::Malformed("timestamp is not a number".into())),
+    };
+    let expected = hex::encode(Md5::digest(
+        format!("{call_id}{}{timestamp_text}", hook.secret.expose()).as_bytes(),
+    ));
+    if !same(
+        expected.as_bytes(),
+        security.to_ascii_lowercase().as_bytes(),
+    ) {
+        return Err(Refusal::Forged("security does not match".into()));
+    }
+    let sent_ms: u64 = timestamp_text
+        .parse()
+        .map_err(|_| Refusal::Malformed("timestamp is not Unix milliseconds".into()))?;
+    call.check_fresh(sent_ms)
+}
+
+pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
+    let body: Value = serde_json::from_slice(call.body)
+        .map_err(|_| Refusal::Malformed("the body is not JSON".into()))?;
+    let call_id = body.get("callId").and_then(Value::as_str).unwrap_or("");
+    let message_id = body.get("msg_id").and_then(Value::as_str).map(clean_id);
+    let dedup_key = match &message_id {
+        Some(id) => format!("msg:{id}"),
+        None => format!("call:{}", clean_id(call_id)),
+    };
+    let event_type = body.get("eventType").and_then(Value::as_str).unwrap_or("");
+    if event_type != "chat" {
+        return Ok(Parsed {
+            dedup_key,
+            events: Vec::new(),
+        });
+    }
+    let from = body.get("from").and_then(Value::as_str).unwrap_or("");
+    let to = body.get("to").and_then(Value::as_str).unwrap_or("");
+    if from.is_empty() {
+        return Err(Refusal::Malformed("from is missing".into()));
+    }
+    let conversation = match body.get("chat_type").and_then(Value::as_str) {
+        Some("groupchat" | "chatroom") if !to.is_empty() => clean_id(to),
+        Some("chat") => format!("user:{}", clean_id(from)),
+        _ => return Err(Refusal::Malformed("chat_type or to is missing".into())),
+    };
+    let text: Vec<&str> = body
+        .get("payload")
+        .and_then(|p| p.get("bodies"))
+        .and_then(Value::as_array)
+        .map(|bodies| {
+            bodies
+                .iter()
+                .take(64)
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("txt"))
+                .filter_map(|b| b.get("msg").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let events = if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![Incoming::Chat {
+            conversation,
+            sender_id: clean_id(from),
+            sender_name: None,
+            text: clean_text(&text.join("")),
+            message_id,
+            sent_at_ms: body.get("timestamp").and_then(Value::as_u64),
+        }]
+    };
+    Ok(Parsed { dedup_key, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::triggers::webhooks::HookKind;
+    use axum::http::HeaderMap;
+
+    fn hook() -> ProviderHook {
+        ProviderHook {
+            kind: HookKind::Easemob,
+            secret: Secret::new("sec".into()),
+            url: String::new(),
+        }
+    }
+
+    fn body(security: &str, timestamp: u64) -> Vec<u8> {
+        format!(
+            r#"{{"callId":"org#app_1","eventType":"chat","chat_type":"groupchat","timestamp":{timestamp},"security":"{security}","from":"ada","to":"g1","msg_id":"m9","payload":{{"bodies":[{{"type":"txt","msg":"!time"}}]}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn security_time_and_message() {
+        let h = HeaderMap::new();
+        let sec = hex::encode(Md5::digest(b"org#app_1sec1700000000000"));
+        let ok = body(&sec, 1_700_000_000_000);
+        let call = |b: &'static [u8], now_ms| Call {
+            query: Vec::new(),
+            headers: &h,
+            body: b,
+            now_ms,
+            max_skew_ms: 60_000,
+        };
+        let ok: &'static [u8] = ok.leak();
+        verify(&hook(), &call(ok, 1_700_000_001_000)).unwrap();
+        assert!(matches!(
+            verify(&hook(), &call(ok, 1_700_000_100_000)),
+            Err(Refusal::Stale(_))
+        ));
+        let bad: &'static [u8] = body(&"0".repeat(32), 1_700_000_000_000).leak();
+        assert!(matches!(
+            verify(&hook(), &call(bad, 1_700_000_000_000)),
+            Err(Refusal::Forged(_))
+        ));
+        let p = parse(&call(ok, 0)).unwrap();
+        assert_eq!(p.dedup_key, "msg:m9");
+        assert!(
+            matches!(&p.events[0], Incoming::Chat { conversation, text, .. } if conversation == "g1" && text == "!time")
+        );
+        for hostile in [&b"{}"[..], b"[]", b"{\"eventType\":\"chat\",\"from\":5}"] {
+            let _ = verify(&hook(), &call(hostile, 0));
+            let _ = parse(&call(hostile, 0));
+        }
+    }
+}

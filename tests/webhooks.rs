@@ -1,0 +1,696 @@
+//! Inbound provider callbacks and the admin API, over real HTTP: the
+//! simulators sign callbacks the way each provider documents, the host
+//! authenticates them, refuses forged, stale and replayed ones, hands the
+//! events to the plugins granted them, and the `commands` bot's answer is
+//! delivered into the conversation it was asked in.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use botbox::app::App;
+use botbox::config::Config;
+use botbox::triggers::{self, admin, webhooks};
+use botbox_sim::callbacks::{self, CallbackReply, post, unix_ms};
+use botbox_sim::{ChecksumAlg, Sim, SimConfig, SimProvider, Target};
+use serde_json::Value;
+use support::example_plugin;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+const TENCENT_TOKEN: &str = "tencent-callback-token";
+const EASEMOB_SECRET: &str = "easemob-callback-secret";
+const BITRIX_TOKEN: &str = "bitrix-application-token";
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    sim: Sim,
+    app: Arc<App>,
+    /// `http://127.0.0.1:P`, the webhook listener.
+    hooks: String,
+    /// `http://127.0.0.1:P`, the admin listener.
+    admin: String,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A host whose `lobby` channel is on `provider`, with two plugins: the
+/// `commands` bot granted chat messages on it, and a second copy, `deaf`,
+/// granted only custom events.
+async fn rig(provider: &str, lobby: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
+    let secrets = path.join("secrets");
+    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
+    for (name, value) in [
+        ("admin-token", ADMIN_TOKEN),
+        ("tencent-token", TENCENT_TOKEN),
+        ("easemob-secret", EASEMOB_SECRET),
+        ("bitrix-token", BITRIX_TOKEN),
+    ] {
+        std::fs::write(secrets.join(name), value).unwrap();
+    }
+    let hook_listener = triggers::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let admin_listener = triggers::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let hooks = format!("http://{}", hook_listener.local_addr().unwrap());
+    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+    let file =
+        |name: &str| toml::Value::String(secrets.join(name).display().to_string()).to_string();
+    let commands = toml::Value::String(example_plugin("commands").display().to_string());
+    let text = format!(
+        r#"
+[runtime]
+reload = false
+
+[webhooks]
+listen = "{listen}"
+max_body_kb = 16
+
+[admin]
+listen = "127.0.0.1:0"
+token = {{ file = {admin_token} }}
+
+{providers}
+
+[providers.bbb.inbound]
+secret = {{ file = {bbb} }}
+url = "{hooks}/webhooks/bbb"
+
+[providers.tencent.inbound]
+secret = {{ file = {tencent} }}
+
+[providers.easemob.inbound]
+secret = {{ file = {easemob} }}
+
+[providers.bitrix24.inbound]
+secret = {{ file = {bitrix} }}
+
+[channels.lobby]
+provider = "{provider}"
+{lobby}
+
+[plugins.commands]
+path = {commands}
+channels = ["lobby"]
+events = ["chat-message", "custom", "delivery"]
+
+[plugins.deaf]
+path = {commands}
+channels = ["lobby"]
+events = ["custom"]
+"#,
+        listen = hook_listener.local_addr().unwrap(),
+        admin_token = file("admin-token"),
+        providers = botbox::cli::sim::provider_sections(&sim, &secrets),
+        bbb = file("bbb-secret"),
+        tencent = file("tencent-token"),
+        easemob = file("easemob-secret"),
+        bitrix = file("bitrix-token"),
+    );
+    std::fs::write(path.join("botbox.toml"), &text).unwrap();
+    let app = App::build(Config::load(&path.join("botbox.toml")).unwrap()).unwrap();
+    let errors = app.load_plugins().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let app = Arc::new(app);
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let workers = app.delivery.start(stop.clone());
+    tasks.spawn(async move { workers.wait().await });
+    let hook_server = Arc::new(webhooks::WebhookServer::new(
+        app.webhooks.clone().expect("[webhooks] is set"),
+        &app.config,
+        app.runtime.clone(),
+        app.shared.replay.clone(),
+        app.shared.metrics.clone(),
+    ));
+    tasks.spawn(hook_server.serve(hook_listener, stop.clone()));
+    let admin_server = Arc::new(admin::AdminServer::new(
+        app.admin.clone().expect("[admin] is set"),
+        app.runtime.clone(),
+        app.delivery.clone(),
+        app.shared.metrics.clone(),
+    ));
+    tasks.spawn(admin_server.serve(admin_listener, stop.clone()));
+    tasks.spawn(admin::observe_delivery(
+        app.delivery.clone(),
+        Arc::new(app.config.clone()),
+        app.shared.metrics.clone(),
+        stop.clone(),
+    ));
+    Rig {
+        _dir: dir,
+        sim,
+        app,
+        hooks,
+        admin,
+        stop,
+        tasks,
+    }
+}
+
+impl Rig {
+    /// Events a plugin was called with (handled or failed).
+    fn calls(&self, plugin: &str) -> u64 {
+        self.app
+            .runtime
+            .plugin(plugin)
+            .unwrap()
+            .stats
+            .latency
+            .snapshot()
+            .1
+    }
+
+    fn handled(&self, plugin: &str) -> u64 {
+        self.app
+            .runtime
+            .plugin(plugin)
+            .unwrap()
+            .stats
+            .handled
+            .load(Ordering::Relaxed)
+    }
+
+    async fn post(&self, path_and_query: &str, content_type: &str, body: &[u8]) -> CallbackReply {
+        post(
+            &format!("{}{path_and_query}", self.hooks),
+            content_type,
+            body,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.sim.shutdown().await;
+    }
+}
+
+fn assert_status(reply: &CallbackReply, status: u16, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bbb_chat_reaches_the_granted_plugin_and_the_answer_lands_in_that_meeting() {
+    let r = rig("bbb", "target = { meetings = \"all-running\" }").await;
+    // The operator registers the callback with a signed hooks/create.
+    let secret = r.sim.config().bbb.secret.clone();
+    let callback = format!("{}/webhooks/bbb", r.hooks);
+    let url = botbox_sim::sign::bbb_url(
+        &r.sim.bbb_url(),
+        "hooks/create",
+        &[("callbackURL", &callback)],
+        &secret,
+        ChecksumAlg::Sha256,
+    );
+    let created = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(created.contains("SUCCESS"), "{created}");
+
+    let replies = r.sim.bbb_send_chat("room-2", "u1", "Ada", "!help").await;
+    assert_eq!(replies.len(), 1);
+    let reply = replies[0].1.as_ref().unwrap();
+    assert_status(reply, 200, "a signed chat event");
+
+    let delivered = r
+        .sim
+        .wait_for_deliveries(Some(SimProvider::Bbb), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(
+        delivered[0].target,
+        Target::Meeting {
+            id: "room-2".into()
+        },
+        "the answer goes to the meeting it was asked in, not to every running one"
+    );
+    assert!(
+        delivered[0].content.to_string().contains("!time"),
+        "the !help answer: {:?}",
+        delivered[0].content
+    );
+    assert_eq!(r.handled("commands"), 1);
+    assert_eq!(r.calls("deaf"), 0, "deaf is not granted chat-message");
+
+    // Meeting events reach only plugins granted `meeting`: neither here.
+    let joined = callbacks::bbb_meeting_event("user-joined", "room-1", Some(("u2", "Bob")));
+    let replies = r.sim.bbb_send_event("room-1", &joined).await;
+    assert_status(replies[0].1.as_ref().unwrap(), 200, "a meeting event");
+    assert_eq!(r.calls("commands"), 1);
+
+    // Forgeries, each refused and counted, none dispatched.
+    let body = format!(
+        "event={}",
+        urlencode(&callbacks::bbb_chat_event("room-1", "u1", "Eve", "!help").to_string())
+    );
+    let signed = callbacks::bbb_signed_url(&callback, body.as_bytes(), &secret);
+    let path = signed.strip_prefix(&r.hooks).unwrap().to_string();
+    let form = "application/x-www-form-urlencoded";
+    let wrong = callbacks::bbb_signed_url(&callback, body.as_bytes(), "not-the-secret");
+    let wrong = wrong.strip_prefix(&r.hooks).unwrap();
+    assert_status(
+        &r.post(wrong, form, body.as_bytes()).await,
+        401,
+        "wrong secret",
+    );
+    assert_status(
+        &r.post("/webhooks/bbb", form, body.as_bytes()).await,
+        401,
+        "no checksum",
+    );
+    let tampered = body.replace("Eve", "Mallory");
+    assert_status(
+        &r.post(&path, form, tampered.as_bytes()).await,
+        401,
+        "tampered body",
+    );
+    assert_status(
+        &r.post(&path, form, body.as_bytes()).await,
+        200,
+        "the genuine call",
+    );
+    assert_status(
+        &r.post(&path, form, body.as_bytes()).await,
+        409,
+        "its replay",
+    );
+    assert_eq!(r.calls("commands"), 2);
+    let metrics = r.app.shared.metrics.clone();
+    assert_eq!(metrics.webhook_count("bbb", "forged"), 3);
+    assert_eq!(metrics.webhook_count("bbb", "replay"), 1);
+    assert_eq!(metrics.webhook_count("bbb", "accepted"), 3);
+
+    // The Bearer mode, and hostile bodies.
+    let bearer = reqwest::Client::new()
+        .post(format!("{}/webhooks/bbb", r.hooks))
+        .header("Authorization", format!("Bearer {secret}"))
+        .body(callbacks::bbb_meeting_event("meeting-ended", "room-1", None).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    let bad_bearer = reqwest::Client::new()
+        .post(format!("{}/webhooks/bbb", r.hooks))
+        .header("Authorization", "Bearer guess")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_bearer.status(), 401);
+    let garbage = b"{\"event\": [[[[";
+    let signed = callbacks::bbb_signed_url(&callback, garbage, &secret);
+    let reply = r
+        .post(
+            signed.strip_prefix(&r.hooks).unwrap(),
+            "application/json",
+            garbage,
+        )
+        .await;
+    assert_status(&reply, 400, "an authentic but malformed body");
+    let huge = vec![b'a'; 17 << 10];
+    assert_status(
+        &r.post("/webhooks/bbb", form, &huge).await,
+        413,
+        "over max_body_kb",
+    );
+    assert_status(
+        &r.post("/webhooks/nobody", form, b"x").await,
+        404,
+        "unknown provider",
+    );
+    assert!(r.sim.violations().is_empty(), "{:?}", r.sim.violations());
+    r.shutdown().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url_escape(s)
+}
+
+/// Form encoding, enough for the tests.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_bot_message_is_answered_in_its_dialog() {
+    let r = rig("bitrix24", "target = { dialogs = [\"chat1\"] }").await;
+    let form = "application/x-www-form-urlencoded";
+    let now = unix_ms() / 1000;
+    let body = callbacks::bitrix_bot_message(BITRIX_TOKEN, "chat13", 501, "7", "Ada", "!help", now);
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, body.as_bytes()).await,
+        200,
+        "genuine",
+    );
+    let delivered = r
+        .sim
+        .wait_for_deliveries(Some(SimProvider::Bitrix), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(
+        delivered[0].target,
+        Target::Chat { id: 13 },
+        "answered in the dialog it was asked in, not the channel's chat1"
+    );
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, body.as_bytes()).await,
+        409,
+        "replay",
+    );
+
+    let forged = callbacks::bitrix_bot_message("guess", "chat13", 502, "7", "Eve", "!help", now);
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, forged.as_bytes()).await,
+        401,
+        "wrong token",
+    );
+    let missing = body.replace("auth%5Bapplication_token%5D", "auth%5Bother%5D");
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, missing.as_bytes()).await,
+        401,
+        "no token",
+    );
+    let stale =
+        callbacks::bitrix_bot_message(BITRIX_TOKEN, "chat13", 503, "7", "Ada", "!help", now - 600);
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, stale.as_bytes()).await,
+        403,
+        "stale",
+    );
+    let no_id =
+        callbacks::bitrix_bot_message(BITRIX_TOKEN, "chat13", 504, "7", "Ada", "!help", now)
+            .replace("data%5BPARAMS%5D%5BMESSAGE_ID%5D=504", "x=1");
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, no_id.as_bytes()).await,
+        400,
+        "missing field",
+    );
+    assert_eq!(r.calls("commands"), 1);
+    assert_eq!(r.calls("deaf"), 0);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencent_group_callbacks_are_signed_timely_and_unique() {
+    let r = rig("tencent", "").await;
+    let sdkappid = r.sim.config().tencent.sdkappid;
+    let command = "Group.CallbackAfterSendMsg";
+    let json = "application/json";
+    let body = callbacks::tencent_group_message("@TGS#lobby", "ada", 11, "!help").to_string();
+    let now = unix_ms() / 1000;
+    let url = |token: &str, time: u64| {
+        callbacks::tencent_callback_url("/webhooks/tencent", sdkappid, command, token, time)
+    };
+    let ok = r
+        .post(&url(TENCENT_TOKEN, now), json, body.as_bytes())
+        .await;
+    assert_status(&ok, 200, "genuine");
+    assert!(ok.body.contains("\"ActionStatus\":\"OK\""), "{ok:?}");
+    assert_eq!(
+        r.calls("commands"),
+        1,
+        "the event reached the granted plugin"
+    );
+    assert_eq!(r.calls("deaf"), 0);
+    // A Tencent channel cannot answer into one group (send_broadcast_msg
+    // reaches them all), so the reply is refused as unsupported and nothing
+    // is broadcast to every group instead.
+    assert_eq!(r.handled("commands"), 0);
+    assert!(r.sim.deliveries_to(SimProvider::Tencent).is_empty());
+
+    assert_status(
+        &r.post(&url(TENCENT_TOKEN, now), json, body.as_bytes())
+            .await,
+        409,
+        "replay",
+    );
+    let other = callbacks::tencent_group_message("@TGS#lobby", "eve", 12, "!help").to_string();
+    assert_status(
+        &r.post(&url("guess", now), json, other.as_bytes()).await,
+        401,
+        "wrong token",
+    );
+    assert_status(
+        &r.post(&url(TENCENT_TOKEN, now - 120), json, other.as_bytes())
+            .await,
+        403,
+        "stale RequestTime",
+    );
+    assert_status(
+        &r.post("/webhooks/tencent?SdkAppid=1", json, other.as_bytes())
+            .await,
+        401,
+        "no Sign",
+    );
+    assert_status(
+        &r.post(
+            &url(TENCENT_TOKEN, now),
+            json,
+            b"{\"CallbackCommand\":\"Group.CallbackAfterSendMsg\"}",
+        )
+        .await,
+        400,
+        "missing GroupId",
+    );
+    assert_eq!(r.calls("commands"), 1);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn easemob_message_callbacks_are_signed_timely_and_unique() {
+    let r = rig("easemob", "target = \"chatrooms\"").await;
+    let json = "application/json";
+    let appkey = "org#app";
+    let message = |secret: &str, id: &str, ts: u64| {
+        callbacks::easemob_message(
+            appkey,
+            secret,
+            ("chatroom", "ada", "room9"),
+            id,
+            "!help",
+            ts,
+        )
+        .to_string()
+    };
+    let now = unix_ms();
+    let ok = message(EASEMOB_SECRET, "m1", now);
+    assert_status(
+        &r.post("/webhooks/easemob", json, ok.as_bytes()).await,
+        200,
+        "genuine",
+    );
+    assert_eq!(r.calls("commands"), 1);
+    assert_eq!(r.calls("deaf"), 0);
+    assert_status(
+        &r.post("/webhooks/easemob", json, ok.as_bytes()).await,
+        409,
+        "replay",
+    );
+    let forged = message("guess", "m2", now);
+    assert_status(
+        &r.post("/webhooks/easemob", json, forged.as_bytes()).await,
+        401,
+        "wrong secret",
+    );
+    let stale = message(EASEMOB_SECRET, "m3", now - 300_000);
+    assert_status(
+        &r.post("/webhooks/easemob", json, stale.as_bytes()).await,
+        403,
+        "stale",
+    );
+    let mut unsigned: Value = serde_json::from_str(&message(EASEMOB_SECRET, "m4", now)).unwrap();
+    unsigned.as_object_mut().unwrap().remove("security");
+    let unsigned = unsigned.to_string();
+    assert_status(
+        &r.post("/webhooks/easemob", json, unsigned.as_bytes()).await,
+        401,
+        "no security",
+    );
+    assert_eq!(r.calls("commands"), 1);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_its_token_and_metrics_move() {
+    let r = rig("bitrix24", "target = { dialogs = [\"chat1\"] }").await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", r.admin));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    for path in ["/plugins", "/outbox", "/metrics"] {
+        assert_eq!(
+            get(path, None).await.unwrap().status(),
+            401,
+            "{path} without a token"
+        );
+        assert_eq!(
+            get(path, Some("admin-token-0123456789abcdeX"))
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path} with a wrong token"
+        );
+    }
+    let plugins: Value = get("/plugins", Some(ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["commands", "deaf"]);
+    assert_eq!(
+        plugins["plugins"][0]["grants"]["channels"],
+        serde_json::json!(["lobby"])
+    );
+
+    // A custom event, the JSON of `botbox call --event`.
+    let emitted = client
+        .post(format!("{}/plugins/commands/events", r.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"name": "chat", "payload": {"text": "!help"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emitted.status(), 200, "{:?}", emitted.text().await);
+    let missing = client
+        .post(format!("{}/plugins/ghost/events", r.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"name": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let not_granted = client
+        .post(format!("{}/plugins/deaf/events", r.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"schedule": "tick"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_granted.status(), 403);
+    let bad = client
+        .post(format!("{}/plugins/commands/events", r.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    r.sim
+        .wait_for_deliveries(Some(SimProvider::Bitrix), 1, Duration::from_secs(10))
+        .await;
+    // The outbox, filtered.
+    let outbox: Value = get("/outbox?plugin=commands", Some(ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outbox["messages"].as_array().unwrap().len(), 1, "{outbox}");
+    assert_eq!(outbox["messages"][0]["channel"], "lobby");
+    let none: Value = get("/outbox?plugin=deaf", Some(ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none["messages"].as_array().unwrap().is_empty());
+    assert_eq!(
+        get("/outbox?state=bogus", Some(ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    // A forged webhook call and a handled one, then the counters.
+    let form = "application/x-www-form-urlencoded";
+    let forged =
+        callbacks::bitrix_bot_message("guess", "chat1", 1, "7", "Eve", "hi", unix_ms() / 1000);
+    assert_status(
+        &r.post("/webhooks/bitrix24", form, forged.as_bytes()).await,
+        401,
+        "forged",
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = get("/metrics", Some(ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("botbox_broadcasts_total{provider=\"bitrix24\",outcome=\"delivered\"} 1")
+            || tokio::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for line in [
+        "botbox_webhook_calls_total{provider=\"bitrix24\",outcome=\"forged\"} 1",
+        "botbox_events_handled_total{plugin=\"commands\"} 1",
+        "botbox_handle_duration_ms_count{plugin=\"commands\"} 1",
+        "botbox_broadcasts_total{provider=\"bitrix24\",outcome=\"delivered\"} 1",
+        "# TYPE botbox_handle_duration_ms histogram",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    assert!(!text.contains(ADMIN_TOKEN) && !text.contains(BITRIX_TOKEN));
+    r.shutdown().await;
+}
+
+#[test]
+fn listener_sections_are_validated_with_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[webhooks]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "somewhere"
+token = "inline-secret-value"
+[providers.out]
+kind = "console"
+inbound = { secret = { env = "X" } }
+[channels.lobby]
+provider = "out"
+"#;
+    let path = dir.path().join("botbox.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(Path::new(&path)).unwrap();
+    let Err(err) = App::build(config) else {
+        panic!("a bad [admin] and a console inbound section must be refused");
+    };
+    let err = err.to_string();
+    for key in ["admin.listen", "admin.token", "providers.out.inbound"] {
+        assert!(err.contains(key), "missing {key} in {err}");
+    }
+    assert!(!err.contains("inline-secret-value"), "{err}");
+}
