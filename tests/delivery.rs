@@ -558,8 +558,7 @@ async fn a_backed_up_tencent_queue_is_merged_into_one_msg_body() {
     let body = d[0]
         .content
         .get("MsgBody")
-        .or(Some(&d[0].content))
-        .unwrap()
+        .unwrap_or(&d[0].content)
         .to_string();
     for i in 0..5 {
         assert!(body.contains(&format!("a #{i}")), "{body}");
