@@ -694,3 +694,83 @@ provider = "out"
     }
     assert!(!err.contains("inline-secret-value"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_register_creates_the_bbb_hook_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
+    let secrets = dir.path().join("secrets");
+    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
+    let bbb_secret = toml::Value::String(secrets.join("bbb-secret").display().to_string());
+    let text = format!(
+        "[webhooks]\nlisten = \"127.0.0.1:8080\"\n\n{}\n[providers.bbb.inbound]\nsecret = {{ file = {bbb_secret} }}\nurl = \"https://bot.example.edu/webhooks/bbb\"\n",
+        botbox::cli::sim::provider_sections(&sim, &secrets)
+    );
+    let config = dir.path().join("botbox.toml");
+    std::fs::write(&config, text).unwrap();
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+            .args(["webhooks", "register", "--config"])
+            .arg(&config)
+            .output()
+    };
+    let first = run().await.unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("bbb: registered https://bot.example.edu/webhooks/bbb"),
+        "{stdout}"
+    );
+    let hooks = sim.bbb_hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(
+        hooks[0].callback_url,
+        "https://bot.example.edu/webhooks/bbb"
+    );
+    assert_eq!(hooks[0].meeting_id, None);
+    let again = run().await.unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains("already registered"), "{stdout}");
+    assert_eq!(sim.bbb_hooks().len(), 1);
+    let everything = format!("{stdout}{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        !everything.contains(&sim.config().bbb.secret),
+        "{everything}"
+    );
+    sim.shutdown().await;
+}
+
+/// `botbox run --demo`: the BBB simulator's chatter posts signed chat
+/// events to the registered hook, and the `commands` bot's answer is
+/// delivered into that meeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_closes_the_loop_from_chat_to_answer() {
+    example_plugin("commands");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["run", "--demo", "--no-reload", "--exit-after", "12"])
+        .current_dir(support::repo_root())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("<Ada (sim)> !help"), "{text}");
+    assert!(
+        text.contains("meeting=room-1 <botbox> I understand: !help"),
+        "the answer reaches room-1:\n{text}"
+    );
+    assert!(
+        !text.contains("meeting=room-2 <botbox> I understand"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@ mod outbox;
 mod output;
 mod run;
 pub mod sim;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,8 @@ pub enum Command {
     New(new::NewArgs),
     /// Rebuild a plugin project on every save, reload it, and show what it does.
     Dev(dev::DevArgs),
+    /// Register botbox's callback URL with BigBlueButton (`hooks/create`).
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -52,6 +55,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::sim(args).await,
         Command::New(args) => new::new(args).await,
         Command::Dev(args) => dev::dev(args).await,
+        Command::Webhooks(args) => webhooks::webhooks(args).await,
     }
 }
 

@@ -95,12 +95,40 @@ pub async fn start_demo(state_dir: &Path) -> anyhow::Result<(Sim, String)> {
     let secrets = state_dir.join("sim-secrets");
     write_secrets(&secrets, &cfg)?;
     let sim = Sim::start(cfg).await?;
+    // The webhook listener's port: free now, bound by the host at start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         super::DEMO_CONFIG,
-        provider_sections(&sim, &secrets)
+        provider_sections(&sim, &secrets),
+        demo_webhooks(port, &secrets),
     );
+    // The full loop: the BBB hook is registered the way an operator does
+    // (`botbox webhooks register`), and someone in room-1 keeps asking the
+    // `commands` bot things; its answers come back into room-1.
+    let parsed = crate::config::Config::parse(&config, Path::new("<demo>"), state_dir)?;
+    match crate::triggers::webhooks::register::register_bbb(&parsed, "bbb", None).await {
+        Ok(_) => sim.bbb_start_chatter(
+            "room-1",
+            ["!help", "!time", "!roll 2d6", "!echo hello from room-1"]
+                .map(String::from)
+                .to_vec(),
+            std::time::Duration::from_secs(8),
+        ),
+        Err(e) => tracing::warn!("demo: the BBB webhook was not registered: {e}"),
+    }
     Ok((sim, config))
+}
+
+/// The `[webhooks]` listener of the demo and the BBB simulator's inbound
+/// secret (bbb-webhooks signs with the server's shared secret).
+fn demo_webhooks(port: u16, secrets: &Path) -> String {
+    let file = toml::Value::String(secrets.join("bbb-secret").display().to_string());
+    format!(
+        "[webhooks]\nlisten = \"127.0.0.1:{port}\"\n\n[providers.bbb.inbound]\nsecret = {{ file = {file} }}\n"
+    )
 }
 
 pub async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {

@@ -402,6 +402,7 @@ impl Sim {
                 }
                 let text = &lines[i % lines.len()];
                 let event = callbacks::bbb_chat_event(&meeting, "sim-user", "Ada (sim)", text);
+                tracing::info!(target: "botbox_sim", "bbb      meeting={meeting} <Ada (sim)> {}   (chat event to the registered hooks)", escape_for_log(text, 200));
                 for (url, reply) in
                     callbacks::bbb_deliver(shared.bbb.hooks(), &secret, &meeting, &event).await
                 {

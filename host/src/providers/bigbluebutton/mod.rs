@@ -8,7 +8,7 @@
 //! meetings or every running meeting, which `plan` expands with a signed
 //! `getMeetings`.
 
-mod api;
+pub(crate) mod api;
 mod split;
 
 use async_trait::async_trait;

@@ -28,6 +28,7 @@
 mod bigbluebutton;
 mod bitrix24;
 mod easemob;
+pub mod register;
 mod tencent;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
