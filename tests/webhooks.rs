@@ -38,9 +38,10 @@ struct Rig {
     tasks: TaskTracker,
 }
 
-/// A host whose `lobby` channel is on `provider`, with two plugins: the
-/// `commands` bot granted chat messages on it, and a second copy, `deaf`,
-/// granted only custom events.
+/// A host whose `lobby` channel is on `provider`, with three copies of the
+/// `commands` bot: `commands`, granted chat messages on it; `deaf`, granted
+/// the channel but only custom events; `stranger`, granted chat messages
+/// but not the channel.
 async fn rig(provider: &str, lobby: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
@@ -103,6 +104,11 @@ events = ["chat-message", "custom", "delivery"]
 path = {commands}
 channels = ["lobby"]
 events = ["custom"]
+
+[plugins.stranger]
+path = {commands}
+channels = []
+events = ["chat-message", "custom"]
 "#,
         listen = hook_listener.local_addr().unwrap(),
         admin_token = file("admin-token"),
@@ -131,6 +137,7 @@ events = ["custom"]
     tasks.spawn(hook_server.serve(hook_listener, stop.clone()));
     let admin_server = Arc::new(admin::AdminServer::new(
         app.admin.clone().expect("[admin] is set"),
+        app.config.plugins.keys().cloned().collect(),
         app.runtime.clone(),
         app.delivery.clone(),
         app.shared.metrics.clone(),
@@ -238,6 +245,11 @@ async fn bbb_chat_reaches_the_granted_plugin_and_the_answer_lands_in_that_meetin
     );
     assert_eq!(r.handled("commands"), 1);
     assert_eq!(r.calls("deaf"), 0, "deaf is not granted chat-message");
+    assert_eq!(
+        r.calls("stranger"),
+        0,
+        "stranger is not granted the channel"
+    );
 
     // Meeting events reach only plugins granted `meeting`: neither here.
     let joined = callbacks::bbb_meeting_event("user-joined", "room-1", Some(("u2", "Bob")));
@@ -402,6 +414,7 @@ async fn bitrix24_bot_message_is_answered_in_its_dialog() {
     );
     assert_eq!(r.calls("commands"), 1);
     assert_eq!(r.calls("deaf"), 0);
+    assert_eq!(r.calls("stranger"), 0);
     r.shutdown().await;
 }
 
@@ -427,6 +440,7 @@ async fn tencent_group_callbacks_are_signed_timely_and_unique() {
         "the event reached the granted plugin"
     );
     assert_eq!(r.calls("deaf"), 0);
+    assert_eq!(r.calls("stranger"), 0);
     // A Tencent channel cannot answer into one group (send_broadcast_msg
     // reaches them all), so the reply is refused as unsupported and nothing
     // is broadcast to every group instead.
@@ -496,6 +510,7 @@ async fn easemob_message_callbacks_are_signed_timely_and_unique() {
     );
     assert_eq!(r.calls("commands"), 1);
     assert_eq!(r.calls("deaf"), 0);
+    assert_eq!(r.calls("stranger"), 0);
     assert_status(
         &r.post("/webhooks/easemob", json, ok.as_bytes()).await,
         409,
@@ -563,7 +578,7 @@ async fn admin_api_needs_its_token_and_metrics_move() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["commands", "deaf"]);
+    assert_eq!(names, ["commands", "deaf", "stranger"]);
     assert_eq!(
         plugins["plugins"][0]["grants"]["channels"],
         serde_json::json!(["lobby"])
@@ -773,4 +788,87 @@ async fn the_demo_closes_the_loop_from_chat_to_answer() {
         !text.contains("meeting=room-2 <botbox> I understand"),
         "{text}"
     );
+}
+
+/// `botbox run` starts the admin listener its config asks for, and stops
+/// it with the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn botbox_run_serves_the_admin_api_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+    let commands = toml::Value::String(example_plugin("commands").display().to_string());
+    let text = format!(
+        r#"
+[runtime]
+reload = false
+[admin]
+listen = "127.0.0.1:{port}"
+token = {{ file = "admin-token" }}
+[providers.out]
+kind = "console"
+[channels.lobby]
+provider = "out"
+[plugins.commands]
+path = {commands}
+channels = ["lobby"]
+"#
+    );
+    std::fs::write(dir.path().join("botbox.toml"), text).unwrap();
+    let mut host = tokio::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["run", "--config", "botbox.toml", "--exit-after", "20"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let plugins = loop {
+        let reply = client
+            .get(format!("{url}/plugins"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await;
+        if let Ok(r) = reply {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admin API never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(plugins["plugins"][0]["name"], "commands");
+    assert_eq!(plugins["plugins"][0]["state"], "loaded");
+    let emitted = client
+        .post(format!("{url}/plugins/commands/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"name": "chat", "payload": {"text": "!roll d6"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emitted.status(), 200);
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("botbox_events_handled_total{plugin=\"commands\"} 1"),
+        "{metrics}"
+    );
+    let unauthorized = client.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    host.kill().await.unwrap();
 }

@@ -8,7 +8,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /plugins` | every loaded plugin: generation, grants, limits, stats |
+//! | `GET /plugins` | every configured plugin: `state` (`loaded` or `not-loaded`), generation, grants, limits, stats |
 //! | `POST /plugins/{name}/events` | one event, the JSON of `botbox call --event`; 200 handled, 422 the plugin failed it, 404 no such plugin, 403 not granted, 503 busy |
 //! | `GET /outbox?state=&plugin=&channel=&limit=` | outbox messages, newest first |
 //! | `GET /metrics` | the Prometheus text format |
@@ -92,6 +92,8 @@ impl AdminSettings {
 
 pub struct AdminServer {
     pub settings: AdminSettings,
+    /// Plugins the config names, loaded or not.
+    configured: Vec<String>,
     runtime: Arc<Runtime>,
     delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
@@ -100,12 +102,14 @@ pub struct AdminServer {
 impl AdminServer {
     pub fn new(
         settings: AdminSettings,
+        configured: Vec<String>,
         runtime: Arc<Runtime>,
         delivery: Arc<Delivery>,
         metrics: Arc<Metrics>,
     ) -> AdminServer {
         AdminServer {
             settings,
+            configured,
             runtime,
             delivery,
             metrics,
@@ -162,8 +166,17 @@ async fn require_token(
 
 async fn plugins(State(server): State<Arc<AdminServer>>) -> Response {
     let mut out = Vec::new();
-    for name in server.runtime.plugin_names() {
+    let mut names = server.runtime.plugin_names();
+    for name in &server.configured {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names.sort();
+    for name in names {
         let Some(p) = server.runtime.plugin(&name) else {
+            // Configured, but it did not load (the log says why).
+            out.push(json!({ "name": name, "state": "not-loaded" }));
             continue;
         };
         let g = &p.context.grants;

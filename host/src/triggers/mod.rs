@@ -62,6 +62,7 @@ pub fn start_listeners(app: &App, stop: CancellationToken, tasks: &TaskTracker) 
                 tracing::info!(listen = %settings.listen, "admin API and /metrics listening");
                 let server = Arc::new(admin::AdminServer::new(
                     settings.clone(),
+                    app.config.plugins.keys().cloned().collect(),
                     app.runtime.clone(),
                     app.delivery.clone(),
                     app.shared.metrics.clone(),

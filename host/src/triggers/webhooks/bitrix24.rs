@@ -125,6 +125,10 @@ mod tests {
         assert!(verify(&hook, &call(&h, "event=ONIMBOTMESSAGEADD", 0)).is_err());
         let p = parse(&call(&h, &ok, 0)).unwrap();
         assert_eq!(p.dedup_key, "msg:345");
+        assert!(
+            !format!("{p:?}").contains("apptok"),
+            "no credential in the event"
+        );
         assert_eq!(
             p.events,
             vec![Incoming::Chat {

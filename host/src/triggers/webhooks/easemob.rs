@@ -147,6 +147,10 @@ mod tests {
         let p = parse(&call(ok, 0)).unwrap();
         assert_eq!(p.dedup_key, "msg:m9");
         assert!(
+            !format!("{p:?}").contains(&sec),
+            "no signature in the event"
+        );
+        assert!(
             matches!(&p.events[0], Incoming::Chat { conversation, text, .. } if conversation == "g1" && text == "!time")
         );
         for hostile in [&b"{}"[..], b"[]", b"{\"eventType\":\"chat\",\"from\":5}"] {
