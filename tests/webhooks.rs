@@ -872,3 +872,85 @@ channels = ["lobby"]
     assert_eq!(unauthorized.status(), 401);
     host.kill().await.unwrap();
 }
+
+/// A config reload rebinds the webhook listener with the new secrets and
+/// keeps the replay cache: a call handled before the reload is still a
+/// replay after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_swaps_secrets_and_keeps_the_replay_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(dir.path().join("code"), "webhookcode123").unwrap();
+    std::fs::write(dir.path().join("old-token"), "old-application-token").unwrap();
+    std::fs::write(dir.path().join("new-token"), "new-application-token").unwrap();
+    let config = |token_file: &str| {
+        format!(
+            r#"
+[runtime]
+reload = true
+[webhooks]
+listen = "127.0.0.1:{port}"
+[providers.portal]
+kind = "bitrix24"
+url = "http://127.0.0.1:9"
+webhook = {{ user_id = 1, code = {{ file = "code" }} }}
+[providers.portal.inbound]
+secret = {{ file = "{token_file}" }}
+"#
+        )
+    };
+    let path = dir.path().join("botbox.toml");
+    std::fs::write(&path, config("old-token")).unwrap();
+    let mut host = tokio::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["run", "--config", "botbox.toml", "--exit-after", "30"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/webhooks/portal");
+    let form = "application/x-www-form-urlencoded";
+    let message = |token: &str, id: u64| {
+        callbacks::bitrix_bot_message(token, "chat1", id, "7", "Ada", "hi", unix_ms() / 1000)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        if let Ok(reply) = post(&url, form, message("old-application-token", 1).as_bytes()).await {
+            break reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_status(&first, 200, "before the reload");
+
+    std::fs::write(&path, config("new-token")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = post(&url, form, message("new-application-token", 2).as_bytes()).await;
+        if matches!(&reply, Ok(r) if r.status == 200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new token was never accepted: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let old = post(&url, form, message("old-application-token", 3).as_bytes())
+        .await
+        .unwrap();
+    assert_status(&old, 401, "the old token after the reload");
+    let replay = post(&url, form, message("new-application-token", 1).as_bytes())
+        .await
+        .unwrap();
+    assert_status(&replay, 409, "message 1 was handled before the reload");
+    host.kill().await.unwrap();
+}
