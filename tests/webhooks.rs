@@ -453,6 +453,19 @@ async fn tencent_group_callbacks_are_signed_timely_and_unique() {
         409,
         "replay",
     );
+    let other_app = callbacks::tencent_callback_url(
+        "/webhooks/tencent",
+        sdkappid + 1,
+        command,
+        TENCENT_TOKEN,
+        now,
+    );
+    let other = callbacks::tencent_group_message("@TGS#lobby", "eve", 13, "!help").to_string();
+    assert_status(
+        &r.post(&other_app, json, other.as_bytes()).await,
+        401,
+        "another app",
+    );
     let other = callbacks::tencent_group_message("@TGS#lobby", "eve", 12, "!help").to_string();
     assert_status(
         &r.post(&url("guess", now), json, other.as_bytes()).await,
@@ -489,7 +502,9 @@ async fn tencent_group_callbacks_are_signed_timely_and_unique() {
 async fn easemob_message_callbacks_are_signed_timely_and_unique() {
     let r = rig("easemob", "target = \"chatrooms\"").await;
     let json = "application/json";
-    let appkey = "org#app";
+    let em = &r.sim.config().easemob;
+    let appkey = format!("{}#{}", em.org, em.app);
+    let appkey = appkey.as_str();
     let message = |secret: &str, id: &str, ts: u64| {
         callbacks::easemob_message(
             appkey,
@@ -521,6 +536,21 @@ async fn easemob_message_callbacks_are_signed_timely_and_unique() {
         &r.post("/webhooks/easemob", json, forged.as_bytes()).await,
         401,
         "wrong secret",
+    );
+    let other_app = callbacks::easemob_message(
+        "other#app",
+        EASEMOB_SECRET,
+        ("chatroom", "ada", "room9"),
+        "m5",
+        "!help",
+        now,
+    )
+    .to_string();
+    assert_status(
+        &r.post("/webhooks/easemob", json, other_app.as_bytes())
+            .await,
+        401,
+        "another app's callback",
     );
     let stale = message(EASEMOB_SECRET, "m3", now - 300_000);
     assert_status(

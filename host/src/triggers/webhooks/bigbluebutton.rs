@@ -96,6 +96,19 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
             "more than {MAX_EVENTS} events in one call"
         )));
     }
+    // The checksum covers the body, event times included: an authentic
+    // call older than the replay cache remembers is refused as stale.
+    let newest = items
+        .iter()
+        .filter_map(|i| i.get("data").unwrap_or(i).get("event")?.get("ts")?.as_u64())
+        .max();
+    if let Some(ts) = newest
+        && call.now_ms.saturating_sub(ts) > super::REPLAY_TTL.as_millis() as u64
+    {
+        return Err(Refusal::Stale(
+            "its events are older than the replay window of one hour".into(),
+        ));
+    }
     let events = items.iter().filter_map(event).collect();
     Ok(Parsed {
         dedup_key: format!("body:{}", hex::encode(Sha256::digest(call.body))),
@@ -194,6 +207,7 @@ mod tests {
             kind: HookKind::BigBlueButton,
             secret: Secret::new("s3cret".into()),
             url: "http://bot.example/webhooks/bbb".into(),
+            account: None,
         }
     }
 
@@ -246,6 +260,9 @@ mod tests {
             .finish();
         for body in [json.as_bytes(), form.as_bytes()] {
             let parsed = parse(&call(&h, "", body)).unwrap();
+            let mut late = call(&h, "", body);
+            late.now_ms = 1700000000001 + 3_600_001;
+            assert!(matches!(parse(&late), Err(Refusal::Stale(_))));
             assert_eq!(parsed.events.len(), 2, "{parsed:?}");
             assert_eq!(
                 parsed.events[0],

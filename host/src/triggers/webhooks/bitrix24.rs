@@ -86,6 +86,7 @@ mod tests {
             kind: HookKind::Bitrix24,
             secret: Secret::new("apptok".into()),
             url: String::new(),
+            account: None,
         };
         let h = HeaderMap::new();
         let body = |token: &str, ts: u64| {

@@ -39,6 +39,14 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     ) {
         return Err(Refusal::Forged("security does not match".into()));
     }
+    if let (Some(expected), Some(given)) =
+        (&hook.account, body.get("appkey").and_then(Value::as_str))
+        && expected != given
+    {
+        return Err(Refusal::Forged(
+            "appkey is not this provider's org#app".into(),
+        ));
+    }
     let sent_ms: u64 = timestamp_text
         .parse()
         .map_err(|_| Refusal::Malformed("timestamp is not Unix milliseconds".into()))?;
@@ -111,6 +119,7 @@ mod tests {
             kind: HookKind::Easemob,
             secret: Secret::new("sec".into()),
             url: String::new(),
+            account: None,
         }
     }
 

@@ -55,8 +55,10 @@ use crate::wit::types::{ChatMessage, Event, MeetingEvent, MeetingEventKind};
 pub const DEFAULT_MAX_BODY_KB: u64 = 64;
 /// Default tolerance of the time checks (the Tencent documentation's 60 s).
 pub const DEFAULT_MAX_SKEW_S: u64 = 60;
-/// How long a handled call's id is remembered, and how many are.
-const REPLAY_TTL: Duration = Duration::from_secs(3600);
+/// How long a handled call's id is remembered, and how many are. Calls
+/// older than this are refused as stale (`max_skew_s` is at most this), so
+/// within the capacity a replay is always recognised.
+pub(crate) const REPLAY_TTL: Duration = Duration::from_secs(3600);
 const REPLAY_CAPACITY: usize = 100_000;
 /// Longest text, id and name taken from a callback (characters).
 const MAX_TEXT_CHARS: usize = 16_000;
@@ -94,6 +96,10 @@ pub struct ProviderHook {
     /// BBB only: the callback URL exactly as registered with `hooks/create`;
     /// the checksum covers it.
     pub url: String,
+    /// The account a call must name when it names one: Tencent's
+    /// `SdkAppid`, Easemob's `appkey` (`org#app`), from the provider's own
+    /// options.
+    pub account: Option<String>,
 }
 
 /// The validated `[webhooks]` section and every `[providers.*.inbound]`.
@@ -221,8 +227,31 @@ impl WebhookSettings {
                     String::new()
                 }
             };
+            let options = &p.options;
+            let account = match kind {
+                HookKind::Tencent => options.get("sdkappid").map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+                HookKind::Easemob => match (
+                    options.get("org").and_then(toml::Value::as_str),
+                    options.get("app").and_then(toml::Value::as_str),
+                ) {
+                    (Some(org), Some(app)) => Some(format!("{org}#{app}")),
+                    _ => None,
+                },
+                _ => None,
+            };
             if let Some(secret) = secret {
-                providers.insert(name.clone(), ProviderHook { kind, secret, url });
+                providers.insert(
+                    name.clone(),
+                    ProviderHook {
+                        kind,
+                        secret,
+                        url,
+                        account,
+                    },
+                );
             }
         }
         if providers.is_empty() && issues.is_empty() {

@@ -26,6 +26,13 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     if !same(expected.as_bytes(), sign.to_ascii_lowercase().as_bytes()) {
         return Err(Refusal::Forged("Sign does not match".into()));
     }
+    if let (Some(expected), Some(given)) = (&hook.account, call.query_param("SdkAppid"))
+        && expected != given
+    {
+        return Err(Refusal::Forged(
+            "SdkAppid is not this provider's sdkappid".into(),
+        ));
+    }
     let seconds: u64 = time
         .parse()
         .map_err(|_| Refusal::Malformed("RequestTime is not Unix seconds".into()))?;
@@ -128,6 +135,7 @@ mod tests {
             kind: HookKind::Tencent,
             secret: Secret::new("tok".into()),
             url: String::new(),
+            account: None,
         }
     }
 
@@ -157,6 +165,15 @@ mod tests {
             Err(Refusal::Forged(_))
         ));
         assert!(verify(&hook(), &call(&h, "RequestTime=1", b"{}", 0)).is_err());
+        let mut other_app = hook();
+        other_app.account = Some("1400000001".into());
+        let q = format!("SdkAppid=1400000002&Sign={sign}&RequestTime=1700000000");
+        assert!(matches!(
+            verify(&other_app, &call(&h, &q, b"{}", 1_700_000_000_000)),
+            Err(Refusal::Forged(_))
+        ));
+        let q = format!("SdkAppid=1400000001&Sign={sign}&RequestTime=1700000000");
+        verify(&other_app, &call(&h, &q, b"{}", 1_700_000_000_000)).unwrap();
     }
 
     #[test]
