@@ -1,7 +1,7 @@
 //! botbox: runs chat-bot logic as sandboxed WebAssembly components.
 //!
 //! The data flow, one module per box:
-//! `triggers` (schedules, CLI and admin calls) → `runtime` (fresh instance,
+//! `triggers` (schedules, provider webhooks, CLI and admin calls) → `runtime` (fresh instance,
 //! deadline, memory cap, `handle(event)`) → `capabilities` (the host side of
 //! each WIT import; `broadcast` checks grants and provider rules) →
 //! `delivery` (accepts the message, hands back a receipt, delivers it) →
