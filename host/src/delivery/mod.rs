@@ -396,20 +396,24 @@ impl Delivery {
         loop {
             let now = self.clock.now_ms();
             let at = match endpoint.throttle.lock() {
-                Ok(mut t) => {
-                    let at = t.next_allowed(now);
-                    if at <= now {
-                        t.record(now);
-                    }
-                    at
-                }
+                Ok(t) => t.next_allowed(now),
                 Err(_) => return false,
             };
             if at <= now {
+                // Persist first, then stamp the send at the moment the
+                // request leaves: the write's latency must not sit between
+                // the stamp and the request, where it would eat the margin.
                 if let Err(e) = self.outbox.record_send(&endpoint.key, now) {
                     tracing::warn!(endpoint = %endpoint.key, "cannot persist throttle history: {e}");
                 }
-                return true;
+                let departs = self.clock.now_ms();
+                return match endpoint.throttle.lock() {
+                    Ok(mut t) => {
+                        t.record(departs);
+                        true
+                    }
+                    Err(_) => false,
+                };
             }
             if !self.sleep(at - now, stop, None).await {
                 return false;

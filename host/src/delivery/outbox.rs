@@ -586,10 +586,17 @@ impl OutboxStore for SqliteOutbox {
 
     fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
         self.with(|c| {
-            c.execute(
+            // This write sits just before a provider request, so it skips
+            // the fsync: in WAL mode a NORMAL commit still survives a killed
+            // process (only a power loss could forget the last sends), which
+            // is what daily counters need; messages stay FULL.
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            let inserted = c.execute(
                 "INSERT INTO sends (endpoint, at_ms) VALUES (?1, ?2)",
                 params![endpoint, at_ms as i64],
-            )?;
+            );
+            c.pragma_update(None, "synchronous", "FULL")?;
+            inserted?;
             Ok(())
         })
     }
