@@ -39,10 +39,7 @@ pub struct CallArgs {
 }
 
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
-    match crate::config::parse_schedule(&format!("every {text}")) {
-        Ok(crate::config::ScheduleSpec::Every(d)) => Ok(d),
-        Err(_) => Err(format!("`{text}` is not a duration such as 10s or 2m")),
-    }
+    crate::config::parse_duration(text)
 }
 
 fn read_event(arg: &str) -> anyhow::Result<String> {

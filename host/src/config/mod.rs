@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use schedule::{ScheduleSpec, parse_schedule};
+pub use schedule::{ScheduleSpec, parse_duration, parse_schedule};
 pub use secret::{Secret, SecretError, SecretRef};
 
 use crate::wit::types::EventKind;
@@ -394,15 +394,10 @@ impl Config {
             let target = table.remove("target");
             let max_delay = match table.remove("max_delay") {
                 None => DEFAULT_MAX_DELAY,
-                Some(toml::Value::String(text)) => match parse_schedule(&format!("every {text}")) {
-                    Ok(ScheduleSpec::Every(d)) => d,
-                    Err(_) => {
-                        issue(
-                            format!("{key}.max_delay"),
-                            format!(
-                                "`{text}` is not a duration; write N followed by s, m, h or d, such as \"30m\""
-                            ),
-                        );
+                Some(toml::Value::String(text)) => match parse_duration(&text) {
+                    Ok(d) => d,
+                    Err(message) => {
+                        issue(format!("{key}.max_delay"), message);
                         DEFAULT_MAX_DELAY
                     }
                 },

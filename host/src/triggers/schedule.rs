@@ -20,19 +20,44 @@ use crate::wit::types::Event;
 pub fn start(config: &Config, runtime: Arc<Runtime>, stop: CancellationToken, tasks: &TaskTracker) {
     for (plugin_name, plugin) in &config.plugins {
         for (schedule, spec) in &plugin.schedules {
-            let ScheduleSpec::Every(period) = spec.clone();
+            let spec = spec.clone();
             let runtime = runtime.clone();
             let stop = stop.clone();
             let plugin_name = plugin_name.clone();
             let schedule = schedule.clone();
             tasks.spawn(async move {
-                let mut ticker =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                let mut ticker = match &spec {
+                    ScheduleSpec::Every(period) => {
+                        let mut t = tokio::time::interval_at(
+                            tokio::time::Instant::now() + *period,
+                            *period,
+                        );
+                        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                        Some(t)
+                    }
+                    ScheduleSpec::Cron(_) => None,
+                };
                 loop {
+                    let tick = async {
+                        match ticker.as_mut() {
+                            Some(t) => {
+                                t.tick().await;
+                            }
+                            // Cron: the next occurrence after now, so a tick
+                            // missed while an event ran is skipped, too.
+                            None => {
+                                let now = chrono::Utc::now();
+                                let wait = spec
+                                    .next_after(now)
+                                    .and_then(|next| (next - now).to_std().ok())
+                                    .unwrap_or(std::time::Duration::from_secs(60));
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = ticker.tick() => {}
+                        _ = tick => {}
                     }
                     // The grant is checked at fire time, so a reload that
                     // revokes the schedule takes effect at the next tick.
