@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -26,6 +25,7 @@ use super::ExitCode;
 use super::event::parse_event;
 use super::output::Printer;
 use crate::app::App;
+use crate::runtime::reload::is_content_change;
 use crate::sanitize;
 use crate::wit::types::Event;
 
@@ -187,13 +187,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let Ok(event) = result else { return };
-        let content = match event.kind {
-            EventKind::Create(_) => true,
-            EventKind::Modify(ModifyKind::Metadata(_)) => false,
-            EventKind::Modify(_) => true,
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-            _ => false,
-        };
+        let content = is_content_change(&event.kind);
         if content && event.paths.iter().any(|p| is_source(p)) {
             let _ = changed_tx.send(());
         }

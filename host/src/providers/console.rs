@@ -6,10 +6,10 @@ use std::io::Write;
 
 use async_trait::async_trait;
 
-use super::{ChannelRules, DeliveryOutcome, Part, Provider, unknown_keys};
+use super::{ALL_CONTENT_KINDS, ChannelRules, DeliveryOutcome, Part, Provider, unknown_keys};
 use crate::config::{ChannelConfig, ConfigIssue};
 use crate::sanitize;
-use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
+use crate::wit::types::{BroadcastError, Content, Message};
 
 pub struct Console {
     max_text_chars: u32,
@@ -90,16 +90,7 @@ impl Provider for Console {
 
     fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
         ChannelRules {
-            accepts: vec![
-                ContentKind::Text,
-                ContentKind::Custom,
-                ContentKind::Command,
-                ContentKind::Image,
-                ContentKind::File,
-                ContentKind::Audio,
-                ContentKind::Video,
-                ContentKind::Location,
-            ],
+            accepts: ALL_CONTENT_KINDS.to_vec(),
             max_text_chars: self.max_text_chars,
             splits_long_text: false,
             max_split_parts: 1,

@@ -23,6 +23,18 @@ use async_trait::async_trait;
 use crate::config::{ChannelConfig, Config, ConfigIssue};
 use crate::wit::types::{BroadcastError, ContentKind, Message};
 
+/// Every content kind, for providers that carry them all.
+pub const ALL_CONTENT_KINDS: [ContentKind; 8] = [
+    ContentKind::Text,
+    ContentKind::Custom,
+    ContentKind::Command,
+    ContentKind::Image,
+    ContentKind::File,
+    ContentKind::Audio,
+    ContentKind::Video,
+    ContentKind::Location,
+];
+
 /// What a channel can carry, as its provider decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRules {

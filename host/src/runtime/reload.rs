@@ -61,7 +61,9 @@ fn canonical(path: &Path) -> PathBuf {
     }
 }
 
-fn is_content_change(kind: &EventKind) -> bool {
+/// Whether a file event changed what a file holds: writes, creations and
+/// renames, not reads or metadata.
+pub fn is_content_change(kind: &EventKind) -> bool {
     match kind {
         EventKind::Create(_) => true,
         EventKind::Modify(ModifyKind::Metadata(_)) => false,

@@ -17,10 +17,10 @@ use serde::Deserialize;
 
 use self::body::{MAX_BODY_BYTES, MAX_USER_ID_BYTES, Target, priority_name, request_body};
 use super::common::{self, Options, Reply, unix_now};
-use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
+use super::{ALL_CONTENT_KINDS, ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::delivery::throttle::ThrottleSpec;
-use crate::wit::types::{BroadcastError, ContentKind, Message};
+use crate::wit::types::{BroadcastError, Message};
 
 /// How long a token is trusted when the server does not say.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -383,16 +383,7 @@ impl Provider for Easemob {
 
     fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {
         ChannelRules {
-            accepts: vec![
-                ContentKind::Text,
-                ContentKind::Custom,
-                ContentKind::Command,
-                ContentKind::Image,
-                ContentKind::File,
-                ContentKind::Audio,
-                ContentKind::Video,
-                ContentKind::Location,
-            ],
+            accepts: ALL_CONTENT_KINDS.to_vec(),
             // The real bound is 5 KB of request body, checked in validate.
             max_text_chars: MAX_BODY_BYTES as u32,
             splits_long_text: false,
