@@ -1222,12 +1222,26 @@ async fn tencent_text_custom_dedup_retries_and_refusals() {
     assert_eq!(fin.state, MessageState::Failed);
     sim.tencent_set_broadcast_enabled(true);
 
-    // Refused at send-broadcast time, before anything is stored: reply-to
-    // into a group the plugin heard from (send_broadcast_msg reaches every
-    // group or none), a command, a sender that is no UserID.
+    // A reply into a group the plugin heard from goes to that one group
+    // with send_group_msg. Refused at send-broadcast time, before anything
+    // is stored: a command, a sender that is no UserID.
     let sent = host.step_on(5, &chat("tc", "@TGS#a")).await;
-    let cases: Vec<u8> = sent.iter().map(|s| s.error.clone().unwrap().0).collect();
-    assert_eq!(cases, vec![UNSUPPORTED, UNSUPPORTED, INVALID], "{sent:?}");
+    let (rec, _) = host.done(&sent[0].id()).await;
+    assert_eq!(rec.state, MessageState::Delivered, "{rec:?}");
+    assert_eq!(rec.endpoint, "tc/send_group_msg");
+    let got = deliveries_with_text(sim, SimProvider::Tencent, "into one group");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].target,
+        Target::Group {
+            id: "@TGS#a".into()
+        }
+    );
+    let cases: Vec<u8> = sent[1..]
+        .iter()
+        .map(|s| s.error.clone().unwrap().0)
+        .collect();
+    assert_eq!(cases, vec![UNSUPPORTED, INVALID], "{sent:?}");
     host.audit().await;
 }
 

@@ -441,11 +441,26 @@ async fn tencent_group_callbacks_are_signed_timely_and_unique() {
     );
     assert_eq!(r.calls("deaf"), 0);
     assert_eq!(r.calls("stranger"), 0);
-    // A Tencent channel cannot answer into one group (send_broadcast_msg
-    // reaches them all), so the reply is refused as unsupported and nothing
-    // is broadcast to every group instead.
-    assert_eq!(r.handled("commands"), 0);
-    assert!(r.sim.deliveries_to(SimProvider::Tencent).is_empty());
+    // The answer goes into that one group with send_group_msg, not to
+    // every audio-video group with the broadcast.
+    let delivered = r
+        .sim
+        .wait_for_deliveries(Some(SimProvider::Tencent), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(
+        delivered[0].target,
+        Target::Group {
+            id: "@TGS#lobby".into()
+        }
+    );
+    assert_eq!(delivered[0].endpoint, "group_open_http_svc/send_group_msg");
+    assert!(
+        delivered[0].content.to_string().contains("!time"),
+        "the !help answer: {:?}",
+        delivered[0].content
+    );
+    assert_eq!(r.handled("commands"), 1);
 
     assert_status(
         &r.post(&url(TENCENT_TOKEN, now), json, body.as_bytes())
@@ -526,6 +541,20 @@ async fn easemob_message_callbacks_are_signed_timely_and_unique() {
     assert_eq!(r.calls("commands"), 1);
     assert_eq!(r.calls("deaf"), 0);
     assert_eq!(r.calls("stranger"), 0);
+    // The answer goes into that one room with the chat-room message API,
+    // not to every room with the broadcast.
+    let delivered = r
+        .sim
+        .wait_for_deliveries(Some(SimProvider::Easemob), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].target, Target::ChatRoom { id: "room9".into() });
+    assert_eq!(delivered[0].endpoint, "messages/chatrooms");
+    assert!(
+        delivered[0].content.to_string().contains("!time"),
+        "the !help answer: {:?}",
+        delivered[0].content
+    );
     assert_status(
         &r.post("/webhooks/easemob", json, ok.as_bytes()).await,
         409,

@@ -51,7 +51,19 @@ pub struct Channel {
     pub provider: Arc<dyn Provider>,
     pub config: ChannelConfig,
     pub rules: ChannelRules,
+    /// Where broadcasts go.
     pub endpoint: Arc<Endpoint>,
+    /// Every endpoint the channel's messages may count against, `endpoint`
+    /// included, by name.
+    pub routes: BTreeMap<&'static str, Arc<Endpoint>>,
+}
+
+impl Channel {
+    /// The endpoint, and so the worker and throttle, a message goes through.
+    pub fn endpoint_for(&self, message: &Message) -> &Arc<Endpoint> {
+        let name = self.provider.route(&self.config, message);
+        self.routes.get(name).unwrap_or(&self.endpoint)
+    }
 }
 
 /// A message the host accepted, as observers (the CLI, tests) see it.
@@ -168,39 +180,48 @@ impl Delivery {
             let Some(provider) = registry.get(&channel_config.provider) else {
                 continue;
             };
-            let endpoint_name = provider.endpoint(channel_config);
-            let key = format!("{}/{endpoint_name}", channel_config.provider);
-            let endpoint = match endpoints.get(&key) {
-                Some(e) => e.clone(),
-                None => {
-                    let provider_key = format!("providers.{}", channel_config.provider);
-                    let options = config
-                        .providers
-                        .get(&channel_config.provider)
-                        .map(|p| p.options.clone())
-                        .unwrap_or_default();
-                    let spec = match throttle_override(&options, endpoint_name, &provider_key) {
-                        Ok(Some(spec)) => spec,
-                        Ok(None) => provider.default_throttle(endpoint_name),
-                        Err(issue) => {
-                            issues.push(issue);
-                            provider.default_throttle(endpoint_name)
-                        }
-                    };
-                    // Daily counters survive restarts: reload the sends
-                    // still inside the longest window.
-                    let since = now.saturating_sub(spec.horizon_ms());
-                    let history = outbox.sends_since(&key, since).unwrap_or_default();
-                    let margin = clock.clock_ms(throttle::ARRIVAL_JITTER);
-                    let endpoint = Arc::new(Endpoint {
-                        key: key.clone(),
-                        provider: provider.clone(),
-                        throttle: Mutex::new(Throttle::with_history(spec, margin, history)),
-                        wake: Notify::new(),
-                    });
-                    endpoints.insert(key, endpoint.clone());
-                    endpoint
-                }
+            let broadcast = provider.endpoint(channel_config);
+            let mut routes = BTreeMap::new();
+            for endpoint_name in std::iter::once(broadcast)
+                .chain(provider.reply_endpoints(channel_config).iter().copied())
+            {
+                let key = format!("{}/{endpoint_name}", channel_config.provider);
+                let endpoint = match endpoints.get(&key) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let provider_key = format!("providers.{}", channel_config.provider);
+                        let options = config
+                            .providers
+                            .get(&channel_config.provider)
+                            .map(|p| p.options.clone())
+                            .unwrap_or_default();
+                        let spec = match throttle_override(&options, endpoint_name, &provider_key) {
+                            Ok(Some(spec)) => spec,
+                            Ok(None) => provider.default_throttle(endpoint_name),
+                            Err(issue) => {
+                                issues.push(issue);
+                                provider.default_throttle(endpoint_name)
+                            }
+                        };
+                        // Daily counters survive restarts: reload the sends
+                        // still inside the longest window.
+                        let since = now.saturating_sub(spec.horizon_ms());
+                        let history = outbox.sends_since(&key, since).unwrap_or_default();
+                        let margin = clock.clock_ms(throttle::ARRIVAL_JITTER);
+                        let endpoint = Arc::new(Endpoint {
+                            key: key.clone(),
+                            provider: provider.clone(),
+                            throttle: Mutex::new(Throttle::with_history(spec, margin, history)),
+                            wake: Notify::new(),
+                        });
+                        endpoints.insert(key, endpoint.clone());
+                        endpoint
+                    }
+                };
+                routes.insert(endpoint_name, endpoint);
+            }
+            let Some(endpoint) = routes.get(broadcast).cloned() else {
+                continue;
             };
             channels.insert(
                 name.clone(),
@@ -211,6 +232,7 @@ impl Delivery {
                     config: channel_config.clone(),
                     rules: provider.rules(channel_config),
                     endpoint,
+                    routes,
                 }),
             );
         }
@@ -264,7 +286,7 @@ impl Delivery {
         if message.sender.is_none() {
             message.sender = channel.config.default_sender.clone();
         }
-        let endpoint = &channel.endpoint;
+        let endpoint = channel.endpoint_for(&message);
         let now = self.clock.now_ms();
         let pending = self.outbox.pending_count(&endpoint.key).map_err(internal)?;
         if pending >= MAX_BACKLOG {
@@ -540,7 +562,7 @@ impl Delivery {
             return Ok((parts, absorbed));
         }
         let candidates = self.outbox.mergeable(
-            &channel.endpoint.key,
+            &record.endpoint,
             &channel.name,
             self.clock.now_ms(),
             &record.id,

@@ -133,6 +133,19 @@ pub trait Provider: Send + Sync {
         "default"
     }
 
+    /// Other endpoints a channel's replies may go through, each with its
+    /// own documented limits and throttle (Tencent answers into one group
+    /// with `send_group_msg`, not with the broadcast).
+    fn reply_endpoints(&self, _channel: &ChannelConfig) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The endpoint one message counts against: `endpoint`, unless a reply
+    /// goes through one of `reply_endpoints`.
+    fn route(&self, channel: &ChannelConfig, _message: &Message) -> &'static str {
+        self.endpoint(channel)
+    }
+
     /// The provider's documented limits for an endpoint; the operator may
     /// override them with `throttle` in the provider's config.
     fn default_throttle(&self, _endpoint: &str) -> crate::delivery::throttle::ThrottleSpec {

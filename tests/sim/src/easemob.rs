@@ -1,6 +1,7 @@
-//! Easemob (环信) IM: the app token endpoint and the three global broadcast
+//! Easemob (环信) IM: the app token endpoint, the three global broadcast
 //! endpoints, with their documented per-window limits (429) and daily quotas
-//! (403).
+//! (403), and the message APIs for chat rooms, groups and users that
+//! replies use (`to`, `type`, `body`; 100, 20 and 100 calls a second).
 //!
 //! Errors are JSON `{"error", "exception", "timestamp", "duration",
 //! "error_description"}` with the HTTP status carrying the class. Broadcast
@@ -90,6 +91,10 @@ pub(crate) struct EasemobState {
 struct Inner {
     /// token → simulated expiry instant
     tokens: HashMap<String, Duration>,
+    /// Calls a second (and for users, messages a minute) per message API.
+    message_windows: [Vec<SlidingWindow>; 3],
+    /// Messages a second per chat room, past which the room drops some.
+    per_room: HashMap<String, SlidingWindow>,
     windows: [Vec<SlidingWindow>; 3],
     daily: [SlidingWindow; 3],
     next_id: u64,
@@ -101,6 +106,15 @@ impl EasemobState {
         let min = |n: u64| Duration::from_secs(60 * n);
         let inner = Inner {
             tokens: HashMap::new(),
+            message_windows: [
+                vec![SlidingWindow::new(100, Duration::from_secs(1))],
+                vec![SlidingWindow::new(20, Duration::from_secs(1))],
+                vec![
+                    SlidingWindow::new(100, Duration::from_secs(1)),
+                    SlidingWindow::new(6000, min(1)),
+                ],
+            ],
+            per_room: HashMap::new(),
             windows: [
                 vec![SlidingWindow::new(1, min(30))],
                 vec![SlidingWindow::new(1, min(1))],
@@ -144,6 +158,9 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/{org}/{app}/messages/broadcast", any(entry))
         .route("/{org}/{app}/messages/users/broadcast", any(entry))
         .route("/{org}/{app}/messages/chatrooms/broadcast", any(entry))
+        .route("/{org}/{app}/messages/chatrooms", any(entry))
+        .route("/{org}/{app}/messages/chatgroups", any(entry))
+        .route("/{org}/{app}/messages/users", any(entry))
 }
 
 async fn entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
@@ -179,6 +196,9 @@ async fn entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
                     path.trim_start_matches('/')
                 ),
             );
+        }
+        if let Some(kind) = Conversation::from_endpoint(&endpoint) {
+            return message(&s, kind, &endpoint, &headers, body).await;
         }
         match Kind::from_endpoint(&endpoint) {
             None => token(&s, body).await,
@@ -292,33 +312,12 @@ async fn broadcast(
     headers: &HeaderMap,
     body: Body,
 ) -> Handled {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
     let now = s.clock.now();
+    if let Some(refused) = unauthorized(s, headers) {
+        return refused;
+    }
     {
         let mut g = lock(&s.easemob.inner);
-        match bearer.and_then(|t| g.tokens.get(t)) {
-            None => {
-                return err(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unable to authenticate (OAuth)",
-                );
-            }
-            Some(exp) if *exp <= now => {
-                return err(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unable to authenticate due to expired access token",
-                );
-            }
-            Some(_) => {}
-        }
         if !g.broadcast_enabled {
             return err(
                 StatusCode::FORBIDDEN,
@@ -427,6 +426,259 @@ async fn broadcast(
             "application": cfg.application,
             "action": "post",
             "data": {"id": id},
+            "duration": 0,
+            "applicationName": cfg.app,
+        }),
+    ))
+}
+
+/// Checks the bearer token: the 401 to answer, unless it is one this app
+/// issued and it has not expired.
+fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Handled> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let now = s.clock.now();
+    let g = lock(&s.easemob.inner);
+    match bearer.and_then(|t| g.tokens.get(t)) {
+        None => Some(err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unable to authenticate (OAuth)",
+        )),
+        Some(exp) if *exp <= now => Some(err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unable to authenticate due to expired access token",
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The conversations the message APIs reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conversation {
+    Room,
+    Group,
+    User,
+}
+
+impl Conversation {
+    fn from_endpoint(e: &str) -> Option<Conversation> {
+        match e {
+            crate::endpoints::EASEMOB_ROOM_MESSAGES => Some(Conversation::Room),
+            crate::endpoints::EASEMOB_GROUP_MESSAGES => Some(Conversation::Group),
+            crate::endpoints::EASEMOB_USER_MESSAGES => Some(Conversation::User),
+            _ => None,
+        }
+    }
+
+    /// How many conversations one call may name: 10 rooms, 3 groups, 600 users.
+    fn max_to(self) -> usize {
+        match self {
+            Conversation::Room => 10,
+            Conversation::Group => 3,
+            Conversation::User => 600,
+        }
+    }
+}
+
+/// One message into rooms, groups or users (`POST /messages/chatrooms`,
+/// `/messages/chatgroups`, `/messages/users`).
+async fn message(
+    s: &Shared,
+    kind: Conversation,
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Handled {
+    if let Some(refused) = unauthorized(s, headers) {
+        return refused;
+    }
+    let now = s.clock.now();
+    {
+        let mut g = lock(&s.easemob.inner);
+        let check_at = s.clock.now_for_limits();
+        let windows = &mut g.message_windows[kind as usize];
+        if let Some(w) = windows
+            .iter_mut()
+            .find_map(|w| (!w.allows(check_at)).then_some(w))
+        {
+            let limit = w.describe();
+            drop(g);
+            s.records.violation(Violation {
+                provider: SimProvider::Easemob,
+                endpoint: endpoint.to_owned(),
+                limit,
+                code: "429".to_owned(),
+                at: now,
+                unix_ms: unix_ms(),
+            });
+            return Handled::rejected(rate_limited(), "reach_limit");
+        }
+        for w in windows.iter_mut() {
+            w.record(now);
+        }
+    }
+    let Ok(bytes) = read_body(body, MAX_BROADCAST_BODY).await else {
+        return err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_entity_too_large",
+            "Request entity too large",
+        );
+    };
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
+        return invalid_body();
+    };
+    let from = match req.get("from") {
+        None => "admin".to_owned(),
+        Some(Value::String(f)) if f.is_empty() => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument",
+                "from can't be empty",
+            );
+        }
+        Some(Value::String(f)) => f.clone(),
+        Some(_) => return invalid_body(),
+    };
+    let to: Vec<String> = match req.get("to").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() && list.len() <= kind.max_to() => {
+            match list
+                .iter()
+                .map(|v| v.as_str().filter(|t| !t.is_empty()))
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(ids) => ids.into_iter().map(str::to_owned).collect(),
+                None => return invalid_body(),
+            }
+        }
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument",
+                "to must be a non-empty list of conversation ids",
+            );
+        }
+    };
+    let ext = match req.get("ext") {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument",
+                "ext must be JSONObject",
+            );
+        }
+    };
+    // `type` + `body` carry what a broadcast's `msg` carries.
+    let mut msg = match req.get("body") {
+        Some(Value::Object(b)) => b.clone(),
+        _ => return invalid_body(),
+    };
+    match req.get("type") {
+        Some(t @ Value::String(_)) => {
+            msg.insert("type".into(), t.clone());
+        }
+        _ => return invalid_body(),
+    }
+    let msg = Value::Object(msg);
+    if check_msg(&msg).is_err() {
+        return invalid_body();
+    }
+    let level = match (kind, req.get("chatroom_msg_level")) {
+        (_, None) => "normal".to_owned(),
+        (Conversation::Room, Some(Value::String(l)))
+            if ["high", "normal", "low"].contains(&l.as_str()) =>
+        {
+            l.clone()
+        }
+        _ => return invalid_body(),
+    };
+    let mut g = lock(&s.easemob.inner);
+    let mut ids = Map::new();
+    let mut overflowing = Vec::new();
+    for id in &to {
+        if kind == Conversation::Room {
+            // Past 20 a second a room drops messages, low priority first,
+            // while the call still succeeds: a loss the host must not cause.
+            let window = g
+                .per_room
+                .entry(id.clone())
+                .or_insert_with(|| SlidingWindow::new(20, Duration::from_secs(1)));
+            if !window.allows(s.clock.now_for_limits()) {
+                overflowing.push(format!("{} in room {id}", window.describe()));
+            }
+            window.record(now);
+        }
+        g.next_id += 1;
+        ids.insert(id.clone(), json!(g.next_id.to_string()));
+    }
+    drop(g);
+    for limit in overflowing {
+        s.records.violation(Violation {
+            provider: SimProvider::Easemob,
+            endpoint: endpoint.to_owned(),
+            limit,
+            code: "dropped".to_owned(),
+            at: now,
+            unix_ms: unix_ms(),
+        });
+    }
+    for id in &to {
+        let target = match kind {
+            Conversation::Room => Target::ChatRoom { id: id.clone() },
+            Conversation::Group => Target::Group { id: id.clone() },
+            Conversation::User => Target::Account { id: id.clone() },
+        };
+        tracing::info!(
+            target: "botbox_sim",
+            "easemob  {endpoint} {} <{}> {}",
+            escape_for_log(id, 64),
+            escape_for_log(&from, 64),
+            escape_for_log(&summary(&msg), 200)
+        );
+        let mut content = Map::new();
+        content.insert("msg".into(), msg.clone());
+        if let Some(ext) = &ext {
+            content.insert("ext".into(), ext.clone());
+        }
+        if kind == Conversation::Room {
+            content.insert("chatroom_msg_level".into(), json!(level));
+        }
+        s.records.delivery(SimDelivery {
+            seq: 0,
+            provider: SimProvider::Easemob,
+            endpoint: endpoint.to_owned(),
+            target,
+            sender: Some(from.clone()),
+            content: Value::Object(content),
+            provider_id: ids
+                .get(id)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            at: now,
+            unix_ms: unix_ms(),
+        });
+    }
+    let cfg = &s.easemob.cfg;
+    let base = s.easemob.base_url.get().cloned().unwrap_or_default();
+    Handled::delivered(json(
+        StatusCode::OK,
+        &json!({
+            "path": format!("/{endpoint}"),
+            "uri": format!("{base}/{}/{}/{endpoint}", cfg.org, cfg.app),
+            "timestamp": unix_ms(),
+            "organization": cfg.org,
+            "application": cfg.application,
+            "action": "post",
+            "data": ids,
             "duration": 0,
             "applicationName": cfg.app,
         }),

@@ -71,10 +71,14 @@ pub mod endpoints {
     pub const BBB_HOOKS_DESTROY: &str = "hooks/destroy";
     pub const BBB_HOOKS_LIST: &str = "hooks/list";
     pub const TENCENT_SEND_BROADCAST: &str = "group_open_http_svc/send_broadcast_msg";
+    pub const TENCENT_SEND_GROUP: &str = "group_open_http_svc/send_group_msg";
     pub const EASEMOB_TOKEN: &str = "token";
     pub const EASEMOB_ALL_USERS: &str = "messages/broadcast";
     pub const EASEMOB_ONLINE_USERS: &str = "messages/users/broadcast";
     pub const EASEMOB_CHATROOMS: &str = "messages/chatrooms/broadcast";
+    pub const EASEMOB_ROOM_MESSAGES: &str = "messages/chatrooms";
+    pub const EASEMOB_GROUP_MESSAGES: &str = "messages/chatgroups";
+    pub const EASEMOB_USER_MESSAGES: &str = "messages/users";
     pub const BITRIX_MESSAGE_ADD: &str = "im.message.add";
     pub const BITRIX_OAUTH_TOKEN: &str = "oauth/token";
 }

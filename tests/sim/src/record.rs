@@ -60,6 +60,12 @@ pub enum Target {
     OnlineUsers,
     /// Easemob `/messages/chatrooms/broadcast`, with its `chatroom_msg_level`.
     ActiveChatRooms { level: String },
+    /// Tencent `send_group_msg` / Easemob `/messages/chatgroups`: one group.
+    Group { id: String },
+    /// Easemob `/messages/chatrooms`: one chat room.
+    ChatRoom { id: String },
+    /// Easemob `/messages/users`: one user.
+    Account { id: String },
     /// Bitrix24 `DIALOG_ID=chatN`.
     Chat { id: u64 },
     /// Bitrix24 `DIALOG_ID=N` (a private dialog with user N).

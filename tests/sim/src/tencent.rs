@@ -1,4 +1,5 @@
-//! Tencent Cloud Chat: `POST /v4/group_open_http_svc/send_broadcast_msg`.
+//! Tencent Cloud Chat: `POST /v4/group_open_http_svc/send_broadcast_msg`,
+//! and `send_group_msg` for one group.
 //!
 //! The HTTP status is 200 for every answer the server itself gives; the
 //! outcome is in `ActionStatus` / `ErrorCode` / `ErrorInfo`. Checks run in
@@ -18,9 +19,11 @@
 //! | identifier is not the app admin | 60010 |
 //! | unknown command (other services: 60009) | 10003 |
 //! | broadcast switch off in the console | 10007 |
-//! | more than `rate_per_second` calls in any 1 s | 10023 (a violation) |
+//! | more than `rate_per_second` broadcasts, or 200 group messages, in any 1 s | 10023 (a violation) |
 //! | body not JSON / not an object | 60003 |
 //! | `Random`, `MsgBody` missing or invalid, unknown `MsgType`, MsgBody > 12,000 bytes | 10004 |
+//! | group message: `GroupId` missing, empty, over 48 bytes or not printable ASCII | 10015 |
+//! | group message: more than 40 in any 1 s to one group | 10023 (a violation) |
 //!
 //! A call rejected after the rate check still used its slot, as a gateway
 //! limit counts calls, not successes.
@@ -56,6 +59,10 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 /// here as the compact JSON (`serde_json::to_vec`) of the `MsgBody` array.
 pub(crate) const MAX_MSG_BODY_BYTES: usize = 12_000;
 const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// `send_group_msg` takes 200 calls a second for the app ...
+const GROUP_CALLS_PER_SECOND: u32 = 200;
+/// ... and a group takes at most 40 messages a second (Use Limits).
+const GROUP_MESSAGES_PER_SECOND: u32 = 40;
 /// A UserSig is a few hundred bytes; anything inflating past this is hostile.
 const MAX_USERSIG_JSON: u64 = 16 * 1024;
 
@@ -77,12 +84,15 @@ pub(crate) struct TencentState {
 
 struct Inner {
     window: SlidingWindow,
+    group_calls: SlidingWindow,
+    per_group: std::collections::HashMap<String, SlidingWindow>,
     recent: VecDeque<Sent>,
     msg_seq: u64,
     broadcast_enabled: bool,
 }
 
 struct Sent {
+    group: Option<String>,
     random: u32,
     body: Value,
     at: Duration,
@@ -93,6 +103,8 @@ impl TencentState {
     pub(crate) fn new(cfg: TencentConfig) -> Self {
         let inner = Inner {
             window: SlidingWindow::new(cfg.rate_per_second, Duration::from_secs(1)),
+            group_calls: SlidingWindow::new(GROUP_CALLS_PER_SECOND, Duration::from_secs(1)),
+            per_group: std::collections::HashMap::new(),
             recent: VecDeque::new(),
             msg_seq: 1000,
             broadcast_enabled: cfg.broadcast_enabled,
@@ -182,7 +194,8 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     if identifier != cfg.identifier {
         return fail(60010, "The request requires app admin permissions");
     }
-    if endpoint != crate::endpoints::TENCENT_SEND_BROADCAST {
+    let to_group = endpoint == crate::endpoints::TENCENT_SEND_GROUP;
+    if endpoint != crate::endpoints::TENCENT_SEND_BROADCAST && !to_group {
         return if endpoint.starts_with("group_open_http_svc/") {
             fail(10003, "Invalid command word")
         } else {
@@ -192,14 +205,19 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
 
     {
         let mut g = lock(&s.tencent.inner);
-        if !g.broadcast_enabled {
+        if !g.broadcast_enabled && !to_group {
             return fail(
                 10007,
                 "Insufficient operation permissions: broadcast messaging of audio-video groups is not enabled in the console",
             );
         }
-        if !g.window.allows(s.clock.now_for_limits()) {
-            let limit = g.window.describe();
+        let window = if to_group {
+            &mut g.group_calls
+        } else {
+            &mut g.window
+        };
+        if !window.allows(s.clock.now_for_limits()) {
+            let limit = window.describe();
             drop(g);
             s.records.violation(Violation {
                 provider: SimProvider::Tencent,
@@ -211,7 +229,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
             });
             return Handled::rejected(rate_limited(), "10023");
         }
-        g.window.record(s.clock.now());
+        window.record(s.clock.now());
     }
 
     let Ok(bytes) = read_body(body, MAX_REQUEST_BODY).await else {
@@ -224,9 +242,42 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
         Ok(m) => m,
         Err(e) => return fail(10004, format!("Invalid parameter: {e}")),
     };
+    let group = if to_group {
+        match req.get("GroupId").and_then(Value::as_str) {
+            Some(id)
+                if !id.is_empty()
+                    && id.len() <= 48
+                    && id.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
+            {
+                Some(id.to_owned())
+            }
+            _ => return fail(10015, "Invalid group ID"),
+        }
+    } else {
+        None
+    };
 
     let now = s.clock.now();
     let mut g = lock(&s.tencent.inner);
+    if let Some(id) = &group {
+        let window = g.per_group.entry(id.clone()).or_insert_with(|| {
+            SlidingWindow::new(GROUP_MESSAGES_PER_SECOND, Duration::from_secs(1))
+        });
+        if !window.allows(s.clock.now_for_limits()) {
+            let limit = format!("{} in group {id}", window.describe());
+            drop(g);
+            s.records.violation(Violation {
+                provider: SimProvider::Tencent,
+                endpoint: endpoint.to_owned(),
+                limit,
+                code: "10023".to_owned(),
+                at: now,
+                unix_ms: unix_ms(),
+            });
+            return Handled::rejected(rate_limited(), "10023");
+        }
+        window.record(now);
+    }
     while g
         .recent
         .front()
@@ -237,7 +288,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     if let Some(orig) = g
         .recent
         .iter()
-        .find(|r| r.random == msg.random && r.body == msg.body)
+        .find(|r| r.group == group && r.random == msg.random && r.body == msg.body)
     {
         let seq = orig.msg_seq;
         drop(g);
@@ -254,6 +305,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     g.msg_seq += 1;
     let seq = g.msg_seq;
     g.recent.push_back(Sent {
+        group: group.clone(),
         random: msg.random,
         body: msg.body.clone(),
         at: now,
@@ -262,9 +314,14 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     drop(g);
 
     let sender = msg.from.clone().unwrap_or_else(|| cfg.identifier.clone());
+    let (target, shown) = match group {
+        Some(id) => (Target::Group { id: id.clone() }, format!("group {id}")),
+        None => (Target::AllAvChatRooms, "all-avchatrooms".to_owned()),
+    };
     tracing::info!(
         target: "botbox_sim",
-        "tencent  all-avchatrooms <{}> {}",
+        "tencent  {} <{}> {}",
+        escape_for_log(&shown, 64),
         escape_for_log(&sender, 64),
         escape_for_log(&summary(&msg.body), 200)
     );
@@ -278,7 +335,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
         seq: 0,
         provider: SimProvider::Tencent,
         endpoint: endpoint.to_owned(),
-        target: Target::AllAvChatRooms,
+        target,
         sender: Some(sender),
         content: Value::Object(content),
         provider_id: seq.to_string(),

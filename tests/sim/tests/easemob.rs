@@ -352,3 +352,74 @@ async fn unopened_service_is_forbidden() {
         "message broadcast service is unopened",
     );
 }
+
+#[tokio::test]
+async fn message_apis_reach_one_room_group_or_user() {
+    let sim = start(long_tokens()).await;
+    let token = easemob_token(&sim).await;
+    let room = json!({
+        "from": "bot", "to": ["185145305923585"], "type": "txt",
+        "body": {"msg": "pong"}, "chatroom_msg_level": "high", "ext": {"k": "v"}
+    });
+    let r = broadcast(&sim, &token, endpoints::EASEMOB_ROOM_MESSAGES, &room).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = r.json()["data"]["185145305923585"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = &sim.deliveries()[0];
+    assert_eq!(
+        d.target,
+        Target::ChatRoom {
+            id: "185145305923585".into()
+        }
+    );
+    assert_eq!(d.provider_id, id);
+    assert_eq!(d.content["msg"], json!({"type": "txt", "msg": "pong"}));
+    assert_eq!(d.content["chatroom_msg_level"], "high");
+    let group = json!({"to": ["g1"], "type": "txt", "body": {"msg": "hi"}});
+    let r = broadcast(&sim, &token, endpoints::EASEMOB_GROUP_MESSAGES, &group).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        sim.deliveries()[1].target,
+        Target::Group { id: "g1".into() }
+    );
+    assert_eq!(sim.deliveries()[1].sender.as_deref(), Some("admin"));
+    let user = json!({"to": ["ada"], "type": "txt", "body": {"msg": "hi"}});
+    let r = broadcast(&sim, &token, endpoints::EASEMOB_USER_MESSAGES, &user).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        sim.deliveries()[2].target,
+        Target::Account { id: "ada".into() }
+    );
+
+    // Bodies: to, type and body are required; a level is for rooms only.
+    for bad in [
+        json!({"type": "txt", "body": {"msg": "x"}}),
+        json!({"to": [], "type": "txt", "body": {"msg": "x"}}),
+        json!({"to": ["g1", "g2", "g3", "g4"], "type": "txt", "body": {"msg": "x"}}),
+        json!({"to": ["g1"], "body": {"msg": "x"}}),
+        json!({"to": ["g1"], "type": "txt", "body": {}}),
+        json!({"to": ["g1"], "type": "txt", "body": {"msg": "x"}, "chatroom_msg_level": "high"}),
+    ] {
+        let r = broadcast(&sim, &token, endpoints::EASEMOB_GROUP_MESSAGES, &bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    assert_eq!(sim.deliveries().len(), 3);
+    let r = broadcast(&sim, "forged", endpoints::EASEMOB_ROOM_MESSAGES, &room).await;
+    assert_eq!(r.status, 401);
+
+    // Past 20 a second one room drops messages: the call succeeds, and
+    // the simulator records the loss as a violation.
+    sim.advance(Duration::from_secs(1));
+    let busy = json!({"to": ["busy"], "type": "txt", "body": {"msg": "x"}});
+    for _ in 0..20 {
+        let r = broadcast(&sim, &token, endpoints::EASEMOB_ROOM_MESSAGES, &busy).await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(sim.violations().is_empty());
+    let r = broadcast(&sim, &token, endpoints::EASEMOB_ROOM_MESSAGES, &busy).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sim.violations().len(), 1);
+    assert!(sim.violations()[0].limit.contains("room busy"));
+}

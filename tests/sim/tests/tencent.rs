@@ -263,8 +263,51 @@ async fn switch_off_gives_10007_and_other_commands_10003() {
     let v = post(&sim, &tencent_url(&sim, 1), &text_body(1, "x")).await;
     assert_eq!(code(&v), 10007);
     sim.tencent_set_broadcast_enabled(true);
-    let other = tencent_url(&sim, 1).replace("send_broadcast_msg", "send_group_msg");
+    let other = tencent_url(&sim, 1).replace("send_broadcast_msg", "modify_group_base_info");
     assert_eq!(code(&post(&sim, &other, &text_body(1, "x")).await), 10003);
     let get = send(client().get(tencent_url(&sim, 1))).await.json();
     assert_eq!(code(&get), 60002);
+}
+
+#[tokio::test]
+async fn group_messages_go_to_one_group_within_forty_a_second() {
+    let sim = start(steady()).await;
+    // The broadcast switch does not concern ordinary group messages.
+    sim.tencent_set_broadcast_enabled(false);
+    let url = tencent_url(&sim, 7).replace("send_broadcast_msg", "send_group_msg");
+    let mut body = text_body(5, "pong");
+    body["GroupId"] = json!("@TGS#lobby");
+    let v = post(&sim, &url, &body).await;
+    assert_eq!(v["ActionStatus"], "OK", "{v}");
+    let d = &sim.deliveries()[0];
+    assert_eq!(
+        d.target,
+        Target::Group {
+            id: "@TGS#lobby".into()
+        }
+    );
+    assert_eq!(d.endpoint, "group_open_http_svc/send_group_msg");
+    assert_eq!(d.text().as_deref(), Some("pong"));
+    // The same Random and body into another group is another message.
+    body["GroupId"] = json!("@TGS#other");
+    assert_eq!(post(&sim, &url, &body).await["ActionStatus"], "OK");
+    assert_eq!(sim.deliveries().len(), 2);
+    for bad in [json!(null), json!(""), json!("two words"), json!(7)] {
+        body["GroupId"] = bad;
+        assert_eq!(code(&post(&sim, &url, &body).await), 10015);
+    }
+    // 40 in one second to one group, then the 41st is over the limit.
+    sim.advance(Duration::from_secs(1));
+    for i in 0..40 {
+        let mut b = text_body(1000 + i, "burst");
+        b["GroupId"] = json!("@TGS#busy");
+        let r = send(client().post(&url).json(&b)).await.json();
+        assert_eq!(r["ActionStatus"], "OK", "{i}: {r}");
+    }
+    let mut b = text_body(2000, "burst");
+    b["GroupId"] = json!("@TGS#busy");
+    let r = send(client().post(&url).json(&b)).await.json();
+    assert_eq!(code(&r), 10023);
+    assert_eq!(sim.violations().len(), 1);
+    assert!(sim.violations()[0].limit.contains("@TGS#busy"));
 }

@@ -1,4 +1,4 @@
-//! Easemob broadcast request bodies.
+//! Easemob request bodies: broadcasts, and replies into one conversation.
 //!
 //! The three broadcast endpoints share one body: `from`, `msg`, `ext`; the
 //! all-users one adds `target_type: "users"`, the chat-room one
@@ -67,6 +67,83 @@ impl Target {
             Target::Chatrooms => Duration::from_secs(1),
         }
     }
+}
+
+/// Where a reply goes: the conversation of an Easemob chat-message event,
+/// `room:{id}`, `group:{id}` or `user:{id}`, sent with the ordinary message
+/// API of that kind instead of a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    Room,
+    Group,
+    User,
+}
+
+impl ReplyKind {
+    /// Splits a conversation into its kind and id.
+    pub fn parse(conversation: &str) -> Option<(ReplyKind, &str)> {
+        let (kind, id) = conversation.split_once(':')?;
+        let kind = match kind {
+            "room" => ReplyKind::Room,
+            "group" => ReplyKind::Group,
+            "user" => ReplyKind::User,
+            _ => return None,
+        };
+        let valid = !id.is_empty()
+            && id.len() <= MAX_USER_ID_BYTES
+            && id.bytes().all(|b| b.is_ascii_graphic());
+        valid.then_some((kind, id))
+    }
+
+    /// The path after `{org}/{app}/`.
+    pub fn path(self) -> &'static str {
+        match self {
+            ReplyKind::Room => "messages/chatrooms",
+            ReplyKind::Group => "messages/chatgroups",
+            ReplyKind::User => "messages/users",
+        }
+    }
+
+    /// Every reply endpoint, in the order of [`ReplyKind::endpoint`].
+    pub const ENDPOINTS: &'static [&'static str] =
+        &["chatroom-messages", "chatgroup-messages", "user-messages"];
+
+    /// The throttle key, one per documented rate limit.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            ReplyKind::Room => "chatroom-messages",
+            ReplyKind::Group => "chatgroup-messages",
+            ReplyKind::User => "user-messages",
+        }
+    }
+}
+
+/// The body of a reply: the message API's `from`, `to` (one conversation),
+/// `type` and `body` (the broadcast `msg` without its `type`), `ext`, and
+/// for a chat room `chatroom_msg_level`.
+pub fn reply_body(
+    kind: ReplyKind,
+    to: &str,
+    level: Option<&str>,
+    message: &Message,
+) -> Result<Value, String> {
+    let broadcast = request_body(Target::OnlineUsers, None, message)?;
+    let Value::Object(mut fields) = broadcast else {
+        return Err("the message has no body".into());
+    };
+    let Some(Value::Object(mut msg)) = fields.remove("msg") else {
+        return Err("the message has no body".into());
+    };
+    let ty = msg.remove("type").unwrap_or(Value::Null);
+    fields.insert("to".into(), json!([to]));
+    fields.insert("type".into(), ty);
+    fields.insert("body".into(), Value::Object(msg));
+    if kind == ReplyKind::Room
+        && let Some(level) = level
+    {
+        fields.insert("chatroom_msg_level".into(), json!(level));
+    }
+    Ok(Value::Object(fields))
 }
 
 pub fn priority_name(p: Priority) -> &'static str {
@@ -255,6 +332,45 @@ mod tests {
             duration_secs: None,
             thumbnail_url: None,
             thumbnail_share_secret: None,
+        }
+    }
+
+    #[test]
+    fn reply_bodies_match_the_documented_message_api() {
+        // The text example of "发送聊天室消息" (message_chatroom.md).
+        let mut m = message(text("testmessages"));
+        m.sender = Some("user1".into());
+        assert_eq!(
+            reply_body(ReplyKind::Room, "185145305923585", None, &m).unwrap(),
+            json!({
+                "from": "user1",
+                "to": ["185145305923585"],
+                "type": "txt",
+                "body": { "msg": "testmessages" }
+            })
+        );
+        m.extra = Some(r#"{"k":"v"}"#.into());
+        assert_eq!(
+            reply_body(ReplyKind::Group, "g1", Some("high"), &m).unwrap(),
+            json!({
+                "from": "user1",
+                "to": ["g1"],
+                "type": "txt",
+                "body": { "msg": "testmessages" },
+                "ext": { "k": "v" }
+            })
+        );
+        assert_eq!(
+            reply_body(ReplyKind::Room, "r1", Some("low"), &m).unwrap()["chatroom_msg_level"],
+            "low"
+        );
+        assert_eq!(
+            ReplyKind::parse("room:185145305923585"),
+            Some((ReplyKind::Room, "185145305923585"))
+        );
+        assert_eq!(ReplyKind::parse("user:ada"), Some((ReplyKind::User, "ada")));
+        for bad in ["room9", "room:", "chan:x", "group:a b", "user:\u{1b}[2J"] {
+            assert_eq!(ReplyKind::parse(bad), None, "{bad}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! Easemob IM: broadcasts to all users, to online users, or to every
-//! active chat room.
+//! active chat room; and replies into the one chat room, group or
+//! one-to-one conversation a chat message came from, with the ordinary
+//! message API of that kind.
 //!
 //! Requests carry an app token (`Authorization: Bearer …`) fetched with the
 //! client id and secret. Easemob blocks accounts that fetch tokens too
@@ -15,7 +17,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use self::body::{MAX_BODY_BYTES, MAX_USER_ID_BYTES, Target, priority_name, request_body};
+use self::body::{
+    MAX_BODY_BYTES, MAX_USER_ID_BYTES, ReplyKind, Target, priority_name, reply_body, request_body,
+};
 use super::common::{self, Options, Reply, unix_now};
 use super::{ALL_CONTENT_KINDS, ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
@@ -95,6 +99,62 @@ fn channel_settings(channel: &ChannelConfig) -> Result<(Target, Option<String>),
     match target {
         Some(t) if problems.is_empty() => Ok((t, priority)),
         _ => Err(problems),
+    }
+}
+
+/// Where one request goes, and what a 429 there means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Route {
+    path: &'static str,
+    what: &'static str,
+    /// The shortest documented window, which a 429 means we hit.
+    window: Duration,
+}
+
+impl Target {
+    fn route(self) -> Route {
+        Route {
+            path: self.path(),
+            what: match self {
+                Target::AllUsers => "easemob all-users broadcast",
+                Target::OnlineUsers => "easemob online-users broadcast",
+                Target::Chatrooms => "easemob chat-rooms broadcast",
+            },
+            window: self.window(),
+        }
+    }
+}
+
+impl ReplyKind {
+    fn route(self) -> Route {
+        Route {
+            path: self.path(),
+            what: match self {
+                ReplyKind::Room => "easemob chat-room message",
+                ReplyKind::Group => "easemob group message",
+                ReplyKind::User => "easemob one-to-one message",
+            },
+            window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A message's request: where it goes and its body.
+fn request(
+    channel: &ChannelConfig,
+    message: &Message,
+) -> Result<(Route, serde_json::Value), String> {
+    let (target, default_level) = channel_settings(channel)
+        .map_err(|_| "the channel's Easemob target or priority is invalid".to_string())?;
+    let level = level_for(message, default_level.as_deref());
+    match &message.reply_to {
+        Some(conversation) => {
+            let (kind, to) = ReplyKind::parse(conversation).ok_or_else(|| {
+                "reply-to must be the conversation of an Easemob chat message: room:ID, group:ID or user:ID".to_string()
+            })?;
+            Ok((kind.route(), reply_body(kind, to, level, message)?))
+        }
+        None => Ok((target.route(), request_body(target, level, message)?)),
     }
 }
 
@@ -236,14 +296,14 @@ impl Easemob {
 
     async fn post(
         &self,
-        target: Target,
+        route: Route,
         body: &serde_json::Value,
         token: &Secret,
     ) -> Result<Reply, DeliveryOutcome> {
-        let what = "easemob broadcast";
+        let what = route.what;
         let response = self
             .http
-            .post(format!("{}/{}", self.base, target.path()))
+            .post(format!("{}/{}", self.base, route.path))
             .bearer_auth(token.expose())
             .json(body)
             .send()
@@ -271,14 +331,14 @@ fn describe(e: &ErrorAnswer, reply: &Reply) -> String {
 }
 
 /// What an answer (other than a first 401) means.
-fn interpret(target: Target, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
-    let what = format!("easemob {}", target.endpoint());
+fn interpret(route: Route, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
+    let what = route.what;
     if (200..300).contains(&reply.status) {
-        // A 200 is the broadcast going out; the body only carries its id.
+        // A 200 is the message going out; the body only carries its id.
         // An unreadable body must not cause a resend of a 3-a-day call.
         let ids = serde_json::from_slice::<serde_json::Value>(&reply.body)
             .ok()
-            .map(|v| broadcast_ids(&v["data"]))
+            .map(|v| message_ids(&v["data"]))
             .unwrap_or_default();
         return DeliveryOutcome::Delivered { provider_ids: ids };
     }
@@ -291,7 +351,7 @@ fn interpret(target: Target, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
         .unwrap_or_else(|| format!("http-{}", reply.status));
     match reply.status {
         429 => DeliveryOutcome::RetryLater {
-            after: Some(reply.retry_after.unwrap_or(target.window())),
+            after: Some(reply.retry_after.unwrap_or(route.window)),
             reason: format!("{what}: rate limited (HTTP 429): {said}"),
         },
         403 if e
@@ -338,8 +398,9 @@ fn interpret(target: Target, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
     }
 }
 
-/// `data.id`, a number too large for a double, or a list of ids.
-fn broadcast_ids(data: &serde_json::Value) -> Vec<String> {
+/// `data.id` (a number too large for a double), a list of ids, or for the
+/// message API a map of conversation to message id.
+fn message_ids(data: &serde_json::Value) -> Vec<String> {
     let one = |v: &serde_json::Value| match v {
         serde_json::Value::Number(n) => Some(n.to_string()),
         serde_json::Value::String(s) => Some(common::provider_code(s)),
@@ -351,6 +412,9 @@ fn broadcast_ids(data: &serde_json::Value) -> Vec<String> {
             .take(100)
             .filter_map(|i| one(&i["id"]).or_else(|| one(i)))
             .collect(),
+        serde_json::Value::Object(map) if !map.contains_key("id") => {
+            map.values().take(100).filter_map(one).collect()
+        }
         other => one(&other["id"]).into_iter().collect(),
     }
 }
@@ -393,16 +457,12 @@ impl Provider for Easemob {
     }
 
     fn validate(&self, channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
-        if message.reply_to.is_some() {
-            return Err(BroadcastError::Unsupported(
-                "an Easemob broadcast reaches everyone of its kind; it cannot answer into one conversation".into(),
+        if channel_settings(channel).is_err() {
+            return Err(BroadcastError::Internal(
+                "the channel's Easemob settings are invalid".into(),
             ));
         }
-        let (target, default_level) = channel_settings(channel).map_err(|_| {
-            BroadcastError::Internal("the channel's Easemob settings are invalid".into())
-        })?;
-        let level = level_for(message, default_level.as_deref());
-        let body = request_body(target, level, message).map_err(BroadcastError::Invalid)?;
+        let (_, body) = request(channel, message).map_err(BroadcastError::Invalid)?;
         let bytes = body.to_string().len();
         if bytes > MAX_BODY_BYTES {
             return Err(BroadcastError::Invalid(format!(
@@ -420,10 +480,29 @@ impl Provider for Easemob {
         }
     }
 
+    fn reply_endpoints(&self, _channel: &ChannelConfig) -> &'static [&'static str] {
+        ReplyKind::ENDPOINTS
+    }
+
+    fn route(&self, channel: &ChannelConfig, message: &Message) -> &'static str {
+        match message.reply_to.as_deref().and_then(ReplyKind::parse) {
+            Some((kind, _)) => kind.endpoint(),
+            None => self.endpoint(channel),
+        }
+    }
+
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         const MIN: u64 = 60_000;
         const DAY: u64 = 24 * 60 * MIN;
         match endpoint {
+            // 100 calls a second for the app, and a room drops messages
+            // past 20 a second ("每秒发送的消息数量默认超过 20 条，则会触发
+            // 消息丢弃逻辑"): 20 a second loses none in any one room.
+            "chatroom-messages" => ThrottleSpec::windows(&[(20, 1000)]),
+            // 20 calls a second ("20 次/秒").
+            "chatgroup-messages" => ThrottleSpec::windows(&[(20, 1000)]),
+            // 100 calls a second, 6,000 messages a minute.
+            "user-messages" => ThrottleSpec::windows(&[(100, 1000), (6000, MIN)]),
             // 1 per 30 minutes, 3 a day.
             "all-users-broadcast" => ThrottleSpec::windows(&[(1, 30 * MIN), (3, DAY)]),
             // 1 a minute, 50 a day.
@@ -453,15 +532,8 @@ impl Provider for Easemob {
     }
 
     async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome {
-        let Ok((target, default_level)) = channel_settings(channel) else {
-            return DeliveryOutcome::Rejected {
-                code: "config".into(),
-                reason: "the channel's Easemob target or priority is invalid".into(),
-            };
-        };
-        let level = level_for(&part.message, default_level.as_deref());
-        let body = match request_body(target, level, &part.message) {
-            Ok(b) => b,
+        let (route, body) = match request(channel, &part.message) {
+            Ok(r) => r,
             Err(why) => {
                 return DeliveryOutcome::Rejected {
                     code: "invalid".into(),
@@ -470,7 +542,7 @@ impl Provider for Easemob {
             }
         };
         let mut used = Vec::new();
-        let outcome = self.deliver(target, &body, &mut used).await;
+        let outcome = self.deliver(route, &body, &mut used).await;
         let mut secrets = vec![self.client_id.expose(), self.client_secret.expose()];
         secrets.extend(used.iter().map(Secret::expose));
         common::scrub(outcome, &secrets)
@@ -478,11 +550,11 @@ impl Provider for Easemob {
 }
 
 impl Easemob {
-    /// One broadcast, with the refetch-once rule for a refused token.
+    /// One request, with the refetch-once rule for a refused token.
     /// `used` collects the tokens sent, for scrubbing the outcome.
     async fn deliver(
         &self,
-        target: Target,
+        route: Route,
         body: &serde_json::Value,
         used: &mut Vec<Secret>,
     ) -> DeliveryOutcome {
@@ -491,12 +563,12 @@ impl Easemob {
             Err(outcome) => return outcome,
         };
         used.push(first.clone());
-        let reply = match self.post(target, body, &first).await {
+        let reply = match self.post(route, body, &first).await {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
         if reply.status != 401 {
-            return interpret(target, &reply, unix_now());
+            return interpret(route, &reply, unix_now());
         }
         tracing::info!("easemob: app token refused; fetching a new one and retrying once");
         let second = match self.token(Some(&first)).await {
@@ -504,9 +576,9 @@ impl Easemob {
             Err(outcome) => return outcome,
         };
         used.push(second.clone());
-        match self.post(target, body, &second).await {
+        match self.post(route, body, &second).await {
             // A second 401 maps to CredentialsExpired.
-            Ok(reply) => interpret(target, &reply, unix_now()),
+            Ok(reply) => interpret(route, &reply, unix_now()),
             Err(outcome) => outcome,
         }
     }

@@ -179,8 +179,78 @@ fn validate_checks_size_ext_custom_and_reply_to() {
     m.reply_to = Some("room-1".into());
     assert!(matches!(
         p.validate(&c, &m),
-        Err(BroadcastError::Unsupported(_))
+        Err(BroadcastError::Invalid(_))
     ));
+    // Any channel answers into any kind of conversation it was told about.
+    for (conversation, endpoint) in [
+        ("room:1", "chatroom-messages"),
+        ("group:g1", "chatgroup-messages"),
+        ("user:ada", "user-messages"),
+    ] {
+        m.reply_to = Some(conversation.into());
+        let online = target("online-users");
+        assert!(p.validate(&online, &m).is_ok(), "{conversation}");
+        assert_eq!(Provider::route(&p, &online, &m), endpoint);
+        assert!(p.reply_endpoints(&online).contains(&endpoint));
+    }
+    m.reply_to = None;
+    assert_eq!(Provider::route(&p, &c, &m), "chatrooms-broadcast");
+}
+
+#[tokio::test]
+async fn a_reply_goes_to_its_room_with_the_message_api() {
+    let server = Server::start(|seen| {
+        if seen.path().ends_with("/token") {
+            Canned::json(
+                200,
+                json!({"access_token": "t1", "expires_in": 5_184_000, "application": "app-uuid"}),
+            )
+        } else {
+            Canned::json(
+                200,
+                json!({"data": {"185145305923585": "1029545553039460728"}}),
+            )
+        }
+    })
+    .await;
+    let p = provider(&server.base);
+    let c = target("all-users");
+    let mut m = message(text("pong"));
+    m.reply_to = Some("room:185145305923585".into());
+    m.options = Some(MessageOptions {
+        system: false,
+        url_preview: None,
+        attach: None,
+        keyboard: None,
+        menu: None,
+        priority: Some(Priority::High),
+    });
+    let parts = p.plan("e", &c, &m).await.unwrap();
+    assert_eq!(
+        p.send(&c, &parts[0]).await,
+        DeliveryOutcome::Delivered {
+            provider_ids: vec!["1029545553039460728".into()]
+        }
+    );
+    let sent = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/1122161011178276/testapp/messages/chatrooms")
+        .expect("the reply went to the chat-room message API");
+    assert_eq!(
+        sent.json(),
+        json!({
+            "from": "admin",
+            "to": ["185145305923585"],
+            "type": "txt",
+            "body": {"msg": "pong"},
+            "chatroom_msg_level": "high"
+        })
+    );
+    assert_eq!(
+        p.default_throttle("chatroom-messages"),
+        ThrottleSpec::windows(&[(20, 1000)])
+    );
 }
 
 #[test]
@@ -209,7 +279,7 @@ fn success_carries_the_broadcast_id() {
         .unwrap(),
     );
     assert_eq!(
-        interpret(Target::AllUsers, &ok, 0),
+        interpret(Target::AllUsers.route(), &ok, 0),
         DeliveryOutcome::Delivered {
             provider_ids: vec!["1365344904091349007".into()]
         }
@@ -221,7 +291,7 @@ fn success_carries_the_broadcast_id() {
         retry_after: None,
     };
     assert_eq!(
-        interpret(Target::AllUsers, &garbled, 0),
+        interpret(Target::AllUsers.route(), &garbled, 0),
         DeliveryOutcome::Delivered {
             provider_ids: vec![]
         }
@@ -236,7 +306,8 @@ fn rate_limits_wait_for_the_endpoint_window() {
         (Target::OnlineUsers, 60),
         (Target::Chatrooms, 1),
     ] {
-        let DeliveryOutcome::RetryLater { after, reason } = interpret(t, &limited, 0) else {
+        let DeliveryOutcome::RetryLater { after, reason } = interpret(t.route(), &limited, 0)
+        else {
             panic!()
         };
         assert_eq!(after, Some(Duration::from_secs(secs)));
@@ -245,7 +316,7 @@ fn rate_limits_wait_for_the_endpoint_window() {
     let mut with_header = error(429, "", "");
     with_header.retry_after = Some(Duration::from_secs(42));
     assert!(matches!(
-        interpret(Target::AllUsers, &with_header, 0),
+        interpret(Target::AllUsers.route(), &with_header, 0),
         DeliveryOutcome::RetryLater { after: Some(d), .. } if d == Duration::from_secs(42)
     ));
 }
@@ -260,7 +331,7 @@ fn daily_limits_are_quota_exhausted_until_midnight_utc() {
         "chatroom broadcast limit exceeded",
     ] {
         let outcome = interpret(
-            Target::AllUsers,
+            Target::AllUsers.route(),
             &error(403, "forbidden_op", description),
             now,
         );
@@ -277,7 +348,7 @@ fn daily_limits_are_quota_exhausted_until_midnight_utc() {
 #[test]
 fn documented_errors_are_rejected_with_their_type_and_text() {
     let unopened = interpret(
-        Target::AllUsers,
+        Target::AllUsers.route(),
         &error(403, "forbidden_op", "message broadcast service is unopened"),
         0,
     );
@@ -304,7 +375,11 @@ fn documented_errors_are_rejected_with_their_type_and_text() {
         ),
         (413, "request_entity_too_large", "too large"),
     ] {
-        let outcome = interpret(Target::OnlineUsers, &error(status, kind, description), 0);
+        let outcome = interpret(
+            Target::OnlineUsers.route(),
+            &error(status, kind, description),
+            0,
+        );
         let DeliveryOutcome::Rejected { code, reason } = outcome else {
             panic!("{status} {kind}: {outcome:?}")
         };
@@ -317,13 +392,13 @@ fn documented_errors_are_rejected_with_their_type_and_text() {
 fn server_errors_retry_and_second_401_is_credentials() {
     for status in [500, 502, 503, 504] {
         assert!(matches!(
-            interpret(Target::Chatrooms, &error(status, "", "busy"), 0),
+            interpret(Target::Chatrooms.route(), &error(status, "", "busy"), 0),
             DeliveryOutcome::RetryLater { .. }
         ));
     }
     assert!(matches!(
         interpret(
-            Target::Chatrooms,
+            Target::Chatrooms.route(),
             &error(401, "unauthorized", "Unable to authenticate (OAuth)"),
             0
         ),

@@ -150,6 +150,11 @@ pub fn merged_msg_body(first: &Message, rest: &[Message]) -> Result<Value, Strin
 /// merged after `message` (same sender and custom data).
 pub fn request_body(message: &Message, rest: &[Message], random: u32) -> Result<Value, String> {
     let mut body = serde_json::Map::new();
+    // A reply goes to one group with send_group_msg, whose body is the
+    // broadcast's plus the GroupId.
+    if let Some(group) = &message.reply_to {
+        body.insert("GroupId".into(), Value::String(group.clone()));
+    }
     if let Some(sender) = &message.sender {
         body.insert("From_Account".into(), Value::String(sender.clone()));
     }

@@ -1,5 +1,6 @@
 //! Tencent Cloud Chat: one message to every audio-video group (AVChatRoom)
-//! with `v4/group_open_http_svc/send_broadcast_msg`.
+//! with `v4/group_open_http_svc/send_broadcast_msg`, and replies into the
+//! one group a chat message came from with `send_group_msg`.
 //!
 //! Requests are signed by a UserSig for the app admin `identifier`, carried
 //! in the query. It is cached and renewed at 90% of its lifetime; when the
@@ -27,8 +28,39 @@ use crate::wit::types::{BroadcastError, ContentKind, Message};
 /// The longest UserID (`From_Account`), in bytes of printable ASCII.
 pub const MAX_ACCOUNT_BYTES: usize = 32;
 const DEFAULT_USERSIG_TTL: i64 = 86_400;
-const ENDPOINT: &str = "send_broadcast_msg";
-const PATH: &str = "/v4/group_open_http_svc/send_broadcast_msg";
+/// The longest group ID: custom IDs are at most 48 bytes.
+const MAX_GROUP_ID_BYTES: usize = 48;
+
+/// One REST command: its throttle name and path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Api {
+    endpoint: &'static str,
+    path: &'static str,
+}
+
+impl Api {
+    fn what(self) -> String {
+        format!("tencent {}", self.endpoint)
+    }
+}
+
+const BROADCAST: Api = Api {
+    endpoint: "send_broadcast_msg",
+    path: "/v4/group_open_http_svc/send_broadcast_msg",
+};
+const GROUP: Api = Api {
+    endpoint: "send_group_msg",
+    path: "/v4/group_open_http_svc/send_group_msg",
+};
+
+/// A reply goes into its group; everything else is a broadcast.
+fn api_for(message: &Message) -> Api {
+    if message.reply_to.is_some() {
+        GROUP
+    } else {
+        BROADCAST
+    }
+}
 
 pub struct Tencent {
     /// The region domain with its scheme, without a trailing slash.
@@ -64,6 +96,12 @@ struct Response {
     error_info: Option<String>,
     #[serde(rename = "MsgSeq")]
     msg_seq: Option<serde_json::Value>,
+}
+
+fn is_group_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_GROUP_ID_BYTES
+        && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 fn is_account_id(id: &str) -> bool {
@@ -153,7 +191,7 @@ impl Tencent {
         Ok(value)
     }
 
-    fn url(&self, usersig: &Secret, random: u32) -> String {
+    fn url(&self, api: Api, usersig: &Secret, random: u32) -> String {
         let sdkappid = self.sdkappid.to_string();
         let random = random.to_string();
         let query = form_query(&[
@@ -163,28 +201,28 @@ impl Tencent {
             ("random", &random),
             ("contenttype", "json"),
         ]);
-        format!("{}{PATH}?{query}", self.base)
+        format!("{}{}?{query}", self.base, api.path)
     }
 
-    async fn post(&self, body: &serde_json::Value, random: u32, fresh: bool) -> Answer {
-        let what = "tencent send_broadcast_msg";
+    async fn post(&self, api: Api, body: &serde_json::Value, random: u32, fresh: bool) -> Answer {
+        let what = api.what();
         let sig = match self.usersig(fresh) {
             Ok(s) => s,
             Err(outcome) => return Answer::Done(outcome),
         };
         let response = match self
             .http
-            .post(self.url(&sig, random))
+            .post(self.url(api, &sig, random))
             .json(body)
             .send()
             .await
         {
             Ok(r) => r,
-            Err(e) => return Answer::Done(common::transport_failure(what, e)),
+            Err(e) => return Answer::Done(common::transport_failure(&what, e)),
         };
         let secrets = [self.secret_key.expose(), sig.expose()];
-        match common::read_reply(what, response).await {
-            Ok(reply) => match interpret(&reply) {
+        match common::read_reply(&what, response).await {
+            Ok(reply) => match interpret(api, &reply) {
                 Answer::Done(outcome) => Answer::Done(common::scrub(outcome, &secrets)),
                 expired => expired,
             },
@@ -195,8 +233,8 @@ impl Tencent {
 
 /// Reads an answer. The HTTP status is 200 even for errors; the body's
 /// `ActionStatus`, `ErrorCode` and `ErrorInfo` say what happened.
-fn interpret(reply: &Reply) -> Answer {
-    let what = "tencent send_broadcast_msg";
+fn interpret(api: Api, reply: &Reply) -> Answer {
+    let what = api.what();
     if !(200..300).contains(&reply.status) {
         return Answer::Done(if reply.is_transient() {
             DeliveryOutcome::RetryLater {
@@ -263,6 +301,15 @@ fn interpret(reply: &Reply) -> Answer {
         }),
         10003 => rejected("invalid command word"),
         10004 => rejected("invalid parameter"),
+        10007 if api == GROUP => rejected(
+            "not permitted: the identifier is not the app admin, or the group does not let it post",
+        ),
+        10010 => rejected("the group was dismissed or does not exist"),
+        10015 => rejected("the GroupId is invalid"),
+        10016 => rejected("the app's before-send callback refused the message"),
+        10017 => rejected("the sender is muted in this group"),
+        80001 => rejected("the message was filtered as sensitive content"),
+        80002 => rejected("the message is longer than 12 KB"),
         10007 => rejected(
             "not permitted: the console switch \"Broadcast messaging of audio-video group\" (Feature configuration > Group configuration) may be off, the plan may lack it (Pro, Pro Plus or Enterprise), or the identifier is not the app admin",
         ),
@@ -343,10 +390,17 @@ impl Provider for Tencent {
     }
 
     fn validate(&self, _channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
-        if message.reply_to.is_some() {
-            return Err(BroadcastError::Unsupported(
-                "send_broadcast_msg reaches every audio-video group; it cannot answer into one conversation".into(),
-            ));
+        if let Some(conversation) = &message.reply_to {
+            if conversation.starts_with("c2c:") {
+                return Err(BroadcastError::Unsupported(
+                    "a Tencent channel answers into groups (send_group_msg); one-to-one replies are not supported".into(),
+                ));
+            }
+            if !is_group_id(conversation) {
+                return Err(BroadcastError::Invalid(format!(
+                    "reply-to must be a Tencent GroupId: 1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII"
+                )));
+            }
         }
         let body = msg_body(message).map_err(BroadcastError::Invalid)?;
         let bytes = body.to_string().len();
@@ -367,10 +421,25 @@ impl Provider for Tencent {
     }
 
     fn endpoint(&self, _channel: &ChannelConfig) -> &'static str {
-        ENDPOINT
+        BROADCAST.endpoint
     }
 
-    fn default_throttle(&self, _endpoint: &str) -> ThrottleSpec {
+    fn reply_endpoints(&self, _channel: &ChannelConfig) -> &'static [&'static str] {
+        &[GROUP.endpoint]
+    }
+
+    fn route(&self, _channel: &ChannelConfig, message: &Message) -> &'static str {
+        api_for(message).endpoint
+    }
+
+    fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
+        if endpoint == GROUP.endpoint {
+            // "Up to 40 messages can be sent per second per group" (Use
+            // Limits); the API itself takes more calls than that, so the
+            // per-group ceiling, applied to all groups together, is the
+            // limit no pattern of replies can break.
+            return ThrottleSpec::windows(&[(40, 1000)]);
+        }
         // "Maximum call frequency: 1 times/second" (5/s on higher plans,
         // which an operator sets with `throttle`).
         ThrottleSpec::windows(&[(1, 1000)])
@@ -396,8 +465,14 @@ impl Provider for Tencent {
             .get("merge")
             .and_then(toml::Value::as_bool)
             .unwrap_or(false);
-        // One request has one From_Account and one CloudCustomData.
-        if !enabled || next.sender != part.message.sender || next.extra != part.message.extra {
+        // One request has one From_Account and one CloudCustomData, and
+        // only broadcasts back up enough to be worth merging.
+        if !enabled
+            || part.message.reply_to.is_some()
+            || next.reply_to.is_some()
+            || next.sender != part.message.sender
+            || next.extra != part.message.extra
+        {
             return None;
         }
         let mut merged = part.merged.clone();
@@ -431,11 +506,12 @@ impl Provider for Tencent {
                 };
             }
         };
-        match self.post(&body, random, false).await {
+        let api = api_for(&part.message);
+        match self.post(api, &body, random, false).await {
             Answer::Done(outcome) => outcome,
             Answer::UserSigExpired(_) => {
                 tracing::info!("tencent: UserSig expired; retrying once with a fresh one");
-                match self.post(&body, random, true).await {
+                match self.post(api, &body, random, true).await {
                     Answer::Done(outcome) => outcome,
                     Answer::UserSigExpired(reason) => DeliveryOutcome::CredentialsExpired {
                         reason: format!("{reason}; a freshly made UserSig was refused too"),

@@ -32,11 +32,14 @@ fn reply(status: u16, body: &str) -> Reply {
 }
 
 fn fail(code: i64, info: &str) -> Answer {
-    interpret(&reply(
-        200,
-        &serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info})
-            .to_string(),
-    ))
+    interpret(
+        BROADCAST,
+        &reply(
+            200,
+            &serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info})
+                .to_string(),
+        ),
+    )
 }
 
 #[test]
@@ -144,10 +147,20 @@ fn validate_checks_sender_reply_to_and_video_thumbnails() {
     ));
     m.sender = None;
     m.reply_to = Some("@TGS#abc".into());
+    assert!(p.validate(&c, &m).is_ok(), "a group reply");
+    m.reply_to = Some("c2c:ada".into());
     assert!(matches!(
         p.validate(&c, &m),
         Err(BroadcastError::Unsupported(_))
     ));
+    for bad in ["", "two words", &"g".repeat(49)] {
+        m.reply_to = Some(bad.into());
+        assert!(
+            matches!(p.validate(&c, &m), Err(BroadcastError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+    m.reply_to = None;
     let video = Content::Video(Media {
         url: "https://x/v.mp4".into(),
         filename: None,
@@ -186,10 +199,13 @@ async fn plan_draws_one_random_u32_as_the_dedup_key() {
 
 #[test]
 fn ok_is_delivered_with_msg_seq() {
-    let a = interpret(&reply(
-        200,
-        r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"MsgSeq":1283}"#,
-    ));
+    let a = interpret(
+        BROADCAST,
+        &reply(
+            200,
+            r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"MsgSeq":1283}"#,
+        ),
+    );
     assert_eq!(
         a,
         Answer::Done(DeliveryOutcome::Delivered {
@@ -266,16 +282,16 @@ fn usersig_errors_are_credentials_problems_with_distinct_reasons() {
 fn http_errors_and_garbage() {
     for status in [500, 502, 503, 429] {
         assert!(matches!(
-            interpret(&reply(status, "<html>")),
+            interpret(BROADCAST, &reply(status, "<html>")),
             Answer::Done(DeliveryOutcome::RetryLater { .. })
         ));
     }
     assert!(matches!(
-        interpret(&reply(404, "not found")),
+        interpret(BROADCAST, &reply(404, "not found")),
         Answer::Done(DeliveryOutcome::Rejected { code, .. }) if code == "http-404"
     ));
     let Answer::Done(DeliveryOutcome::RetryLater { reason, .. }) =
-        interpret(&reply(200, "\x1b[2J<html>proxy</html>"))
+        interpret(BROADCAST, &reply(200, "\x1b[2J<html>proxy</html>"))
     else {
         panic!()
     };
@@ -399,4 +415,76 @@ async fn expired_usersig_is_renewed_and_retried_once_with_the_same_random() {
         !reason.contains(&sent_sig) && !reason.contains(KEY),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn a_reply_goes_to_its_group_with_send_group_msg_and_its_own_throttle() {
+    let server = Server::start(|_| {
+        Canned::json(
+            200,
+            serde_json::json!({"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","MsgTime":1700000000,"MsgSeq":42}),
+        )
+    })
+    .await;
+    let p = provider(&server.base);
+    let c = no_target();
+    let mut m = message(text("pong"));
+    m.reply_to = Some("@TGS#lobby".into());
+    assert_eq!(p.route(&c, &m), "send_group_msg");
+    assert_eq!(p.reply_endpoints(&c), &["send_group_msg"]);
+    assert_eq!(
+        p.default_throttle("send_group_msg"),
+        ThrottleSpec::windows(&[(40, 1000)])
+    );
+    let parts = p.plan("live", &c, &m).await.unwrap();
+    let outcome = p.send(&c, &parts[0]).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Delivered {
+            provider_ids: vec!["42".into()]
+        }
+    );
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path(), "/v4/group_open_http_svc/send_group_msg");
+    let body = seen[0].json();
+    assert_eq!(body["GroupId"], "@TGS#lobby");
+    assert_eq!(
+        body["Random"].to_string(),
+        parts[0].dedup_key.clone().unwrap()
+    );
+    assert_eq!(body["MsgBody"][0]["MsgContent"]["Text"], "pong");
+
+    // A broadcast never merges a reply, nor the other way round.
+    let mut merging = c.clone();
+    merging
+        .options
+        .insert("merge".into(), toml::Value::Boolean(true));
+    let broadcast = message(text("all"));
+    let bparts = p.plan("live", &merging, &broadcast).await.unwrap();
+    assert!(p.merge(&merging, &bparts[0], &m).is_none());
+    assert!(p.merge(&merging, &parts[0], &broadcast).is_none());
+    assert!(p.merge(&merging, &bparts[0], &broadcast).is_some());
+}
+
+#[test]
+fn group_codes_say_what_went_wrong() {
+    for (code, words) in [
+        (10010, "dismissed"),
+        (10015, "GroupId"),
+        (10016, "callback"),
+        (10017, "muted"),
+        (80001, "sensitive"),
+        (10007, "admin"),
+    ] {
+        let body = format!(r#"{{"ActionStatus":"FAIL","ErrorCode":{code},"ErrorInfo":"x"}}"#);
+        match interpret(GROUP, &reply(200, &body)) {
+            Answer::Done(DeliveryOutcome::Rejected { code: c, reason }) => {
+                assert_eq!(c, code.to_string());
+                assert!(reason.contains(words), "{code}: {reason}");
+                assert!(reason.starts_with("tencent send_group_msg"), "{reason}");
+            }
+            other => panic!("{code}: {other:?}"),
+        }
+    }
 }

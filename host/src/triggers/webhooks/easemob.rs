@@ -4,9 +4,10 @@
 //! `max_skew_s` and each message de-duplicated by `msg_id` (else `callId`).
 //!
 //! `eventType = "chat"` with `chat_type` `groupchat` or `chatroom` becomes
-//! a chat message in that group or room (conversation = `to`); `chat`
-//! (one-to-one) one in the sender's conversation (`user:{from}`). Only
-//! `txt` bodies carry text.
+//! a chat message in that group or room (conversation `group:{to}` or
+//! `room:{to}`); `chat` (one-to-one) one in the sender's conversation
+//! (`user:{from}`). The kind travels in the conversation because each kind
+//! is answered through its own message API. Only `txt` bodies carry text.
 
 use md5::Md5;
 use serde_json::Value;
@@ -75,7 +76,8 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
         return Err(Refusal::Malformed("from is missing".into()));
     }
     let conversation = match body.get("chat_type").and_then(Value::as_str) {
-        Some("groupchat" | "chatroom") if !to.is_empty() => clean_id(to),
+        Some("groupchat") if !to.is_empty() => format!("group:{}", clean_id(to)),
+        Some("chatroom") if !to.is_empty() => format!("room:{}", clean_id(to)),
         Some("chat") => format!("user:{}", clean_id(from)),
         _ => return Err(Refusal::Malformed("chat_type or to is missing".into())),
     };
@@ -160,7 +162,7 @@ mod tests {
             "no signature in the event"
         );
         assert!(
-            matches!(&p.events[0], Incoming::Chat { conversation, text, .. } if conversation == "g1" && text == "!time")
+            matches!(&p.events[0], Incoming::Chat { conversation, text, .. } if conversation == "group:g1" && text == "!time")
         );
         for hostile in [&b"{}"[..], b"[]", b"{\"eventType\":\"chat\",\"from\":5}"] {
             let _ = verify(&hook(), &call(hostile, 0));
