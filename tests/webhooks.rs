@@ -721,7 +721,9 @@ async fn admin_api_needs_its_token_and_metrics_move() {
             .text()
             .await
             .unwrap();
-        if text.contains("botbox_broadcasts_total{provider=\"bitrix24\",outcome=\"delivered\"} 1")
+        if text.contains(
+            "botbox_broadcasts_total{provider=\"bitrix24\",outcome=\"delivered\",plugin=\"commands\"} 1",
+        )
             || tokio::time::Instant::now() > deadline
         {
             break text;
@@ -732,8 +734,10 @@ async fn admin_api_needs_its_token_and_metrics_move() {
         "botbox_webhook_calls_total{provider=\"bitrix24\",outcome=\"forged\"} 1",
         "botbox_events_handled_total{plugin=\"commands\"} 1",
         "botbox_handle_duration_ms_count{plugin=\"commands\"} 1",
-        "botbox_broadcasts_total{provider=\"bitrix24\",outcome=\"delivered\"} 1",
+        "botbox_broadcasts_total{provider=\"bitrix24\",outcome=\"delivered\",plugin=\"commands\"} 1",
         "# TYPE botbox_handle_duration_ms histogram",
+        "# TYPE botbox_throttle_wait_ms histogram",
+        "botbox_throttle_wait_ms_count{endpoint=\"bitrix24/rest\",plugin=\"commands\"} 1",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

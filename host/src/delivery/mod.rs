@@ -88,10 +88,21 @@ pub struct Finished {
     pub detail: Option<String>,
 }
 
-/// Every accepted message and every finished one, for whoever listens.
+/// How long one request waited for its endpoint's throttle.
+#[derive(Debug, Clone)]
+pub struct Throttled {
+    pub plugin: String,
+    /// `provider-name/endpoint`.
+    pub endpoint: String,
+    pub waited: Duration,
+}
+
+/// Every accepted message, every throttle wait and every finished message,
+/// for whoever listens.
 #[derive(Clone)]
 pub struct DeliveryObservers {
     pub accepted: broadcast::Sender<Accepted>,
+    pub throttled: broadcast::Sender<Throttled>,
     pub finished: broadcast::Sender<Finished>,
 }
 
@@ -99,6 +110,7 @@ impl Default for DeliveryObservers {
     fn default() -> Self {
         DeliveryObservers {
             accepted: broadcast::channel(4096).0,
+            throttled: broadcast::channel(4096).0,
             finished: broadcast::channel(4096).0,
         }
     }
@@ -510,6 +522,7 @@ impl Delivery {
                 let parts_now = self.outbox.parts(id)?;
                 return self.after_failure(record, attempts, outcome, &parts_now);
             }
+            let asked = std::time::Instant::now();
             if !self.take_slot(endpoint, stop).await {
                 self.outbox.requeue(
                     id,
@@ -519,6 +532,11 @@ impl Delivery {
                 )?;
                 return Ok(());
             }
+            let _ = self.observers.throttled.send(Throttled {
+                plugin: record.plugin.clone(),
+                endpoint: endpoint.key.clone(),
+                waited: asked.elapsed(),
+            });
             attempts += 1;
             let outcome = endpoint.provider.send(&channel.config, &part.part).await;
             match outcome {

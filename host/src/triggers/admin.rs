@@ -310,7 +310,8 @@ async fn metrics(State(server): State<Arc<AdminServer>>) -> Response {
         .into_response()
 }
 
-/// Counts broadcasts by provider account and outcome, and throttle waits,
+/// Counts broadcasts by provider account, outcome and plugin, and the
+/// measured throttle waits,
 /// from the delivery engine's observers, until `stop`.
 pub async fn observe_delivery(
     delivery: Arc<Delivery>,
@@ -318,18 +319,13 @@ pub async fn observe_delivery(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut accepted = delivery.observers().accepted.subscribe();
+    let mut throttled = delivery.observers().throttled.subscribe();
     let mut finished = delivery.observers().finished.subscribe();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            a = accepted.recv() => match a {
-                Ok(a) => {
-                    if a.receipt.eta_ms > 0 {
-                        metrics.throttle_waits.fetch_add(1, Ordering::Relaxed);
-                        metrics.throttle_wait_ms.fetch_add(a.receipt.eta_ms, Ordering::Relaxed);
-                    }
-                }
+            t = throttled.recv() => match t {
+                Ok(t) => metrics.throttle_wait(&t.endpoint, &t.plugin, t.waited),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => break,
             },
@@ -340,7 +336,7 @@ pub async fn observe_delivery(
                         .get(&f.channel)
                         .map(|c| c.provider.as_str())
                         .unwrap_or("unknown");
-                    metrics.broadcast(provider, f.state.as_str());
+                    metrics.broadcast(provider, f.state.as_str(), &f.plugin);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => break,

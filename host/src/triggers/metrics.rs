@@ -17,14 +17,30 @@ type StatField = fn(&crate::runtime::PluginStats) -> &AtomicU64;
 pub struct Metrics {
     /// (provider, outcome) → calls.
     webhooks: Mutex<BTreeMap<(String, String), u64>>,
-    /// (provider kind, outcome) → finished messages.
-    broadcasts: Mutex<BTreeMap<(String, String), u64>>,
-    /// Messages accepted with a throttle wait, and the total wait.
-    pub throttle_waits: AtomicU64,
-    pub throttle_wait_ms: AtomicU64,
+    /// (provider, outcome, plugin) → finished messages.
+    broadcasts: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// (endpoint, plugin) → how long requests waited for the throttle.
+    throttle_waits: Mutex<BTreeMap<(String, String), WaitHistogram>>,
     /// (`plugin` or `config`, `ok` or `refused`) → reloads.
     reloads: Mutex<BTreeMap<(String, String), u64>>,
 }
+
+/// Upper bounds of the throttle-wait histogram, in ms: from "no wait" to a
+/// daily quota's hours.
+pub const WAIT_BUCKETS_MS: [u64; 9] = [
+    1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000,
+];
+
+#[derive(Default, Clone)]
+struct WaitHistogram {
+    buckets: [u64; WAIT_BUCKETS_MS.len()],
+    count: u64,
+    sum_ms: u64,
+}
+
+/// The number of label sets a map keeps, so nothing outside the config and
+/// the host can grow it without bound.
+const MAX_SERIES: usize = 10_000;
 
 fn bump(map: &Mutex<BTreeMap<(String, String), u64>>, a: &str, b: &str) {
     let mut m = match map.lock() {
@@ -42,8 +58,33 @@ impl Metrics {
         bump(&self.webhooks, provider, outcome);
     }
 
-    pub fn broadcast(&self, provider: &str, outcome: &str) {
-        bump(&self.broadcasts, provider, outcome);
+    pub fn broadcast(&self, provider: &str, outcome: &str, plugin: &str) {
+        let mut m = self
+            .broadcasts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() < MAX_SERIES {
+            *m.entry((provider.into(), outcome.into(), plugin.into()))
+                .or_default() += 1;
+        }
+    }
+
+    /// One request's wait for its endpoint's throttle.
+    pub fn throttle_wait(&self, endpoint: &str, plugin: &str, waited: std::time::Duration) {
+        let ms = waited.as_millis().min(u64::MAX as u128) as u64;
+        let mut m = self
+            .throttle_waits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_SERIES && !m.contains_key(&(endpoint.into(), plugin.into())) {
+            return;
+        }
+        let h = m.entry((endpoint.into(), plugin.into())).or_default();
+        if let Some(i) = WAIT_BUCKETS_MS.iter().position(|le| ms <= *le) {
+            h.buckets[i] += 1;
+        }
+        h.count += 1;
+        h.sum_ms = h.sum_ms.saturating_add(ms);
     }
 
     pub fn reload(&self, kind: &str, outcome: &str) {
@@ -87,23 +128,44 @@ impl Metrics {
             ("provider", "outcome"),
             &self.webhooks,
         );
-        pairs(
-            &mut out,
-            "botbox_broadcasts_total",
-            "Finished messages by provider kind and outcome.",
-            ("provider", "outcome"),
-            &self.broadcasts,
-        );
+        let name = "botbox_broadcasts_total";
         let _ = writeln!(
             out,
-            "# HELP botbox_throttle_waits_total Messages accepted to wait for a provider throttle.\n# TYPE botbox_throttle_waits_total counter\nbotbox_throttle_waits_total {}",
-            self.throttle_waits.load(Ordering::Relaxed)
+            "# HELP {name} Finished messages by provider account, outcome and plugin.\n# TYPE {name} counter"
         );
+        if let Ok(m) = self.broadcasts.lock() {
+            for ((provider, outcome, plugin), v) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{provider=\"{}\",outcome=\"{}\",plugin=\"{}\"}} {v}",
+                    escape(provider),
+                    escape(outcome),
+                    escape(plugin)
+                );
+            }
+        }
+        let name = "botbox_throttle_wait_ms";
         let _ = writeln!(
             out,
-            "# HELP botbox_throttle_wait_ms_total Total expected throttle wait of accepted messages, in ms.\n# TYPE botbox_throttle_wait_ms_total counter\nbotbox_throttle_wait_ms_total {}",
-            self.throttle_wait_ms.load(Ordering::Relaxed)
+            "# HELP {name} How long each provider request waited for its endpoint's throttle, in ms.\n# TYPE {name} histogram"
         );
+        if let Ok(m) = self.throttle_waits.lock() {
+            for ((endpoint, plugin), h) in m.iter() {
+                let labels = format!(
+                    "endpoint=\"{}\",plugin=\"{}\"",
+                    escape(endpoint),
+                    escape(plugin)
+                );
+                let mut cumulative = 0;
+                for (le, n) in WAIT_BUCKETS_MS.iter().zip(h.buckets.iter()) {
+                    cumulative += n;
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ms);
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            }
+        }
         pairs(
             &mut out,
             "botbox_reloads_total",
@@ -192,4 +254,29 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn throttle_waits_land_in_their_buckets_per_endpoint_and_plugin() {
+        let m = Metrics::default();
+        m.throttle_wait("tc/send_broadcast_msg", "news", Duration::from_micros(300));
+        m.throttle_wait("tc/send_broadcast_msg", "news", Duration::from_millis(950));
+        m.throttle_wait("em/all-users-broadcast", "a\"b", Duration::from_secs(1800));
+        m.broadcast("tc", "delivered", "news");
+        let waits = m.throttle_waits.lock().unwrap();
+        let news = &waits[&("tc/send_broadcast_msg".into(), "news".into())];
+        assert_eq!(news.count, 2);
+        assert_eq!(news.sum_ms, 950);
+        // 0 ms ≤ 1, 950 ms ≤ 1,000.
+        assert_eq!(news.buckets[0], 1);
+        assert_eq!(news.buckets[3], 1);
+        let other = &waits[&("em/all-users-broadcast".into(), "a\"b".into())];
+        assert_eq!(other.buckets[6], 0);
+        assert_eq!(other.buckets[7], 1, "30 minutes ≤ 1 h");
+    }
 }
