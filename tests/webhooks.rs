@@ -326,6 +326,18 @@ async fn bbb_chat_reaches_the_granted_plugin_and_the_answer_lands_in_that_meetin
         )
         .await;
     assert_status(&reply, 400, "an authentic but malformed body");
+    // Genuinely signed, but its events are two hours old: the replay cache
+    // no longer remembers that far back, so it is refused as stale.
+    let mut old = callbacks::bbb_chat_event("room-1", "u1", "Eve", "!time");
+    old[0]["data"]["event"]["ts"] = serde_json::json!(unix_ms() - 2 * 3_600_000);
+    let old = format!("event={}", urlencode(&old.to_string()));
+    let signed = callbacks::bbb_signed_url(&callback, old.as_bytes(), &secret);
+    assert_status(
+        &r.post(signed.strip_prefix(&r.hooks).unwrap(), form, old.as_bytes())
+            .await,
+        403,
+        "stale events",
+    );
     let huge = vec![b'a'; 17 << 10];
     assert_status(
         &r.post("/webhooks/bbb", form, &huge).await,
