@@ -41,7 +41,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{LeakyBucket, SimClock, unix_ms, unix_secs};
 use crate::codec::{parse_query, php_form, php_intval};
 use crate::config::BitrixConfig;
-use crate::record::{SimDelivery, SimProvider, Target, Violation, escape_for_log};
+use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::{Shared, lock};
 
@@ -289,14 +289,7 @@ fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) ->
         if !g.bucket.try_add(now, s.clock.now_for_limits()) {
             let limit = g.bucket.describe();
             drop(g);
-            s.records.violation(Violation {
-                provider: SimProvider::Bitrix,
-                endpoint: endpoint.to_owned(),
-                limit,
-                code: "QUERY_LIMIT_EXCEEDED".to_owned(),
-                at: now,
-                unix_ms: unix_ms(),
-            });
+            s.violation(SimProvider::Bitrix, endpoint, limit, "QUERY_LIMIT_EXCEEDED");
             return Handled::rejected(rate_limited(), "QUERY_LIMIT_EXCEEDED");
         }
     }

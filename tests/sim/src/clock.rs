@@ -119,6 +119,24 @@ impl SlidingWindow {
     }
 }
 
+/// Takes one slot in every window at `now`, or names the first full one
+/// (checked at `check_at`) and takes none.
+pub(crate) fn take_all(
+    windows: &mut [SlidingWindow],
+    check_at: Duration,
+    now: Duration,
+) -> Result<(), String> {
+    for w in windows.iter_mut() {
+        if !w.allows(check_at) {
+            return Err(w.describe());
+        }
+    }
+    for w in windows {
+        w.record(now);
+    }
+    Ok(())
+}
+
 /// Bitrix24's per-portal limiter: every request adds one to a bucket that
 /// drains at a fixed rate; a request that would overflow it is refused.
 #[derive(Debug)]

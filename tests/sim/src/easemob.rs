@@ -41,9 +41,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde_json::{Map, Value, json};
 
-use crate::clock::{SimClock, SlidingWindow, unix_ms};
+use crate::clock::{SimClock, SlidingWindow, take_all, unix_ms};
 use crate::config::EasemobConfig;
-use crate::record::{SimDelivery, SimProvider, Target, Violation, escape_for_log};
+use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::{Shared, lock};
 
@@ -241,6 +241,21 @@ fn rate_limited() -> Response {
     )
 }
 
+/// A request body that must be one JSON object of at most 64 KiB.
+async fn json_object(body: Body) -> Result<Map<String, Value>, Handled> {
+    let Ok(bytes) = read_body(body, MAX_BROADCAST_BODY).await else {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_entity_too_large",
+            "Request entity too large",
+        ));
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(req)) => Ok(req),
+        _ => Err(invalid_body()),
+    }
+}
+
 fn invalid_body() -> Handled {
     err(
         StatusCode::BAD_REQUEST,
@@ -325,38 +340,17 @@ async fn broadcast(
                 "message broadcast service is unopened",
             );
         }
-        let check_at = s.clock.now_for_limits();
-        let windows = &mut g.windows[kind.index()];
-        if let Some(w) = windows
-            .iter_mut()
-            .find_map(|w| (!w.allows(check_at)).then_some(w))
-        {
-            let limit = w.describe();
-            drop(g);
-            s.records.violation(Violation {
-                provider: SimProvider::Easemob,
-                endpoint: endpoint.to_owned(),
-                limit,
-                code: "429".to_owned(),
-                at: now,
-                unix_ms: unix_ms(),
-            });
+        let taken = take_all(&mut g.windows[kind.index()], s.clock.now_for_limits(), now);
+        drop(g);
+        if let Err(limit) = taken {
+            s.violation(SimProvider::Easemob, endpoint, limit, "429");
             return Handled::rejected(rate_limited(), "reach_limit");
-        }
-        for w in windows.iter_mut() {
-            w.record(now);
         }
     }
 
-    let Ok(bytes) = read_body(body, MAX_BROADCAST_BODY).await else {
-        return err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_entity_too_large",
-            "Request entity too large",
-        );
-    };
-    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
-        return invalid_body();
+    let req = match json_object(body).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
     };
     let parsed = match validate(kind, &req) {
         Ok(p) => p,
@@ -369,14 +363,7 @@ async fn broadcast(
     if !daily.allows(check_at) {
         let limit = daily.describe();
         drop(g);
-        s.records.violation(Violation {
-            provider: SimProvider::Easemob,
-            endpoint: endpoint.to_owned(),
-            limit,
-            code: "403".to_owned(),
-            at: now,
-            unix_ms: unix_ms(),
-        });
+        s.violation(SimProvider::Easemob, endpoint, limit, "403");
         return err(StatusCode::FORBIDDEN, "forbidden_op", kind.quota_message());
     }
     daily.record(now);
@@ -384,7 +371,6 @@ async fn broadcast(
     let id = g.next_id;
     drop(g);
 
-    let cfg = &s.easemob.cfg;
     let target = match kind {
         Kind::AllUsers => Target::AllUsers,
         Kind::OnlineUsers => Target::OnlineUsers,
@@ -415,21 +401,7 @@ async fn broadcast(
         at: now,
         unix_ms: unix_ms(),
     });
-    let base = s.easemob.base_url.get().cloned().unwrap_or_default();
-    Handled::delivered(json(
-        StatusCode::OK,
-        &json!({
-            "path": format!("/{endpoint}"),
-            "uri": format!("{base}/{}/{}/{endpoint}", cfg.org, cfg.app),
-            "timestamp": unix_ms(),
-            "organization": cfg.org,
-            "application": cfg.application,
-            "action": "post",
-            "data": {"id": id},
-            "duration": 0,
-            "applicationName": cfg.app,
-        }),
-    ))
+    Handled::delivered(ok_response(s, endpoint, json!({"id": id})))
 }
 
 /// Checks the bearer token: the 401 to answer, unless it is one this app
@@ -502,37 +474,20 @@ async fn message(
     let now = s.clock.now();
     {
         let mut g = lock(&s.easemob.inner);
-        let check_at = s.clock.now_for_limits();
-        let windows = &mut g.message_windows[kind as usize];
-        if let Some(w) = windows
-            .iter_mut()
-            .find_map(|w| (!w.allows(check_at)).then_some(w))
-        {
-            let limit = w.describe();
-            drop(g);
-            s.records.violation(Violation {
-                provider: SimProvider::Easemob,
-                endpoint: endpoint.to_owned(),
-                limit,
-                code: "429".to_owned(),
-                at: now,
-                unix_ms: unix_ms(),
-            });
+        let taken = take_all(
+            &mut g.message_windows[kind as usize],
+            s.clock.now_for_limits(),
+            now,
+        );
+        drop(g);
+        if let Err(limit) = taken {
+            s.violation(SimProvider::Easemob, endpoint, limit, "429");
             return Handled::rejected(rate_limited(), "reach_limit");
         }
-        for w in windows.iter_mut() {
-            w.record(now);
-        }
     }
-    let Ok(bytes) = read_body(body, MAX_BROADCAST_BODY).await else {
-        return err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_entity_too_large",
-            "Request entity too large",
-        );
-    };
-    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
-        return invalid_body();
+    let req = match json_object(body).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
     };
     let from = match req.get("from") {
         None => "admin".to_owned(),
@@ -621,14 +576,7 @@ async fn message(
     }
     drop(g);
     for limit in overflowing {
-        s.records.violation(Violation {
-            provider: SimProvider::Easemob,
-            endpoint: endpoint.to_owned(),
-            limit,
-            code: "dropped".to_owned(),
-            at: now,
-            unix_ms: unix_ms(),
-        });
+        s.violation(SimProvider::Easemob, endpoint, limit, "dropped");
     }
     for id in &to {
         let target = match kind {
@@ -667,9 +615,14 @@ async fn message(
             unix_ms: unix_ms(),
         });
     }
+    Handled::delivered(ok_response(s, endpoint, Value::Object(ids)))
+}
+
+/// A 200 answer with Easemob's envelope around `data`.
+fn ok_response(s: &Shared, endpoint: &str, data: Value) -> Response {
     let cfg = &s.easemob.cfg;
     let base = s.easemob.base_url.get().cloned().unwrap_or_default();
-    Handled::delivered(json(
+    json(
         StatusCode::OK,
         &json!({
             "path": format!("/{endpoint}"),
@@ -678,11 +631,11 @@ async fn message(
             "organization": cfg.org,
             "application": cfg.application,
             "action": "post",
-            "data": ids,
+            "data": data,
             "duration": 0,
             "applicationName": cfg.app,
         }),
-    ))
+    )
 }
 
 struct Broadcast {

@@ -127,6 +127,27 @@ pub(crate) struct Shared {
     pub(crate) bitrix: bitrix::BitrixState,
 }
 
+impl Shared {
+    /// Records a call past a documented limit, as the provider would have
+    /// refused (or silently dropped) it.
+    pub(crate) fn violation(
+        &self,
+        provider: SimProvider,
+        endpoint: &str,
+        limit: String,
+        code: &str,
+    ) {
+        self.records.violation(Violation {
+            provider,
+            endpoint: endpoint.to_owned(),
+            limit,
+            code: code.to_owned(),
+            at: self.clock.now(),
+            unix_ms: clock::unix_ms(),
+        });
+    }
+}
+
 /// The base URLs clients should be configured with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimUrls {

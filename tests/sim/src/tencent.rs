@@ -44,10 +44,10 @@ use flate2::read::ZlibDecoder;
 use serde_json::{Map, Value, json};
 use std::io::Read;
 
-use crate::clock::{SlidingWindow, unix_ms, unix_secs};
+use crate::clock::{SlidingWindow, take_all, unix_ms, unix_secs};
 use crate::codec::{first, parse_query};
 use crate::config::TencentConfig;
-use crate::record::{SimDelivery, SimProvider, Target, Violation, escape_for_log};
+use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::sign::{tencent_hmac, tencent_sig_content};
 use crate::{Shared, lock};
@@ -216,20 +216,16 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
         } else {
             &mut g.window
         };
-        if !window.allows(s.clock.now_for_limits()) {
-            let limit = window.describe();
-            drop(g);
-            s.records.violation(Violation {
-                provider: SimProvider::Tencent,
-                endpoint: endpoint.to_owned(),
-                limit,
-                code: "10023".to_owned(),
-                at: s.clock.now(),
-                unix_ms: unix_ms(),
-            });
+        let taken = take_all(
+            std::slice::from_mut(window),
+            s.clock.now_for_limits(),
+            s.clock.now(),
+        );
+        drop(g);
+        if let Err(limit) = taken {
+            s.violation(SimProvider::Tencent, endpoint, limit, "10023");
             return Handled::rejected(rate_limited(), "10023");
         }
-        window.record(s.clock.now());
     }
 
     let Ok(bytes) = read_body(body, MAX_REQUEST_BODY).await else {
@@ -263,20 +259,16 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
         let window = g.per_group.entry(id.clone()).or_insert_with(|| {
             SlidingWindow::new(GROUP_MESSAGES_PER_SECOND, Duration::from_secs(1))
         });
-        if !window.allows(s.clock.now_for_limits()) {
-            let limit = format!("{} in group {id}", window.describe());
+        if let Err(limit) = take_all(std::slice::from_mut(window), s.clock.now_for_limits(), now) {
             drop(g);
-            s.records.violation(Violation {
-                provider: SimProvider::Tencent,
-                endpoint: endpoint.to_owned(),
-                limit,
-                code: "10023".to_owned(),
-                at: now,
-                unix_ms: unix_ms(),
-            });
+            s.violation(
+                SimProvider::Tencent,
+                endpoint,
+                format!("{limit} in group {id}"),
+                "10023",
+            );
             return Handled::rejected(rate_limited(), "10023");
         }
-        window.record(now);
     }
     while g
         .recent

@@ -11,6 +11,17 @@ use crate::wit::types::{Content, MessageOptions, Priority};
 
 const CLIENT_SECRET: &str = "YXA6-very-secret-client-secret";
 
+fn high_priority() -> MessageOptions {
+    MessageOptions {
+        system: false,
+        url_preview: None,
+        attach: None,
+        keyboard: None,
+        menu: None,
+        priority: Some(Priority::High),
+    }
+}
+
 fn provider(url: &str) -> Easemob {
     Easemob {
         base: format!("{url}/1122161011178276/testapp"),
@@ -217,14 +228,7 @@ async fn a_reply_goes_to_its_room_with_the_message_api() {
     let c = target("all-users");
     let mut m = message(text("pong"));
     m.reply_to = Some("room:185145305923585".into());
-    m.options = Some(MessageOptions {
-        system: false,
-        url_preview: None,
-        attach: None,
-        keyboard: None,
-        menu: None,
-        priority: Some(Priority::High),
-    });
+    m.options = Some(high_priority());
     let parts = p.plan("e", &c, &m).await.unwrap();
     assert_eq!(
         p.send(&c, &parts[0]).await,
@@ -258,14 +262,7 @@ fn priority_comes_from_the_message_then_the_channel() {
     let mut m = message(text("hi"));
     assert_eq!(level_for(&m, Some("low")), Some("low"));
     assert_eq!(level_for(&m, None), None);
-    m.options = Some(MessageOptions {
-        system: false,
-        url_preview: None,
-        attach: None,
-        keyboard: None,
-        menu: None,
-        priority: Some(Priority::High),
-    });
+    m.options = Some(high_priority());
     assert_eq!(level_for(&m, Some("low")), Some("high"));
 }
 
