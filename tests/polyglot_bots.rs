@@ -19,7 +19,7 @@ use botbox::config::Config;
 use botbox::delivery::Accepted;
 use botbox::runtime::HandleError;
 use botbox::wit::types::{ChatMessage, Content, CustomEvent, Event};
-use support::{example_plugin, repo_root};
+use support::{example_plugin, repo_root, target_dir};
 use tokio::sync::broadcast::Receiver;
 
 const FAQ_TABLE: &str = r#"[{"id": "hours", "keywords": ["open", "opening hours"], "answer": "We are open 9 to 5."}, {"id": "wifi", "keywords": ["wifi", "password"], "answer": "The wifi password is on the desk."}]"#;
@@ -718,7 +718,7 @@ fn python_template_builds_and_answers() {
         "componentize-py",
     );
     // The componentize-py `cargo xtask plugins` installed, first on PATH.
-    let venv_bin = repo_root().join("target/guests/python-venv/bin");
+    let venv_bin = target_dir().join("guests/python-venv/bin");
     assert!(
         venv_bin.join("componentize-py").is_file(),
         "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",

@@ -13,6 +13,15 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The host workspace's target dir, found as `cargo xtask` finds it:
+/// `CARGO_TARGET_DIR` (relative to the root) when set, else `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => repo_root().join("target"),
+    }
+}
+
 /// The WIT package, optionally re-versioned to build "foreign" components.
 fn resolve_with_version(version: &str) -> (Resolve, wit_parser::WorldId) {
     let text = std::fs::read_to_string(repo_root().join("wit/bot.wit")).expect("read wit/bot.wit");
@@ -329,9 +338,7 @@ impl TestHost {
 
 /// The example plugins built by `cargo xtask plugins`.
 pub fn example_plugin(name: &str) -> PathBuf {
-    let path = repo_root()
-        .join("target/plugins")
-        .join(format!("{name}.wasm"));
+    let path = target_dir().join("plugins").join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: build the example plugins first with `cargo xtask plugins` \
