@@ -841,9 +841,20 @@ async fn webhooks_register_creates_the_bbb_hook_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_closes_the_loop_from_chat_to_answer() {
     example_plugin("commands");
+    // The demo config names `target/plugins/…` relative to where botbox
+    // runs: a scratch folder whose `target/plugins` is the built one keeps
+    // the demo's state out of the repository and works whatever the
+    // target dir is.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir(scratch.path().join("target")).unwrap();
+    std::os::unix::fs::symlink(
+        support::target_dir().join("plugins"),
+        scratch.path().join("target/plugins"),
+    )
+    .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
         .args(["run", "--demo", "--no-reload", "--exit-after", "12"])
-        .current_dir(support::repo_root())
+        .current_dir(scratch.path())
         .env("NO_COLOR", "1")
         .output()
         .await
