@@ -215,6 +215,11 @@ fn three_hosts_share_one_quota_without_exceeding_it() {
     let d = c.sim.deliveries_to(SimProvider::Tencent);
     let span = (d[d.len() - 1].at - d[0].at).as_secs_f64();
     let rate = (d.len() - 1) as f64 / span;
+    eprintln!(
+        "{} deliveries by {} hosts at {rate:.3}/s of 1/s",
+        d.len(),
+        c.hosts_that_delivered()
+    );
     assert!((0.95..=1.0).contains(&rate), "rate {rate:.3}/s of 1/s");
 }
 

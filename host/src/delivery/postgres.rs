@@ -348,6 +348,11 @@ impl SharedThrottle for PgOutbox {
         let lease = self.lease_secs();
         self.run(move |c| {
             let mut tx = c.transaction()?;
+            // Like SQLite's throttle history, this write sits just before a
+            // request, so it skips the WAL flush: a crashed *server* could
+            // forget the last fraction of a second of sends, a killed host
+            // or a restarted server forgets nothing.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             // Hosts take this endpoint's slots one at a time. The row is
             // made once, by whichever host needs it first.
             let lock = "SELECT 1 FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE";
@@ -507,12 +512,15 @@ impl OutboxStore for PgOutbox {
         let host = self.host_id.clone();
         let lease = self.lease_secs();
         self.run(move |c| {
-            c.execute(
+            // A lease renewal lost to a server crash only shortens the lease.
+            let mut tx = c.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            tx.execute(
                 "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3)
                  WHERE id = $1 AND claimed_by = $2",
                 &[&id, &host, &lease],
             )?;
-            Ok(())
+            tx.commit()
         })
     }
 
