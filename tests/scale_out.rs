@@ -37,6 +37,10 @@ struct Cluster {
     front: Arc<App>,
 }
 
+const TENCENT: &str = "[channels.live]\nprovider = \"tencent\"\nmax_delay = \"100d\"\n";
+const EASEMOB_ALL_USERS: &str =
+    "[channels.live]\nprovider = \"easemob\"\ntarget = \"all-users\"\nmax_delay = \"100d\"\n";
+
 fn text(i: usize) -> Message {
     Message {
         channel: "live".into(),
@@ -49,7 +53,14 @@ fn text(i: usize) -> Message {
     }
 }
 
-fn write_config(dir: &Path, sim: &Sim, pg: &PgServer, lease: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    sim: &Sim,
+    pg: &PgServer,
+    lease: &str,
+    scale: f64,
+    channel: &str,
+) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     pg.write_url(dir);
     // `botbox run` wants a plugin; this one only holds the channel grant.
@@ -63,7 +74,7 @@ fn write_config(dir: &Path, sim: &Sim, pg: &PgServer, lease: &str) -> PathBuf {
     let secrets = dir.join("secrets");
     botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
     let config = format!(
-        "[runtime]\nreload = false\n{}\n{}\n[channels.live]\nprovider = \"tencent\"\nmax_delay = \"100d\"\n\
+        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{}\n{channel}\
          [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"live\"]\n",
         pg.storage_section(lease),
         botbox::cli::sim::provider_sections(sim, &secrets)
@@ -75,18 +86,24 @@ fn write_config(dir: &Path, sim: &Sim, pg: &PgServer, lease: &str) -> PathBuf {
 
 impl Cluster {
     fn new(hosts: usize, lease: &str) -> Cluster {
+        Cluster::scaled(hosts, lease, 1.0, TENCENT)
+    }
+
+    /// Hosts (and the simulator) with clocks `scale` times faster.
+    fn scaled(hosts: usize, lease: &str, scale: f64, channel: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let sim = rt.block_on(Sim::start(SimConfig::fast(1.0))).unwrap();
+        let sim = rt.block_on(Sim::start(SimConfig::fast(scale))).unwrap();
         let pg = PgServer::start();
         let host_dirs: Vec<PathBuf> = (0..hosts)
             .map(|i| {
                 let d = dir.path().join(format!("host{i}"));
-                write_config(&d, &sim, &pg, lease);
+                write_config(&d, &sim, &pg, lease, scale, channel);
                 d
             })
             .collect();
-        let front_config = write_config(&dir.path().join("front"), &sim, &pg, lease);
+        let front_config =
+            write_config(&dir.path().join("front"), &sim, &pg, lease, scale, channel);
         let front = rt
             .block_on(async { App::build(Config::load(&front_config).unwrap()) })
             .unwrap();
@@ -274,4 +291,54 @@ fn losing_a_host_and_restarting_the_engine_lose_nothing() {
     accepted.push(i);
     c.wait_for_deliveries(accepted.len(), Duration::from_secs(40));
     c.assert_each_once(&accepted);
+}
+
+#[test]
+fn easemobs_three_broadcasts_a_day_are_three_for_all_hosts_together() {
+    // One simulated day is 6 s real; 30 minutes are 125 ms. Every host's
+    // scaled clock counts from the origin stored in the database.
+    let mut c = Cluster::scaled(3, "5s", 14_400.0, EASEMOB_ALL_USERS);
+    for i in 0..12 {
+        c.accept(i).unwrap();
+    }
+    for i in 0..3 {
+        c.start_host(i);
+    }
+    let to = |c: &Cluster| c.sim.deliveries_to(SimProvider::Easemob);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while to(&c).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Most of a simulated day after the first broadcast.
+    std::thread::sleep(Duration::from_millis(5_000));
+    let d = to(&c);
+    assert!(
+        c.sim.violations().is_empty(),
+        "the simulator saw rate-limit violations: {:?}",
+        c.sim.violations()
+    );
+    assert_eq!(d.len(), 3, "three a day between all hosts, all used");
+    for pair in d.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_secs(1800),
+            "30 minutes apart"
+        );
+    }
+    // The rest wait for tomorrow, still in the outbox.
+    for i in 0..3 {
+        c.kill_host(i);
+    }
+    let queued = c
+        .front
+        .delivery
+        .outbox()
+        .list(&ListFilter {
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap()
+        .iter()
+        .filter(|r| r.state != MessageState::Delivered)
+        .count();
+    assert_eq!(queued, 9);
 }
