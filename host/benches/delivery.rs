@@ -6,14 +6,26 @@
 //! in simulated time against the documented windows (no network), so they
 //! are exact and repeatable; the simulator tests in tests/delivery.rs check
 //! the same over real HTTP.
+//!
+//! Then the shared backend against SQLite: accept throughput, delivery
+//! throughput over real HTTP to the Tencent simulator (its quota raised so
+//! the storage, not the provider, is what is measured), and the latency a
+//! message gains from accept to delivered, with one host and with three
+//! (in-process hosts, each with its own connections, sharing one durable
+//! PostgreSQL server started from the Debian package's binaries).
+
+#[path = "../../tests/support/pg.rs"]
+mod pg;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use botbox::app::App;
 use botbox::config::Config;
 use botbox::delivery::throttle::{ARRIVAL_JITTER, Limit, Throttle, ThrottleSpec};
 use botbox::wit::types::{Content, Message};
+use botbox_sim::{Sim, SimConfig, SimProvider};
+use tokio_util::sync::CancellationToken;
 
 fn outbox_writes() -> (usize, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -105,6 +117,206 @@ fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
     (best_share.min(1.0), violations, binding)
 }
 
+fn text(channel: &str, i: usize) -> Message {
+    Message {
+        channel: channel.into(),
+        content: Content::Text(format!("message {i}")),
+        sender: None,
+        extra: None,
+        idempotency_key: None,
+        reply_to: None,
+        options: None,
+    }
+}
+
+/// One storage setup: SQLite (one host only) or PostgreSQL.
+enum Backend<'a> {
+    Sqlite,
+    Postgres(&'a pg::PgServer),
+}
+
+/// `hosts` in-process hosts on one Tencent account of `sim`.
+fn hosts(sim: &Sim, backend: &Backend<'_>, hosts: usize) -> (tempfile::TempDir, Vec<Arc<App>>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = dir.path().join("secrets");
+    botbox::cli::sim::write_secrets(&secrets, sim.config()).expect("secrets");
+    let storage = match backend {
+        Backend::Sqlite => String::new(),
+        Backend::Postgres(server) => {
+            server.write_url(dir.path());
+            server.storage_section("30s")
+        }
+    };
+    // The simulator takes 5000/s: the quota is not what is measured.
+    let providers = botbox::cli::sim::provider_sections(sim, &secrets).replace(
+        "[providers.tencent]\n",
+        "[providers.tencent]\nthrottle = [\"5000/1s\"]\n",
+    );
+    let text = format!(
+        "[runtime]\nreload = false\n{storage}\n{providers}\n[channels.live]\nprovider = \"tencent\"\nmax_delay = \"1d\"\n"
+    );
+    let apps = (0..hosts)
+        .map(|i| {
+            let host_dir = dir.path().join(format!("host{i}"));
+            std::fs::create_dir_all(&host_dir).expect("host dir");
+            let path = host_dir.join("botbox.toml");
+            std::fs::write(
+                &path,
+                text.replace("{ file = \"pg-url\" }", "{ file = \"../pg-url\" }"),
+            )
+            .expect("config");
+            Arc::new(App::build(Config::load(&path).expect("config")).expect("app"))
+        })
+        .collect();
+    (dir, apps)
+}
+
+struct Figures {
+    accepts_per_s: f64,
+    accept_p50_ms: f64,
+    delivered_per_s: f64,
+    end_to_end_p50_ms: f64,
+}
+
+fn p50(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Accepts `n` messages spread over the hosts (each accepting from its own
+/// thread), then starts every host and times the deliveries; then sends
+/// messages one at a time and times accept → delivered.
+async fn measure(backend: Backend<'_>, host_count: usize, n: usize) -> Figures {
+    let sim = Sim::start(SimConfig {
+        tencent: botbox_sim::TencentConfig {
+            rate_per_second: 5000,
+            ..SimConfig::fast(1.0).tencent
+        },
+        ..SimConfig::fast(1.0)
+    })
+    .await
+    .expect("simulator");
+    let (_dir, apps) = hosts(&sim, &backend, host_count);
+    let per_host = n / host_count;
+    let started = Instant::now();
+    let threads: Vec<_> = apps
+        .iter()
+        .enumerate()
+        .map(|(h, app)| {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                let channel = app.delivery.channel("live").expect("channel");
+                (0..per_host)
+                    .map(|i| {
+                        let t = Instant::now();
+                        app.delivery
+                            .accept("bench", &channel, text("live", h * per_host + i))
+                            .expect("accepted");
+                        t.elapsed().as_secs_f64() * 1000.0
+                    })
+                    .collect::<Vec<f64>>()
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in threads {
+        latencies.extend(t.join().expect("accepting thread"));
+    }
+    let accepts_per_s = (per_host * host_count) as f64 / started.elapsed().as_secs_f64();
+    let accept_p50_ms = p50(latencies);
+
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let workers: Vec<_> = apps
+        .iter()
+        .map(|a| a.delivery.start(stop.clone()))
+        .collect();
+    let total = per_host * host_count;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sim.deliveries_to(SimProvider::Tencent).len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let delivered_per_s =
+        sim.deliveries_to(SimProvider::Tencent).len() as f64 / started.elapsed().as_secs_f64();
+
+    // One at a time through the first host, the others idle but polling.
+    let mut finished = apps[0].delivery.observers().finished.subscribe();
+    let channel = apps[0].delivery.channel("live").expect("channel");
+    let mut end_to_end = Vec::new();
+    for i in 0..30 {
+        let t = Instant::now();
+        let receipt = apps[0]
+            .delivery
+            .accept("bench", &channel, text("live", 1_000_000 + i))
+            .expect("accepted");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), finished.recv()).await {
+                Ok(Ok(f)) if f.receipt_id == receipt.id => break,
+                Ok(_) => continue,
+                Err(_) => panic!("message {i} not delivered within 10 s"),
+            }
+        }
+        end_to_end.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    stop.cancel();
+    for w in workers {
+        w.wait().await;
+    }
+    Figures {
+        accepts_per_s,
+        accept_p50_ms,
+        delivered_per_s,
+        end_to_end_p50_ms: p50(end_to_end),
+    }
+}
+
+fn shared_backend() {
+    // Three hosts would be three processes, each with its own runtime:
+    // give the in-process ones enough threads not to queue behind each
+    // other's blocking outbox calls.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(6)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = pg::PgServer::start_durable();
+    let n = 600;
+    println!();
+    println!(
+        "shared backend vs SQLite: {n} messages to the Tencent simulator over loopback HTTP, throttle raised to 5000/s"
+    );
+    println!(
+        "{:<34} {:>11} {:>12} {:>12} {:>16}",
+        "setup", "accepts/s", "accept p50", "delivered/s", "accept→delivered"
+    );
+    let rows = [
+        ("SQLite, 1 host", Backend::Sqlite, 1),
+        ("PostgreSQL, 1 host", Backend::Postgres(&server), 1),
+        ("PostgreSQL, 3 hosts", Backend::Postgres(&server), 3),
+    ];
+    let mut reference: Option<f64> = None;
+    for (name, backend, host_count) in rows {
+        // Each row starts from an empty outbox.
+        if let Backend::Postgres(s) = &backend {
+            let _ = s.client().batch_execute(
+                "DROP TABLE IF EXISTS botbox_messages, botbox_parts, botbox_sends, botbox_throttles, botbox_clock",
+            );
+        }
+        let f = rt.block_on(measure(backend, host_count, n));
+        let added = match reference {
+            None => {
+                reference = Some(f.end_to_end_p50_ms);
+                String::new()
+            }
+            Some(r) => format!(" ({:+.1} ms)", f.end_to_end_p50_ms - r),
+        };
+        println!(
+            "{name:<34} {:>11.0} {:>9.2} ms {:>12.0} {:>10.1} ms{added}",
+            f.accepts_per_s, f.accept_p50_ms, f.delivered_per_s, f.end_to_end_p50_ms
+        );
+    }
+}
+
 fn main() {
     let (n, per_second) = outbox_writes();
     println!(
@@ -165,4 +377,5 @@ fn main() {
             share * 100.0
         );
     }
+    shared_backend();
 }

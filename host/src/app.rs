@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::capabilities::kv::KvStore;
+use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError, ConfigIssue};
-use crate::delivery::outbox::SqliteOutbox;
-use crate::delivery::throttle::{ScaledClock, SharedClock, SystemClock};
+use crate::delivery::outbox::{OutboxStore, SqliteOutbox};
+use crate::delivery::postgres::PgOutbox;
+use crate::delivery::throttle::{Clock, ScaledClock, SharedClock, SystemClock};
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
 use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
@@ -68,23 +70,48 @@ fn listeners(
     }
 }
 
+/// The configured outbox, and the clock its throttles count in.
+pub fn open_outbox(config: &Config) -> Result<(Arc<dyn OutboxStore>, SharedClock), StartError> {
+    let scale = config.runtime.time_scale;
+    match &config.storage.backend {
+        StorageBackend::Sqlite => {
+            let outbox = SqliteOutbox::open(&config.storage.dir.join("outbox.sqlite"))
+                .map_err(|e| StartError::Storage(e.to_string()))?;
+            let clock: SharedClock = if scale == 1.0 {
+                Arc::new(SystemClock)
+            } else {
+                Arc::new(ScaledClock::new(scale))
+            };
+            Ok((Arc::new(outbox), clock))
+        }
+        StorageBackend::Postgres { url, lease } => {
+            let outbox =
+                PgOutbox::open(url, *lease).map_err(|e| StartError::Storage(e.to_string()))?;
+            let clock: SharedClock = if scale == 1.0 {
+                Arc::new(SystemClock)
+            } else {
+                // Hosts sharing a throttle must share its scaled time.
+                let origin = outbox
+                    .clock_origin(SystemClock.now_ms())
+                    .map_err(|e| StartError::Storage(e.to_string()))?;
+                Arc::new(ScaledClock::anchored(scale, origin))
+            };
+            Ok((Arc::new(outbox), clock))
+        }
+    }
+}
+
 impl App {
     /// Builds everything but the plugins. Provider and channel problems are
     /// reported together, like the rest of the config.
     pub fn build(config: Config) -> Result<App, StartError> {
         let registry = Registry::from_config(&config).map_err(|issues| invalid(&config, issues))?;
         let (webhooks, admin) = listeners(&config).map_err(|issues| invalid(&config, issues))?;
-        let outbox = SqliteOutbox::open(&config.storage.dir.join("outbox.sqlite"))
-            .map_err(|e| StartError::Storage(e.to_string()))?;
-        let clock: SharedClock = if config.runtime.time_scale == 1.0 {
-            Arc::new(SystemClock)
-        } else {
-            Arc::new(ScaledClock::new(config.runtime.time_scale))
-        };
+        let (outbox, clock) = open_outbox(&config)?;
         let delivery = Delivery::new(
             &config,
             &registry,
-            Arc::new(outbox),
+            outbox,
             clock,
             DeliveryObservers::default(),
         )

@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: find (or install) a Rust toolchain that builds
 //! `wasm32-unknown-unknown`, and the tools for the JS, Python and C guests
-//! (`guests::tools`).
+//! (`guests::tools`), and the PostgreSQL server the shared-backend tests run.
 //!
 //! Two routes, tried in this order:
 //! 1. rustup with the target installed: the ordinary route on a developer
@@ -105,7 +105,50 @@ impl GuestToolchain {
     }
 }
 
-/// `cargo xtask setup`: every guest toolchain, installed where missing.
+/// The Debian package with the PostgreSQL server that the shared-backend
+/// tests (`tests/scale_out.rs`) and the delivery benchmark start on loopback.
+const POSTGRES_PACKAGES: &[&str] = &["postgresql"];
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with `initdb` and `pg_ctl`.
+pub fn postgres_bin() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// The PostgreSQL server binaries, installed from Debian where missing.
+pub fn ensure_postgres() -> Result<PathBuf> {
+    if let Some(bin) = postgres_bin() {
+        return Ok(bin);
+    }
+    if can_apt_install() {
+        eprintln!(
+            "no PostgreSQL server found; installing Debian's postgresql for the shared-backend tests"
+        );
+        apt_install(POSTGRES_PACKAGES)?;
+        if let Some(bin) = postgres_bin() {
+            return Ok(bin);
+        }
+    }
+    bail!(
+        "the shared-backend tests need a PostgreSQL server (initdb, pg_ctl under /usr/lib/postgresql/*/bin).\n\
+         On Debian/Ubuntu: sudo apt-get install -y --no-install-recommends {} \
+         (or run `cargo xtask setup` as root)",
+        POSTGRES_PACKAGES.join(" ")
+    )
+}
+
+/// `cargo xtask setup`: every guest toolchain and the PostgreSQL server,
+/// installed where missing.
 pub fn run() -> Result<()> {
     let toolchain = ensure()?;
     eprintln!("Rust guests:   {}", toolchain.describe());
@@ -116,6 +159,8 @@ pub fn run() -> Result<()> {
     let requirements = guests::lang_dir(Lang::Python).join("requirements.txt");
     let (componentize_py, _) = tools::ensure_componentize_py(&requirements)?;
     eprintln!("Python guests: {}", componentize_py.display());
+    let postgres = ensure_postgres()?;
+    eprintln!("PostgreSQL:    {}", postgres.display());
     Ok(())
 }
 

@@ -18,6 +18,8 @@ pub fn run() -> Result<()> {
     // the template tests reuse the JS and Python tools this installs).
     let toolchain = setup::ensure()?;
     plugins::build_all(&toolchain)?;
+    // tests/scale_out.rs starts its own server from these binaries.
+    setup::ensure_postgres()?;
 
     let host = |args: &[&str]| {
         let mut cmd = step::cargo();

@@ -92,7 +92,30 @@ pub struct Config {
 pub struct StorageConfig {
     /// Holds `kv.sqlite`, the outbox and the compile cache.
     pub dir: PathBuf,
+    /// Where the outbox and the throttles' history live.
+    pub backend: StorageBackend,
 }
+
+/// `storage.backend`: one host on its own SQLite file, or several hosts on
+/// one shared PostgreSQL database.
+#[derive(Debug, Clone)]
+pub enum StorageBackend {
+    Sqlite,
+    Postgres {
+        /// `storage.postgres_url`, such as
+        /// `postgres://botbox:PASSWORD@db.internal:5432/botbox`.
+        url: Secret,
+        /// `storage.lease`: how long after a host dies (stops renewing) the
+        /// messages it had taken go to another host.
+        lease: Duration,
+    },
+}
+
+/// Default `storage.lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The shortest lease: a host renews its claims about three times per lease.
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -197,6 +220,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     dir: Option<PathBuf>,
+    backend: Option<String>,
+    postgres_url: Option<toml::Value>,
+    lease: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -313,8 +339,10 @@ impl Config {
     ) -> Config {
         let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
 
+        let backend = storage_backend(&raw.storage, base_dir, &mut issue);
         let storage = StorageConfig {
             dir: base_dir.join(raw.storage.dir.unwrap_or_else(|| PathBuf::from(".botbox"))),
+            backend,
         };
         let time_scale = raw.runtime.time_scale.unwrap_or(1.0);
         if !(0.001..=1_000_000.0).contains(&time_scale) {
@@ -641,6 +669,77 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     }
 }
 
+/// Reads `[storage]`'s backend keys; SQLite unless told otherwise.
+fn storage_backend(
+    raw: &RawStorage,
+    base_dir: &Path,
+    issue: &mut impl FnMut(String, String),
+) -> StorageBackend {
+    let lease = match raw.lease.as_deref().map(parse_duration) {
+        None => DEFAULT_LEASE,
+        Some(Ok(d)) if d >= MIN_LEASE => d,
+        Some(Ok(d)) => {
+            issue(
+                "storage.lease".into(),
+                format!(
+                    "is {}s; it must be at least {}s, so that a host renews its claims in time",
+                    d.as_secs(),
+                    MIN_LEASE.as_secs()
+                ),
+            );
+            DEFAULT_LEASE
+        }
+        Some(Err(e)) => {
+            issue("storage.lease".into(), e);
+            DEFAULT_LEASE
+        }
+    };
+    let mut table = toml::Table::new();
+    if let Some(url) = &raw.postgres_url {
+        table.insert("postgres_url".into(), url.clone());
+    }
+    let url = match take_secret(&table, "postgres_url", "storage", base_dir) {
+        Ok(url) => url,
+        Err(e) => {
+            issue(e.key, e.message);
+            None
+        }
+    };
+    match raw.backend.as_deref().unwrap_or("sqlite") {
+        "sqlite" => {
+            if raw.postgres_url.is_some() {
+                issue(
+                    "storage.postgres_url".into(),
+                    "is set but storage.backend is \"sqlite\"; set backend = \"postgres\" to use it, or remove it".into(),
+                );
+            }
+            StorageBackend::Sqlite
+        }
+        "postgres" => match url {
+            Some(url) => StorageBackend::Postgres { url, lease },
+            None => {
+                if raw.postgres_url.is_none() {
+                    issue(
+                        "storage.postgres_url".into(),
+                        "is missing: backend \"postgres\" needs a connection string, such as { env = \"BOTBOX_POSTGRES_URL\" }".into(),
+                    );
+                }
+                StorageBackend::Sqlite
+            }
+        },
+        other => {
+            issue(
+                "storage.backend".into(),
+                format!(
+                    "is `{}`; it must be \"sqlite\" (one host) or \"postgres\" (several hosts)",
+                    other.escape_debug()
+                ),
+            );
+            StorageBackend::Sqlite
+        }
+    }
+}
+
 /// Reads a secret reference out of a provider's options, with a clear error
 /// for inline secrets.
 pub fn take_secret(
@@ -701,6 +800,49 @@ mod tests {
         assert_eq!(p.events, DEFAULT_EVENTS.to_vec());
         assert_eq!(p.path, Path::new("/cfg/p.wasm"));
         assert_eq!(c.storage.dir, Path::new("/cfg/.botbox"));
+        assert!(matches!(c.storage.backend, StorageBackend::Sqlite));
+    }
+
+    #[test]
+    fn postgres_storage_reads_its_url_from_a_secret_and_a_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pg-url"),
+            "postgres://u:hunter2@127.0.0.1/b\n",
+        )
+        .unwrap();
+        let c = Config::parse(
+            "[storage]\nbackend = \"postgres\"\npostgres_url = { file = \"pg-url\" }\nlease = \"10s\"\n",
+            Path::new("botbox.toml"),
+            dir.path(),
+        )
+        .unwrap();
+        let StorageBackend::Postgres { url, lease } = &c.storage.backend else {
+            panic!("{:?}", c.storage.backend);
+        };
+        assert_eq!(url.expose(), "postgres://u:hunter2@127.0.0.1/b");
+        assert_eq!(*lease, Duration::from_secs(10));
+        assert!(!format!("{:?}", c.storage).contains("hunter2"));
+    }
+
+    #[test]
+    fn storage_problems_are_reported_together() {
+        let err = parse(
+            "[storage]\nbackend = \"redis\"\npostgres_url = \"postgres://u:hunter2@h/b\"\nlease = \"1s\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues().iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["storage.lease", "storage.postgres_url", "storage.backend"],
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let missing = parse("[storage]\nbackend = \"postgres\"\n").unwrap_err();
+        assert!(
+            missing.to_string().contains("storage.postgres_url"),
+            "{missing}"
+        );
     }
 
     #[test]

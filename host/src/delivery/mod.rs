@@ -8,6 +8,7 @@
 //! throttle before each request, and records every outcome.
 
 pub mod outbox;
+pub mod postgres;
 pub mod retry;
 pub mod throttle;
 
@@ -27,6 +28,7 @@ use crate::wit::types::{BroadcastError, Message, Receipt};
 
 use self::outbox::{
     Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
+    Reservation, SharedThrottle,
 };
 use self::retry::RetryPolicy;
 use self::throttle::{SharedClock, Throttle, ThrottleSpec};
@@ -34,6 +36,19 @@ use self::throttle::{SharedClock, Throttle, ThrottleSpec};
 /// The most messages an endpoint holds waiting before `send-broadcast`
 /// answers `backlog-full`.
 pub const MAX_BACKLOG: usize = 1000;
+
+/// How often an idle worker looks for messages other hosts accepted, when
+/// the outbox is shared: only this host's own `send-broadcast` wakes it.
+pub const SHARED_POLL: Duration = Duration::from_millis(200);
+
+/// What waiting for the throttle came to.
+enum Slot {
+    Go,
+    /// The host is stopping.
+    Stopped,
+    /// Another host holds the message now.
+    Lost,
+}
 
 /// A provider account's rate-limited endpoint and its worker's state.
 pub struct Endpoint {
@@ -172,7 +187,9 @@ fn throttle_override(
 }
 
 fn internal(e: OutboxError) -> BroadcastError {
-    BroadcastError::Internal(format!("the message could not be stored: {e}"))
+    BroadcastError::Internal(format!(
+        "the message was not accepted, because the outbox could not store it: {e}"
+    ))
 }
 
 impl Delivery {
@@ -304,11 +321,22 @@ impl Delivery {
         if pending >= MAX_BACKLOG {
             return Err(BroadcastError::BacklogFull);
         }
-        let eta = endpoint
+        let mut throttle = endpoint
             .throttle
             .lock()
-            .map_err(|_| BroadcastError::Internal("throttle unavailable".into()))?
-            .eta_of_nth(pending + 1, now);
+            .map_err(|_| BroadcastError::Internal("throttle unavailable".into()))?;
+        if self.outbox.shared_throttle().is_some() {
+            // Other hosts send too: estimate from the shared history.
+            let spec = throttle.spec().clone();
+            let since = now.saturating_sub(spec.horizon_ms());
+            let history = self
+                .outbox
+                .sends_since(&endpoint.key, since)
+                .map_err(internal)?;
+            *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
+        }
+        let eta = throttle.eta_of_nth(pending + 1, now);
+        drop(throttle);
         let wait = eta.saturating_sub(now);
         let max_delay = channel.config.max_delay.as_millis() as u64;
         if wait > max_delay {
@@ -410,7 +438,10 @@ impl Delivery {
                 }
                 Ok(None) => {
                     let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
-                    let wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
+                    let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
+                    if self.outbox.shared_throttle().is_some() {
+                        wait = wait.min(self.clock.clock_ms(SHARED_POLL));
+                    }
                     if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
                         break;
                     }
@@ -425,13 +456,16 @@ impl Delivery {
         }
     }
 
-    /// Waits for the throttle; false if the host is stopping.
-    async fn take_slot(&self, endpoint: &Endpoint, stop: &CancellationToken) -> bool {
+    /// Waits for the throttle's slot for message `id`.
+    async fn take_slot(&self, endpoint: &Endpoint, id: &str, stop: &CancellationToken) -> Slot {
+        if let Some(shared) = self.outbox.shared_throttle() {
+            return self.take_shared_slot(shared, endpoint, id, stop).await;
+        }
         loop {
             let now = self.clock.now_ms();
             let at = match endpoint.throttle.lock() {
                 Ok(t) => t.next_allowed(now),
-                Err(_) => return false,
+                Err(_) => return Slot::Stopped,
             };
             if at <= now {
                 // Persist first, then stamp the send at the moment the
@@ -444,13 +478,53 @@ impl Delivery {
                 return match endpoint.throttle.lock() {
                     Ok(mut t) => {
                         t.record(departs);
-                        true
+                        Slot::Go
                     }
-                    Err(_) => false,
+                    Err(_) => Slot::Stopped,
                 };
             }
             if !self.sleep(at - now, stop, None).await {
-                return false;
+                return Slot::Stopped;
+            }
+        }
+    }
+
+    /// The shared engine decides: it holds every host's sends. While the
+    /// engine is unreachable nothing is sent (the throttle fails closed: a
+    /// host that cannot see the others' sends cannot know the quota).
+    async fn take_shared_slot(
+        &self,
+        shared: &dyn SharedThrottle,
+        endpoint: &Endpoint,
+        id: &str,
+        stop: &CancellationToken,
+    ) -> Slot {
+        let (spec, margin) = match endpoint.throttle.lock() {
+            Ok(t) => (t.spec().clone(), t.margin_ms()),
+            Err(_) => return Slot::Stopped,
+        };
+        // Wake often enough to renew the claim well within its lease.
+        let renew = self.clock.clock_ms(shared.lease() / 3).max(1);
+        // Ask again a little before the slot: the engine's answer, not this
+        // host's timer, decides, and a late wake-up would waste the quota.
+        let early = self.clock.clock_ms(Duration::from_millis(2));
+        let mut warned = false;
+        loop {
+            let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
+            let wait = match shared.reserve(&endpoint.key, &spec, margin, id, now) {
+                Ok(Reservation::Granted) => return Slot::Go,
+                Ok(Reservation::LeaseLost) => return Slot::Lost,
+                Ok(Reservation::Wait(ms)) => ms.saturating_sub(early).min(renew),
+                Err(e) => {
+                    if !warned {
+                        tracing::error!(endpoint = %endpoint.key, message = %id, "not sending until the shared throttle answers: {e}");
+                        warned = true;
+                    }
+                    self.clock.clock_ms(Duration::from_secs(1))
+                }
+            };
+            if !self.sleep(wait.max(1), stop, None).await {
+                return Slot::Stopped;
             }
         }
     }
@@ -523,14 +597,21 @@ impl Delivery {
                 return self.after_failure(record, attempts, outcome, &parts_now);
             }
             let asked = std::time::Instant::now();
-            if !self.take_slot(endpoint, stop).await {
-                self.outbox.requeue(
-                    id,
-                    self.clock.now_ms(),
-                    attempts,
-                    "host stopped before sending",
-                )?;
-                return Ok(());
+            match self.take_slot(endpoint, id, stop).await {
+                Slot::Go => {}
+                Slot::Stopped => {
+                    self.outbox.requeue(
+                        id,
+                        self.clock.now_ms(),
+                        attempts,
+                        "host stopped before sending",
+                    )?;
+                    return Ok(());
+                }
+                Slot::Lost => {
+                    tracing::warn!(endpoint = %endpoint.key, message = %id, "another host took this message over (its lease ran out here); leaving it to that host");
+                    return Ok(());
+                }
             }
             let _ = self.observers.throttled.send(Throttled {
                 plugin: record.plugin.clone(),

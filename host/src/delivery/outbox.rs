@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::throttle::ThrottleSpec;
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -29,6 +30,14 @@ pub enum OutboxError {
     Corrupt(String),
     #[error("outbox is unavailable after an earlier failure")]
     Poisoned,
+    /// The shared engine cannot be reached: nothing was read or written.
+    #[error("shared outbox unavailable: {0}")]
+    Unavailable(String),
+    #[error("shared outbox: {0}")]
+    Postgres(String),
+    /// Another host changed what this one was about to write over.
+    #[error("outbox conflict: {0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +96,7 @@ pub enum PartState {
 }
 
 impl PartState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PartState::Queued => "queued",
             PartState::Delivered => "delivered",
@@ -95,7 +104,7 @@ impl PartState {
         }
     }
 
-    fn parse(s: &str) -> PartState {
+    pub(crate) fn parse(s: &str) -> PartState {
         match s {
             "delivered" => PartState::Delivered,
             "failed" => PartState::Failed,
@@ -148,8 +157,45 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-/// The outbox seam: SQLite here; a shared engine for several hosts later.
+/// What a shared throttle answered a worker asking to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The slot is taken and counted; send now.
+    Granted,
+    /// No slot yet; ask again after this many milliseconds of throttle time.
+    Wait(u64),
+    /// This host's claim on the message expired and another host holds it:
+    /// leave the message alone.
+    LeaseLost,
+}
+
+/// A throttle several hosts share: the slot, the send history and the
+/// claim on the message are decided together, in the shared engine.
+pub trait SharedThrottle: Send + Sync {
+    /// Takes a slot of `endpoint` for message `id`, which this host must
+    /// still hold, and renews that claim. `now_ms`: the hosts' common
+    /// scaled time, or `None` for the engine's own clock.
+    fn reserve(
+        &self,
+        endpoint: &str,
+        spec: &ThrottleSpec,
+        margin_ms: u64,
+        id: &str,
+        now_ms: Option<u64>,
+    ) -> Result<Reservation, OutboxError>;
+    /// How long a claim outlives a host that stopped renewing it.
+    fn lease(&self) -> std::time::Duration;
+}
+
+/// The outbox seam: SQLite for one host (its throttle lives in the host),
+/// PostgreSQL for several (see [`super::postgres`]).
 pub trait OutboxStore: Send + Sync {
+    /// The throttle this store shares with other hosts, if it is shared.
+    /// A shared store's `next_due` claims the message it returns.
+    fn shared_throttle(&self) -> Option<&dyn SharedThrottle> {
+        None
+    }
+
     fn insert(&self, record: &OutboxRecord) -> Result<Inserted, OutboxError>;
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError>;
     /// The next due message of an endpoint, taking plugins in turn: the

@@ -24,6 +24,11 @@ pub trait Clock: Send + Sync {
     fn real(&self, ms: u64) -> Duration;
     /// How much of this clock's time passes in `real` real time.
     fn clock_ms(&self, real: Duration) -> u64;
+    /// Whether this is the wall clock, which a shared engine's clock may
+    /// stand in for.
+    fn real_time(&self) -> bool {
+        false
+    }
 }
 
 /// The wall clock.
@@ -44,6 +49,10 @@ impl Clock for SystemClock {
     fn clock_ms(&self, real: Duration) -> u64 {
         real.as_millis() as u64
     }
+
+    fn real_time(&self) -> bool {
+        true
+    }
 }
 
 /// A clock that runs `scale` times faster than real time, starting from the
@@ -60,6 +69,18 @@ impl ScaledClock {
             start_ms: SystemClock.now_ms(),
             start: Instant::now(),
             scale: scale.max(0.001),
+        }
+    }
+
+    /// A scaled clock that has been running since the wall clock's
+    /// `origin_ms`: hosts that share an origin share the time.
+    pub fn anchored(scale: f64, origin_ms: u64) -> ScaledClock {
+        let scale = scale.max(0.001);
+        let wall = SystemClock.now_ms();
+        ScaledClock {
+            start_ms: origin_ms + (wall.saturating_sub(origin_ms) as f64 * scale) as u64,
+            start: Instant::now(),
+            scale,
         }
     }
 }

@@ -1,0 +1,985 @@
+//! The shared backend: one PostgreSQL database holds the outbox and the
+//! throttles of every host that runs against the same provider accounts.
+//!
+//! Why PostgreSQL (and not Redis): a send needs "this host still holds the
+//! message" and "the endpoint has a free slot" decided together, and one
+//! transaction does that; the outbox is relational already (messages,
+//! parts, sends), so it moves over unchanged; and a committed row is on disk,
+//! which is the promise a receipt makes.
+//!
+//! - Claims: a worker takes a message with `FOR UPDATE SKIP LOCKED` and
+//!   stamps it `claimed_by` this host until `lease_until`. A host that dies
+//!   stops renewing; once the lease passes, any host may claim it again.
+//! - Throttle: one row per endpoint, locked `FOR UPDATE` while the send
+//!   history is checked against every window and the new send is written,
+//!   so hosts take slots one at a time from one history. The same
+//!   transaction renews the worker's lease, and refuses the slot when the
+//!   lease went to another host: a message is sent by its one holder.
+//! - Clocks: leases always use the database's clock (`clock_timestamp()`),
+//!   so hosts' clocks do not matter. The throttle uses it too in real time;
+//!   under `runtime.time_scale` (tests and demos) it uses the hosts' scaled
+//!   clock, which every host anchors at the same origin stored here.
+//!
+//! The `postgres` client blocks on its own runtime, which must not run
+//! inside the host's; each connection therefore lives on a thread of its
+//! own and callers hand it work over a channel, blocking like SQLite does.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Row};
+
+use super::outbox::{
+    Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
+    PartState, Reservation, SharedThrottle,
+};
+use super::throttle::{Throttle, ThrottleSpec};
+use crate::config::Secret;
+use crate::providers::Part;
+use crate::wit::types::Message;
+
+/// Connections per host. Each endpoint worker, `send-broadcast` and the
+/// report loop block on one at a time.
+const CONNECTIONS: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS botbox_messages (
+    id TEXT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    message TEXT NOT NULL,
+    idempotency_key TEXT,
+    state TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    next_attempt_ms BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    planned BOOLEAN NOT NULL DEFAULT FALSE,
+    last_error TEXT,
+    finished_ms BIGINT,
+    finished_at TIMESTAMPTZ,
+    reported BOOLEAN NOT NULL DEFAULT FALSE,
+    merged_into TEXT,
+    claimed_by TEXT,
+    lease_until TIMESTAMPTZ,
+    UNIQUE (plugin, channel, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS botbox_messages_due ON botbox_messages (endpoint, state, plugin, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS botbox_messages_unreported ON botbox_messages (reported, state);
+CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
+CREATE TABLE IF NOT EXISTS botbox_parts (
+    message_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    state TEXT NOT NULL,
+    provider_ids TEXT NOT NULL DEFAULT '[]',
+    last_error TEXT,
+    PRIMARY KEY (message_id, idx)
+);
+CREATE TABLE IF NOT EXISTS botbox_throttles (
+    endpoint TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS botbox_sends (
+    endpoint TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS botbox_sends_by_endpoint ON botbox_sends (endpoint, at_ms);
+CREATE TABLE IF NOT EXISTS botbox_clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    origin_ms BIGINT NOT NULL
+);
+";
+
+const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms";
+
+/// The database's clock in Unix milliseconds.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+type Job = Box<dyn for<'a> FnOnce(Result<&'a mut Client, String>) + Send>;
+
+pub struct PgOutbox {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    /// Who this host is in `claimed_by`.
+    host_id: String,
+    lease: Duration,
+}
+
+/// Where the database is, for messages: never the password.
+fn describe(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "PostgreSQL at {}:{port}, database `{}`",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("(default)")
+    )
+}
+
+fn unavailable(place: &str, e: &postgres::Error) -> OutboxError {
+    // A lost connection or a refused one: the engine is down or unreachable.
+    OutboxError::Unavailable(format!(
+        "{place} cannot be reached: {e}; check that it is running and that `storage.postgres_url` points at it"
+    ))
+}
+
+fn record_from(row: &Row) -> Result<OutboxRecord, OutboxError> {
+    let id: String = row.get(0);
+    let message_json: String = row.get(4);
+    let state: String = row.get(5);
+    let message = serde_json::from_str::<Message>(&message_json)
+        .map_err(|e| OutboxError::Corrupt(format!("message {id}: {e}")))?;
+    let state = MessageState::parse(&state)
+        .ok_or_else(|| OutboxError::Corrupt(format!("message {id}: unknown state `{state}`")))?;
+    Ok(OutboxRecord {
+        id,
+        plugin: row.get(1),
+        channel: row.get(2),
+        endpoint: row.get(3),
+        message,
+        state,
+        created_ms: row.get::<_, i64>(6) as u64,
+        next_attempt_ms: row.get::<_, i64>(7) as u64,
+        attempts: row.get::<_, i32>(8) as u32,
+        planned: row.get(9),
+        last_error: row.get(10),
+        finished_ms: row.get::<_, Option<i64>>(11).map(|v| v as u64),
+    })
+}
+
+fn records(rows: Vec<Row>) -> Result<Vec<OutboxRecord>, OutboxError> {
+    rows.iter().map(record_from).collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, OutboxError> {
+    serde_json::to_string(value).map_err(|e| OutboxError::Corrupt(e.to_string()))
+}
+
+impl PgOutbox {
+    /// Connects, creates the tables if they are missing, and starts the
+    /// connection threads. `lease`: how long a claim outlives its host.
+    pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
+        let mut config: postgres::Config = url.expose().parse().map_err(|e| {
+            OutboxError::Unavailable(format!(
+                "`storage.postgres_url` is not a PostgreSQL connection string: {e}"
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(3));
+        }
+        config.application_name("botbox");
+        let place = describe(&config);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..CONNECTIONS {
+            let rx = rx.clone();
+            let config = config.clone();
+            let place = place.clone();
+            std::thread::Builder::new()
+                .name(format!("botbox-pg-{i}"))
+                .spawn(move || connection_thread(config, place, rx))
+                .map_err(|e| OutboxError::Unavailable(format!("cannot start a thread: {e}")))?;
+        }
+        let host_id = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let outbox = PgOutbox {
+            jobs: Mutex::new(tx),
+            host_id,
+            lease,
+        };
+        outbox.run(|c| {
+            // Two hosts starting together would race on CREATE IF NOT
+            // EXISTS; an advisory lock makes them take turns.
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock(7041999)", &[])?;
+            tx.batch_execute(SCHEMA)?;
+            tx.commit()
+        })?;
+        Ok(outbox)
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// The origin every host's scaled clock counts from: the first host
+    /// to ask stores its wall clock's now.
+    pub fn clock_origin(&self, proposed_ms: u64) -> Result<u64, OutboxError> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO botbox_clock (id, origin_ms) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                &[&(proposed_ms as i64)],
+            )?;
+            let row = c.query_one("SELECT origin_ms FROM botbox_clock WHERE id = 1", &[])?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn lease_secs(&self) -> f64 {
+        self.lease.as_secs_f64()
+    }
+
+    /// Runs `f` on a connection thread and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        self.run_checked(move |c| f(c).map_err(PgFailure::Db))
+    }
+
+    fn run_checked<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, PgFailure> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        let (answer, result) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client: Result<&mut Client, String>| {
+            let out = match client {
+                Ok(client) => f(client),
+                Err(reason) => Err(PgFailure::Other(OutboxError::Unavailable(reason))),
+            };
+            let _ = answer.send(out);
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| OutboxError::Poisoned)?
+            .send(job)
+            .map_err(|_| OutboxError::Poisoned)?;
+        match result.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(PgFailure::Db(e))) if lost_connection(&e) => {
+                Err(OutboxError::Unavailable(format!(
+                    "the connection to PostgreSQL broke: {e}; check that the server is running"
+                )))
+            }
+            Ok(Err(PgFailure::Db(e))) => Err(OutboxError::Postgres(e.to_string())),
+            Ok(Err(PgFailure::Other(e))) => Err(e),
+            Err(_) => Err(OutboxError::Poisoned),
+        }
+    }
+}
+
+/// Whether an error means the engine went away (rather than a statement
+/// failing): a closed socket, or the server shutting sessions down (SQLSTATE
+/// class 57, operator intervention, and 08, connection exception).
+fn lost_connection(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => code.code().starts_with("57") || code.code().starts_with("08"),
+        None => e.as_db_error().is_none(),
+    }
+}
+
+/// What went wrong inside a job.
+enum PgFailure {
+    Db(postgres::Error),
+    Other(OutboxError),
+}
+
+impl From<postgres::Error> for PgFailure {
+    fn from(e: postgres::Error) -> Self {
+        PgFailure::Db(e)
+    }
+}
+
+impl From<OutboxError> for PgFailure {
+    fn from(e: OutboxError) -> Self {
+        PgFailure::Other(e)
+    }
+}
+
+/// One connection, reconnected whenever a job finds it closed, so the
+/// outbox resumes by itself once the engine is back.
+fn connection_thread(
+    config: postgres::Config,
+    place: String,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+) {
+    let mut client: Option<Client> = None;
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = match config.connect(NoTls) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    job(Err(unavailable(&place, &e).to_string()));
+                    continue;
+                }
+            };
+        }
+        match client.as_mut() {
+            Some(c) => job(Ok(c)),
+            None => job(Err(format!("{place} is not connected"))),
+        }
+    }
+}
+
+impl SharedThrottle for PgOutbox {
+    fn reserve(
+        &self,
+        endpoint: &str,
+        spec: &ThrottleSpec,
+        margin_ms: u64,
+        id: &str,
+        now_ms: Option<u64>,
+    ) -> Result<Reservation, OutboxError> {
+        let endpoint = endpoint.to_string();
+        let spec = spec.clone();
+        let id = id.to_string();
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            // Like SQLite's throttle history, this write sits just before a
+            // request, so it skips the WAL flush: a crashed *server* could
+            // forget the last fraction of a second of sends, a killed host
+            // or a restarted server forgets nothing.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            // Hosts take this endpoint's slots one at a time. The row is
+            // made once, by whichever host needs it first.
+            let lock = "SELECT 1 FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE";
+            if tx.execute(lock, &[&endpoint])? == 0 {
+                tx.execute(
+                    "INSERT INTO botbox_throttles (endpoint) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&endpoint],
+                )?;
+                tx.execute(lock, &[&endpoint])?;
+            }
+            // Renew the claim, and read the clock only now that the lock is
+            // ours: a host that waited for it must not stamp a send before
+            // the previous holder's.
+            let held = tx.query_opt(
+                &format!(
+                    "UPDATE botbox_messages SET lease_until = clock_timestamp() + make_interval(secs => $3)
+                     WHERE id = $1 AND claimed_by = $2 AND state = 'sending'
+                     RETURNING {DB_NOW_MS}"
+                ),
+                &[&id, &host, &lease],
+            )?;
+            let Some(held) = held else {
+                tx.rollback()?;
+                return Ok(Reservation::LeaseLost);
+            };
+            let now: i64 = match now_ms {
+                Some(ms) => ms as i64,
+                None => held.get(0),
+            };
+            let since = now.saturating_sub(spec.horizon_ms() as i64);
+            let history: Vec<u64> = tx
+                .query(
+                    "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
+                    &[&endpoint, &since],
+                )?
+                .iter()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .collect();
+            let throttle = Throttle::with_history(spec, margin_ms, history);
+            let at = throttle.next_allowed(now as u64) as i64;
+            let answer = if at <= now {
+                // History older than every window is dropped as it goes.
+                tx.execute(
+                    "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
+                     INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                    &[&endpoint, &now, &since],
+                )?;
+                Reservation::Granted
+            } else {
+                Reservation::Wait((at - now) as u64)
+            };
+            tx.commit()?;
+            Ok(answer)
+        })
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+}
+
+impl OutboxStore for PgOutbox {
+    fn shared_throttle(&self) -> Option<&dyn SharedThrottle> {
+        Some(self)
+    }
+
+    fn insert(&self, r: &OutboxRecord) -> Result<Inserted, OutboxError> {
+        let message = json(&r.message)?;
+        let r = r.clone();
+        self.run(move |c| {
+            // A committed row is on disk (synchronous_commit is on by
+            // default), which is what the receipt promises.
+            let inserted = c.query_opt(
+                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)
+                 ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id",
+                &[
+                    &r.id,
+                    &r.plugin,
+                    &r.channel,
+                    &r.endpoint,
+                    &message,
+                    &r.message.idempotency_key,
+                    &(r.created_ms as i64),
+                    &(r.next_attempt_ms as i64),
+                ],
+            )?;
+            if inserted.is_some() {
+                return Ok(Inserted::New);
+            }
+            let existing = c.query_one(
+                "SELECT id FROM botbox_messages WHERE plugin = $1 AND channel = $2 AND idempotency_key = $3",
+                &[&r.plugin, &r.channel, &r.message.idempotency_key],
+            )?;
+            Ok(Inserted::Duplicate(existing.get(0)))
+        })
+    }
+
+    fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let row = c.query_one(
+                "SELECT COUNT(*) FROM botbox_messages WHERE endpoint = $1 AND state IN ('queued', 'sending')",
+                &[&endpoint],
+            )?;
+            Ok(row.get::<_, i64>(0) as usize)
+        })
+    }
+
+    fn next_due(
+        &self,
+        endpoint: &str,
+        now_ms: u64,
+        after_plugin: Option<&str>,
+    ) -> Result<Option<OutboxRecord>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        let after = after_plugin.unwrap_or("").to_string();
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        self.run_checked(move |c| {
+            // Queued and due, or claimed by a host whose lease ran out.
+            let sql = format!(
+                "UPDATE botbox_messages SET state = 'sending', claimed_by = $4,
+                        lease_until = clock_timestamp() + make_interval(secs => $5)
+                 WHERE id = (
+                    SELECT id FROM botbox_messages
+                    WHERE endpoint = $1 AND plugin > $3
+                      AND ((state = 'queued' AND next_attempt_ms <= $2)
+                        OR (state = 'sending' AND lease_until < clock_timestamp()))
+                    ORDER BY plugin, created_ms, id LIMIT 1
+                    FOR UPDATE SKIP LOCKED)
+                 RETURNING {COLUMNS}"
+            );
+            let now = now_ms as i64;
+            let mut row = c.query_opt(&sql, &[&endpoint, &now, &after, &host, &lease])?;
+            if row.is_none() && !after.is_empty() {
+                row = c.query_opt(&sql, &[&endpoint, &now, &"", &host, &lease])?;
+            }
+            Ok(row.as_ref().map(record_from).transpose()?)
+        })
+    }
+
+    fn next_due_time(&self, endpoint: &str) -> Result<Option<u64>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let row = c.query_one(
+                "SELECT MIN(next_attempt_ms) FROM botbox_messages WHERE endpoint = $1 AND state = 'queued'",
+                &[&endpoint],
+            )?;
+            Ok(row.get::<_, Option<i64>>(0).map(|v| v as u64))
+        })
+    }
+
+    fn mark_sending(&self, id: &str) -> Result<(), OutboxError> {
+        // `next_due` claimed it already; this renews the claim.
+        let id = id.to_string();
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        self.run(move |c| {
+            // A lease renewal lost to a server crash only shortens the lease.
+            let mut tx = c.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            tx.execute(
+                "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3)
+                 WHERE id = $1 AND claimed_by = $2",
+                &[&id, &host, &lease],
+            )?;
+            tx.commit()
+        })
+    }
+
+    fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError> {
+        let encoded: Vec<String> = parts.iter().map(json).collect::<Result<_, _>>()?;
+        let id = id.to_string();
+        let absorbed = absorbed.to_vec();
+        self.run_checked(move |c| {
+            let mut tx = c.transaction()?;
+            for member in &absorbed {
+                let n = tx.execute(
+                    "UPDATE botbox_messages SET state = 'merged', merged_into = $2 WHERE id = $1 AND state = 'queued'",
+                    &[member, &id],
+                )?;
+                if n == 0 {
+                    // Another host took it meanwhile: carrying it here too
+                    // would send it twice. Plan again.
+                    tx.rollback()?;
+                    return Err(OutboxError::Conflict(format!(
+                        "message {member} was taken by another host while {id} was merging it"
+                    ))
+                    .into());
+                }
+            }
+            tx.execute("DELETE FROM botbox_parts WHERE message_id = $1", &[&id])?;
+            for (i, part) in encoded.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO botbox_parts (message_id, idx, part, state) VALUES ($1, $2, $3, 'queued')",
+                    &[&id, &(i as i32), part],
+                )?;
+            }
+            tx.execute(
+                "UPDATE botbox_messages SET planned = TRUE WHERE id = $1",
+                &[&id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn mergeable(
+        &self,
+        endpoint: &str,
+        channel: &str,
+        now_ms: u64,
+        except: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let (endpoint, channel, except) = (
+            endpoint.to_string(),
+            channel.to_string(),
+            except.to_string(),
+        );
+        self.run_checked(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM botbox_messages
+                 WHERE endpoint = $1 AND channel = $2 AND state = 'queued' AND NOT planned
+                   AND next_attempt_ms <= $3 AND id != $4
+                 ORDER BY created_ms, id LIMIT $5"
+            );
+            let rows = c.query(
+                &sql,
+                &[
+                    &endpoint,
+                    &channel,
+                    &(now_ms as i64),
+                    &except,
+                    &(limit as i64),
+                ],
+            )?;
+            Ok(records(rows)?)
+        })
+    }
+
+    fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let id = id.to_string();
+        self.run_checked(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM botbox_messages WHERE merged_into = $1 ORDER BY created_ms, id"
+            );
+            Ok(records(c.query(&sql, &[&id])?)?)
+        })
+    }
+
+    fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError> {
+        let id = id.to_string();
+        self.run_checked(move |c| {
+            let rows = c.query(
+                "SELECT idx, part, state, provider_ids, last_error FROM botbox_parts WHERE message_id = $1 ORDER BY idx",
+                &[&id],
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let idx: i32 = row.get(0);
+                let part: String = row.get(1);
+                let state: String = row.get(2);
+                let ids: String = row.get(3);
+                let part: Part = serde_json::from_str(&part)
+                    .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
+                out.push(PartRecord {
+                    index: idx as u32,
+                    part,
+                    state: PartState::parse(&state),
+                    provider_ids: serde_json::from_str(&ids).unwrap_or_default(),
+                    last_error: row.get(4),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn part_done(
+        &self,
+        id: &str,
+        index: u32,
+        state: PartState,
+        provider_ids: &[String],
+        error: Option<&str>,
+    ) -> Result<(), OutboxError> {
+        let ids = json(&provider_ids)?;
+        let id = id.to_string();
+        let error = error.map(str::to_string);
+        self.run(move |c| {
+            c.execute(
+                "UPDATE botbox_parts SET state = $3, provider_ids = $4, last_error = $5 WHERE message_id = $1 AND idx = $2",
+                &[&id, &(index as i32), &state.as_str(), &ids, &error],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn requeue(
+        &self,
+        id: &str,
+        next_attempt_ms: u64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), OutboxError> {
+        let (id, error) = (id.to_string(), error.to_string());
+        let host = self.host_id.clone();
+        self.run(move |c| {
+            // Only the holder gives a message back; a host that lost its
+            // claim must not undo the new holder's work.
+            c.execute(
+                "UPDATE botbox_messages SET state = 'queued', next_attempt_ms = $2, attempts = $3, last_error = $4,
+                        claimed_by = NULL, lease_until = NULL
+                 WHERE id = $1 AND (claimed_by = $5 OR claimed_by IS NULL)",
+                &[
+                    &id,
+                    &(next_attempt_ms as i64),
+                    &(attempts as i32),
+                    &error,
+                    &host,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        state: MessageState,
+        attempts: u32,
+        finished_ms: u64,
+        error: Option<&str>,
+    ) -> Result<(), OutboxError> {
+        let id = id.to_string();
+        let error = error.map(str::to_string);
+        let host = self.host_id.clone();
+        self.run(move |c| {
+            // claimed_by stays: the host that finished a message reports it.
+            c.execute(
+                "UPDATE botbox_messages SET state = $2, attempts = $3, finished_ms = $4, finished_at = clock_timestamp(),
+                        last_error = COALESCE($5, last_error), reported = FALSE, claimed_by = $6, lease_until = NULL
+                 WHERE id = $1 OR (merged_into = $1 AND state = 'merged')",
+                &[
+                    &id,
+                    &state.as_str(),
+                    &(attempts as i32),
+                    &(finished_ms as i64),
+                    &error,
+                    &host,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn recover(&self) -> Result<usize, OutboxError> {
+        // Other hosts may be sending right now: a dead host's claims come
+        // back through their leases, not through a restart.
+        Ok(0)
+    }
+
+    fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                &[&endpoint, &(at_ms as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let rows = c.query(
+                "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
+                &[&endpoint, &(since_ms as i64)],
+            )?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError> {
+        let id = id.to_string();
+        self.run_checked(move |c| {
+            let sql = format!("SELECT {COLUMNS} FROM botbox_messages WHERE id = $1");
+            Ok(c.query_opt(&sql, &[&id])?
+                .as_ref()
+                .map(record_from)
+                .transpose()?)
+        })
+    }
+
+    fn list(&self, f: &ListFilter) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let state = f.state.map(|s| s.as_str().to_string());
+        let (plugin, channel) = (f.plugin.clone(), f.channel.clone());
+        let limit = f.limit.max(1) as i64;
+        self.run_checked(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM botbox_messages
+                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR plugin = $2) AND ($3::text IS NULL OR channel = $3)
+                 ORDER BY created_ms DESC, id DESC LIMIT $4"
+            );
+            Ok(records(c.query(&sql, &[&state, &plugin, &channel, &limit])?)?)
+        })
+    }
+
+    fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            Ok(c.execute(
+                "UPDATE botbox_messages SET state = 'cancelled', finished_ms = $2, finished_at = clock_timestamp(), reported = FALSE
+                 WHERE (id = $1 AND state = 'queued') OR (merged_into = $1 AND state = 'merged')",
+                &[&id, &(now_ms as i64)],
+            )? >= 1)
+        })
+    }
+
+    fn retry(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE botbox_messages SET state = 'queued', next_attempt_ms = $2, attempts = 0, finished_ms = NULL,
+                        finished_at = NULL, reported = FALSE, claimed_by = NULL, lease_until = NULL
+                 WHERE id = $1 AND state IN ('failed', 'partial', 'cancelled')",
+                &[&id, &(now_ms as i64)],
+            )?;
+            tx.execute(
+                "UPDATE botbox_parts SET state = 'queued' WHERE message_id = $1 AND state = 'failed'",
+                &[&id],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn unreported(&self, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        self.run_checked(move |c| {
+            // Each host reports what it finished; what nobody reported
+            // within a lease (its host died, or a CLI cancelled it) goes to
+            // whichever host looks.
+            let sql = format!(
+                "SELECT {COLUMNS} FROM botbox_messages
+                 WHERE NOT reported AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                   AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
+                 ORDER BY finished_ms LIMIT $2"
+            );
+            Ok(records(c.query(&sql, &[&host, &(limit as i64), &lease])?)?)
+        })
+    }
+
+    fn mark_reported(&self, id: &str) -> Result<(), OutboxError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE botbox_messages SET reported = TRUE WHERE id = $1",
+                &[&id],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "../../../tests/support/pg.rs"]
+mod pg;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wit::types::Content;
+
+    fn record(id: &str, created: u64) -> OutboxRecord {
+        OutboxRecord {
+            id: id.into(),
+            plugin: "p".into(),
+            channel: "lobby".into(),
+            endpoint: "t/default".into(),
+            message: Message {
+                channel: "lobby".into(),
+                content: Content::Text(id.into()),
+                sender: None,
+                extra: None,
+                idempotency_key: Some(format!("key-{id}")),
+                reply_to: None,
+                options: None,
+            },
+            state: MessageState::Queued,
+            created_ms: created,
+            next_attempt_ms: created,
+            attempts: 0,
+            planned: false,
+            last_error: None,
+            finished_ms: None,
+        }
+    }
+
+    fn host(server: &pg::PgServer, lease: Duration) -> PgOutbox {
+        PgOutbox::open(&Secret::new(server.url()), lease).unwrap()
+    }
+
+    #[test]
+    fn two_hosts_never_claim_the_same_message_and_a_dead_hosts_claims_expire() {
+        let server = pg::PgServer::start();
+        let a = host(&server, Duration::from_secs(1));
+        let b = host(&server, Duration::from_secs(1));
+        a.insert(&record("m1", 1)).unwrap();
+        a.insert(&record("m2", 2)).unwrap();
+        assert_eq!(
+            a.insert(&record("m3", 3)).unwrap(),
+            Inserted::New,
+            "a new key"
+        );
+        let mut dup = record("m4", 4);
+        dup.message.idempotency_key = Some("key-m1".into());
+        assert_eq!(b.insert(&dup).unwrap(), Inserted::Duplicate("m1".into()));
+        let first = a.next_due("t/default", 10, None).unwrap().unwrap();
+        let second = b.next_due("t/default", 10, None).unwrap().unwrap();
+        assert_ne!(first.id, second.id);
+        assert_eq!(first.id, "m1");
+        // `a` dies holding m1. Until its lease passes, m1 is nobody else's.
+        let third = b.next_due("t/default", 10, None).unwrap().unwrap();
+        assert_eq!(third.id, "m3");
+        assert!(b.next_due("t/default", 10, None).unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(1200));
+        let taken = b.next_due("t/default", 10, None).unwrap().unwrap();
+        assert_eq!(taken.id, "m1");
+        // The dead host's claim is fenced: it gets no slot for m1 any more.
+        let spec = ThrottleSpec::windows(&[(100, 1000)]);
+        assert_eq!(
+            a.reserve("t/default", &spec, 0, "m1", None).unwrap(),
+            Reservation::LeaseLost
+        );
+        assert_eq!(
+            b.reserve("t/default", &spec, 0, "m1", None).unwrap(),
+            Reservation::Granted
+        );
+        assert_eq!(b.pending_count("t/default").unwrap(), 3);
+        b.finish("m1", MessageState::Delivered, 1, 20, None)
+            .unwrap();
+        assert_eq!(b.unreported(10).unwrap().len(), 1);
+        assert!(
+            a.unreported(10).unwrap().is_empty(),
+            "the finishing host reports"
+        );
+    }
+
+    #[test]
+    fn hosts_racing_for_slots_stay_inside_every_window() {
+        let server = pg::PgServer::start();
+        let spec = ThrottleSpec::windows(&[(3, 400), (5, 3000)]);
+        let hosts: Vec<Arc<PgOutbox>> = (0..3)
+            .map(|_| Arc::new(host(&server, Duration::from_secs(30))))
+            .collect();
+        for i in 0..3 {
+            hosts[0].insert(&record(&format!("m{i}"), i)).unwrap();
+        }
+        let threads: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let h = h.clone();
+                let spec = spec.clone();
+                std::thread::spawn(move || {
+                    let claimed = h.next_due("t/default", 10, None).unwrap().unwrap();
+                    let mut granted = 0;
+                    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+                    while std::time::Instant::now() < deadline {
+                        match h.reserve("t/default", &spec, 0, &claimed.id, None).unwrap() {
+                            Reservation::Granted => granted += 1,
+                            Reservation::Wait(ms) => {
+                                std::thread::sleep(Duration::from_millis(ms.min(50)))
+                            }
+                            Reservation::LeaseLost => panic!("lost a live claim"),
+                        }
+                    }
+                    granted
+                })
+            })
+            .collect();
+        let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let sends = hosts[0].sends_since("t/default", 0).unwrap();
+        assert_eq!(sends.len(), granted);
+        // Within 2.5 s of "3 per 400 ms, 5 per 3 s": 3 at once, 2 more
+        // after 404 ms, then nothing: the whole quota, and no more.
+        assert_eq!(granted, 5);
+        for (count, period) in [(3usize, 400u64), (5, 3000)] {
+            for (i, start) in sends.iter().enumerate() {
+                let within = sends[i..]
+                    .iter()
+                    .take_while(|t| **t < start + period)
+                    .count();
+                assert!(within <= count, "{within} sends within {period} ms");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreachable_engine_is_an_error_that_says_so_and_it_reconnects() {
+        let server = pg::PgServer::start();
+        let a = host(&server, Duration::from_secs(30));
+        a.insert(&record("m1", 1)).unwrap();
+        server.stop();
+        let err = a.insert(&record("m2", 2)).unwrap_err();
+        assert!(matches!(err, OutboxError::Unavailable(_)), "{err}");
+        let err = a.pending_count("t/default").unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        server.start_again();
+        let mut back = None;
+        for _ in 0..CONNECTIONS + 1 {
+            if let Ok(n) = a.pending_count("t/default") {
+                back = Some(n);
+                break;
+            }
+        }
+        assert_eq!(back, Some(1), "one message, and m2 was never accepted");
+        let url = Secret::new("postgres://u:hunter2@127.0.0.1:1/x".into());
+        let err = PgOutbox::open(&url, Duration::from_secs(30))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("127.0.0.1:1"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,344 @@
+//! Several `botbox run` hosts on one provider account, sharing the outbox
+//! and the throttle through one PostgreSQL server (started here from the
+//! Debian package's binaries, on loopback).
+//!
+//! Real time throughout: with the shared backend in real time, the
+//! throttle counts on the database's clock, which is what production uses.
+//! Tencent's broadcast endpoint (1 call per second) keeps each run short.
+
+#[path = "support/pg.rs"]
+mod pg;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use botbox::app::App;
+use botbox::config::Config;
+use botbox::delivery::outbox::{ListFilter, MessageState};
+use botbox::wit::types::{BroadcastError, Content, Message};
+use botbox_sim::{Sim, SimConfig, SimProvider};
+use pg::PgServer;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    /// Runs the simulator.
+    _rt: tokio::runtime::Runtime,
+    sim: Sim,
+    pg: PgServer,
+    /// One folder (config, kv, cache) per host.
+    host_dirs: Vec<PathBuf>,
+    hosts: Vec<Option<Child>>,
+    /// An in-process host that only accepts, standing in for plugins'
+    /// `send-broadcast` calls.
+    front: Arc<App>,
+}
+
+const TENCENT: &str = "[channels.live]\nprovider = \"tencent\"\nmax_delay = \"100d\"\n";
+const EASEMOB_ALL_USERS: &str =
+    "[channels.live]\nprovider = \"easemob\"\ntarget = \"all-users\"\nmax_delay = \"100d\"\n";
+
+fn text(i: usize) -> Message {
+    Message {
+        channel: "live".into(),
+        content: Content::Text(format!("<msg {i}>")),
+        sender: None,
+        extra: None,
+        idempotency_key: None,
+        reply_to: None,
+        options: None,
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    sim: &Sim,
+    pg: &PgServer,
+    lease: &str,
+    scale: f64,
+    channel: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    pg.write_url(dir);
+    // `botbox run` wants a plugin; this one only holds the channel grant.
+    let bot = support::WatPlugin::new(support::Ask {
+        channels: &["live"],
+        events: &[4],
+        ..support::Ask::default()
+    })
+    .build();
+    std::fs::write(dir.join("bot.wasm"), bot).unwrap();
+    let secrets = dir.join("secrets");
+    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
+    let config = format!(
+        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{}\n{channel}\
+         [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"live\"]\n",
+        pg.storage_section(lease),
+        botbox::cli::sim::provider_sections(sim, &secrets)
+    );
+    let path = dir.join("botbox.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+impl Cluster {
+    fn new(hosts: usize, lease: &str) -> Cluster {
+        Cluster::scaled(hosts, lease, 1.0, TENCENT)
+    }
+
+    /// Hosts (and the simulator) with clocks `scale` times faster.
+    fn scaled(hosts: usize, lease: &str, scale: f64, channel: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sim = rt.block_on(Sim::start(SimConfig::fast(scale))).unwrap();
+        let pg = PgServer::start();
+        let host_dirs: Vec<PathBuf> = (0..hosts)
+            .map(|i| {
+                let d = dir.path().join(format!("host{i}"));
+                write_config(&d, &sim, &pg, lease, scale, channel);
+                d
+            })
+            .collect();
+        let front_config =
+            write_config(&dir.path().join("front"), &sim, &pg, lease, scale, channel);
+        let front = rt
+            .block_on(async { App::build(Config::load(&front_config).unwrap()) })
+            .unwrap();
+        Cluster {
+            _dir: dir,
+            _rt: rt,
+            sim,
+            pg,
+            hosts: host_dirs.iter().map(|_| None).collect(),
+            host_dirs,
+            front: Arc::new(front),
+        }
+    }
+
+    fn accept(&self, i: usize) -> Result<String, BroadcastError> {
+        let ch = self.front.delivery.channel("live").unwrap();
+        self.front
+            .delivery
+            .accept("bot", &ch, text(i))
+            .map(|r| r.id)
+    }
+
+    fn start_host(&mut self, i: usize) {
+        let child = Command::new(env!("CARGO_BIN_EXE_botbox"))
+            .args(["run", "--config", "botbox.toml"])
+            .current_dir(&self.host_dirs[i])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.hosts[i] = Some(child);
+    }
+
+    /// SIGKILL, mid-whatever it was doing.
+    fn kill_host(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn delivered(&self) -> usize {
+        self.sim.deliveries_to(SimProvider::Tencent).len()
+    }
+
+    fn wait_for_deliveries(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.delivered() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every accepted message arrived exactly once, and nothing else did.
+    fn assert_each_once(&self, accepted: &[usize]) {
+        let bodies: Vec<String> = self
+            .sim
+            .deliveries_to(SimProvider::Tencent)
+            .iter()
+            .map(|d| d.content.to_string())
+            .collect();
+        for i in accepted {
+            let tag = format!("<msg {i}>");
+            let n = bodies.iter().filter(|b| b.contains(&tag)).count();
+            assert_eq!(n, 1, "{tag} delivered {n} times");
+        }
+        assert_eq!(bodies.len(), accepted.len(), "deliveries: {bodies:?}");
+        let states: BTreeSet<String> = self
+            .front
+            .delivery
+            .outbox()
+            .list(&ListFilter {
+                limit: 10_000,
+                ..ListFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|r| r.state.as_str().to_string())
+            .collect();
+        assert_eq!(
+            states,
+            BTreeSet::from([MessageState::Delivered.as_str().to_string()])
+        );
+        let v = self.sim.violations();
+        assert!(
+            v.is_empty(),
+            "the simulator saw rate-limit violations: {v:?}"
+        );
+    }
+
+    /// How many different hosts finished messages.
+    fn hosts_that_delivered(&self) -> i64 {
+        self.pg
+            .client()
+            .query_one(
+                "SELECT COUNT(DISTINCT claimed_by) FROM botbox_messages WHERE state = 'delivered'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill_host(i);
+        }
+    }
+}
+
+#[test]
+fn three_hosts_share_one_quota_without_exceeding_it() {
+    let mut c = Cluster::new(3, "5s");
+    let n = 22;
+    let accepted: Vec<usize> = (0..n).collect();
+    for i in &accepted {
+        c.accept(*i).unwrap();
+    }
+    for i in 0..3 {
+        c.start_host(i);
+    }
+    c.wait_for_deliveries(n, Duration::from_secs(50));
+    c.assert_each_once(&accepted);
+    // The three took turns at one quota, and used it.
+    assert!(c.hosts_that_delivered() >= 2, "one host did everything");
+    let d = c.sim.deliveries_to(SimProvider::Tencent);
+    let span = (d[d.len() - 1].at - d[0].at).as_secs_f64();
+    let rate = (d.len() - 1) as f64 / span;
+    eprintln!(
+        "{} deliveries by {} hosts at {rate:.3}/s of 1/s",
+        d.len(),
+        c.hosts_that_delivered()
+    );
+    assert!((0.95..=1.0).contains(&rate), "rate {rate:.3}/s of 1/s");
+}
+
+#[test]
+fn losing_a_host_and_restarting_the_engine_lose_nothing() {
+    let mut c = Cluster::new(3, "2s");
+    let mut accepted: Vec<usize> = (0..14).collect();
+    for i in &accepted {
+        c.accept(*i).unwrap();
+    }
+    for i in 0..3 {
+        c.start_host(i);
+    }
+    c.wait_for_deliveries(3, Duration::from_secs(20));
+    // A host dies with whatever it had claimed; the others take it over
+    // once its lease runs out.
+    c.kill_host(0);
+    c.wait_for_deliveries(6, Duration::from_secs(20));
+
+    // The engine goes away: nothing is accepted that could not be stored.
+    c.pg.stop();
+    let before = c.delivered();
+    match c.accept(100) {
+        Err(BroadcastError::Internal(reason)) => {
+            assert!(reason.contains("not accepted"), "{reason}");
+            assert!(reason.contains("PostgreSQL"), "{reason}");
+        }
+        other => panic!("accepted without an engine: {other:?}"),
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // The throttle fails closed: nobody sends while the engine is down.
+    // (A request already granted may still land.)
+    assert!(
+        c.delivered() <= before + 1,
+        "sent without the shared throttle"
+    );
+
+    // Back: delivery resumes by itself, and accepting works again.
+    c.pg.start_again();
+    let i = 14;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.accept(i) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("the engine is back but accepting still fails: {e}"),
+        }
+    }
+    accepted.push(i);
+    c.wait_for_deliveries(accepted.len(), Duration::from_secs(40));
+    c.assert_each_once(&accepted);
+}
+
+#[test]
+fn easemobs_three_broadcasts_a_day_are_three_for_all_hosts_together() {
+    // One simulated day is 6 s real; 30 minutes are 125 ms. Every host's
+    // scaled clock counts from the origin stored in the database.
+    let mut c = Cluster::scaled(3, "5s", 14_400.0, EASEMOB_ALL_USERS);
+    for i in 0..12 {
+        c.accept(i).unwrap();
+    }
+    for i in 0..3 {
+        c.start_host(i);
+    }
+    let to = |c: &Cluster| c.sim.deliveries_to(SimProvider::Easemob);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while to(&c).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Most of a simulated day after the first broadcast.
+    std::thread::sleep(Duration::from_millis(5_000));
+    let d = to(&c);
+    assert!(
+        c.sim.violations().is_empty(),
+        "the simulator saw rate-limit violations: {:?}",
+        c.sim.violations()
+    );
+    assert_eq!(d.len(), 3, "three a day between all hosts, all used");
+    for pair in d.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_secs(1800),
+            "30 minutes apart"
+        );
+    }
+    // The rest wait for tomorrow, still in the outbox.
+    for i in 0..3 {
+        c.kill_host(i);
+    }
+    let queued = c
+        .front
+        .delivery
+        .outbox()
+        .list(&ListFilter {
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap()
+        .iter()
+        .filter(|r| r.state != MessageState::Delivered)
+        .count();
+    assert_eq!(queued, 9);
+}

@@ -1,0 +1,201 @@
+//! A throwaway PostgreSQL server for tests and benchmarks: a cluster in a
+//! temp dir, listening on a free loopback port, stopped on drop.
+//!
+//! The server binaries come from Debian's `postgresql` package, which
+//! `cargo xtask setup` installs. PostgreSQL refuses to run as root, so as
+//! root the cluster belongs to the `postgres` user the package creates.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    options: String,
+}
+
+/// `/usr/lib/postgresql/<newest>/bin`, or `BOTBOX_PG_BIN`.
+fn server_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BOTBOX_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").exists() && bin.join("pg_ctl").exists()).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL server binaries (initdb, pg_ctl) were not found under \
+             /usr/lib/postgresql/*/bin: run `cargo xtask setup`, which installs the \
+             Debian package `postgresql` (or set BOTBOX_PG_BIN to their folder)"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl PgServer {
+    /// A cluster for tests: no fsync (a killed or stopped server still keeps
+    /// every commit; only an OS crash would lose them).
+    pub fn start() -> PgServer {
+        PgServer::start_with("-c fsync=off")
+    }
+
+    /// A cluster as durable as a production one, for benchmarks.
+    pub fn start_durable() -> PgServer {
+        PgServer::start_with("")
+    }
+
+    fn start_with(extra: &str) -> PgServer {
+        let bin = server_bin();
+        let dir = tempfile::tempdir().expect("tempdir");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(
+                status.success(),
+                "cannot give {} to the `postgres` user (does it exist? `cargo xtask setup` installs the postgresql package that creates it)",
+                dir.path().display()
+            );
+        }
+        let port = free_port();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=100 {extra}",
+            dir.path().display()
+        );
+        let server = PgServer {
+            dir,
+            bin,
+            port,
+            options,
+        };
+        let data = server.data();
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        server.start_again();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(args).output().unwrap_or_else(|e| {
+            panic!("cannot run {}: {e}", program.display());
+        });
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server (again, after [`PgServer::stop`]).
+    pub fn start_again(&self) {
+        let log = self.dir.path().join("server.log").display().to_string();
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-o", &self.options, "start"],
+        );
+    }
+
+    /// Stops the server the way an operator would (`-m fast`: sessions are
+    /// cut off, commits kept).
+    pub fn stop(&self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", &data, "-w", "-m", "fast", "stop"]);
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Writes the connection string to `dir/pg-url`, for
+    /// `postgres_url = { file = "pg-url" }`.
+    pub fn write_url(&self, dir: &Path) {
+        std::fs::write(dir.join("pg-url"), self.url()).expect("write pg-url");
+    }
+
+    /// A `[storage]` section for a host on this server.
+    pub fn storage_section(&self, lease: &str) -> String {
+        format!(
+            "[storage]\nbackend = \"postgres\"\npostgres_url = {{ file = \"pg-url\" }}\nlease = \"{lease}\"\n"
+        )
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url(), postgres::NoTls).expect("connect to test PostgreSQL")
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.data();
+        let program = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let _ = cmd
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
