@@ -278,8 +278,14 @@ fn main() {
                 let flip = flip.clone();
                 async move {
                     let n = flip.fetch_add(1, Ordering::Relaxed) as usize;
+                    // Its own temporary name: the two tasks write at once.
                     let path = h.dir.path().join("hostile.wasm");
-                    support::replace_file(&path, &versions[n % 2]);
+                    let tmp = h.dir.path().join(format!("hostile.{n}.tmp"));
+                    if std::fs::write(&tmp, &versions[n % 2]).is_err()
+                        || std::fs::rename(&tmp, &path).is_err()
+                    {
+                        return;
+                    }
                     let config = h.app.config.plugins["hostile"].clone();
                     let _ = h.app.runtime.load("hostile", &config).await;
                 }
