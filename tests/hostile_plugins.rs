@@ -370,3 +370,421 @@ async fn a_core_module_is_refused_with_a_hint() {
         "{text}"
     );
 }
+
+// ---- strings, lists and storage far over every cap ----
+
+/// The core signatures of the kv functions, as the canonical ABI flattens them.
+const KV_IMPORTS: &str = r#"
+  (import "botbox:bot/kv@0.1.0" "set" (func $kv_set (param i32 i32 i32 i32 i32)))
+  (import "botbox:bot/kv@0.1.0" "get" (func $kv_get (param i32 i32 i32)))
+"#;
+
+/// Return area for kv and WASI calls: byte 0 is the result's ok/err byte;
+/// a kv-error's case is at byte 8 (the variant is 8-aligned for its u64).
+const RET: u32 = 61_000;
+
+/// A peak resident-set figure of this process, in bytes (Linux).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status")
+        * 1024
+}
+
+const HUGE: u32 = 60 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_and_lists_far_over_every_cap_are_refused() {
+    let mut p = WatPlugin::new(Ask::default()).imports(KV_IMPORTS);
+    // 60 MiB of text at 64 KiB: the message's text, the log line and the
+    // kv value all point at it.
+    let msg = p.text_message_at("lobby", 65_536, HUGE);
+    let (key, key_len) = p.data.string("big");
+    let body = format!(
+        "(if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))
+         (memory.fill (i32.const 65536) (i32.const 0x78) (i32.const {HUGE}))
+         (call $log (i32.const 2) (i32.const 65536) (i32.const {HUGE}))
+         ;; send-broadcast: err invalid (case 2)
+         {send}
+         (if (i32.ne (i32.load8_u (i32.const {send_case})) (i32.const 2)) (then unreachable))
+         ;; kv set: err value-too-large (case 1)
+         (call $kv_set (i32.const {key}) (i32.const {key_len}) (i32.const 65536) (i32.const {HUGE}) (i32.const {RET}))
+         (if (i32.ne (i32.load8_u (i32.const {RET})) (i32.const 1)) (then unreachable))
+         (if (i32.ne (i32.load8_u (i32.const {kv_case})) (i32.const 1)) (then unreachable))",
+        pages = HUGE / 65_536,
+        send = send_and_expect(msg, 1),
+        send_case = support::SEND_RET + 8,
+        kv_case = RET + 8,
+    );
+    let hostile = p.body(&body).build();
+    let host = host_with(hostile, "").await;
+    let mut logs = host.app.runtime.services().log_observers.subscribe();
+    let mut accepted = host.app.delivery.observers().accepted.subscribe();
+    let before = peak_rss();
+    host.app
+        .runtime
+        .dispatch("hostile", &poke())
+        .await
+        .expect("the plugin saw `invalid` and `value-too-large`");
+    let grown = peak_rss().saturating_sub(before);
+    // The guest's own 60 MiB is resident (it wrote them). bindgen lifts a
+    // `string` or `list` into an owned copy before the host function runs
+    // (see SECURITY.md), so one copy of the largest argument may exist at a
+    // time; more than that would be a leak or an amplification.
+    eprintln!("peak RSS grew by {} MiB", grown >> 20);
+    assert!(
+        grown < 3 * u64::from(HUGE),
+        "peak RSS grew by {} MiB",
+        grown >> 20
+    );
+    let record = logs.try_recv().expect("the log line was written, cut");
+    assert!(
+        record.message.chars().count() < 2100,
+        "{}",
+        record.message.len()
+    );
+    assert!(record.message.contains("more chars]"), "{}", record.message);
+    assert!(accepted.try_recv().is_err(), "nothing was accepted");
+    let kv = host.app.runtime.services().kv;
+    let limits = host
+        .app
+        .runtime
+        .plugin("hostile")
+        .unwrap()
+        .context
+        .kv_limits;
+    assert_eq!(kv.get("hostile", "big", &limits).unwrap(), None);
+    assert_neighbour_fine(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_past_the_end_of_memory_traps_before_any_copy() {
+    // The canonical ABI checks ptr + len against the memory's size before
+    // anything is read: a 2 GiB "string" in a 128 KiB memory is a trap.
+    let hostile = WatPlugin::new(Ask::default())
+        .body("(call $log (i32.const 2) (i32.const 65536) (i32.const 0x7fffffff))")
+        .build();
+    let host = host_with(hostile, "").await;
+    let before = peak_rss();
+    let err = host
+        .app
+        .runtime
+        .dispatch("hostile", &poke())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HandleError::Trap { message, .. } if message.contains("out of bounds")),
+        "{err:?}"
+    );
+    assert!(peak_rss().saturating_sub(before) < 16 << 20);
+    assert_neighbour_fine(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_kv_stops_at_the_quota_and_spares_other_namespaces() {
+    let mut p = WatPlugin::new(Ask::default()).imports(KV_IMPORTS);
+    let (key, _) = p.data.string("k?");
+    // Sets 4 KiB values under 100 keys; counts each outcome by its case.
+    let hostile = p
+        .body(&format!(
+            "(loop $l
+               (i32.store8 (i32.const {key_byte}) (i32.add (i32.const 0x30) (local.get $i)))
+               (call $kv_set (i32.const {key}) (i32.const 2) (i32.const 65536) (i32.const 4096) (i32.const {RET}))
+               (if (i32.eq (i32.load8_u (i32.const {RET})) (i32.const 1))
+                 (then
+                   ;; every refusal is quota-exceeded (case 2)
+                   (if (i32.ne (i32.load8_u (i32.const {case})) (i32.const 2)) (then unreachable))
+                   (local.set $r (i32.add (local.get $r) (i32.const 1)))))
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br_if $l (i32.lt_u (local.get $i) (i32.const 70))))
+             ;; 64 KiB holds 15 of them with their keys; the other 55 are refused
+             (if (i32.ne (local.get $r) (i32.const 55)) (then unreachable))",
+            key_byte = key + 1,
+            case = RET + 8,
+        ))
+        .build();
+    let host = host_with(hostile, "limits = { kv_max_total_kb = 64 }").await;
+    host.app
+        .runtime
+        .dispatch("hostile", &poke())
+        .await
+        .expect("15 stored, 55 quota-exceeded");
+    let kv = host.app.runtime.services().kv;
+    let hostile_limits = host
+        .app
+        .runtime
+        .plugin("hostile")
+        .unwrap()
+        .context
+        .kv_limits;
+    let keys = kv.list_keys("hostile", "", 1000, &hostile_limits).unwrap();
+    assert_eq!(keys.len(), 15);
+    // The neighbour's namespace has its own, untouched quota.
+    let neighbour_limits = host
+        .app
+        .runtime
+        .plugin("neighbour")
+        .unwrap()
+        .context
+        .kv_limits;
+    kv.set("neighbour", "state", &[7u8; 60_000], &neighbour_limits)
+        .expect("the neighbour's quota is its own");
+    assert_neighbour_fine(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_cannot_forge_lines_or_drive_the_terminal() {
+    let mut p = WatPlugin::new(Ask::default());
+    // CSI and OSC, a C1 CSI, a carriage return that hides what came
+    // before, and a right-to-left override that reorders what follows.
+    let nasty = "a\x1b[31mred\x1b]8;;http://evil\x07link\u{9b}2J\rhidden\u{202e}desrever\nFORGED";
+    let (line, len) = p.data.string(nasty);
+    let hostile = p
+        .body(&format!(
+            "(call $log (i32.const 4) (i32.const {line}) (i32.const {len}))"
+        ))
+        .build();
+    let host = host_with(hostile, "").await;
+    let mut logs = host.app.runtime.services().log_observers.subscribe();
+    host.app.runtime.dispatch("hostile", &poke()).await.unwrap();
+    let record = logs.try_recv().expect("one line");
+    let m = &record.message;
+    assert!(!m.chars().any(|c| c.is_control()), "{m:?}");
+    assert!(!m.contains('\u{202e}'), "{m:?}");
+    for escaped in [
+        "\\u{1b}[31m",
+        "\\u{7}",
+        "\\u{9b}",
+        "\\r",
+        "\\u{202e}",
+        "\\nFORGED",
+    ] {
+        assert!(m.contains(escaped), "{escaped} in {m:?}");
+    }
+}
+
+// ---- WASI interfaces the host must refuse or deny ----
+
+/// The parts of `wasi:sockets@0.2.0` a hostile plugin uses: only what the
+/// imports below need, with the interface's real names and error cases, so
+/// they match the host's definitions (a component may import a subset).
+const WASI_SOCKETS: &str = "package wasi:sockets@0.2.0;
+interface network {
+  resource network;
+  enum error-code { unknown, access-denied, not-supported, invalid-argument, out-of-memory, timeout,
+    concurrency-conflict, not-in-progress, would-block, invalid-state, new-socket-limit,
+    address-not-bindable, address-in-use, remote-unreachable, connection-refused, connection-reset,
+    connection-aborted, datagram-too-large, name-unresolvable, temporary-resolver-failure,
+    permanent-resolver-failure }
+  enum ip-address-family { ipv4, ipv6 }
+}
+interface tcp {
+  resource tcp-socket;
+}
+interface tcp-create-socket {
+  use network.{error-code, ip-address-family};
+  use tcp.{tcp-socket};
+  create-tcp-socket: func(address-family: ip-address-family) -> result<tcp-socket, error-code>;
+}
+interface udp {
+  resource udp-socket;
+}
+interface udp-create-socket {
+  use network.{error-code, ip-address-family};
+  use udp.{udp-socket};
+  create-udp-socket: func(address-family: ip-address-family) -> result<udp-socket, error-code>;
+}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_sockets_load_but_every_call_is_denied() {
+    // Each create call must answer err (1) access-denied (case 1, at 4).
+    let denied = |call: &str, family: u8| {
+        format!(
+            "(call ${call} (i32.const {family}) (i32.const {RET}))
+             (if (i32.ne (i32.load8_u (i32.const {RET})) (i32.const 1)) (then unreachable))
+             (if (i32.ne (i32.load8_u (i32.const {payload})) (i32.const 1)) (then unreachable))\n",
+            payload = RET + 4,
+        )
+    };
+    let body = [
+        denied("tcp", 0),
+        denied("tcp", 1),
+        denied("udp", 0),
+        denied("udp", 1),
+    ]
+    .concat();
+    let hostile = WatPlugin::new(Ask::default())
+        .foreign(
+            &[WASI_SOCKETS],
+            &[
+                "wasi:sockets/tcp-create-socket@0.2.0",
+                "wasi:sockets/udp-create-socket@0.2.0",
+            ],
+        )
+        .imports(
+            r#"
+  (import "wasi:sockets/tcp-create-socket@0.2.0" "create-tcp-socket" (func $tcp (param i32 i32)))
+  (import "wasi:sockets/udp-create-socket@0.2.0" "create-udp-socket" (func $udp (param i32 i32)))
+"#,
+        )
+        .body(&body)
+        .build();
+    let host = host_with(hostile, "").await;
+    host.app
+        .runtime
+        .dispatch("hostile", &poke())
+        .await
+        .expect("the component loaded, and every TCP and UDP socket was access-denied");
+    assert_neighbour_fine(&host).await;
+}
+
+const WASI_FILESYSTEM: &str = "package wasi:filesystem@0.2.0;
+interface types {
+  resource descriptor;
+}
+interface preopens {
+  use types.{descriptor};
+  get-directories: func() -> list<tuple<descriptor, string>>;
+}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_filesystem_loads_with_no_directory_to_open() {
+    let hostile = WatPlugin::new(Ask::default())
+        .foreign(&[WASI_FILESYSTEM], &["wasi:filesystem/preopens@0.2.0"])
+        .imports(
+            r#"(import "wasi:filesystem/preopens@0.2.0" "get-directories" (func $dirs (param i32)))"#,
+        )
+        .body(&format!(
+            "(call $dirs (i32.const {RET}))
+             ;; the list's length: no preopened directory at all
+             (if (i32.ne (i32.load (i32.const {len})) (i32.const 0)) (then unreachable))",
+            len = RET + 4,
+        ))
+        .build();
+    let host = host_with(hostile, "").await;
+    host.app
+        .runtime
+        .dispatch("hostile", &poke())
+        .await
+        .expect("the component loaded and found no directory");
+    assert_neighbour_fine(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_http_is_refused_at_load_with_a_clear_error() {
+    let http = "package wasi:http@0.2.0;
+interface outgoing-handler {
+  handle: func(url: string) -> result<string, string>;
+}
+";
+    let hostile = WatPlugin::new(Ask::default())
+        .foreign(&[http], &["wasi:http/outgoing-handler@0.2.0"])
+        .imports(
+            r#"(import "wasi:http/outgoing-handler@0.2.0" "handle" (func $get (param i32 i32 i32)))"#,
+        )
+        .body(&format!(
+            "(call $get (i32.const 0) (i32.const 0) (i32.const {RET}))"
+        ))
+        .build();
+    let host = TestHost::new(&[("hostile", hostile, ""), ("neighbour", neighbour(), "")]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(text.starts_with("plugin `hostile`"), "{text}");
+    assert!(text.contains("wasi:http/outgoing-handler@0.2.0"), "{text}");
+    assert!(host.app.runtime.plugin("hostile").is_none());
+    assert_neighbour_fine(&host).await;
+}
+
+// ---- a plugin swapped while a call is running ----
+
+/// Logs "started", then waits (bounded by its deadline) until the host's kv
+/// has `go` in its namespace, then sends `text`.
+fn waits_then_sends(text: &str) -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask::default()).imports(KV_IMPORTS);
+    let (started, started_len) = p.data.string("started");
+    let (go, go_len) = p.data.string("go");
+    let msg = p.text_message("lobby", text);
+    let body = format!(
+        "(call $log (i32.const 2) (i32.const {started}) (i32.const {started_len}))
+         (loop $wait
+           (call $kv_get (i32.const {go}) (i32.const {go_len}) (i32.const {RET}))
+           ;; ok(none): not yet
+           (br_if $wait (i32.eqz (i32.load8_u (i32.const {some})))))
+         {send}",
+        some = RET + 8,
+        send = send_and_expect(msg, 0),
+    );
+    p.body(&body).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_swapped_mid_call_finishes_on_the_old_version() {
+    let host = TestHost::new(&[
+        (
+            "swapped",
+            waits_then_sends("from v1"),
+            "limits = { deadline_ms = 10000 }",
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    host.load_all().await;
+    let mut logs = host.app.runtime.services().log_observers.subscribe();
+    let mut accepted = host.app.delivery.observers().accepted.subscribe();
+    let runtime = host.app.runtime.clone();
+    let first = tokio::spawn(async move { runtime.dispatch("swapped", &poke()).await });
+    // The call is inside the guest now.
+    let started = tokio::time::timeout(std::time::Duration::from_secs(10), logs.recv())
+        .await
+        .expect("the first call started")
+        .unwrap();
+    assert_eq!(started.plugin, "swapped");
+    let old_generation = host.app.runtime.plugin("swapped").unwrap().generation;
+
+    // Swap in v2 while v1 runs.
+    support::replace_file(
+        &host.dir.path().join("swapped.wasm"),
+        &waits_then_sends("from v2"),
+    );
+    let config = host.app.config.plugins["swapped"].clone();
+    host.app
+        .runtime
+        .load("swapped", &config)
+        .await
+        .expect("v2 loads while v1 runs");
+    assert!(host.app.runtime.plugin("swapped").unwrap().generation > old_generation);
+    assert_neighbour_fine(&host).await;
+    let _ = accepted.try_recv();
+
+    // Let v1 finish: it sends what v1 sends.
+    let kv = host.app.runtime.services().kv;
+    let limits = host
+        .app
+        .runtime
+        .plugin("swapped")
+        .unwrap()
+        .context
+        .kv_limits;
+    kv.set("swapped", "go", b"1", &limits).unwrap();
+    first.await.unwrap().expect("the call in flight finished");
+    let a = accepted.try_recv().expect("v1's message");
+    assert_eq!(a.plugin, "swapped");
+    assert!(
+        matches!(&a.message.content, botbox::wit::types::Content::Text(t) if t == "from v1"),
+        "{:?}",
+        a.message.content
+    );
+    // The next call runs v2.
+    host.app.runtime.dispatch("swapped", &poke()).await.unwrap();
+    let b = accepted.try_recv().expect("v2's message");
+    assert!(
+        matches!(&b.message.content, botbox::wit::types::Content::Text(t) if t == "from v2"),
+        "{:?}",
+        b.message.content
+    );
+}

@@ -398,6 +398,10 @@ impl Abi {
 /// A plugin that, on any event, calls `send-broadcast` with each message in
 /// turn and logs `send NN r=R c=C` (R 0 ok / 1 err, C the error case or `-`),
 /// then the error's text when it has one.
+///
+/// Last, it copies its whole linear memory into its kv namespace (`mem0`,
+/// `mem1`, … of 64 KiB each), so the test can scan for secrets everything
+/// the host ever wrote into the guest: answers, errors, events.
 fn sender_plugin(channels: &[&str], messages: &[Value]) -> Vec<u8> {
     let mut p = WatPlugin::new(Ask {
         channels,
@@ -405,7 +409,9 @@ fn sender_plugin(channels: &[&str], messages: &[Value]) -> Vec<u8> {
         // a conversation it may then name in reply-to.
         events: &[0, 1, 4],
         schedules: &[],
-    });
+    })
+    .imports(r#"(import "botbox:bot/kv@0.1.0" "set" (func $kv_set (param i32 i32 i32 i32 i32)))"#);
+    let (dump_key, _) = p.data.string("mem?");
     let mut body = String::new();
     for (i, m) in messages.iter().enumerate() {
         let addr = abi().message(&mut p.data, m);
@@ -428,7 +434,40 @@ fn sender_plugin(channels: &[&str], messages: &[Value]) -> Vec<u8> {
             text + 4
         ));
     }
+    body.push_str(&format!(
+        "(local.set $i (i32.const 0))
+         (block $done (loop $dump
+           (br_if $done (i32.ge_u (local.get $i) (memory.size)))
+           (i32.store8 (i32.const {digit}) (i32.add (i32.const 48) (local.get $i)))
+           (call $kv_set (i32.const {dump_key}) (i32.const 4)
+                 (i32.mul (local.get $i) (i32.const 65536)) (i32.const 65536) (i32.const {ret}))
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br $dump)))",
+        digit = dump_key + 3,
+        ret = SEND_RET + 200,
+    ));
     p.body(&body).build()
+}
+
+/// The guest memory `sender_plugin` dumped into kv, as text.
+fn guest_memory(app: &App, plugin: &str) -> String {
+    let kv = app.runtime.services().kv;
+    let limits = app
+        .runtime
+        .plugin(plugin)
+        .expect("loaded")
+        .context
+        .kv_limits;
+    let mut text = String::new();
+    for page in 0..64u8 {
+        let key = format!("mem{}", (b'0' + page) as char);
+        match kv.get(plugin, &key, &limits).expect("kv get") {
+            Some(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            None => break,
+        }
+    }
+    assert!(!text.is_empty(), "{plugin} dumped no memory");
+    text
 }
 
 fn text_to(channel: &str, text: &str) -> Value {
@@ -726,6 +765,10 @@ impl Host {
             .dispatch(&format!("step{n}"), event)
             .await
             .unwrap_or_else(|e| panic!("step{n}: {e}"));
+        assert_no_secret(
+            &format!("the linear memory of step{n}"),
+            &guest_memory(&self.app, &format!("step{n}")),
+        );
         let mut lines = Vec::new();
         while let Ok(r) = logs.try_recv() {
             lines.push(r.message);

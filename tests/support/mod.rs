@@ -113,6 +113,12 @@ pub struct WatPlugin<'a> {
     /// Trap in `describe` instead of answering.
     pub trap_in_describe: bool,
     pub data: Data,
+    /// Extra core imports, in WAT, such as `botbox:bot/kv` functions.
+    pub imports: String,
+    /// Extra WIT packages and the interfaces of theirs the component
+    /// imports beside the `bot` world's (WASI interfaces the host must refuse
+    /// or deny).
+    pub foreign: Option<(Vec<String>, Vec<String>)>,
     /// Laid out once, from the WIT, for `text_message`.
     layout: MessageLayout,
 }
@@ -180,6 +186,8 @@ impl<'a> WatPlugin<'a> {
             version: "0.1.0",
             trap_in_describe: false,
             data: Data::new(1024),
+            imports: String::new(),
+            foreign: None,
             layout: message_layout(&resolve),
         }
     }
@@ -191,6 +199,20 @@ impl<'a> WatPlugin<'a> {
 
     pub fn funcs(mut self, wat: &str) -> Self {
         self.extra_funcs = wat.to_string();
+        self
+    }
+
+    pub fn imports(mut self, wat: &str) -> Self {
+        self.imports = wat.to_string();
+        self
+    }
+
+    /// Imports `interfaces` of the WIT `packages` too.
+    pub fn foreign(mut self, packages: &[&str], interfaces: &[&str]) -> Self {
+        self.foreign = Some((
+            packages.iter().map(|p| p.to_string()).collect(),
+            interfaces.iter().map(|i| i.to_string()).collect(),
+        ));
         self
     }
 
@@ -206,8 +228,14 @@ impl<'a> WatPlugin<'a> {
 
     /// Lays out a text message and returns its address, for `$send`.
     pub fn text_message(&mut self, channel: &str, text: &str) -> u32 {
-        let (cp, cl) = self.data.string(channel);
         let (tp, tl) = self.data.string(text);
+        self.text_message_at(channel, tp, tl)
+    }
+
+    /// A text message whose text is whatever lies at `tp..tp + tl` when it
+    /// is sent (the body writes it, or the length lies).
+    pub fn text_message_at(&mut self, channel: &str, tp: u32, tl: u32) -> u32 {
+        let (cp, cl) = self.data.string(channel);
         let mut bytes = vec![0u8; self.layout.size];
         bytes[0..4].copy_from_slice(&cp.to_le_bytes());
         bytes[4..8].copy_from_slice(&cl.to_le_bytes());
@@ -243,6 +271,7 @@ impl<'a> WatPlugin<'a> {
             r#"(module
   (import "botbox:bot/log@{v}" "log" (func $log (param i32 i32 i32)))
   (import "botbox:bot/broadcast@{v}" "send-broadcast" (func $send (param i32 i32)))
+  {imports}
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 65536))
   (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
@@ -272,10 +301,33 @@ impl<'a> WatPlugin<'a> {
                 ""
             },
             funcs = self.extra_funcs,
+            imports = self.imports,
             data = self.data.wat(),
         );
         let mut module = wat::parse_str(&wat).unwrap_or_else(|e| panic!("WAT: {e}\n{wat}"));
-        let (resolve, world) = resolve_with_version(v);
+        let (mut resolve, mut world) = resolve_with_version(v);
+        if let Some((packages, interfaces)) = &self.foreign {
+            for (i, text) in packages.iter().enumerate() {
+                resolve
+                    .push_str(format!("foreign{i}.wit"), text)
+                    .unwrap_or_else(|e| panic!("foreign WIT: {e}\n{text}"));
+            }
+            let imports: String = interfaces
+                .iter()
+                .map(|i| format!("  import {i};\n"))
+                .collect();
+            let pkg = resolve
+                .push_str(
+                    "hostile.wit",
+                    &format!(
+                        "package test:hostile;\nworld hostile {{\n  include botbox:bot/bot@{v};\n{imports}}}\n"
+                    ),
+                )
+                .expect("hostile world");
+            world = resolve
+                .select_world(&[pkg], Some("hostile"))
+                .expect("world hostile");
+        }
         wit_component::embed_component_metadata(
             &mut module,
             &resolve,
@@ -310,8 +362,18 @@ pub struct TestHost {
 impl TestHost {
     /// `plugins` are (name, component bytes, extra TOML lines for the plugin).
     pub fn new(plugins: &[(&str, Vec<u8>, &str)]) -> TestHost {
+        Self::with_top(plugins, |_| String::new())
+    }
+
+    /// Like `new`, with top-level config (such as `[storage]`) made from the
+    /// host's temp dir.
+    pub fn with_top(
+        plugins: &[(&str, Vec<u8>, &str)],
+        top: impl FnOnce(&Path) -> String,
+    ) -> TestHost {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut toml = String::from(
+        let mut toml = top(dir.path());
+        toml.push_str(
             "[providers.console]\nkind = \"console\"\n\
              [channels.lobby]\nprovider = \"console\"\n\
              [channels.secret-room]\nprovider = \"console\"\n",

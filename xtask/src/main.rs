@@ -8,6 +8,7 @@
 mod component;
 mod componentize;
 mod demo;
+mod fuzz;
 mod guests;
 mod inspect;
 mod paths;
@@ -36,6 +37,8 @@ commands:
   inspect FILE…  print a component's imports and exports
   test           plugins, then fmt, clippy and tests of the host, SDK and plugins
   demo [ARGS…]   plugins, then `botbox run --demo` (extra ARGS go to botbox)
+  fuzz [SECONDS] [TARGET…]
+                 build the fuzz targets in fuzz/ and run each for SECONDS (20)
 ";
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         "inspect" => inspect::run(rest),
         "test" => test::run(),
         "demo" => demo::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use crate::guests::{self, Lang};
-use crate::{paths, plugins, setup, step};
+use crate::{fuzz, paths, plugins, setup, step};
 
 pub fn run() -> Result<()> {
     let root = paths::root();
@@ -49,8 +49,14 @@ pub fn run() -> Result<()> {
         .map(|bot| format!("tests (python/{}, native)", bot.name))
         .collect();
 
+    let mut fuzz_fmt = step::cargo();
+    fuzz_fmt
+        .current_dir(root.join("fuzz"))
+        .args(["fmt", "--all", "--check"]);
+
     let mut steps: Vec<(&str, Command)> = vec![
         ("fmt (host workspace)", host(&["fmt", "--all", "--check"])),
+        ("fmt (fuzz)", fuzz_fmt),
         ("fmt (sdk/rust)", native(&sdk, &["fmt", "--check"])),
         (
             "fmt (plugins)",
@@ -88,6 +94,14 @@ pub fn run() -> Result<()> {
 
     for (name, mut cmd) in steps {
         step::run(name, &mut cmd)?;
+    }
+    // Each fuzz target for a bounded time; a finding fails the run.
+    step::run("fuzz (build)", &mut fuzz::build())?;
+    for target in fuzz::TARGETS {
+        step::run(
+            &format!("fuzz ({target}, {} s)", fuzz::CI_SECONDS),
+            &mut fuzz::run_target(target, fuzz::CI_SECONDS)?,
+        )?;
     }
     eprintln!("==> all checks passed");
     Ok(())

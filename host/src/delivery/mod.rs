@@ -200,6 +200,8 @@ impl Delivery {
         clock: SharedClock,
         observers: DeliveryObservers,
     ) -> Result<Delivery, Vec<ConfigIssue>> {
+        // Read once, then monotonic: see `Steady`.
+        let clock: SharedClock = Arc::new(throttle::Steady::new(clock));
         let mut issues = Vec::new();
         let mut channels = BTreeMap::new();
         let mut endpoints: BTreeMap<String, Arc<Endpoint>> = BTreeMap::new();

@@ -101,6 +101,41 @@ impl Clock for ScaledClock {
 
 pub type SharedClock = Arc<dyn Clock>;
 
+/// Another clock's time as it read when this was made, advanced since then
+/// by the monotonic clock at that clock's rate. The delivery engine measures
+/// every window on it: a step of the wall clock (NTP, an operator's `date`,
+/// a resumed VM) must neither close a window early, which would break the
+/// provider's limit, nor hold sends back for the size of the step.
+pub struct Steady {
+    inner: SharedClock,
+    start_ms: u64,
+    start: Instant,
+}
+
+impl Steady {
+    pub fn new(inner: SharedClock) -> Steady {
+        Steady {
+            start_ms: inner.now_ms(),
+            start: Instant::now(),
+            inner,
+        }
+    }
+}
+
+impl Clock for Steady {
+    fn now_ms(&self) -> u64 {
+        self.start_ms + self.inner.clock_ms(self.start.elapsed())
+    }
+
+    fn real(&self, ms: u64) -> Duration {
+        self.inner.real(ms)
+    }
+
+    fn clock_ms(&self, real: Duration) -> u64 {
+        self.inner.clock_ms(real)
+    }
+}
+
 /// One documented limit.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Limit {

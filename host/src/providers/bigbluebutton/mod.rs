@@ -415,5 +415,28 @@ impl BigBlueButton {
     }
 }
 
+/// For `fuzz/` only: the XML answer reader and the text splitter on arbitrary input.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz(answer: &[u8], message: &Message) {
+    let _ = parse_envelope(answer);
+    if let Content::Text(text) = &message.content {
+        let text = normalize_newlines(text);
+        let max = MAX_MESSAGE_CHARS as usize;
+        let parts = split_text(&text, max);
+        assert!(
+            parts.iter().all(|p| utf16_len(p) <= max),
+            "a part over the limit"
+        );
+        // Only whitespace at a cut may be dropped.
+        let kept = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+        assert_eq!(
+            kept(&parts.concat()),
+            kept(&text),
+            "split lost or added text"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests;

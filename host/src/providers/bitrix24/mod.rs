@@ -450,5 +450,17 @@ impl Provider for Bitrix24 {
     }
 }
 
+/// For `fuzz/` only: the answer reader and the request builder on arbitrary input.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz(status: u16, answer: &[u8], message: &Message) {
+    let _ = interpret(&Reply {
+        status,
+        body: answer.to_vec(),
+        retry_after: None,
+    });
+    let _ = request_body("chat1", message);
+}
+
 #[cfg(test)]
 mod tests;

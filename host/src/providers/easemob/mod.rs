@@ -592,5 +592,24 @@ fn level_for<'a>(message: &Message, channel_default: Option<&'a str>) -> Option<
     }
 }
 
+/// For `fuzz/` only: the answer readers and the request builder on arbitrary input.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz(status: u16, answer: &[u8], message: &Message) {
+    let reply = Reply {
+        status,
+        body: answer.to_vec(),
+        retry_after: None,
+    };
+    for target in ["all-users", "online-users", "chatrooms"] {
+        if let Some(target) = Target::parse(target) {
+            let _ = interpret(target, &reply, unix_now());
+            let _ = request_body(target, level_for(message, Some("normal")), message);
+        }
+    }
+    let _ = describe(&parse_error(&reply), &reply);
+    let _ = serde_json::from_slice::<TokenAnswer>(answer);
+}
+
 #[cfg(test)]
 mod tests;

@@ -522,5 +522,17 @@ impl Provider for Tencent {
     }
 }
 
+/// For `fuzz/` only: the answer reader and the request builder on arbitrary input.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz(status: u16, answer: &[u8], message: &Message, rest: &[Message]) {
+    let _ = interpret(&Reply {
+        status,
+        body: answer.to_vec(),
+        retry_after: None,
+    });
+    let _ = request_body(message, rest, 1);
+}
+
 #[cfg(test)]
 mod tests;

@@ -737,6 +737,37 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// For `fuzz/` only: every provider's callback parser on an arbitrary body
+/// and query, and the conversion of what it finds into WIT events. Returns
+/// the events, for the fuzz target's own checks.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_parse(query: &[u8], headers: &HeaderMap, body: &[u8], now_ms: u64) -> Vec<Event> {
+    let call = Call {
+        query: form_pairs(query),
+        headers,
+        body,
+        now_ms,
+        max_skew_ms: 60_000,
+    };
+    let parsers: [fn(&Call) -> Result<Parsed, Refusal>; 4] = [
+        bigbluebutton::parse,
+        tencent::parse,
+        easemob::parse,
+        bitrix24::parse,
+    ];
+    let mut events = Vec::new();
+    for parse in parsers {
+        match parse(&call) {
+            Ok(parsed) => events.extend(parsed.events.iter().map(|i| i.on_channel("lobby"))),
+            Err(refusal) => {
+                let _ = (refusal.status(), refusal.outcome(), refusal.reason());
+            }
+        }
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
