@@ -134,6 +134,10 @@ impl Clock for Steady {
     fn clock_ms(&self, real: Duration) -> u64 {
         self.inner.clock_ms(real)
     }
+
+    fn real_time(&self) -> bool {
+        self.inner.real_time()
+    }
 }
 
 /// One documented limit.

@@ -603,9 +603,13 @@ pub fn fuzz(status: u16, answer: &[u8], message: &Message) {
     };
     for target in ["all-users", "online-users", "chatrooms"] {
         if let Some(target) = Target::parse(target) {
-            let _ = interpret(target, &reply, unix_now());
+            let _ = interpret(target.route(), &reply, unix_now());
             let _ = request_body(target, level_for(message, Some("normal")), message);
         }
+    }
+    if let Some((kind, to)) = message.reply_to.as_deref().and_then(ReplyKind::parse) {
+        let _ = interpret(kind.route(), &reply, unix_now());
+        let _ = reply_body(kind, to, level_for(message, Some("normal")), message);
     }
     let _ = describe(&parse_error(&reply), &reply);
     let _ = serde_json::from_slice::<TokenAnswer>(answer);

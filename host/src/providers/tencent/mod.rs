@@ -526,11 +526,13 @@ impl Provider for Tencent {
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz(status: u16, answer: &[u8], message: &Message, rest: &[Message]) {
-    let _ = interpret(&Reply {
+    let reply = Reply {
         status,
         body: answer.to_vec(),
         retry_after: None,
-    });
+    };
+    let _ = interpret(BROADCAST, &reply);
+    let _ = interpret(GROUP, &reply);
     let _ = request_body(message, rest, 1);
 }
 
