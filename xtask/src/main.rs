@@ -5,6 +5,7 @@
 //! in their own workspace and target dir (`plugins/target`); this is the one
 //! place that knows how.
 
+mod bench;
 mod component;
 mod componentize;
 mod demo;
@@ -36,6 +37,10 @@ commands:
   inspect FILE…  print a component's imports and exports
   test           plugins, then fmt, clippy and tests of the host, SDK and plugins
   demo [ARGS…]   plugins, then `botbox run --demo` (extra ARGS go to botbox)
+  bench [SECTION…]
+                 plugins and the Extism comparison crates, then every benchmark of
+                 BENCHMARKS.md in one run (sections: dispatch, reload, startup, delivery);
+                 prints the table and writes target/bench/results.json
 ";
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         "inspect" => inspect::run(rest),
         "test" => test::run(),
         "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -2,10 +2,9 @@
 //! provider endpoint's documented quota the throttle uses at 10×
 //! oversubscription, with the violations it commits (must be 0).
 //!
-//! `cargo bench -p botbox --bench delivery`. Throttle figures are computed
-//! in simulated time against the documented windows (no network), so they
-//! are exact and repeatable; the simulator tests in tests/delivery.rs check
-//! the same over real HTTP.
+//! Throttle figures are computed in simulated time against the documented
+//! windows (no network), so they are exact and repeatable; the simulator
+//! tests in tests/delivery.rs check the same over real HTTP.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +13,8 @@ use botbox::app::App;
 use botbox::config::Config;
 use botbox::delivery::throttle::{ARRIVAL_JITTER, Limit, Throttle, ThrottleSpec};
 use botbox::wit::types::{Content, Message};
+
+use crate::report::Report;
 
 fn outbox_writes() -> (usize, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,7 +79,7 @@ fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
                 let share = sends.len() as f64 / allowed;
                 if share > best_share {
                     best_share = share;
-                    binding = format!("{count}/{}", period_ms / 1000);
+                    binding = format!("{count}/{}s", period_ms / 1000);
                 }
             }
             Limit::LeakyBucket { per_second, burst } => {
@@ -105,44 +106,40 @@ fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
     (best_share.min(1.0), violations, binding)
 }
 
-fn main() {
+pub fn run(report: &mut Report) {
     let (n, per_second) = outbox_writes();
-    println!(
-        "outbox: {n} accepted messages, {per_second:.0} writes/s (SQLite WAL, synchronous=FULL)"
+    report.add(
+        "outbox",
+        "accepted broadcasts written (SQLite WAL, synchronous=FULL)",
+        per_second,
+        "writes/s",
+        format!("{n} messages, one transaction and fsync each"),
     );
-    println!();
-    println!(
-        "throttle at 10x oversubscription (simulated time, jitter margin {} ms)",
-        ARRIVAL_JITTER.as_millis()
-    );
-    println!(
-        "{:<36} {:<28} {:>9} {:>11}",
-        "endpoint", "documented limits", "quota use", "violations"
-    );
+
     let day = 86_400_000;
     let endpoints: [(&str, ThrottleSpec, u64); 6] = [
         (
-            "tencent send_broadcast_msg",
+            "Tencent send_broadcast_msg",
             ThrottleSpec::windows(&[(1, 1000)]),
             3_600_000,
         ),
         (
-            "easemob all-users-broadcast",
+            "Easemob all-users broadcast",
             ThrottleSpec::windows(&[(1, 1_800_000), (3, day)]),
             30 * day,
         ),
         (
-            "easemob online-users-broadcast",
+            "Easemob online-users broadcast",
             ThrottleSpec::windows(&[(1, 60_000), (50, day)]),
             30 * day,
         ),
         (
-            "easemob chatrooms-broadcast",
+            "Easemob chatrooms broadcast",
             ThrottleSpec::windows(&[(1, 1000), (10, 60_000), (100, day)]),
             30 * day,
         ),
         (
-            "bitrix24 rest",
+            "Bitrix24 REST",
             ThrottleSpec {
                 limits: vec![Limit::LeakyBucket {
                     per_second: 2.0,
@@ -152,17 +149,23 @@ fn main() {
             3_600_000,
         ),
         (
-            "bigbluebutton sendChatMessage",
+            "BigBlueButton sendChatMessage",
             ThrottleSpec::windows(&[(5, 1000)]),
             3_600_000,
         ),
     ];
     for (name, spec, horizon) in endpoints {
-        let (share, violations, _binding) = utilisation(&spec, horizon);
-        println!(
-            "{name:<36} {:<28} {:>8.1}% {violations:>11}",
-            spec.to_string(),
-            share * 100.0
+        let (share, violations, binding) = utilisation(&spec, horizon);
+        report.add(
+            "throttle",
+            format!("{name} ({spec}) at 10x oversubscription"),
+            share * 100.0,
+            "% of quota",
+            format!(
+                "binding limit {binding}; {violations} violations; jitter margin {} ms",
+                ARRIVAL_JITTER.as_millis()
+            ),
         );
+        report.target("≥ 98%, 0 violations", share >= 0.98 && violations == 0);
     }
 }
