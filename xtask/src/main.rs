@@ -5,6 +5,7 @@
 //! in their own workspace and target dir (`plugins/target`); this is the one
 //! place that knows how.
 
+mod bench;
 mod component;
 mod componentize;
 mod demo;
@@ -39,6 +40,10 @@ commands:
   demo [ARGS…]   plugins, then `botbox run --demo` (extra ARGS go to botbox)
   fuzz [SECONDS] [TARGET…]
                  build the fuzz targets in fuzz/ and run each for SECONDS (20)
+  bench [SECTION…]
+                 plugins and the Extism comparison crates, then every benchmark of
+                 BENCHMARKS.md in one run (sections: dispatch, reload, startup, delivery);
+                 prints the table and writes target/bench/results.json
 ";
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         "test" => test::run(),
         "demo" => demo::run(rest),
         "fuzz" => fuzz::run(rest),
+        "bench" => bench::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

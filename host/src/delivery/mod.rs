@@ -351,7 +351,7 @@ impl Delivery {
             plugin: plugin.to_string(),
             channel: channel.name.clone(),
             endpoint: endpoint.key.clone(),
-            message: message.clone(),
+            message,
             state: MessageState::Queued,
             created_ms: now,
             next_attempt_ms: now,
@@ -370,12 +370,16 @@ impl Delivery {
             },
         };
         endpoint.wake.notify_one();
-        let _ = self.observers.accepted.send(Accepted {
-            plugin: plugin.to_string(),
-            channel: channel.name.clone(),
-            receipt: receipt.clone(),
-            message,
-        });
+        // Copies for listeners only when there are any: this is on the path
+        // of every broadcast.
+        if self.observers.accepted.receiver_count() > 0 {
+            let _ = self.observers.accepted.send(Accepted {
+                plugin: plugin.to_string(),
+                channel: channel.name.clone(),
+                receipt: receipt.clone(),
+                message: record.message,
+            });
+        }
         Ok(receipt)
     }
 

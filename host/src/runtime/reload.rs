@@ -1,24 +1,33 @@
 //! Watching plugin files and the config, for live reload.
 //!
 //! Editors and build tools save in bursts (truncate, write, rename), so
-//! changes are debounced and reported once per file. Folders are watched,
-//! not files: a file replaced by a rename is a new inode that a file watch
-//! would lose. Only writes, creations and renames count: reading a plugin
-//! to compile it must not look like a change, or every reload would
-//! trigger the next.
+//! changes are debounced and reported once per file. A write only says a
+//! writer is busy, so it waits for [`DEBOUNCE`] of quiet; a close after
+//! writing or a rename into place says the writer is done, so it waits only
+//! [`SETTLE`], long enough to fold the events of one save together.
+//!
+//! Folders are watched, not files: a file replaced by a rename is a new
+//! inode that a file watch would lose. Only writes, creations and renames
+//! count: reading a plugin to compile it must not look like a change, or
+//! every reload would trigger the next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How long a file must be quiet before its change is reported.
+/// How long a file must be quiet after a write before its change is
+/// reported, when nothing says the writer has finished.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// How long after a close-after-write or a rename into place: the events of
+/// one save (rename, then the directory's own events) arrive within it.
+pub const SETTLE: Duration = Duration::from_millis(5);
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,6 +70,16 @@ fn canonical(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether a file event says its writer is done: closed after writing, or
+/// renamed into place.
+pub fn is_settled(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+    )
+}
+
 /// Whether a file event changed what a file holds: writes, creations and
 /// renames, not reads or metadata.
 pub fn is_content_change(kind: &EventKind) -> bool {
@@ -76,7 +95,7 @@ pub fn is_content_change(kind: &EventKind) -> bool {
 impl Watcher {
     /// Reports changes on the returned channel. Needs a tokio runtime.
     pub fn start() -> Result<(Watcher, mpsc::UnboundedReceiver<Change>), WatchError> {
-        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Change>();
+        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<(Change, Duration)>();
         let (tx, rx) = mpsc::unbounded_channel();
         let files: Watched = Default::default();
         let lookup = files.clone();
@@ -85,12 +104,17 @@ impl Watcher {
             if !is_content_change(&event.kind) {
                 return;
             }
+            let quiet = if is_settled(&event.kind) {
+                SETTLE
+            } else {
+                DEBOUNCE
+            };
             let Ok(files) = lookup.lock() else { return };
             for path in &event.paths {
                 let changed = canonical(path);
                 for (file, change) in files.iter() {
                     if *file == changed {
-                        let _ = raw_tx.send(change.clone());
+                        let _ = raw_tx.send((change.clone(), quiet));
                     }
                 }
             }
@@ -99,15 +123,18 @@ impl Watcher {
             path: "-".into(),
             reason: e.to_string(),
         })?;
-        // Debounce: a change is reported once its file has been quiet.
+        // Debounce: a change is reported once its file has been quiet for
+        // as long as its last event asks.
         tokio::spawn(async move {
             let mut pending: BTreeMap<Change, Instant> = BTreeMap::new();
             loop {
                 let next = pending.values().min().copied();
                 tokio::select! {
                     received = raw_rx.recv() => match received {
-                        Some(change) => {
-                            pending.insert(change, Instant::now() + DEBOUNCE);
+                        // The latest event decides: a write after a close
+                        // means the writer is busy again.
+                        Some((change, quiet)) => {
+                            pending.insert(change, Instant::now() + quiet);
                         }
                         None => return,
                     },
@@ -172,5 +199,28 @@ impl Watcher {
         if let Ok(mut files) = self.files.lock() {
             files.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange};
+
+    #[test]
+    fn a_finished_save_settles_and_a_write_in_progress_does_not() {
+        assert!(is_settled(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_settled(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(!is_settled(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(!is_settled(&EventKind::Create(CreateKind::File)));
+        assert!(!is_settled(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::From
+        ))));
     }
 }

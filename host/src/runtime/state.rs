@@ -13,7 +13,10 @@ use crate::capabilities::log::StdStream;
 pub struct HostState {
     pub plugin: Arc<PluginContext>,
     pub memory: MemoryCap,
-    wasi: WasiCtx,
+    /// Built on the first WASI call: only JS and Python guests make any, so
+    /// other plugins' events skip seeding its random sources and setting up
+    /// its output streams.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
 }
 
@@ -21,7 +24,7 @@ impl HostState {
     pub fn new(plugin: Arc<PluginContext>) -> HostState {
         HostState {
             memory: MemoryCap::new(plugin.limits.memory_bytes),
-            wasi: deny_all_wasi(&plugin),
+            wasi: None,
             table: ResourceTable::new(),
             plugin,
         }
@@ -47,7 +50,7 @@ fn deny_all_wasi(plugin: &PluginContext) -> WasiCtx {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| deny_all_wasi(&self.plugin)),
             table: &mut self.table,
         }
     }

@@ -2,10 +2,9 @@
 //! provider endpoint's documented quota the throttle uses at 10×
 //! oversubscription, with the violations it commits (must be 0).
 //!
-//! `cargo bench -p botbox --bench delivery`. Throttle figures are computed
-//! in simulated time against the documented windows (no network), so they
-//! are exact and repeatable; the simulator tests in tests/delivery.rs check
-//! the same over real HTTP.
+//! Throttle figures are computed in simulated time against the documented
+//! windows (no network), so they are exact and repeatable; the simulator
+//! tests in tests/delivery.rs check the same over real HTTP.
 //!
 //! Then the shared backend against SQLite: accept throughput, delivery
 //! throughput over real HTTP to the Tencent simulator (its quota raised so
@@ -13,9 +12,6 @@
 //! message gains from accept to delivered, with one host and with three
 //! (in-process hosts, each with its own connections, sharing one durable
 //! PostgreSQL server started from the Debian package's binaries).
-
-#[path = "../../tests/support/pg.rs"]
-mod pg;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +22,8 @@ use botbox::delivery::throttle::{ARRIVAL_JITTER, Limit, Throttle, ThrottleSpec};
 use botbox::wit::types::{Content, Message};
 use botbox_sim::{Sim, SimConfig, SimProvider};
 use tokio_util::sync::CancellationToken;
+
+use crate::report::Report;
 
 fn outbox_writes() -> (usize, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -90,7 +88,7 @@ fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
                 let share = sends.len() as f64 / allowed;
                 if share > best_share {
                     best_share = share;
-                    binding = format!("{count}/{}", period_ms / 1000);
+                    binding = format!("{count}/{}s", period_ms / 1000);
                 }
             }
             Limit::LeakyBucket { per_second, burst } => {
@@ -132,7 +130,7 @@ fn text(channel: &str, i: usize) -> Message {
 /// One storage setup: SQLite (one host only) or PostgreSQL.
 enum Backend<'a> {
     Sqlite,
-    Postgres(&'a pg::PgServer),
+    Postgres(&'a crate::pg::PgServer),
 }
 
 /// `hosts` in-process hosts on one Tencent account of `sim`.
@@ -270,7 +268,7 @@ async fn measure(backend: Backend<'_>, host_count: usize, n: usize) -> Figures {
     }
 }
 
-fn shared_backend() {
+fn shared_backend(report: &mut Report) {
     // Three hosts would be three processes, each with its own runtime:
     // give the in-process ones enough threads not to queue behind each
     // other's blocking outbox calls.
@@ -279,16 +277,8 @@ fn shared_backend() {
         .enable_all()
         .build()
         .expect("runtime");
-    let server = pg::PgServer::start_durable();
+    let server = crate::pg::PgServer::start_durable();
     let n = 600;
-    println!();
-    println!(
-        "shared backend vs SQLite: {n} messages to the Tencent simulator over loopback HTTP, throttle raised to 5000/s"
-    );
-    println!(
-        "{:<34} {:>11} {:>12} {:>12} {:>16}",
-        "setup", "accepts/s", "accept p50", "delivered/s", "accept→delivered"
-    );
     let rows = [
         ("SQLite, 1 host", Backend::Sqlite, 1),
         ("PostgreSQL, 1 host", Backend::Postgres(&server), 1),
@@ -306,55 +296,57 @@ fn shared_backend() {
         let added = match reference {
             None => {
                 reference = Some(f.end_to_end_p50_ms);
-                String::new()
+                "the reference".to_string()
             }
-            Some(r) => format!(" ({:+.1} ms)", f.end_to_end_p50_ms - r),
+            Some(r) => format!("{:+.1} ms against SQLite", f.end_to_end_p50_ms - r),
         };
-        println!(
-            "{name:<34} {:>11.0} {:>9.2} ms {:>12.0} {:>10.1} ms{added}",
-            f.accepts_per_s, f.accept_p50_ms, f.delivered_per_s, f.end_to_end_p50_ms
+        report.add(
+            "shared backend",
+            format!("{name}: {n} messages to the Tencent simulator, quota raised to 5000/s"),
+            f.delivered_per_s,
+            "delivered/s",
+            format!(
+                "{:.0} accepts/s, accept p50 {:.2} ms; accept→delivered p50 {:.1} ms ({added})",
+                f.accepts_per_s, f.accept_p50_ms, f.end_to_end_p50_ms
+            ),
         );
     }
 }
 
-fn main() {
+pub fn run(report: &mut Report) {
     let (n, per_second) = outbox_writes();
-    println!(
-        "outbox: {n} accepted messages, {per_second:.0} writes/s (SQLite WAL, synchronous=FULL)"
+    report.add(
+        "outbox",
+        "accepted broadcasts written (SQLite WAL, synchronous=FULL)",
+        per_second,
+        "writes/s",
+        format!("{n} messages, one transaction and fsync each"),
     );
-    println!();
-    println!(
-        "throttle at 10x oversubscription (simulated time, jitter margin {} ms)",
-        ARRIVAL_JITTER.as_millis()
-    );
-    println!(
-        "{:<36} {:<28} {:>9} {:>11}",
-        "endpoint", "documented limits", "quota use", "violations"
-    );
+
     let day = 86_400_000;
     let endpoints: [(&str, ThrottleSpec, u64); 6] = [
         (
-            "tencent send_broadcast_msg",
+            "Tencent send_broadcast_msg",
             ThrottleSpec::windows(&[(1, 1000)]),
             3_600_000,
         ),
         (
-            "easemob all-users-broadcast",
+            "Easemob all-users broadcast",
             ThrottleSpec::windows(&[(1, 1_800_000), (3, day)]),
             30 * day,
         ),
         (
-            "easemob online-users-broadcast",
+            "Easemob online-users broadcast",
             ThrottleSpec::windows(&[(1, 60_000), (50, day)]),
             30 * day,
         ),
         (
-            "easemob chatrooms-broadcast",
+            "Easemob chatrooms broadcast",
             ThrottleSpec::windows(&[(1, 1000), (10, 60_000), (100, day)]),
             30 * day,
         ),
         (
-            "bitrix24 rest",
+            "Bitrix24 REST",
             ThrottleSpec {
                 limits: vec![Limit::LeakyBucket {
                     per_second: 2.0,
@@ -364,18 +356,24 @@ fn main() {
             3_600_000,
         ),
         (
-            "bigbluebutton sendChatMessage",
+            "BigBlueButton sendChatMessage",
             ThrottleSpec::windows(&[(5, 1000)]),
             3_600_000,
         ),
     ];
     for (name, spec, horizon) in endpoints {
-        let (share, violations, _binding) = utilisation(&spec, horizon);
-        println!(
-            "{name:<36} {:<28} {:>8.1}% {violations:>11}",
-            spec.to_string(),
-            share * 100.0
+        let (share, violations, binding) = utilisation(&spec, horizon);
+        report.add(
+            "throttle",
+            format!("{name} ({spec}) at 10x oversubscription"),
+            share * 100.0,
+            "% of quota",
+            format!(
+                "binding limit {binding}; {violations} violations; jitter margin {} ms",
+                ARRIVAL_JITTER.as_millis()
+            ),
         );
+        report.target("≥ 98%, 0 violations", share >= 0.98 && violations == 0);
     }
-    shared_backend();
+    shared_backend(report);
 }

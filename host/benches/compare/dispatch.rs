@@ -1,0 +1,487 @@
+//! Dispatch: one event through a trivial plugin that calls
+//! `send-broadcast` once, in botbox, in bare wasmtime (the floor), in
+//! Extism, and as a native Rust function; then botbox's throughput as
+//! plugins and worker threads are added.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use botbox::capabilities::rate::TokenBucket;
+use botbox::config::Config;
+use botbox::delivery::throttle::SystemClock;
+use botbox::delivery::{Delivery, DeliveryObservers};
+use botbox::providers::Registry;
+use botbox::runtime::engine::build_engine;
+use botbox::runtime::{Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
+use botbox::wit::BotPre;
+use botbox::wit::types::{BroadcastError, ChatMessage, Content, Event, Message, Receipt};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+use crate::null_outbox::NullOutbox;
+use crate::report::Report;
+use crate::support::{Ask, WatPlugin, send_and_expect};
+
+const SECTION: &str = "dispatch";
+
+/// How many timed calls give the percentiles, and how long each
+/// throughput run lasts.
+pub struct Budget {
+    pub samples: usize,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub per_second: f64,
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Warm-up, `samples` timed calls for the percentiles, then as many calls
+/// as fit in `window` for the rate.
+async fn measure<F, Fut>(mut one: F, budget: &Budget) -> Stats
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for _ in 0..budget.samples / 10 {
+        one().await;
+    }
+    let mut times = Vec::with_capacity(budget.samples);
+    for _ in 0..budget.samples {
+        let started = Instant::now();
+        one().await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < budget.window {
+        for _ in 0..64 {
+            one().await;
+        }
+        n += 64;
+    }
+    Stats {
+        p50_us: percentile(&times, 0.5),
+        p99_us: percentile(&times, 0.99),
+        per_second: n as f64 / started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The trivial plugin: asks for `lobby` and chat messages, and sends "hi"
+/// to `lobby` on every event, trapping if the host refuses it.
+pub fn trivial_component() -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask {
+        channels: &["lobby"],
+        events: &[0],
+        schedules: &[],
+    });
+    let msg = p.text_message("lobby", "hi");
+    p.body(&send_and_expect(msg, 0)).build()
+}
+
+pub fn event() -> Event {
+    Event::ChatMessage(ChatMessage {
+        channel: "lobby".into(),
+        conversation: "room-1".into(),
+        sender_id: "u-42".into(),
+        sender_name: Some("alice".into()),
+        text: "hello bot".into(),
+        message_id: Some("m-1".into()),
+        sent_at_ms: Some(1_700_000_000_000),
+    })
+}
+
+// ---- native ---------------------------------------------------------------
+
+/// What the plugin does, as plain Rust: build the message, hand it to a sink.
+fn native_handle(
+    event: &Event,
+    sink: &dyn Fn(Message) -> Result<Receipt, BroadcastError>,
+) -> Result<(), String> {
+    if !matches!(event, Event::ChatMessage(_)) {
+        return Ok(());
+    }
+    let message = Message {
+        channel: "lobby".into(),
+        content: Content::Text("hi".into()),
+        sender: None,
+        extra: None,
+        idempotency_key: None,
+        reply_to: None,
+        options: None,
+    };
+    sink(message).map(drop).map_err(|e| e.to_string())
+}
+
+fn null_sink(message: Message) -> Result<Receipt, BroadcastError> {
+    black_box(&message);
+    Ok(Receipt {
+        id: String::new(),
+        eta_ms: 0,
+    })
+}
+
+// ---- bare wasmtime --------------------------------------------------------
+
+static BARE_SENDS: AtomicU64 = AtomicU64::new(0);
+
+/// The floor: the same component on an engine built by botbox's own
+/// constructor (identical pooling, epoch and memory settings), a fresh
+/// instance per event, and a `send-broadcast` that drops the message.
+pub struct Bare {
+    engine: Engine,
+    pre: BotPre<()>,
+}
+
+impl Bare {
+    pub fn new(component: &[u8]) -> wasmtime::Result<Bare> {
+        let engine = build_engine(&PoolSizes::default())?;
+        let component = Component::new(&engine, component)?;
+        let mut linker = Linker::<()>::new(&engine);
+        linker
+            .instance("botbox:bot/broadcast@0.1.0")?
+            .func_wrap_async("send-broadcast", |_store, (message,): (Message,)| {
+                Box::new(async move {
+                    BARE_SENDS.fetch_add(1, Ordering::Relaxed);
+                    Ok((null_sink(message),))
+                })
+            })?;
+        linker.define_unknown_imports_as_traps(&component)?;
+        let pre = BotPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(Bare { engine, pre })
+    }
+
+    pub async fn call(&self, event: &Event) {
+        let mut store = Store::new(&self.engine, ());
+        // Nothing advances this engine's epoch; any deadline will do.
+        store.set_epoch_deadline(1 << 40);
+        let bot = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("bare instantiate");
+        bot.botbox_bot_handler()
+            .call_handle(&mut store, event)
+            .await
+            .expect("bare call")
+            .expect("bare handle");
+    }
+}
+
+// ---- botbox ---------------------------------------------------------------
+
+/// A botbox runtime with `count` copies of the trivial plugin, whose
+/// broadcasts go to a console channel backed by the null outbox.
+pub struct BotboxHost {
+    pub runtime: Arc<Runtime>,
+    pub plugins: Vec<Arc<Plugin>>,
+    pub outbox: Arc<NullOutbox>,
+    _dir: tempfile::TempDir,
+}
+
+impl BotboxHost {
+    pub async fn new(component: &[u8], count: usize) -> BotboxHost {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("trivial.wasm"), component).expect("write component");
+        let mut toml = String::from(
+            "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n",
+        );
+        for i in 0..count {
+            toml.push_str(&format!(
+                "[plugins.p{i:03}]\npath = \"trivial.wasm\"\nchannels = [\"lobby\"]\nevents = [\"chat-message\"]\n"
+            ));
+        }
+        let config = Config::parse(&toml, &dir.path().join("botbox.toml"), dir.path())
+            .expect("bench config");
+        let registry = Registry::from_config(&config).expect("providers");
+        let outbox = Arc::new(NullOutbox::default());
+        let delivery = Delivery::new(
+            &config,
+            &registry,
+            outbox.clone(),
+            Arc::new(SystemClock),
+            DeliveryObservers::default(),
+        )
+        .expect("delivery");
+        let kv = botbox::capabilities::kv::KvStore::open(&dir.path().join("kv.sqlite"))
+            .expect("kv store");
+        let services = Services {
+            kv: Arc::new(kv),
+            delivery: Arc::new(delivery),
+            log_observers: tokio::sync::broadcast::channel(64).0,
+        };
+        let runtime = Runtime::new(
+            RuntimeOptions {
+                pool: PoolSizes::default(),
+                cache_dir: Some(dir.path().join("cache")),
+            },
+            services,
+        )
+        .expect("runtime");
+        let mut plugins = Vec::new();
+        for (name, plugin_config) in &config.plugins {
+            let plugin = runtime.load(name, plugin_config).await.expect("load");
+            // A plugin's broadcast budget tops out at 100,000 a minute; the
+            // benchmark sends more, so it gets a bucket that never runs dry.
+            // The budget is still checked and charged on every send.
+            if let Ok(mut bucket) = plugin.context.broadcast_budget.lock() {
+                *bucket = TokenBucket::new(u32::MAX, 1e12);
+            }
+            plugins.push(plugin);
+        }
+        BotboxHost {
+            runtime: Arc::new(runtime),
+            plugins,
+            outbox,
+            _dir: dir,
+        }
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.outbox.accepted.load(Ordering::Relaxed)
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Events per second with `workers` tasks on `workers` threads, each
+/// dispatching to the plugins in turn for `window`.
+fn throughput(host: &BotboxHost, workers: usize, window: Duration) -> f64 {
+    let rt = multi_thread(workers);
+    let event = Arc::new(event());
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let runtime = host.runtime.clone();
+            let plugins = host.plugins.clone();
+            let event = event.clone();
+            let count = count.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut i = w;
+                let mut n = 0;
+                while started.elapsed() < window {
+                    let plugin = &plugins[i % plugins.len()];
+                    runtime.dispatch_to(plugin, &event).await.expect("dispatch");
+                    i += workers;
+                    n += 1;
+                }
+                count.fetch_add(n, Ordering::Relaxed);
+            }));
+        }
+        for t in tasks {
+            t.await.expect("worker");
+        }
+    });
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+pub struct ExtismFigures {
+    pub version: String,
+    pub reused: Stats,
+    pub fresh: Stats,
+}
+
+/// Runs the Extism benchmark binary that `cargo xtask bench` builds.
+fn extism(budget: &Budget) -> Result<ExtismFigures, String> {
+    let (Some(binary), Some(plugin)) = (
+        std::env::var_os("BOTBOX_BENCH_EXTISM"),
+        std::env::var_os("BOTBOX_BENCH_EXTISM_PLUGIN"),
+    ) else {
+        return Err("Extism: BOTBOX_BENCH_EXTISM(_PLUGIN) not set; `cargo xtask bench` builds bench/extism and sets them".into());
+    };
+    let output = std::process::Command::new(&binary)
+        .arg(&plugin)
+        .arg(budget.samples.to_string())
+        .arg(budget.window.as_millis().to_string())
+        .output()
+        .map_err(|e| format!("Extism: cannot run {}: {e}", Path::new(&binary).display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "Extism: {} failed: {}",
+            Path::new(&binary).display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("Extism: unreadable output: {e}"))?;
+    let stats = |k: &str| Stats {
+        p50_us: v[k]["p50_us"].as_f64().unwrap_or(f64::NAN),
+        p99_us: v[k]["p99_us"].as_f64().unwrap_or(f64::NAN),
+        per_second: v[k]["per_second"].as_f64().unwrap_or(f64::NAN),
+    };
+    Ok(ExtismFigures {
+        version: v["extism_version"]
+            .as_str()
+            .unwrap_or("?")
+            .trim_end_matches('\0')
+            .to_string(),
+        reused: stats("reused"),
+        fresh: stats("fresh"),
+    })
+}
+
+fn detail(s: &Stats, bare: &Stats) -> String {
+    format!(
+        "p50 {:.2} µs, p99 {:.2} µs; p50 {:.2}x bare wasmtime",
+        s.p50_us,
+        s.p99_us,
+        s.p50_us / bare.p50_us
+    )
+}
+
+pub fn run(report: &mut Report, budget: &Budget) {
+    let component = trivial_component();
+    let event = event();
+    let rt = current_thread();
+
+    let native = rt.block_on(measure(
+        || {
+            let r = native_handle(black_box(&event), &null_sink);
+            black_box(r).expect("native");
+            std::future::ready(())
+        },
+        budget,
+    ));
+
+    let bare = Bare::new(&component).expect("bare wasmtime");
+    let bare_stats = {
+        let (bare, event) = (&bare, &event);
+        rt.block_on(measure(move || bare.call(event), budget))
+    };
+    assert!(BARE_SENDS.load(Ordering::Relaxed) > 0, "bare plugin sent");
+
+    let host = rt.block_on(BotboxHost::new(&component, 1));
+    let before = host.accepted();
+    let dispatched = AtomicU64::new(0);
+    let botbox = {
+        let runtime: &Runtime = &host.runtime;
+        let plugin = &host.plugins[0];
+        let (event, dispatched) = (&event, &dispatched);
+        rt.block_on(measure(
+            move || {
+                dispatched.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    runtime
+                        .dispatch_to(plugin, event)
+                        .await
+                        .expect("botbox dispatch");
+                }
+            },
+            budget,
+        ))
+    };
+    // Every event reached the outbox: nothing was refused on the way.
+    assert_eq!(
+        host.accepted() - before,
+        dispatched.load(Ordering::Relaxed),
+        "every broadcast accepted"
+    );
+
+    let ratio = botbox.p50_us / bare_stats.p50_us;
+    report.add(
+        SECTION,
+        "botbox: 1 event, fresh instance, send-broadcast to null provider",
+        botbox.per_second,
+        "events/s",
+        detail(&botbox, &bare_stats),
+    );
+    report.target(
+        format!("≤ 1.5x bare p50 (is {ratio:.2}x); ≥ 50,000/s on one core"),
+        ratio <= 1.5 && botbox.per_second >= 50_000.0,
+    );
+    report.add(
+        SECTION,
+        "bare wasmtime: same component and engine settings (floor)",
+        bare_stats.per_second,
+        "events/s",
+        detail(&bare_stats, &bare_stats),
+    );
+    match extism(budget) {
+        Ok(x) => {
+            report
+                .facts
+                .push(("extism_version".into(), x.version.clone().into()));
+            report.add(
+                SECTION,
+                format!("Extism {}: one instance reused (its usual mode)", x.version),
+                x.reused.per_second,
+                "events/s",
+                detail(&x.reused, &bare_stats),
+            );
+            report.target(
+                format!(
+                    "botbox faster (botbox p50 {:.2}x Extism's)",
+                    botbox.p50_us / x.reused.p50_us
+                ),
+                botbox.p50_us < x.reused.p50_us,
+            );
+            report.add(
+                SECTION,
+                format!("Extism {}: fresh instance per event", x.version),
+                x.fresh.per_second,
+                "events/s",
+                detail(&x.fresh, &bare_stats),
+            );
+            report.target(
+                format!(
+                    "botbox faster (botbox p50 {:.2}x Extism's)",
+                    botbox.p50_us / x.fresh.p50_us
+                ),
+                botbox.p50_us < x.fresh.p50_us,
+            );
+        }
+        Err(why) => report.skip(why),
+    }
+    report.add(
+        SECTION,
+        "native Rust function (no sandbox)",
+        native.per_second,
+        "events/s",
+        detail(&native, &bare_stats),
+    );
+    drop(host);
+
+    for count in [1usize, 10, 100] {
+        let host = rt.block_on(BotboxHost::new(&component, count));
+        for workers in [1usize, 2] {
+            let before = host.accepted();
+            let rate = throughput(&host, workers, budget.window);
+            let sent = host.accepted() - before;
+            assert!(sent > 0, "scaling run sent nothing");
+            report.add(
+                "scaling",
+                format!("{count} plugin(s) loaded, {workers} worker thread(s)"),
+                rate,
+                "events/s",
+                format!("{sent} broadcasts accepted"),
+            );
+        }
+    }
+}
