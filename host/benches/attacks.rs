@@ -115,7 +115,7 @@ fn attacks() -> Vec<Attack> {
             name: "log flood",
             component: flood,
             limits: "limits = { log_lines_per_second = 10 }",
-            reason: "CPU: 20,000 refused log calls per event, each escaped before the rate check",
+            reason: "CPU: 20,000 log calls per event, each a host call that lifts its string across the boundary before the rate limit refuses it",
         },
         Attack {
             name: "broadcast spam",

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 pub use self::engine::{CompileCache, CompileSource, PoolSizes};
 pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginStats};
 pub use self::state::HostState;
 
-use self::engine::{EpochTicker, build_engine, deadline_ticks};
+use self::engine::{EpochTicker, build_engine};
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::log::{LogRecord, LogSink};
 use crate::capabilities::{Conversations, Grants, PluginContext};
@@ -303,8 +303,22 @@ impl Runtime {
     fn new_store(&self, plugin: &Plugin) -> Store<HostState> {
         let mut store = Store::new(&self.engine, HostState::new(plugin.context.clone()));
         store.limiter(|s| &mut s.memory);
-        store.set_epoch_deadline(deadline_ticks(plugin.limits.deadline));
-        store.epoch_deadline_trap();
+        // At every epoch tick the guest gives its tokio worker back, so a
+        // plugin that computes for its whole deadline holds a worker for
+        // one tick at a time, not for the whole deadline, and its
+        // neighbours' events still get run; past the deadline it traps.
+        let deadline = plugin.limits.deadline;
+        let started = std::time::Instant::now();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if started.elapsed() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                // tokio's own yield: it runs every other ready task before
+                // this one again (a plain self-wake would go first).
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         store
     }
 
