@@ -656,37 +656,25 @@ async fn admin_api_needs_its_token_and_metrics_move() {
     );
 
     // A custom event, the JSON of `botbox call --event`.
-    let emitted = client
-        .post(format!("{}/plugins/commands/events", r.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(r#"{"name": "chat", "payload": {"text": "!help"}}"#)
-        .send()
-        .await
-        .unwrap();
+    let emit = |plugin: &str, body: &'static str| {
+        client
+            .post(format!("{}/plugins/{plugin}/events", r.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body)
+            .send()
+    };
+    let emitted = emit(
+        "commands",
+        r#"{"name": "chat", "payload": {"text": "!help"}}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(emitted.status(), 200, "{:?}", emitted.text().await);
-    let missing = client
-        .post(format!("{}/plugins/ghost/events", r.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(r#"{"name": "x"}"#)
-        .send()
-        .await
-        .unwrap();
+    let missing = emit("ghost", r#"{"name": "x"}"#).await.unwrap();
     assert_eq!(missing.status(), 404);
-    let not_granted = client
-        .post(format!("{}/plugins/deaf/events", r.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(r#"{"schedule": "tick"}"#)
-        .send()
-        .await
-        .unwrap();
+    let not_granted = emit("deaf", r#"{"schedule": "tick"}"#).await.unwrap();
     assert_eq!(not_granted.status(), 403);
-    let bad = client
-        .post(format!("{}/plugins/commands/events", r.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
+    let bad = emit("commands", "{nope").await.unwrap();
     assert_eq!(bad.status(), 400);
 
     r.sim
