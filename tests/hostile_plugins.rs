@@ -5,7 +5,7 @@ mod support;
 
 use botbox::runtime::HandleError;
 use botbox::wit::types::{CustomEvent, Event};
-use support::{Ask, TestHost, WatPlugin, send_and_expect};
+use support::{Ask, TestHost, WatPlugin, log_flood, send_and_expect};
 
 fn poke() -> Event {
     Event::Custom(CustomEvent {
@@ -160,16 +160,7 @@ async fn a_trap_fails_only_that_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_flood_is_rate_limited_and_escaped() {
-    let mut p = WatPlugin::new(Ask::default());
-    let (line, len) = p.data.string("flood\x1b[2J\x1b]0;owned\x07\nFORGED LINE");
-    let hostile = p
-        .body(&format!(
-            "(loop $l
-               (call $log (i32.const 2) (i32.const {line}) (i32.const {len}))
-               (local.set $i (i32.add (local.get $i) (i32.const 1)))
-               (br_if $l (i32.lt_u (local.get $i) (i32.const 20000))))"
-        ))
-        .build();
+    let hostile = log_flood("flood\x1b[2J\x1b]0;owned\x07\nFORGED LINE");
     let host = TestHost::new(&[
         ("hostile", hostile, "limits = { log_lines_per_second = 10 }"),
         ("neighbour", neighbour(), ""),

@@ -51,16 +51,7 @@ fn attacks() -> Vec<Attack> {
              unreachable",
         )
         .build();
-    let mut p = WatPlugin::new(Ask::default());
-    let (line, len) = p.data.string("flood\x1b[2J\nFORGED");
-    let flood = p
-        .body(&format!(
-            "(loop $l
-               (call $log (i32.const 2) (i32.const {line}) (i32.const {len}))
-               (local.set $i (i32.add (local.get $i) (i32.const 1)))
-               (br_if $l (i32.lt_u (local.get $i) (i32.const 20000))))"
-        ))
-        .build();
+    let flood = support::log_flood("flood\x1b[2J\nFORGED");
     let mut p = WatPlugin::new(Ask::default());
     let msg = p.text_message("lobby", "spam");
     let spam = p

@@ -420,6 +420,19 @@ pub fn logs(line: &str) -> Vec<u8> {
     .build()
 }
 
+/// A plugin that logs `line` 20,000 times on every event.
+pub fn log_flood(line: &str) -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask::default());
+    let (ptr, len) = p.data.string(line);
+    p.body(&format!(
+        "(loop $l
+           (call $log (i32.const 2) (i32.const {ptr}) (i32.const {len}))
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br_if $l (i32.lt_u (local.get $i) (i32.const 20000))))"
+    ))
+    .build()
+}
+
 /// Writes a file the way build tools should: a temporary file, then a rename.
 pub fn replace_file(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp-write");
