@@ -254,9 +254,36 @@ impl HostState {
                 wait.as_millis().min(u64::MAX as u128) as u64,
             ));
         }
-        plugin.delivery.accept(&plugin.name, &channel, message)
+        let channel_name = channel.name.clone();
+        plugin
+            .delivery
+            .accept(&plugin.name, &channel, message)
+            .map_err(|e| for_guest(&plugin.name, &channel_name, e))
     }
 }
+
+/// What the guest may hear of an `accept` failure. The host's own trouble
+/// (`internal`: an unreachable PostgreSQL, with its host, port, database
+/// and user) is infrastructure the plugin has no business knowing: it goes
+/// to the operator's log, and the plugin gets a generic reason.
+fn for_guest(plugin: &str, channel: &str, error: BroadcastError) -> BroadcastError {
+    match error {
+        BroadcastError::Internal(detail) => {
+            tracing::error!(
+                plugin = %plugin,
+                channel = %crate::sanitize::for_log(channel, 64),
+                "send-broadcast was refused: {}",
+                crate::sanitize::for_log(&detail, 2000)
+            );
+            BroadcastError::Internal(GUEST_INTERNAL.into())
+        }
+        other => other,
+    }
+}
+
+/// The reason a plugin gets when the host could not take its message.
+pub const GUEST_INTERNAL: &str =
+    "the outbox could not store the message; the operator's log has the details";
 
 impl Host for HostState {
     async fn send_broadcast(

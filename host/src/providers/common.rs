@@ -68,20 +68,172 @@ pub fn provider_code(code: &str) -> String {
     sanitize::for_log(code.trim(), 64)
 }
 
-/// Removes credentials from an outcome's text. A provider may echo what it
-/// was sent ("client_secret XYZ is invalid"), and reasons end up in logs,
-/// the outbox and delivery reports. Values shorter than 4 bytes are left
-/// alone: no real credential is that short, and blanking them would garble
-/// ordinary words.
-pub fn scrub(outcome: DeliveryOutcome, secrets: &[&str]) -> DeliveryOutcome {
-    let clean = |mut text: String| {
-        for s in secrets.iter().filter(|s| s.len() >= 4) {
-            if text.contains(*s) {
-                text = text.replace(*s, "[redacted]");
+/// Secrets shorter than this are not redacted: no real credential is that
+/// short, and blanking them would garble ordinary words.
+const MIN_SECRET_BYTES: usize = 4;
+
+/// What a redacted secret is replaced by.
+const REDACTED: &[u8] = b"[redacted]";
+
+/// Replaces every occurrence of every secret in `text` by `[redacted]`.
+///
+/// A hostile provider (or anyone on the path) may echo a credential back in
+/// an encoded form, so each byte of a secret is matched in any of the forms
+/// a provider answer or a log escape produces, mixed freely:
+/// the byte itself; `%HH` (URL encoding, either case) and `+` for a space;
+/// JSON's `\uHHHH`, `\"`, `\\`, `\/`; XML/HTML character references
+/// `&#NN;`, `&#xHH;` and the five named entities. Encoded forms apply to
+/// ASCII bytes, which is what every credential here is made of (base64,
+/// hex, letters and digits). A secret cut off by the end of `text` is
+/// redacted too, once at least [`MIN_SECRET_BYTES`] of it are there.
+pub fn redact(text: &[u8], secrets: &[&str]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    for secret in secrets
+        .iter()
+        .map(|s| s.as_bytes())
+        .filter(|s| s.len() >= MIN_SECRET_BYTES)
+    {
+        out = redact_one(&out, secret);
+    }
+    out
+}
+
+/// [`redact`] for text.
+pub fn redact_text(text: &str, secrets: &[&str]) -> String {
+    let bytes = redact(text.as_bytes(), secrets);
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn redact_one(text: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        // Only these bytes can start a match; skip the rest cheaply.
+        let first = text[i];
+        if first != secret[0] && !matches!(first, b'%' | b'+' | b'\\' | b'&') {
+            out.push(first);
+            i += 1;
+            continue;
+        }
+        match match_at(text, i, secret) {
+            Some(end) => {
+                out.extend_from_slice(REDACTED);
+                i = end;
+            }
+            None => {
+                out.push(text[i]);
+                i += 1;
             }
         }
-        text
-    };
+    }
+    out
+}
+
+/// Where a match of `secret` starting at `start` ends (the longest one), if
+/// there is one.
+fn match_at(text: &[u8], start: usize, secret: &[u8]) -> Option<usize> {
+    // The positions the matched prefix of `secret` may end at: encodings
+    // overlap (`\\` is a backslash, or the start of `\u…`), so several.
+    let mut here = vec![start];
+    let mut next = Vec::new();
+    for (matched, &byte) in secret.iter().enumerate() {
+        next.clear();
+        for &p in &here {
+            if p == text.len() {
+                // The text ends inside the secret: redact what is there.
+                if matched >= MIN_SECRET_BYTES {
+                    return Some(p);
+                }
+                continue;
+            }
+            encodings_at(text, p, byte, &mut next);
+        }
+        if next.is_empty() {
+            return None;
+        }
+        next.sort_unstable();
+        next.dedup();
+        std::mem::swap(&mut here, &mut next);
+    }
+    here.into_iter().max()
+}
+
+/// Pushes the end of every encoding of `byte` that starts at `text[p]`.
+fn encodings_at(text: &[u8], p: usize, byte: u8, ends: &mut Vec<usize>) {
+    let rest = &text[p..];
+    if rest[0] == byte {
+        ends.push(p + 1);
+    }
+    if rest[0] == b'%' && hex_value(rest.get(1..3)) == Some(u32::from(byte)) {
+        ends.push(p + 3);
+    }
+    if byte == b' ' && rest[0] == b'+' {
+        ends.push(p + 1);
+    }
+    if !byte.is_ascii() {
+        return;
+    }
+    if rest[0] == b'\\' {
+        if rest.get(1) == Some(&b'u') && hex_value(rest.get(2..6)) == Some(u32::from(byte)) {
+            ends.push(p + 6);
+        }
+        if matches!(byte, b'"' | b'\\' | b'/') && rest.get(1) == Some(&byte) {
+            ends.push(p + 2);
+        }
+    }
+    if rest[0] == b'&' {
+        // `&#NN;` or `&#xHH;`, at most 8 digits.
+        if rest.get(1) == Some(&b'#') {
+            let (digits, radix) = match rest.get(2) {
+                Some(b'x' | b'X') => (3, 16),
+                _ => (2, 10),
+            };
+            if let Some(len) = rest
+                .iter()
+                .skip(digits)
+                .take(9)
+                .position(|&b| b == b';')
+                .filter(|&len| len > 0)
+            {
+                let value = std::str::from_utf8(&rest[digits..digits + len])
+                    .ok()
+                    .and_then(|d| u32::from_str_radix(d, radix).ok());
+                if value == Some(u32::from(byte)) {
+                    ends.push(p + digits + len + 1);
+                }
+            }
+        }
+        let named: &[u8] = match byte {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            b'\'' => b"&apos;",
+            _ => b"",
+        };
+        if !named.is_empty() && rest.starts_with(named) {
+            ends.push(p + named.len());
+        }
+    }
+}
+
+/// The value of a short run of hex digits, if all of them are hex.
+fn hex_value(digits: Option<&[u8]>) -> Option<u32> {
+    let digits = digits?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// Removes credentials from an outcome's text, with [`redact`]. A provider
+/// may echo what it was sent ("client_secret XYZ is invalid"), and reasons
+/// end up in logs, the outbox and delivery reports. Answers are already
+/// redacted whole, before any of their text is cut or escaped, when they
+/// are read ([`read_reply`]); this is the second net, for text from
+/// anywhere else.
+pub fn scrub(outcome: DeliveryOutcome, secrets: &[&str]) -> DeliveryOutcome {
+    let clean = |text: String| redact_text(&text, secrets);
     match outcome {
         DeliveryOutcome::Delivered { provider_ids } => DeliveryOutcome::Delivered {
             provider_ids: provider_ids.into_iter().map(clean).collect(),
@@ -104,12 +256,23 @@ pub fn scrub(outcome: DeliveryOutcome, secrets: &[&str]) -> DeliveryOutcome {
     }
 }
 
-/// Reads an answer, at most [`MAX_RESPONSE_BYTES`] of it.
+/// Reads an answer, at most [`MAX_RESPONSE_BYTES`] of it, with every
+/// `secret` the request carried redacted from the body (see [`redact`])
+/// before anything reads it: whatever the provider says reaches reasons,
+/// logs, the outbox and plugins only through this body.
+///
+/// A redirect (3xx) is an error that names the status and the host it
+/// points to, never the URL: the shared client follows none, since the
+/// request's credentials would go along.
 pub async fn read_reply(
     what: &str,
     mut response: reqwest::Response,
+    secrets: &[&str],
 ) -> Result<Reply, DeliveryOutcome> {
     let status = response.status().as_u16();
+    if response.status().is_redirection() {
+        return Err(redirect_refused(what, &response));
+    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -134,9 +297,34 @@ pub async fn read_reply(
     }
     Ok(Reply {
         status,
-        body,
+        body: redact(&body, secrets),
         retry_after,
     })
+}
+
+/// A provider's redirect, as a refusal that names the status and the host
+/// `Location` points to (relative to the request's URL), and nothing else
+/// of it: its path and query may carry what the request sent.
+fn redirect_refused(what: &str, response: &reqwest::Response) -> DeliveryOutcome {
+    let status = response.status().as_u16();
+    let host = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| response.url().join(v).ok())
+        .and_then(|url| url.host_str().map(|h| sanitize::for_log(h, 100)));
+    let to = match host {
+        Some(host) => format!("a redirect to host {host}"),
+        None => "a redirect without a usable Location".into(),
+    };
+    DeliveryOutcome::Rejected {
+        code: format!("http-{status}"),
+        reason: format!(
+            "{what}: HTTP {status}, {to}; botbox follows no redirects, because the request's \
+             credentials would go along: set the provider's url to the address the service \
+             really answers on (https://…)"
+        ),
+    }
 }
 
 /// A request that never got an answer: try again later. The URL is
@@ -284,13 +472,40 @@ impl<'a> Options<'a> {
     /// An `http://` or `https://` base URL without query, fragment or
     /// credentials, returned without its trailing `/`. The value is never
     /// echoed in an issue: an operator may have pasted a secret into it.
+    ///
+    /// Plain `http://` is refused unless the host is loopback or the
+    /// provider sets `allow_plaintext = true` (see [`plaintext_refused`]).
     pub fn base_url(&mut self, field: &str) -> Option<String> {
         let raw = self.string(field, true)?;
         match check_base_url(&raw) {
-            Ok(url) => Some(url),
+            Ok(url) => match plaintext_refused(&url, self.allow_plaintext(), &self.prefix) {
+                None => Some(url),
+                Some(message) => {
+                    self.issue(field, message);
+                    None
+                }
+            },
             Err(message) => {
                 self.issue(field, message);
                 None
+            }
+        }
+    }
+
+    /// The provider's `allow_plaintext` switch: false unless set to true.
+    pub fn allow_plaintext(&mut self) -> bool {
+        match self.table.get(ALLOW_PLAINTEXT) {
+            None => false,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(_) => {
+                if !self
+                    .issues
+                    .iter()
+                    .any(|i| i.key == self.key(ALLOW_PLAINTEXT))
+                {
+                    self.issue(ALLOW_PLAINTEXT, "must be true or false");
+                }
+                false
             }
         }
     }
@@ -313,6 +528,34 @@ impl<'a> Options<'a> {
             }
         }
     }
+}
+
+/// The provider key that allows plain `http://` to a host that is not
+/// loopback.
+pub const ALLOW_PLAINTEXT: &str = "allow_plaintext";
+
+/// Why a checked URL may not be used, when it is plain `http://` to a host
+/// other than loopback (127.0.0.0/8, ::1, `localhost`) and the provider at
+/// `prefix` has not set `allow_plaintext = true`. Every provider request
+/// carries a credential, readable by anyone on the path of plain HTTP.
+pub fn plaintext_refused(url: &str, allowed: bool, prefix: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if url.scheme() != "http" || allowed {
+        return None;
+    }
+    let host = url.host_str()?;
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match ip.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    };
+    (!loopback).then(|| {
+        format!(
+            "uses plain http:// to a host that is not loopback, so the credentials every \
+             request carries would cross the network readable; use https://, or, only where \
+             the network path is trusted, set {ALLOW_PLAINTEXT} = true under [{prefix}]"
+        )
+    })
 }
 
 /// Checks a base URL and returns it without a trailing `/`.
@@ -441,6 +684,70 @@ mod tests {
     }
 
     #[test]
+    fn redaction_sees_through_encodings() {
+        let secret = "eJw1jU/s+cr3t==";
+        // Every way an answer or a log escape may spell it, and a mix.
+        let forms = [
+            "eJw1jU/s+cr3t==".to_string(),
+            r"eJw1jU\/s+cr3t==".to_string(),
+            "eJw1jU%2Fs%2Bcr3t%3D%3D".to_string(),
+            "eJw1jU%2fs%2bcr3t%3d%3d".to_string(),
+            r"\u0065\u004A\u0077\u0031jU\u002fs\u002Bcr3t\u003d=".to_string(),
+            "eJw1jU&#47;s&#x2B;cr3t&#61;&#x3d;".to_string(),
+            r"e%4Aw\u0031jU&#x2f;s+cr3t%3d\u003D".to_string(),
+        ];
+        for form in &forms {
+            let text = format!("before {form} after");
+            let clean = redact_text(&text, &[secret]);
+            assert_eq!(clean, "before [redacted] after", "{form}");
+        }
+        // A backslash in the secret, raw and JSON- or log-escaped.
+        let backslashed = r"ab\cd\ef";
+        for form in [r"ab\cd\ef", r"ab\\cd\\ef", r"ab\u005ccd\\ef"] {
+            assert_eq!(redact_text(form, &[backslashed]), "[redacted]", "{form}");
+        }
+        // Cut off by the end of the text: what is there goes.
+        assert_eq!(redact_text("x eJw1jU/", &[secret]), "x [redacted]");
+        assert_eq!(redact_text("x eJw", &[secret]), "x eJw");
+        // Short values and near misses are left alone.
+        assert_eq!(redact_text("ab abc", &["ab"]), "ab abc");
+        assert_eq!(redact_text("eJw1jU/s+cr3X==", &[secret]), "eJw1jU/s+cr3X==");
+        // Non-ASCII text around a secret stays valid.
+        assert_eq!(
+            redact_text("é eJw1jU/s+cr3t== ü", &[secret]),
+            "é [redacted] ü"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:9",
+            "http://localhost:8080/x",
+            "http://LOCALHOST.",
+            "https://bbb.example.edu",
+        ] {
+            assert_eq!(plaintext_refused(url, false, "providers.p"), None, "{url}");
+        }
+        for url in [
+            "http://bbb.example.edu",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+        ] {
+            let e = plaintext_refused(url, false, "providers.p").expect(url);
+            assert!(
+                e.contains("allow_plaintext = true under [providers.p]"),
+                "{e}"
+            );
+            assert_eq!(plaintext_refused(url, true, "providers.p"), None, "{url}");
+        }
+    }
+
+    #[test]
     fn file_names_come_from_urls() {
         assert_eq!(
             file_name_from_url("https://x/a/b/photo.JPG?x=1").as_deref(),
@@ -468,7 +775,7 @@ mod tests {
             .send()
             .await
             .unwrap();
-        let reply = read_reply("test", response)
+        let reply = read_reply("test", response, &[])
             .await
             .unwrap_or_else(|_| panic!());
         assert_eq!(reply.body.len(), MAX_RESPONSE_BYTES);

@@ -15,6 +15,8 @@ pub mod tencent;
 #[cfg(test)]
 mod testing;
 
+pub use common::redact_text;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -101,14 +103,26 @@ pub struct ProviderContext {
 }
 
 /// The HTTP client every provider shares.
-pub fn http_client() -> reqwest::Client {
+///
+/// It follows no redirects and sends no `Referer`: provider requests carry
+/// credentials in the path (Bitrix24's webhook code), the query (Tencent's
+/// UserSig) and the body (client secrets, refresh tokens), and a 307/308
+/// would replay all of them to wherever `Location` points. A redirect is
+/// reported as a provider error instead (see `common::read_reply`).
+/// reqwest's own default is `Policy::limited(10)` with `Referer` on
+/// (docs.rs/reqwest `ClientBuilder::redirect`, `ClientBuilder::referer`).
+///
+/// It is an error, not a fallback to `reqwest::Client::new()`, when the
+/// client cannot be built: the default client follows redirects.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(15))
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .user_agent(concat!("botbox/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// A configured provider account.
@@ -191,8 +205,17 @@ impl Registry {
     /// Builds every provider of a config and checks every channel against
     /// its provider, reporting all problems at once.
     pub fn from_config(config: &Config) -> Result<Registry, Vec<ConfigIssue>> {
+        let http = http_client().map_err(|e| {
+            vec![ConfigIssue {
+                key: "providers".into(),
+                message: format!(
+                    "cannot start the HTTP client for providers ({}); check the system's TLS setup",
+                    e.without_url()
+                ),
+            }]
+        })?;
         let context = ProviderContext {
-            http: http_client(),
+            http,
             base_dir: config.base_dir.clone(),
         };
         let mut issues = Vec::new();

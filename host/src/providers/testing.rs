@@ -31,7 +31,7 @@ pub fn channel(provider: &str, target: Option<toml::Value>, options: toml::Table
 
 pub fn context() -> ProviderContext {
     ProviderContext {
-        http: reqwest::Client::new(),
+        http: crate::providers::http_client().expect("http client"),
         base_dir: ".".into(),
     }
 }

@@ -50,7 +50,17 @@ impl BigBlueButton {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<BigBlueButton, Vec<ConfigIssue>> {
-        let mut o = Options::new(options, key, &["url", "secret", "checksum", "throttle"]);
+        let mut o = Options::new(
+            options,
+            key,
+            &[
+                "url",
+                "secret",
+                "checksum",
+                "throttle",
+                common::ALLOW_PLAINTEXT,
+            ],
+        );
         let base = o.base_url("url");
         let secret = o.secret("secret", true, &context.base_dir);
         let algorithm = match o.string("checksum", false) {
@@ -98,7 +108,7 @@ impl BigBlueButton {
             .send()
             .await
             .map_err(|e| common::transport_failure(what, e))?;
-        let reply = common::read_reply(what, response).await?;
+        let reply = common::read_reply(what, response, &[self.secret.expose()]).await?;
         self.meetings_from(what, &reply)
     }
 
@@ -393,7 +403,7 @@ impl Provider for BigBlueButton {
             Ok(r) => r,
             Err(e) => return common::transport_failure(what, e),
         };
-        let outcome = match common::read_reply(what, response).await {
+        let outcome = match common::read_reply(what, response, &[self.secret.expose()]).await {
             Ok(reply) => self.interpret_send(what, &reply),
             Err(outcome) => outcome,
         };

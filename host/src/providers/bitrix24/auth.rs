@@ -149,7 +149,9 @@ impl OAuth {
             .send()
             .await
             .map_err(|e| common::transport_failure(what, e))?;
-        let reply = common::read_reply(what, response).await?;
+        // Only the client secret is redacted up front: a success carries the
+        // tokens, and Bitrix24 may hand back the same refresh token.
+        let reply = common::read_reply(what, response, &[self.client_secret.expose()]).await?;
         let answer = serde_json::from_slice::<TokenAnswer>(&reply.body).ok();
         if (200..300).contains(&reply.status)
             && let Some(TokenAnswer {
@@ -165,6 +167,10 @@ impl OAuth {
             tracing::info!("bitrix24: access token refreshed (kept in memory only)");
             return Ok(tokens.access.clone());
         }
+        let reply = Reply {
+            body: common::redact(&reply.body, &[tokens.refresh.expose(), stale.expose()]),
+            ..reply
+        };
         let said = describe_error(&reply);
         Err(if reply.is_transient() {
             DeliveryOutcome::RetryLater {

@@ -110,7 +110,17 @@ impl Bitrix24 {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<Bitrix24, Vec<ConfigIssue>> {
-        let mut o = Options::new(options, key, &["url", "webhook", "oauth", "throttle"]);
+        let mut o = Options::new(
+            options,
+            key,
+            &[
+                "url",
+                "webhook",
+                "oauth",
+                "throttle",
+                common::ALLOW_PLAINTEXT,
+            ],
+        );
         let base = o.base_url("url");
         let auth = match (o.has("webhook"), o.has("oauth")) {
             (true, true) => {
@@ -135,6 +145,12 @@ impl Bitrix24 {
                     .and_then(|t| oauth(&key, t, context, &mut o.issues))
             }
         };
+        if let Some(Auth::OAuth(oauth)) = &auth
+            && let Some(message) =
+                common::plaintext_refused(&oauth.token_url, o.allow_plaintext(), key)
+        {
+            o.issue("oauth.token_url", message);
+        }
         match (base, auth) {
             (Some(base), Some(auth)) if o.issues.is_empty() => Ok(Bitrix24 {
                 base,
@@ -153,7 +169,14 @@ impl Bitrix24 {
         )
     }
 
-    async fn post(&self, url: String, body: &Value) -> Result<Reply, DeliveryOutcome> {
+    /// Posts `body` and reads the answer with `secrets` (what the request
+    /// carries) redacted from it.
+    async fn post(
+        &self,
+        url: String,
+        body: &Value,
+        secrets: &[&str],
+    ) -> Result<Reply, DeliveryOutcome> {
         let what = "bitrix24 im.message.add";
         let response = self
             .http
@@ -162,7 +185,7 @@ impl Bitrix24 {
             .send()
             .await
             .map_err(|e| common::transport_failure(what, e))?;
-        common::read_reply(what, response).await
+        common::read_reply(what, response, secrets).await
     }
 
     /// One send with the refresh-once rule. `used` collects the access and
@@ -174,8 +197,12 @@ impl Bitrix24 {
             (tokens.access.clone(), tokens.refresh.clone())
         };
         used.push(access.clone());
-        used.push(refresh);
-        let reply = match self.post(url.clone(), &with_auth(body, &access)).await {
+        used.push(refresh.clone());
+        let sent = [o.client_secret.expose(), access.expose(), refresh.expose()];
+        let reply = match self
+            .post(url.clone(), &with_auth(body, &access), &sent)
+            .await
+        {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -187,7 +214,13 @@ impl Bitrix24 {
                     Ok(t) => t,
                     Err(outcome) => return outcome,
                 };
-                let reply = match self.post(url, &with_auth(body, &fresh)).await {
+                let sent = [
+                    o.client_secret.expose(),
+                    access.expose(),
+                    refresh.expose(),
+                    fresh.expose(),
+                ];
+                let reply = match self.post(url, &with_auth(body, &fresh), &sent).await {
                     Ok(r) => r,
                     Err(outcome) => return outcome,
                 };
@@ -422,7 +455,8 @@ impl Provider for Bitrix24 {
         };
         match &self.auth {
             Auth::Webhook { user_id, code } => {
-                let outcome = match self.post(self.webhook_url(*user_id, code), &body).await {
+                let url = self.webhook_url(*user_id, code);
+                let outcome = match self.post(url, &body, &[code.expose()]).await {
                     Ok(reply) => match interpret(&reply) {
                         Answer::Done(outcome) => outcome,
                         // A webhook has nothing to refresh.

@@ -164,7 +164,7 @@ fn config_problems_are_all_reported_without_secrets() {
 
 #[test]
 fn dialog_targets_are_checked() {
-    let p = webhook_provider("http://x");
+    let p = webhook_provider("https://x");
     assert!(
         p.check_channel("team", &dialogs(&["chat13", "256"]))
             .is_empty()
@@ -236,7 +236,7 @@ fn body_carries_the_options_as_json() {
 
 #[test]
 fn validate_names_the_field_that_breaks_the_rules() {
-    let p = webhook_provider("http://x");
+    let p = webhook_provider("https://x");
     let c = dialogs(&["chat1"]);
     for field in ["ATTACH", "KEYBOARD", "MENU"] {
         let mut o = options();
@@ -287,7 +287,7 @@ fn validate_names_the_field_that_breaks_the_rules() {
 
 #[tokio::test]
 async fn plan_is_one_part_per_dialog_or_the_reply_dialog() {
-    let p = webhook_provider("http://x");
+    let p = webhook_provider("https://x");
     let c = dialogs(&["chat13", "256"]);
     let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
     let targets: Vec<&str> = parts.iter().map(|p| p.target.as_str()).collect();

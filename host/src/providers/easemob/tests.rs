@@ -98,7 +98,7 @@ fn config_problems_are_all_reported_without_secrets() {
 
 #[test]
 fn channel_targets_priorities_and_endpoints() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     for (name, endpoint) in [
         ("all-users", "all-users-broadcast"),
         ("online-users", "online-users-broadcast"),
@@ -152,14 +152,14 @@ fn channel_targets_priorities_and_endpoints() {
 
 #[test]
 fn rules_accept_every_content_kind() {
-    let r = provider("http://x").rules(&target("all-users"));
+    let r = provider("https://x").rules(&target("all-users"));
     assert_eq!(r.accepts.len(), 8);
     assert_eq!(r.max_sender_chars, 64);
 }
 
 #[test]
 fn validate_checks_size_ext_custom_and_reply_to() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     let c = target("chatrooms");
     assert!(p.validate(&c, &message(text("hello"))).is_ok());
     let Err(BroadcastError::Invalid(why)) = p.validate(&c, &message(text(&"a".repeat(5100))))

@@ -126,6 +126,7 @@ impl Tencent {
                 "secret_key",
                 "usersig_ttl_secs",
                 "throttle",
+                common::ALLOW_PLAINTEXT,
             ],
         );
         let base = o.base_url("url");
@@ -220,11 +221,15 @@ impl Tencent {
             Ok(r) => r,
             Err(e) => return Answer::Done(common::transport_failure(&what, e)),
         };
+        // The UserSig travels in the query: a hostile endpoint can echo it
+        // (also in 70001's ErrorInfo), so the whole answer is redacted.
         let secrets = [self.secret_key.expose(), sig.expose()];
-        match common::read_reply(&what, response).await {
+        match common::read_reply(&what, response, &secrets).await {
             Ok(reply) => match interpret(api, &reply) {
                 Answer::Done(outcome) => Answer::Done(common::scrub(outcome, &secrets)),
-                expired => expired,
+                Answer::UserSigExpired(reason) => {
+                    Answer::UserSigExpired(common::redact_text(&reason, &secrets))
+                }
             },
             Err(outcome) => Answer::Done(common::scrub(outcome, &secrets)),
         }

@@ -91,7 +91,7 @@ fn config_problems_are_all_reported_without_secrets() {
 
 #[test]
 fn channels_take_no_target() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     assert!(p.check_channel("live", &no_target()).is_empty());
     let c = channel(
         "tim",
@@ -108,7 +108,7 @@ fn channels_take_no_target() {
 
 #[test]
 fn rules_accept_the_documented_elements() {
-    let r = provider("http://x").rules(&no_target());
+    let r = provider("https://x").rules(&no_target());
     assert_eq!(r.accepts.len(), 7);
     assert!(!r.accepts.contains(&ContentKind::Command));
     assert_eq!(r.max_sender_chars, 32);
@@ -116,7 +116,7 @@ fn rules_accept_the_documented_elements() {
 
 #[test]
 fn validate_enforces_the_12000_byte_msg_body() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     let c = no_target();
     assert!(p.validate(&c, &message(text(&"a".repeat(11_900)))).is_ok());
     let Err(BroadcastError::Invalid(why)) = p.validate(&c, &message(text(&"a".repeat(12_000))))
@@ -135,7 +135,7 @@ fn validate_enforces_the_12000_byte_msg_body() {
 
 #[test]
 fn validate_checks_sender_reply_to_and_video_thumbnails() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     let c = no_target();
     let mut m = message(text("hi"));
     m.sender = Some("bot_1".into());
@@ -181,7 +181,7 @@ fn validate_checks_sender_reply_to_and_video_thumbnails() {
 
 #[tokio::test]
 async fn plan_draws_one_random_u32_as_the_dedup_key() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     let mut seen = HashSet::new();
     for _ in 0..20 {
         let parts = p
@@ -307,7 +307,7 @@ fn http_errors_and_garbage() {
 
 #[test]
 fn usersig_is_cached_and_renewed_on_demand() {
-    let p = provider("http://x");
+    let p = provider("https://x");
     let first = p.usersig(false).unwrap();
     let f = usersig::decode(first.expose()).unwrap();
     assert_eq!(

@@ -63,6 +63,12 @@ pub async fn register_bbb(
     }
     let url = signed_url(&base, "hooks/create", &params, algorithm, secret.expose());
     let response = http_client()
+        .map_err(|e| {
+            format!(
+                "hooks/create: cannot start the HTTP client: {}",
+                e.without_url()
+            )
+        })?
         .get(url)
         .send()
         .await
@@ -85,7 +91,13 @@ pub async fn register_bbb(
         (_, key) => Err(format!(
             "hooks/create failed: {} {}",
             sanitize::for_log(key.unwrap_or("(no messageKey)"), 64),
-            sanitize::for_log(envelope.message.as_deref().unwrap_or(""), 200)
+            sanitize::for_log(
+                &crate::providers::redact_text(
+                    envelope.message.as_deref().unwrap_or(""),
+                    &[secret.expose()]
+                ),
+                200
+            )
         )),
     }
 }
