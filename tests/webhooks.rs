@@ -1316,7 +1316,12 @@ async fn botbox_run_stops_within_the_deadline_while_a_slowloris_holds_a_connecti
     let _slower = stall(&host.hooks, "POST /webhooks/portal HTTP/1.1\r\n").await;
     // Let the listener take both connections and start on the request.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let interrupted = std::time::Instant::now();
     let exited = host.interrupt(Duration::from_secs(20)).await;
+    println!(
+        "botbox run stopped {} ms after SIGINT with a slowloris connection open",
+        interrupted.elapsed().as_millis()
+    );
     let log = std::fs::read_to_string(&host.log).unwrap();
     assert!(
         exited.is_some(),
