@@ -149,6 +149,8 @@ async fn a_trap_fails_only_that_event() {
         matches!(&err, HandleError::Trap { message, .. } if message.contains("unreachable")),
         "{err:?}"
     );
+    // wasmtime's Trap already says "wasm trap:"; the host adds no second one.
+    assert_eq!(err.to_string().matches("wasm trap").count(), 1, "{err}");
     assert!(
         err.to_string().starts_with("plugin `hostile` crashed"),
         "{err}"

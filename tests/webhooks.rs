@@ -43,6 +43,11 @@ struct Rig {
 /// the channel but only custom events; `stranger`, granted chat messages
 /// but not the channel.
 async fn rig(provider: &str, lobby: &str) -> Rig {
+    rig_with(provider, lobby, "").await
+}
+
+/// [`rig`], with more `[webhooks]` keys.
+async fn rig_with(provider: &str, lobby: &str, webhooks_extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
@@ -71,6 +76,7 @@ reload = false
 [webhooks]
 listen = "{listen}"
 max_body_kb = 16
+{webhooks_extra}
 
 [admin]
 listen = "127.0.0.1:0"
@@ -611,6 +617,68 @@ async fn easemob_message_callbacks_are_signed_timely_and_unique() {
     r.shutdown().await;
 }
 
+/// Easemob signs only `callId` and `timestamp`. A captured signature cannot
+/// carry new bodies: calls are told apart by the signed callId, and an
+/// unsigned `msg_id` or `appkey` that disagrees with it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn easemob_bodies_grafted_onto_a_captured_signature_are_refused() {
+    use md5::{Digest, Md5};
+    let r = rig("easemob", "target = \"chatrooms\"").await;
+    let json = "application/json";
+    let em = &r.sim.config().easemob;
+    let appkey = format!("{}#{}", em.org, em.app);
+    let now = unix_ms();
+    let genuine = |msg_id: &str| {
+        callbacks::easemob_message(
+            &appkey,
+            EASEMOB_SECRET,
+            ("chatroom", "ada", "room9"),
+            msg_id,
+            "!help",
+            now,
+        )
+    };
+    // The current callId form names the message: `{appkey}_{msg_id}`.
+    let mut grafted = genuine("966475585536657404");
+    grafted["msg_id"] = "966475585536657405".into();
+    grafted["to"] = "room666".into();
+    grafted["from"] = "mallory".into();
+    assert_status(
+        &r.post("/webhooks/easemob", json, grafted.to_string().as_bytes())
+            .await,
+        401,
+        "msg_id other than the signed callId's",
+    );
+    // The older form, `{appkey}_{uuid}`, ties nothing: the first body with
+    // that signature is taken, any other one is a replay.
+    let call_id = format!("{appkey}_1b2c3d4e-5f60-7182-93a4-b5c6d7e8f900");
+    let mut first = genuine("m-old-1");
+    first["callId"] = call_id.clone().into();
+    first["security"] = hex::encode(Md5::digest(
+        format!("{call_id}{EASEMOB_SECRET}{now}").as_bytes(),
+    ))
+    .into();
+    assert_status(
+        &r.post("/webhooks/easemob", json, first.to_string().as_bytes())
+            .await,
+        200,
+        "the genuine call",
+    );
+    for (i, room) in ["room1", "room2", "room3"].into_iter().enumerate() {
+        let mut injected = first.clone();
+        injected["msg_id"] = format!("m-injected-{i}").into();
+        injected["to"] = room.into();
+        assert_status(
+            &r.post("/webhooks/easemob", json, injected.to_string().as_bytes())
+                .await,
+            409,
+            "a new msg_id under a used signature",
+        );
+    }
+    assert_eq!(r.calls("commands"), 1);
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_needs_its_token_and_metrics_move() {
     let r = rig("bitrix24", "target = { dialogs = [\"chat1\"] }").await;
@@ -1027,4 +1095,301 @@ secret = {{ file = "{token_file}" }}
         .unwrap();
     assert_status(&replay, 409, "message 1 was handled before the reload");
     host.kill().await.unwrap();
+}
+
+/// Opens a connection to `base` (`http://host:port`) and sends `head`,
+/// then nothing more.
+async fn stall(base: &str, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads what the server sends until it closes the connection, or `None`
+/// when it has not closed it within `within`.
+async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut answer)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A client that sends half its headers, or headers and half the body,
+/// and then stalls is cut off after `read_timeout_s`; the listener goes on
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_cut_after_the_read_timeout() {
+    let r = rig_with("easemob", "target = \"chatrooms\"", "read_timeout_s = 1").await;
+    let mut half_body = stall(
+        &r.hooks,
+        "POST /webhooks/easemob HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"callId\":",
+    )
+    .await;
+    let mut half_head = stall(&r.hooks, "POST /webhooks/easemob HTTP/1.1\r\nHost: bot\r\n").await;
+    let answer = until_closed(&mut half_body, Duration::from_secs(20))
+        .await
+        .expect("a half-sent body is cut off");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    until_closed(&mut half_head, Duration::from_secs(20))
+        .await
+        .expect("half-sent headers are cut off");
+    assert_eq!(
+        r.app.shared.metrics.webhook_count("easemob", "timeout"),
+        1,
+        "the cut body is counted"
+    );
+    // And the listener still serves.
+    let em = &r.sim.config().easemob;
+    let ok = callbacks::easemob_message(
+        &format!("{}#{}", em.org, em.app),
+        EASEMOB_SECRET,
+        ("chatroom", "ada", "room9"),
+        "m1",
+        "!help",
+        unix_ms(),
+    )
+    .to_string();
+    assert_status(
+        &r.post("/webhooks/easemob", "application/json", ok.as_bytes())
+            .await,
+        200,
+        "a call after the stalled ones",
+    );
+    r.shutdown().await;
+}
+
+/// Past `max_connections`, a connection is answered 503 and closed at
+/// once; when one of the open ones goes, calls are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused() {
+    let r = rig_with(
+        "easemob",
+        "target = \"chatrooms\"",
+        "read_timeout_s = 60\nmax_connections = 2",
+    )
+    .await;
+    let head = "POST /webhooks/easemob HTTP/1.1\r\nHost: bot\r\n";
+    let first = stall(&r.hooks, head).await;
+    let _second = stall(&r.hooks, head).await;
+    let probe = || r.post("/webhooks/nobody", "text/plain", b"x");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = probe().await;
+        if reply.status == 503 {
+            break;
+        }
+        assert_eq!(reply.status, 404, "{reply:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a third connection was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = probe().await;
+        if reply.status == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calls were not served again after a connection closed: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.shutdown().await;
+}
+
+/// `botbox run` with a Bitrix24 webhook listener and an admin API,
+/// its stderr in `log`.
+struct RunningHost {
+    _dir: tempfile::TempDir,
+    child: tokio::process::Child,
+    hooks: String,
+    admin: String,
+    log: std::path::PathBuf,
+}
+
+async fn run_host(webhooks_extra: &str) -> RunningHost {
+    let dir = tempfile::tempdir().unwrap();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (hooks_port, admin_port) = (port(), port());
+    std::fs::write(dir.path().join("code"), "webhookcode123").unwrap();
+    std::fs::write(dir.path().join("token"), BITRIX_TOKEN).unwrap();
+    std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+    let text = format!(
+        r#"
+[runtime]
+reload = true
+[webhooks]
+listen = "127.0.0.1:{hooks_port}"
+{webhooks_extra}
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = {{ file = "admin-token" }}
+[providers.portal]
+kind = "bitrix24"
+url = "http://127.0.0.1:9"
+webhook = {{ user_id = 1, code = {{ file = "code" }} }}
+[providers.portal.inbound]
+secret = {{ file = "token" }}
+"#
+    );
+    std::fs::write(dir.path().join("botbox.toml"), text).unwrap();
+    let log = dir.path().join("stderr.log");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["run", "--config", "botbox.toml", "--exit-after", "120"])
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env("BOTBOX_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let host = RunningHost {
+        _dir: dir,
+        child,
+        hooks: format!("http://127.0.0.1:{hooks_port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        log,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = post(
+            &format!("{}/webhooks/nobody", host.hooks),
+            "text/plain",
+            b"x",
+        )
+        .await;
+        if probe.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host
+}
+
+impl RunningHost {
+    /// Sends SIGINT (Ctrl-C) and waits for the exit, at most `within`.
+    async fn interrupt(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .map(Result::unwrap)
+    }
+}
+
+/// A slowloris client holding a half-sent body does not keep `botbox run`
+/// from stopping after Ctrl-C: the listener closes what is still open at
+/// its shutdown deadline (5 s), long before the read timeout (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn botbox_run_stops_within_the_deadline_while_a_slowloris_holds_a_connection() {
+    let mut host = run_host("read_timeout_s = 60").await;
+    let _slow = stall(
+        &host.hooks,
+        "POST /webhooks/portal HTTP/1.1\r\nHost: bot\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\nevent=ONIMBOT",
+    )
+    .await;
+    let _slower = stall(&host.hooks, "POST /webhooks/portal HTTP/1.1\r\n").await;
+    // Let the listener take both connections and start on the request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let interrupted = std::time::Instant::now();
+    let exited = host.interrupt(Duration::from_secs(20)).await;
+    println!(
+        "botbox run stopped {} ms after SIGINT with a slowloris connection open",
+        interrupted.elapsed().as_millis()
+    );
+    let log = std::fs::read_to_string(&host.log).unwrap();
+    assert!(
+        exited.is_some(),
+        "botbox run was still running 20 s after SIGINT:\n{log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+}
+
+/// 2,000 forged calls: `/metrics` counts every one, the log gets a few
+/// lines and summaries, a bounded number of bytes in all, and no colour
+/// codes when stderr is not a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_calls_is_counted_exactly_and_logged_in_summary() {
+    let mut host = run_host("").await;
+    let url = format!("{}/webhooks/portal", host.hooks);
+    let form = "application/x-www-form-urlencoded";
+    let mut calls = tokio::task::JoinSet::new();
+    for worker in 0..4u64 {
+        let url = url.clone();
+        calls.spawn(async move {
+            for i in 0..500u64 {
+                let forged = callbacks::bitrix_bot_message(
+                    "forged-token",
+                    "chat1",
+                    worker * 1000 + i,
+                    "7",
+                    "Mallory",
+                    "hi",
+                    unix_ms() / 1000,
+                );
+                let reply = post(&url, form, forged.as_bytes()).await.unwrap();
+                assert_eq!(reply.status, 401, "{reply:?}");
+            }
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap();
+    }
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", host.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("botbox_webhook_calls_total{provider=\"portal\",outcome=\"forged\"} 2000"),
+        "{metrics}"
+    );
+    assert!(host.interrupt(Duration::from_secs(20)).await.is_some());
+    let log = std::fs::read(&host.log).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    let refused_lines = text.matches("webhook refused").count();
+    println!(
+        "2000 forged calls: {} bytes of log, {refused_lines} refusal lines",
+        log.len()
+    );
+    assert!(
+        log.len() < 16_000,
+        "{} bytes of log for 2000 refusals:\n{text}",
+        log.len()
+    );
+    assert!(refused_lines <= 50, "{text}");
+    assert!(text.contains("not logged one by one"), "{text}");
+    assert!(
+        !log.contains(&0x1b),
+        "colour codes in a log that is not a terminal:\n{text}"
+    );
 }

@@ -17,7 +17,8 @@ fn check(field: &str) {
     assert!(
         !field
             .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            .any(|c| (c.is_control() && c != '\n' && c != '\t')
+                || botbox::sanitize::is_bidi_control(c)),
         "control character in {field:?}"
     );
 }

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -7,8 +9,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let filter =
         EnvFilter::try_from_env("BOTBOX_LOG").unwrap_or_else(|_| EnvFilter::new(log_filter(&cli)));
+    // Colour only for a person at a terminal: never into a pipe, file or
+    // journal, and never with NO_COLOR set (https://no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

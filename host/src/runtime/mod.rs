@@ -443,7 +443,8 @@ fn classify(plugin: &Plugin, store: &Store<HostState>, error: wasmtime::Error) -
     let message = match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => return timeout_error(plugin),
         Some(Trap::StackOverflow) => "stack overflow: recursion too deep".to_string(),
-        Some(trap) => format!("wasm trap: {trap}"),
+        // Trap's Display already reads "wasm trap: …".
+        Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
     };
     HandleError::Trap {

@@ -132,12 +132,8 @@ impl AdminServer {
         listener: tokio::net::TcpListener,
         stop: CancellationToken,
     ) {
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("admin listener failed: {e}");
-        }
+        let limits = super::ListenLimits::default();
+        super::serve_http("admin", listener, self.router(), limits, stop).await;
     }
 }
 

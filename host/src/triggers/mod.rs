@@ -9,6 +9,7 @@ pub mod schedule;
 pub mod webhooks;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +29,152 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     tokio::net::TcpListener::from_std(listener)
+}
+
+/// How long a stopping listener waits for the calls in flight before it
+/// closes their connections.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What a listener facing the network allows each client.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenLimits {
+    /// The request headers must arrive within this (hyper's
+    /// `header_read_timeout`, which also closes idle keep-alive
+    /// connections); handlers bound their body reads the same way.
+    pub read_timeout: Duration,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// After `stop`, connections still open are closed this much later.
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            read_timeout: Duration::from_secs(webhooks::DEFAULT_READ_TIMEOUT_S),
+            max_connections: webhooks::DEFAULT_MAX_CONNECTIONS as usize,
+            shutdown_deadline: SHUTDOWN_DEADLINE,
+        }
+    }
+}
+
+/// How many clients over the cap are answered 503 at once (each for at
+/// most a second); more are closed without an answer.
+const BUSY_ANSWERS_AT_ONCE: usize = 64;
+
+/// What a client over the connection cap is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n";
+
+/// Serves `app` over HTTP/1.1 on `listener` until `stop`, within `limits`:
+/// a client that does not send its headers in time is cut off, one past
+/// the connection cap is answered 503 at once, and after `stop` the calls
+/// in flight get `shutdown_deadline` to finish before their connections are
+/// closed. `axum::serve` has none of these bounds (it waits for every
+/// connection, however slow), hence hyper's own connection builder, as
+/// hyper's and axum's `serve-with-hyper` example do.
+pub async fn serve_http(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ListenLimits,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower_service::Service;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let busy_permits = Arc::new(tokio::sync::Semaphore::new(BUSY_ANSWERS_AT_ONCE));
+    let busy_log = webhooks::RefusalLog::new(3, webhooks::REFUSAL_LOG_WINDOW);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little
+                // rather than spin.
+                busy_log.refused(name, || {
+                    tracing::warn!("{name}: cannot accept a connection: {e}")
+                });
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            busy_log.refused(name, || {
+                tracing::warn!(
+                    "{name}: connection refused: {} already open (the cap)",
+                    limits.max_connections
+                )
+            });
+            // Answer 503 and read what the client already sent (a little,
+            // briefly), so closing does not reset the connection before the
+            // answer is read. A few such answers at a time; past that the
+            // connection is just closed.
+            if let Ok(busy) = busy_permits.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _busy = busy;
+                    let mut stream = stream;
+                    if stream.write_all(BUSY).await.is_err() {
+                        return;
+                    }
+                    let _ = stream.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        let mut left = 64 << 10;
+                        while left > 0 {
+                            match stream.read(&mut sink).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => left -= n.min(left),
+                            }
+                        }
+                    })
+                    .await;
+                });
+            }
+            continue;
+        };
+        let app = app.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request| {
+                let mut app = app.clone();
+                async move { app.call(request).await }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.cancelled() => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(limits.shutdown_deadline, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{name}: {} connection(s) still open {} s after stop; closed",
+            connections.len(),
+            limits.shutdown_deadline.as_secs()
+        );
+        connections.shutdown().await;
+    }
+    busy_log.flush(name);
 }
 
 /// Starts the webhook and admin listeners a config asks for, and the

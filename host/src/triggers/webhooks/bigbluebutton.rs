@@ -1,7 +1,7 @@
 //! BigBlueButton (bbb-webhooks ≥ 3.4): the hook appends
 //! `checksum = lowercase_hex(H(callbackURL + rawBody + secret))` to the
-//! callback URL, `H` picked by the checksum's length (SHA-1/256/384/512),
-//! or sends `Authorization: Bearer {secret}`. The checksum covers the body,
+//! callback URL, `H` the one algorithm configured (`inbound.checksum`, else
+//! the provider's `checksum`, else SHA-256; any other is refused), or sends `Authorization: Bearer {secret}`. The checksum covers the body,
 //! so a replay is recognised by the body's hash.
 //!
 //! The body is JSON, or a form whose `event` field holds the JSON: an array
@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use super::{
     Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, form_pairs, same,
 };
+use crate::providers::bigbluebutton::api::Checksum;
 use crate::wit::types::MeetingEventKind;
 
 /// The public chat; private chats are not for bots.
@@ -44,17 +45,20 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     input.extend_from_slice(hook.url.as_bytes());
     input.extend_from_slice(call.body);
     input.extend_from_slice(hook.secret.expose().as_bytes());
-    let expected = match checksum.len() {
-        40 => hex::encode(Sha1::digest(&input)),
-        64 => hex::encode(Sha256::digest(&input)),
-        96 => hex::encode(Sha384::digest(&input)),
-        128 => hex::encode(Sha512::digest(&input)),
-        _ => {
-            return Err(Refusal::Forged(
-                "the checksum is not a SHA-1, SHA-256, SHA-384 or SHA-512 hex digest".into(),
-            ));
-        }
+    // Only the configured algorithm: picking it by the checksum's length
+    // would let a caller choose the weakest (SHA-1).
+    let (expected, hex_len) = match hook.checksum {
+        Checksum::Sha1 => (hex::encode(Sha1::digest(&input)), 40),
+        Checksum::Sha256 => (hex::encode(Sha256::digest(&input)), 64),
+        Checksum::Sha384 => (hex::encode(Sha384::digest(&input)), 96),
+        Checksum::Sha512 => (hex::encode(Sha512::digest(&input)), 128),
     };
+    if checksum.len() != hex_len {
+        return Err(Refusal::Forged(format!(
+            "the checksum is not a {} hex digest, the only algorithm accepted (set inbound.checksum to the one bbb-webhooks signs with)",
+            hook.checksum.name()
+        )));
+    }
     if same(expected.as_bytes(), checksum.as_bytes()) {
         Ok(())
     } else {
@@ -96,19 +100,26 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
             "more than {MAX_EVENTS} events in one call"
         )));
     }
-    // The checksum covers the body, event times included: an authentic
-    // call older than the replay cache remembers is refused as stale.
+    // The checksum covers the body, event times included: a call is
+    // acceptable for an hour either side of its newest event, and the
+    // replay cache keeps its body's hash that long. A call with no event
+    // time could be replayed once the cache let go of it, so it is refused.
     let newest = items
         .iter()
         .filter_map(|i| i.get("data").unwrap_or(i).get("event")?.get("ts")?.as_u64())
-        .max();
-    if let Some(ts) = newest
-        && call.now_ms.saturating_sub(ts) > super::REPLAY_TTL.as_millis() as u64
-    {
+        .max()
+        .ok_or_else(|| {
+            Refusal::Malformed(
+                "no event carries event.ts, so a replay could not be told apart".into(),
+            )
+        })?;
+    let window = super::REPLAY_TTL.as_millis() as u64;
+    if call.now_ms.abs_diff(newest) > window {
         return Err(Refusal::Stale(
-            "its events are older than the replay window of one hour".into(),
+            "its newest event is more than the replay window of one hour from now".into(),
         ));
     }
+    call.fresh_until(newest.saturating_add(window));
     let events = items.iter().filter_map(event).collect();
     Ok(Parsed {
         dedup_key: format!("body:{}", hex::encode(Sha256::digest(call.body))),
@@ -208,6 +219,7 @@ mod tests {
             secret: Secret::new("s3cret".into()),
             url: "http://bot.example/webhooks/bbb".into(),
             account: None,
+            checksum: Checksum::Sha256,
         }
     }
 
@@ -218,27 +230,46 @@ mod tests {
             body,
             now_ms: 0,
             max_skew_ms: 60_000,
+            fresh_until_ms: std::cell::Cell::new(None),
         }
     }
 
     #[test]
-    fn checksum_of_every_length_and_bearer() {
+    fn only_the_configured_checksum_algorithm_and_bearer() {
         let body = br#"[{"data":{"id":"meeting-ended","attributes":{"meeting":{"external-meeting-id":"m1"}}}}]"#;
         let mut input = b"http://bot.example/webhooks/bbb".to_vec();
         input.extend_from_slice(body);
         input.extend_from_slice(b"s3cret");
         let h = HeaderMap::new();
-        for sum in [
-            hex::encode(Sha1::digest(&input)),
-            hex::encode(Sha256::digest(&input)),
-            hex::encode(Sha384::digest(&input)),
-            hex::encode(Sha512::digest(&input)),
-        ] {
-            verify(&hook(), &call(&h, &format!("checksum={sum}"), body)).unwrap();
+        let sums = [
+            (Checksum::Sha1, hex::encode(Sha1::digest(&input))),
+            (Checksum::Sha256, hex::encode(Sha256::digest(&input))),
+            (Checksum::Sha384, hex::encode(Sha384::digest(&input))),
+            (Checksum::Sha512, hex::encode(Sha512::digest(&input))),
+        ];
+        for (configured, _) in &sums {
+            let hook = ProviderHook {
+                checksum: *configured,
+                ..hook()
+            };
+            for (algorithm, sum) in &sums {
+                let verdict = verify(&hook, &call(&h, &format!("checksum={sum}"), body));
+                if algorithm == configured {
+                    verdict.unwrap();
+                } else {
+                    // A genuine checksum of another algorithm (a downgrade
+                    // to SHA-1 above all) is refused.
+                    assert!(
+                        matches!(&verdict, Err(Refusal::Forged(r)) if r.contains(configured.name())),
+                        "{configured:?} accepted {algorithm:?}: {verdict:?}"
+                    );
+                }
+            }
+            let sum = &sums.iter().find(|(a, _)| a == configured).unwrap().1;
             let mut bad = sum.clone().into_bytes();
             bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
             let bad = String::from_utf8(bad).unwrap();
-            assert!(verify(&hook(), &call(&h, &format!("checksum={bad}"), body)).is_err());
+            assert!(verify(&hook, &call(&h, &format!("checksum={bad}"), body)).is_err());
         }
         assert!(verify(&hook(), &call(&h, "", body)).is_err());
         let mut bearer = HeaderMap::new();
@@ -259,7 +290,13 @@ mod tests {
             .append_pair("event", json)
             .finish();
         for body in [json.as_bytes(), form.as_bytes()] {
-            let parsed = parse(&call(&h, "", body)).unwrap();
+            let mut now = call(&h, "", body);
+            now.now_ms = 1700000000001;
+            let parsed = parse(&now).unwrap();
+            assert_eq!(now.fresh_until_ms.get(), Some(1700000000001 + 3_600_000));
+            let mut early = call(&h, "", body);
+            early.now_ms = 1700000000001 - 3_600_001;
+            assert!(matches!(parse(&early), Err(Refusal::Stale(_))));
             let mut late = call(&h, "", body);
             late.now_ms = 1700000000001 + 3_600_001;
             assert!(matches!(parse(&late), Err(Refusal::Stale(_))));

@@ -77,6 +77,7 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::providers::bigbluebutton::api::Checksum;
     use crate::triggers::webhooks::HookKind;
     use axum::http::HeaderMap;
 
@@ -87,6 +88,7 @@ mod tests {
             secret: Secret::new("apptok".into()),
             url: String::new(),
             account: None,
+            checksum: Checksum::Sha256,
         };
         let h = HeaderMap::new();
         let body = |token: &str, ts: u64| {
@@ -109,6 +111,7 @@ mod tests {
                 body: b.as_bytes(),
                 now_ms,
                 max_skew_ms: 60_000,
+                fresh_until_ms: std::cell::Cell::new(None),
             }
         }
         verify(&hook, &call(&h, &ok, 1_700_000_010_000)).unwrap();

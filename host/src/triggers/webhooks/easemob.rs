@@ -1,7 +1,15 @@
 //! Easemob message callbacks: a JSON body with `callId`, `timestamp` (Unix
 //! ms) and `security = md5_hex(callId + secret + timestamp)`. The signature
-//! does not cover the rest of the body, so the time is checked against
-//! `max_skew_s` and each message de-duplicated by `msg_id` (else `callId`).
+//! covers only `callId` and `timestamp`, so the time is checked against
+//! `max_skew_s` and each call de-duplicated by its signed `callId`: a
+//! captured signature buys at most one body, and none once the genuine call
+//! was handled. Easemob's message callbacks name the message in the callId,
+//! `{appkey}_{msg_id}` ("callId … 格式为 'App Key_发送的消息的 ID'",
+//! <https://doc.easemob.com/product/callback/callback_message_send.html>;
+//! the same for recalls and read receipts); where it does, an unsigned
+//! `msg_id` or `appkey` that disagrees with it is refused as forged. Older
+//! rules send `{appkey}_{uuid}` (callback_configurations, v2), which ties
+//! nothing but the call itself.
 //!
 //! `eventType = "chat"` with `chat_type` `groupchat` or `chatroom` becomes
 //! a chat message in that group or room (conversation `group:{to}` or
@@ -48,10 +56,42 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
             "appkey is not this provider's org#app".into(),
         ));
     }
+    check_ids(hook, call_id, &body)?;
     let sent_ms: u64 = timestamp_text
         .parse()
         .map_err(|_| Refusal::Malformed("timestamp is not Unix milliseconds".into()))?;
     call.check_fresh(sent_ms)
+}
+
+/// The unsigned ids must agree with the signed `callId` where Easemob ties
+/// them: `callId = {appkey}_{suffix}` (an appkey has no `_`: org and app
+/// names are letters, digits and hyphens), and a suffix of digits is the
+/// message id (`msg_id`).
+fn check_ids(hook: &ProviderHook, call_id: &str, body: &Value) -> Result<(), Refusal> {
+    let Some((signed_appkey, suffix)) = call_id.split_once('_') else {
+        return Ok(());
+    };
+    let given = body.get("appkey").and_then(Value::as_str);
+    if given.is_some_and(|g| g != signed_appkey)
+        || hook.account.as_deref().is_some_and(|a| a != signed_appkey)
+    {
+        return Err(Refusal::Forged(
+            "the signed callId names another appkey".into(),
+        ));
+    }
+    let names_a_message = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit());
+    if names_a_message {
+        match body.get("msg_id") {
+            None => {}
+            Some(Value::String(id)) if id == suffix => {}
+            Some(_) => {
+                return Err(Refusal::Forged(
+                    "msg_id is not the message id the signed callId names".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
@@ -59,10 +99,9 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
         .map_err(|_| Refusal::Malformed("the body is not JSON".into()))?;
     let call_id = body.get("callId").and_then(Value::as_str).unwrap_or("");
     let message_id = body.get("msg_id").and_then(Value::as_str).map(clean_id);
-    let dedup_key = match &message_id {
-        Some(id) => format!("msg:{id}"),
-        None => format!("call:{}", clean_id(call_id)),
-    };
+    // The signed id, whole: what the signature covers is what tells calls
+    // apart. Not cleaned or cut, so two calls never share a key.
+    let dedup_key = format!("call:{call_id}");
     let event_type = body.get("eventType").and_then(Value::as_str).unwrap_or("");
     if event_type != "chat" {
         return Ok(Parsed {
@@ -113,6 +152,7 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::providers::bigbluebutton::api::Checksum;
     use crate::triggers::webhooks::HookKind;
     use axum::http::HeaderMap;
 
@@ -122,12 +162,13 @@ mod tests {
             secret: Secret::new("sec".into()),
             url: String::new(),
             account: None,
+            checksum: Checksum::Sha256,
         }
     }
 
     fn body(security: &str, timestamp: u64) -> Vec<u8> {
         format!(
-            r#"{{"callId":"org#app_1","eventType":"chat","chat_type":"groupchat","timestamp":{timestamp},"security":"{security}","from":"ada","to":"g1","msg_id":"m9","payload":{{"bodies":[{{"type":"txt","msg":"!time"}}]}}}}"#
+            r#"{{"callId":"org#app_1","eventType":"chat","chat_type":"groupchat","timestamp":{timestamp},"security":"{security}","from":"ada","to":"g1","msg_id":"1","appkey":"org#app","payload":{{"bodies":[{{"type":"txt","msg":"!time"}}]}}}}"#
         )
         .into_bytes()
     }
@@ -143,6 +184,7 @@ mod tests {
             body: b,
             now_ms,
             max_skew_ms: 60_000,
+            fresh_until_ms: std::cell::Cell::new(None),
         };
         let ok: &'static [u8] = ok.leak();
         verify(&hook(), &call(ok, 1_700_000_001_000)).unwrap();
@@ -156,7 +198,7 @@ mod tests {
             Err(Refusal::Forged(_))
         ));
         let p = parse(&call(ok, 0)).unwrap();
-        assert_eq!(p.dedup_key, "msg:m9");
+        assert_eq!(p.dedup_key, "call:org#app_1");
         assert!(
             !format!("{p:?}").contains(&sec),
             "no signature in the event"
@@ -164,6 +206,24 @@ mod tests {
         assert!(
             matches!(&p.events[0], Incoming::Chat { conversation, text, .. } if conversation == "group:g1" && text == "!time")
         );
+        // The signed callId names message 1: another msg_id or appkey is
+        // a body grafted onto a captured signature.
+        for (field, value) in [
+            ("msg_id", "\"2\""),
+            ("msg_id", "2"),
+            ("appkey", "\"evil#app\""),
+        ] {
+            let mut grafted: Value = serde_json::from_slice(ok).unwrap();
+            grafted[field] = serde_json::from_str(value).unwrap();
+            let grafted: &'static [u8] = serde_json::to_vec(&grafted).unwrap().leak();
+            assert!(
+                matches!(
+                    verify(&hook(), &call(grafted, 1_700_000_001_000)),
+                    Err(Refusal::Forged(_))
+                ),
+                "{field} = {value}"
+            );
+        }
         for hostile in [&b"{}"[..], b"[]", b"{\"eventType\":\"chat\",\"from\":5}"] {
             let _ = verify(&hook(), &call(hostile, 0));
             let _ = parse(&call(hostile, 0));

@@ -8,6 +8,8 @@
 //! listen = "127.0.0.1:8080"        # POST /webhooks/{provider name}
 //! max_body_kb = 64                 # larger bodies: 413
 //! max_skew_s = 60                  # Tencent, Easemob, Bitrix24 time checks
+//! read_timeout_s = 10              # headers, and the body, each within this
+//! max_connections = 256            # more at once: 503 and closed
 //!
 //! [providers.campus-bbb.inbound]
 //! secret = { env = "BBB_WEBHOOK_SECRET" }
@@ -16,9 +18,12 @@
 //!
 //! Status codes: 200 accepted (also for events no plugin wants), 400
 //! malformed, 401 forged or missing credentials, 403 stale, 404 no such
-//! provider (or it has no `inbound` section), 409 replay (a call already
-//! handled), 413 body too large. A refusal is logged with the provider,
-//! the status and the reason, never with a credential or a signature.
+//! provider (or it has no `inbound` section), 408 body not sent within
+//! `read_timeout_s`, 409 replay (a call already handled), 413 body too
+//! large, 503 replay cache full (the provider retries). Every refusal is
+//! counted in `/metrics`; the log gets the first few of each
+//! [`REFUSAL_LOG_WINDOW`] and then one summary line, never a credential or
+//! a signature, so a flood of forged calls cannot flood the log.
 //!
 //! Routing: an event from provider account P goes to the channels whose
 //! `provider = "P"`. Each plugin gets it at most once, on the first of its
@@ -31,20 +36,22 @@ mod easemob;
 pub mod register;
 mod tencent;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigIssue, Secret, take_secret};
+use crate::providers::bigbluebutton::api::Checksum;
 use crate::providers::unknown_keys;
 use crate::runtime::{Runtime, event_kind};
 use crate::sanitize;
@@ -55,11 +62,21 @@ use crate::wit::types::{ChatMessage, Event, MeetingEvent, MeetingEventKind};
 pub const DEFAULT_MAX_BODY_KB: u64 = 64;
 /// Default tolerance of the time checks (the Tencent documentation's 60 s).
 pub const DEFAULT_MAX_SKEW_S: u64 = 60;
-/// How long a handled call's id is remembered, and how many are. Calls
-/// older than this are refused as stale (`max_skew_s` is at most this), so
-/// within the capacity a replay is always recognised.
+/// BigBlueButton's freshness window: events older (or newer) than this are
+/// refused as stale. `max_skew_s` is at most this.
 pub(crate) const REPLAY_TTL: Duration = Duration::from_secs(3600);
+/// How many handled calls' ids are remembered. Each is kept for the whole
+/// window in which the call would be accepted; when all are still needed,
+/// a new call is refused (503) rather than an id forgotten.
 const REPLAY_CAPACITY: usize = 100_000;
+/// Default time a client has to send its headers, and then its body.
+pub const DEFAULT_READ_TIMEOUT_S: u64 = 10;
+/// Default cap on connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 256;
+/// Refusals logged one by one per window; the rest are summed up.
+const REFUSAL_LOG_BURST: u32 = 5;
+/// The refusal log's window.
+pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Longest text, id and name taken from a callback (characters).
 const MAX_TEXT_CHARS: usize = 16_000;
 const MAX_ID_CHARS: usize = 256;
@@ -100,6 +117,10 @@ pub struct ProviderHook {
     /// `SdkAppid`, Easemob's `appkey` (`org#app`), from the provider's own
     /// options.
     pub account: Option<String>,
+    /// BBB only: the one checksum algorithm accepted (`inbound.checksum`,
+    /// else the provider's `checksum`, else SHA-256). A checksum of another
+    /// length is refused, so a caller cannot downgrade to SHA-1.
+    pub checksum: Checksum,
 }
 
 /// The validated `[webhooks]` section and every `[providers.*.inbound]`.
@@ -108,6 +129,9 @@ pub struct WebhookSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub max_skew: Duration,
+    /// Headers, then the body, must each arrive within this.
+    pub read_timeout: Duration,
+    pub max_connections: usize,
     pub providers: BTreeMap<String, ProviderHook>,
 }
 
@@ -133,7 +157,13 @@ impl WebhookSettings {
         };
         issues.extend(unknown_keys(
             table,
-            &["listen", "max_body_kb", "max_skew_s"],
+            &[
+                "listen",
+                "max_body_kb",
+                "max_skew_s",
+                "read_timeout_s",
+                "max_connections",
+            ],
             "webhooks",
         ));
         let listen = parse_listen(table.get("listen"), "webhooks.listen", &mut issues);
@@ -151,6 +181,22 @@ impl WebhookSettings {
             1,
             3600,
             DEFAULT_MAX_SKEW_S,
+            &mut issues,
+        );
+        let read_timeout_s = int_in(
+            table.get("read_timeout_s"),
+            "webhooks.read_timeout_s",
+            1,
+            300,
+            DEFAULT_READ_TIMEOUT_S,
+            &mut issues,
+        );
+        let max_connections = int_in(
+            table.get("max_connections"),
+            "webhooks.max_connections",
+            1,
+            65_536,
+            DEFAULT_MAX_CONNECTIONS,
             &mut issues,
         );
         let mut providers = BTreeMap::new();
@@ -175,7 +221,7 @@ impl WebhookSettings {
                 continue;
             };
             let known: &[&str] = if kind == HookKind::BigBlueButton {
-                &["secret", "url"]
+                &["secret", "url", "checksum"]
             } else {
                 &["secret"]
             };
@@ -228,6 +274,25 @@ impl WebhookSettings {
                 }
             };
             let options = &p.options;
+            // The provider's own `checksum` is validated with the provider;
+            // a bad `inbound.checksum` is reported here.
+            let checksum = match hook.get("checksum") {
+                Some(value) => match value.as_str().and_then(Checksum::parse) {
+                    Some(c) => c,
+                    None => {
+                        issues.push(ConfigIssue {
+                            key: format!("{key}.checksum"),
+                            message: "must be one of sha1, sha256, sha384, sha512: the algorithm bbb-webhooks signs its callbacks with".into(),
+                        });
+                        Checksum::Sha256
+                    }
+                },
+                None => options
+                    .get("checksum")
+                    .and_then(toml::Value::as_str)
+                    .and_then(Checksum::parse)
+                    .unwrap_or(Checksum::Sha256),
+            };
             let account = match kind {
                 HookKind::Tencent => options.get("sdkappid").map(|v| match v {
                     toml::Value::String(s) => s.clone(),
@@ -250,6 +315,7 @@ impl WebhookSettings {
                         secret,
                         url,
                         account,
+                        checksum,
                     },
                 );
             }
@@ -265,6 +331,8 @@ impl WebhookSettings {
                 listen,
                 max_body_bytes: (max_body_kb as usize) << 10,
                 max_skew: Duration::from_secs(max_skew_s),
+                read_timeout: Duration::from_secs(read_timeout_s),
+                max_connections: max_connections as usize,
                 providers,
             })),
             _ => Err(issues),
@@ -331,55 +399,153 @@ fn int_in(
 }
 
 /// Ids of calls already handled, so a duplicate or a replay is refused.
-/// Bounded in time and size; the oldest ids go first.
+/// Each id is kept until the call it names would be refused as stale
+/// anyway; when the cache is full of ids still needed, a new call is
+/// refused rather than an id forgotten (forgetting one would reopen it to
+/// replay).
 pub struct ReplayCache {
     inner: Mutex<ReplayInner>,
-    ttl: Duration,
     capacity: usize,
 }
 
 #[derive(Default)]
 struct ReplayInner {
     seen: HashMap<String, Instant>,
-    order: VecDeque<(Instant, String)>,
+    by_expiry: BTreeSet<(Instant, String)>,
+}
+
+/// What the replay cache says about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen before; now remembered.
+    First,
+    /// Already handled.
+    Replay,
+    /// Every remembered id is still needed and there is no room.
+    Full,
 }
 
 impl Default for ReplayCache {
     fn default() -> Self {
-        ReplayCache::new(REPLAY_TTL, REPLAY_CAPACITY)
+        ReplayCache::new(REPLAY_CAPACITY)
     }
 }
 
 impl ReplayCache {
-    pub fn new(ttl: Duration, capacity: usize) -> ReplayCache {
+    pub fn new(capacity: usize) -> ReplayCache {
         ReplayCache {
             inner: Mutex::new(ReplayInner::default()),
-            ttl,
             capacity: capacity.max(1),
         }
     }
 
-    /// Records `key`; false when it was already there (a replay).
-    pub fn first_time(&self, key: &str) -> bool {
-        let now = Instant::now();
+    /// Records `key`, to be kept until `keep_until`.
+    pub fn check(&self, key: &str, keep_until: Instant) -> Seen {
+        self.check_at(key, keep_until, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, keep_until: Instant, now: Instant) -> Seen {
         let mut inner = match self.inner.lock() {
             Ok(i) => i,
             Err(poisoned) => poisoned.into_inner(),
         };
-        while let Some((at, _)) = inner.order.front() {
-            if now.duration_since(*at) < self.ttl && inner.order.len() < self.capacity {
+        while let Some((until, _)) = inner.by_expiry.first() {
+            if *until > now {
                 break;
             }
-            if let Some((_, old)) = inner.order.pop_front() {
+            if let Some((_, old)) = inner.by_expiry.pop_first() {
                 inner.seen.remove(&old);
             }
         }
         if inner.seen.contains_key(key) {
-            return false;
+            return Seen::Replay;
         }
-        inner.seen.insert(key.to_string(), now);
-        inner.order.push_back((now, key.to_string()));
-        true
+        if inner.seen.len() >= self.capacity {
+            return Seen::Full;
+        }
+        inner.seen.insert(key.to_string(), keep_until);
+        inner.by_expiry.insert((keep_until, key.to_string()));
+        Seen::First
+    }
+}
+
+/// Logs refusals one line each up to a few per window, then one summary
+/// line for the rest; `/metrics` keeps the exact counts.
+pub struct RefusalLog {
+    inner: Mutex<RefusalLogInner>,
+    burst: u32,
+    window: Duration,
+}
+
+struct RefusalLogInner {
+    since: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    pub fn new(burst: u32, window: Duration) -> RefusalLog {
+        RefusalLog {
+            inner: Mutex::new(RefusalLogInner {
+                since: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
+            burst,
+            window,
+        }
+    }
+
+    /// Calls `log` when this refusal is one to show; first writes the
+    /// summary of the previous window's unshown ones.
+    pub fn refused(&self, what: &str, log: impl FnOnce()) {
+        let (show, summary) = {
+            let mut inner = match self.inner.lock() {
+                Ok(i) => i,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let mut summary = None;
+            if inner.since.elapsed() >= self.window {
+                if inner.suppressed > 0 {
+                    summary = Some((inner.suppressed, inner.since.elapsed()));
+                }
+                inner.since = Instant::now();
+                inner.logged = 0;
+                inner.suppressed = 0;
+            }
+            let show = inner.logged < self.burst;
+            if show {
+                inner.logged += 1;
+            } else {
+                inner.suppressed += 1;
+            }
+            (show, summary)
+        };
+        if let Some((n, over)) = summary {
+            tracing::warn!(
+                "{what}: {n} more refused in the last {} s, not logged one by one; /metrics counts every one",
+                over.as_secs()
+            );
+        }
+        if show {
+            log();
+        }
+    }
+
+    /// The summary of refusals not yet reported (at shutdown).
+    pub fn flush(&self, what: &str) {
+        let mut inner = match self.inner.lock() {
+            Ok(i) => i,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if inner.suppressed > 0 {
+            tracing::warn!(
+                "{what}: {} more refused in the last {} s, not logged one by one; /metrics counts every one",
+                inner.suppressed,
+                inner.since.elapsed().as_secs()
+            );
+            inner.suppressed = 0;
+        }
     }
 }
 
@@ -390,6 +556,9 @@ pub(crate) struct Call<'a> {
     pub body: &'a [u8],
     pub now_ms: u64,
     pub max_skew_ms: u64,
+    /// Until when (Unix ms) this call would pass the time checks; set by
+    /// them, so the replay cache keeps its id that long.
+    pub fresh_until_ms: Cell<Option<u64>>,
 }
 
 impl Call<'_> {
@@ -409,8 +578,18 @@ impl Call<'_> {
                 self.max_skew_ms / 1000
             )))
         } else {
+            self.fresh_until(sent_ms.saturating_add(self.max_skew_ms));
             Ok(())
         }
+    }
+
+    /// Records that this call stays acceptable until `until_ms` (Unix ms).
+    pub fn fresh_until(&self, until_ms: u64) {
+        let until = self
+            .fresh_until_ms
+            .get()
+            .map_or(until_ms, |u| u.max(until_ms));
+        self.fresh_until_ms.set(Some(until));
     }
 }
 
@@ -515,21 +694,32 @@ impl Incoming {
     }
 }
 
-/// Bounds a string taken from a callback: control characters stripped,
-/// at most `max` characters.
-pub(crate) fn clean(text: &str, max: usize) -> String {
+/// Bounds a string taken from a callback: control characters and bidi
+/// controls stripped (a sender name with U+202E can make the line a plugin
+/// echoes read backwards), at most `max` characters. `multiline` keeps
+/// `\n` and `\t` (message text); ids and names are one line, so they also
+/// lose line and paragraph separators.
+pub(crate) fn clean(text: &str, max: usize, multiline: bool) -> String {
     text.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .filter(|&c| {
+            if c == '\n' || c == '\t' {
+                return multiline;
+            }
+            if c.is_control() || sanitize::is_bidi_control(c) {
+                return false;
+            }
+            multiline || !matches!(c, '\u{2028}' | '\u{2029}')
+        })
         .take(max)
         .collect()
 }
 
 pub(crate) fn clean_id(text: &str) -> String {
-    clean(text, MAX_ID_CHARS)
+    clean(text, MAX_ID_CHARS, false)
 }
 
 pub(crate) fn clean_text(text: &str) -> String {
-    clean(text, MAX_TEXT_CHARS)
+    clean(text, MAX_TEXT_CHARS, true)
 }
 
 /// Compares two byte strings without leaking where they differ.
@@ -552,6 +742,7 @@ pub struct WebhookServer {
     runtime: Arc<Runtime>,
     replay: Arc<ReplayCache>,
     metrics: Arc<Metrics>,
+    refusals: RefusalLog,
 }
 
 impl WebhookServer {
@@ -575,6 +766,7 @@ impl WebhookServer {
             runtime,
             replay,
             metrics,
+            refusals: RefusalLog::new(REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW),
         }
     }
 
@@ -586,19 +778,21 @@ impl WebhookServer {
             .with_state(self)
     }
 
-    /// Serves on `listener` until `stop` is cancelled; calls in flight finish.
+    /// Serves on `listener` until `stop` is cancelled; calls in flight get
+    /// [`super::SHUTDOWN_DEADLINE`] to finish.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         stop: CancellationToken,
     ) {
-        let app = self.router();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("webhook listener failed: {e}");
-        }
+        let limits = super::ListenLimits {
+            read_timeout: self.settings.read_timeout,
+            max_connections: self.settings.max_connections,
+            shutdown_deadline: super::SHUTDOWN_DEADLINE,
+        };
+        let app = self.clone().router();
+        super::serve_http("webhooks", listener, app, limits, stop).await;
+        self.refusals.flush("webhooks");
     }
 
     /// Authenticates, parses, de-duplicates and dispatches one call.
@@ -610,8 +804,7 @@ impl WebhookServer {
         body: &[u8],
     ) -> Response {
         let Some(hook) = self.settings.providers.get(provider) else {
-            return refuse(
-                &self.metrics,
+            return self.refuse(
                 provider,
                 StatusCode::NOT_FOUND,
                 "unknown",
@@ -627,6 +820,7 @@ impl WebhookServer {
             body,
             now_ms: now_ms(),
             max_skew_ms: self.settings.max_skew.as_millis() as u64,
+            fresh_until_ms: Cell::new(None),
         };
         let parsed = match hook.kind {
             HookKind::BigBlueButton => {
@@ -641,8 +835,7 @@ impl WebhookServer {
         let parsed = match parsed {
             Ok(p) => p,
             Err(refusal) => {
-                return refuse(
-                    &self.metrics,
+                return self.refuse(
                     provider,
                     refusal.status(),
                     refusal.outcome(),
@@ -651,14 +844,36 @@ impl WebhookServer {
             }
         };
         let key = format!("{provider}\n{}", parsed.dedup_key);
-        if !self.replay.first_time(&key) {
-            return refuse(
-                &self.metrics,
-                provider,
-                StatusCode::CONFLICT,
-                "replay",
-                "this call was already handled",
-            );
+        // Keep the id while the call would still pass the time checks (at
+        // least `max_skew_s`; a call with no time of its own, an hour), and
+        // a second more for clocks that read the same instant differently.
+        let window = match call.fresh_until_ms.get() {
+            Some(until) => {
+                Duration::from_millis(until.saturating_sub(call.now_ms)).max(self.settings.max_skew)
+            }
+            None => REPLAY_TTL,
+        };
+        match self
+            .replay
+            .check(&key, Instant::now() + window + Duration::from_secs(1))
+        {
+            Seen::First => {}
+            Seen::Replay => {
+                return self.refuse(
+                    provider,
+                    StatusCode::CONFLICT,
+                    "replay",
+                    "this call was already handled",
+                );
+            }
+            Seen::Full => {
+                return self.refuse(
+                    provider,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the replay cache is full of calls still inside their time window; retry later",
+                );
+            }
         }
         self.metrics.webhook(provider, "accepted");
         for incoming in &parsed.events {
@@ -709,25 +924,67 @@ async fn handle(
     State(server): State<Arc<WebhookServer>>,
     Path(provider): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    if !server.settings.providers.contains_key(&provider) {
+        return server.refuse(
+            &provider,
+            StatusCode::NOT_FOUND,
+            "unknown",
+            "no provider with an `inbound` section by that name",
+        );
+    }
+    let headers = request.headers().clone();
+    // The body must arrive within `read_timeout_s`: a client that sends
+    // half of it and stalls is cut off, not waited for.
+    let read = tokio::time::timeout(
+        server.settings.read_timeout,
+        Bytes::from_request(request, &()),
+    )
+    .await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => {
+            let status = rejection.status();
+            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "the body is larger than webhooks.max_body_kb"
+            } else {
+                "the body could not be read"
+            };
+            return server.refuse(&provider, status, "malformed", reason);
+        }
+        Err(_) => {
+            return server.refuse(
+                &provider,
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the body did not arrive within webhooks.read_timeout_s",
+            );
+        }
+    };
     server.accept(&provider, query, &headers, &body).await
 }
 
-fn refuse(
-    metrics: &Metrics,
-    provider: &str,
-    status: StatusCode,
-    outcome: &'static str,
-    reason: &str,
-) -> Response {
-    let shown = sanitize::for_log(provider, 64);
-    if outcome != "unknown" {
-        metrics.webhook(&shown, outcome);
+impl WebhookServer {
+    /// Answers a refusal: counted in `/metrics` (for a configured provider;
+    /// an unknown name is not made a metric label), logged within the
+    /// refusal log's budget.
+    fn refuse(
+        &self,
+        provider: &str,
+        status: StatusCode,
+        outcome: &'static str,
+        reason: &str,
+    ) -> Response {
+        let shown = sanitize::for_log(provider, 64);
+        if outcome != "unknown" {
+            self.metrics.webhook(&shown, outcome);
+        }
+        self.refusals.refused("webhooks", || {
+            tracing::warn!(provider = %shown, status = status.as_u16(), "webhook refused: {reason}");
+        });
+        (status, format!("{outcome}: {reason}\n")).into_response()
     }
-    tracing::warn!(provider = %shown, status = status.as_u16(), "webhook refused: {reason}");
-    (status, format!("{outcome}: {reason}\n")).into_response()
 }
 
 fn now_ms() -> u64 {
@@ -749,6 +1006,7 @@ pub fn fuzz_parse(query: &[u8], headers: &HeaderMap, body: &[u8], now_ms: u64) -
         body,
         now_ms,
         max_skew_ms: 60_000,
+        fresh_until_ms: Cell::new(None),
     };
     let parsers: [fn(&Call) -> Result<Parsed, Refusal>; 4] = [
         bigbluebutton::parse,
@@ -773,20 +1031,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replay_cache_refuses_the_second_and_forgets_the_oldest() {
-        let cache = ReplayCache::new(Duration::from_secs(60), 2);
-        assert!(cache.first_time("a"));
-        assert!(!cache.first_time("a"));
-        assert!(cache.first_time("b"));
-        assert!(cache.first_time("c"));
-        // "a" was evicted to keep the cache at its capacity.
-        assert!(cache.first_time("a"));
+    fn replay_cache_keeps_each_id_its_whole_window_and_refuses_when_full() {
+        let cache = ReplayCache::new(2);
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // "a" is future-dated: acceptable for 120 s, so kept 120 s.
+        assert_eq!(cache.check_at("a", t0 + s(120), t0), Seen::First);
+        assert_eq!(cache.check_at("a", t0 + s(120), t0 + s(1)), Seen::Replay);
+        assert_eq!(cache.check_at("b", t0 + s(60), t0 + s(2)), Seen::First);
+        // Full of ids still needed: the new call is refused, nothing is
+        // forgotten to make room.
+        assert_eq!(cache.check_at("c", t0 + s(60), t0 + s(3)), Seen::Full);
+        assert_eq!(cache.check_at("a", t0 + s(120), t0 + s(3)), Seen::Replay);
+        assert_eq!(cache.check_at("b", t0 + s(60), t0 + s(3)), Seen::Replay);
+        // Past "b"'s window there is room again; "a" is still a replay at
+        // 100 s, though older than one skew (60 s).
+        assert_eq!(cache.check_at("c", t0 + s(160), t0 + s(61)), Seen::First);
+        assert_eq!(cache.check_at("a", t0 + s(120), t0 + s(100)), Seen::Replay);
+        // Once a window is over, so is the id's need.
+        assert_eq!(cache.check_at("a", t0 + s(220), t0 + s(121)), Seen::First);
+    }
+
+    #[test]
+    fn a_call_stays_in_the_cache_while_its_time_check_would_pass() {
+        let h = HeaderMap::new();
+        let call = Call {
+            query: Vec::new(),
+            headers: &h,
+            body: b"",
+            now_ms: 1_000_000,
+            max_skew_ms: 60_000,
+            fresh_until_ms: Cell::new(None),
+        };
+        // Sent 50 s in our future: fresh until 110 s from now, not 60 s.
+        call.check_fresh(1_050_000).unwrap();
+        assert_eq!(call.fresh_until_ms.get(), Some(1_110_000));
+    }
+
+    #[test]
+    fn refusals_are_logged_a_few_at_a_time() {
+        let log = RefusalLog::new(3, Duration::from_secs(3600));
+        let mut shown = 0;
+        for _ in 0..2000 {
+            log.refused("test", || shown += 1);
+        }
+        assert_eq!(shown, 3);
     }
 
     #[test]
     fn clean_strips_controls_and_bounds_length() {
-        assert_eq!(clean("a\u{1b}[31mb\nc", 100), "a[31mb\nc");
-        assert_eq!(clean("abcdef", 3), "abc");
+        assert_eq!(clean("a\u{1b}[31mb\nc", 100, true), "a[31mb\nc");
+        assert_eq!(clean("abcdef", 3, true), "abc");
+    }
+
+    #[test]
+    fn names_lose_newlines_and_every_text_loses_bidi_controls() {
+        // "Ada\u{202e}nimda" shows as "Adaadmin"; a newline in a name can
+        // forge a second line in whatever the plugin writes.
+        let spoof = "Ada\u{202e}nimda\u{2066}\u{061c}\u{200f}\nSYSTEM: \u{2028}ok\tx";
+        assert_eq!(clean_id(spoof), "AdanimdaSYSTEM: okx");
+        assert_eq!(clean_text(spoof), "Adanimda\nSYSTEM: \u{2028}ok\tx");
+        // Emoji sequences keep their joiners.
+        assert_eq!(clean_id("👩\u{200d}💻"), "👩\u{200d}💻");
     }
 
     fn config(text: &str) -> Config {
@@ -813,7 +1119,7 @@ mod tests {
             kind = "bigbluebutton"
             url = "http://127.0.0.1:1/bigbluebutton/api"
             secret = { env = "BOTBOX_TEST_NOPE" }
-            inbound = { secret = "inline", url = "ftp://x", extra = 1 }
+            inbound = { secret = "inline", url = "ftp://x", extra = 1, checksum = "md5" }
             "#,
         );
         let issues = WebhookSettings::from_config(&c).unwrap_err();
@@ -826,6 +1132,7 @@ mod tests {
             "providers.bbb.inbound.extra",
             "providers.bbb.inbound.secret",
             "providers.bbb.inbound.url",
+            "providers.bbb.inbound.checksum",
         ] {
             assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
         }
@@ -855,7 +1162,19 @@ mod tests {
             settings.providers["bbb"].url,
             "http://127.0.0.1:8080/webhooks/bbb"
         );
+        assert_eq!(settings.providers["bbb"].checksum, Checksum::Sha256);
+        let with = |extra: &str| {
+            let text = text("127.0.0.1:8080").replace("kind = \"bigbluebutton\"", extra);
+            WebhookSettings::from_config(&config(&text))
+                .unwrap()
+                .unwrap()
+        };
+        // The inbound algorithm follows the provider's, unless set itself.
+        let sha1 = with("kind = \"bigbluebutton\"\n checksum = \"sha1\"");
+        assert_eq!(sha1.providers["bbb"].checksum, Checksum::Sha1);
         assert_eq!(settings.max_body_bytes, 64 << 10);
+        assert_eq!(settings.read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.max_connections, 256);
         assert_eq!(settings.max_skew, Duration::from_secs(60));
     }
 

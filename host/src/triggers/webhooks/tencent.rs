@@ -127,6 +127,7 @@ fn text_of(body: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::providers::bigbluebutton::api::Checksum;
     use crate::triggers::webhooks::{HookKind, form_pairs};
     use axum::http::HeaderMap;
 
@@ -136,6 +137,7 @@ mod tests {
             secret: Secret::new("tok".into()),
             url: String::new(),
             account: None,
+            checksum: Checksum::Sha256,
         }
     }
 
@@ -146,6 +148,7 @@ mod tests {
             body,
             now_ms,
             max_skew_ms: 60_000,
+            fresh_until_ms: std::cell::Cell::new(None),
         }
     }
 
