@@ -781,3 +781,470 @@ async fn a_plugin_swapped_mid_call_finishes_on_the_old_version() {
         b.message.content
     );
 }
+
+// ---- the sandbox and the host's own memory ----
+
+/// The WIT of the functions the hog instances offer the inner plugin.
+fn hog_wit(hogs: usize) -> String {
+    let funcs: String = (0..hogs)
+        .map(|i| format!("  grow{i}: func(pages: u32) -> s32;\n"))
+        .collect();
+    format!("package test:hog@0.1.0;\ninterface hog {{\n{funcs}}}\n")
+}
+
+fn leb_u32(bytes: &[u8], pos: &mut usize) -> u32 {
+    let mut value = 0u32;
+    let mut shift = 0;
+    loop {
+        let b = bytes[*pos];
+        *pos += 1;
+        value |= u32::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+/// The sections of a component made by `wit-component` up to and with its
+/// import of `botbox:bot/types`, less the import of `test:hog`, as
+/// (section id, payload).
+fn types_import_of(component: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    const TYPE: u8 = 7;
+    const IMPORT: u8 = 10;
+    let mut pos = 8;
+    let mut out = Vec::new();
+    while pos < component.len() {
+        let id = component[pos];
+        pos += 1;
+        let len = leb_u32(component, &mut pos) as usize;
+        let payload = component[pos..pos + len].to_vec();
+        pos += len;
+        match id {
+            0 => continue,
+            TYPE => out.push((id, payload)),
+            IMPORT => {
+                assert_eq!(leb_u32(&payload, &mut 0), 1, "one import a section");
+                let has = |name: &[u8]| payload.windows(name.len()).any(|w| w == name);
+                if has(b"botbox:bot/types@0.1.0") {
+                    out.push((id, payload));
+                    return out;
+                }
+                // The hogs' import: the wrapper provides it, it does not
+                // import it (its instance type stays, unused).
+                assert!(has(b"test:hog/hog@0.1.0"), "an unexpected import");
+            }
+            other => panic!("section {other} before the first import"),
+        }
+    }
+    panic!("no import section")
+}
+
+/// A plugin made of `1 + hogs` core instances, each with its own memory:
+/// a WAT bot whose `handle` runs `body` and may call `$grow0`… (each grows
+/// one hog's memory by its argument in pages and answers the old size, or
+/// -1), nested in a component that instantiates the hog module `hogs`
+/// times and gives the bot their `grow`s.
+fn multi_memory(hogs: usize, body: &str) -> Vec<u8> {
+    use wasm_encoder::{
+        Alias, CanonicalFunctionSection, Component, ComponentAliasSection, ComponentExportKind,
+        ComponentExportSection, ComponentInstanceSection, ComponentSectionId, ComponentTypeSection,
+        ExportKind, InstanceSection, ModuleArg, PrimitiveValType, RawSection,
+    };
+    let wit = hog_wit(hogs);
+    let imports: String = (0..hogs)
+        .map(|i| {
+            format!(
+                "(import \"test:hog/hog@0.1.0\" \"grow{i}\" (func $grow{i} (param i32) (result i32)))\n"
+            )
+        })
+        .collect();
+    let inner = WatPlugin::new(Ask::default())
+        .without_host_imports()
+        .foreign(&[&wit], &["test:hog/hog@0.1.0"])
+        .imports(&imports)
+        .body(body)
+        .build();
+    let hog = wat::parse_str(
+        "(module (memory 0)
+           (func (export \"grow\") (param i32) (result i32) (memory.grow (local.get 0))))",
+    )
+    .unwrap();
+
+    // The bot imports `botbox:bot/types` (the types its handler uses), so
+    // the wrapper imports it too and passes it on: copy the bot's own
+    // sections up to that import, which define its type and import it.
+    let prefix = types_import_of(&inner);
+
+    // The hogs live in a component of their own beside the bot: the bot may
+    // call into a sibling, not back into the component that contains it.
+    let mut hogs_component = Component::new();
+    hogs_component.section(&RawSection {
+        id: ComponentSectionId::CoreModule as u8,
+        data: &hog,
+    });
+    let mut instances = InstanceSection::new();
+    for _ in 0..hogs {
+        instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
+    }
+    hogs_component.section(&instances);
+    let mut aliases = ComponentAliasSection::new();
+    for i in 0..hogs as u32 {
+        aliases.alias(Alias::CoreInstanceExport {
+            instance: i,
+            kind: ExportKind::Func,
+            name: "grow",
+        });
+    }
+    hogs_component.section(&aliases);
+    let mut types = ComponentTypeSection::new();
+    types
+        .function()
+        .params([("pages", PrimitiveValType::U32)])
+        .result(Some(PrimitiveValType::S32.into()));
+    hogs_component.section(&types);
+    let mut canon = CanonicalFunctionSection::new();
+    for i in 0..hogs as u32 {
+        canon.lift(i, 0, []);
+    }
+    hogs_component.section(&canon);
+    let mut grows = ComponentExportSection::new();
+    for i in 0..hogs as u32 {
+        grows.export(
+            format!("grow{i}").as_str(),
+            ComponentExportKind::Func,
+            i,
+            None,
+        );
+    }
+    hogs_component.section(&grows);
+    let hogs_component = hogs_component.finish();
+
+    let mut c = Component::new();
+    for (id, payload) in &prefix {
+        c.section(&RawSection {
+            id: *id,
+            data: payload,
+        });
+    }
+    // Component 0: the hogs; component 1: the bot.
+    c.section(&RawSection {
+        id: ComponentSectionId::Component as u8,
+        data: &hogs_component,
+    });
+    c.section(&RawSection {
+        id: ComponentSectionId::Component as u8,
+        data: &inner,
+    });
+    // Instance 0 is the imported `types`; 1 the hogs; 2 the bot.
+    let mut instances = ComponentInstanceSection::new();
+    instances.instantiate(0, Vec::<(&str, ComponentExportKind, u32)>::new());
+    instances.instantiate(
+        1,
+        [
+            ("botbox:bot/types@0.1.0", ComponentExportKind::Instance, 0),
+            ("test:hog/hog@0.1.0", ComponentExportKind::Instance, 1),
+        ],
+    );
+    c.section(&instances);
+    let mut handler = ComponentAliasSection::new();
+    handler.alias(Alias::InstanceExport {
+        instance: 2,
+        kind: ComponentExportKind::Instance,
+        name: "botbox:bot/handler@0.1.0",
+    });
+    c.section(&handler);
+    let mut exports = ComponentExportSection::new();
+    exports.export(
+        "botbox:bot/handler@0.1.0",
+        ComponentExportKind::Instance,
+        3,
+        None,
+    );
+    c.section(&exports);
+    c.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_cap_is_on_the_sum_of_all_memories_of_an_instance() {
+    // Three hogs grow their memories a page at a time, in turn, until one
+    // is refused; then the sum of the four memories (the bot's own 2
+    // pages too) must be exactly the cap of 8 MiB = 128 pages. If it is,
+    // the guest aborts the way a Rust guest does when it cannot grow; if
+    // not, it returns normally and the test sees the call succeed.
+    let hostile = multi_memory(
+        3,
+        "(block $full (loop $l
+           (br_if $full (i32.eq (call $grow0 (i32.const 1)) (i32.const -1)))
+           (br_if $full (i32.eq (call $grow1 (i32.const 1)) (i32.const -1)))
+           (br_if $full (i32.eq (call $grow2 (i32.const 1)) (i32.const -1)))
+           (br $l)))
+         (local.set $r (i32.add
+           (i32.add (call $grow0 (i32.const 0)) (call $grow1 (i32.const 0)))
+           (i32.add (call $grow2 (i32.const 0)) (memory.size))))
+         (if (i32.eq (local.get $r) (i32.const 128)) (then unreachable))",
+    );
+    let host = host_with(hostile, FAST).await;
+    let err = host
+        .app
+        .runtime
+        .dispatch("hostile", &poke())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HandleError::OutOfMemory {
+            plugin: "hostile".into(),
+            wanted: (8 << 20) + 65_536,
+            cap: 8 << 20,
+        }
+    );
+    assert_neighbour_fine(&host).await;
+}
+
+/// Just enough of `wasi:io` and `wasi:cli` to call `get-stdout`.
+const WASI_STDOUT: [&str; 2] = [
+    "package wasi:io@0.2.0;
+interface streams {
+  resource output-stream;
+}
+",
+    "package wasi:cli@0.2.0;
+interface stdout {
+  use wasi:io/streams@0.2.0.{output-stream};
+  get-stdout: func() -> output-stream;
+}
+",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaking_host_handles_stops_at_the_table_cap() {
+    use botbox::runtime::state::MAX_HOST_HANDLES;
+    // Asks for a stdout stream 50,000 times and never drops one: each is an
+    // entry in the host's resource table (and a tokio task behind it).
+    let hostile = WatPlugin::new(Ask::default())
+        .foreign(&WASI_STDOUT, &["wasi:cli/stdout@0.2.0"])
+        .imports(r#"(import "wasi:cli/stdout@0.2.0" "get-stdout" (func $stdout (result i32)))"#)
+        .body(
+            "(loop $l
+               (drop (call $stdout))
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br_if $l (i32.lt_u (local.get $i) (i32.const 50000))))",
+        )
+        .build();
+    let host = host_with(hostile, "limits = { deadline_ms = 10000 }").await;
+    let before = peak_rss();
+    for _ in 0..2 {
+        let result = host.app.runtime.dispatch("hostile", &poke()).await;
+        eprintln!(
+            "peak RSS grew by {} KiB",
+            peak_rss().saturating_sub(before) >> 10
+        );
+        let err = result.unwrap_err();
+        assert_eq!(
+            err,
+            HandleError::TooManyHandles {
+                plugin: "hostile".into(),
+                max: MAX_HOST_HANDLES,
+            }
+        );
+        assert!(err.to_string().contains("drop the handles"), "{err}");
+    }
+    let grown = peak_rss().saturating_sub(before);
+    assert!(grown < 16 << 20, "peak RSS grew by {} KiB", grown >> 10);
+    assert_neighbour_fine(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_whose_concurrency_over_commits_the_pool_are_refused() {
+    // 200 + 100 calls at once, each holding a component instance: the pool
+    // has 256.
+    let host = TestHost::new(&[
+        ("greedy", neighbour(), "limits = { max_concurrency = 200 }"),
+        (
+            "neighbour",
+            neighbour(),
+            "limits = { max_concurrency = 100 }",
+        ),
+    ]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(
+        text.contains(
+            "they may need 300 component instances at once, the pool has 256: 44 too many"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "`greedy` takes the most (200 concurrent calls × 1 = 200 component instances)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("limits.max_concurrency"), "{text}");
+    assert!(
+        host.app.runtime.plugin_names().is_empty(),
+        "the set is refused whole"
+    );
+
+    // Four memories an instance, 150 at once: 600 memories, the pool has 512.
+    let host = TestHost::new(&[
+        (
+            "hogs",
+            multi_memory(3, ""),
+            "limits = { max_concurrency = 150 }",
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("memories at once, the pool has 512"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`hogs` takes the most (150 concurrent calls × 4 = 600 memories)"),
+        "{text}"
+    );
+
+    // The same plugins within the pool load.
+    let host = TestHost::new(&[
+        (
+            "hogs",
+            multi_memory(3, ""),
+            "limits = { max_concurrency = 100 }",
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    host.load_all().await;
+    assert_neighbour_fine(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_over_the_per_component_bounds_is_refused_at_load() {
+    // Nine memories in one component; one instance may take eight.
+    let host = TestHost::new(&[
+        ("big", multi_memory(8, ""), ""),
+        ("neighbour", neighbour(), ""),
+    ]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(text.starts_with("plugin `big`: "), "{text}");
+    assert!(
+        text.contains("more than one component instance may take"),
+        "{text}"
+    );
+    assert!(text.contains("9 Wasm linear memories"), "{text}");
+    assert!(text.contains("maximum of 8"), "{text}");
+    assert!(host.app.runtime.plugin("big").is_none());
+    assert_neighbour_fine(&host).await;
+}
+
+/// A plugin that logs `line` and does nothing else.
+fn says(line: &str) -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask::default());
+    let (at, len) = p.data.string(line);
+    p.body(&format!(
+        "(call $log (i32.const 2) (i32.const {at}) (i32.const {len}))"
+    ))
+    .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_cache_entries_not_signed_by_this_host_are_recompiled() {
+    use botbox::app::App;
+    use botbox::config::Config;
+    use botbox::runtime::CompileSource;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b_bytes = says("I am b");
+    std::fs::write(dir.path().join("a.wasm"), says("I am a")).unwrap();
+    std::fs::write(dir.path().join("b.wasm"), &b_bytes).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n\
+         [plugins.a]\npath = \"a.wasm\"\nchannels = [\"lobby\"]\n\
+         [plugins.b]\npath = \"b.wasm\"\nchannels = [\"lobby\"]\n",
+    )
+    .unwrap();
+    let app = || App::build(Config::load(&dir.path().join("botbox.toml")).unwrap()).unwrap();
+    let cache = dir.path().join(".botbox/cache");
+    let entries = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let source = |app: &App, name: &str| app.runtime.plugin(name).unwrap().compile_source;
+    // Loads both, checks where each came from, and that `a` runs a's code.
+    let load = |expect_a: CompileSource, expect_b: CompileSource| {
+        let app = app();
+        async move {
+            assert!(app.load_plugins().await.is_empty());
+            assert_eq!(source(&app, "a"), expect_a, "a");
+            assert_eq!(source(&app, "b"), expect_b, "b");
+            let mut logs = app.runtime.services().log_observers.subscribe();
+            app.runtime.dispatch("a", &poke()).await.unwrap();
+            assert_eq!(logs.try_recv().unwrap().message, "I am a");
+            app
+        }
+    };
+
+    // Which entry is whose: compile `a` alone first.
+    let first = app();
+    first
+        .runtime
+        .load("a", &first.config.plugins["a"])
+        .await
+        .unwrap();
+    let a_entry = entries().into_iter().next().expect("a's entry");
+    first
+        .runtime
+        .load("b", &first.config.plugins["b"])
+        .await
+        .unwrap();
+    let b_entry = entries()
+        .into_iter()
+        .find(|e| *e != a_entry)
+        .expect("b's entry");
+    drop(first);
+    // The key lives beside the cache, not in it, readable by this user only.
+    let key = std::fs::metadata(dir.path().join(".botbox/cache.key")).unwrap();
+    assert_eq!(key.len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+
+    // Entries this host wrote are used.
+    drop(load(CompileSource::Cache, CompileSource::Cache).await);
+
+    // One byte of a's compiled code flipped: recompiled, not loaded.
+    let mut bytes = std::fs::read(&a_entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&a_entry, &bytes).unwrap();
+    drop(load(CompileSource::Compiled, CompileSource::Cache).await);
+    // ... and the rewritten entry is a hit again.
+    drop(load(CompileSource::Cache, CompileSource::Cache).await);
+
+    // b's entry, signed by this host but for b, put in a's place.
+    std::fs::copy(&b_entry, &a_entry).unwrap();
+    drop(load(CompileSource::Compiled, CompileSource::Cache).await);
+
+    // A valid compiled component made by wasmtime with this very engine's
+    // settings, as anyone able to write the folder could make one.
+    let host = load(CompileSource::Cache, CompileSource::Cache).await;
+    let foreign = host
+        .runtime
+        .engine()
+        .precompile_component(&b_bytes)
+        .unwrap();
+    drop(host);
+    std::fs::write(&a_entry, &foreign).unwrap();
+    drop(load(CompileSource::Compiled, CompileSource::Cache).await);
+}

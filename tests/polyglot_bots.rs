@@ -38,6 +38,12 @@ fn storage_in(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&storage).expect("storage dir");
     #[cfg(unix)]
     std::os::unix::fs::symlink(shared_cache(), storage.join("cache")).expect("link the cache");
+    // Entries are signed with the key beside the cache; every host here
+    // shares that too, or each would refuse the others' entries.
+    let key = botbox::runtime::engine::cache_key_path(&shared_cache());
+    botbox::runtime::engine::load_or_create_cache_key(&key).expect("the shared cache key");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&key, storage.join("cache.key")).expect("link the cache key");
     storage
 }
 

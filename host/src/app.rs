@@ -191,6 +191,9 @@ impl App {
                 Err(e) => errors.push(e),
             }
         }
+        if let Err(e) = self.runtime.check_pool(prepared.values().map(|p| &**p)) {
+            errors.push(e);
+        }
         if !errors.is_empty() {
             return Err(ReloadError::Plugins(errors));
         }

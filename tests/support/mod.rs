@@ -119,6 +119,9 @@ pub struct WatPlugin<'a> {
     /// imports beside the `bot` world's (WASI interfaces the host must refuse
     /// or deny).
     pub foreign: Option<(Vec<String>, Vec<String>)>,
+    /// Leave out the `log` and `send-broadcast` imports (the body must not
+    /// call them): a component with no botbox imports, to nest in another.
+    pub no_host_imports: bool,
     /// Laid out once, from the WIT, for `text_message`.
     layout: MessageLayout,
 }
@@ -188,6 +191,7 @@ impl<'a> WatPlugin<'a> {
             data: Data::new(1024),
             imports: String::new(),
             foreign: None,
+            no_host_imports: false,
             layout: message_layout(&resolve),
         }
     }
@@ -213,6 +217,11 @@ impl<'a> WatPlugin<'a> {
             packages.iter().map(|p| p.to_string()).collect(),
             interfaces.iter().map(|i| i.to_string()).collect(),
         ));
+        self
+    }
+
+    pub fn without_host_imports(mut self) -> Self {
+        self.no_host_imports = true;
         self
     }
 
@@ -269,8 +278,7 @@ impl<'a> WatPlugin<'a> {
         let v = self.version;
         let wat = format!(
             r#"(module
-  (import "botbox:bot/log@{v}" "log" (func $log (param i32 i32 i32)))
-  (import "botbox:bot/broadcast@{v}" "send-broadcast" (func $send (param i32 i32)))
+  {host_imports}
   {imports}
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 65536))
@@ -301,6 +309,14 @@ impl<'a> WatPlugin<'a> {
                 ""
             },
             funcs = self.extra_funcs,
+            host_imports = if self.no_host_imports {
+                String::new()
+            } else {
+                format!(
+                    r#"(import "botbox:bot/log@{v}" "log" (func $log (param i32 i32 i32)))
+  (import "botbox:bot/broadcast@{v}" "send-broadcast" (func $send (param i32 i32)))"#
+                )
+            },
             imports = self.imports,
             data = self.data.wat(),
         );

@@ -2,11 +2,15 @@
 //! on-disk cache of compiled components.
 
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -19,9 +23,22 @@ use crate::config::MAX_PLUGIN_MEMORY_MB;
 /// nothing measurable.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// What one component instance may take from the pool at most. Guests
+/// built by componentize-py and componentize-js nest many core instances
+/// and have large tables; the defaults are sized for small Rust components
+/// and would refuse them. A component over any of these is refused when it
+/// is compiled (wasmtime's pooling allocator checks it), before it can run.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
+
 /// Sizes of the instance pool. Each concurrent call holds one component
-/// instance slot, so this bounds concurrency across all plugins; a call that
-/// finds the pool empty fails with a clear error instead of allocating more.
+/// instance slot and, with it, as many memory and table slots as the
+/// component has memories and tables; a call that finds the pool empty
+/// fails with a clear error instead of allocating more. Core instances are
+/// only a count in wasmtime (their memory is allocated per instance), so
+/// the pool has enough for every component instance to take its maximum:
+/// they can never run out first.
 #[derive(Debug, Clone)]
 pub struct PoolSizes {
     pub component_instances: u32,
@@ -39,22 +56,47 @@ impl Default for PoolSizes {
     }
 }
 
+/// What one instance of a component takes from the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub memories: u32,
+    pub tables: u32,
+}
+
+impl Footprint {
+    /// From the component's own modules; a component that instantiates an
+    /// imported module cannot be sized statically and counts as the most a
+    /// component may take.
+    pub fn of(component: &Component) -> Footprint {
+        match component.resources_required() {
+            Some(r) => Footprint {
+                memories: r.num_memories,
+                tables: r.num_tables,
+            },
+            None => Footprint {
+                memories: MAX_MEMORIES_PER_COMPONENT,
+                tables: MAX_TABLES_PER_COMPONENT,
+            },
+        }
+    }
+}
+
 /// Builds the engine: async, component model, epoch interruption, pooling
 /// allocator with copy-on-write memory images.
 pub fn build_engine(pool: &PoolSizes) -> wasmtime::Result<Engine> {
     let mut pooling = PoolingAllocationConfig::new();
     pooling
         .total_component_instances(pool.component_instances)
-        .total_core_instances(pool.component_instances * 4)
+        .total_core_instances(
+            pool.component_instances
+                .saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT),
+        )
         .total_memories(pool.memories)
         .total_tables(pool.tables)
         .total_stacks(pool.component_instances)
-        // Guests built by componentize-py and componentize-js nest many core
-        // instances and have large tables; the defaults are sized for small
-        // Rust components and would refuse them.
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(8)
-        .max_tables_per_component(16)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20)
         .table_elements(100_000)
@@ -114,22 +156,202 @@ pub enum CompileSource {
 /// the engine's compatibility hash (wasmtime version, target, settings).
 /// A restart or a revert to an earlier file costs a file read instead of a
 /// compile.
+///
+/// A `.cwasm` is native code that wasmtime runs without checking it (its
+/// header check is about versions, not integrity): whoever can write the
+/// cache folder could otherwise run anything outside the sandbox. So every
+/// entry carries an HMAC-SHA256 over its name and its bytes, with a key
+/// that only this host holds (`<cache dir>.key`, outside the folder,
+/// created 0600 on first use). An entry whose tag does not match — edited,
+/// copied from another entry, written by anything else — is never loaded:
+/// the component is compiled again and the entry rewritten (logged at WARN
+/// once). The bytes checked are the bytes loaded (read into memory, then
+/// deserialized), so the file cannot change between the check and the use.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
-    dir: Option<PathBuf>,
+    inner: Option<Arc<CacheInner>>,
+}
+
+#[derive(Debug)]
+struct CacheInner {
+    dir: PathBuf,
+    key_path: PathBuf,
+    /// Read or created on first use; `None` when that failed (the cache is
+    /// then off: every load compiles and nothing is written).
+    key: OnceLock<Option<CacheKey>>,
+    /// Whether a refused entry was logged at WARN yet.
+    warned: AtomicBool,
+}
+
+/// The host-local key that signs cache entries. Redacted in `Debug`.
+pub struct CacheKey(SecretBox<[u8; CACHE_KEY_BYTES]>);
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheKey([redacted])")
+    }
+}
+
+const CACHE_KEY_BYTES: usize = 32;
+/// Length of the HMAC-SHA256 tag appended to each entry.
+const TAG_BYTES: usize = 32;
+/// Domain separation for the tag, so the key can never sign anything else.
+const TAG_CONTEXT: &[u8] = b"botbox compile cache entry v1\0";
+
+/// Why the cache key cannot be used. Names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheKeyError {
+    #[error("cannot create compile cache key `{path}`: {reason}")]
+    Create { path: String, reason: String },
+    #[error("cannot read compile cache key `{path}`: {reason}")]
+    Read { path: String, reason: String },
+    #[error(
+        "compile cache key `{path}` is {found} bytes, not {CACHE_KEY_BYTES}; delete it and \
+         the host makes a new one (the cache is then rebuilt)"
+    )]
+    Length { path: String, found: u64 },
+    #[error(
+        "compile cache key `{path}` can be read or written by other users (mode {mode:o}); \
+         `chmod 600` it, or delete it and the host makes a new one"
+    )]
+    Mode { path: String, mode: u32 },
+}
+
+/// Reads the cache key at `path`, or creates it (0600) when there is none.
+/// Two hosts creating it at once agree on one: the key is written to a
+/// temporary file first and hard-linked into place, which fails if the
+/// other got there first.
+pub fn load_or_create_cache_key(path: &Path) -> Result<CacheKey, CacheKeyError> {
+    let shown = || path.display().to_string();
+    if let Some(key) = read_cache_key(path)? {
+        return Ok(key);
+    }
+    let create = |e: std::io::Error| CacheKeyError::Create {
+        path: shown(),
+        reason: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(create)?;
+    }
+    let mut key = [0u8; CACHE_KEY_BYTES];
+    rand::rng().fill_bytes(&mut key);
+    let tmp = temporary_name(path);
+    let written = (|| {
+        let mut file = open_private(&tmp)?;
+        file.write_all(&key)?;
+        file.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    })();
+    key.fill(0);
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(create)?;
+    read_cache_key(path)?.ok_or_else(|| CacheKeyError::Read {
+        path: shown(),
+        reason: "it vanished right after it was created".into(),
+    })
+}
+
+/// The key at `path`; `None` if there is no such file.
+fn read_cache_key(path: &Path) -> Result<Option<CacheKey>, CacheKeyError> {
+    let shown = || path.display().to_string();
+    let read = |e: std::io::Error| CacheKeyError::Read {
+        path: shown(),
+        reason: e.to_string(),
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read(e)),
+    };
+    let meta = file.metadata().map_err(read)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CacheKeyError::Mode {
+                path: shown(),
+                mode,
+            });
+        }
+    }
+    if meta.len() != CACHE_KEY_BYTES as u64 {
+        return Err(CacheKeyError::Length {
+            path: shown(),
+            found: meta.len(),
+        });
+    }
+    let mut key = Box::new([0u8; CACHE_KEY_BYTES]);
+    file.read_exact(&mut key[..]).map_err(read)?;
+    Ok(Some(CacheKey(SecretBox::new(key))))
+}
+
+/// A name beside `path` no other writer (process or thread) picks.
+fn temporary_name(path: &Path) -> PathBuf {
+    path.with_extension(format!(
+        "tmp{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
+/// Creates a new file only this user can read and write.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+impl CacheKey {
+    fn mac(&self, name: &str, bytes: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0.expose_secret()[..])
+            .expect("HMAC takes a key of any length");
+        mac.update(TAG_CONTEXT);
+        mac.update(name.as_bytes());
+        mac.update(b"\0");
+        mac.update(bytes);
+        mac
+    }
+
+    fn tag(&self, name: &str, bytes: &[u8]) -> [u8; TAG_BYTES] {
+        self.mac(name, bytes).finalize().into_bytes().into()
+    }
+
+    /// Constant-time comparison, by `hmac`'s `verify_slice`.
+    fn verify(&self, name: &str, bytes: &[u8], tag: &[u8]) -> bool {
+        self.mac(name, bytes).verify_slice(tag).is_ok()
+    }
 }
 
 impl CompileCache {
+    /// A cache in `dir`, signed with the key in `<dir>.key` (beside the
+    /// folder, not in it).
     pub fn new(dir: Option<PathBuf>) -> CompileCache {
-        CompileCache { dir }
+        CompileCache {
+            inner: dir.map(|dir| {
+                Arc::new(CacheInner {
+                    key_path: cache_key_path(&dir),
+                    dir,
+                    key: OnceLock::new(),
+                    warned: AtomicBool::new(false),
+                })
+            }),
+        }
     }
 
     pub fn disabled() -> CompileCache {
-        CompileCache { dir: None }
+        CompileCache { inner: None }
     }
 
-    fn entry_path(&self, engine: &Engine, bytes: &[u8]) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
+    fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         engine
             .precompile_compatibility_hash()
@@ -137,35 +359,56 @@ impl CompileCache {
         let mut h = Sha256::new();
         h.update(engine_hash.finish().to_le_bytes());
         h.update(bytes);
-        Some(dir.join(format!("{}.cwasm", hex::encode(h.finalize()))))
+        format!("{}.cwasm", hex::encode(h.finalize()))
     }
 
     /// Compiles `bytes`, or loads the compiled form from the cache.
-    /// A corrupt or foreign cache entry is replaced, never trusted.
+    /// An entry not signed by this host's key is replaced, never loaded.
     pub fn load(
         &self,
         engine: &Engine,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, CompileSource)> {
-        let Some(path) = self.entry_path(engine, bytes) else {
+        let Some(inner) = &self.inner else {
             return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
         };
-        if path.exists() {
-            // SAFETY: the file is in the host's own cache dir, written by
-            // `precompile_component` of an engine with the same compatibility
-            // hash (it is part of the name). wasmtime checks the header and
-            // refuses files from other versions or settings; on any error we
-            // recompile and overwrite.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, CompileSource::Cache)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling");
+        let key = inner.key.get_or_init(|| {
+            load_or_create_cache_key(&inner.key_path)
+                .inspect_err(|e| {
+                    tracing::warn!("{e}; the compile cache is off until this is fixed");
+                })
+                .ok()
+        });
+        let Some(key) = key else {
+            return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
+        };
+        let name = Self::entry_name(engine, bytes);
+        let path = inner.dir.join(&name);
+        match std::fs::read(&path) {
+            Ok(entry) => match split_verified(key, &name, &entry) {
+                Ok(compiled) => {
+                    // SAFETY: these exact bytes were signed by this host's
+                    // key under this entry's name (which holds the source's
+                    // hash and the engine's compatibility hash), so they are
+                    // what `precompile_component` of a compatible engine
+                    // made from this component. They are in memory, so the
+                    // file cannot change after the check. wasmtime still
+                    // checks the header; on any error we recompile.
+                    match unsafe { Component::deserialize(engine, compiled) } {
+                        Ok(component) => return Ok((component, CompileSource::Cache)),
+                        Err(e) => inner.refused(&path, &format!("{e:#}")),
+                    }
                 }
-            }
+                Err(reason) => inner.refused(&path, reason),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => inner.refused(&path, &e.to_string()),
         }
-        let compiled = engine.precompile_component(bytes)?;
+        let mut compiled = engine.precompile_component(bytes)?;
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled)? };
+        let tag = key.tag(&name, &compiled);
+        compiled.extend_from_slice(&tag);
         if let Err(e) = write_atomically(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
         }
@@ -173,13 +416,107 @@ impl CompileCache {
     }
 }
 
+/// The key file of the cache in `dir`: `<dir>.key`, beside the folder.
+pub fn cache_key_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    dir.with_file_name(name)
+}
+
+/// The compiled bytes of an entry whose tag is right.
+fn split_verified<'a>(
+    key: &CacheKey,
+    name: &str,
+    entry: &'a [u8],
+) -> Result<&'a [u8], &'static str> {
+    let Some(split) = entry.len().checked_sub(TAG_BYTES) else {
+        return Err("shorter than its signature");
+    };
+    let (compiled, tag) = entry.split_at(split);
+    if key.verify(name, compiled, tag) {
+        Ok(compiled)
+    } else {
+        Err(
+            "not signed by this host's cache key (changed, copied from another entry, or written by something else)",
+        )
+    }
+}
+
+impl CacheInner {
+    fn refused(&self, path: &Path, reason: &str) {
+        if self.warned.swap(true, Ordering::Relaxed) {
+            tracing::debug!(path = %path.display(), reason, "compile cache entry refused; recompiling");
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                reason,
+                "compile cache entry refused; recompiling (further refusals are logged at debug)"
+            );
+        }
+    }
+}
+
 /// Writes via a temporary file and a rename, so a crash or a concurrent
-/// host never leaves a half-written entry under the final name.
+/// host never leaves a half-written entry under the final name. The folder
+/// is made 0700 and the entry 0600: nobody else needs to read native code
+/// the host runs.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let tmp = temporary_name(path);
+    let written = open_private(&tmp).and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_is_made_private_once_and_refused_when_others_can_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_key_path(&dir.path().join("cache"));
+        assert_eq!(path, dir.path().join("cache.key"));
+        let first = load_or_create_cache_key(&path).unwrap();
+        let again = load_or_create_cache_key(&path).unwrap();
+        assert_eq!(first.0.expose_secret(), again.0.expose_secret());
+        assert_eq!(format!("{first:?}"), "CacheKey([redacted])");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = load_or_create_cache_key(&path).unwrap_err();
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_tag_binds_the_bytes_to_the_entry_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create_cache_key(&dir.path().join("k")).unwrap();
+        let mut entry = b"compiled".to_vec();
+        entry.extend_from_slice(&key.tag("a.cwasm", b"compiled"));
+        assert_eq!(
+            split_verified(&key, "a.cwasm", &entry),
+            Ok(&b"compiled"[..])
+        );
+        assert!(split_verified(&key, "b.cwasm", &entry).is_err());
+        entry[0] ^= 1;
+        assert!(split_verified(&key, "a.cwasm", &entry).is_err());
+        assert!(split_verified(&key, "a.cwasm", b"short").is_err());
+    }
 }

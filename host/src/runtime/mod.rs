@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, ResourceTableError};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-pub use self::engine::{CompileCache, CompileSource, PoolSizes};
+pub use self::engine::{CompileCache, CompileSource, Footprint, PoolSizes};
 pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginStats};
 pub use self::state::HostState;
 
@@ -59,6 +59,11 @@ pub enum HandleError {
         wanted: usize,
         cap: usize,
     },
+    #[error(
+        "plugin `{plugin}` holds more than {max} host handles (WASI streams, pollables) at once and was stopped; \
+         it must drop the handles it no longer uses"
+    )]
+    TooManyHandles { plugin: String, max: usize },
     #[error("plugin `{plugin}` crashed: {message}")]
     Trap { plugin: String, message: String },
     #[error("plugin `{plugin}` could not start an instance: {message}")]
@@ -85,6 +90,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: CompileCache,
+    pool: PoolSizes,
     /// Swapped whole when a config reload rebuilds the delivery engine.
     services: RwLock<Services>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
@@ -101,6 +107,7 @@ impl Runtime {
         Ok(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             cache: CompileCache::new(options.cache_dir),
+            pool: options.pool,
             engine,
             linker,
             services: RwLock::new(services),
@@ -140,21 +147,48 @@ impl Runtime {
             .unwrap_or_default()
     }
 
-    /// Loads every plugin of a config, reporting every failure.
+    /// Loads every plugin of a config, reporting every failure. A set
+    /// whose concurrency caps over-commit the instance pool is refused
+    /// whole: none of it is put in service.
     pub async fn load_all(&self, config: &Config) -> Vec<LoadError> {
         let mut errors = Vec::new();
+        let mut prepared = Vec::new();
         for (name, plugin_config) in &config.plugins {
-            if let Err(e) = self.load(name, plugin_config).await {
-                errors.push(e);
+            match self.prepare(name, plugin_config, &self.services()).await {
+                Ok(p) => prepared.push(Arc::new(p)),
+                Err(e) => errors.push(e),
             }
+        }
+        if let Err(e) = self.check_pool(prepared.iter().map(|p| &**p)) {
+            errors.push(e);
+            return errors;
+        }
+        for p in prepared {
+            self.install(p);
         }
         errors
     }
 
+    /// Whether these plugins, all at their `max_concurrency`, fit in the
+    /// instance pool.
+    pub fn check_pool<'a>(
+        &self,
+        plugins: impl IntoIterator<Item = &'a Plugin>,
+    ) -> Result<(), LoadError> {
+        plugin::check_pool(&self.pool, plugins)
+    }
+
     /// Loads (or reloads) one plugin and swaps it in atomically. On error
-    /// the previous version, if any, keeps running.
+    /// (including a pool the plugins in service and this one would
+    /// over-commit) the previous version, if any, keeps running.
     pub async fn load(&self, name: &str, config: &PluginConfig) -> Result<Arc<Plugin>, LoadError> {
         let plugin = Arc::new(self.prepare(name, config, &self.services()).await?);
+        let others: Vec<Arc<Plugin>> = self
+            .plugins
+            .read()
+            .map(|p| p.values().filter(|p| p.name != name).cloned().collect())
+            .unwrap_or_default();
+        self.check_pool(others.iter().map(|p| &**p).chain([&*plugin]))?;
         self.install(plugin.clone());
         Ok(plugin)
     }
@@ -253,6 +287,7 @@ impl Runtime {
             permits: Arc::new(Semaphore::new(1)),
             stats: Arc::new(PluginStats::default()),
             compile_source: compiled.source,
+            footprint: compiled.footprint,
             generation: 0,
         };
         let manifest = self
@@ -288,6 +323,7 @@ impl Runtime {
                 .map(|p| p.stats.clone())
                 .unwrap_or_default(),
             compile_source: compiled.source,
+            footprint: compiled.footprint,
             generation,
         })
     }
@@ -438,6 +474,15 @@ fn classify(plugin: &Plugin, store: &Store<HostState>, error: wasmtime::Error) -
             plugin: plugin.name.clone(),
             wanted,
             cap: memory.max_memory_bytes(),
+        };
+    }
+    if matches!(
+        error.downcast_ref::<ResourceTableError>(),
+        Some(ResourceTableError::Full)
+    ) {
+        return HandleError::TooManyHandles {
+            plugin: plugin.name.clone(),
+            max: state::MAX_HOST_HANDLES,
         };
     }
     let message = match error.downcast_ref::<Trap>() {

@@ -11,7 +11,8 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::HostState;
-use super::engine::CompileSource;
+use super::engine::PoolSizes;
+use super::engine::{CompileSource, Footprint};
 use crate::capabilities::{Denied, Grants, PluginContext};
 use crate::config::{PluginLimits, event_kind_name};
 use crate::sanitize;
@@ -56,6 +57,25 @@ pub enum LoadError {
          is it built for the world {WIT_PACKAGE}/bot?"
     )]
     NoHandler { plugin: String, path: String },
+    #[error(
+        "plugin `{plugin}`: `{path}` needs more than one component instance may take from the \
+         host's instance pool ({reason}); it cannot run in this host"
+    )]
+    TooLarge {
+        plugin: String,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "the plugins' limits.max_concurrency over-commit the host's instance pool: {over}; \
+         `{plugin}` takes the most ({share}); lower its limits.max_concurrency (or others') \
+         so the sum fits"
+    )]
+    PoolOvercommit {
+        plugin: String,
+        over: String,
+        share: String,
+    },
     #[error("plugin `{plugin}`: `{path}` does not compile: {reason}")]
     Compile {
         plugin: String,
@@ -78,6 +98,7 @@ pub struct Compiled {
     pub pre: BotPre<HostState>,
     pub source: CompileSource,
     pub bytes_len: usize,
+    pub footprint: Footprint,
 }
 
 /// Checks the header, the world version and the imports, then compiles.
@@ -95,11 +116,25 @@ pub fn compile(
         reason: e.to_string(),
     })?;
     check_header(plugin, &shown, &bytes)?;
-    let (component, source) = cache.load(engine, &bytes).map_err(|e| LoadError::Compile {
-        plugin: plugin.into(),
-        path: shown.clone(),
-        reason: sanitize::for_log(&format!("{e:#}"), 2000),
+    let (component, source) = cache.load(engine, &bytes).map_err(|e| {
+        let reason = sanitize::for_log(&format!("{e:#}"), 2000);
+        // wasmtime's pooling allocator refuses a component over the
+        // per-component bounds when it is compiled.
+        if reason.contains("in the pooling allocator") {
+            LoadError::TooLarge {
+                plugin: plugin.into(),
+                path: shown.clone(),
+                reason,
+            }
+        } else {
+            LoadError::Compile {
+                plugin: plugin.into(),
+                path: shown.clone(),
+                reason,
+            }
+        }
     })?;
+    let footprint = Footprint::of(&component);
     check_world(engine, &component, plugin, &shown)?;
     let pre = linker
         .instantiate_pre(&component)
@@ -117,6 +152,7 @@ pub fn compile(
         pre,
         source,
         bytes_len: bytes.len(),
+        footprint,
     })
 }
 
@@ -257,8 +293,68 @@ pub struct Plugin {
     pub permits: Arc<Semaphore>,
     pub stats: Arc<PluginStats>,
     pub compile_source: CompileSource,
+    /// What one instance takes from the pool; `limits.max_concurrency` of
+    /// them may exist at once.
+    pub footprint: Footprint,
     /// Increases with every successful load of this plugin name.
     pub generation: u64,
+}
+
+/// Refuses a set of plugins whose `max_concurrency` instances could take
+/// more component instances, memories or tables than the pool has, so no
+/// plugin at its cap can leave another without a slot.
+pub fn check_pool<'a>(
+    pool: &PoolSizes,
+    plugins: impl IntoIterator<Item = &'a Plugin>,
+) -> Result<(), LoadError> {
+    let plugins: Vec<&Plugin> = plugins.into_iter().collect();
+    // (what, how many the pool has, how many one instance of each takes)
+    let resources = [
+        (
+            "component instances",
+            pool.component_instances,
+            plugins.iter().map(|_| 1).collect::<Vec<u64>>(),
+        ),
+        (
+            "memories",
+            pool.memories,
+            plugins
+                .iter()
+                .map(|p| p.footprint.memories.into())
+                .collect(),
+        ),
+        (
+            "tables",
+            pool.tables,
+            plugins.iter().map(|p| p.footprint.tables.into()).collect(),
+        ),
+    ];
+    for (what, have, each) in resources {
+        let shares: Vec<u64> = plugins
+            .iter()
+            .zip(&each)
+            .map(|(p, each)| (p.limits.max_concurrency as u64).saturating_mul(*each))
+            .collect();
+        let total = shares.iter().fold(0u64, |sum, s| sum.saturating_add(*s));
+        let Some((top, share)) = shares.iter().enumerate().max_by_key(|(_, s)| **s) else {
+            continue;
+        };
+        if total > u64::from(have) {
+            let plugin = plugins[top];
+            return Err(LoadError::PoolOvercommit {
+                plugin: plugin.name.clone(),
+                over: format!(
+                    "they may need {total} {what} at once, the pool has {have}: {} too many",
+                    total - u64::from(have)
+                ),
+                share: format!(
+                    "{} concurrent calls × {} = {share} {what}",
+                    plugin.limits.max_concurrency, each[top]
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Logs what a plugin asked for and did not get: the operator's first

@@ -10,6 +10,16 @@ use super::stdio::GuestOutput;
 use crate::capabilities::PluginContext;
 use crate::capabilities::log::StdStream;
 
+/// The most host-side resources (WASI streams, pollables, …) one instance
+/// may hold at once. wasmtime-wasi puts each in the store's
+/// `ResourceTable`, whose own default cap is a million entries, and a WASI
+/// output stream brings a tokio task with it: a guest that calls
+/// `get-stdout` in a loop and never drops the handles would grow host
+/// memory by that much, times `max_concurrency`. JS and Python guests hold
+/// a handful at a time; past this cap the push fails, the call fails with
+/// [`HandleError::TooManyHandles`](super::HandleError::TooManyHandles).
+pub const MAX_HOST_HANDLES: usize = 1024;
+
 pub struct HostState {
     pub plugin: Arc<PluginContext>,
     pub memory: MemoryCap,
@@ -25,10 +35,16 @@ impl HostState {
         HostState {
             memory: MemoryCap::new(plugin.limits.memory_bytes),
             wasi: None,
-            table: ResourceTable::new(),
+            table: bounded_table(),
             plugin,
         }
     }
+}
+
+fn bounded_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HOST_HANDLES);
+    table
 }
 
 /// WASI for guests whose toolchains import it (JS, Python, C with
