@@ -32,7 +32,7 @@ use postgres::{Client, NoTls, Row};
 
 use super::outbox::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState, Reservation, SharedThrottle,
+    PartState, PluginBacklog, Reservation, SharedThrottle,
 };
 use super::throttle::{Throttle, ThrottleSpec};
 use crate::config::Secret;
@@ -63,8 +63,10 @@ CREATE TABLE IF NOT EXISTS botbox_messages (
     merged_into TEXT,
     claimed_by TEXT,
     lease_until TIMESTAMPTZ,
+    requests INTEGER NOT NULL DEFAULT 1,
     UNIQUE (plugin, channel, idempotency_key)
 );
+ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX IF NOT EXISTS botbox_messages_due ON botbox_messages (endpoint, state, plugin, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS botbox_messages_unreported ON botbox_messages (reported, state);
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
@@ -420,14 +422,18 @@ impl OutboxStore for PgOutbox {
     }
 
     fn insert(&self, r: &OutboxRecord) -> Result<Inserted, OutboxError> {
+        self.insert_costed(r, 1)
+    }
+
+    fn insert_costed(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
         let message = json(&r.message)?;
         let r = r.clone();
         self.run(move |c| {
             // A committed row is on disk (synchronous_commit is on by
             // default), which is what the receipt promises.
             let inserted = c.query_opt(
-                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)
+                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)
                  ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id",
                 &[
                     &r.id,
@@ -438,6 +444,7 @@ impl OutboxStore for PgOutbox {
                     &r.message.idempotency_key,
                     &(r.created_ms as i64),
                     &(r.next_attempt_ms as i64),
+                    &(requests.clamp(1, i32::MAX as u32) as i32),
                 ],
             )?;
             if inserted.is_some() {
@@ -807,6 +814,60 @@ impl OutboxStore for PgOutbox {
                  ORDER BY finished_ms LIMIT $2"
             );
             Ok(records(c.query(&sql, &[&host, &(limit as i64), &lease])?)?)
+        })
+    }
+
+    fn unreported_plugins(&self, limit: usize) -> Result<Vec<String>, OutboxError> {
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        self.run(move |c| {
+            // Who reports what: as in `unreported`.
+            let rows = c.query(
+                "SELECT DISTINCT plugin FROM botbox_messages
+                 WHERE NOT reported AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                   AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
+                 ORDER BY plugin LIMIT $2",
+                &[&host, &(limit as i64), &lease],
+            )?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    }
+
+    fn unreported_of(&self, plugin: &str, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        let plugin = plugin.to_string();
+        self.run_checked(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM botbox_messages
+                 WHERE NOT reported AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                   AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
+                   AND plugin = $4
+                 ORDER BY finished_ms, id LIMIT $2"
+            );
+            Ok(records(c.query(
+                &sql,
+                &[&host, &(limit as i64), &lease, &plugin],
+            )?)?)
+        })
+    }
+
+    fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let rows = c.query(
+                "SELECT plugin, COUNT(*), SUM(requests)::bigint FROM botbox_messages WHERE endpoint = $1 AND state IN ('queued', 'sending')
+                 GROUP BY plugin",
+                &[&endpoint],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| PluginBacklog {
+                    plugin: r.get(0),
+                    messages: r.get::<_, i64>(1).max(0) as usize,
+                    requests: r.get::<_, i64>(2).max(0) as usize,
+                })
+                .collect())
         })
     }
 
