@@ -22,11 +22,27 @@
 //!
 //! The `postgres` client blocks on its own runtime, which must not run
 //! inside the host's; each connection therefore lives on a thread of its
-//! own and callers hand it work over a channel, blocking like SQLite does.
+//! own and callers hand it work over a channel.
+//!
+//! No call waits without end, and none holds a tokio worker while it waits:
+//! - the server cancels a statement after [`STATEMENT_TIMEOUT`]
+//!   (`statement_timeout`, `lock_timeout`), a connection attempt gives up
+//!   after `connect_timeout` (3 s unless the URL says), and TCP keepalives
+//!   find a dead peer;
+//! - the caller stops waiting after [`CALL_DEADLINE`] (or the shorter
+//!   deadline set with [`with_deadline`], which `send-broadcast` uses) and
+//!   gets [`OutboxError::Unavailable`]: a server that hangs (stopped, or cut
+//!   off behind a proxy whose kernel still acknowledges) answers nothing,
+//!   and only the caller's own clock notices. A job whose caller gave up
+//!   before a connection took it is dropped unrun;
+//! - a caller on a tokio worker waits inside `block_in_place`, so the
+//!   worker's other tasks move to another thread meanwhile (see tokio's
+//!   `task::block_in_place`); `send-broadcast` calls from `spawn_blocking`.
 
+use std::cell::Cell;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Row};
 
@@ -98,7 +114,51 @@ const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms
 /// The database's clock in Unix milliseconds.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-type Job = Box<dyn for<'a> FnOnce(Result<&'a mut Client, String>) + Send>;
+/// The server cancels a statement (or a wait for a lock) that runs longer.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a caller waits for a database call's answer.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(6);
+
+thread_local! {
+    /// A deadline tighter than [`CALL_DEADLINE`] for this thread's calls.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with every PostgreSQL call it makes on this thread bounded by
+/// `deadline` (or [`CALL_DEADLINE`], if that comes first).
+pub fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEADLINE.with(|d| d.replace(Some(deadline))));
+    f()
+}
+
+/// Waits without holding a tokio worker: inside `block_in_place` on a
+/// multi-threaded runtime's worker; plainly elsewhere (a `spawn_blocking`
+/// thread, a plain thread, a current-thread runtime, where
+/// `block_in_place` would panic).
+fn wait_outside_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// What a connection thread runs: given the connection, or why there is none.
+type Work = Box<dyn for<'a> FnOnce(Result<&'a mut Client, String>) + Send>;
+
+/// Work for a connection thread, and until when its caller waits for it.
+struct Job {
+    deadline: Instant,
+    work: Work,
+}
 
 pub struct PgOutbox {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -125,11 +185,25 @@ fn describe(config: &postgres::Config) -> String {
     )
 }
 
-fn unavailable(place: &str, e: &postgres::Error) -> OutboxError {
+/// Why a connection failed, for [`OutboxError::Unavailable`].
+fn unavailable(place: &str, e: &postgres::Error) -> String {
+    // The TLS error's reason (such as rustls's "invalid peer certificate:
+    // UnknownIssuer") is in the error's sources.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if text.contains("TLS") || text.contains("certificate") {
+        return format!(
+            "{place} refused a TLS session: {text}; check `sslmode` and `sslrootcert` in `storage.postgres_url` (verify-full needs a certificate that chains to sslrootcert and names the host) and the server's `ssl` settings"
+        );
+    }
     // A lost connection or a refused one: the engine is down or unreachable.
-    OutboxError::Unavailable(format!(
-        "{place} cannot be reached: {e}; check that it is running and that `storage.postgres_url` points at it"
-    ))
+    format!(
+        "{place} cannot be reached: {text}; check that it is running and that `storage.postgres_url` points at it"
+    )
 }
 
 fn record_from(row: &Row) -> Result<OutboxRecord, OutboxError> {
@@ -176,6 +250,16 @@ impl PgOutbox {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(3));
         }
+        // A peer that vanished (a partition, a crashed machine) is found
+        // within about 10 + 3 × 5 s instead of the kernel's two hours.
+        if !config.get_keepalives() || config.get_keepalives_idle() > Duration::from_secs(10) {
+            config.keepalives(true);
+            config.keepalives_idle(Duration::from_secs(10));
+        }
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        // Sent data nobody acknowledges for this long closes the socket.
+        config.tcp_user_timeout(CALL_DEADLINE);
         config.application_name("botbox");
         let place = describe(&config);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -245,19 +329,34 @@ impl PgOutbox {
         f: impl FnOnce(&mut Client) -> Result<T, PgFailure> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let (answer, result) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |client: Result<&mut Client, String>| {
-            let out = match client {
-                Ok(client) => f(client),
-                Err(reason) => Err(PgFailure::Other(OutboxError::Unavailable(reason))),
-            };
-            let _ = answer.send(out);
-        });
+        let started = Instant::now();
+        let deadline = started + CALL_DEADLINE;
+        let deadline = DEADLINE
+            .with(Cell::get)
+            .map_or(deadline, |d| d.min(deadline));
+        let job = Job {
+            deadline,
+            work: Box::new(move |client: Result<&mut Client, String>| {
+                let out = match client {
+                    Ok(client) => f(client),
+                    Err(reason) => Err(PgFailure::Other(OutboxError::Unavailable(reason))),
+                };
+                let _ = answer.send(out);
+            }),
+        };
         self.jobs
             .lock()
             .map_err(|_| OutboxError::Poisoned)?
             .send(job)
             .map_err(|_| OutboxError::Poisoned)?;
-        match result.recv() {
+        let answer = wait_outside_runtime(|| {
+            result.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        });
+        match answer {
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(OutboxError::Unavailable(format!(
+                "PostgreSQL did not answer within {} ms; check that the server is up and reachable",
+                started.elapsed().as_millis()
+            ))),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(PgFailure::Db(e))) if lost_connection(&e) => {
                 Err(OutboxError::Unavailable(format!(
@@ -266,7 +365,7 @@ impl PgOutbox {
             }
             Ok(Err(PgFailure::Db(e))) => Err(OutboxError::Postgres(e.to_string())),
             Ok(Err(PgFailure::Other(e))) => Err(e),
-            Err(_) => Err(OutboxError::Poisoned),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(OutboxError::Poisoned),
         }
     }
 }
@@ -318,20 +417,37 @@ fn connection_thread(
                 Err(_) => return,
             }
         };
+        // Its caller stopped waiting (the server hung, and the jobs queued
+        // behind it): running it now would do what the caller was told
+        // failed.
+        if Instant::now() >= job.deadline {
+            continue;
+        }
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match config.connect(NoTls) {
+            client = match connect(&config) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    job(Err(unavailable(&place, &e).to_string()));
+                    (job.work)(Err(unavailable(&place, &e)));
                     continue;
                 }
             };
         }
         match client.as_mut() {
-            Some(c) => job(Ok(c)),
-            None => job(Err(format!("{place} is not connected"))),
+            Some(c) => (job.work)(Ok(c)),
+            None => (job.work)(Err(format!("{place} is not connected"))),
         }
     }
+}
+
+/// A new session, with the server-side timeouts set.
+fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
+    let mut client = config.connect(NoTls)?;
+    let ms = STATEMENT_TIMEOUT.as_millis();
+    client.batch_execute(&format!(
+        "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {}",
+        ms * 2
+    ))?;
+    Ok(client)
 }
 
 impl SharedThrottle for PgOutbox {

@@ -13,6 +13,8 @@ use crate::capabilities::log::StdStream;
 pub struct HostState {
     pub plugin: Arc<PluginContext>,
     pub memory: MemoryCap,
+    /// When the call this store serves began: its deadline counts from here.
+    pub started: std::time::Instant,
     /// Built on the first WASI call: only JS and Python guests make any, so
     /// other plugins' events skip seeding its random sources and setting up
     /// its output streams.
@@ -24,6 +26,7 @@ impl HostState {
     pub fn new(plugin: Arc<PluginContext>) -> HostState {
         HostState {
             memory: MemoryCap::new(plugin.limits.memory_bytes),
+            started: std::time::Instant::now(),
             wasi: None,
             table: ResourceTable::new(),
             plugin,
