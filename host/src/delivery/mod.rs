@@ -8,6 +8,7 @@
 //! throttle before each request, and records every outcome.
 
 pub mod outbox;
+pub mod pg_tls;
 pub mod postgres;
 pub mod retry;
 pub mod throttle;

@@ -44,7 +44,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outbox::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
@@ -242,11 +243,9 @@ impl PgOutbox {
     /// Connects, creates the tables if they are missing, and starts the
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
-        let mut config: postgres::Config = url.expose().parse().map_err(|e| {
-            OutboxError::Unavailable(format!(
-                "`storage.postgres_url` is not a PostgreSQL connection string: {e}"
-            ))
-        })?;
+        let target = super::pg_tls::target(url.expose()).map_err(OutboxError::Unavailable)?;
+        let mut config = target.config;
+        let tls = target.tls;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(3));
         }
@@ -268,9 +267,10 @@ impl PgOutbox {
             let rx = rx.clone();
             let config = config.clone();
             let place = place.clone();
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("botbox-pg-{i}"))
-                .spawn(move || connection_thread(config, place, rx))
+                .spawn(move || connection_thread(config, tls, place, rx))
                 .map_err(|e| OutboxError::Unavailable(format!("cannot start a thread: {e}")))?;
         }
         let host_id = format!(
@@ -297,6 +297,18 @@ impl PgOutbox {
 
     pub fn host_id(&self) -> &str {
         &self.host_id
+    }
+
+    /// Whether this host's session runs over TLS, as the server sees it
+    /// (`pg_stat_ssl`).
+    pub fn session_tls(&self) -> Result<bool, OutboxError> {
+        self.run(|c| {
+            let row = c.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?;
+            Ok(row.get(0))
+        })
     }
 
     /// The origin every host's scaled clock counts from: the first host
@@ -405,6 +417,7 @@ impl From<OutboxError> for PgFailure {
 /// outbox resumes by itself once the engine is back.
 fn connection_thread(
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     place: String,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
 ) {
@@ -424,7 +437,7 @@ fn connection_thread(
             continue;
         }
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match connect(&config) {
+            client = match connect(&config, &tls) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     (job.work)(Err(unavailable(&place, &e)));
@@ -440,8 +453,8 @@ fn connection_thread(
 }
 
 /// A new session, with the server-side timeouts set.
-fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
-    let mut client = config.connect(NoTls)?;
+fn connect(config: &postgres::Config, tls: &MakeRustlsConnect) -> Result<Client, postgres::Error> {
+    let mut client = config.connect(tls.clone())?;
     let ms = STATEMENT_TIMEOUT.as_millis();
     client.batch_execute(&format!(
         "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {}",
@@ -1130,6 +1143,39 @@ mod tests {
                 assert!(within <= count, "{within} sends within {period} ms");
             }
         }
+    }
+
+    #[test]
+    fn sslmode_require_runs_over_tls_and_verify_full_refuses_the_wrong_ca() {
+        let server = pg::PgServer::start_tls();
+        let lease = Duration::from_secs(30);
+        let open =
+            |query: &str| PgOutbox::open(&Secret::new(format!("{}?{query}", server.url())), lease);
+        let require = open("sslmode=require").unwrap();
+        assert!(
+            require.session_tls().unwrap(),
+            "require: TLS, as pg_stat_ssl says"
+        );
+        let ca = server.ca();
+        let full = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display())).unwrap();
+        assert!(full.session_tls().unwrap(), "verify-full with the right CA");
+        let wrong = server.wrong_ca();
+        let err = open(&format!(
+            "sslmode=verify-full&sslrootcert={}",
+            wrong.display()
+        ))
+        .err()
+        .expect("verify-full with the wrong CA is refused")
+        .to_string();
+        assert!(
+            err.contains("TLS") && err.contains("sslrootcert") && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+        let plain = open("sslmode=disable").unwrap();
+        assert!(!plain.session_tls().unwrap(), "disable: no TLS");
+        // The default (prefer) takes TLS when the server offers it.
+        let default = PgOutbox::open(&Secret::new(server.url()), lease).unwrap();
+        assert!(default.session_tls().unwrap());
     }
 
     #[test]
