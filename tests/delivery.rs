@@ -860,6 +860,10 @@ async fn max_delay_counts_every_dialog_a_message_goes_to() {
     let d = r.sim.deliveries_to(SimProvider::Bitrix);
     assert_eq!(d.len(), accepted * 10);
     let span = d[d.len() - 1].at - d[0].at;
+    eprintln!(
+        "{accepted} messages to 10 dialogs accepted under max_delay = 10s: {} requests, the last {span:?} after the first",
+        d.len()
+    );
     assert!(
         span <= Duration::from_secs(10),
         "the last went out after {span:?}"
