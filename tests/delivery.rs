@@ -722,11 +722,11 @@ async fn a_report_that_finds_its_plugin_busy_waits_for_it() {
     let (_dir, app) = report_host(&[(
         "slow",
         report_plugin(false),
-        "deadline_ms = 1500, max_concurrency = 1",
+        "deadline_ms = 3000, max_concurrency = 1",
     )]);
     assert!(app.load_plugins().await.is_empty());
     let mut log = app.runtime.services().log_observers.subscribe();
-    // A custom event takes the plugin's one slot for 1.5 s.
+    // A custom event takes the plugin's one slot for 3 s.
     let runtime = app.runtime.clone();
     let hog = tokio::spawn(async move {
         let poke = botbox::wit::types::Event::Custom(botbox::wit::types::CustomEvent {

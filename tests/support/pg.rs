@@ -59,7 +59,8 @@ fn free_port() -> u16 {
 }
 
 /// A CA, a server certificate it signed (for 127.0.0.1 and localhost), and
-/// an unrelated CA, made with the `openssl` command line in `dir`.
+/// an unrelated CA, made with the `openssl` command line in `dir` (Debian's
+/// `postgresql` brings it, through `ssl-cert`).
 fn make_certificates(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("tls dir");
     let openssl = |args: &[&str]| {

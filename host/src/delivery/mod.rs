@@ -924,3 +924,44 @@ impl Delivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(plugin: &str, messages: usize, requests: usize) -> PluginBacklog {
+        PluginBacklog {
+            plugin: plugin.into(),
+            messages,
+            requests,
+        }
+    }
+
+    #[test]
+    fn admission_counts_requests_and_only_a_neighbours_turns() {
+        // Alone: behind its own requests.
+        assert_eq!(admission("a", &[b("a", 3, 30)], 10), Ok(40));
+        // A flood of 500 ahead: the newcomer's first message waits one turn.
+        assert_eq!(admission("b", &[b("a", 500, 500)], 1), Ok(2));
+        // Its third waits three of the flood's, at their average cost.
+        assert_eq!(admission("b", &[b("a", 500, 1000), b("b", 2, 2)], 1), Ok(9));
+        // A neighbour with fewer messages than k counts all of them.
+        assert_eq!(admission("b", &[b("a", 1, 7), b("b", 5, 5)], 1), Ok(13));
+    }
+
+    #[test]
+    fn a_full_backlog_leaves_each_plugin_its_share() {
+        let full = [b("a", MAX_BACKLOG, MAX_BACKLOG)];
+        assert_eq!(admission("a", &full, 1), Err(BroadcastError::BacklogFull));
+        assert!(admission("b", &full, 1).is_ok());
+        let half = [
+            b("a", MAX_BACKLOG, MAX_BACKLOG),
+            b("b", MAX_BACKLOG / 2, 500),
+        ];
+        assert_eq!(admission("b", &half, 1), Err(BroadcastError::BacklogFull));
+        assert!(admission("c", &half, 1).is_ok());
+        // Requests are bounded too.
+        let heavy = [b("a", 10, MAX_BACKLOG_REQUESTS)];
+        assert_eq!(admission("a", &heavy, 1), Err(BroadcastError::BacklogFull));
+    }
+}
