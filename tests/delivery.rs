@@ -608,3 +608,264 @@ async fn a_full_backlog_is_refused_not_queued() {
         Err(BroadcastError::BacklogFull)
     );
 }
+
+/// On a delivery event: spins forever (`spin`) or logs "report"; on a
+/// custom event: logs "busy" and spins, holding its one call slot.
+fn report_plugin(spin_on_report: bool) -> Vec<u8> {
+    let mut p = support::WatPlugin::new(support::Ask {
+        channels: &["live"],
+        events: &[3, 4],
+        ..support::Ask::default()
+    });
+    let (report, report_len) = p.data.string("report");
+    let (busy, busy_len) = p.data.string("busy");
+    let on_report = if spin_on_report {
+        "(loop $spin (br $spin))".to_string()
+    } else {
+        format!("(call $log (i32.const 2) (i32.const {report}) (i32.const {report_len}))")
+    };
+    p.body(&format!(
+        "(if (i32.eq (i32.load8_u (local.get 0)) (i32.const 3))
+           (then {on_report})
+           (else
+             (call $log (i32.const 2) (i32.const {busy}) (i32.const {busy_len}))
+             (loop $spin (br $spin))))"
+    ))
+    .build()
+}
+
+/// A finished message of `plugin`, written straight into the outbox.
+fn finished(app: &App, plugin: &str, id: &str, finished_ms: u64) {
+    let record = botbox::delivery::outbox::OutboxRecord {
+        id: id.into(),
+        plugin: plugin.into(),
+        channel: "live".into(),
+        endpoint: "console/default".into(),
+        message: text("live", id),
+        state: MessageState::Queued,
+        created_ms: finished_ms,
+        next_attempt_ms: finished_ms,
+        attempts: 0,
+        planned: false,
+        last_error: None,
+        finished_ms: None,
+    };
+    let outbox = app.delivery.outbox();
+    outbox.insert(&record).unwrap();
+    outbox
+        .finish(id, MessageState::Delivered, 1, finished_ms, None)
+        .unwrap();
+}
+
+fn report_host(plugins: &[(&str, Vec<u8>, &str)]) -> (tempfile::TempDir, Arc<App>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::from(
+        "[providers.console]\nkind = \"console\"\n[channels.live]\nprovider = \"console\"\n",
+    );
+    for (name, bytes, limits) in plugins {
+        std::fs::write(dir.path().join(format!("{name}.wasm")), bytes).unwrap();
+        toml.push_str(&format!(
+            "[plugins.{name}]\npath = \"{name}.wasm\"\nchannels = [\"live\"]\n\
+             events = [\"custom\", \"delivery\"]\nlimits = {{ {limits} }}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("botbox.toml"), toml).unwrap();
+    let app = Arc::new(App::build(Config::load(&dir.path().join("botbox.toml")).unwrap()).unwrap());
+    (dir, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_spinning_on_its_reports_does_not_hold_up_a_neighbours() {
+    let (_dir, app) = report_host(&[
+        ("spinner", report_plugin(true), "deadline_ms = 300"),
+        ("polite", report_plugin(false), "deadline_ms = 1000"),
+    ]);
+    assert!(app.load_plugins().await.is_empty());
+    // The spinner's ten reports finished first: one loop would spend 3 s
+    // on them before the polite plugin's turn.
+    for i in 0..10 {
+        finished(&app, "spinner", &format!("s{i}"), 1 + i);
+    }
+    finished(&app, "polite", "p0", 100);
+    let mut log = app.runtime.services().log_observers.subscribe();
+    let stop = CancellationToken::new();
+    let reports = tokio::spawn(botbox::triggers::reports::run(
+        app.delivery.clone(),
+        app.runtime.clone(),
+        stop.clone(),
+    ));
+    let line = tokio::time::timeout(Duration::from_secs(30), log.recv())
+        .await
+        .expect("the polite plugin's report arrived")
+        .unwrap();
+    assert_eq!(
+        (line.plugin.as_str(), line.message.as_str()),
+        ("polite", "report")
+    );
+    let spinner_left = app
+        .delivery
+        .outbox()
+        .unreported_of("spinner", 100)
+        .unwrap()
+        .len();
+    assert!(
+        spinner_left >= 5,
+        "the polite report waited for {} of the spinner's",
+        10 - spinner_left
+    );
+    stop.cancel();
+    reports.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_finds_its_plugin_busy_waits_for_it() {
+    let (_dir, app) = report_host(&[(
+        "slow",
+        report_plugin(false),
+        "deadline_ms = 3000, max_concurrency = 1",
+    )]);
+    assert!(app.load_plugins().await.is_empty());
+    let mut log = app.runtime.services().log_observers.subscribe();
+    // A custom event takes the plugin's one slot for 3 s.
+    let runtime = app.runtime.clone();
+    let hog = tokio::spawn(async move {
+        let poke = botbox::wit::types::Event::Custom(botbox::wit::types::CustomEvent {
+            name: "go".into(),
+            payload: String::new(),
+        });
+        let _ = runtime.dispatch("slow", &poke).await;
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), log.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.message, "busy");
+    finished(&app, "slow", "m1", 1);
+    let stop = CancellationToken::new();
+    let reports = tokio::spawn(botbox::triggers::reports::run(
+        app.delivery.clone(),
+        app.runtime.clone(),
+        stop.clone(),
+    ));
+    let line = tokio::time::timeout(Duration::from_secs(10), log.recv())
+        .await
+        .expect("the report reached the plugin once it was free")
+        .unwrap();
+    assert_eq!(line.message, "report");
+    assert!(
+        app.runtime
+            .plugin("slow")
+            .unwrap()
+            .stats
+            .busy
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1,
+        "the report did find the plugin busy first"
+    );
+    hog.await.unwrap();
+    stop.cancel();
+    reports.await.unwrap();
+    assert!(app.delivery.outbox().unreported(10).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_plugin_does_not_use_up_a_neighbours_quota_estimate() {
+    let r = rig(
+        1.0,
+        "[channels.live]\nprovider = \"tencent\"\nmax_delay = \"10s\"\n",
+    )
+    .await;
+    // Tencent broadcasts 1 a second: about eleven fit in 10 s, and the
+    // flood takes them all.
+    let flood = r.offer("flood", "live", 40);
+    assert!((10..=12).contains(&flood), "{flood}");
+    // The worker takes plugins in turn, so the neighbour's first messages
+    // go out between the flood's: it still gets its share.
+    let ch = r.app.delivery.channel("live").unwrap();
+    let mut polite = Vec::new();
+    for i in 0..4 {
+        match r
+            .app
+            .delivery
+            .accept("polite", &ch, text("live", &format!("p{i}")))
+        {
+            Ok(receipt) => polite.push(receipt.eta_ms),
+            Err(e) => panic!("polite message {i} refused: {e:?} (accepted {polite:?})"),
+        }
+    }
+    // Its k-th message waits for k of the flood's, not for all of them.
+    assert!(polite[0] <= 2_000, "{polite:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_still_takes_a_neighbours_fair_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\nmax_delay = \"100d\"\n";
+    let config = Config::parse(toml, &dir.path().join("botbox.toml"), dir.path()).unwrap();
+    let app = App::build(config).unwrap();
+    let ch = app.delivery.channel("lobby").unwrap();
+    let offer = |plugin: &str, n: usize| {
+        (0..n)
+            .take_while(|i| {
+                match app
+                    .delivery
+                    .accept(plugin, &ch, text("lobby", &format!("{plugin} {i}")))
+                {
+                    Ok(_) => true,
+                    Err(BroadcastError::BacklogFull) => false,
+                    Err(e) => panic!("{e:?}"),
+                }
+            })
+            .count()
+    };
+    let max = botbox::delivery::MAX_BACKLOG;
+    // Alone, a plugin may use the whole backlog...
+    assert_eq!(offer("a", max + 1), max);
+    // ...but its neighbour still gets its half.
+    assert_eq!(offer("b", max), max / 2);
+    assert_eq!(offer("a", 1), 0);
+    // A third gets a third.
+    assert_eq!(offer("c", max), max / 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_delay_counts_every_dialog_a_message_goes_to() {
+    // Two chats the simulator knows, and eight private dialogs.
+    let dialogs: Vec<String> = ["chat1", "chat13", "2", "3", "4", "5", "6", "7", "8", "9"]
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect();
+    let channels = format!(
+        "[channels.team]\nprovider = \"bitrix24\"\ntarget = {{ dialogs = [{}] }}\nmax_delay = \"10s\"\n",
+        dialogs.join(", ")
+    );
+    let r = rig(4.0, &channels).await;
+    let ch = r.app.delivery.channel("team").unwrap();
+    let mut accepted = 0;
+    while r
+        .app
+        .delivery
+        .accept("a", &ch, text("team", &format!("#{accepted}")))
+        .is_ok()
+    {
+        accepted += 1;
+        assert!(accepted < 100, "never refused");
+    }
+    // 2 a second after a burst of 50: about 70 requests in 10 s, which is
+    // seven messages to ten dialogs (counted once each, it was seventy).
+    assert!((5..=7).contains(&accepted), "{accepted} messages accepted");
+    // 16 s of the simulator's time: everything accepted is out, on time.
+    r.run_for(Duration::from_secs(4)).await;
+    r.assert_no_violations();
+    let d = r.sim.deliveries_to(SimProvider::Bitrix);
+    assert_eq!(d.len(), accepted * 10);
+    let span = d[d.len() - 1].at - d[0].at;
+    eprintln!(
+        "{accepted} messages to 10 dialogs accepted under max_delay = 10s: {} requests, the last {span:?} after the first",
+        d.len()
+    );
+    assert!(
+        span <= Duration::from_secs(10),
+        "the last went out after {span:?}"
+    );
+}

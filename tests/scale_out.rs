@@ -342,3 +342,193 @@ fn easemobs_three_broadcasts_a_day_are_three_for_all_hosts_together() {
         .count();
     assert_eq!(queued, 9);
 }
+
+/// A TCP proxy in front of PostgreSQL that can stop forwarding: the server
+/// hangs as far as the host can tell (the proxy's kernel still
+/// acknowledges every byte, so neither keepalives nor TCP timeouts notice).
+struct FreezingProxy {
+    port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: u16) -> FreezingProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 << 10];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezingProxy { port, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A plugin that calls send-broadcast on every event and logs "internal",
+/// "accepted" or "other error"; or (`send = false`) only logs "alive".
+fn hang_plugin(send: bool) -> Vec<u8> {
+    let mut p = support::WatPlugin::new(support::Ask {
+        channels: &["live"],
+        events: &[4],
+        ..support::Ask::default()
+    });
+    let msg = p.text_message("live", "hello");
+    let ret = support::SEND_RET;
+    let mut line = |s: &str| {
+        let (ptr, len) = p.data.string(s);
+        format!("(call $log (i32.const 2) (i32.const {ptr}) (i32.const {len}))")
+    };
+    let (internal, accepted, other, alive) = (
+        line("internal"),
+        line("accepted"),
+        line("other error"),
+        line("alive"),
+    );
+    let body = if send {
+        // Byte 8 of the result is the error's case; 6 is `internal`.
+        format!(
+            "(call $send (i32.const {msg}) (i32.const {ret}))
+             (if (i32.eqz (i32.load8_u (i32.const {ret})))
+               (then {accepted})
+               (else
+                 (if (i32.eq (i32.load8_u (i32.const {})) (i32.const 6))
+                   (then {internal})
+                   (else {other}))))",
+            ret + 8
+        )
+    } else {
+        alive
+    };
+    p.body(&body).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_makes_send_broadcast_answer_internal_in_time_and_stalls_nobody() {
+    let pg = PgServer::start();
+    let proxy = FreezingProxy::start(pg.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pg-url"),
+        format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("sender.wasm"), hang_plugin(true)).unwrap();
+    std::fs::write(dir.path().join("other.wasm"), hang_plugin(false)).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        format!(
+            "[runtime]\nreload = false\n{}\
+             [providers.console]\nkind = \"console\"\n[channels.live]\nprovider = \"console\"\n\
+             [plugins.sender]\npath = \"sender.wasm\"\nchannels = [\"live\"]\nevents = [\"custom\"]\n\
+             limits = {{ deadline_ms = 2000 }}\n\
+             [plugins.other]\npath = \"other.wasm\"\nchannels = [\"live\"]\nevents = [\"custom\"]\n",
+            pg.storage_section("30s")
+        ),
+    )
+    .unwrap();
+    let app = Arc::new(App::build(Config::load(&dir.path().join("botbox.toml")).unwrap()).unwrap());
+    assert!(app.load_plugins().await.is_empty());
+    let mut log = app.runtime.services().log_observers.subscribe();
+    let event = |name: &str| {
+        botbox::wit::types::Event::Custom(botbox::wit::types::CustomEvent {
+            name: name.into(),
+            payload: String::new(),
+        })
+    };
+    // Working first.
+    app.runtime
+        .dispatch("sender", &event("send"))
+        .await
+        .unwrap();
+    assert_eq!(log.recv().await.unwrap().message, "accepted");
+
+    proxy.freeze(true);
+    let started = Instant::now();
+    let runtime = app.runtime.clone();
+    let send = event("send");
+    let sender = tokio::spawn(async move { runtime.dispatch("sender", &send).await });
+    // Meanwhile the other plugin's events are handled, one after another.
+    for _ in 0..5 {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            app.runtime.dispatch("other", &event("poke")),
+        )
+        .await
+        .expect("the other plugin is not stalled")
+        .unwrap();
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(10), sender).await;
+    let waited = started.elapsed();
+    proxy.freeze(false);
+    let outcome = outcome.expect("send-broadcast answered while the database hung");
+    // Ok: the guest got its answer and returned; a call stuck past its
+    // deadline would be `Timeout`.
+    outcome
+        .unwrap()
+        .expect("the call ended normally, not at its deadline");
+    let mut lines = Vec::new();
+    while let Ok(line) = log.try_recv() {
+        lines.push((line.plugin, line.message));
+    }
+    assert!(
+        lines.contains(&("sender".to_string(), "internal".to_string())),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|(p, _)| p == "other").count(),
+        5,
+        "{lines:?}"
+    );
+    eprintln!("send-broadcast answered `internal` after {waited:?} of a 2 s deadline");
+    // Back to normal once the database answers again.
+    let mut back = false;
+    for _ in 0..20 {
+        app.runtime
+            .dispatch("sender", &event("send"))
+            .await
+            .unwrap();
+        if log.recv().await.unwrap().message == "accepted" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "the outbox recovered");
+}

@@ -58,6 +58,88 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A CA, a server certificate it signed (for 127.0.0.1 and localhost), and
+/// an unrelated CA, made with the `openssl` command line in `dir` (Debian's
+/// `postgresql` brings it, through `ssl-cert`).
+fn make_certificates(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("tls dir");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (Debian package `openssl`)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for ca in ["ca", "wrong-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=botbox test {ca}"),
+        ]);
+    }
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n",
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    // PostgreSQL refuses a key others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod server.key");
+    dir.to_path_buf()
+}
+
 impl PgServer {
     /// A cluster for tests: no fsync (a killed or stopped server still keeps
     /// every commit; only an OS crash would lose them).
@@ -70,9 +152,35 @@ impl PgServer {
         PgServer::start_with("")
     }
 
+    /// A test cluster with `ssl=on`: a certificate for 127.0.0.1 and
+    /// `localhost`, signed by a CA made here ([`PgServer::ca`]); another CA
+    /// that signed nothing is at [`PgServer::wrong_ca`].
+    pub fn start_tls() -> PgServer {
+        PgServer::start_with("-c fsync=off -c ssl=on")
+    }
+
+    /// `dir/tls/ca.crt`: the CA that signed the server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.crt")
+    }
+
+    /// `dir/tls/wrong-ca.crt`: a CA that signed nothing of this server's.
+    pub fn wrong_ca(&self) -> PathBuf {
+        self.dir.path().join("tls").join("wrong-ca.crt")
+    }
+
     fn start_with(extra: &str) -> PgServer {
         let bin = server_bin();
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut extra = extra.to_string();
+        if extra.contains("ssl=on") {
+            let tls = make_certificates(&dir.path().join("tls"));
+            extra.push_str(&format!(
+                " -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.join("server.crt").display(),
+                tls.join("server.key").display()
+            ));
+        }
         if is_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])

@@ -118,6 +118,22 @@ impl OutboxStore for NullOutbox {
     fn unreported(&self, _limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
         Ok(Vec::new())
     }
+    fn unreported_plugins(&self, _limit: usize) -> Result<Vec<String>, OutboxError> {
+        Ok(Vec::new())
+    }
+    fn unreported_of(
+        &self,
+        _plugin: &str,
+        _limit: usize,
+    ) -> Result<Vec<OutboxRecord>, OutboxError> {
+        Ok(Vec::new())
+    }
+    fn pending_by_plugin(
+        &self,
+        _endpoint: &str,
+    ) -> Result<Vec<botbox::delivery::outbox::PluginBacklog>, OutboxError> {
+        Ok(Vec::new())
+    }
     fn mark_reported(&self, _id: &str) -> Result<(), OutboxError> {
         Ok(())
     }

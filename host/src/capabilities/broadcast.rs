@@ -4,6 +4,7 @@
 //! Every size is bounded here, before a message is persisted or printed, so
 //! a hostile plugin cannot push unbounded data further into the host.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::delivery::Channel;
@@ -203,7 +204,9 @@ pub fn check_message(channel: &Channel, message: &Message) -> Result<(), Broadca
 }
 
 impl HostState {
-    fn send(&mut self, message: Message) -> Result<crate::wit::types::Receipt, BroadcastError> {
+    /// Everything `send-broadcast` checks before the outbox: grants, the
+    /// channel's rules, the plugin's budget. Returns the channel.
+    fn admit(&mut self, message: &Message) -> Result<Arc<Channel>, BroadcastError> {
         let plugin = &self.plugin;
         let name = &message.channel;
         if !plugin.grants.channels.contains(name) {
@@ -230,7 +233,7 @@ impl HostState {
                 "channel `{name}` is not configured"
             )));
         };
-        check_message(&channel, &message)?;
+        check_message(&channel, message)?;
         if let Some(conversation) = &message.reply_to {
             let known = plugin
                 .conversations
@@ -243,7 +246,7 @@ impl HostState {
                 )));
             }
         }
-        channel.provider.validate(&channel.config, &message)?;
+        channel.provider.validate(&channel.config, message)?;
         let budget = plugin
             .broadcast_budget
             .lock()
@@ -254,11 +257,41 @@ impl HostState {
                 wait.as_millis().min(u64::MAX as u128) as u64,
             ));
         }
+        Ok(channel)
+    }
+
+    async fn send(
+        &mut self,
+        message: Message,
+    ) -> Result<crate::wit::types::Receipt, BroadcastError> {
+        let channel = self.admit(&message)?;
+        // The outbox write leaves the tokio worker (a database that hangs
+        // must not stall the runtime) and must answer before the plugin's
+        // own deadline, so the plugin hears `internal` rather than being
+        // killed.
+        let left = self
+            .plugin
+            .limits
+            .deadline
+            .saturating_sub(self.started.elapsed());
+        let deadline = Instant::now() + left.mul_f64(0.9);
+        let delivery = self.plugin.delivery.clone();
+        let name = self.plugin.name.clone();
         let channel_name = channel.name.clone();
-        plugin
-            .delivery
-            .accept(&plugin.name, &channel, message)
-            .map_err(|e| for_guest(&plugin.name, &channel_name, e))
+        let accept = tokio::task::spawn_blocking(move || {
+            crate::delivery::postgres::with_deadline(deadline, || {
+                delivery.accept(&name, &channel, message)
+            })
+        });
+        let answer = match accept.await {
+            Ok(answer) => answer,
+            Err(e) => Err(BroadcastError::Internal(format!(
+                "the message was not accepted: the outbox write failed ({e})"
+            ))),
+        };
+        // The detail of an outbox failure (server, port, database) is for
+        // the operator's log; the plugin hears a generic reason.
+        answer.map_err(|e| for_guest(&self.plugin.name, &channel_name, e))
     }
 }
 
@@ -290,7 +323,7 @@ impl Host for HostState {
         &mut self,
         msg: Message,
     ) -> wasmtime::Result<Result<crate::wit::types::Receipt, BroadcastError>> {
-        Ok(self.send(msg))
+        Ok(self.send(msg).await)
     }
 
     async fn channels(&mut self) -> wasmtime::Result<Vec<ChannelInfo>> {

@@ -8,6 +8,7 @@
 //! throttle before each request, and records every outcome.
 
 pub mod outbox;
+pub mod pg_tls;
 pub mod postgres;
 pub mod retry;
 pub mod throttle;
@@ -28,7 +29,7 @@ use crate::wit::types::{BroadcastError, Message, Receipt};
 
 use self::outbox::{
     Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
-    Reservation, SharedThrottle,
+    PluginBacklog, Reservation, SharedThrottle,
 };
 use self::retry::RetryPolicy;
 use self::throttle::{SharedClock, Throttle, ThrottleSpec};
@@ -36,6 +37,55 @@ use self::throttle::{SharedClock, Throttle, ThrottleSpec};
 /// The most messages an endpoint holds waiting before `send-broadcast`
 /// answers `backlog-full`.
 pub const MAX_BACKLOG: usize = 1000;
+
+/// The most provider requests an endpoint's waiting messages may take
+/// (a message to ten Bitrix24 dialogs takes ten): past this, `backlog-full`.
+pub const MAX_BACKLOG_REQUESTS: usize = 10 * MAX_BACKLOG;
+
+/// Admission of plugin `plugin`'s next message, which takes `requests`
+/// provider requests, onto an endpoint where `backlog` waits. Returns how
+/// many requests go out before the message's last one, which is what the
+/// throttle's estimate counts.
+///
+/// Fair between plugins (max-min): the endpoint's worker takes plugins in
+/// turn, one message each, so the plugin's k-th waiting message goes after
+/// at most k of each neighbour's, not after a neighbour's whole backlog: a
+/// plugin that floods an endpoint does not push a neighbour's estimate (or
+/// its `quota-exhausted`) back. The backlog of [`MAX_BACKLOG`] messages is
+/// shared the same way: a plugin may fill what its neighbours leave idle,
+/// but once it is full each plugin with messages waiting may still bring
+/// its fair share (an equal part), up to twice [`MAX_BACKLOG`] in all.
+pub fn admission(
+    plugin: &str,
+    backlog: &[PluginBacklog],
+    requests: usize,
+) -> Result<usize, BroadcastError> {
+    let own = backlog.iter().find(|b| b.plugin == plugin);
+    let (own_messages, own_requests) = own.map_or((0, 0), |b| (b.messages, b.requests));
+    let total: usize = backlog.iter().map(|b| b.messages).sum();
+    let active = 1 + backlog
+        .iter()
+        .filter(|b| b.plugin != plugin && b.messages > 0)
+        .count();
+    let share = MAX_BACKLOG / active;
+    let idle = total < MAX_BACKLOG;
+    if own_messages >= MAX_BACKLOG || total >= 2 * MAX_BACKLOG || (!idle && own_messages >= share) {
+        return Err(BroadcastError::BacklogFull);
+    }
+    // The new message is the plugin's k-th; each neighbour sends at most k
+    // of its messages (at their average cost) before it.
+    let k = own_messages + 1;
+    let neighbours: usize = backlog
+        .iter()
+        .filter(|b| b.plugin != plugin && b.messages > 0)
+        .map(|b| (b.requests * k.min(b.messages)).div_ceil(b.messages))
+        .sum();
+    let position = neighbours + own_requests + requests;
+    if position > MAX_BACKLOG_REQUESTS {
+        return Err(BroadcastError::BacklogFull);
+    }
+    Ok(position)
+}
 
 /// How often an idle worker looks for messages other hosts accepted, when
 /// the outbox is shared: only this host's own `send-broadcast` wakes it.
@@ -319,10 +369,15 @@ impl Delivery {
         }
         let endpoint = channel.endpoint_for(&message);
         let now = self.clock.now_ms();
-        let pending = self.outbox.pending_count(&endpoint.key).map_err(internal)?;
-        if pending >= MAX_BACKLOG {
-            return Err(BroadcastError::BacklogFull);
-        }
+        let requests = channel
+            .provider
+            .requests(&channel.config, &message)
+            .clamp(1, MAX_BACKLOG_REQUESTS);
+        let backlog = self
+            .outbox
+            .pending_by_plugin(&endpoint.key)
+            .map_err(internal)?;
+        let position = admission(plugin, &backlog, requests)?;
         let mut throttle = endpoint
             .throttle
             .lock()
@@ -337,7 +392,7 @@ impl Delivery {
                 .map_err(internal)?;
             *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
         }
-        let eta = throttle.eta_of_nth(pending + 1, now);
+        let eta = throttle.eta_of_nth(position, now);
         drop(throttle);
         let wait = eta.saturating_sub(now);
         let max_delay = channel.config.max_delay.as_millis() as u64;
@@ -360,7 +415,11 @@ impl Delivery {
             last_error: None,
             finished_ms: None,
         };
-        let receipt = match self.outbox.insert(&record).map_err(internal)? {
+        let receipt = match self
+            .outbox
+            .insert_costed(&record, requests as u32)
+            .map_err(internal)?
+        {
             Inserted::Duplicate(id) => {
                 return Ok(Receipt { id, eta_ms: 0 });
             }
@@ -863,5 +922,46 @@ impl Delivery {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(plugin: &str, messages: usize, requests: usize) -> PluginBacklog {
+        PluginBacklog {
+            plugin: plugin.into(),
+            messages,
+            requests,
+        }
+    }
+
+    #[test]
+    fn admission_counts_requests_and_only_a_neighbours_turns() {
+        // Alone: behind its own requests.
+        assert_eq!(admission("a", &[b("a", 3, 30)], 10), Ok(40));
+        // A flood of 500 ahead: the newcomer's first message waits one turn.
+        assert_eq!(admission("b", &[b("a", 500, 500)], 1), Ok(2));
+        // Its third waits three of the flood's, at their average cost.
+        assert_eq!(admission("b", &[b("a", 500, 1000), b("b", 2, 2)], 1), Ok(9));
+        // A neighbour with fewer messages than k counts all of them.
+        assert_eq!(admission("b", &[b("a", 1, 7), b("b", 5, 5)], 1), Ok(13));
+    }
+
+    #[test]
+    fn a_full_backlog_leaves_each_plugin_its_share() {
+        let full = [b("a", MAX_BACKLOG, MAX_BACKLOG)];
+        assert_eq!(admission("a", &full, 1), Err(BroadcastError::BacklogFull));
+        assert!(admission("b", &full, 1).is_ok());
+        let half = [
+            b("a", MAX_BACKLOG, MAX_BACKLOG),
+            b("b", MAX_BACKLOG / 2, 500),
+        ];
+        assert_eq!(admission("b", &half, 1), Err(BroadcastError::BacklogFull));
+        assert!(admission("c", &half, 1).is_ok());
+        // Requests are bounded too.
+        let heavy = [b("a", 10, MAX_BACKLOG_REQUESTS)];
+        assert_eq!(admission("a", &heavy, 1), Err(BroadcastError::BacklogFull));
     }
 }

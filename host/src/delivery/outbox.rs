@@ -140,6 +140,15 @@ pub struct PartRecord {
     pub last_error: Option<String>,
 }
 
+/// One plugin's messages waiting on an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginBacklog {
+    pub plugin: String,
+    pub messages: usize,
+    /// The provider requests they are expected to take.
+    pub requests: usize,
+}
+
 /// What `insert` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
@@ -197,6 +206,15 @@ pub trait OutboxStore: Send + Sync {
     }
 
     fn insert(&self, record: &OutboxRecord) -> Result<Inserted, OutboxError>;
+    /// Like `insert`, noting how many provider requests the message is
+    /// expected to take (targets times split parts), which admission counts.
+    fn insert_costed(
+        &self,
+        record: &OutboxRecord,
+        _requests: u32,
+    ) -> Result<Inserted, OutboxError> {
+        self.insert(record)
+    }
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError>;
     /// The next due message of an endpoint, taking plugins in turn: the
     /// first plugin (by name) after `after_plugin` that has one due.
@@ -260,6 +278,12 @@ pub trait OutboxStore: Send + Sync {
     fn retry(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError>;
     /// Finished messages whose report has not reached the plugin yet.
     fn unreported(&self, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// The plugins that have reports waiting, at most `limit` of them.
+    fn unreported_plugins(&self, limit: usize) -> Result<Vec<String>, OutboxError>;
+    /// One plugin's waiting reports, oldest first.
+    fn unreported_of(&self, plugin: &str, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// Messages waiting on an endpoint (queued or being sent), by plugin.
+    fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError>;
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError>;
 }
 
@@ -284,6 +308,7 @@ CREATE TABLE IF NOT EXISTS messages (
     finished_ms INTEGER,
     reported INTEGER NOT NULL DEFAULT 0,
     merged_into TEXT,
+    requests INTEGER NOT NULL DEFAULT 1,
     UNIQUE (plugin, channel, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (endpoint, state, plugin, next_attempt_ms);
@@ -364,6 +389,15 @@ impl SqliteOutbox {
         if !has_merged_into {
             conn.execute_batch("ALTER TABLE messages ADD COLUMN merged_into TEXT")?;
         }
+        // Nor did they count requests per message.
+        let has_requests: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'requests'")?
+            .exists([])?;
+        if !has_requests {
+            conn.execute_batch(
+                "ALTER TABLE messages ADD COLUMN requests INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
         })
@@ -398,6 +432,10 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, OutboxError> {
 
 impl OutboxStore for SqliteOutbox {
     fn insert(&self, r: &OutboxRecord) -> Result<Inserted, OutboxError> {
+        self.insert_costed(r, 1)
+    }
+
+    fn insert_costed(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
         let message = json(&r.message)?;
         self.with(|c| {
             let tx = c.transaction()?;
@@ -414,8 +452,8 @@ impl OutboxStore for SqliteOutbox {
                 }
             }
             tx.execute(
-                "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+                "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9)",
                 params![
                     r.id,
                     r.plugin,
@@ -424,7 +462,8 @@ impl OutboxStore for SqliteOutbox {
                     message,
                     r.message.idempotency_key,
                     r.created_ms as i64,
-                    r.next_attempt_ms as i64
+                    r.next_attempt_ms as i64,
+                    requests.max(1) as i64
                 ],
             )?;
             tx.commit()?;
@@ -729,6 +768,45 @@ impl OutboxStore for SqliteOutbox {
                  ORDER BY finished_ms LIMIT ?1"
             );
             Self::query_records(c, &sql, params![limit as i64])
+        })
+    }
+
+    fn unreported_plugins(&self, limit: usize) -> Result<Vec<String>, OutboxError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT plugin FROM messages WHERE reported = 0 AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                 ORDER BY plugin LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn unreported_of(&self, plugin: &str, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM messages WHERE reported = 0 AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                   AND plugin = ?1
+                 ORDER BY finished_ms, id LIMIT ?2"
+            );
+            Self::query_records(c, &sql, params![plugin, limit as i64])
+        })
+    }
+
+    fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT plugin, COUNT(*), SUM(requests) FROM messages WHERE endpoint = ?1 AND state IN ('queued', 'sending')
+                 GROUP BY plugin",
+            )?;
+            let rows = stmt.query_map(params![endpoint], |r| {
+                Ok(PluginBacklog {
+                    plugin: r.get(0)?,
+                    messages: r.get::<_, i64>(1)?.max(0) as usize,
+                    requests: r.get::<_, i64>(2)?.max(0) as usize,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

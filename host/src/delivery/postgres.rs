@@ -22,17 +22,34 @@
 //!
 //! The `postgres` client blocks on its own runtime, which must not run
 //! inside the host's; each connection therefore lives on a thread of its
-//! own and callers hand it work over a channel, blocking like SQLite does.
+//! own and callers hand it work over a channel.
+//!
+//! No call waits without end, and none holds a tokio worker while it waits:
+//! - the server cancels a statement after [`STATEMENT_TIMEOUT`]
+//!   (`statement_timeout`, `lock_timeout`), a connection attempt gives up
+//!   after `connect_timeout` (3 s unless the URL says), and TCP keepalives
+//!   find a dead peer;
+//! - the caller stops waiting after [`CALL_DEADLINE`] (or the shorter
+//!   deadline set with [`with_deadline`], which `send-broadcast` uses) and
+//!   gets [`OutboxError::Unavailable`]: a server that hangs (stopped, or cut
+//!   off behind a proxy whose kernel still acknowledges) answers nothing,
+//!   and only the caller's own clock notices. A job whose caller gave up
+//!   before a connection took it is dropped unrun;
+//! - a caller on a tokio worker waits inside `block_in_place`, so the
+//!   worker's other tasks move to another thread meanwhile (see tokio's
+//!   `task::block_in_place`); `send-broadcast` calls from `spawn_blocking`.
 
+use std::cell::Cell;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outbox::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState, Reservation, SharedThrottle,
+    PartState, PluginBacklog, Reservation, SharedThrottle,
 };
 use super::throttle::{Throttle, ThrottleSpec};
 use crate::config::Secret;
@@ -63,8 +80,10 @@ CREATE TABLE IF NOT EXISTS botbox_messages (
     merged_into TEXT,
     claimed_by TEXT,
     lease_until TIMESTAMPTZ,
+    requests INTEGER NOT NULL DEFAULT 1,
     UNIQUE (plugin, channel, idempotency_key)
 );
+ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX IF NOT EXISTS botbox_messages_due ON botbox_messages (endpoint, state, plugin, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS botbox_messages_unreported ON botbox_messages (reported, state);
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
@@ -96,7 +115,51 @@ const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms
 /// The database's clock in Unix milliseconds.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-type Job = Box<dyn for<'a> FnOnce(Result<&'a mut Client, String>) + Send>;
+/// The server cancels a statement (or a wait for a lock) that runs longer.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a caller waits for a database call's answer.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(6);
+
+thread_local! {
+    /// A deadline tighter than [`CALL_DEADLINE`] for this thread's calls.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with every PostgreSQL call it makes on this thread bounded by
+/// `deadline` (or [`CALL_DEADLINE`], if that comes first).
+pub fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEADLINE.with(|d| d.replace(Some(deadline))));
+    f()
+}
+
+/// Waits without holding a tokio worker: inside `block_in_place` on a
+/// multi-threaded runtime's worker; plainly elsewhere (a `spawn_blocking`
+/// thread, a plain thread, a current-thread runtime, where
+/// `block_in_place` would panic).
+fn wait_outside_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// What a connection thread runs: given the connection, or why there is none.
+type Work = Box<dyn for<'a> FnOnce(Result<&'a mut Client, String>) + Send>;
+
+/// Work for a connection thread, and until when its caller waits for it.
+struct Job {
+    deadline: Instant,
+    work: Work,
+}
 
 pub struct PgOutbox {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -123,11 +186,25 @@ fn describe(config: &postgres::Config) -> String {
     )
 }
 
-fn unavailable(place: &str, e: &postgres::Error) -> OutboxError {
+/// Why a connection failed, for [`OutboxError::Unavailable`].
+fn unavailable(place: &str, e: &postgres::Error) -> String {
+    // The TLS error's reason (such as rustls's "invalid peer certificate:
+    // UnknownIssuer") is in the error's sources.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if text.contains("TLS") || text.contains("certificate") {
+        return format!(
+            "{place} refused a TLS session: {text}; check `sslmode` and `sslrootcert` in `storage.postgres_url` (verify-full needs a certificate that chains to sslrootcert and names the host) and the server's `ssl` settings"
+        );
+    }
     // A lost connection or a refused one: the engine is down or unreachable.
-    OutboxError::Unavailable(format!(
-        "{place} cannot be reached: {e}; check that it is running and that `storage.postgres_url` points at it"
-    ))
+    format!(
+        "{place} cannot be reached: {text}; check that it is running and that `storage.postgres_url` points at it"
+    )
 }
 
 fn record_from(row: &Row) -> Result<OutboxRecord, OutboxError> {
@@ -166,14 +243,22 @@ impl PgOutbox {
     /// Connects, creates the tables if they are missing, and starts the
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
-        let mut config: postgres::Config = url.expose().parse().map_err(|e| {
-            OutboxError::Unavailable(format!(
-                "`storage.postgres_url` is not a PostgreSQL connection string: {e}"
-            ))
-        })?;
+        let target = super::pg_tls::target(url.expose()).map_err(OutboxError::Unavailable)?;
+        let mut config = target.config;
+        let tls = target.tls;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(3));
         }
+        // A peer that vanished (a partition, a crashed machine) is found
+        // within about 10 + 3 × 5 s instead of the kernel's two hours.
+        if !config.get_keepalives() || config.get_keepalives_idle() > Duration::from_secs(10) {
+            config.keepalives(true);
+            config.keepalives_idle(Duration::from_secs(10));
+        }
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        // Sent data nobody acknowledges for this long closes the socket.
+        config.tcp_user_timeout(CALL_DEADLINE);
         config.application_name("botbox");
         let place = describe(&config);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -182,9 +267,10 @@ impl PgOutbox {
             let rx = rx.clone();
             let config = config.clone();
             let place = place.clone();
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("botbox-pg-{i}"))
-                .spawn(move || connection_thread(config, place, rx))
+                .spawn(move || connection_thread(config, tls, place, rx))
                 .map_err(|e| OutboxError::Unavailable(format!("cannot start a thread: {e}")))?;
         }
         let host_id = format!(
@@ -211,6 +297,18 @@ impl PgOutbox {
 
     pub fn host_id(&self) -> &str {
         &self.host_id
+    }
+
+    /// Whether this host's session runs over TLS, as the server sees it
+    /// (`pg_stat_ssl`).
+    pub fn session_tls(&self) -> Result<bool, OutboxError> {
+        self.run(|c| {
+            let row = c.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?;
+            Ok(row.get(0))
+        })
     }
 
     /// The origin every host's scaled clock counts from: the first host
@@ -243,19 +341,34 @@ impl PgOutbox {
         f: impl FnOnce(&mut Client) -> Result<T, PgFailure> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let (answer, result) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |client: Result<&mut Client, String>| {
-            let out = match client {
-                Ok(client) => f(client),
-                Err(reason) => Err(PgFailure::Other(OutboxError::Unavailable(reason))),
-            };
-            let _ = answer.send(out);
-        });
+        let started = Instant::now();
+        let deadline = started + CALL_DEADLINE;
+        let deadline = DEADLINE
+            .with(Cell::get)
+            .map_or(deadline, |d| d.min(deadline));
+        let job = Job {
+            deadline,
+            work: Box::new(move |client: Result<&mut Client, String>| {
+                let out = match client {
+                    Ok(client) => f(client),
+                    Err(reason) => Err(PgFailure::Other(OutboxError::Unavailable(reason))),
+                };
+                let _ = answer.send(out);
+            }),
+        };
         self.jobs
             .lock()
             .map_err(|_| OutboxError::Poisoned)?
             .send(job)
             .map_err(|_| OutboxError::Poisoned)?;
-        match result.recv() {
+        let answer = wait_outside_runtime(|| {
+            result.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        });
+        match answer {
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(OutboxError::Unavailable(format!(
+                "PostgreSQL did not answer within {} ms; check that the server is up and reachable",
+                started.elapsed().as_millis()
+            ))),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(PgFailure::Db(e))) if lost_connection(&e) => {
                 Err(OutboxError::Unavailable(format!(
@@ -264,7 +377,7 @@ impl PgOutbox {
             }
             Ok(Err(PgFailure::Db(e))) => Err(OutboxError::Postgres(e.to_string())),
             Ok(Err(PgFailure::Other(e))) => Err(e),
-            Err(_) => Err(OutboxError::Poisoned),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(OutboxError::Poisoned),
         }
     }
 }
@@ -304,6 +417,7 @@ impl From<OutboxError> for PgFailure {
 /// outbox resumes by itself once the engine is back.
 fn connection_thread(
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     place: String,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
 ) {
@@ -316,20 +430,37 @@ fn connection_thread(
                 Err(_) => return,
             }
         };
+        // Its caller stopped waiting (the server hung, and the jobs queued
+        // behind it): running it now would do what the caller was told
+        // failed.
+        if Instant::now() >= job.deadline {
+            continue;
+        }
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match config.connect(NoTls) {
+            client = match connect(&config, &tls) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    job(Err(unavailable(&place, &e).to_string()));
+                    (job.work)(Err(unavailable(&place, &e)));
                     continue;
                 }
             };
         }
         match client.as_mut() {
-            Some(c) => job(Ok(c)),
-            None => job(Err(format!("{place} is not connected"))),
+            Some(c) => (job.work)(Ok(c)),
+            None => (job.work)(Err(format!("{place} is not connected"))),
         }
     }
+}
+
+/// A new session, with the server-side timeouts set.
+fn connect(config: &postgres::Config, tls: &MakeRustlsConnect) -> Result<Client, postgres::Error> {
+    let mut client = config.connect(tls.clone())?;
+    let ms = STATEMENT_TIMEOUT.as_millis();
+    client.batch_execute(&format!(
+        "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {}",
+        ms * 2
+    ))?;
+    Ok(client)
 }
 
 impl SharedThrottle for PgOutbox {
@@ -420,14 +551,18 @@ impl OutboxStore for PgOutbox {
     }
 
     fn insert(&self, r: &OutboxRecord) -> Result<Inserted, OutboxError> {
+        self.insert_costed(r, 1)
+    }
+
+    fn insert_costed(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
         let message = json(&r.message)?;
         let r = r.clone();
         self.run(move |c| {
             // A committed row is on disk (synchronous_commit is on by
             // default), which is what the receipt promises.
             let inserted = c.query_opt(
-                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)
+                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)
                  ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id",
                 &[
                     &r.id,
@@ -438,6 +573,7 @@ impl OutboxStore for PgOutbox {
                     &r.message.idempotency_key,
                     &(r.created_ms as i64),
                     &(r.next_attempt_ms as i64),
+                    &(requests.clamp(1, i32::MAX as u32) as i32),
                 ],
             )?;
             if inserted.is_some() {
@@ -810,6 +946,60 @@ impl OutboxStore for PgOutbox {
         })
     }
 
+    fn unreported_plugins(&self, limit: usize) -> Result<Vec<String>, OutboxError> {
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        self.run(move |c| {
+            // Who reports what: as in `unreported`.
+            let rows = c.query(
+                "SELECT DISTINCT plugin FROM botbox_messages
+                 WHERE NOT reported AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                   AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
+                 ORDER BY plugin LIMIT $2",
+                &[&host, &(limit as i64), &lease],
+            )?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    }
+
+    fn unreported_of(&self, plugin: &str, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        let plugin = plugin.to_string();
+        self.run_checked(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM botbox_messages
+                 WHERE NOT reported AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                   AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
+                   AND plugin = $4
+                 ORDER BY finished_ms, id LIMIT $2"
+            );
+            Ok(records(c.query(
+                &sql,
+                &[&host, &(limit as i64), &lease, &plugin],
+            )?)?)
+        })
+    }
+
+    fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let rows = c.query(
+                "SELECT plugin, COUNT(*), SUM(requests)::bigint FROM botbox_messages WHERE endpoint = $1 AND state IN ('queued', 'sending')
+                 GROUP BY plugin",
+                &[&endpoint],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| PluginBacklog {
+                    plugin: r.get(0),
+                    messages: r.get::<_, i64>(1).max(0) as usize,
+                    requests: r.get::<_, i64>(2).max(0) as usize,
+                })
+                .collect())
+        })
+    }
+
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError> {
         let id = id.to_string();
         self.run(move |c| {
@@ -953,6 +1143,39 @@ mod tests {
                 assert!(within <= count, "{within} sends within {period} ms");
             }
         }
+    }
+
+    #[test]
+    fn sslmode_require_runs_over_tls_and_verify_full_refuses_the_wrong_ca() {
+        let server = pg::PgServer::start_tls();
+        let lease = Duration::from_secs(30);
+        let open =
+            |query: &str| PgOutbox::open(&Secret::new(format!("{}?{query}", server.url())), lease);
+        let require = open("sslmode=require").unwrap();
+        assert!(
+            require.session_tls().unwrap(),
+            "require: TLS, as pg_stat_ssl says"
+        );
+        let ca = server.ca();
+        let full = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display())).unwrap();
+        assert!(full.session_tls().unwrap(), "verify-full with the right CA");
+        let wrong = server.wrong_ca();
+        let err = open(&format!(
+            "sslmode=verify-full&sslrootcert={}",
+            wrong.display()
+        ))
+        .err()
+        .expect("verify-full with the wrong CA is refused")
+        .to_string();
+        assert!(
+            err.contains("TLS") && err.contains("sslrootcert") && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+        let plain = open("sslmode=disable").unwrap();
+        assert!(!plain.session_tls().unwrap(), "disable: no TLS");
+        // The default (prefer) takes TLS when the server offers it.
+        let default = PgOutbox::open(&Secret::new(server.url()), lease).unwrap();
+        assert!(default.session_tls().unwrap());
     }
 
     #[test]

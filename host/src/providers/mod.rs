@@ -167,6 +167,14 @@ pub trait Provider: Send + Sync {
         crate::delivery::throttle::ThrottleSpec::windows(&[(5, 1000)])
     }
 
+    /// How many requests `plan` is expected to make of `message`: targets
+    /// times split parts. Admission counts these, not messages, against the
+    /// endpoint's throttle. Where the targets are known only when sending
+    /// (BigBlueButton's running meetings), the count last seen.
+    fn requests(&self, _channel: &ChannelConfig, _message: &Message) -> usize {
+        1
+    }
+
     /// Expands a message into provider requests: targets times split parts.
     /// May call the provider (BigBlueButton lists running meetings). An
     /// empty plan means there is nobody to send to, which is not an error.

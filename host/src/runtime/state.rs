@@ -23,6 +23,8 @@ pub const MAX_HOST_HANDLES: usize = 1024;
 pub struct HostState {
     pub plugin: Arc<PluginContext>,
     pub memory: MemoryCap,
+    /// When the call this store serves began: its deadline counts from here.
+    pub started: std::time::Instant,
     /// Built on the first WASI call: only JS and Python guests make any, so
     /// other plugins' events skip seeding its random sources and setting up
     /// its output streams.
@@ -34,6 +36,7 @@ impl HostState {
     pub fn new(plugin: Arc<PluginContext>) -> HostState {
         HostState {
             memory: MemoryCap::new(plugin.limits.memory_bytes),
+            started: std::time::Instant::now(),
             wasi: None,
             table: bounded_table(),
             plugin,

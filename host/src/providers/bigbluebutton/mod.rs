@@ -35,6 +35,9 @@ pub struct BigBlueButton {
     secret: Secret,
     algorithm: Checksum,
     http: reqwest::Client,
+    /// How many meetings were running at the last `getMeetings`: what a
+    /// message to all running meetings is expected to cost.
+    last_running: std::sync::atomic::AtomicUsize,
 }
 
 /// Which meetings a channel posts to.
@@ -83,6 +86,7 @@ impl BigBlueButton {
                     secret,
                     algorithm,
                     http: context.http.clone(),
+                    last_running: Default::default(),
                 })
             }
             _ => Err(o.issues),
@@ -109,7 +113,10 @@ impl BigBlueButton {
             .await
             .map_err(|e| common::transport_failure(what, e))?;
         let reply = common::read_reply(what, response, &[self.secret.expose()]).await?;
-        self.meetings_from(what, &reply)
+        let meetings = self.meetings_from(what, &reply)?;
+        self.last_running
+            .store(meetings.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(meetings)
     }
 
     /// The running meetings a `getMeetings` answer lists. Breakout rooms
@@ -330,6 +337,24 @@ impl Provider for BigBlueButton {
         // No documented limit ("rapid successive calls may be limited"): a
         // conservative five a second, which an operator can override.
         ThrottleSpec::windows(&[(5, 1000)])
+    }
+
+    fn requests(&self, channel: &ChannelConfig, message: &Message) -> usize {
+        let Content::Text(text) = &message.content else {
+            return 1;
+        };
+        let meetings = match &message.reply_to {
+            Some(_) => 1,
+            None => match parse_target(channel.target.as_ref()) {
+                Ok(Meetings::List(ids)) => ids.len(),
+                Ok(Meetings::AllRunning) => {
+                    self.last_running.load(std::sync::atomic::Ordering::Relaxed)
+                }
+                Err(_) => 1,
+            },
+        };
+        let parts = split_text(&normalize_newlines(text), MAX_MESSAGE_CHARS as usize).len();
+        meetings.max(1) * parts.max(1)
     }
 
     async fn plan(

@@ -7,6 +7,7 @@ fn provider() -> BigBlueButton {
         secret: Secret::new("639259d4-9dd8-4b25-bf01-95f9567eaf4b".into()),
         algorithm: Checksum::Sha256,
         http: reqwest::Client::new(),
+        last_running: Default::default(),
     }
 }
 

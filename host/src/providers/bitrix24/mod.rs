@@ -417,6 +417,14 @@ impl Provider for Bitrix24 {
         }
     }
 
+    fn requests(&self, channel: &ChannelConfig, message: &Message) -> usize {
+        // One `im.message.add` per dialog.
+        match &message.reply_to {
+            Some(_) => 1,
+            None => parse_target(channel.target.as_ref()).map_or(1, |d| d.len().max(1)),
+        }
+    }
+
     async fn plan(
         &self,
         channel_name: &str,
