@@ -120,6 +120,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// as a violation (see the file's doc comment). At the scale used with it
 /// (5) that is a tenth of a simulated second.
 const JITTER_MS: u64 = 20;
+/// `oauth.token_key` of the Bitrix24 OAuth accounts: seals the stored pair.
+const BITRIX_TOKEN_KEY: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 /// The demo simulators with [`JITTER_MS`] of tolerance.
 fn windows_sim() -> SimConfig {
@@ -531,6 +533,7 @@ impl Setup {
         add_secret(&cfg.bitrix.client_secret);
         add_secret(&cfg.bitrix.access_token);
         add_secret(&cfg.bitrix.refresh_token);
+        add_secret(BITRIX_TOKEN_KEY);
         let sim = Sim::start(cfg).await.expect("simulators start");
         let mut taps = Vec::new();
         for url in [
@@ -620,12 +623,13 @@ impl Setup {
         let c = &self.cfg().bitrix;
         format!(
             "[providers.{name}]\nkind = \"bitrix24\"\nurl = {url}\n\
-             [providers.{name}.oauth]\naccess_token = {}\nrefresh_token = {}\nclient_id = {}\nclient_secret = {}\ntoken_url = {}\n",
+             [providers.{name}.oauth]\naccess_token = {}\nrefresh_token = {}\nclient_id = {}\nclient_secret = {}\ntoken_url = {}\ntoken_key = {}\n",
             self.secret(&format!("{name}-access"), access),
             self.secret(&format!("{name}-refresh"), &c.refresh_token),
             toml_str(&c.client_id),
             self.secret(&format!("{name}-client-secret"), &c.client_secret),
             toml_str(&format!("{}/oauth/token/", self.urls.bitrix)),
+            self.secret(&format!("{name}-token-key"), BITRIX_TOKEN_KEY),
             url = toml_str(&self.urls.bitrix),
         )
     }

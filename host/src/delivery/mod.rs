@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod retry;
 pub mod throttle;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -33,6 +33,10 @@ pub fn context() -> ProviderContext {
     ProviderContext {
         http: reqwest::Client::new(),
         base_dir: ".".into(),
+        // Opened only by a send, which unit tests using this context never make.
+        tokens: crate::delivery::tokens::TokenStore::sqlite(
+            std::env::temp_dir().join("botbox-unit-tokens-unused.sqlite"),
+        ),
     }
 }
 
