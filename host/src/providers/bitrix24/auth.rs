@@ -16,8 +16,12 @@ use crate::providers::{DeliveryOutcome, ProviderContext};
 const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
 
 pub(super) enum Auth {
-    Webhook { user_id: u64, code: Secret },
-    OAuth(OAuth),
+    Webhook {
+        user_id: u64,
+        code: Secret,
+    },
+    /// Boxed: the pair, its lock and its store are far larger than a webhook.
+    OAuth(Box<OAuth>),
 }
 
 pub(super) struct OAuth {
@@ -163,13 +167,13 @@ pub(super) fn oauth(
                 token_key,
                 &refresh,
             );
-            Some(Auth::OAuth(OAuth {
+            Some(Auth::OAuth(Box::new(OAuth {
                 client_id,
                 client_secret,
                 token_url,
                 tokens: tokio::sync::Mutex::new(Tokens::from_config(access, refresh)),
                 store,
-            }))
+            })))
         }
         _ => None,
     }

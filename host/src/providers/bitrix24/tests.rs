@@ -28,7 +28,7 @@ fn webhook_provider(base: &str) -> Bitrix24 {
 fn oauth_provider(base: &str, token_url: String, access: &str) -> Bitrix24 {
     Bitrix24 {
         base: base.into(),
-        auth: Auth::OAuth(OAuth {
+        auth: Auth::OAuth(Box::new(OAuth {
             client_id: "app.5f1d2e".into(),
             client_secret: Secret::new(CLIENT_SECRET.into()),
             token_url,
@@ -46,7 +46,7 @@ fn oauth_provider(base: &str, token_url: String, access: &str) -> Bitrix24 {
                 Secret::new(TOKEN_KEY.into()),
                 &Secret::new("r1".into()),
             ),
-        }),
+        })),
         http: reqwest::Client::new(),
     }
 }
