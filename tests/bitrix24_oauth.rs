@@ -8,11 +8,13 @@
 
 #[path = "support/pg.rs"]
 mod pg;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use botbox::app::App;
 use botbox::config::{ChannelConfig, Config};
 use botbox::providers::{DeliveryOutcome, Provider, Registry};
 use botbox::wit::types::{Content, Message};
@@ -315,5 +317,157 @@ async fn a_lost_refresh_answer_stops_refreshing_until_the_operator_gives_a_new_p
     let outcome = host.send("new pair, after a restart").await;
     assert!(delivered(&outcome), "{outcome:?}");
     assert_eq!(fetches(&sim), 3);
+    sim.shutdown().await;
+}
+
+/// Processes killed when the test ends, however it ends.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `botbox run` folder on the shared PostgreSQL: the Bitrix24 OAuth
+/// account, one channel, and a plugin that only holds its grant.
+fn write_run_config(dir: &Path, sim: &Sim, pg: &PgServer) -> PathBuf {
+    let c = &sim.config().bitrix;
+    std::fs::create_dir_all(dir).unwrap();
+    pg.write_url(dir);
+    for (name, value) in [
+        ("access", c.access_token.as_str()),
+        ("refresh", c.refresh_token.as_str()),
+        ("client-secret", c.client_secret.as_str()),
+        ("token-key", KEY),
+    ] {
+        std::fs::write(dir.join(name), value).unwrap();
+    }
+    let bot = support::WatPlugin::new(support::Ask {
+        channels: &["team"],
+        events: &[4],
+        ..support::Ask::default()
+    })
+    .build();
+    std::fs::write(dir.join("bot.wasm"), bot).unwrap();
+    let text = format!(
+        "[runtime]\nreload = false\n\
+         [storage]\nbackend = \"postgres\"\npostgres_url = {{ file = \"pg-url\" }}\nlease = \"5s\"\n\
+         [providers.b24]\nkind = \"bitrix24\"\nurl = {url:?}\n\
+         [providers.b24.oauth]\n\
+         access_token = {{ file = \"access\" }}\n\
+         refresh_token = {{ file = \"refresh\" }}\n\
+         client_id = {client_id:?}\n\
+         client_secret = {{ file = \"client-secret\" }}\n\
+         token_url = {token_url:?}\n\
+         token_key = {{ file = \"token-key\" }}\n\
+         [channels.team]\nprovider = \"b24\"\ntarget = {{ dialogs = [\"chat1\"] }}\nmax_delay = \"1d\"\n\
+         [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"team\"]\n",
+        url = sim.bitrix_url(),
+        client_id = c.client_id,
+        token_url = format!("{}/oauth/token/", sim.bitrix_url()),
+    );
+    let path = dir.join("botbox.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_processes(dirs: &[PathBuf]) -> Processes {
+    Processes(
+        dirs.iter()
+            .map(|dir| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+                    .args(["run", "--config", "botbox.toml"])
+                    .current_dir(dir)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+async fn wait_for_bitrix_deliveries(sim: &Sim, n: usize, dirs: &[PathBuf]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sim.deliveries_to(SimProvider::Bitrix).len() < n {
+        if tokio::time::Instant::now() > deadline {
+            let logs: Vec<String> = dirs
+                .iter()
+                .map(|d| std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default())
+                .collect();
+            panic!(
+                "{} of {n} delivered; host logs:\n{}",
+                sim.deliveries_to(SimProvider::Bitrix).len(),
+                logs.join("\n---\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The same with `botbox run` processes: messages accepted into the shared
+/// outbox before three hosts start, every access token expired, so each
+/// host meets `expired_token` on its first send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_botbox_processes_refresh_once_and_survive_a_restart() {
+    let pg = PgServer::start();
+    let sim = Sim::start(SimConfig::demo()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| tmp.path().join(format!("host{i}")))
+        .collect();
+    for d in &dirs {
+        write_run_config(d, &sim, &pg);
+    }
+    // An in-process host that only accepts, standing in for plugins.
+    let front_config = write_run_config(&tmp.path().join("front"), &sim, &pg);
+    let front = App::build(Config::load(&front_config).unwrap()).unwrap();
+    let channel = front.delivery.channel("team").unwrap();
+    let accept = |round: &str, n: usize| {
+        for i in 0..n {
+            let message = Message {
+                channel: "team".into(),
+                content: Content::Text(format!("{round} #{i}")),
+                sender: None,
+                extra: None,
+                idempotency_key: None,
+                reply_to: None,
+                options: None,
+            };
+            front.delivery.accept("bot", &channel, message).unwrap();
+        }
+    };
+
+    sim.bitrix_expire_access_tokens();
+    accept("first", 12);
+    let hosts = start_processes(&dirs);
+    wait_for_bitrix_deliveries(&sim, 12, &dirs).await;
+    assert_eq!(fetches(&sim), 1, "one refresh for the three processes");
+    let url = pg.url();
+    let senders: i64 = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query_one(
+            "SELECT COUNT(DISTINCT claimed_by) FROM botbox_messages WHERE state = 'delivered'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    })
+    .await
+    .unwrap();
+    // Each host claims the messages it sends; more than one sent.
+    assert!(senders >= 2, "only {senders} host(s) sent");
+    drop(hosts);
+
+    // Restarted, they send with the stored pair: the config's is dead.
+    accept("second", 6);
+    let hosts = start_processes(&dirs);
+    wait_for_bitrix_deliveries(&sim, 18, &dirs).await;
+    assert_eq!(fetches(&sim), 1);
+    drop(hosts);
     sim.shutdown().await;
 }
