@@ -419,10 +419,21 @@ impl OAuth {
                 access_token: Some(access),
                 refresh_token: Some(refresh),
             }) = answer
-            && !access.is_empty()
-            && !refresh.is_empty()
+            && is_token(&access)
+            && is_token(&refresh)
         {
             return Refreshed::Pair(Secret::new(access), Secret::new(refresh));
+        }
+        if (200..300).contains(&reply.status) {
+            // Never quoted: the body may hold a token.
+            return Refreshed::Failed(DeliveryOutcome::RetryLater {
+                after: None,
+                reason: format!(
+                    "{what}: HTTP {} without a usable access_token and refresh_token (visible \
+                     ASCII, at most {MAX_TOKEN_BYTES} bytes each); the send is retried",
+                    reply.status
+                ),
+            });
         }
         let said = describe_error(&reply);
         if reply.is_transient() {
@@ -444,6 +455,15 @@ impl OAuth {
             ),
         })
     }
+}
+
+/// The most bytes a token may have: Bitrix24's are a few dozen characters.
+pub(super) const MAX_TOKEN_BYTES: usize = 512;
+
+/// Whether the token server's text can be a token: visible ASCII, bounded.
+/// Anything else is refused before it is stored or sent anywhere.
+fn is_token(t: &str) -> bool {
+    !t.is_empty() && t.len() <= MAX_TOKEN_BYTES && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn describe_error(reply: &Reply) -> String {

@@ -606,3 +606,42 @@ async fn a_refused_refresh_is_credentials_expired_without_secrets() {
         assert!(!reason.contains(secret), "{secret} in {reason}");
     }
 }
+
+#[tokio::test]
+async fn a_token_answer_that_is_no_token_is_neither_used_nor_stored() {
+    for bad in [
+        "x".repeat(super::auth::MAX_TOKEN_BYTES + 1),
+        "a2\r\nX-Injected: 1".into(),
+        String::new(),
+    ] {
+        let answer = bad.clone();
+        let server = Server::start(move |seen| {
+            if seen.path() == "/oauth/token/" {
+                Canned::json(200, json!({"access_token": answer, "refresh_token": "r2"}))
+            } else {
+                Canned::json(
+                    401,
+                    json!({"error": "expired_token", "error_description": "expired"}),
+                )
+            }
+        })
+        .await;
+        let p = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+        let c = dialogs(&["chat13"]);
+        let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
+        let outcome = p.send(&c, &parts[0]).await;
+        let DeliveryOutcome::RetryLater { reason, .. } = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            !reason.contains("xxxx") && !reason.contains("Injected"),
+            "{reason}"
+        );
+        // Only the first send went to the portal; nothing was stored.
+        assert_eq!(server.count("/rest/im.message.add"), 1);
+        let Auth::OAuth(o) = &p.auth else { panic!() };
+        let row = o.store.store.load(&o.store.key).await.unwrap();
+        assert!(row.is_none_or(|r| r.sealed.is_none()), "stored: {bad:?}");
+        assert_eq!(o.tokens.lock().await.access.expose(), "a1");
+    }
+}
