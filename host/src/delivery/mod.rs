@@ -12,6 +12,7 @@ pub mod pg_tls;
 pub mod postgres;
 pub mod retry;
 pub mod throttle;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -61,7 +61,9 @@ impl SslMode {
 
 /// A parsed `storage.postgres_url`: the client's config, and how to do TLS.
 pub struct Target {
-    pub config: postgres::Config,
+    /// The async client's config; `postgres::Config::from` it for the
+    /// blocking client.
+    pub config: tokio_postgres::Config,
     pub mode: SslMode,
     pub tls: MakeRustlsConnect,
 }
@@ -142,7 +144,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 /// Parses `storage.postgres_url` and builds its TLS connector.
 pub fn target(url: &str) -> Result<Target, String> {
     let (rest, mode, root) = split_tls_params(url)?;
-    let mut config: postgres::Config = rest.parse().map_err(|e| {
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
         format!("`storage.postgres_url` is not a PostgreSQL connection string: {e}")
     })?;
     let mode = match mode.as_deref() {

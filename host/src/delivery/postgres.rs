@@ -244,7 +244,7 @@ impl PgOutbox {
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
         let target = super::pg_tls::target(url.expose()).map_err(OutboxError::Unavailable)?;
-        let mut config = target.config;
+        let mut config = postgres::Config::from(target.config);
         let tls = target.tls;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(3));

@@ -100,6 +100,8 @@ pub struct ProviderContext {
     pub http: reqwest::Client,
     /// The folder relative paths (secret files) are resolved against.
     pub base_dir: std::path::PathBuf,
+    /// Where rotating credentials (Bitrix24's OAuth pair) are kept.
+    pub tokens: Arc<crate::delivery::tokens::TokenStore>,
 }
 
 /// The HTTP client every provider shares.
@@ -225,6 +227,7 @@ impl Registry {
         let context = ProviderContext {
             http,
             base_dir: config.base_dir.clone(),
+            tokens: crate::delivery::tokens::TokenStore::from_config(&config.storage),
         };
         let mut issues = Vec::new();
         let mut providers = BTreeMap::new();

@@ -61,6 +61,11 @@ struct Inner {
     access: HashMap<String, Duration>,
     /// refresh token → simulated expiry; used ones are removed
     refresh: HashMap<String, Duration>,
+    /// refresh token → the access token issued with it. Using the refresh
+    /// token invalidates both ("After the indicated refresh_token query is
+    /// completed, both such query and jointly issued access_token become
+    /// invalid!", training.bitrix24.com, course 169, lesson 20134).
+    issued_with: HashMap<String, String>,
     bucket: LeakyBucket,
     next_message: u64,
 }
@@ -78,9 +83,12 @@ impl BitrixState {
             cfg.refresh_token.clone(),
             now.saturating_add(Duration::from_secs(cfg.refresh_ttl_secs)),
         );
+        let mut issued_with = HashMap::new();
+        issued_with.insert(cfg.refresh_token.clone(), cfg.access_token.clone());
         let inner = Inner {
             access,
             refresh,
+            issued_with,
             bucket: LeakyBucket::new(cfg.burst, cfg.drain_per_second),
             next_message: 1000,
         };
@@ -91,6 +99,24 @@ impl BitrixState {
             base_url: url,
             inner: Mutex::new(inner),
         }
+    }
+
+    /// A new pair, as installing the application again issues one; the
+    /// old pairs stay as they are.
+    pub(crate) fn issue_pair(&self, clock: &SimClock) -> (String, String) {
+        let now = clock.now();
+        let mut g = lock(&self.inner);
+        let (access, refresh) = (random_token(), random_token());
+        g.access.insert(
+            access.clone(),
+            now.saturating_add(Duration::from_secs(self.cfg.token_ttl_secs)),
+        );
+        g.refresh.insert(
+            refresh.clone(),
+            now.saturating_add(Duration::from_secs(self.cfg.refresh_ttl_secs)),
+        );
+        g.issued_with.insert(refresh.clone(), access.clone());
+        (access, refresh)
     }
 
     pub(crate) fn expire_access_tokens(&self, clock: &SimClock) {
@@ -659,6 +685,10 @@ fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
     let now = s.clock.now();
     let mut g = lock(&s.bitrix.inner);
     let presented = get("refresh_token");
+    // Used once, valid or not; the access token issued with it dies too.
+    if let Some(old) = g.issued_with.remove(presented) {
+        g.access.remove(&old);
+    }
     match g.refresh.remove(presented) {
         Some(exp) if exp > now => {}
         _ => {
@@ -679,6 +709,7 @@ fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
         refresh.clone(),
         now.saturating_add(Duration::from_secs(cfg.refresh_ttl_secs)),
     );
+    g.issued_with.insert(refresh.clone(), access.clone());
     drop(g);
     tracing::info!(target: "botbox_sim", "bitrix   issued OAuth tokens (expires_in {ttl} s simulated)");
     let base = s.bitrix.base_url.get().cloned().unwrap_or_default();

@@ -464,6 +464,11 @@ impl Sim {
     pub fn bitrix_expire_access_tokens(&self) {
         self.shared.bitrix.expire_access_tokens(&self.shared.clock);
     }
+    /// Issues a new Bitrix24 OAuth pair `(access, refresh)`, as an operator
+    /// gets one by installing the application again.
+    pub fn bitrix_issue_tokens(&self) -> (String, String) {
+        self.shared.bitrix.issue_pair(&self.shared.clock)
+    }
     /// Expires every Easemob app token now.
     pub fn easemob_expire_tokens(&self) {
         self.shared.easemob.expire_tokens(&self.shared.clock);

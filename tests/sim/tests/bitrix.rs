@@ -202,6 +202,55 @@ async fn access_tokens_expire_and_refresh_rotates() {
     assert_eq!(sim.token_fetches(SimProvider::Bitrix), 4);
 }
 
+/// As the portal documents it: once a refresh answers, the refresh token
+/// used and the access token issued with it are both dead, expired or not.
+#[tokio::test]
+async fn a_used_refresh_token_kills_its_access_token() {
+    let sim = start(SimConfig::demo()).await;
+    let c = sim.config().bitrix.clone();
+    let url = format!("{}/rest/im.message.add", sim.bitrix_url());
+    let msg = |auth: &str| json!({"auth": auth, "DIALOG_ID": "chat1", "MESSAGE": "m"});
+    let refresh = |token: &str| {
+        client()
+            .post(format!("{}/oauth/token/", sim.bitrix_url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=refresh_token&client_id={}&client_secret={}&refresh_token={token}",
+                c.client_id, c.client_secret
+            ))
+    };
+    // Not expired: it works until its refresh token is used.
+    assert_eq!(
+        send(client().post(&url).json(&msg(&c.access_token)))
+            .await
+            .status,
+        200
+    );
+    let r = send(refresh(&c.refresh_token)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let next_access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let next_refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    let old = send(client().post(&url).json(&msg(&c.access_token))).await;
+    assert_error(&old, 401, "invalid_token");
+    assert_eq!(
+        send(client().post(&url).json(&msg(&next_access)))
+            .await
+            .status,
+        200
+    );
+    // The next refresh kills the pair it came with in turn.
+    assert_eq!(send(refresh(&next_refresh)).await.status, 200);
+    let old = send(client().post(&url).json(&msg(&next_access))).await;
+    assert_error(&old, 401, "invalid_token");
+    // Installing the application again issues a pair that works.
+    let (access, refresh_token) = sim.bitrix_issue_tokens();
+    assert_eq!(
+        send(client().post(&url).json(&msg(&access))).await.status,
+        200
+    );
+    assert_eq!(send(refresh(&refresh_token)).await.status, 200);
+}
+
 #[tokio::test]
 async fn im_message_add_errors_are_the_documented_codes() {
     let sim = start(SimConfig::demo()).await;

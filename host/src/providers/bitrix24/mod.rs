@@ -4,13 +4,16 @@
 //! secret: `POST {url}/rest/{user_id}/{code}/im.message.add.json`. Or an
 //! OAuth application: `POST {url}/rest/im.message.add` with `auth` in the
 //! body; the access token lives an hour, and when the portal says
-//! `expired_token` the host refreshes it once (one refresh at a time, the
-//! other sends wait for it), keeps the new pair in memory and retries.
+//! `expired_token` (or `invalid_token`: another host refreshed) the host
+//! refreshes it once (one refresh at a time across every host sharing the
+//! storage backend, the other sends wait for it and read the new pair),
+//! stores the new pair sealed (`token_store`) and retries.
 //!
 //! The body is JSON, which the REST API takes as well as a form; it lets
 //! ATTACH, KEYBOARD and MENU travel as the JSON objects they are.
 
 mod auth;
+mod token_store;
 
 use std::time::Duration;
 
@@ -60,6 +63,9 @@ pub struct Bitrix24 {
 enum Answer {
     Done(DeliveryOutcome),
     TokenExpired(String),
+    /// `invalid_token`: refused for a webhook; for OAuth, the pair may have
+    /// been replaced by another host's refresh.
+    TokenInvalid(String),
 }
 
 /// `chatN` (a chat) or `N` (a user's private dialog), N a positive
@@ -140,9 +146,10 @@ impl Bitrix24 {
                     .and_then(|t| webhook(&key, t, context, &mut o.issues))
             }
             (false, true) => {
-                let key = o.key("oauth");
+                let oauth_key = o.key("oauth");
+                let portal = base.clone().unwrap_or_default();
                 o.table("oauth")
-                    .and_then(|t| oauth(&key, t, context, &mut o.issues))
+                    .and_then(|t| oauth(&oauth_key, t, context, key, &portal, &mut o.issues))
             }
         };
         if let Some(Auth::OAuth(oauth)) = &auth
@@ -192,9 +199,9 @@ impl Bitrix24 {
     /// refresh tokens involved, for scrubbing the outcome.
     async fn send_oauth(&self, o: &OAuth, body: &Value, used: &mut Vec<Secret>) -> DeliveryOutcome {
         let url = format!("{}/rest/im.message.add", self.base);
-        let (access, refresh) = {
-            let tokens = o.tokens.lock().await;
-            (tokens.access.clone(), tokens.refresh.clone())
+        let (access, refresh) = match o.current().await {
+            Ok(pair) => pair,
+            Err(outcome) => return outcome,
         };
         used.push(access.clone());
         used.push(refresh.clone());
@@ -208,8 +215,13 @@ impl Bitrix24 {
         };
         match interpret(&reply) {
             Answer::Done(outcome) => outcome,
-            Answer::TokenExpired(_) => {
-                tracing::info!("bitrix24: access token expired; refreshing once and retrying");
+            Answer::TokenExpired(_) | Answer::TokenInvalid(_) => {
+                // `invalid_token`: another host may have refreshed, which
+                // kills this host's access token; the refresh reads the
+                // stored pair before it asks the portal.
+                tracing::info!(
+                    "bitrix24: access token expired or replaced; refreshing once and retrying"
+                );
                 let fresh = match o.refresh(&access, &self.http).await {
                     Ok(t) => t,
                     Err(outcome) => return outcome,
@@ -226,9 +238,11 @@ impl Bitrix24 {
                 };
                 match interpret(&reply) {
                     Answer::Done(outcome) => outcome,
-                    Answer::TokenExpired(reason) => DeliveryOutcome::CredentialsExpired {
-                        reason: format!("{reason}; a freshly refreshed token was refused too"),
-                    },
+                    Answer::TokenExpired(reason) | Answer::TokenInvalid(reason) => {
+                        DeliveryOutcome::CredentialsExpired {
+                            reason: format!("{reason}; a freshly refreshed token was refused too"),
+                        }
+                    }
                 }
             }
         }
@@ -251,11 +265,14 @@ fn interpret(reply: &Reply) -> Answer {
                 after: Some(reply.retry_after.unwrap_or(QUERY_LIMIT_WAIT)),
                 reason: format!("{what}: the portal's request limit was exceeded ({said})"),
             },
-            "invalid_token" | "NO_AUTH_FOUND" | "INVALID_CREDENTIALS" => {
-                DeliveryOutcome::CredentialsExpired {
-                    reason: format!("{what}: the webhook or token was refused ({said})"),
-                }
+            "invalid_token" => {
+                return Answer::TokenInvalid(format!(
+                    "{what}: the webhook or token was refused ({said})"
+                ));
             }
+            "NO_AUTH_FOUND" | "INVALID_CREDENTIALS" => DeliveryOutcome::CredentialsExpired {
+                reason: format!("{what}: the webhook or token was refused ({said})"),
+            },
             "insufficient_scope" => DeliveryOutcome::CredentialsExpired {
                 reason: format!("{what}: the webhook or application lacks the im scope ({said})"),
             },
@@ -468,7 +485,7 @@ impl Provider for Bitrix24 {
                     Ok(reply) => match interpret(&reply) {
                         Answer::Done(outcome) => outcome,
                         // A webhook has nothing to refresh.
-                        Answer::TokenExpired(reason) => {
+                        Answer::TokenExpired(reason) | Answer::TokenInvalid(reason) => {
                             DeliveryOutcome::CredentialsExpired { reason }
                         }
                     },

@@ -3,13 +3,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::auth::Tokens;
+use super::token_store::PairStore;
 use super::*;
+use crate::delivery::tokens::TokenStore;
 use crate::providers::testing::test_server::{Answer as Canned, Server};
 use crate::providers::testing::{channel, context, message, secret_file, text};
 use crate::wit::types::MessageOptions;
 
 const CODE: &str = "s3cr3tw3bh00kc0de";
 const CLIENT_SECRET: &str = "client-secret-hunter2";
+const TOKEN_KEY: &str = "5eb63bbbe01eeed093cb22bb8f5acdc35eb63bbbe01eeed093cb22bb8f5acdc3";
 
 fn webhook_provider(base: &str) -> Bitrix24 {
     Bitrix24 {
@@ -25,15 +28,25 @@ fn webhook_provider(base: &str) -> Bitrix24 {
 fn oauth_provider(base: &str, token_url: String, access: &str) -> Bitrix24 {
     Bitrix24 {
         base: base.into(),
-        auth: Auth::OAuth(OAuth {
+        auth: Auth::OAuth(Box::new(OAuth {
             client_id: "app.5f1d2e".into(),
             client_secret: Secret::new(CLIENT_SECRET.into()),
             token_url,
-            tokens: tokio::sync::Mutex::new(Tokens {
-                access: Secret::new(access.into()),
-                refresh: Secret::new("r1".into()),
-            }),
-        }),
+            tokens: tokio::sync::Mutex::new(Tokens::from_config(
+                Secret::new(access.into()),
+                Secret::new("r1".into()),
+            )),
+            store: PairStore::new(
+                TokenStore::sqlite(std::env::temp_dir().join(format!(
+                    "botbox-b24-unit-{:016x}.sqlite",
+                    rand::random::<u64>()
+                ))),
+                "bitrix24 providers.b24 unit".into(),
+                "providers.b24.oauth.token_key".into(),
+                Secret::new(TOKEN_KEY.into()),
+                &Secret::new("r1".into()),
+            ),
+        })),
         http: reqwest::Client::new(),
     }
 }
@@ -99,6 +112,8 @@ fn webhook_and_oauth_configs_build() {
     for field in ["access_token", "refresh_token", "client_secret"] {
         oauth.insert(field.into(), code.clone());
     }
+    let (_k, token_key) = secret_file(TOKEN_KEY);
+    oauth.insert("token_key".into(), token_key);
     let mut options = toml::toml! { url = "https://portal.bitrix24.com" };
     options.insert("oauth".into(), oauth.clone().into());
     let p = Bitrix24::from_options("providers.b24", &options, &context()).unwrap();
@@ -112,6 +127,24 @@ fn webhook_and_oauth_configs_build() {
     let p = Bitrix24::from_options("providers.b24", &options, &context()).unwrap();
     let Auth::OAuth(o) = &p.auth else { panic!() };
     assert_eq!(o.token_url, "http://127.0.0.1:9000/oauth/token/");
+}
+
+#[test]
+fn a_token_key_that_is_not_64_hex_digits_is_refused_without_showing_it() {
+    let (_d, secret) = secret_file("r-or-a-token");
+    let (_k, short) = secret_file("abcdef0123-hunter2");
+    let mut oauth = toml::toml! { client_id = "app.xxx" };
+    for field in ["access_token", "refresh_token", "client_secret"] {
+        oauth.insert(field.into(), secret.clone());
+    }
+    oauth.insert("token_key".into(), short);
+    let mut options = toml::toml! { url = "https://portal.bitrix24.com" };
+    options.insert("oauth".into(), oauth.into());
+    let issues = issues_of(&options);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "providers.b24.oauth.token_key");
+    assert!(issues[0].message.contains("openssl rand -hex 32"));
+    assert!(!format!("{issues:?}").contains("hunter2"));
 }
 
 #[test]
@@ -156,6 +189,7 @@ fn config_problems_are_all_reported_without_secrets() {
         "providers.b24.oauth.refresh_token",
         "providers.b24.oauth.client_id",
         "providers.b24.oauth.client_secret",
+        "providers.b24.oauth.token_key",
     ] {
         assert!(keys.contains(k), "missing {k} in {keys:?}");
     }
@@ -360,12 +394,12 @@ fn limits_auth_errors_and_server_errors() {
         ),
         Answer::TokenExpired(_)
     ));
-    for code in [
-        "invalid_token",
-        "NO_AUTH_FOUND",
-        "INVALID_CREDENTIALS",
-        "insufficient_scope",
-    ] {
+    // For OAuth, another host's refresh replaced the pair: read it again.
+    assert!(matches!(
+        error(401, "invalid_token", "x"),
+        Answer::TokenInvalid(_)
+    ));
+    for code in ["NO_AUTH_FOUND", "INVALID_CREDENTIALS", "insufficient_scope"] {
         assert!(
             matches!(
                 error(401, code, "x"),
@@ -570,5 +604,44 @@ async fn a_refused_refresh_is_credentials_expired_without_secrets() {
     assert!(reason.contains("invalid_grant"), "{reason}");
     for secret in [CLIENT_SECRET, "r1", "a1"] {
         assert!(!reason.contains(secret), "{secret} in {reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_answer_that_is_no_token_is_neither_used_nor_stored() {
+    for bad in [
+        "x".repeat(super::auth::MAX_TOKEN_BYTES + 1),
+        "a2\r\nX-Injected: 1".into(),
+        String::new(),
+    ] {
+        let answer = bad.clone();
+        let server = Server::start(move |seen| {
+            if seen.path() == "/oauth/token/" {
+                Canned::json(200, json!({"access_token": answer, "refresh_token": "r2"}))
+            } else {
+                Canned::json(
+                    401,
+                    json!({"error": "expired_token", "error_description": "expired"}),
+                )
+            }
+        })
+        .await;
+        let p = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+        let c = dialogs(&["chat13"]);
+        let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
+        let outcome = p.send(&c, &parts[0]).await;
+        let DeliveryOutcome::RetryLater { reason, .. } = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            !reason.contains("xxxx") && !reason.contains("Injected"),
+            "{reason}"
+        );
+        // Only the first send went to the portal; nothing was stored.
+        assert_eq!(server.count("/rest/im.message.add"), 1);
+        let Auth::OAuth(o) = &p.auth else { panic!() };
+        let row = o.store.store.load(&o.store.key).await.unwrap();
+        assert!(row.is_none_or(|r| r.sealed.is_none()), "stored: {bad:?}");
+        assert_eq!(o.tokens.lock().await.access.expose(), "a1");
     }
 }
