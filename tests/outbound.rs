@@ -275,6 +275,8 @@ const B24_CODE: &str = "b24webhookcode0123456789xyz";
 const B24_ACCESS: &str = "b24access0123456789abcdefgh";
 const B24_REFRESH: &str = "b24refresh0123456789abcdefgh";
 const B24_CLIENT_SECRET: &str = "b24clientSecret0123456789ABCDEFG";
+/// The key the stored OAuth pair is sealed with (64 hex digits).
+const B24_TOKEN_KEY: &str = "5eb1c0de7a11f00dfeedfacecafebabe0123456789abcdef0123456789abcdef";
 
 fn write_secrets(dir: &Path) {
     for (name, value) in [
@@ -286,6 +288,7 @@ fn write_secrets(dir: &Path) {
         ("b24-access", B24_ACCESS),
         ("b24-refresh", B24_REFRESH),
         ("b24-client-secret", B24_CLIENT_SECRET),
+        ("b24-token-key", B24_TOKEN_KEY),
     ] {
         std::fs::write(dir.join(name), value).unwrap();
     }
@@ -329,6 +332,7 @@ refresh_token = {{ file = "b24-refresh" }}
 client_id = "local.app"
 client_secret = {{ file = "b24-client-secret" }}
 token_url = "{base}/oauth/token/"
+token_key = {{ file = "b24-token-key" }}
 
 [channels.bbb]
 provider = "bbb"
@@ -854,6 +858,7 @@ async fn echoed_credentials_reach_no_record_report_or_log() {
         B24_ACCESS,
         B24_REFRESH,
         B24_CLIENT_SECRET,
+        B24_TOKEN_KEY,
     ]
     .iter()
     .map(|s| s.to_string())
