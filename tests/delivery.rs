@@ -541,6 +541,49 @@ async fn botbox_outbox_lists_retries_and_cancels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_are_pruned_after_the_retention_and_botbox_outbox_lists_the_rest() {
+    let r = rig(
+        1.0,
+        &format!(
+            "[storage]\nretention = \"1s\"\n[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n"
+        ),
+    )
+    .await;
+    assert_eq!(r.offer("a", "live", 1), 1);
+    r.run_for(Duration::from_millis(1_000)).await;
+    let outbox = r.app.delivery.outbox();
+    let all = |outbox: &Arc<dyn botbox::delivery::outbox::OutboxStore>| {
+        outbox
+            .list(&ListFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let first = all(outbox);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].state, MessageState::Delivered);
+    // Its report went out (the rig runs no report loop, so say so here).
+    outbox.mark_reported(&first[0].id).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(r.offer("a", "live", 1), 1);
+    // The pruner runs when delivery starts, then every minute.
+    r.run_for(Duration::from_millis(500)).await;
+    let left = all(outbox);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left[0].id, first[0].id);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["outbox", "list", "--config", "botbox.toml"])
+        .current_dir(&r.dir)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{listed}");
+    assert!(listed.contains(&left[0].id), "{listed}");
+    assert!(!listed.contains(&first[0].id), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backed_up_tencent_queue_is_merged_into_one_msg_body() {
     let r = rig(
         1.0,

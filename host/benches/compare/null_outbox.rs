@@ -137,4 +137,7 @@ impl OutboxStore for NullOutbox {
     fn mark_reported(&self, _id: &str) -> Result<(), OutboxError> {
         Ok(())
     }
+    fn prune(&self, _before_ms: u64, _limit: usize) -> Result<usize, OutboxError> {
+        Ok(0)
+    }
 }

@@ -94,7 +94,14 @@ pub struct StorageConfig {
     pub dir: PathBuf,
     /// Where the outbox and the throttles' history live.
     pub backend: StorageBackend,
+    /// `storage.retention`: how long a finished, reported message stays in
+    /// the outbox (for `botbox outbox` and idempotency keys) before the
+    /// host deletes it.
+    pub retention: Duration,
 }
+
+/// Default `storage.retention`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `storage.backend`: one host on its own SQLite file, or several hosts on
 /// one shared PostgreSQL database.
@@ -223,6 +230,7 @@ struct RawStorage {
     backend: Option<String>,
     postgres_url: Option<toml::Value>,
     lease: Option<String>,
+    retention: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,9 +348,18 @@ impl Config {
         let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
 
         let backend = storage_backend(&raw.storage, base_dir, &mut issue);
+        let retention = match raw.storage.retention.as_deref().map(parse_duration) {
+            None => DEFAULT_RETENTION,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                issue("storage.retention".into(), e);
+                DEFAULT_RETENTION
+            }
+        };
         let storage = StorageConfig {
             dir: base_dir.join(raw.storage.dir.unwrap_or_else(|| PathBuf::from(".botbox"))),
             backend,
+            retention,
         };
         let time_scale = raw.runtime.time_scale.unwrap_or(1.0);
         if !(0.001..=1_000_000.0).contains(&time_scale) {
@@ -801,6 +818,15 @@ mod tests {
         assert_eq!(p.path, Path::new("/cfg/p.wasm"));
         assert_eq!(c.storage.dir, Path::new("/cfg/.botbox"));
         assert!(matches!(c.storage.backend, StorageBackend::Sqlite));
+        assert_eq!(c.storage.retention, DEFAULT_RETENTION);
+    }
+
+    #[test]
+    fn storage_retention_is_a_duration() {
+        let c = parse("[storage]\nretention = \"36h\"\n").unwrap();
+        assert_eq!(c.storage.retention, Duration::from_secs(36 * 3600));
+        let err = parse("[storage]\nretention = \"a week\"\n").unwrap_err();
+        assert!(err.to_string().contains("storage.retention"), "{err}");
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub struct Delivery {
     observers: DeliveryObservers,
     /// Wakes whoever reports finished messages to plugins.
     pub reports: Notify,
+    /// `storage.retention`: finished messages older than this are pruned.
+    retention: Duration,
 }
 
 /// Reads a provider's `throttle` override: a list for every endpoint, or a
@@ -329,6 +331,7 @@ impl Delivery {
             retry: RetryPolicy::default(),
             observers,
             reports: Notify::new(),
+            retention: config.storage.retention,
         })
     }
 
@@ -477,6 +480,12 @@ impl Delivery {
             let stop = stop.clone();
             tasks.spawn(async move { delivery.run_endpoint(endpoint, stop).await });
         }
+        tasks.spawn(outbox::prune_loop(
+            self.outbox.clone(),
+            self.clock.clone(),
+            self.retention,
+            stop,
+        ));
         tasks.close();
         tasks
     }

@@ -7,13 +7,24 @@
 //! `sending` back into `queued`: the host cannot know whether the request in
 //! flight reached the provider, so it sends it again — harmless where the
 //! provider has a dedup key (Tencent's `Random`), at-least-once elsewhere.
+//!
+//! A message's body is stored once, in its `messages` row. A part stores
+//! only its target, its dedup key and the fields of its message that differ
+//! from the message's own (a text slice's `content`, say); a message carried
+//! inside another's request is named by its own row's id (see
+//! [`encode_part`]). Finished, reported messages are deleted once
+//! `storage.retention` has passed ([`prune_loop`]), a few at a time.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
-use super::throttle::ThrottleSpec;
+use super::throttle::{SharedClock, ThrottleSpec};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -285,6 +296,205 @@ pub trait OutboxStore: Send + Sync {
     /// Messages waiting on an endpoint (queued or being sent), by plugin.
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError>;
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError>;
+    /// Deletes up to `limit` messages that finished before `before_ms` and
+    /// were reported, with their parts and the messages merged into them;
+    /// returns how many it deleted (merged ones not counted).
+    fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError>;
+}
+
+/// Messages deleted per transaction: small, so an accept waits at most one
+/// short batch for the outbox.
+pub const PRUNE_BATCH: usize = 200;
+
+/// How often the pruner looks for expired messages.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes finished messages older than `retention` (in the outbox's clock)
+/// now and every minute until `stop`, in batches of [`PRUNE_BATCH`] on the
+/// blocking pool, yielding between batches so accepts go first.
+pub async fn prune_loop(
+    outbox: Arc<dyn OutboxStore>,
+    clock: SharedClock,
+    retention: Duration,
+    stop: CancellationToken,
+) {
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let before = clock.now_ms().saturating_sub(retention_ms);
+        let mut total = 0;
+        loop {
+            let store = outbox.clone();
+            let batch = tokio::task::spawn_blocking(move || store.prune(before, PRUNE_BATCH)).await;
+            match batch {
+                Ok(Ok(n)) => {
+                    total += n;
+                    if n < PRUNE_BATCH {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot prune the outbox (trying again in a minute): {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("outbox pruning stopped: {e}");
+                    break;
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        if total > 0 {
+            tracing::info!(
+                pruned = total,
+                "deleted finished messages older than storage.retention"
+            );
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
+
+/// A part as stored: what differs from the message it belongs to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPart {
+    /// The format: 2. Earlier hosts stored a whole [`Part`], which has none.
+    v: u32,
+    target: String,
+    dedup_key: Option<String>,
+    /// The fields of the part's message that differ from the message's.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    changed: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    merged: Vec<StoredMerged>,
+}
+
+/// A message carried in a part's request.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredMerged {
+    /// Equal to the message stored under this id (it was merged in).
+    Member(String),
+    /// Any other: the fields that differ from the owning message's.
+    Changed(Map<String, Value>),
+}
+
+const PART_FORMAT: u32 = 2;
+
+fn to_object(message: &Message) -> Result<Map<String, Value>, OutboxError> {
+    match serde_json::to_value(message) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(OutboxError::Corrupt(
+            "a message did not encode as a JSON object".into(),
+        )),
+        Err(e) => Err(OutboxError::Corrupt(e.to_string())),
+    }
+}
+
+/// The fields of `message` whose value differs from `base`'s.
+fn changed_fields(
+    base: &Map<String, Value>,
+    message: &Message,
+) -> Result<Map<String, Value>, OutboxError> {
+    Ok(to_object(message)?
+        .into_iter()
+        .filter(|(k, v)| base.get(k) != Some(v))
+        .collect())
+}
+
+fn with_changes(base: &Map<String, Value>, changed: Map<String, Value>) -> Result<Message, String> {
+    let mut object = base.clone();
+    object.extend(changed);
+    serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())
+}
+
+/// Encodes `part` of a message whose body is `owner`; `members` are the
+/// messages merged into it, with their ids. What is equal to the owner or
+/// to a member is not stored again.
+pub(crate) fn encode_part(
+    owner: &Message,
+    members: &[(String, Message)],
+    part: &Part,
+) -> Result<String, OutboxError> {
+    let base = to_object(owner)?;
+    let mut merged = Vec::with_capacity(part.merged.len());
+    for m in &part.merged {
+        merged.push(match members.iter().find(|(_, member)| member == m) {
+            Some((id, _)) => StoredMerged::Member(id.clone()),
+            None => StoredMerged::Changed(changed_fields(&base, m)?),
+        });
+    }
+    json(&StoredPart {
+        v: PART_FORMAT,
+        target: part.target.clone(),
+        dedup_key: part.dedup_key.clone(),
+        changed: changed_fields(&base, &part.message)?,
+        merged,
+    })
+}
+
+/// Rewrites a part stored in the old whole-`Part` format of message `id`
+/// (stored body `owner`; `members`: the ids and stored bodies of the
+/// messages merged into it) in the current one.
+pub(crate) fn reencode_part(
+    id: &str,
+    idx: i64,
+    stored: &str,
+    owner: &str,
+    members: &[(String, String)],
+) -> Result<String, OutboxError> {
+    let owner = parse_message(id, owner)?;
+    let members: Vec<(String, Message)> = members
+        .iter()
+        .filter_map(|(mid, text)| Some((mid.clone(), parse_message(mid, text).ok()?)))
+        .collect();
+    let part: Part = serde_json::from_str(stored)
+        .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
+    encode_part(&owner, &members, &part)
+}
+
+/// Whether a stored part is in the current format (or a whole `Part`, as
+/// hosts before it wrote).
+pub(crate) fn is_current(stored: &str) -> bool {
+    serde_json::from_str::<Value>(stored)
+        .ok()
+        .and_then(|v| v.get("v").and_then(Value::as_u64))
+        == Some(u64::from(PART_FORMAT))
+}
+
+/// Decodes a stored part of the message `owner`; `member` reads a merged
+/// message's own row. Reads the older whole-`Part` format too.
+pub(crate) fn decode_part(
+    stored: &str,
+    owner: &Message,
+    member: &mut dyn FnMut(&str) -> Result<Message, OutboxError>,
+) -> Result<Part, String> {
+    if !is_current(stored) {
+        return serde_json::from_str::<Part>(stored).map_err(|e| e.to_string());
+    }
+    let s: StoredPart = serde_json::from_str(stored).map_err(|e| e.to_string())?;
+    let base = to_object(owner).map_err(|e| e.to_string())?;
+    let mut merged = Vec::with_capacity(s.merged.len());
+    for m in s.merged {
+        merged.push(match m {
+            StoredMerged::Member(id) => member(&id).map_err(|e| e.to_string())?,
+            StoredMerged::Changed(changed) => with_changes(&base, changed)?,
+        });
+    }
+    Ok(Part {
+        target: s.target,
+        message: with_changes(&base, s.changed)?,
+        dedup_key: s.dedup_key,
+        merged,
+    })
+}
+
+fn parse_message(id: &str, text: &str) -> Result<Message, OutboxError> {
+    serde_json::from_str(text).map_err(|e| OutboxError::Corrupt(format!("message {id}: {e}")))
 }
 
 pub struct SqliteOutbox {
@@ -313,6 +523,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (endpoint, state, plugin, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS messages_unreported ON messages (reported, state);
+CREATE INDEX IF NOT EXISTS messages_finished ON messages (finished_ms) WHERE finished_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS parts (
     message_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -375,7 +586,7 @@ impl SqliteOutbox {
         Ok(Self::init(Connection::open_in_memory()?)?)
     }
 
-    fn init(conn: Connection) -> Result<SqliteOutbox, rusqlite::Error> {
+    fn init(mut conn: Connection) -> Result<SqliteOutbox, rusqlite::Error> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a receipt promises the message is on disk, even across a
         // power loss, not only a process crash.
@@ -398,9 +609,61 @@ impl SqliteOutbox {
                 "ALTER TABLE messages ADD COLUMN requests INTEGER NOT NULL DEFAULT 1",
             )?;
         }
+        // The merged_into index comes after the column it needs.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS messages_merged ON messages (merged_into) WHERE merged_into IS NOT NULL",
+        )?;
+        Self::migrate_parts(&mut conn)?;
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Outboxes written before [`PART_FORMAT`] stored a whole copy of the
+    /// message in every part: rewrites those parts in the current format,
+    /// in one transaction, once (`user_version` records it).
+    fn migrate_parts(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version >= i64::from(PART_FORMAT) {
+            return Ok(());
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, i64, String, String)> = tx
+            .prepare(
+                "SELECT p.message_id, p.idx, p.part, m.message FROM parts p JOIN messages m ON m.id = p.message_id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut rewritten = 0usize;
+        for (id, idx, stored, owner) in rows {
+            if is_current(&stored) {
+                continue;
+            }
+            let members: Vec<(String, String)> = tx
+                .prepare_cached("SELECT id, message FROM messages WHERE merged_into = ?1")?
+                .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            match reencode_part(&id, idx, &stored, &owner, &members) {
+                Ok(encoded) => {
+                    tx.execute(
+                        "UPDATE parts SET part = ?3 WHERE message_id = ?1 AND idx = ?2",
+                        params![id, idx, encoded],
+                    )?;
+                    rewritten += 1;
+                }
+                // Left as it is: reading it reports the same problem.
+                Err(e) => tracing::warn!("outbox part {id}/{idx} kept in the old format: {e}"),
+            }
+        }
+        tx.pragma_update(None, "user_version", i64::from(PART_FORMAT))?;
+        tx.commit()?;
+        if rewritten > 0 {
+            tracing::info!(
+                parts = rewritten,
+                "outbox migrated: parts no longer copy their message"
+            );
+        }
+        Ok(())
     }
 
     fn with<T>(
@@ -409,6 +672,15 @@ impl SqliteOutbox {
     ) -> Result<T, OutboxError> {
         let mut conn = self.conn.lock().map_err(|_| OutboxError::Poisoned)?;
         f(&mut conn)
+    }
+
+    /// The stored body of message `id`.
+    fn message_of(conn: &Connection, id: &str) -> Result<Option<Message>, OutboxError> {
+        let text: Option<String> = conn
+            .prepare_cached("SELECT message FROM messages WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?;
+        text.map(|t| parse_message(id, &t)).transpose()
     }
 
     fn query_records(
@@ -523,20 +795,27 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError> {
-        let encoded: Vec<String> = parts.iter().map(json).collect::<Result<_, _>>()?;
         self.with(|c| {
             let tx = c.transaction()?;
+            let owner = Self::message_of(&tx, id)?
+                .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
+            let mut members = Vec::with_capacity(absorbed.len());
             for member in absorbed {
-                tx.execute(
+                let taken = tx.execute(
                     "UPDATE messages SET state = 'merged', merged_into = ?2 WHERE id = ?1 AND state = 'queued'",
                     params![member, id],
                 )?;
+                if taken == 1
+                    && let Some(message) = Self::message_of(&tx, member)?
+                {
+                    members.push((member.clone(), message));
+                }
             }
             tx.execute("DELETE FROM parts WHERE message_id = ?1", params![id])?;
-            for (i, part) in encoded.iter().enumerate() {
+            for (i, part) in parts.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO parts (message_id, idx, part, state) VALUES (?1, ?2, ?3, 'queued')",
-                    params![id, i as i64, part],
+                    params![id, i as i64, encode_part(&owner, &members, part)?],
                 )?;
             }
             tx.execute("UPDATE messages SET planned = 1 WHERE id = ?1", params![id])?;
@@ -591,10 +870,35 @@ impl OutboxStore for SqliteOutbox {
                     r.get::<_, Option<String>>(4)?,
                 ))
             })?;
+            let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let owner = Self::message_of(c, id)?
+                .ok_or_else(|| OutboxError::Corrupt(format!("parts of message {id}, which is not in the outbox")))?;
+            // A part names the messages merged into it; they are these.
+            let mut members: HashMap<String, Message> = HashMap::new();
+            {
+                let mut stmt =
+                    c.prepare_cached("SELECT id, message FROM messages WHERE merged_into = ?1")?;
+                let rows = stmt.query_map(params![id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (mid, text) = row?;
+                    if let Ok(m) = serde_json::from_str(&text) {
+                        members.insert(mid, m);
+                    }
+                }
+            }
+            let mut member = |mid: &str| -> Result<Message, OutboxError> {
+                members.get(mid).cloned().ok_or_else(|| {
+                    OutboxError::Corrupt(format!("message {mid}, merged into {id}, is not in the outbox"))
+                })
+            };
             let mut out = Vec::new();
-            for row in rows {
-                let (idx, part, state, ids, last_error) = row?;
-                let part: Part = serde_json::from_str(&part)
+            for (idx, part, state, ids, last_error) in rows {
+                let part = decode_part(&part, &owner, &mut member)
                     .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
                 out.push(PartRecord {
                     index: idx as u32,
@@ -819,14 +1123,267 @@ impl OutboxStore for SqliteOutbox {
             Ok(())
         })
     }
+
+    fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let ids: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM messages AS m
+                     WHERE finished_ms < ?1 AND merged_into IS NULL AND reported = 1
+                       AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                       AND NOT EXISTS (SELECT 1 FROM messages AS c WHERE c.merged_into = m.id AND c.reported = 0)
+                     ORDER BY finished_ms LIMIT ?2",
+                )?
+                .query_map(params![before_ms as i64, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                tx.execute("DELETE FROM parts WHERE message_id = ?1", params![id])?;
+                tx.execute("DELETE FROM messages WHERE merged_into = ?1", params![id])?;
+                tx.execute("DELETE FROM messages WHERE id = ?1", params![id])?;
+            }
+            tx.commit()?;
+            Ok(ids.len())
+        })
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::wit::types::Content;
+    use crate::wit::types::{Content, MessageOptions};
 
-    fn record(id: &str, plugin: &str, created: u64, key: Option<&str>) -> OutboxRecord {
+    /// A message at the caps a plugin may fill: 64 KiB of `extra`, three
+    /// 30 KiB options and a text long enough to be split.
+    pub(crate) fn heavy(channel: &str, text: &str) -> Message {
+        Message {
+            channel: channel.into(),
+            content: Content::Text(text.into()),
+            sender: Some("bot".into()),
+            extra: Some(format!("{{\"x\":\"{}\"}}", "e".repeat(64 * 1024 - 10))),
+            idempotency_key: None,
+            reply_to: None,
+            options: Some(MessageOptions {
+                system: false,
+                url_preview: None,
+                attach: Some("a".repeat(30 * 1024)),
+                keyboard: Some("k".repeat(30 * 1024)),
+                menu: Some("m".repeat(30 * 1024)),
+                priority: None,
+            }),
+        }
+    }
+
+    /// Five meetings' parts of `message` and one text slice, as a provider
+    /// plans them: each carries a whole copy of the message.
+    pub(crate) fn meeting_parts(message: &Message) -> Vec<Part> {
+        let mut parts: Vec<Part> = (0..5)
+            .map(|i| Part {
+                target: format!("meeting-{i}"),
+                message: message.clone(),
+                dedup_key: Some(format!("{i}")),
+                merged: Vec::new(),
+            })
+            .collect();
+        let mut slice = message.clone();
+        slice.content = Content::Text("the second half".into());
+        parts.push(Part {
+            target: "meeting-0".into(),
+            message: slice,
+            dedup_key: None,
+            merged: Vec::new(),
+        });
+        parts
+    }
+
+    fn part_bytes(path: &Path) -> (i64, i64) {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(length(part)), 0) FROM parts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_message_with_many_parts_stores_its_body_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let o = SqliteOutbox::open(&path).unwrap();
+        let mut a = record("a", "p1", 1, None);
+        a.message = heavy("lobby", "the first half the second half");
+        o.insert(&a).unwrap();
+        let parts = meeting_parts(&a.message);
+        o.save_plan("a", &parts, &[]).unwrap();
+        let (rows, bytes) = part_bytes(&path);
+        assert_eq!(rows, 6);
+        // Six parts of a 154 KiB message: targets, dedup keys and one slice.
+        assert!(bytes < 1024, "parts hold {bytes} bytes");
+        let body: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT SUM(length(message)) FROM messages", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!((150_000..200_000).contains(&body), "{body}");
+        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+        assert_eq!(read, parts);
+    }
+
+    #[test]
+    fn a_merged_message_is_named_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let o = SqliteOutbox::open(&path).unwrap();
+        let mut a = record("a", "p1", 1, None);
+        a.message = heavy("lobby", "first");
+        let mut b = record("b", "p1", 2, None);
+        b.message = heavy("lobby", "second");
+        b.message.idempotency_key = Some("kb".into());
+        o.insert(&a).unwrap();
+        o.insert(&b).unwrap();
+        // A merged-in message that is not a stored one is kept whole.
+        let mut stranger = heavy("lobby", "third");
+        stranger.sender = Some("someone else".into());
+        let part = Part {
+            target: String::new(),
+            message: a.message.clone(),
+            dedup_key: Some("7".into()),
+            merged: vec![b.message.clone(), stranger],
+        };
+        o.save_plan("a", std::slice::from_ref(&part), &["b".into()])
+            .unwrap();
+        let (_, bytes) = part_bytes(&path);
+        assert!(bytes < 1024, "the part holds {bytes} bytes");
+        assert_eq!(o.parts("a").unwrap()[0].part, part);
+        assert_eq!(o.get("b").unwrap().unwrap().state, MessageState::Merged);
+    }
+
+    #[test]
+    fn an_outbox_from_before_compact_parts_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut a = record("a", "p1", 1, None);
+        a.message = heavy("lobby", "the first half the second half");
+        let parts = meeting_parts(&a.message);
+        {
+            let o = SqliteOutbox::open(&path).unwrap();
+            o.insert(&a).unwrap();
+            o.insert(&record("b", "p1", 2, None)).unwrap();
+            // What earlier hosts wrote: every part a whole `Part`, and no
+            // format recorded.
+            let c = Connection::open(&path).unwrap();
+            for (i, part) in parts.iter().enumerate() {
+                c.execute(
+                    "INSERT INTO parts (message_id, idx, part, state) VALUES ('a', ?1, ?2, 'queued')",
+                    params![i as i64, serde_json::to_string(part).unwrap()],
+                )
+                .unwrap();
+            }
+            c.execute("UPDATE messages SET planned = 1 WHERE id = 'a'", [])
+                .unwrap();
+            c.pragma_update(None, "user_version", 0).unwrap();
+        }
+        assert!(part_bytes(&path).1 > 6 * 150_000);
+        let o = SqliteOutbox::open(&path).unwrap();
+        let (rows, bytes) = part_bytes(&path);
+        assert_eq!(rows, 6);
+        assert!(bytes < 1024, "after the migration parts hold {bytes} bytes");
+        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+        assert_eq!(read, parts);
+        assert_eq!(o.pending_count("p/default").unwrap(), 2);
+    }
+
+    /// Leaves: `old` (finished at 100, reported), `unreported` (finished at
+    /// 100), `recent` (finished at 5000, reported), `queued`, and `owner`
+    /// (finished at 100, reported) with `member` merged into it.
+    pub(crate) fn prune_fixture(o: &dyn OutboxStore) {
+        let rec = |id: &str, created: u64| {
+            let mut r = record(id, "p1", created, None);
+            r.message.idempotency_key = Some(format!("key-{id}"));
+            r
+        };
+        for (i, id) in ["old", "unreported", "recent", "queued", "owner", "member"]
+            .into_iter()
+            .enumerate()
+        {
+            o.insert(&rec(id, i as u64)).unwrap();
+        }
+        let part = |r: &OutboxRecord, merged: Vec<Message>| Part {
+            target: "m".into(),
+            message: r.message.clone(),
+            dedup_key: None,
+            merged,
+        };
+        for id in ["old", "unreported", "recent"] {
+            o.save_plan(id, &[part(&rec(id, 0), vec![])], &[]).unwrap();
+        }
+        o.save_plan(
+            "owner",
+            &[part(&rec("owner", 0), vec![rec("member", 0).message])],
+            &["member".into()],
+        )
+        .unwrap();
+        for (id, at) in [
+            ("old", 100),
+            ("unreported", 100),
+            ("recent", 5000),
+            ("owner", 100),
+        ] {
+            o.finish(id, MessageState::Delivered, 1, at, None).unwrap();
+        }
+        for id in ["old", "recent", "owner", "member"] {
+            o.mark_reported(id).unwrap();
+        }
+    }
+
+    /// What [`prune_fixture`] leaves after pruning before 1000.
+    pub(crate) fn assert_pruned(o: &dyn OutboxStore) {
+        // Two at most one at a time: `old` and `owner` (with `member`).
+        assert_eq!(o.prune(1000, 1).unwrap(), 1);
+        assert_eq!(o.prune(1000, 10).unwrap(), 1);
+        assert_eq!(o.prune(1000, 10).unwrap(), 0);
+        for gone in ["old", "owner", "member"] {
+            assert!(o.get(gone).unwrap().is_none(), "{gone} pruned");
+            assert!(o.parts(gone).unwrap().is_empty(), "{gone}'s parts pruned");
+        }
+        for kept in ["unreported", "recent", "queued"] {
+            assert!(o.get(kept).unwrap().is_some(), "{kept} kept");
+        }
+        assert_eq!(o.parts("recent").unwrap().len(), 1);
+        let listed: Vec<String> = o
+            .list(&ListFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, ["queued", "recent", "unreported"]);
+    }
+
+    #[test]
+    fn pruning_removes_reported_messages_past_the_retention_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let o = SqliteOutbox::open(&path).unwrap();
+        prune_fixture(&o);
+        assert_pruned(&o);
+        let orphans: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM parts WHERE message_id NOT IN (SELECT id FROM messages)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0);
+    }
+
+    pub(crate) fn record(id: &str, plugin: &str, created: u64, key: Option<&str>) -> OutboxRecord {
         OutboxRecord {
             id: id.into(),
             plugin: plugin.into(),
@@ -848,6 +1405,137 @@ mod tests {
             planned: false,
             last_error: None,
             finished_ms: None,
+        }
+    }
+
+    /// Disk bytes of an outbox file and its WAL after a checkpoint.
+    fn disk_bytes(path: &Path) -> u64 {
+        let c = Connection::open(path).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let wal = path.with_extension("sqlite-wal");
+        std::fs::metadata(path).unwrap().len()
+            + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Runs `n` messages through the whole life a delivered message has
+    /// (insert, plan, three part sends, finish, report). `old_parts`
+    /// stores each part as a whole `Part`, as hosts before compact parts
+    /// did; `prune_every` prunes everything finished, every that many.
+    fn deliver_many(
+        path: &Path,
+        n: u64,
+        message: &Message,
+        old_parts: bool,
+        prune_every: Option<u64>,
+    ) -> u64 {
+        let o = SqliteOutbox::open(path).unwrap();
+        for i in 0..n {
+            let id = format!("{i:020}");
+            let mut r = record(&id, "p1", i, None);
+            r.message = message.clone();
+            r.message.idempotency_key = Some(format!("key-{i}"));
+            o.insert(&r).unwrap();
+            o.mark_sending(&id).unwrap();
+            let parts: Vec<Part> = (0..3)
+                .map(|m| Part {
+                    target: format!("meeting-{m}"),
+                    message: r.message.clone(),
+                    dedup_key: None,
+                    merged: Vec::new(),
+                })
+                .collect();
+            o.save_plan(&id, &parts, &[]).unwrap();
+            if old_parts {
+                o.with(|c| {
+                    for (idx, part) in parts.iter().enumerate() {
+                        c.execute(
+                            "UPDATE parts SET part = ?3 WHERE message_id = ?1 AND idx = ?2",
+                            params![id, idx as i64, json(part)?],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            }
+            for idx in 0..3 {
+                o.part_done(
+                    &id,
+                    idx,
+                    PartState::Delivered,
+                    &[format!("pid-{i}-{idx}")],
+                    None,
+                )
+                .unwrap();
+            }
+            o.finish(&id, MessageState::Delivered, 3, i, None).unwrap();
+            o.mark_reported(&id).unwrap();
+            if let Some(every) = prune_every
+                && (i + 1) % every == 0
+            {
+                while o.prune(i + 1, PRUNE_BATCH).unwrap() > 0 {}
+            }
+        }
+        drop(o);
+        disk_bytes(path)
+    }
+
+    /// Not a test: disk bytes per delivered message, before and after
+    /// compact parts and pruning. `BOTBOX_OUTBOX_N` messages (default
+    /// 20,000). Run with `--ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_disk_per_delivered_message() {
+        let n: u64 = std::env::var("BOTBOX_OUTBOX_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        // A realistic broadcast: 280 characters, a small `extra`, a sender,
+        // three meetings.
+        let mut realistic = heavy(
+            "lobby",
+            &"Meeting starts in five minutes. ".repeat(9)[..280],
+        );
+        realistic.extra = Some(
+            r#"{"kind":"reminder","meeting":"weekly-sync","starts":"2026-12-06T09:00:00Z"}"#.into(),
+        );
+        realistic.options = None;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, message, count) in [
+            ("realistic", &realistic, n),
+            ("at the caps", &heavy("lobby", "hi"), n / 100),
+        ] {
+            let before = deliver_many(
+                &dir.path().join(format!("{name}-before.sqlite")),
+                count,
+                message,
+                true,
+                None,
+            );
+            let after = deliver_many(
+                &dir.path().join(format!("{name}-after.sqlite")),
+                count,
+                message,
+                false,
+                None,
+            );
+            let pruned = deliver_many(
+                &dir.path().join(format!("{name}-pruned.sqlite")),
+                count,
+                message,
+                false,
+                Some(count / 10),
+            );
+            let per = |b: u64| b as f64 / count as f64;
+            println!(
+                "{name}, {count} messages of 3 parts: whole parts {:.0} B/message ({:.2} GB per million); compact parts {:.0} B/message ({:.2} GB per million); compact and pruned every {} messages: file {} bytes",
+                per(before),
+                per(before) * 1e6 / 1e9,
+                per(after),
+                per(after) * 1e6 / 1e9,
+                count / 10,
+                pruned,
+            );
         }
     }
 

@@ -40,6 +40,7 @@
 //!   `task::block_in_place`); `send-broadcast` calls from `spawn_blocking`.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,7 +50,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outbox::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState, PluginBacklog, Reservation, SharedThrottle,
+    PartState, PluginBacklog, Reservation, SharedThrottle, decode_part, encode_part, is_current,
+    reencode_part,
 };
 use super::throttle::{Throttle, ThrottleSpec};
 use crate::config::Secret;
@@ -87,6 +89,7 @@ ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL D
 CREATE INDEX IF NOT EXISTS botbox_messages_due ON botbox_messages (endpoint, state, plugin, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS botbox_messages_unreported ON botbox_messages (reported, state);
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
+CREATE INDEX IF NOT EXISTS botbox_messages_finished ON botbox_messages (finished_ms) WHERE finished_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS botbox_parts (
     message_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -104,6 +107,10 @@ CREATE TABLE IF NOT EXISTS botbox_sends (
     at_ms BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS botbox_sends_by_endpoint ON botbox_sends (endpoint, at_ms);
+CREATE TABLE IF NOT EXISTS botbox_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    parts_format INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS botbox_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     origin_ms BIGINT NOT NULL
@@ -231,6 +238,76 @@ fn record_from(row: &Row) -> Result<OutboxRecord, OutboxError> {
     })
 }
 
+/// Databases written before the current part format stored a whole copy
+/// of the message in every part: rewrites those parts, once, inside the
+/// schema transaction (so one host does it while the others wait).
+fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+    const FORMAT: i32 = 2;
+    let done = tx
+        .query_opt("SELECT parts_format FROM botbox_schema WHERE id = 1", &[])?
+        .is_some_and(|row| row.get::<_, i32>(0) >= FORMAT);
+    if done {
+        return Ok(());
+    }
+    let rows = tx.query(
+        "SELECT p.message_id, p.idx, p.part, m.message FROM botbox_parts p JOIN botbox_messages m ON m.id = p.message_id",
+        &[],
+    )?;
+    let mut rewritten = 0usize;
+    for row in rows {
+        let (id, idx, stored, owner): (String, i32, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if is_current(&stored) {
+            continue;
+        }
+        let members: Vec<(String, String)> = tx
+            .query(
+                "SELECT id, message FROM botbox_messages WHERE merged_into = $1",
+                &[&id],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        match reencode_part(&id, i64::from(idx), &stored, &owner, &members) {
+            Ok(encoded) => {
+                tx.execute(
+                    "UPDATE botbox_parts SET part = $3 WHERE message_id = $1 AND idx = $2",
+                    &[&id, &idx, &encoded],
+                )?;
+                rewritten += 1;
+            }
+            Err(e) => tracing::warn!("outbox part {id}/{idx} kept in the old format: {e}"),
+        }
+    }
+    tx.execute(
+        "INSERT INTO botbox_schema (id, parts_format) VALUES (1, $1)
+         ON CONFLICT (id) DO UPDATE SET parts_format = excluded.parts_format",
+        &[&FORMAT],
+    )?;
+    if rewritten > 0 {
+        tracing::info!(
+            parts = rewritten,
+            "shared outbox migrated: parts no longer copy their message"
+        );
+    }
+    Ok(())
+}
+
+/// The stored body of message `id`.
+fn message_of(
+    c: &mut impl postgres::GenericClient,
+    id: &str,
+) -> Result<Option<Message>, PgFailure> {
+    let Some(row) = c.query_opt("SELECT message FROM botbox_messages WHERE id = $1", &[&id])?
+    else {
+        return Ok(None);
+    };
+    let text: String = row.get(0);
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| OutboxError::Corrupt(format!("message {id}: {e}")).into())
+}
+
 fn records(rows: Vec<Row>) -> Result<Vec<OutboxRecord>, OutboxError> {
     rows.iter().map(record_from).collect()
 }
@@ -290,6 +367,7 @@ impl PgOutbox {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock(7041999)", &[])?;
             tx.batch_execute(SCHEMA)?;
+            migrate_parts(&mut tx)?;
             tx.commit()
         })?;
         Ok(outbox)
@@ -661,11 +739,14 @@ impl OutboxStore for PgOutbox {
     }
 
     fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError> {
-        let encoded: Vec<String> = parts.iter().map(json).collect::<Result<_, _>>()?;
+        let parts = parts.to_vec();
         let id = id.to_string();
         let absorbed = absorbed.to_vec();
         self.run_checked(move |c| {
             let mut tx = c.transaction()?;
+            let owner = message_of(&mut tx, &id)?
+                .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
+            let mut members = Vec::with_capacity(absorbed.len());
             for member in &absorbed {
                 let n = tx.execute(
                     "UPDATE botbox_messages SET state = 'merged', merged_into = $2 WHERE id = $1 AND state = 'queued'",
@@ -680,12 +761,16 @@ impl OutboxStore for PgOutbox {
                     ))
                     .into());
                 }
+                if let Some(message) = message_of(&mut tx, member)? {
+                    members.push((member.clone(), message));
+                }
             }
             tx.execute("DELETE FROM botbox_parts WHERE message_id = $1", &[&id])?;
-            for (i, part) in encoded.iter().enumerate() {
+            for (i, part) in parts.iter().enumerate() {
+                let encoded = encode_part(&owner, &members, part)?;
                 tx.execute(
                     "INSERT INTO botbox_parts (message_id, idx, part, state) VALUES ($1, $2, $3, 'queued')",
-                    &[&id, &(i as i32), part],
+                    &[&id, &(i as i32), &encoded],
                 )?;
             }
             tx.execute(
@@ -748,13 +833,37 @@ impl OutboxStore for PgOutbox {
                 "SELECT idx, part, state, provider_ids, last_error FROM botbox_parts WHERE message_id = $1 ORDER BY idx",
                 &[&id],
             )?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let owner = message_of(c, &id)?.ok_or_else(|| {
+                OutboxError::Corrupt(format!("parts of message {id}, which is not in the outbox"))
+            })?;
+            // A part names the messages merged into it; they are these.
+            let mut members: HashMap<String, Message> = HashMap::new();
+            for row in c.query(
+                "SELECT id, message FROM botbox_messages WHERE merged_into = $1",
+                &[&id],
+            )? {
+                let (mid, text): (String, String) = (row.get(0), row.get(1));
+                if let Ok(m) = serde_json::from_str(&text) {
+                    members.insert(mid, m);
+                }
+            }
+            let mut member = |mid: &str| -> Result<Message, OutboxError> {
+                members.get(mid).cloned().ok_or_else(|| {
+                    OutboxError::Corrupt(format!(
+                        "message {mid}, merged into {id}, is not in the outbox"
+                    ))
+                })
+            };
             let mut out = Vec::new();
             for row in rows {
                 let idx: i32 = row.get(0);
                 let part: String = row.get(1);
                 let state: String = row.get(2);
                 let ids: String = row.get(3);
-                let part: Part = serde_json::from_str(&part)
+                let part = decode_part(&part, &owner, &mut member)
                     .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
                 out.push(PartRecord {
                     index: idx as u32,
@@ -1010,6 +1119,29 @@ impl OutboxStore for PgOutbox {
             Ok(())
         })
     }
+
+    fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError> {
+        self.run(move |c| {
+            // One statement: the batch, its parts and its merged messages
+            // go together. SKIP LOCKED leaves a batch another host is
+            // pruning (or a row being written) to that host.
+            let n = c.execute(
+                "WITH doomed AS (
+                    SELECT id FROM botbox_messages AS m
+                    WHERE finished_ms < $1 AND merged_into IS NULL AND reported
+                      AND state IN ('delivered', 'partial', 'failed', 'cancelled')
+                      AND NOT EXISTS (SELECT 1 FROM botbox_messages AS c WHERE c.merged_into = m.id AND NOT c.reported)
+                    ORDER BY finished_ms LIMIT $2
+                    FOR UPDATE SKIP LOCKED
+                 ),
+                 gone_parts AS (DELETE FROM botbox_parts WHERE message_id IN (SELECT id FROM doomed)),
+                 gone_members AS (DELETE FROM botbox_messages WHERE merged_into IN (SELECT id FROM doomed))
+                 DELETE FROM botbox_messages WHERE id IN (SELECT id FROM doomed)",
+                &[&(before_ms as i64), &(limit as i64)],
+            )?;
+            Ok(n as usize)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1204,5 +1336,70 @@ mod tests {
             .to_string();
         assert!(err.contains("127.0.0.1:1"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    fn part_bytes(server: &pg::PgServer) -> (i64, i64) {
+        let row = server
+            .client()
+            .query_one(
+                "SELECT COUNT(*), COALESCE(SUM(octet_length(part)), 0)::bigint FROM botbox_parts",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    #[test]
+    fn parts_store_the_body_once_and_old_parts_are_migrated() {
+        use crate::delivery::outbox::tests::{heavy, meeting_parts, record as rec};
+        let server = pg::PgServer::start();
+        let o = host(&server, Duration::from_secs(30));
+        let mut a = rec("a", "p1", 1, None);
+        a.message = heavy("lobby", "the first half the second half");
+        o.insert(&a).unwrap();
+        let parts = meeting_parts(&a.message);
+        o.save_plan("a", &parts, &[]).unwrap();
+        let (rows, bytes) = part_bytes(&server);
+        assert_eq!(rows, 6);
+        assert!(bytes < 1024, "parts hold {bytes} bytes");
+        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+        assert_eq!(read, parts);
+        // A database written before: whole parts and no recorded format.
+        let mut c = server.client();
+        for (i, part) in parts.iter().enumerate() {
+            c.execute(
+                "UPDATE botbox_parts SET part = $3 WHERE message_id = $1 AND idx = $2",
+                &[&"a", &(i as i32), &serde_json::to_string(part).unwrap()],
+            )
+            .unwrap();
+        }
+        c.execute("DELETE FROM botbox_schema", &[]).unwrap();
+        assert!(part_bytes(&server).1 > 6 * 150_000);
+        // Old parts read as they are, and the next host to start rewrites them.
+        assert_eq!(o.parts("a").unwrap()[0].part, parts[0]);
+        let o = host(&server, Duration::from_secs(30));
+        let (rows, bytes) = part_bytes(&server);
+        assert_eq!(rows, 6);
+        assert!(bytes < 1024, "after the migration parts hold {bytes} bytes");
+        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+        assert_eq!(read, parts);
+    }
+
+    #[test]
+    fn pruning_removes_reported_messages_past_the_retention_and_keeps_the_rest() {
+        use crate::delivery::outbox::tests::{assert_pruned, prune_fixture};
+        let server = pg::PgServer::start();
+        let o = host(&server, Duration::from_secs(30));
+        prune_fixture(&o);
+        assert_pruned(&o);
+        let orphans: i64 = server
+            .client()
+            .query_one(
+                "SELECT COUNT(*) FROM botbox_parts WHERE message_id NOT IN (SELECT id FROM botbox_messages)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(orphans, 0);
     }
 }
