@@ -912,3 +912,132 @@ async fn max_delay_counts_every_dialog_a_message_goes_to() {
         "the last went out after {span:?}"
     );
 }
+
+/// A loopback TCP proxy in front of a provider that holds every other
+/// request whose first line has `path` in it for `delay` before any of its
+/// bytes leave: a request that leaves late, as one does when the host's CPU
+/// is starved between the throttle's stamp and the write.
+async fn delaying_proxy(upstream: String, path: &'static str, delay: Duration) -> String {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut client_r, mut client_w) = client.into_split();
+            let (mut server_r, mut server_w) = server.into_split();
+            // A client chunk after an answer starts the next request.
+            let fresh = Arc::new(AtomicBool::new(true));
+            let f = fresh.clone();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = client_r.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if f.swap(false, Ordering::SeqCst) {
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        let first = head.lines().next().unwrap_or_default();
+                        if first.contains(path)
+                            && count.fetch_add(1, Ordering::SeqCst).is_multiple_of(2)
+                        {
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                    if server_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = server_r.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    fresh.store(true, Ordering::SeqCst);
+                    if client_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr.to_string()
+}
+
+/// Every other request leaves 150 ms (1.5 simulated seconds) after the
+/// throttle stamped it. Easemob's chatroom broadcast allows one a second:
+/// the next request must still arrive a second after the late one, not
+/// right behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_leaves_late_still_arrives_a_window_after_the_last() {
+    let scale = 10.0;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::fast(scale)).await.unwrap();
+    let upstream = sim.easemob_url();
+    let authority = upstream
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let proxy = delaying_proxy(
+        authority.clone(),
+        "/messages/chatrooms/broadcast",
+        Duration::from_millis(150),
+    )
+    .await;
+    let channels =
+        format!("[channels.rooms]\nprovider = \"easemob\"\ntarget = \"chatrooms\"\n{LONG_DELAY}\n");
+    let text = config_text(&sim, dir.path(), scale, &channels).replace(
+        &format!("url = \"{upstream}"),
+        &format!("url = \"{}", upstream.replacen(&authority, &proxy, 1)),
+    );
+    assert!(text.contains(&proxy), "the config points at the proxy");
+    std::fs::write(dir.path().join("botbox.toml"), &text).unwrap();
+    let app = App::build(Config::load(&dir.path().join("botbox.toml")).unwrap()).unwrap();
+    let ch = app.delivery.channel("rooms").unwrap();
+    for i in 0..4 {
+        app.delivery
+            .accept("a", &ch, text_message("rooms", i))
+            .unwrap();
+    }
+    let stop = CancellationToken::new();
+    let workers = app.delivery.start(stop.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.deliveries_to(SimProvider::Easemob).len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "four deliveries within 10 s: {:?}",
+            sim.requests_to(SimProvider::Easemob)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    workers.wait().await;
+    let arrivals: Vec<Duration> = sim
+        .requests_to(SimProvider::Easemob)
+        .into_iter()
+        .filter(|r| r.path.ends_with("/messages/chatrooms/broadcast"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrivals.len(), 4, "no request refused and retried");
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(1),
+            "arrived {:?} apart, under Easemob's one a second: {arrivals:?}",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+fn text_message(channel: &str, i: usize) -> Message {
+    text(channel, &format!("room news #{i}"))
+}

@@ -1248,3 +1248,98 @@ async fn compile_cache_entries_not_signed_by_this_host_are_recompiled() {
     std::fs::write(&a_entry, &foreign).unwrap();
     drop(load(CompileSource::Compiled, CompileSource::Cache).await);
 }
+
+/// Two plugins spin on every CPU turn there is, eight calls each, until a
+/// 3 s deadline: the host's own work (an admin `/metrics` request over real
+/// HTTP) is answered while they spin, no guest code ran on the host's
+/// thread, and a third plugin's call gets a turn and finishes before any
+/// spinning call does.
+#[tokio::test(flavor = "current_thread")]
+async fn host_work_and_a_neighbour_run_while_guests_spin_on_every_turn() {
+    use std::sync::Arc;
+    const TOKEN: &str = "admin-token-0123456789abcdef";
+    let spin = || {
+        WatPlugin::new(Ask::default())
+            .body("(loop $l (br $l))")
+            .build()
+    };
+    let slow = "limits = { deadline_ms = 3000, max_concurrency = 8 }";
+    let host = TestHost::with_top(
+        &[
+            ("spin-a", spin(), slow),
+            ("spin-b", spin(), slow),
+            ("neighbour", neighbour(), ""),
+        ],
+        |dir| {
+            let token = dir.join("admin-token");
+            std::fs::write(&token, TOKEN).unwrap();
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ file = {} }}\n",
+                toml::Value::String(token.display().to_string())
+            )
+        },
+    );
+    host.load_all().await;
+    let app = &host.app;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let admin = Arc::new(botbox::triggers::admin::AdminServer::new(
+        app.admin.clone().expect("[admin] is set"),
+        app.config.plugins.keys().cloned().collect(),
+        app.runtime.clone(),
+        app.delivery.clone(),
+        app.shared.metrics.clone(),
+    ));
+    let served = tokio::spawn(admin.serve(listener, stop.clone()));
+
+    let turns = app.runtime.turns().clone();
+    turns.record();
+    let mut spinning = Vec::new();
+    for plugin in ["spin-a", "spin-b"] {
+        for _ in 0..8 {
+            let runtime = app.runtime.clone();
+            spinning.push(tokio::spawn(async move {
+                runtime.dispatch(plugin, &poke()).await
+            }));
+        }
+    }
+    // Until both plugins have had many turns: every turn is taken.
+    let waiting = std::time::Instant::now();
+    while turns.granted().len() < 50 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(2),
+            "the spinning calls do not take turns: {:?}",
+            turns.granted()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    let metrics = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    metrics.text().await.unwrap();
+    assert_neighbour_fine(&host).await;
+    assert!(
+        spinning.iter().all(|t| !t.is_finished()),
+        "answered while every spinning call still runs"
+    );
+    assert_eq!(
+        botbox::runtime::guest_ticks_on_this_thread(),
+        0,
+        "guest code ran on the host's thread"
+    );
+    let granted = turns.granted();
+    for plugin in ["spin-a", "spin-b", "neighbour"] {
+        assert!(granted.iter().any(|p| p == plugin), "{plugin}: {granted:?}");
+    }
+    for t in spinning {
+        assert!(matches!(t.await.unwrap(), Err(HandleError::Timeout { .. })));
+    }
+    stop.cancel();
+    served.await.unwrap();
+}

@@ -4,8 +4,8 @@
 //!
 //! `cargo bench -p botbox --bench attacks`. The attacks are the hostile
 //! plugins of tests/hostile_plugins.rs, each run in a loop by two tasks
-//! (a plugin handling events side by side) while the neighbour handles
-//! `CALLS` events one after another.
+//! (eight for `infinite loop x8`: a plugin handling events side by side)
+//! while the neighbour handles `CALLS` events one after another.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -35,6 +35,8 @@ struct Attack {
     name: &'static str,
     component: Vec<u8>,
     limits: &'static str,
+    /// How many tasks run the attack side by side.
+    tasks: usize,
     /// Why the neighbour may slow down, shown when its p99 is over 2x.
     reason: &'static str,
 }
@@ -91,40 +93,53 @@ fn attacks() -> Vec<Attack> {
         .build();
     vec![
         Attack {
+            name: "infinite loop x8",
+            component: infinite.clone(),
+            limits: "limits = { deadline_ms = 200 }",
+            tasks: 8,
+            reason: "CPU: eight calls of one plugin spin until their deadline; they share its one turn and one core, and the neighbour's guest thread shares the other core with the host and every other process",
+        },
+        Attack {
             name: "infinite loop",
             component: infinite,
             limits: "limits = { deadline_ms = 200 }",
-            reason: "CPU: each attacking call spins on a core until its 200 ms deadline; two of them leave the neighbour no free core on a 2-core machine",
+            tasks: 2,
+            reason: "CPU: the attacking calls spin until their 200 ms deadline on one core (one plugin holds at most all turns but one); the neighbour's guest thread shares the other core with the host and every other process",
         },
         Attack {
             name: "memory growth",
             component: memory,
             limits: "",
+            tasks: 2,
             reason: "memory: each call maps and zeroes up to 64 MiB, which the kernel does on the neighbour's cores",
         },
         Attack {
             name: "log flood",
             component: flood,
             limits: "limits = { log_lines_per_second = 10 }",
+            tasks: 2,
             reason: "CPU: 20,000 log calls per event, each a host call that lifts its string across the boundary before the rate limit refuses it",
         },
         Attack {
             name: "broadcast spam",
             component: spam,
             limits: "limits = { broadcasts_per_minute = 5 }",
+            tasks: 2,
             reason: "CPU and the outbox lock: accepted sends write to SQLite",
         },
         Attack {
             name: "kv fill",
             component: kv,
             limits: "limits = { kv_max_total_kb = 64 }",
+            tasks: 2,
             reason: "disk: each set is a SQLite transaction with fsync",
         },
         Attack {
             name: "huge strings",
             component: huge,
             limits: "",
-            reason: "memory bandwidth: 60 MiB written by the guest and copied by bindgen's lift, per import",
+            tasks: 2,
+            reason: "memory bandwidth: 60 MiB written by the guest and copied by bindgen's lift, per import; neither can yield, so they hold one turn and one core until done (the neighbour has the other turn)",
         },
     ]
 }
@@ -157,14 +172,18 @@ async fn neighbour_latency(host: &Arc<TestHost>) -> (Duration, Duration) {
     (percentile(&v, 0.5), percentile(&v, 0.99))
 }
 
-/// Runs `attack` from two tasks until `stop`; returns how many attacking
+/// Runs `attack` from `tasks` tasks until `stop`; returns how many attacking
 /// calls ran.
-fn start_attack<F, Fut>(attack: F, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<u64>>
+fn start_attack<F, Fut>(
+    attack: F,
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>>
 where
     F: Fn() -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    (0..2)
+    (0..tasks)
         .map(|_| {
             let stop = stop.clone();
             let attack = attack.clone();
@@ -236,6 +255,7 @@ fn main() {
                         let _ = h.app.runtime.dispatch("hostile", &poke()).await;
                     }
                 },
+                attack.tasks,
                 stop.clone(),
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -281,6 +301,7 @@ fn main() {
                     let _ = h.app.runtime.load("hostile", &config).await;
                 }
             },
+            2,
             stop.clone(),
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

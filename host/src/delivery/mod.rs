@@ -94,7 +94,10 @@ pub const SHARED_POLL: Duration = Duration::from_millis(200);
 
 /// What waiting for the throttle came to.
 enum Slot {
-    Go,
+    /// Send now. `Some(stamp)`: this host's throttle counted the request at
+    /// `stamp`, to be moved later if the request left late (see
+    /// [`Throttle::answered`]).
+    Go(Option<u64>),
     /// The host is stopping.
     Stopped,
     /// Another host holds the message now.
@@ -553,7 +556,7 @@ impl Delivery {
                 return match endpoint.throttle.lock() {
                     Ok(mut t) => {
                         t.record(departs);
-                        Slot::Go
+                        Slot::Go(Some(departs))
                     }
                     Err(_) => Slot::Stopped,
                 };
@@ -587,7 +590,7 @@ impl Delivery {
         loop {
             let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
             let wait = match shared.reserve(&endpoint.key, &spec, margin, id, now) {
-                Ok(Reservation::Granted) => return Slot::Go,
+                Ok(Reservation::Granted) => return Slot::Go(None),
                 Ok(Reservation::LeaseLost) => return Slot::Lost,
                 Ok(Reservation::Wait(ms)) => ms.saturating_sub(early).min(renew),
                 Err(e) => {
@@ -672,8 +675,8 @@ impl Delivery {
                 return self.after_failure(record, attempts, outcome, &parts_now);
             }
             let asked = std::time::Instant::now();
-            match self.take_slot(endpoint, id, stop).await {
-                Slot::Go => {}
+            let stamp = match self.take_slot(endpoint, id, stop).await {
+                Slot::Go(stamp) => stamp,
                 Slot::Stopped => {
                     self.outbox.requeue(
                         id,
@@ -687,7 +690,7 @@ impl Delivery {
                     tracing::warn!(endpoint = %endpoint.key, message = %id, "another host took this message over (its lease ran out here); leaving it to that host");
                     return Ok(());
                 }
-            }
+            };
             let _ = self.observers.throttled.send(Throttled {
                 plugin: record.plugin.clone(),
                 endpoint: endpoint.key.clone(),
@@ -695,6 +698,16 @@ impl Delivery {
             });
             attempts += 1;
             let outcome = endpoint.provider.send(&channel.config, &part.part).await;
+            if let Some(stamp) = stamp {
+                // The request left somewhere between its stamp and now: a
+                // starved CPU can hold it well past the stamp. Count it as
+                // late as the answer allows, so the next one is spaced from
+                // when this one can have arrived, not from its stamp.
+                let answered = self.clock.now_ms();
+                if let Ok(mut t) = endpoint.throttle.lock() {
+                    t.answered(stamp, answered);
+                }
+            }
             match outcome {
                 DeliveryOutcome::Delivered { provider_ids } => {
                     self.outbox.part_done(

@@ -383,6 +383,35 @@ impl Throttle {
         }
     }
 
+    /// Moves the request counted at `stamped_ms` to as late as its answer
+    /// at `answered_ms` allows. The stamp is taken just before the request
+    /// is handed to the HTTP client, but the bytes leave later: after the
+    /// client's connection task is scheduled, TLS, and, on a starved CPU,
+    /// after the kernel runs this thread again (55 ms was seen). The answer
+    /// is the one later time known to follow the request's arrival, so a
+    /// window is counted from `answered_ms` less the margin the window
+    /// already adds: a request answered within the margin is not moved at
+    /// all, one that left late holds the next for the real gap.
+    pub fn answered(&mut self, stamped_ms: u64, answered_ms: u64) {
+        for (limit, log) in self.spec.limits.iter().zip(self.logs.iter_mut()) {
+            if let Limit::Window { period_ms, .. } = limit {
+                let late = answered_ms.saturating_sub(self.margin_ms + period_ms / 100);
+                if late <= stamped_ms {
+                    continue;
+                }
+                if let Some(entry) = log.iter_mut().rev().find(|at| **at == stamped_ms) {
+                    *entry = late;
+                    log.make_contiguous().sort_unstable();
+                }
+            }
+        }
+        // The bucket stops draining until then: as if it were counted late.
+        let late = answered_ms.saturating_sub(self.margin_ms);
+        if late > stamped_ms && stamped_ms <= self.bucket_at_ms {
+            self.bucket_at_ms = self.bucket_at_ms.max(late);
+        }
+    }
+
     /// When the `n`th request from now (1-based) could go out, if the
     /// throttle were the only thing in its way.
     pub fn eta_of_nth(&self, n: usize, now_ms: u64) -> u64 {
@@ -505,6 +534,21 @@ mod tests {
         assert_eq!(t.eta_of_nth(1, 0), 0);
         let third = t.eta_of_nth(3, 0);
         assert_eq!(third, 2 * (1000 + 10 + 30));
+    }
+
+    #[test]
+    fn a_late_answer_holds_the_next_request_for_the_real_gap() {
+        let spec = ThrottleSpec::windows(&[(1, 1000), (10, MIN)]);
+        let mut t = Throttle::new(spec, 30);
+        t.record(0);
+        // Answered within the margin: nothing moves.
+        t.answered(0, 20);
+        assert_eq!(t.next_allowed(0), 1000 + 10 + 30);
+        // Answered 500 ms after its stamp: it may have arrived at 500, so
+        // the next may not leave before 1500.
+        t.answered(0, 500);
+        assert!(t.next_allowed(0) >= 1500, "{}", t.next_allowed(0));
+        assert!(t.next_allowed(0) <= 1500 + 10);
     }
 
     #[test]

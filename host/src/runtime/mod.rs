@@ -8,6 +8,7 @@ pub mod plugin;
 pub mod reload;
 pub mod state;
 pub mod stdio;
+pub mod turns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginSta
 pub use self::state::HostState;
 
 use self::engine::{EpochTicker, build_engine};
+use self::turns::Turns;
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::log::{LogRecord, LogSink};
 use crate::capabilities::{Conversations, Grants, PluginContext};
@@ -95,7 +97,73 @@ pub struct Runtime {
     services: RwLock<Services>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     generation: AtomicU64,
+    /// Guest code runs only on these threads, and only while its call holds
+    /// one of `turns`: webhook answers, delivery and the admin API stay on
+    /// the host's own runtime and never wait behind a guest.
+    guests: GuestPool,
     _ticker: EpochTicker,
+}
+
+/// The threads guest code runs on: a tokio runtime of its own, one thread
+/// per turn.
+struct GuestPool {
+    runtime: Option<tokio::runtime::Runtime>,
+    turns: Arc<Turns>,
+}
+
+impl GuestPool {
+    fn new(engine: &Engine) -> std::io::Result<GuestPool> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("botbox-guest")
+            .enable_all()
+            .build()?;
+        let kick = engine.clone();
+        Ok(GuestPool {
+            runtime: Some(runtime),
+            turns: Turns::new(threads, move || kick.increment_epoch()),
+        })
+    }
+
+    /// Runs `work` on a guest thread; dropping the returned future stops it.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, String> {
+        let Some(runtime) = &self.runtime else {
+            return Err("the runtime is shutting down".into());
+        };
+        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+        impl<T> Drop for AbortOnDrop<T> {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let mut task = AbortOnDrop(runtime.spawn(work));
+        (&mut task.0)
+            .await
+            .map_err(|e| format!("guest task failed: {e}"))
+    }
+}
+
+impl Drop for GuestPool {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (blocking) inside another's context.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+thread_local! {
+    static GUEST_TICKS_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many epoch ticks of guest code ran on the calling thread: zero on
+/// every thread but the guest pool's.
+pub fn guest_ticks_on_this_thread() -> u64 {
+    GUEST_TICKS_HERE.with(|c| c.get())
 }
 
 impl Runtime {
@@ -104,7 +172,10 @@ impl Runtime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Bot::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let guests = GuestPool::new(&engine)
+            .map_err(|e| wasmtime::Error::msg(format!("cannot start the guest threads: {e}")))?;
         Ok(Runtime {
+            guests,
             _ticker: EpochTicker::start(engine.clone()),
             cache: CompileCache::new(options.cache_dir),
             pool: options.pool,
@@ -118,6 +189,11 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The CPU turns guests take (see [`turns`]).
+    pub fn turns(&self) -> &Arc<Turns> {
+        &self.guests.turns
     }
 
     pub fn services(&self) -> Services {
@@ -279,7 +355,7 @@ impl Runtime {
 
         // describe() runs with no grants: a plugin cannot act while it is
         // still saying what it wants.
-        let probe = Plugin {
+        let probe = Arc::new(Plugin {
             name: name.to_string(),
             pre: compiled.pre.clone(),
             context: make_context(None, Grants::default()),
@@ -289,7 +365,7 @@ impl Runtime {
             compile_source: compiled.source,
             footprint: compiled.footprint,
             generation: 0,
-        };
+        });
         let manifest = self
             .call_describe(&probe)
             .await
@@ -336,39 +412,36 @@ impl Runtime {
             .unwrap_or(false)
     }
 
-    fn new_store(&self, plugin: &Plugin) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(plugin.context.clone()));
-        store.limiter(|s| &mut s.memory);
-        // At every epoch tick the guest gives its tokio worker back, so a
-        // plugin that computes for its whole deadline holds a worker for
-        // one tick at a time, not for the whole deadline, and its
-        // neighbours' events still get run; past the deadline it traps.
-        let deadline = plugin.limits.deadline;
-        let started = std::time::Instant::now();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if started.elapsed() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                // tokio's own yield: it runs every other ready task before
-                // this one again (a plain self-wake would go first).
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+    async fn call_describe(&self, plugin: &Arc<Plugin>) -> Result<Manifest, HandleError> {
+        let guest = self.guest_context();
+        let name = plugin.name.clone();
+        let deadline = plugin.limits.deadline + DEADLINE_GRACE;
+        let turn = guest.first_turn(plugin).await?;
+        let plugin = plugin.clone();
+        let work = async move {
+            let mut store = guest.new_store(&plugin, turn);
+            let work = async {
+                let bot = plugin.pre.instantiate_async(&mut store).await?;
+                bot.botbox_bot_handler().call_describe(&mut store).await
+            };
+            match tokio::time::timeout(deadline, work).await {
+                Ok(Ok(manifest)) => Ok(manifest),
+                Ok(Err(e)) => Err(classify(&plugin, &store, e)),
+                Err(_) => Err(timeout_error(&plugin)),
+            }
+        };
+        self.guests.run(work).await.unwrap_or_else(|message| {
+            Err(HandleError::Trap {
+                plugin: name,
+                message,
             })
-        });
-        store
+        })
     }
 
-    async fn call_describe(&self, plugin: &Plugin) -> Result<Manifest, HandleError> {
-        let mut store = self.new_store(plugin);
-        let work = async {
-            let bot = plugin.pre.instantiate_async(&mut store).await?;
-            bot.botbox_bot_handler().call_describe(&mut store).await
-        };
-        let outcome = tokio::time::timeout(plugin.limits.deadline + DEADLINE_GRACE, work).await;
-        match outcome {
-            Ok(Ok(manifest)) => Ok(manifest),
-            Ok(Err(e)) => Err(classify(plugin, &store, e)),
-            Err(_) => Err(timeout_error(plugin)),
+    fn guest_context(&self) -> GuestContext {
+        GuestContext {
+            engine: self.engine.clone(),
+            turns: self.guests.turns.clone(),
         }
     }
 
@@ -393,10 +466,6 @@ impl Runtime {
             });
         }
         remember_conversation(&plugin.context, event);
-        // A guest call rarely waits on anything tokio knows about, so a
-        // stream of dispatches would never give the scheduler a turn;
-        // yielding once per event keeps timers and other triggers served.
-        tokio::task::yield_now().await;
         let started = std::time::Instant::now();
         let result = self.run_handle(plugin, event).await;
         let stats = &plugin.stats;
@@ -414,25 +483,105 @@ impl Runtime {
         result
     }
 
-    async fn run_handle(&self, plugin: &Plugin, event: &Event) -> Result<(), HandleError> {
+    async fn run_handle(&self, plugin: &Arc<Plugin>, event: &Event) -> Result<(), HandleError> {
         // The concurrency cap is taken before an instance slot, so a plugin
         // stuck at its cap never drains the shared pool. A call past the cap
         // fails at once instead of queueing: the plugin is saturated, and a
         // queue would only turn its slowness into everyone's latency.
         // Callers report it (a webhook answers 503, a schedule tick is
         // skipped and logged).
-        let Ok(_permit) = plugin.permits.clone().try_acquire_owned() else {
+        let Ok(permit) = plugin.permits.clone().try_acquire_owned() else {
             return Err(HandleError::Busy {
                 plugin: plugin.name.clone(),
                 max: plugin.limits.max_concurrency,
             });
         };
-        let mut store = self.new_store(plugin);
-        let instantiated = tokio::time::timeout(
-            plugin.limits.deadline + DEADLINE_GRACE,
-            plugin.pre.instantiate_async(&mut store),
-        )
-        .await;
+        let guest = self.guest_context();
+        let name = plugin.name.clone();
+        // The first turn is waited for here, on the caller's side: a call
+        // that waits takes no guest thread, and its arrival is known to the
+        // running guests (see `turns`) before it needs one.
+        let turn = guest.first_turn(plugin).await?;
+        let work = guest.handle(plugin.clone(), event.clone(), permit, turn);
+        self.guests.run(work).await.unwrap_or_else(|message| {
+            Err(HandleError::Trap {
+                plugin: name,
+                message,
+            })
+        })
+    }
+}
+
+fn lock_turn(slot: &Mutex<Option<turns::Turn>>) -> std::sync::MutexGuard<'_, Option<turns::Turn>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a call needs on a guest thread.
+struct GuestContext {
+    engine: Engine,
+    turns: Arc<Turns>,
+}
+
+impl GuestContext {
+    /// A store for one call that holds `turn`. At every epoch tick the
+    /// guest gives its turn back if another call waits for one (see
+    /// [`turns`]) and waits in the rotation for the next; past its deadline
+    /// it traps.
+    fn new_store(&self, plugin: &Plugin, turn: turns::Turn) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(plugin.context.clone()));
+        store.limiter(|s| &mut s.memory);
+        let deadline = plugin.limits.deadline;
+        let started = std::time::Instant::now();
+        let held = Arc::new(Mutex::new(Some(turn)));
+        let turns = self.turns.clone();
+        let name = plugin.name.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            GUEST_TICKS_HERE.with(|c| c.set(c.get() + 1));
+            if started.elapsed() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if !turns.contended() {
+                return Ok(UpdateDeadline::Continue(1));
+            }
+            let held = held.clone();
+            let turns = turns.clone();
+            let name = name.clone();
+            // wasmtime 48 awaits this future before the guest goes on
+            // (`UpdateDeadline::YieldCustom`, vm/libcalls.rs): the turn is
+            // handed on and this call waits in the rotation for the next.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    drop(lock_turn(&held).take());
+                    let turn = turns.acquire(&name).await;
+                    *lock_turn(&held) = Some(turn);
+                }),
+            ))
+        });
+        store
+    }
+
+    /// Waits for a call's first turn, within the call's deadline.
+    async fn first_turn(&self, plugin: &Plugin) -> Result<turns::Turn, HandleError> {
+        let limit = plugin.limits.deadline + DEADLINE_GRACE;
+        tokio::time::timeout(limit, self.turns.acquire(&plugin.name))
+            .await
+            .map_err(|_| timeout_error(plugin))
+    }
+
+    async fn handle(
+        self,
+        plugin: Arc<Plugin>,
+        event: Event,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+        turn: turns::Turn,
+    ) -> Result<(), HandleError> {
+        let plugin = &*plugin;
+        let limit = plugin.limits.deadline + DEADLINE_GRACE;
+        let mut store = self.new_store(plugin, turn);
+        let instantiated =
+            tokio::time::timeout(limit, plugin.pre.instantiate_async(&mut store)).await;
         let bot = match instantiated {
             Ok(Ok(bot)) => bot,
             Ok(Err(e)) => {
@@ -446,8 +595,8 @@ impl Runtime {
             }
             Err(_) => return Err(timeout_error(plugin)),
         };
-        let call = bot.botbox_bot_handler().call_handle(&mut store, event);
-        match tokio::time::timeout(plugin.limits.deadline + DEADLINE_GRACE, call).await {
+        let call = bot.botbox_bot_handler().call_handle(&mut store, &event);
+        match tokio::time::timeout(limit, call).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(message))) => Err(HandleError::Failed {
                 plugin: plugin.name.clone(),
