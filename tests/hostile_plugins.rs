@@ -1058,15 +1058,19 @@ async fn leaking_host_handles_stops_at_the_table_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_whose_concurrency_over_commits_the_pool_are_refused() {
     // 200 + 100 calls at once, each holding a component instance: the pool
-    // has 256.
-    let host = TestHost::new(&[
-        ("greedy", neighbour(), "limits = { max_concurrency = 200 }"),
-        (
-            "neighbour",
-            neighbour(),
-            "limits = { max_concurrency = 100 }",
-        ),
-    ]);
+    // has 256 (and 512 memories and tables).
+    let small_pool = |_: &std::path::Path| "[runtime]\npool_instances = 256\n".to_string();
+    let host = TestHost::with_top(
+        &[
+            ("greedy", neighbour(), "limits = { max_concurrency = 200 }"),
+            (
+                "neighbour",
+                neighbour(),
+                "limits = { max_concurrency = 100 }",
+            ),
+        ],
+        small_pool,
+    );
     let errors = host.app.load_plugins().await;
     assert_eq!(errors.len(), 1, "{errors:?}");
     let text = errors[0].to_string();
@@ -1089,14 +1093,17 @@ async fn plugins_whose_concurrency_over_commits_the_pool_are_refused() {
     );
 
     // Four memories an instance, 150 at once: 600 memories, the pool has 512.
-    let host = TestHost::new(&[
-        (
-            "hogs",
-            multi_memory(3, ""),
-            "limits = { max_concurrency = 150 }",
-        ),
-        ("neighbour", neighbour(), ""),
-    ]);
+    let host = TestHost::with_top(
+        &[
+            (
+                "hogs",
+                multi_memory(3, ""),
+                "limits = { max_concurrency = 150 }",
+            ),
+            ("neighbour", neighbour(), ""),
+        ],
+        small_pool,
+    );
     let errors = host.app.load_plugins().await;
     assert_eq!(errors.len(), 1, "{errors:?}");
     let text = errors[0].to_string();
@@ -1110,16 +1117,35 @@ async fn plugins_whose_concurrency_over_commits_the_pool_are_refused() {
     );
 
     // The same plugins within the pool load.
-    let host = TestHost::new(&[
-        (
-            "hogs",
-            multi_memory(3, ""),
-            "limits = { max_concurrency = 100 }",
-        ),
-        ("neighbour", neighbour(), ""),
-    ]);
+    let host = TestHost::with_top(
+        &[
+            (
+                "hogs",
+                multi_memory(3, ""),
+                "limits = { max_concurrency = 100 }",
+            ),
+            ("neighbour", neighbour(), ""),
+        ],
+        small_pool,
+    );
     host.load_all().await;
     assert_neighbour_fine(&host).await;
+}
+
+/// The over-commit check must not cost an operator the many-bots host: a
+/// hundred plugins at the default `max_concurrency` (8) fit the default
+/// pool (`runtime.pool_instances`, 1024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_plugins_at_the_default_concurrency_fit_the_default_pool() {
+    let names: Vec<String> = (0..100).map(|i| format!("bot{i:03}")).collect();
+    let plugins: Vec<(&str, Vec<u8>, &str)> = names
+        .iter()
+        .map(|n| (n.as_str(), neighbour(), ""))
+        .collect();
+    let host = TestHost::new(&plugins);
+    let errors = host.app.load_plugins().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(host.app.runtime.plugin_names().len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,7 +126,7 @@ impl App {
         };
         let runtime = Runtime::new(
             RuntimeOptions {
-                pool: PoolSizes::default(),
+                pool: PoolSizes::for_instances(config.runtime.pool_instances),
                 cache_dir: Some(config.storage.dir.join("cache")),
             },
             services,

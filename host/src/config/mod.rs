@@ -131,7 +131,14 @@ pub struct RuntimeConfig {
     /// How much faster than real time the throttles' clock runs. Only for
     /// demos and tests against a simulator scaled the same way.
     pub time_scale: f64,
+    /// Component instances in the shared instance pool (each concurrent
+    /// call holds one); the pool has twice as many memories and tables.
+    pub pool_instances: u32,
 }
+
+/// The default of `runtime.pool_instances`: room for 100 plugins at the
+/// default `max_concurrency` of 8, with some to spare.
+pub const DEFAULT_POOL_INSTANCES: u32 = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -238,6 +245,7 @@ struct RawStorage {
 struct RawRuntime {
     reload: Option<bool>,
     time_scale: Option<f64>,
+    pool_instances: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -368,9 +376,17 @@ impl Config {
                 format!("is {time_scale}; it must be between 0.001 and 1000000"),
             );
         }
+        let pool_instances = raw.runtime.pool_instances.unwrap_or(DEFAULT_POOL_INSTANCES);
+        if !(16..=16_384).contains(&pool_instances) {
+            issue(
+                "runtime.pool_instances".into(),
+                format!("is {pool_instances}; it must be between 16 and 16384"),
+            );
+        }
         let runtime = RuntimeConfig {
             reload: raw.runtime.reload.unwrap_or(true),
             time_scale,
+            pool_instances,
         };
 
         let mut providers = BTreeMap::new();
@@ -819,6 +835,16 @@ mod tests {
         assert_eq!(c.storage.dir, Path::new("/cfg/.botbox"));
         assert!(matches!(c.storage.backend, StorageBackend::Sqlite));
         assert_eq!(c.storage.retention, DEFAULT_RETENTION);
+    }
+
+    #[test]
+    fn the_instance_pool_is_sized_by_runtime_pool_instances() {
+        let c = parse("").unwrap();
+        assert_eq!(c.runtime.pool_instances, DEFAULT_POOL_INSTANCES);
+        let c = parse("[runtime]\npool_instances = 4096\n").unwrap();
+        assert_eq!(c.runtime.pool_instances, 4096);
+        let err = parse("[runtime]\npool_instances = 8\n").unwrap_err();
+        assert!(err.to_string().contains("runtime.pool_instances"), "{err}");
     }
 
     #[test]

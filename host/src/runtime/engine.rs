@@ -46,13 +46,22 @@ pub struct PoolSizes {
     pub tables: u32,
 }
 
+impl PoolSizes {
+    /// A pool of `instances` component instances, with twice as many
+    /// memories and tables (`runtime.pool_instances`). Slots are address
+    /// space reserved up front and touched only when used.
+    pub fn for_instances(instances: u32) -> PoolSizes {
+        PoolSizes {
+            component_instances: instances,
+            memories: instances.saturating_mul(2),
+            tables: instances.saturating_mul(2),
+        }
+    }
+}
+
 impl Default for PoolSizes {
     fn default() -> Self {
-        PoolSizes {
-            component_instances: 256,
-            memories: 512,
-            tables: 512,
-        }
+        PoolSizes::for_instances(crate::config::DEFAULT_POOL_INSTANCES)
     }
 }
 

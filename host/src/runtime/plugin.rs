@@ -69,7 +69,7 @@ pub enum LoadError {
     #[error(
         "the plugins' limits.max_concurrency over-commit the host's instance pool: {over}; \
          `{plugin}` takes the most ({share}); lower its limits.max_concurrency (or others') \
-         so the sum fits"
+         so the sum fits, or raise runtime.pool_instances"
     )]
     PoolOvercommit {
         plugin: String,
