@@ -25,8 +25,11 @@ fn webhook_provider(base: &str) -> Bitrix24 {
     }
 }
 
-fn oauth_provider(base: &str, token_url: String, access: &str) -> Bitrix24 {
-    Bitrix24 {
+/// A provider on OAuth whose token store lives in the returned folder
+/// (removed when it is dropped).
+fn oauth_provider(base: &str, token_url: String, access: &str) -> (Bitrix24, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let provider = Bitrix24 {
         base: base.into(),
         auth: Auth::OAuth(Box::new(OAuth {
             client_id: "app.5f1d2e".into(),
@@ -37,10 +40,7 @@ fn oauth_provider(base: &str, token_url: String, access: &str) -> Bitrix24 {
                 Secret::new("r1".into()),
             )),
             store: PairStore::new(
-                TokenStore::sqlite(std::env::temp_dir().join(format!(
-                    "botbox-b24-unit-{:016x}.sqlite",
-                    rand::random::<u64>()
-                ))),
+                TokenStore::sqlite(dir.path().join("tokens.sqlite")),
                 "bitrix24 providers.b24 unit".into(),
                 "providers.b24.oauth.token_key".into(),
                 Secret::new(TOKEN_KEY.into()),
@@ -48,7 +48,8 @@ fn oauth_provider(base: &str, token_url: String, access: &str) -> Bitrix24 {
             ),
         })),
         http: reqwest::Client::new(),
-    }
+    };
+    (provider, dir)
 }
 
 fn dialogs(ids: &[&str]) -> ChannelConfig {
@@ -507,7 +508,7 @@ async fn fake_portal(accepted: &'static str, refresh_delay_ms: u64) -> (Server, 
 #[tokio::test]
 async fn oauth_refreshes_once_on_expired_token_and_keeps_the_new_pair() {
     let (server, refreshes) = fake_portal("a2", 0).await;
-    let p = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+    let (p, _store) = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
     let c = dialogs(&["chat13"]);
     let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
     assert_eq!(
@@ -541,11 +542,8 @@ async fn oauth_refreshes_once_on_expired_token_and_keeps_the_new_pair() {
 #[tokio::test]
 async fn concurrent_expired_tokens_refresh_once() {
     let (server, refreshes) = fake_portal("a2", 150).await;
-    let p = Arc::new(oauth_provider(
-        &server.base,
-        format!("{}/oauth/token/", server.base),
-        "a1",
-    ));
+    let (p, _store) = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+    let p = Arc::new(p);
     let c = dialogs(&["chat1", "chat2", "chat3", "chat4", "chat5"]);
     let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
     let mut tasks = Vec::new();
@@ -566,7 +564,7 @@ async fn concurrent_expired_tokens_refresh_once() {
 #[tokio::test]
 async fn a_token_expired_again_after_refresh_is_credentials_expired() {
     let (server, refreshes) = fake_portal("never", 0).await;
-    let p = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+    let (p, _store) = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
     let c = dialogs(&["chat13"]);
     let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
     let outcome = p.send(&c, &parts[0]).await;
@@ -594,7 +592,7 @@ async fn a_refused_refresh_is_credentials_expired_without_secrets() {
         }
     })
     .await;
-    let p = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+    let (p, _store) = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
     let c = dialogs(&["chat13"]);
     let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
     let outcome = p.send(&c, &parts[0]).await;
@@ -626,7 +624,8 @@ async fn a_token_answer_that_is_no_token_is_neither_used_nor_stored() {
             }
         })
         .await;
-        let p = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+        let (p, _store) =
+            oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
         let c = dialogs(&["chat13"]);
         let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
         let outcome = p.send(&c, &parts[0]).await;
