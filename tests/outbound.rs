@@ -19,7 +19,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use botbox::app::App;
@@ -34,42 +34,7 @@ use tokio::net::TcpListener;
 // ---------------------------------------------------------------------------
 // The host's log, captured.
 
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        // What `BOTBOX_LOG=debug` shows, the HTTP client's lines included.
-        let filter = "debug,botbox=trace,cranelift_codegen=info,wasmtime_internal_cranelift=info,\
-                      wit_parser=info,wit_component=info";
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(move || Capture(sink.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn captured_logs() -> String {
-    String::from_utf8_lossy(&lock(log_buffer())).into_owned()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use support::{captured_logs, lock, log_buffer};
 
 // ---------------------------------------------------------------------------
 // A real HTTP/1.1 server on loopback that answers from a closure.

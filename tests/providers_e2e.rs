@@ -43,39 +43,7 @@ use wit_parser::{Int, Resolve, SizeAlign, Type, TypeDefKind, TypeId};
 // ---------------------------------------------------------------------------
 // Everything the host logs, and every secret it must not show.
 
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        // What `BOTBOX_LOG=debug` shows (the HTTP client's lines included),
-        // and botbox's own trace lines too; without the compiler's chatter.
-        let filter = "debug,botbox=trace,cranelift_codegen=info,wasmtime_internal_cranelift=info,\
-                      wit_parser=info,wit_component=info";
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(move || Capture(sink.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn captured_logs() -> String {
-    String::from_utf8_lossy(&lock(log_buffer())).into_owned()
-}
+use support::{captured_logs, lock, log_buffer};
 
 /// Every secret any test configured or saw on the wire. The log buffer is
 /// shared by the tests of this file, so it is checked against all of them.
@@ -108,12 +76,6 @@ fn assert_no_secret(what: &str, text: &str) {
             );
         }
     }
-}
-
-/// A failed assertion elsewhere must not hide everything else behind a
-/// poisoned lock.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Real time a request may arrive early at the simulator without counting

@@ -455,3 +455,47 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
     std::fs::write(&tmp, bytes).expect("write temp file");
     std::fs::rename(&tmp, path).expect("rename into place");
 }
+
+// ---------------------------------------------------------------------------
+// The host's log, captured: what `BOTBOX_LOG=debug` shows (the HTTP client's
+// lines included) and botbox's own trace lines, without the compiler's
+// chatter, for tests that scan it for secrets.
+
+pub fn log_buffer() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let filter = "debug,botbox=trace,cranelift_codegen=info,wasmtime_internal_cranelift=info,\
+                      wit_parser=info,wit_component=info";
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(move || Capture(sink.clone()))
+            .try_init();
+        buffer
+    })
+}
+
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged since the first call of [`log_buffer`].
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&lock(log_buffer())).into_owned()
+}
+
+/// A lock that a panicking test thread did not poison for the others.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
