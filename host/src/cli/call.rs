@@ -13,9 +13,9 @@ use std::time::Instant;
 use clap::Args;
 
 use super::ExitCode;
-use super::event::parse_event;
 use crate::app::App;
-use crate::config::{Config, event_kind_name};
+use crate::config::Config;
+use crate::events::{event_kind_name, parse_event};
 
 #[derive(Debug, Args)]
 pub struct CallArgs {

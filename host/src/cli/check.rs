@@ -7,7 +7,7 @@ use clap::Args;
 use super::ExitCode;
 use crate::app::App;
 use crate::capabilities::broadcast::content_kind_name;
-use crate::config::event_kind_name;
+use crate::events::event_kind_name;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ExitCode;
-use super::event::parse_event;
 use super::output::Printer;
 use crate::app::App;
+use crate::events::parse_event;
 use crate::runtime::reload::is_content_change;
 use crate::sanitize;
 use crate::wit::types::Event;

@@ -3,7 +3,6 @@
 pub(crate) mod call;
 mod check;
 mod dev;
-pub mod event;
 mod new;
 mod outbox;
 mod output;

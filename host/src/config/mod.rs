@@ -19,6 +19,7 @@ use serde::Deserialize;
 pub use schedule::{ScheduleSpec, parse_duration, parse_schedule};
 pub use secret::{Secret, SecretError, SecretRef};
 
+use crate::events::parse_event_kind;
 use crate::wit::types::EventKind;
 
 /// One problem in a config, located by file and key.
@@ -281,28 +282,6 @@ struct RawLimits {
 /// other people's words and must be granted by name.
 pub const DEFAULT_EVENTS: [EventKind; 3] =
     [EventKind::Custom, EventKind::Delivery, EventKind::Schedule];
-
-pub fn event_kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::ChatMessage => "chat-message",
-        EventKind::Meeting => "meeting",
-        EventKind::Schedule => "schedule",
-        EventKind::Delivery => "delivery",
-        EventKind::Custom => "custom",
-    }
-}
-
-fn parse_event_kind(name: &str) -> Option<EventKind> {
-    [
-        EventKind::ChatMessage,
-        EventKind::Meeting,
-        EventKind::Schedule,
-        EventKind::Delivery,
-        EventKind::Custom,
-    ]
-    .into_iter()
-    .find(|k| event_kind_name(*k) == name)
-}
 
 /// Names used as channel, provider, plugin and schedule keys: short, printable,
 /// and safe to show in a log line or a metric label.

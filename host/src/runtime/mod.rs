@@ -29,11 +29,12 @@ use self::turns::Turns;
 use crate::capabilities::kv::KvStore;
 use crate::capabilities::log::{LogRecord, LogSink};
 use crate::capabilities::{Conversations, Grants, PluginContext};
-use crate::config::{Config, PluginConfig, event_kind_name, is_valid_name};
+use crate::config::{Config, PluginConfig, is_valid_name};
 use crate::delivery::Delivery;
+use crate::events::{event_kind, event_kind_name};
 use crate::sanitize;
 use crate::wit::Bot;
-use crate::wit::types::{Event, EventKind, Manifest};
+use crate::wit::types::{Event, Manifest};
 
 /// How long past its deadline a call may take before the host gives up on
 /// it from the outside. The epoch deadline stops guest code; this backstop
@@ -644,16 +645,6 @@ fn classify(plugin: &Plugin, store: &Store<HostState>, error: wasmtime::Error) -
     HandleError::Trap {
         plugin: plugin.name.clone(),
         message: sanitize::for_log(&message, 2000),
-    }
-}
-
-pub fn event_kind(event: &Event) -> EventKind {
-    match event {
-        Event::ChatMessage(_) => EventKind::ChatMessage,
-        Event::Meeting(_) => EventKind::Meeting,
-        Event::Schedule(_) => EventKind::Schedule,
-        Event::Delivery(_) => EventKind::Delivery,
-        Event::Custom(_) => EventKind::Custom,
     }
 }
 

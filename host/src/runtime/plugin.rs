@@ -14,7 +14,8 @@ use super::HostState;
 use super::engine::PoolSizes;
 use super::engine::{CompileSource, Footprint};
 use crate::capabilities::{Denied, Grants, PluginContext};
-use crate::config::{PluginLimits, event_kind_name};
+use crate::config::PluginLimits;
+use crate::events::event_kind_name;
 use crate::sanitize;
 use crate::wit::{BotPre, WIT_PACKAGE, WIT_VERSION};
 

@@ -29,10 +29,10 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::event::parse_event;
-use crate::config::{Config, ConfigIssue, Secret, event_kind_name, take_secret};
+use crate::config::{Config, ConfigIssue, Secret, take_secret};
 use crate::delivery::Delivery;
 use crate::delivery::outbox::{ListFilter, MessageState};
+use crate::events::{event_kind_name, parse_event};
 use crate::providers::unknown_keys;
 use crate::runtime::{HandleError, Runtime};
 use crate::sanitize;

@@ -51,9 +51,10 @@ use axum::routing::post;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigIssue, Secret, take_secret};
+use crate::events::event_kind;
 use crate::providers::bigbluebutton::api::Checksum;
 use crate::providers::unknown_keys;
-use crate::runtime::{Runtime, event_kind};
+use crate::runtime::Runtime;
 use crate::sanitize;
 use crate::triggers::metrics::Metrics;
 use crate::wit::types::{ChatMessage, Event, MeetingEvent, MeetingEventKind};

@@ -1,4 +1,8 @@
-//! Reading an event from the command line or the admin API as JSON.
+//! The event vocabulary shared by every trigger: the kind of an event, its
+//! name in config and on the wire, and its JSON form (read from the command
+//! line and the admin API).
+//!
+//! The JSON form:
 //!
 //! Accepted shapes (keys may use `-` or `_`):
 //! - `{"custom": {"name": "greet", "payload": {"name": "Ada"}}}`; a payload
@@ -10,8 +14,49 @@
 
 use serde_json::{Map, Value};
 
-use crate::wit::types::{ChatMessage, CustomEvent, Event, MeetingEvent, MeetingEventKind};
+use crate::wit::types::{
+    ChatMessage, CustomEvent, Event, EventKind, MeetingEvent, MeetingEventKind,
+};
 
+/// Every event kind, in the order the WIT declares them.
+pub const EVENT_KINDS: [EventKind; 5] = [
+    EventKind::ChatMessage,
+    EventKind::Meeting,
+    EventKind::Schedule,
+    EventKind::Delivery,
+    EventKind::Custom,
+];
+
+/// An event kind's name in config, grants, logs and the admin API.
+pub fn event_kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::ChatMessage => "chat-message",
+        EventKind::Meeting => "meeting",
+        EventKind::Schedule => "schedule",
+        EventKind::Delivery => "delivery",
+        EventKind::Custom => "custom",
+    }
+}
+
+/// The kind named `name` (the inverse of [`event_kind_name`]).
+pub fn parse_event_kind(name: &str) -> Option<EventKind> {
+    EVENT_KINDS
+        .into_iter()
+        .find(|k| event_kind_name(*k) == name)
+}
+
+/// The kind of `event`, which grants are checked against.
+pub fn event_kind(event: &Event) -> EventKind {
+    match event {
+        Event::ChatMessage(_) => EventKind::ChatMessage,
+        Event::Meeting(_) => EventKind::Meeting,
+        Event::Schedule(_) => EventKind::Schedule,
+        Event::Delivery(_) => EventKind::Delivery,
+        Event::Custom(_) => EventKind::Custom,
+    }
+}
+
+/// Why an event's JSON was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("event JSON: {0}")]
 pub struct EventParseError(pub String);
@@ -20,6 +65,7 @@ fn err(msg: impl Into<String>) -> EventParseError {
     EventParseError(msg.into())
 }
 
+/// Reads one event from its JSON form (the shapes above).
 pub fn parse_event(text: &str) -> Result<Event, EventParseError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
