@@ -5,6 +5,10 @@
 //! change to the contract is a compile error everywhere it matters. Serde
 //! derives let the outbox persist messages and the CLI read events as JSON.
 
+// The generated items carry no `///` lines; `wit/bot.wit` documents each of
+// them, and that file is the contract a reader should open.
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "bot",
@@ -19,4 +23,5 @@ pub use self::exports::botbox::bot::handler;
 /// The WIT package version this host implements. Components built against
 /// any other version are refused at load time with a message that says so.
 pub const WIT_PACKAGE: &str = "botbox:bot";
+/// The WIT package version, `WIT_PACKAGE@WIT_VERSION` in a component.
 pub const WIT_VERSION: &str = "0.1.0";

@@ -47,6 +47,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// The shortest interval: a schedule is a trigger for bot logic, not a busy loop.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Reads `every N<s|m|h|d>` or `cron` with five fields; the error says
+/// which forms are accepted.
 pub fn parse_schedule(spec: &str) -> Result<ScheduleSpec, String> {
     let usage = || {
         format!(

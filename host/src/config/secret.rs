@@ -14,20 +14,35 @@ use serde::Deserialize;
 #[serde(untagged)]
 pub enum SecretRef {
     /// An environment variable of the host process.
-    Env { env: String },
+    Env {
+        /// The variable's name.
+        env: String,
+    },
     /// A file whose contents (trailing newline trimmed) are the secret.
-    File { file: PathBuf },
+    File {
+        /// The path, relative to the config file's folder.
+        file: PathBuf,
+    },
 }
 
 /// Why a secret reference could not be resolved. Never contains the value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
+    /// The variable is not set.
     #[error("environment variable `{0}` is not set")]
     EnvMissing(String),
+    /// The variable is set but empty.
     #[error("environment variable `{0}` is empty")]
     EnvEmpty(String),
+    /// The file could not be read.
     #[error("cannot read secret file `{path}`: {reason}")]
-    FileUnreadable { path: String, reason: String },
+    FileUnreadable {
+        /// The path as resolved.
+        path: String,
+        /// The I/O error's kind (never the file's contents).
+        reason: String,
+    },
+    /// The file is empty (or only a newline).
     #[error("secret file `{0}` is empty")]
     FileEmpty(String),
 }
@@ -75,10 +90,13 @@ impl fmt::Display for SecretRef {
 pub struct Secret(SecretString);
 
 impl Secret {
+    /// Wraps a credential read from its source.
     pub fn new(value: String) -> Self {
         Secret(SecretString::from(value))
     }
 
+    /// The value, for the code that signs or sends with it; never for a
+    /// log, an error or a page.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
