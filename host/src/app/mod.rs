@@ -1,5 +1,9 @@
 //! Wiring a config into a running host: providers, channels, kv, the
-//! delivery engine and the runtime, in the order the data flows.
+//! delivery engine and the runtime, in the order the data flows ([`App`]).
+//! [`supervisor`] runs it: delivery workers, triggers, listeners and reload.
+
+pub mod ad_hoc;
+pub mod supervisor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
