@@ -18,10 +18,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "botbox", version, about)]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands of `botbox`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the host: load plugins, fire schedules, deliver messages.
@@ -45,6 +47,7 @@ pub enum Command {
 /// What a command wants the process to exit with.
 pub type ExitCode = u8;
 
+/// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).await,

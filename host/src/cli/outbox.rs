@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::ExitCode;
-use crate::app::open_outbox;
 use crate::config::Config;
 use crate::config::StorageBackend;
-use crate::delivery::outbox::{ListFilter, MessageState};
+use crate::delivery::outbox::{ListFilter, MessageState, OutboxStore, SqliteOutbox};
+use crate::delivery::postgres::PgOutbox;
 use crate::delivery::throttle::{Clock, SystemClock};
 use crate::providers::console;
 use crate::sanitize;
@@ -61,17 +61,20 @@ pub async fn outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             return Ok(2);
         }
     };
-    if let StorageBackend::Sqlite = &config.storage.backend {
-        let path = config.storage.dir.join("outbox.sqlite");
-        if !path.exists() {
-            eprintln!(
-                "error: no outbox at {} yet: nothing was ever sent with this config",
-                path.display()
-            );
-            return Ok(2);
+    let store: Box<dyn OutboxStore> = match &config.storage.backend {
+        StorageBackend::Sqlite => {
+            let path = config.storage.dir.join("outbox.sqlite");
+            if !path.exists() {
+                eprintln!(
+                    "error: no outbox at {} yet: nothing was ever sent with this config",
+                    path.display()
+                );
+                return Ok(2);
+            }
+            Box::new(SqliteOutbox::open(&path)?)
         }
-    }
-    let (store, _) = open_outbox(&config)?;
+        StorageBackend::Postgres { url, lease } => Box::new(PgOutbox::open(url, *lease)?),
+    };
     let now = SystemClock.now_ms();
     match args.action {
         OutboxAction::List {

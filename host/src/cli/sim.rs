@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::ExitCode;
 
+/// `botbox sim`'s arguments.
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Listen on four consecutive ports from this one (BigBlueButton,
@@ -131,6 +132,7 @@ fn demo_webhooks(port: u16, secrets: &Path) -> String {
     )
 }
 
+/// `botbox sim`: runs the simulators until Ctrl-C.
 pub async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = SimConfig::demo();
     cfg.time_scale = args.time_scale;
