@@ -3,6 +3,7 @@
 //! [`supervisor`] runs it: delivery workers, triggers, listeners and reload.
 
 pub mod ad_hoc;
+pub mod demo;
 pub mod supervisor;
 
 use std::collections::BTreeMap;

@@ -26,7 +26,7 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config, _simulators) = if args.demo {
-        let (config, sim) = super::demo_config().await?;
+        let (config, sim) = crate::app::demo::config().await?;
         tracing::info!(
             bbb = %sim.bbb_url(),
             tencent = %sim.tencent_url(),
