@@ -1,6 +1,8 @@
 //! Where events come from: schedules, provider webhooks (`webhooks`), the
 //! admin API (`admin`, which also serves `metrics`), delivery reports, and
-//! the CLI (`botbox call`, in `cli`).
+//! `botbox call` / `botbox dev` (through `crate::app::supervisor`).
+//! Triggers know the pieces of a running host they serve ([`Host`]), not
+//! the app that puts them together.
 
 pub mod admin;
 pub mod metrics;
