@@ -1,3 +1,6 @@
+//! The `botbox` binary: parses the command line, sets up the log and runs
+//! the command (`botbox::cli`) on a multi-threaded tokio runtime.
+
 use std::io::IsTerminal;
 
 use clap::Parser;

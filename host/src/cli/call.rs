@@ -6,16 +6,16 @@
 //! exactly that, with every channel printed to the console. This is the
 //! plugin author's loop: build, then `botbox call my.wasm --event …`.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
 use super::ExitCode;
-use crate::app::App;
+use crate::app::supervisor::{Generation, Triggers};
+use crate::app::{App, ad_hoc};
 use crate::config::Config;
-use crate::events::{event_kind_name, parse_event};
+use crate::events::parse_event;
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
@@ -56,92 +56,6 @@ fn read_event(arg: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("--event `{arg}` is neither JSON nor a readable file: {e}"))
 }
 
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-/// A config for one `.wasm` file: first with no grants, to ask the plugin
-/// what it wants; then granting exactly that, on console channels.
-fn ad_hoc_config(
-    wasm: &Path,
-    settings: &[String],
-    storage: &Path,
-    wants: Option<&crate::wit::types::Manifest>,
-) -> anyhow::Result<Config> {
-    let mut text = String::new();
-    writeln!(
-        text,
-        "[storage]\ndir = {}",
-        toml_string(&storage.display().to_string())
-    )?;
-    writeln!(text, "[runtime]\nreload = false")?;
-    writeln!(text, "[providers.console]\nkind = \"console\"")?;
-    let channels: Vec<&String> = wants
-        .map(|m| m.channels.iter().collect())
-        .unwrap_or_default();
-    for c in &channels {
-        writeln!(
-            text,
-            "[channels.{}]\nprovider = \"console\"",
-            toml_string(c)
-        )?;
-    }
-    writeln!(
-        text,
-        "[plugins.plugin]\npath = {}",
-        toml_string(&wasm.display().to_string())
-    )?;
-    let list = |items: Vec<String>| {
-        items
-            .iter()
-            .map(|s| toml_string(s))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    writeln!(
-        text,
-        "channels = [{}]",
-        list(channels.iter().map(|s| s.to_string()).collect())
-    )?;
-    if let Some(m) = wants {
-        let events = m
-            .events
-            .iter()
-            .map(|e| event_kind_name(*e).to_string())
-            .collect();
-        writeln!(text, "events = [{}]", list(events))?;
-        writeln!(text, "[plugins.plugin.schedules]")?;
-        for s in &m.schedules {
-            writeln!(text, "{} = \"every 1d\"", toml_string(s))?;
-        }
-    }
-    writeln!(text, "[plugins.plugin.settings]")?;
-    for s in settings {
-        let (k, v) = s
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--setting `{s}` must look like key=value"))?;
-        writeln!(text, "{} = {}", toml_string(k), toml_string(v))?;
-    }
-    let cwd = std::env::current_dir()?;
-    Ok(Config::parse(&text, Path::new("<botbox call>"), &cwd)?)
-}
-
-/// The config for a bare `.wasm` file: the plugin is asked what it wants
-/// (with no grants), then granted exactly that on console channels.
-pub(crate) async fn ad_hoc(
-    wasm: &Path,
-    settings: &[String],
-    storage: &Path,
-) -> anyhow::Result<Config> {
-    let probe = App::build(ad_hoc_config(wasm, settings, storage, None)?)?;
-    let loaded = probe
-        .runtime
-        .load("plugin", &probe.config.plugins["plugin"])
-        .await?;
-    let manifest = loaded.context.manifest.clone();
-    ad_hoc_config(wasm, settings, storage, manifest.as_ref())
-}
-
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let event_text = match read_event(&args.event) {
         Ok(t) => t,
@@ -174,8 +88,8 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(2);
             }
-            match ad_hoc(&wasm, &args.settings, &args.storage).await {
-                Ok(config) => (config, "plugin".to_string()),
+            match ad_hoc::config(&wasm, &args.settings, &args.storage).await {
+                Ok(config) => (config, ad_hoc::PLUGIN.to_string()),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return Ok(2);
@@ -209,26 +123,19 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     }
 
     let printer = super::output::Printer::start(&app);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let workers = app.delivery.start(stop.clone());
-    let mut receipts = app.delivery.observers().accepted.subscribe();
-    let started = Instant::now();
-    let result = app.runtime.dispatch(&plugin_name, &event).await;
-    let elapsed = started.elapsed();
-    let mut ids = Vec::new();
-    while let Ok(a) = receipts.try_recv() {
-        ids.push(a.receipt.id);
-    }
-    let open = app.delivery.wait_for(&ids, args.wait).await;
-    stop.cancel();
-    workers.wait().await;
+    let generation = Generation::start(Arc::new(app), Triggers::None);
+    let called = generation.call(&plugin_name, &event, args.wait).await;
+    generation.stop().await;
     printer.stop().await;
-    for id in &open {
+    for id in &called.still_queued {
         println!("queue {id}: still queued; `botbox run` will deliver it");
     }
-    match result {
+    match called.result {
         Ok(()) => {
-            println!("ok    handled in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
+            println!(
+                "ok    handled in {:.1} ms",
+                called.elapsed.as_secs_f64() * 1000.0
+            );
             Ok(0)
         }
         Err(e) => {

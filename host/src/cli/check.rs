@@ -21,7 +21,9 @@ pub struct CheckArgs {
 
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = if args.demo {
-        super::demo_config().await.map(|(c, sim)| (c, Some(sim)))
+        crate::app::demo::config()
+            .await
+            .map(|(c, sim)| (c, Some(sim)))
     } else {
         super::load_config(Some(&args.config)).map(|c| (c, None))
     };

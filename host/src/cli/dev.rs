@@ -18,12 +18,11 @@ use clap::Args;
 use notify::{RecursiveMode, Watcher as _};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::ExitCode;
 use super::output::Printer;
-use crate::app::App;
+use crate::app::supervisor::{Generation, Triggers};
+use crate::app::{App, ad_hoc};
 use crate::events::parse_event;
 use crate::runtime::reload::is_content_change;
 use crate::sanitize;
@@ -118,33 +117,34 @@ async fn build(dir: &Path, command: &str) -> bool {
     }
 }
 
-/// One loaded version: its host, delivery workers and printer.
+/// One loaded version: its host (delivery workers only) and printer.
 struct Loaded {
-    app: Arc<App>,
-    stop: CancellationToken,
-    workers: TaskTracker,
+    generation: Generation,
     printer: Printer,
 }
 
 impl Loaded {
     async fn start(wasm: &Path, args: &DevArgs) -> anyhow::Result<Loaded> {
-        let config = super::call::ad_hoc(wasm, &args.settings, &args.storage).await?;
-        let app = Arc::new(App::build(config)?);
-        let plugin = app.config.plugins["plugin"].clone();
-        app.runtime.load("plugin", &plugin).await?;
-        let stop = CancellationToken::new();
-        let workers = app.delivery.start(stop.clone());
-        let printer = Printer::start(&app);
+        let config = ad_hoc::config(wasm, &args.settings, &args.storage).await?;
+        let app = App::build(config)?;
+        let plugin = app.config.plugins[ad_hoc::PLUGIN].clone();
+        app.runtime.load(ad_hoc::PLUGIN, &plugin).await?;
+        let generation = Generation::start(Arc::new(app), Triggers::None);
+        let printer = Printer::start(generation.app());
         Ok(Loaded {
-            app,
-            stop,
-            workers,
+            generation,
             printer,
         })
     }
 
     async fn send(&self, event: &Event) {
-        match self.app.runtime.dispatch("plugin", event).await {
+        match self
+            .generation
+            .app()
+            .runtime
+            .dispatch(ad_hoc::PLUGIN, event)
+            .await
+        {
             Ok(()) => println!("ok    event handled"),
             Err(e) => println!("FAIL  {e}"),
         }
@@ -153,8 +153,7 @@ impl Loaded {
     async fn stop(self) {
         // Let the last deliveries finish printing.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        self.stop.cancel();
-        self.workers.wait().await;
+        self.generation.stop().await;
         self.printer.stop().await;
     }
 }

@@ -18,10 +18,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "botbox", version, about)]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands of `botbox`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the host: load plugins, fire schedules, deliver messages.
@@ -45,6 +47,7 @@ pub enum Command {
 /// What a command wants the process to exit with.
 pub type ExitCode = u8;
 
+/// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
@@ -66,26 +69,9 @@ pub fn log_filter(cli: &Cli) -> &'static str {
     }
 }
 
-/// The demo config, embedded so `botbox run --demo` works with no files
-/// but the example plugins (built by `cargo xtask plugins`).
-pub const DEMO_CONFIG: &str = include_str!("../../../demo/botbox.toml");
-
 pub(crate) fn load_config(config: Option<&PathBuf>) -> anyhow::Result<crate::config::Config> {
     let path = config
         .cloned()
         .unwrap_or_else(|| PathBuf::from("botbox.toml"));
     Ok(crate::config::Config::load(&path)?)
-}
-
-/// The demo config with its simulators' providers; the simulators run as
-/// long as the returned handle lives.
-pub(crate) async fn demo_config() -> anyhow::Result<(crate::config::Config, botbox_sim::Sim)> {
-    let cwd = std::env::current_dir()?;
-    let (sim, text) = sim::start_demo(&cwd.join("target/demo-state")).await?;
-    let config = crate::config::Config::parse(
-        &text,
-        std::path::Path::new("<embedded demo botbox.toml>"),
-        &cwd,
-    )?;
-    Ok((config, sim))
 }

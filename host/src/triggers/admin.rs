@@ -42,13 +42,17 @@ use crate::triggers::webhooks::{parse_listen, same};
 /// The default admin address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
 
+/// The `[admin]` section: where the admin API listens and its bearer token.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
+    /// `admin.listen`.
     pub listen: SocketAddr,
+    /// `admin.token`, at least 16 characters.
     pub token: Secret,
 }
 
 impl AdminSettings {
+    /// Reads `[admin]`, if set, reporting every problem with its key.
     pub fn from_config(config: &Config) -> Result<Option<AdminSettings>, Vec<ConfigIssue>> {
         let Some(table) = &config.admin else {
             return Ok(None);
@@ -90,7 +94,10 @@ impl AdminSettings {
     }
 }
 
+/// The admin API (`/plugins`, `/plugins/{name}/events`, `/outbox`) and
+/// `/metrics`, behind the bearer token.
 pub struct AdminServer {
+    /// Where it listens and the token it asks for.
     pub settings: AdminSettings,
     /// Plugins the config names, loaded or not.
     configured: Vec<String>,
@@ -100,6 +107,8 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
+    /// An admin API over one generation of a host; `configured` names the
+    /// config's plugins, loaded or not.
     pub fn new(
         settings: AdminSettings,
         configured: Vec<String>,
@@ -116,6 +125,7 @@ impl AdminServer {
         }
     }
 
+    /// Its routes, the token check included.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/plugins", get(plugins))
@@ -127,6 +137,7 @@ impl AdminServer {
             .with_state(self)
     }
 
+    /// Serves on `listener` until `stop`, within the default listen limits.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,

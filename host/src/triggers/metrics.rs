@@ -13,6 +13,8 @@ use crate::runtime::{LATENCY_BUCKETS_MS, Runtime};
 /// Picks one counter out of a plugin's stats.
 type StatField = fn(&crate::runtime::PluginStats) -> &AtomicU64;
 
+/// The counters `/metrics` serves beside the runtime's: inbound webhooks,
+/// finished broadcasts, throttle waits and reloads.
 #[derive(Default)]
 pub struct Metrics {
     /// (provider, outcome) → calls.
@@ -54,10 +56,12 @@ fn bump(map: &Mutex<BTreeMap<(String, String), u64>>, a: &str, b: &str) {
 }
 
 impl Metrics {
+    /// Counts one inbound webhook call and how it ended.
     pub fn webhook(&self, provider: &str, outcome: &str) {
         bump(&self.webhooks, provider, outcome);
     }
 
+    /// Counts one finished broadcast by provider, outcome and plugin.
     pub fn broadcast(&self, provider: &str, outcome: &str, plugin: &str) {
         let mut m = self
             .broadcasts
@@ -87,10 +91,12 @@ impl Metrics {
         h.sum_ms = h.sum_ms.saturating_add(ms);
     }
 
+    /// Counts one reload (`plugin` or `config`) and whether it was applied.
     pub fn reload(&self, kind: &str, outcome: &str) {
         bump(&self.reloads, kind, outcome);
     }
 
+    /// The inbound calls counted so far for `provider` with `outcome`.
     pub fn webhook_count(&self, provider: &str, outcome: &str) -> u64 {
         self.webhooks
             .lock()

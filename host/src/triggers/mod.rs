@@ -1,6 +1,8 @@
 //! Where events come from: schedules, provider webhooks (`webhooks`), the
 //! admin API (`admin`, which also serves `metrics`), delivery reports, and
-//! the CLI (`botbox call`, in `cli`).
+//! `botbox call` / `botbox dev` (through `crate::app::supervisor`).
+//! Triggers know the pieces of a running host they serve ([`Host`]), not
+//! the app that puts them together.
 
 pub mod admin;
 pub mod metrics;
@@ -14,13 +16,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::App;
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::runtime::Runtime;
 
 /// What outlives a config reload: the replay cache (so a call handled
 /// before the reload is still a replay after it) and the metrics.
 #[derive(Default)]
 pub struct Shared {
+    /// The webhook calls already handled, to refuse a replay.
     pub replay: Arc<webhooks::ReplayCache>,
+    /// The inbound, reload and delivery counters `/metrics` serves.
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -177,10 +183,27 @@ pub async fn serve_http(
     busy_log.flush(name);
 }
 
+/// What the listeners serve: the parts of one generation of a running host
+/// (`crate::app` puts them together; triggers do not know the app).
+pub struct Host<'a> {
+    /// The config in force.
+    pub config: &'a Config,
+    /// The runtime the calls are dispatched to.
+    pub runtime: &'a Arc<Runtime>,
+    /// The delivery engine the admin API and the metrics look at.
+    pub delivery: &'a Arc<Delivery>,
+    /// `[webhooks]` and the providers' `inbound` sections, when set.
+    pub webhooks: &'a Option<webhooks::WebhookSettings>,
+    /// `[admin]`, when set.
+    pub admin: &'a Option<admin::AdminSettings>,
+    /// The replay cache and metrics, shared by every generation.
+    pub shared: &'a Shared,
+}
+
 /// Starts the webhook and admin listeners a config asks for, and the
 /// delivery metrics, until `stop`. A listener that cannot bind is logged
 /// and left out; the rest of the host runs.
-pub fn start_listeners(app: &App, stop: CancellationToken, tasks: &TaskTracker) {
+pub fn start_listeners(app: Host<'_>, stop: CancellationToken, tasks: &TaskTracker) {
     tasks.spawn(admin::observe_delivery(
         app.delivery.clone(),
         Arc::new(app.config.clone()),
@@ -193,7 +216,7 @@ pub fn start_listeners(app: &App, stop: CancellationToken, tasks: &TaskTracker) 
                 tracing::info!(listen = %settings.listen, "webhooks: listening on /webhooks/{{provider}}");
                 let server = Arc::new(webhooks::WebhookServer::new(
                     settings.clone(),
-                    &app.config,
+                    app.config,
                     app.runtime.clone(),
                     app.shared.replay.clone(),
                     app.shared.metrics.clone(),

@@ -1,5 +1,10 @@
 //! Wiring a config into a running host: providers, channels, kv, the
-//! delivery engine and the runtime, in the order the data flows.
+//! delivery engine and the runtime, in the order the data flows ([`App`]).
+//! [`supervisor`] runs it: delivery workers, triggers, listeners and reload.
+
+pub mod ad_hoc;
+pub mod demo;
+pub mod supervisor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,10 +27,13 @@ use crate::triggers::webhooks::WebhookSettings;
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The config is unreadable or invalid (every problem, with its key).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The kv store or the outbox would not open.
     #[error("cannot open storage: {0}")]
     Storage(String),
+    /// Wasmtime would not start with these settings.
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
 }
@@ -33,16 +41,21 @@ pub enum StartError {
 /// Why a config reload was refused; the old config stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The new config is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Plugins of the new config that would not load, or would not fit the pool.
     #[error("{} plugin(s) would not load:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Plugins(Vec<LoadError>),
 }
 
 /// A host built from one config.
 pub struct App {
+    /// The config this host was built from.
     pub config: Config,
+    /// The engine, the loaded plugins and the services they call.
     pub runtime: Arc<Runtime>,
+    /// This config's providers and channels over the shared outbox.
     pub delivery: Arc<Delivery>,
     /// `[webhooks]` and the providers' `inbound` sections, when set.
     pub webhooks: Option<WebhookSettings>,
