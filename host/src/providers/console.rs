@@ -11,6 +11,13 @@ use crate::config::{ChannelConfig, ConfigIssue};
 use crate::sanitize;
 use crate::wit::types::{BroadcastError, Content, Message};
 
+/// The `console` kind's registration.
+pub const KIND: super::Kind = super::Kind {
+    name: "console",
+    build: |key, options, _context| Ok(std::sync::Arc::new(Console::from_options(key, options)?)),
+    inbound: None,
+};
+
 pub struct Console {
     max_text_chars: u32,
 }

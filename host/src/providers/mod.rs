@@ -3,14 +3,17 @@
 //! A provider knows three things about its service: which messages it
 //! accepts (checked at `send-broadcast` time, so a plugin hears "invalid" at
 //! once rather than in a failed delivery report), how to build, sign and send
-//! a request, and how to read the answer. Adding a provider means one new
-//! module, one line in [`Registry::build_provider`], and its tests.
+//! a request, and how to read the answer. A provider that sends callbacks
+//! also knows how to authenticate and read them ([`inbound::Inbound`]).
+//! Adding a provider means its folder under `providers/` (outbound, inbound,
+//! options, tests), its `mod` line and one line in [`KINDS`].
 
 pub mod bigbluebutton;
 pub mod bitrix24;
 mod common;
 pub mod console;
 pub mod easemob;
+pub mod inbound;
 pub mod tencent;
 #[cfg(test)]
 mod testing;
@@ -205,6 +208,53 @@ pub trait Provider: Send + Sync {
     async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome;
 }
 
+/// Builds one provider account from its options: `(key, options, context)`,
+/// `key` being `providers.NAME`.
+pub type BuildProvider =
+    fn(&str, &toml::Table, &ProviderContext) -> Result<Arc<dyn Provider>, Vec<ConfigIssue>>;
+
+/// One provider kind's registration: how its accounts are built, and how
+/// their callbacks are received. [`KINDS`] lists every kind.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    /// The `kind` in the config, such as "bigbluebutton".
+    pub name: &'static str,
+    /// Builds one account from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
+    pub build: BuildProvider,
+    /// How its callbacks are received, when it sends any.
+    pub inbound: Option<inbound::InboundKind>,
+}
+
+/// Every provider kind: the one registry, used for outbound
+/// ([`Registry::from_config`]) and inbound (the webhook listener).
+pub const KINDS: &[Kind] = &[
+    console::KIND,
+    bigbluebutton::KIND,
+    tencent::KIND,
+    easemob::KIND,
+    bitrix24::KIND,
+];
+
+/// The registration of a provider kind.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The kinds that send callbacks, as a sentence: "a, b and c".
+pub fn inbound_kinds_text() -> String {
+    let names: Vec<&str> = KINDS
+        .iter()
+        .filter(|k| k.inbound.is_some())
+        .map(|k| k.name)
+        .collect();
+    match names.split_last() {
+        None => "none".into(),
+        Some((last, [])) => (*last).into(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 /// Every configured provider account, by its config name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -263,24 +313,13 @@ impl Registry {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<Arc<dyn Provider>, Vec<ConfigIssue>> {
-        match kind {
-            "console" => Ok(Arc::new(console::Console::from_options(key, options)?)),
-            "bigbluebutton" => Ok(Arc::new(bigbluebutton::BigBlueButton::from_options(
-                key, options, context,
-            )?)),
-            "tencent" => Ok(Arc::new(tencent::Tencent::from_options(
-                key, options, context,
-            )?)),
-            "easemob" => Ok(Arc::new(easemob::Easemob::from_options(
-                key, options, context,
-            )?)),
-            "bitrix24" => Ok(Arc::new(bitrix24::Bitrix24::from_options(
-                key, options, context,
-            )?)),
-            other => Err(vec![ConfigIssue {
+        match self::kind(kind) {
+            Some(k) => (k.build)(key, options, context),
+            None => Err(vec![ConfigIssue {
                 key: format!("{key}.kind"),
                 message: format!(
-                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent, easemob, bitrix24"
+                    "unknown provider kind `{kind}`; known: {}",
+                    KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
                 ),
             }]),
         }

@@ -13,6 +13,7 @@
 //! ATTACH, KEYBOARD and MENU travel as the JSON objects they are.
 
 mod auth;
+pub(crate) mod inbound;
 mod token_store;
 
 use std::time::Duration;
@@ -50,6 +51,17 @@ const DOCUMENTED_ERRORS: [&str; 11] = [
     "MENU_OVERSIZE",
     "PARAMS_ERROR",
 ];
+
+/// The `bitrix24` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "bitrix24",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(Bitrix24::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
 
 pub struct Bitrix24 {
     /// The portal, without a trailing slash.

@@ -11,6 +11,7 @@
 //! with a 401; the request is then retried once.
 
 mod body;
+pub(crate) mod inbound;
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,17 @@ use crate::wit::types::{BroadcastError, Message};
 
 /// How long a token is trusted when the server does not say.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The `easemob` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "easemob",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(Easemob::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
 
 pub struct Easemob {
     /// `{url}/{org}/{app}`.

@@ -10,6 +10,7 @@
 //! `Part::dedup_key`, so every retry of a part sends the same one.
 
 mod body;
+pub(crate) mod inbound;
 mod usersig;
 
 use std::sync::{Mutex, PoisonError};
@@ -61,6 +62,17 @@ fn api_for(message: &Message) -> Api {
         BROADCAST
     }
 }
+
+/// The `tencent` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "tencent",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(Tencent::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
 
 pub struct Tencent {
     /// The region domain with its scheme, without a trailing slash.
