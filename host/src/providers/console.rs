@@ -18,11 +18,14 @@ pub const KIND: super::Kind = super::Kind {
     inbound: None,
 };
 
+/// The console: messages as lines on stdout.
 pub struct Console {
     max_text_chars: u32,
 }
 
 impl Console {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(key: &str, options: &toml::Table) -> Result<Console, Vec<ConfigIssue>> {
         let mut issues = unknown_keys(options, &["max_text_chars"], key);
         let max_text_chars = match options.get("max_text_chars") {

@@ -42,8 +42,9 @@ pub trait Inbound: Send + Sync + std::fmt::Debug {
     /// tells a replay of it apart.
     fn parse(&self, call: &Call) -> Result<Parsed, Refusal>;
 
-    /// The body of the 200 answer to an accepted call.
-    fn ack(&self, _parsed: &Parsed) -> String {
+    /// The body of the 200 answer to an accepted call. It may depend on
+    /// the call (an endpoint check that must echo a challenge).
+    fn ack(&self, _call: &Call, _parsed: &Parsed) -> String {
         "ok".into()
     }
 

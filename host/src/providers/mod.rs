@@ -18,6 +18,9 @@ pub mod tencent;
 #[cfg(test)]
 mod testing;
 
+/// The unknown-key check every provider runs on its options (it lives with
+/// the generic config checks).
+pub use crate::config::unknown_keys;
 pub use common::redact_text;
 
 use std::collections::BTreeMap;
@@ -43,6 +46,7 @@ pub const ALL_CONTENT_KINDS: [ContentKind; 8] = [
 /// What a channel can carry, as its provider decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRules {
+    /// The content kinds a message may have.
     pub accepts: Vec<ContentKind>,
     /// Longest text in one provider message, in characters.
     pub max_text_chars: u32,
@@ -58,23 +62,38 @@ pub struct ChannelRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// Accepted by the provider, with its ids for what it stored.
-    Delivered { provider_ids: Vec<String> },
+    Delivered {
+        /// The provider's ids of what it stored.
+        provider_ids: Vec<String>,
+    },
     /// Refused for good, with the provider's code and text.
-    Rejected { code: String, reason: String },
+    Rejected {
+        /// The provider's error code.
+        code: String,
+        /// What the provider said, bounded and scrubbed.
+        reason: String,
+    },
     /// Try again later: rate limited, a 5xx or a network error. `after` is
     /// the provider's own hint, when it gives one.
     RetryLater {
+        /// When the provider asked to be called again.
         after: Option<std::time::Duration>,
+        /// Why it failed this time.
         reason: String,
     },
     /// The provider says a quota is used up until a reset (Easemob's daily
     /// limit); retrying sooner is pointless.
     QuotaExhausted {
+        /// How long until the quota resets, when known.
         until: Option<std::time::Duration>,
+        /// What the provider said.
         reason: String,
     },
     /// The host's credentials were refused; retrying needs new ones.
-    CredentialsExpired { reason: String },
+    CredentialsExpired {
+        /// What the provider said.
+        reason: String,
+    },
 }
 
 /// One provider request's worth of a message: a message is planned into
@@ -325,27 +344,8 @@ impl Registry {
         }
     }
 
+    /// The provider account of that config name.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(name)
     }
-}
-
-/// Rejects keys a provider does not know, so a typo is an error and not a
-/// silently ignored setting.
-pub fn unknown_keys(table: &toml::Table, known: &[&str], key_prefix: &str) -> Vec<ConfigIssue> {
-    table
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| ConfigIssue {
-            key: format!("{key_prefix}.{k}"),
-            message: format!(
-                "unknown key; known here: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        })
-        .collect()
 }

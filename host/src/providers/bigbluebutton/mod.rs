@@ -42,6 +42,7 @@ pub const KIND: super::Kind = super::Kind {
     inbound: Some(inbound::KIND),
 };
 
+/// A BigBlueButton server account.
 pub struct BigBlueButton {
     /// `…/bigbluebutton/api`, without a trailing slash.
     base: String,

@@ -63,6 +63,7 @@ pub const KIND: super::Kind = super::Kind {
     inbound: Some(inbound::KIND),
 };
 
+/// A Bitrix24 portal account (an inbound webhook or an OAuth application).
 pub struct Bitrix24 {
     /// The portal, without a trailing slash.
     base: String,
@@ -123,6 +124,8 @@ fn parse_target(target: Option<&toml::Value>) -> Result<Vec<String>, String> {
 }
 
 impl Bitrix24 {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,

@@ -41,6 +41,7 @@ pub const KIND: super::Kind = super::Kind {
     inbound: Some(inbound::KIND),
 };
 
+/// An Easemob (Agora Chat) app.
 pub struct Easemob {
     /// `{url}/{org}/{app}`.
     base: String,
@@ -177,6 +178,8 @@ fn until_next_utc_midnight(now_unix: u64) -> Duration {
 }
 
 impl Easemob {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,

@@ -56,7 +56,7 @@ impl Inbound for TencentInbound {
         parse(call)
     }
 
-    fn ack(&self, _parsed: &Parsed) -> String {
+    fn ack(&self, _call: &Call, _parsed: &Parsed) -> String {
         ACK.into()
     }
 }

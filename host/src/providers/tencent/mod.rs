@@ -74,6 +74,7 @@ pub const KIND: super::Kind = super::Kind {
     inbound: Some(inbound::KIND),
 };
 
+/// A Tencent Cloud Chat (IM) app.
 pub struct Tencent {
     /// The region domain with its scheme, without a trailing slash.
     base: String,
@@ -123,6 +124,8 @@ fn is_account_id(id: &str) -> bool {
 }
 
 impl Tencent {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,

@@ -49,10 +49,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigIssue, Secret, take_secret};
+use crate::config::{Config, ConfigIssue, Secret, take_secret, unknown_keys};
 use crate::events::event_kind;
 use crate::providers::inbound::{Call, Inbound, InboundSetup, Incoming, REPLAY_TTL, form_pairs};
-use crate::providers::{inbound_kinds_text, unknown_keys};
+use crate::providers::inbound_kinds_text;
 use crate::runtime::Runtime;
 use crate::sanitize;
 use crate::triggers::metrics::Metrics;
@@ -97,12 +97,17 @@ pub struct ProviderHook {
 /// The validated `[webhooks]` section and every `[providers.*.inbound]`.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
+    /// `webhooks.listen`.
     pub listen: SocketAddr,
+    /// `webhooks.max_body_kb`, in bytes.
     pub max_body_bytes: usize,
+    /// `webhooks.max_skew_s`: the tolerance of the providers' time checks.
     pub max_skew: Duration,
     /// Headers, then the body, must each arrive within this.
     pub read_timeout: Duration,
+    /// `webhooks.max_connections`.
     pub max_connections: usize,
+    /// Every provider account with an `inbound` section, by name.
     pub providers: BTreeMap<String, ProviderHook>,
 }
 
@@ -361,6 +366,7 @@ impl Default for ReplayCache {
 }
 
 impl ReplayCache {
+    /// A cache remembering at most `capacity` ids.
     pub fn new(capacity: usize) -> ReplayCache {
         ReplayCache {
             inner: Mutex::new(ReplayInner::default()),
@@ -413,6 +419,7 @@ struct RefusalLogInner {
 }
 
 impl RefusalLog {
+    /// Shows `burst` refusals per `window`, then sums up the rest.
     pub fn new(burst: u32, window: Duration) -> RefusalLog {
         RefusalLog {
             inner: Mutex::new(RefusalLogInner {
@@ -482,6 +489,7 @@ impl RefusalLog {
 /// current config, the runtime, and the replay cache and metrics that
 /// outlive config reloads.
 pub struct WebhookServer {
+    /// The `[webhooks]` section and the providers' inbound verifiers.
     pub settings: WebhookSettings,
     /// Provider name → its channels, by name.
     channels: BTreeMap<String, Vec<String>>,
@@ -492,6 +500,8 @@ pub struct WebhookServer {
 }
 
 impl WebhookServer {
+    /// The listener of one config generation; `replay` and `metrics`
+    /// come from the host and outlive it.
     pub fn new(
         settings: WebhookSettings,
         config: &Config,
@@ -516,6 +526,7 @@ impl WebhookServer {
         }
     }
 
+    /// The HTTP routes: `POST /webhooks/{provider}`, with the body limit.
     pub fn router(self: Arc<Self>) -> Router {
         let limit = self.settings.max_body_bytes;
         Router::new()
@@ -619,7 +630,7 @@ impl WebhookServer {
         for incoming in &parsed.events {
             self.route(provider, incoming).await;
         }
-        (StatusCode::OK, hook.inbound.ack(&parsed)).into_response()
+        (StatusCode::OK, hook.inbound.ack(&call, &parsed)).into_response()
     }
 
     /// Hands one event to every plugin granted its kind on one of the
