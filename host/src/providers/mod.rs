@@ -349,3 +349,32 @@ impl Registry {
         self.providers.get(name)
     }
 }
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_names_every_kind_in_its_messages() {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(
+            names,
+            ["console", "bigbluebutton", "tencent", "easemob", "bitrix24"]
+        );
+        assert_eq!(
+            inbound_kinds_text(),
+            "bigbluebutton, tencent, easemob and bitrix24"
+        );
+        let context = testing::context();
+        let Err(issues) =
+            Registry::build_provider("slack", "providers.s", &toml::Table::new(), &context)
+        else {
+            panic!("an unknown kind was built");
+        };
+        assert_eq!(issues[0].key, "providers.s.kind");
+        assert_eq!(
+            issues[0].message,
+            "unknown provider kind `slack`; known: console, bigbluebutton, tencent, easemob, bitrix24"
+        );
+    }
+}

@@ -360,6 +360,32 @@ mod tests {
     }
 
     #[test]
+    fn the_algorithm_is_inbound_checksum_else_the_provider_s_else_sha256() {
+        let table = |t: &str| -> toml::Table { toml::from_str(t).unwrap() };
+        let built = |inbound: &str, options: &str| {
+            let (inbound, options) = (table(inbound), table(options));
+            let verifier = setup(&InboundSetup {
+                name: "bbb",
+                key: "providers.bbb.inbound",
+                table: &inbound,
+                options: &options,
+                secret: Secret::new("s".into()),
+                listen: Some(([127, 0, 0, 1], 8080).into()),
+                base_dir: std::path::Path::new("."),
+            })
+            .unwrap();
+            assert_eq!(
+                verifier.callback_url(),
+                Some("http://127.0.0.1:8080/webhooks/bbb")
+            );
+            format!("{verifier:?}")
+        };
+        assert!(built("", "").contains("checksum: Sha256"));
+        assert!(built("", "checksum = \"sha1\"").contains("checksum: Sha1"));
+        assert!(built("checksum = \"sha384\"", "checksum = \"sha1\"").contains("checksum: Sha384"));
+    }
+
+    #[test]
     fn events_of_both_body_shapes() {
         let json = r#"[{"data":{"type":"event","id":"chat-group-message-sent","attributes":{"meeting":{"internal-meeting-id":"i1","external-meeting-id":"m1","name":"Physics"},"chat-message":{"id":"c1","message":"!help","sender":{"internal-user-id":"w_1","external-user-id":"u1","name":"Ada","time":1700000000000}},"chat-id":"MAIN-PUBLIC-GROUP-CHAT"},"event":{"ts":1700000000001}}},
             {"data":{"type":"event","id":"user-joined","attributes":{"meeting":{"external-meeting-id":"m1"},"user":{"internal-user-id":"w_2","name":"Bob"}},"event":{"ts":1}}},

@@ -818,6 +818,14 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
         }
+        let console = issues
+            .iter()
+            .find(|i| i.key == "providers.out.inbound")
+            .unwrap();
+        assert_eq!(
+            console.message,
+            "provider kind `console` sends no callbacks; `inbound` exists for bigbluebutton, tencent, easemob and bitrix24"
+        );
         let text = format!("{issues:?}");
         assert!(!text.contains("inline\""), "{text}");
     }
