@@ -62,7 +62,7 @@ pub async fn webhooks(args: WebhooksArgs) -> anyhow::Result<ExitCode> {
         .providers
         .iter()
         .filter(|(name, hook)| {
-            hook.kind == crate::triggers::webhooks::HookKind::BigBlueButton
+            hook.kind == crate::providers::bigbluebutton::KIND.name
                 && provider.as_ref().is_none_or(|p| p == *name)
         })
         .map(|(name, _)| name.clone())

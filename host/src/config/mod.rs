@@ -141,18 +141,26 @@ pub struct RuntimeConfig {
 /// default `max_concurrency` of 8, with some to spare.
 pub const DEFAULT_POOL_INSTANCES: u32 = 1024;
 
+/// One `[providers.NAME]` section, raw but for `kind`.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
+    /// Which provider this is, such as "bigbluebutton".
     pub kind: String,
-    /// Every key but `kind` and `inbound`, for the provider module to read.
+    /// Every key but `kind` and `inbound`, raw: the provider parses its own
+    /// (`providers::<p>`, through the registry `providers::KINDS`).
     pub options: toml::Table,
-    /// `[providers.NAME.inbound]`: how this account's callbacks (webhooks
-    /// to botbox) are authenticated, read by [`crate::triggers::webhooks`].
+    /// `[providers.NAME.inbound]`, raw: how this account's callbacks
+    /// (webhooks to botbox) are authenticated. `secret` is read by the
+    /// webhook settings (`triggers::webhooks`), the rest by the provider's
+    /// own inbound (`providers::<p>::inbound`).
     pub inbound: Option<toml::Value>,
 }
 
+/// One `[channels.NAME]` section: the generic keys read, the provider's
+/// own left raw.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
+    /// The `[providers.*]` account it goes through.
     pub provider: String,
     /// Provider-specific: which meetings, groups, rooms or dialogs.
     pub target: Option<toml::Value>,
@@ -750,6 +758,26 @@ fn storage_backend(
             StorageBackend::Sqlite
         }
     }
+}
+
+/// Rejects keys a section does not know (a provider's options, `[webhooks]`,
+/// `[admin]`), so a typo is an error and not a silently ignored setting.
+pub fn unknown_keys(table: &toml::Table, known: &[&str], key_prefix: &str) -> Vec<ConfigIssue> {
+    table
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| ConfigIssue {
+            key: format!("{key_prefix}.{k}"),
+            message: format!(
+                "unknown key; known here: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        })
+        .collect()
 }
 
 /// Reads a secret reference out of a provider's options, with a clear error

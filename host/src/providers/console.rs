@@ -11,11 +11,21 @@ use crate::config::{ChannelConfig, ConfigIssue};
 use crate::sanitize;
 use crate::wit::types::{BroadcastError, Content, Message};
 
+/// The `console` kind's registration.
+pub const KIND: super::Kind = super::Kind {
+    name: "console",
+    build: |key, options, _context| Ok(std::sync::Arc::new(Console::from_options(key, options)?)),
+    inbound: None,
+};
+
+/// The console: messages as lines on stdout.
 pub struct Console {
     max_text_chars: u32,
 }
 
 impl Console {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(key: &str, options: &toml::Table) -> Result<Console, Vec<ConfigIssue>> {
         let mut issues = unknown_keys(options, &["max_text_chars"], key);
         let max_text_chars = match options.get("max_text_chars") {

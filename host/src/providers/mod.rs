@@ -3,18 +3,24 @@
 //! A provider knows three things about its service: which messages it
 //! accepts (checked at `send-broadcast` time, so a plugin hears "invalid" at
 //! once rather than in a failed delivery report), how to build, sign and send
-//! a request, and how to read the answer. Adding a provider means one new
-//! module, one line in [`Registry::build_provider`], and its tests.
+//! a request, and how to read the answer. A provider that sends callbacks
+//! also knows how to authenticate and read them ([`inbound::Inbound`]).
+//! Adding a provider means its folder under `providers/` (outbound, inbound,
+//! options, tests), its `mod` line and one line in [`KINDS`].
 
 pub mod bigbluebutton;
 pub mod bitrix24;
 mod common;
 pub mod console;
 pub mod easemob;
+pub mod inbound;
 pub mod tencent;
 #[cfg(test)]
 mod testing;
 
+/// The unknown-key check every provider runs on its options (it lives with
+/// the generic config checks).
+pub use crate::config::unknown_keys;
 pub use common::redact_text;
 
 use std::collections::BTreeMap;
@@ -40,6 +46,7 @@ pub const ALL_CONTENT_KINDS: [ContentKind; 8] = [
 /// What a channel can carry, as its provider decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRules {
+    /// The content kinds a message may have.
     pub accepts: Vec<ContentKind>,
     /// Longest text in one provider message, in characters.
     pub max_text_chars: u32,
@@ -55,23 +62,38 @@ pub struct ChannelRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// Accepted by the provider, with its ids for what it stored.
-    Delivered { provider_ids: Vec<String> },
+    Delivered {
+        /// The provider's ids of what it stored.
+        provider_ids: Vec<String>,
+    },
     /// Refused for good, with the provider's code and text.
-    Rejected { code: String, reason: String },
+    Rejected {
+        /// The provider's error code.
+        code: String,
+        /// What the provider said, bounded and scrubbed.
+        reason: String,
+    },
     /// Try again later: rate limited, a 5xx or a network error. `after` is
     /// the provider's own hint, when it gives one.
     RetryLater {
+        /// When the provider asked to be called again.
         after: Option<std::time::Duration>,
+        /// Why it failed this time.
         reason: String,
     },
     /// The provider says a quota is used up until a reset (Easemob's daily
     /// limit); retrying sooner is pointless.
     QuotaExhausted {
+        /// How long until the quota resets, when known.
         until: Option<std::time::Duration>,
+        /// What the provider said.
         reason: String,
     },
     /// The host's credentials were refused; retrying needs new ones.
-    CredentialsExpired { reason: String },
+    CredentialsExpired {
+        /// What the provider said.
+        reason: String,
+    },
 }
 
 /// One provider request's worth of a message: a message is planned into
@@ -205,6 +227,53 @@ pub trait Provider: Send + Sync {
     async fn send(&self, channel: &ChannelConfig, part: &Part) -> DeliveryOutcome;
 }
 
+/// Builds one provider account from its options: `(key, options, context)`,
+/// `key` being `providers.NAME`.
+pub type BuildProvider =
+    fn(&str, &toml::Table, &ProviderContext) -> Result<Arc<dyn Provider>, Vec<ConfigIssue>>;
+
+/// One provider kind's registration: how its accounts are built, and how
+/// their callbacks are received. [`KINDS`] lists every kind.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    /// The `kind` in the config, such as "bigbluebutton".
+    pub name: &'static str,
+    /// Builds one account from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
+    pub build: BuildProvider,
+    /// How its callbacks are received, when it sends any.
+    pub inbound: Option<inbound::InboundKind>,
+}
+
+/// Every provider kind: the one registry, used for outbound
+/// ([`Registry::from_config`]) and inbound (the webhook listener).
+pub const KINDS: &[Kind] = &[
+    console::KIND,
+    bigbluebutton::KIND,
+    tencent::KIND,
+    easemob::KIND,
+    bitrix24::KIND,
+];
+
+/// The registration of a provider kind.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The kinds that send callbacks, as a sentence: "a, b and c".
+pub fn inbound_kinds_text() -> String {
+    let names: Vec<&str> = KINDS
+        .iter()
+        .filter(|k| k.inbound.is_some())
+        .map(|k| k.name)
+        .collect();
+    match names.split_last() {
+        None => "none".into(),
+        Some((last, [])) => (*last).into(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 /// Every configured provider account, by its config name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -263,50 +332,49 @@ impl Registry {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<Arc<dyn Provider>, Vec<ConfigIssue>> {
-        match kind {
-            "console" => Ok(Arc::new(console::Console::from_options(key, options)?)),
-            "bigbluebutton" => Ok(Arc::new(bigbluebutton::BigBlueButton::from_options(
-                key, options, context,
-            )?)),
-            "tencent" => Ok(Arc::new(tencent::Tencent::from_options(
-                key, options, context,
-            )?)),
-            "easemob" => Ok(Arc::new(easemob::Easemob::from_options(
-                key, options, context,
-            )?)),
-            "bitrix24" => Ok(Arc::new(bitrix24::Bitrix24::from_options(
-                key, options, context,
-            )?)),
-            other => Err(vec![ConfigIssue {
+        match self::kind(kind) {
+            Some(k) => (k.build)(key, options, context),
+            None => Err(vec![ConfigIssue {
                 key: format!("{key}.kind"),
                 message: format!(
-                    "unknown provider kind `{other}`; known: console, bigbluebutton, tencent, easemob, bitrix24"
+                    "unknown provider kind `{kind}`; known: {}",
+                    KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
                 ),
             }]),
         }
     }
 
+    /// The provider account of that config name.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(name)
     }
 }
 
-/// Rejects keys a provider does not know, so a typo is an error and not a
-/// silently ignored setting.
-pub fn unknown_keys(table: &toml::Table, known: &[&str], key_prefix: &str) -> Vec<ConfigIssue> {
-    table
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| ConfigIssue {
-            key: format!("{key_prefix}.{k}"),
-            message: format!(
-                "unknown key; known here: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        })
-        .collect()
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_names_every_kind_in_its_messages() {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(
+            names,
+            ["console", "bigbluebutton", "tencent", "easemob", "bitrix24"]
+        );
+        assert_eq!(
+            inbound_kinds_text(),
+            "bigbluebutton, tencent, easemob and bitrix24"
+        );
+        let context = testing::context();
+        let Err(issues) =
+            Registry::build_provider("slack", "providers.s", &toml::Table::new(), &context)
+        else {
+            panic!("an unknown kind was built");
+        };
+        assert_eq!(issues[0].key, "providers.s.kind");
+        assert_eq!(
+            issues[0].message,
+            "unknown provider kind `slack`; known: console, bigbluebutton, tencent, easemob, bitrix24"
+        );
+    }
 }

@@ -37,7 +37,9 @@ impl Checksum {
         }
     }
 
-    fn hex(self, input: &[u8]) -> String {
+    /// `lowercase_hex(H(input))`: the one digest every checksum (API calls and
+    /// callbacks) is made of.
+    pub(crate) fn hex(self, input: &[u8]) -> String {
         match self {
             Checksum::Sha1 => hex::encode(Sha1::digest(input)),
             Checksum::Sha256 => hex::encode(Sha256::digest(input)),

@@ -9,6 +9,8 @@
 //! `getMeetings`.
 
 pub(crate) mod api;
+pub(crate) mod inbound;
+pub mod register;
 mod split;
 
 use async_trait::async_trait;
@@ -29,6 +31,18 @@ pub const MAX_USER_NAME_CHARS: u32 = 255;
 /// characters: more than that is a document, not a chat line.
 pub const MAX_SPLIT_PARTS: u32 = 20;
 
+/// The `bigbluebutton` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "bigbluebutton",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(BigBlueButton::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
+
+/// A BigBlueButton server account.
 pub struct BigBlueButton {
     /// `…/bigbluebutton/api`, without a trailing slash.
     base: String,
@@ -47,12 +61,23 @@ enum Meetings {
     List(Vec<String>),
 }
 
-impl BigBlueButton {
+/// An account's API settings as this provider parses them from
+/// `[providers.NAME]`: what every signed call (and `hooks/create`) needs.
+pub struct ApiSettings {
+    /// `…/bigbluebutton/api`, without a trailing slash.
+    pub(crate) base: String,
+    pub(crate) secret: Secret,
+    pub(crate) algorithm: Checksum,
+}
+
+impl ApiSettings {
+    /// Reads and checks the provider's options (`key` is `providers.NAME`),
+    /// reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,
-        context: &ProviderContext,
-    ) -> Result<BigBlueButton, Vec<ConfigIssue>> {
+        base_dir: &std::path::Path,
+    ) -> Result<ApiSettings, Vec<ConfigIssue>> {
         let mut o = Options::new(
             options,
             key,
@@ -65,7 +90,7 @@ impl BigBlueButton {
             ],
         );
         let base = o.base_url("url");
-        let secret = o.secret("secret", true, &context.base_dir);
+        let secret = o.secret("secret", true, base_dir);
         let algorithm = match o.string("checksum", false) {
             None => Some(Checksum::Sha256),
             Some(name) => {
@@ -80,17 +105,35 @@ impl BigBlueButton {
             }
         };
         match (base, secret, algorithm) {
-            (Some(base), Some(secret), Some(algorithm)) if o.issues.is_empty() => {
-                Ok(BigBlueButton {
-                    base,
-                    secret,
-                    algorithm,
-                    http: context.http.clone(),
-                    last_running: Default::default(),
-                })
-            }
+            (Some(base), Some(secret), Some(algorithm)) if o.issues.is_empty() => Ok(ApiSettings {
+                base,
+                secret,
+                algorithm,
+            }),
             _ => Err(o.issues),
         }
+    }
+}
+
+impl BigBlueButton {
+    /// Builds the provider from its options.
+    pub fn from_options(
+        key: &str,
+        options: &toml::Table,
+        context: &ProviderContext,
+    ) -> Result<BigBlueButton, Vec<ConfigIssue>> {
+        let ApiSettings {
+            base,
+            secret,
+            algorithm,
+        } = ApiSettings::from_options(key, options, &context.base_dir)?;
+        Ok(BigBlueButton {
+            base,
+            secret,
+            algorithm,
+            http: context.http.clone(),
+            last_running: Default::default(),
+        })
     }
 
     fn url(&self, call: &str, params: &[(&str, &str)]) -> String {

@@ -13,6 +13,7 @@
 //! ATTACH, KEYBOARD and MENU travel as the JSON objects they are.
 
 mod auth;
+pub(crate) mod inbound;
 mod token_store;
 
 use std::time::Duration;
@@ -51,6 +52,18 @@ const DOCUMENTED_ERRORS: [&str; 11] = [
     "PARAMS_ERROR",
 ];
 
+/// The `bitrix24` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "bitrix24",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(Bitrix24::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
+
+/// A Bitrix24 portal account (an inbound webhook or an OAuth application).
 pub struct Bitrix24 {
     /// The portal, without a trailing slash.
     base: String,
@@ -111,6 +124,8 @@ fn parse_target(target: Option<&toml::Value>) -> Result<Vec<String>, String> {
 }
 
 impl Bitrix24 {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,

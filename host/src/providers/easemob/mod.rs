@@ -11,6 +11,7 @@
 //! with a 401; the request is then retried once.
 
 mod body;
+pub(crate) mod inbound;
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,18 @@ use crate::wit::types::{BroadcastError, Message};
 /// How long a token is trusted when the server does not say.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
+/// The `easemob` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "easemob",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(Easemob::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
+
+/// An Easemob (Agora Chat) app.
 pub struct Easemob {
     /// `{url}/{org}/{app}`.
     base: String,
@@ -165,6 +178,8 @@ fn until_next_utc_midnight(now_unix: u64) -> Duration {
 }
 
 impl Easemob {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,

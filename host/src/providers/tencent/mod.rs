@@ -10,6 +10,7 @@
 //! `Part::dedup_key`, so every retry of a part sends the same one.
 
 mod body;
+pub(crate) mod inbound;
 mod usersig;
 
 use std::sync::{Mutex, PoisonError};
@@ -62,6 +63,18 @@ fn api_for(message: &Message) -> Api {
     }
 }
 
+/// The `tencent` kind's registration: outbound and inbound.
+pub const KIND: super::Kind = super::Kind {
+    name: "tencent",
+    build: |key, options, context| {
+        Ok(std::sync::Arc::new(Tencent::from_options(
+            key, options, context,
+        )?))
+    },
+    inbound: Some(inbound::KIND),
+};
+
+/// A Tencent Cloud Chat (IM) app.
 pub struct Tencent {
     /// The region domain with its scheme, without a trailing slash.
     base: String,
@@ -111,6 +124,8 @@ fn is_account_id(id: &str) -> bool {
 }
 
 impl Tencent {
+    /// Builds the provider from its `[providers.NAME]` options (`key` is
+    /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(
         key: &str,
         options: &toml::Table,

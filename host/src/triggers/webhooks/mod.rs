@@ -1,7 +1,10 @@
-//! Inbound provider callbacks: an HTTP listener that authenticates each
-//! call exactly as its provider signs it, refuses forged, stale and
-//! replayed calls, turns what it says into WIT events and hands each to the
-//! plugins granted that event kind on that channel.
+//! Inbound provider callbacks: an HTTP listener that has each call
+//! authenticated exactly as its provider signs it (the provider's own
+//! [`Inbound`], found through the provider registry), refuses forged, stale
+//! and replayed calls, turns what it says into WIT events and hands each to
+//! the plugins granted that event kind on that channel. Nothing here knows
+//! a provider: HTTP, size and time limits, the replay cache, metrics, the
+//! refusal log and the fan-out to plugins are the same for all.
 //!
 //! ```toml
 //! [webhooks]
@@ -30,11 +33,7 @@
 //! granted channels of P (by name), and only when it is granted the event
 //! kind (`chat-message` or `meeting`).
 
-mod bigbluebutton;
-mod bitrix24;
-mod easemob;
 pub mod register;
-mod tencent;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,22 +49,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigIssue, Secret, take_secret};
+use crate::config::{Config, ConfigIssue, Secret, take_secret, unknown_keys};
 use crate::events::event_kind;
-use crate::providers::bigbluebutton::api::Checksum;
-use crate::providers::unknown_keys;
+use crate::providers::inbound::{Call, Inbound, InboundSetup, Incoming, REPLAY_TTL, form_pairs};
+use crate::providers::inbound_kinds_text;
 use crate::runtime::Runtime;
 use crate::sanitize;
 use crate::triggers::metrics::Metrics;
-use crate::wit::types::{ChatMessage, Event, MeetingEvent, MeetingEventKind};
+
+/// For `fuzz/`: every provider's callback parser (see
+/// [`crate::providers::inbound::fuzz_parse`]).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use crate::providers::inbound::fuzz_parse;
+/// Constant-time comparison, shared with the admin listener's token check.
+pub(crate) use crate::providers::inbound::same;
 
 /// Default largest accepted body.
 pub const DEFAULT_MAX_BODY_KB: u64 = 64;
 /// Default tolerance of the time checks (the Tencent documentation's 60 s).
 pub const DEFAULT_MAX_SKEW_S: u64 = 60;
-/// BigBlueButton's freshness window: events older (or newer) than this are
-/// refused as stale. `max_skew_s` is at most this.
-pub(crate) const REPLAY_TTL: Duration = Duration::from_secs(3600);
 /// How many handled calls' ids are remembered. Each is kept for the whole
 /// window in which the call would be accepted; when all are still needed,
 /// a new call is refused (503) rather than an id forgotten.
@@ -78,61 +81,33 @@ pub const DEFAULT_MAX_CONNECTIONS: u64 = 256;
 const REFUSAL_LOG_BURST: u32 = 5;
 /// The refusal log's window.
 pub const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
-/// Longest text, id and name taken from a callback (characters).
-const MAX_TEXT_CHARS: usize = 16_000;
-const MAX_ID_CHARS: usize = 256;
-
-/// Which provider protocol a webhook speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    BigBlueButton,
-    Tencent,
-    Easemob,
-    Bitrix24,
-}
-
-impl HookKind {
-    fn from_provider_kind(kind: &str) -> Option<HookKind> {
-        match kind {
-            "bigbluebutton" => Some(HookKind::BigBlueButton),
-            "tencent" => Some(HookKind::Tencent),
-            "easemob" => Some(HookKind::Easemob),
-            "bitrix24" => Some(HookKind::Bitrix24),
-            _ => None,
-        }
-    }
-}
 
 /// One provider account's inbound authentication.
 #[derive(Debug, Clone)]
 pub struct ProviderHook {
-    pub kind: HookKind,
-    /// BBB: the bbb-webhooks shared secret (checksum or Bearer); Tencent:
-    /// the callback token; Easemob: the callback secret; Bitrix24: the
-    /// application token.
-    pub secret: Secret,
-    /// BBB only: the callback URL exactly as registered with `hooks/create`;
-    /// the checksum covers it.
+    /// The provider's kind, such as "bigbluebutton".
+    pub kind: &'static str,
+    /// The callback URL: the one the provider was told where it says
+    /// (BigBlueButton's `inbound.url`), else `http://{listen}/webhooks/{name}`.
     pub url: String,
-    /// The account a call must name when it names one: Tencent's
-    /// `SdkAppid`, Easemob's `appkey` (`org#app`), from the provider's own
-    /// options.
-    pub account: Option<String>,
-    /// BBB only: the one checksum algorithm accepted (`inbound.checksum`,
-    /// else the provider's `checksum`, else SHA-256). A checksum of another
-    /// length is refused, so a caller cannot downgrade to SHA-1.
-    pub checksum: Checksum,
+    /// The provider's own verifier, parser and ack.
+    pub inbound: Arc<dyn Inbound>,
 }
 
 /// The validated `[webhooks]` section and every `[providers.*.inbound]`.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
+    /// `webhooks.listen`.
     pub listen: SocketAddr,
+    /// `webhooks.max_body_kb`, in bytes.
     pub max_body_bytes: usize,
+    /// `webhooks.max_skew_s`: the tolerance of the providers' time checks.
     pub max_skew: Duration,
     /// Headers, then the body, must each arrive within this.
     pub read_timeout: Duration,
+    /// `webhooks.max_connections`.
     pub max_connections: usize,
+    /// Every provider account with an `inbound` section, by name.
     pub providers: BTreeMap<String, ProviderHook>,
 }
 
@@ -204,12 +179,15 @@ impl WebhookSettings {
         for (name, p) in &config.providers {
             let Some(value) = &p.inbound else { continue };
             let key = format!("providers.{name}.inbound");
-            let Some(kind) = HookKind::from_provider_kind(&p.kind) else {
+            let Some((kind, inbound)) =
+                crate::providers::kind(&p.kind).and_then(|k| Some((k.name, k.inbound?)))
+            else {
                 issues.push(ConfigIssue {
                     key,
                     message: format!(
-                        "provider kind `{}` sends no callbacks; `inbound` exists for bigbluebutton, tencent, easemob and bitrix24",
-                        p.kind
+                        "provider kind `{}` sends no callbacks; `inbound` exists for {}",
+                        p.kind,
+                        inbound_kinds_text()
                     ),
                 });
                 continue;
@@ -221,12 +199,7 @@ impl WebhookSettings {
                 });
                 continue;
             };
-            let known: &[&str] = if kind == HookKind::BigBlueButton {
-                &["secret", "url", "checksum"]
-            } else {
-                &["secret"]
-            };
-            issues.extend(unknown_keys(hook, known, &key));
+            issues.extend(unknown_keys(hook, inbound.keys, &key));
             let secret = match take_secret(hook, "secret", &key, &config.base_dir) {
                 Ok(Some(s)) if !s.expose().is_empty() => Some(s),
                 Ok(Some(_)) => {
@@ -248,77 +221,37 @@ impl WebhookSettings {
                     None
                 }
             };
-            let url = match hook.get("url") {
-                None if kind == HookKind::BigBlueButton
-                    && listen.is_some_and(|l| l.ip().is_unspecified()) =>
-                {
-                    issues.push(ConfigIssue {
-                        key: format!("{key}.url"),
-                        message: "is missing, and webhooks.listen does not name a host a callback could be addressed to; set it to the callback URL registered with hooks/create".into(),
-                    });
-                    String::new()
+            // The provider reads the rest of its section (and its own
+            // options) even when the secret is wrong, so every problem is
+            // reported at once.
+            let built = (inbound.setup)(&InboundSetup {
+                name,
+                key: &key,
+                table: hook,
+                options: &p.options,
+                secret: secret.clone().unwrap_or_else(|| Secret::new(String::new())),
+                listen,
+                base_dir: &config.base_dir,
+            });
+            match (built, secret) {
+                (Ok(inbound), Some(_)) => {
+                    let url = match inbound.callback_url() {
+                        Some(url) => url.to_string(),
+                        None => listen
+                            .map(|l| format!("http://{l}/webhooks/{name}"))
+                            .unwrap_or_default(),
+                    };
+                    providers.insert(
+                        name.clone(),
+                        ProviderHook {
+                            kind,
+                            url,
+                            inbound: Arc::from(inbound),
+                        },
+                    );
                 }
-                None => listen
-                    .map(|l| format!("http://{l}/webhooks/{name}"))
-                    .unwrap_or_default(),
-                Some(toml::Value::String(u))
-                    if u.starts_with("http://") || u.starts_with("https://") =>
-                {
-                    u.clone()
-                }
-                Some(_) => {
-                    issues.push(ConfigIssue {
-                        key: format!("{key}.url"),
-                        message: "must be the callback URL registered with hooks/create, starting with http:// or https://".into(),
-                    });
-                    String::new()
-                }
-            };
-            let options = &p.options;
-            // The provider's own `checksum` is validated with the provider;
-            // a bad `inbound.checksum` is reported here.
-            let checksum = match hook.get("checksum") {
-                Some(value) => match value.as_str().and_then(Checksum::parse) {
-                    Some(c) => c,
-                    None => {
-                        issues.push(ConfigIssue {
-                            key: format!("{key}.checksum"),
-                            message: "must be one of sha1, sha256, sha384, sha512: the algorithm bbb-webhooks signs its callbacks with".into(),
-                        });
-                        Checksum::Sha256
-                    }
-                },
-                None => options
-                    .get("checksum")
-                    .and_then(toml::Value::as_str)
-                    .and_then(Checksum::parse)
-                    .unwrap_or(Checksum::Sha256),
-            };
-            let account = match kind {
-                HookKind::Tencent => options.get("sdkappid").map(|v| match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }),
-                HookKind::Easemob => match (
-                    options.get("org").and_then(toml::Value::as_str),
-                    options.get("app").and_then(toml::Value::as_str),
-                ) {
-                    (Some(org), Some(app)) => Some(format!("{org}#{app}")),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(secret) = secret {
-                providers.insert(
-                    name.clone(),
-                    ProviderHook {
-                        kind,
-                        secret,
-                        url,
-                        account,
-                        checksum,
-                    },
-                );
+                (Ok(_), None) => {}
+                (Err(mut e), _) => issues.append(&mut e),
             }
         }
         if providers.is_empty() && issues.is_empty() {
@@ -433,6 +366,7 @@ impl Default for ReplayCache {
 }
 
 impl ReplayCache {
+    /// A cache remembering at most `capacity` ids.
     pub fn new(capacity: usize) -> ReplayCache {
         ReplayCache {
             inner: Mutex::new(ReplayInner::default()),
@@ -485,6 +419,7 @@ struct RefusalLogInner {
 }
 
 impl RefusalLog {
+    /// Shows `burst` refusals per `window`, then sums up the rest.
     pub fn new(burst: u32, window: Duration) -> RefusalLog {
         RefusalLog {
             inner: Mutex::new(RefusalLogInner {
@@ -550,193 +485,11 @@ impl RefusalLog {
     }
 }
 
-/// One inbound call, as the verifiers see it.
-pub(crate) struct Call<'a> {
-    pub query: Vec<(String, String)>,
-    pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
-    pub now_ms: u64,
-    pub max_skew_ms: u64,
-    /// Until when (Unix ms) this call would pass the time checks; set by
-    /// them, so the replay cache keeps its id that long.
-    pub fresh_until_ms: Cell<Option<u64>>,
-}
-
-impl Call<'_> {
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Checks a provider's time (Unix ms) against ours.
-    pub fn check_fresh(&self, sent_ms: u64) -> Result<(), Refusal> {
-        if self.now_ms.abs_diff(sent_ms) > self.max_skew_ms {
-            Err(Refusal::Stale(format!(
-                "its time is {} s away from ours; at most {} s is accepted",
-                self.now_ms.abs_diff(sent_ms) / 1000,
-                self.max_skew_ms / 1000
-            )))
-        } else {
-            self.fresh_until(sent_ms.saturating_add(self.max_skew_ms));
-            Ok(())
-        }
-    }
-
-    /// Records that this call stays acceptable until `until_ms` (Unix ms).
-    pub fn fresh_until(&self, until_ms: u64) {
-        let until = self
-            .fresh_until_ms
-            .get()
-            .map_or(until_ms, |u| u.max(until_ms));
-        self.fresh_until_ms.set(Some(until));
-    }
-}
-
-/// Why a call is refused. The texts name what is wrong, never a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// 401: no credential, or one that does not match.
-    Forged(String),
-    /// 403: signed, but too far from now.
-    Stale(String),
-    /// 400: not the provider's shape.
-    Malformed(String),
-}
-
-impl Refusal {
-    fn status(&self) -> StatusCode {
-        match self {
-            Refusal::Forged(_) => StatusCode::UNAUTHORIZED,
-            Refusal::Stale(_) => StatusCode::FORBIDDEN,
-            Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    fn reason(&self) -> &str {
-        match self {
-            Refusal::Forged(r) | Refusal::Stale(r) | Refusal::Malformed(r) => r,
-        }
-    }
-
-    fn outcome(&self) -> &'static str {
-        match self {
-            Refusal::Forged(_) => "forged",
-            Refusal::Stale(_) => "stale",
-            Refusal::Malformed(_) => "malformed",
-        }
-    }
-}
-
-/// What an authenticated call says.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct Parsed {
-    /// The provider's id for the call (message id, call id) or a hash of
-    /// the body; a second call with the same key is a replay.
-    pub dedup_key: String,
-    pub events: Vec<Incoming>,
-}
-
-/// An event before it is addressed to a channel.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Incoming {
-    Chat {
-        conversation: String,
-        sender_id: String,
-        sender_name: Option<String>,
-        text: String,
-        message_id: Option<String>,
-        sent_at_ms: Option<u64>,
-    },
-    Meeting {
-        kind: MeetingEventKind,
-        meeting_id: String,
-        meeting_name: Option<String>,
-        user_id: Option<String>,
-        user_name: Option<String>,
-    },
-}
-
-impl Incoming {
-    fn on_channel(&self, channel: &str) -> Event {
-        match self.clone() {
-            Incoming::Chat {
-                conversation,
-                sender_id,
-                sender_name,
-                text,
-                message_id,
-                sent_at_ms,
-            } => Event::ChatMessage(ChatMessage {
-                channel: channel.into(),
-                conversation,
-                sender_id,
-                sender_name,
-                text,
-                message_id,
-                sent_at_ms,
-            }),
-            Incoming::Meeting {
-                kind,
-                meeting_id,
-                meeting_name,
-                user_id,
-                user_name,
-            } => Event::Meeting(MeetingEvent {
-                channel: channel.into(),
-                kind,
-                meeting_id,
-                meeting_name,
-                user_id,
-                user_name,
-            }),
-        }
-    }
-}
-
-/// Bounds a string taken from a callback: control characters and bidi
-/// controls stripped (a sender name with U+202E can make the line a plugin
-/// echoes read backwards), at most `max` characters. `multiline` keeps
-/// `\n` and `\t` (message text); ids and names are one line, so they also
-/// lose line and paragraph separators.
-pub(crate) fn clean(text: &str, max: usize, multiline: bool) -> String {
-    text.chars()
-        .filter(|&c| {
-            if c == '\n' || c == '\t' {
-                return multiline;
-            }
-            if c.is_control() || sanitize::is_bidi_control(c) {
-                return false;
-            }
-            multiline || !matches!(c, '\u{2028}' | '\u{2029}')
-        })
-        .take(max)
-        .collect()
-}
-
-pub(crate) fn clean_id(text: &str) -> String {
-    clean(text, MAX_ID_CHARS, false)
-}
-
-pub(crate) fn clean_text(text: &str) -> String {
-    clean(text, MAX_TEXT_CHARS, true)
-}
-
-/// Compares two byte strings without leaking where they differ.
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    subtle::ConstantTimeEq::ct_eq(a, b).into()
-}
-
-/// Parses `application/x-www-form-urlencoded` text into pairs.
-pub(crate) fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(bytes).into_owned().collect()
-}
-
 /// What the webhook listener shares between calls: the settings of the
 /// current config, the runtime, and the replay cache and metrics that
 /// outlive config reloads.
 pub struct WebhookServer {
+    /// The `[webhooks]` section and the providers' inbound verifiers.
     pub settings: WebhookSettings,
     /// Provider name → its channels, by name.
     channels: BTreeMap<String, Vec<String>>,
@@ -747,6 +500,8 @@ pub struct WebhookServer {
 }
 
 impl WebhookServer {
+    /// The listener of one config generation; `replay` and `metrics`
+    /// come from the host and outlive it.
     pub fn new(
         settings: WebhookSettings,
         config: &Config,
@@ -771,6 +526,7 @@ impl WebhookServer {
         }
     }
 
+    /// The HTTP routes: `POST /webhooks/{provider}`, with the body limit.
     pub fn router(self: Arc<Self>) -> Router {
         let limit = self.settings.max_body_bytes;
         Router::new()
@@ -823,16 +579,10 @@ impl WebhookServer {
             max_skew_ms: self.settings.max_skew.as_millis() as u64,
             fresh_until_ms: Cell::new(None),
         };
-        let parsed = match hook.kind {
-            HookKind::BigBlueButton => {
-                bigbluebutton::verify(hook, &call).and_then(|()| bigbluebutton::parse(&call))
-            }
-            HookKind::Tencent => tencent::verify(hook, &call).and_then(|()| tencent::parse(&call)),
-            HookKind::Easemob => easemob::verify(hook, &call).and_then(|()| easemob::parse(&call)),
-            HookKind::Bitrix24 => {
-                bitrix24::verify(hook, &call).and_then(|()| bitrix24::parse(&call))
-            }
-        };
+        let parsed = hook
+            .inbound
+            .verify(&call)
+            .and_then(|()| hook.inbound.parse(&call));
         let parsed = match parsed {
             Ok(p) => p,
             Err(refusal) => {
@@ -880,11 +630,7 @@ impl WebhookServer {
         for incoming in &parsed.events {
             self.route(provider, incoming).await;
         }
-        let ack = match hook.kind {
-            HookKind::Tencent => r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#,
-            _ => "ok",
-        };
-        (StatusCode::OK, ack).into_response()
+        (StatusCode::OK, hook.inbound.ack(&call, &parsed)).into_response()
     }
 
     /// Hands one event to every plugin granted its kind on one of the
@@ -995,38 +741,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// For `fuzz/` only: every provider's callback parser on an arbitrary body
-/// and query, and the conversion of what it finds into WIT events. Returns
-/// the events, for the fuzz target's own checks.
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub fn fuzz_parse(query: &[u8], headers: &HeaderMap, body: &[u8], now_ms: u64) -> Vec<Event> {
-    let call = Call {
-        query: form_pairs(query),
-        headers,
-        body,
-        now_ms,
-        max_skew_ms: 60_000,
-        fresh_until_ms: Cell::new(None),
-    };
-    let parsers: [fn(&Call) -> Result<Parsed, Refusal>; 4] = [
-        bigbluebutton::parse,
-        tencent::parse,
-        easemob::parse,
-        bitrix24::parse,
-    ];
-    let mut events = Vec::new();
-    for parse in parsers {
-        match parse(&call) {
-            Ok(parsed) => events.extend(parsed.events.iter().map(|i| i.on_channel("lobby"))),
-            Err(refusal) => {
-                let _ = (refusal.status(), refusal.outcome(), refusal.reason());
-            }
-        }
-    }
-    events
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1054,22 +768,6 @@ mod tests {
     }
 
     #[test]
-    fn a_call_stays_in_the_cache_while_its_time_check_would_pass() {
-        let h = HeaderMap::new();
-        let call = Call {
-            query: Vec::new(),
-            headers: &h,
-            body: b"",
-            now_ms: 1_000_000,
-            max_skew_ms: 60_000,
-            fresh_until_ms: Cell::new(None),
-        };
-        // Sent 50 s in our future: fresh until 110 s from now, not 60 s.
-        call.check_fresh(1_050_000).unwrap();
-        assert_eq!(call.fresh_until_ms.get(), Some(1_110_000));
-    }
-
-    #[test]
     fn refusals_are_logged_a_few_at_a_time() {
         let log = RefusalLog::new(3, Duration::from_secs(3600));
         let mut shown = 0;
@@ -1077,23 +775,6 @@ mod tests {
             log.refused("test", || shown += 1);
         }
         assert_eq!(shown, 3);
-    }
-
-    #[test]
-    fn clean_strips_controls_and_bounds_length() {
-        assert_eq!(clean("a\u{1b}[31mb\nc", 100, true), "a[31mb\nc");
-        assert_eq!(clean("abcdef", 3, true), "abc");
-    }
-
-    #[test]
-    fn names_lose_newlines_and_every_text_loses_bidi_controls() {
-        // "Ada\u{202e}nimda" shows as "Adaadmin"; a newline in a name can
-        // forge a second line in whatever the plugin writes.
-        let spoof = "Ada\u{202e}nimda\u{2066}\u{061c}\u{200f}\nSYSTEM: \u{2028}ok\tx";
-        assert_eq!(clean_id(spoof), "AdanimdaSYSTEM: okx");
-        assert_eq!(clean_text(spoof), "Adanimda\nSYSTEM: \u{2028}ok\tx");
-        // Emoji sequences keep their joiners.
-        assert_eq!(clean_id("👩\u{200d}💻"), "👩\u{200d}💻");
     }
 
     fn config(text: &str) -> Config {
@@ -1137,6 +818,14 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
         }
+        let console = issues
+            .iter()
+            .find(|i| i.key == "providers.out.inbound")
+            .unwrap();
+        assert_eq!(
+            console.message,
+            "provider kind `console` sends no callbacks; `inbound` exists for bigbluebutton, tencent, easemob and bitrix24"
+        );
         let text = format!("{issues:?}");
         assert!(!text.contains("inline\""), "{text}");
     }
@@ -1163,7 +852,10 @@ mod tests {
             settings.providers["bbb"].url,
             "http://127.0.0.1:8080/webhooks/bbb"
         );
-        assert_eq!(settings.providers["bbb"].checksum, Checksum::Sha256);
+        assert!(
+            format!("{:?}", settings.providers["bbb"].inbound).contains("checksum: Sha256"),
+            "{settings:?}"
+        );
         let with = |extra: &str| {
             let text = text("127.0.0.1:8080").replace("kind = \"bigbluebutton\"", extra);
             WebhookSettings::from_config(&config(&text))
@@ -1172,7 +864,10 @@ mod tests {
         };
         // The inbound algorithm follows the provider's, unless set itself.
         let sha1 = with("kind = \"bigbluebutton\"\n checksum = \"sha1\"");
-        assert_eq!(sha1.providers["bbb"].checksum, Checksum::Sha1);
+        assert!(
+            format!("{:?}", sha1.providers["bbb"].inbound).contains("checksum: Sha1"),
+            "{sha1:?}"
+        );
         assert_eq!(settings.max_body_bytes, 64 << 10);
         assert_eq!(settings.read_timeout, Duration::from_secs(10));
         assert_eq!(settings.max_connections, 256);

@@ -13,9 +13,55 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, same};
+use crate::config::{ConfigIssue, Secret};
+use crate::providers::inbound::{
+    Call, Inbound, InboundKind, InboundSetup, Incoming, Parsed, Refusal, clean_id, clean_text, same,
+};
 
-pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
+/// Tencent's inbound registration.
+pub(crate) const KIND: InboundKind = InboundKind {
+    keys: &["secret"],
+    setup,
+};
+
+/// The answer Tencent expects to an accepted callback.
+const ACK: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
+
+/// One Tencent account's callback verifier.
+#[derive(Debug)]
+pub(crate) struct TencentInbound {
+    /// The callback token.
+    secret: Secret,
+    /// The `SdkAppid` a call must name when it names one: the provider's
+    /// own `sdkappid`.
+    account: Option<String>,
+}
+
+fn setup(s: &InboundSetup) -> Result<Box<dyn Inbound>, Vec<ConfigIssue>> {
+    Ok(Box::new(TencentInbound {
+        secret: s.secret.clone(),
+        account: s.options.get("sdkappid").map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+    }))
+}
+
+impl Inbound for TencentInbound {
+    fn verify(&self, call: &Call) -> Result<(), Refusal> {
+        verify(self, call)
+    }
+
+    fn parse(&self, call: &Call) -> Result<Parsed, Refusal> {
+        parse(call)
+    }
+
+    fn ack(&self, _call: &Call, _parsed: &Parsed) -> String {
+        ACK.into()
+    }
+}
+
+fn verify(hook: &TencentInbound, call: &Call) -> Result<(), Refusal> {
     let (Some(sign), Some(time)) = (call.query_param("Sign"), call.query_param("RequestTime"))
     else {
         return Err(Refusal::Forged("Sign or RequestTime is missing".into()));
@@ -39,7 +85,7 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     call.check_fresh(seconds.saturating_mul(1000))
 }
 
-pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
+fn parse(call: &Call) -> Result<Parsed, Refusal> {
     let body: Value = serde_json::from_slice(call.body)
         .map_err(|_| Refusal::Malformed("the body is not JSON".into()))?;
     if !body.is_object() {
@@ -126,29 +172,13 @@ fn text_of(body: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-    use crate::providers::bigbluebutton::api::Checksum;
-    use crate::triggers::webhooks::{HookKind, form_pairs};
-    use axum::http::HeaderMap;
+    use crate::providers::inbound::testing::call;
+    use reqwest::header::HeaderMap;
 
-    fn hook() -> ProviderHook {
-        ProviderHook {
-            kind: HookKind::Tencent,
+    fn hook() -> TencentInbound {
+        TencentInbound {
             secret: Secret::new("tok".into()),
-            url: String::new(),
             account: None,
-            checksum: Checksum::Sha256,
-        }
-    }
-
-    fn call<'a>(h: &'a HeaderMap, query: &str, body: &'a [u8], now_ms: u64) -> Call<'a> {
-        Call {
-            query: form_pairs(query.as_bytes()),
-            headers: h,
-            body,
-            now_ms,
-            max_skew_ms: 60_000,
-            fresh_until_ms: std::cell::Cell::new(None),
         }
     }
 

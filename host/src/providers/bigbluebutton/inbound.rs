@@ -1,21 +1,23 @@
 //! BigBlueButton (bbb-webhooks ≥ 3.4): the hook appends
 //! `checksum = lowercase_hex(H(callbackURL + rawBody + secret))` to the
 //! callback URL, `H` the one algorithm configured (`inbound.checksum`, else
-//! the provider's `checksum`, else SHA-256; any other is refused), or sends `Authorization: Bearer {secret}`. The checksum covers the body,
-//! so a replay is recognised by the body's hash.
+//! the provider's `checksum`, else SHA-256; any other is refused), or sends
+//! `Authorization: Bearer {secret}`. The checksum covers the body, so a
+//! replay is recognised by the body's hash.
 //!
 //! The body is JSON, or a form whose `event` field holds the JSON: an array
 //! of `{"data": {"type": "event", "id": …, "attributes": {…}, "event": {"ts": …}}}`.
 
-use axum::http::header::AUTHORIZATION;
+use reqwest::header::AUTHORIZATION;
 use serde_json::Value;
-use sha1::Sha1;
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Digest, Sha256};
 
-use super::{
-    Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, form_pairs, same,
+use super::api::Checksum;
+use crate::config::{ConfigIssue, Secret};
+use crate::providers::inbound::{
+    Call, Inbound, InboundKind, InboundSetup, Incoming, Parsed, REPLAY_TTL, Refusal, clean_id,
+    clean_text, form_pairs, same,
 };
-use crate::providers::bigbluebutton::api::Checksum;
 use crate::wit::types::MeetingEventKind;
 
 /// The public chat; private chats are not for bots.
@@ -23,7 +25,99 @@ const PUBLIC_CHAT: &str = "MAIN-PUBLIC-GROUP-CHAT";
 /// More events in one call are refused as malformed.
 const MAX_EVENTS: usize = 100;
 
-pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
+/// BigBlueButton's inbound registration.
+pub(crate) const KIND: InboundKind = InboundKind {
+    keys: &["secret", "url", "checksum"],
+    setup,
+};
+
+/// One BigBlueButton account's callback verifier.
+#[derive(Debug)]
+pub(crate) struct BbbInbound {
+    /// The bbb-webhooks shared secret (checksum or Bearer).
+    secret: Secret,
+    /// The callback URL exactly as registered with `hooks/create`; the
+    /// checksum covers it.
+    url: String,
+    /// The one checksum algorithm accepted (`inbound.checksum`, else the
+    /// provider's `checksum`, else SHA-256). A checksum of another length
+    /// is refused, so a caller cannot downgrade to SHA-1.
+    checksum: Checksum,
+}
+
+/// Reads `inbound.url` and `inbound.checksum`; the provider's own
+/// `checksum` is validated with the provider, a bad `inbound.checksum` is
+/// reported here.
+fn setup(s: &InboundSetup) -> Result<Box<dyn Inbound>, Vec<ConfigIssue>> {
+    let key = s.key;
+    let mut issues = Vec::new();
+    let url = match s.table.get("url") {
+        None if s.listen.is_some_and(|l| l.ip().is_unspecified()) => {
+            issues.push(ConfigIssue {
+                key: format!("{key}.url"),
+                message: "is missing, and webhooks.listen does not name a host a callback could be addressed to; set it to the callback URL registered with hooks/create".into(),
+            });
+            String::new()
+        }
+        None => s
+            .listen
+            .map(|l| format!("http://{l}/webhooks/{}", s.name))
+            .unwrap_or_default(),
+        Some(toml::Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => {
+            u.clone()
+        }
+        Some(_) => {
+            issues.push(ConfigIssue {
+                key: format!("{key}.url"),
+                message: "must be the callback URL registered with hooks/create, starting with http:// or https://".into(),
+            });
+            String::new()
+        }
+    };
+    let checksum = match s.table.get("checksum") {
+        Some(value) => match value.as_str().and_then(Checksum::parse) {
+            Some(c) => c,
+            None => {
+                issues.push(ConfigIssue {
+                    key: format!("{key}.checksum"),
+                    message: "must be one of sha1, sha256, sha384, sha512: the algorithm bbb-webhooks signs its callbacks with".into(),
+                });
+                Checksum::Sha256
+            }
+        },
+        None => s
+            .options
+            .get("checksum")
+            .and_then(toml::Value::as_str)
+            .and_then(Checksum::parse)
+            .unwrap_or(Checksum::Sha256),
+    };
+    if issues.is_empty() {
+        Ok(Box::new(BbbInbound {
+            secret: s.secret.clone(),
+            url,
+            checksum,
+        }))
+    } else {
+        Err(issues)
+    }
+}
+
+impl Inbound for BbbInbound {
+    fn verify(&self, call: &Call) -> Result<(), Refusal> {
+        verify(self, call)
+    }
+
+    fn parse(&self, call: &Call) -> Result<Parsed, Refusal> {
+        parse(call)
+    }
+
+    fn callback_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+}
+
+fn verify(hook: &BbbInbound, call: &Call) -> Result<(), Refusal> {
     if let Some(auth) = call.headers.get(AUTHORIZATION) {
         let given = auth
             .as_bytes()
@@ -47,13 +141,8 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     input.extend_from_slice(hook.secret.expose().as_bytes());
     // Only the configured algorithm: picking it by the checksum's length
     // would let a caller choose the weakest (SHA-1).
-    let (expected, hex_len) = match hook.checksum {
-        Checksum::Sha1 => (hex::encode(Sha1::digest(&input)), 40),
-        Checksum::Sha256 => (hex::encode(Sha256::digest(&input)), 64),
-        Checksum::Sha384 => (hex::encode(Sha384::digest(&input)), 96),
-        Checksum::Sha512 => (hex::encode(Sha512::digest(&input)), 128),
-    };
-    if checksum.len() != hex_len {
+    let expected = hook.checksum.hex(&input);
+    if checksum.len() != expected.len() {
         return Err(Refusal::Forged(format!(
             "the checksum is not a {} hex digest, the only algorithm accepted (set inbound.checksum to the one bbb-webhooks signs with)",
             hook.checksum.name()
@@ -69,7 +158,7 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     }
 }
 
-pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
+fn parse(call: &Call) -> Result<Parsed, Refusal> {
     let value: Value = match serde_json::from_slice(call.body) {
         Ok(v) => v,
         Err(_) => {
@@ -113,7 +202,7 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
                 "no event carries event.ts, so a replay could not be told apart".into(),
             )
         })?;
-    let window = super::REPLAY_TTL.as_millis() as u64;
+    let window = REPLAY_TTL.as_millis() as u64;
     if call.now_ms.abs_diff(newest) > window {
         return Err(Refusal::Stale(
             "its newest event is more than the replay window of one hour from now".into(),
@@ -209,29 +298,20 @@ fn event(item: &Value) -> Option<Incoming> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-    use crate::triggers::webhooks::HookKind;
-    use axum::http::HeaderMap;
+    use reqwest::header::HeaderMap;
+    use sha1::Sha1;
+    use sha2::{Sha384, Sha512};
 
-    fn hook() -> ProviderHook {
-        ProviderHook {
-            kind: HookKind::BigBlueButton,
+    fn hook() -> BbbInbound {
+        BbbInbound {
             secret: Secret::new("s3cret".into()),
             url: "http://bot.example/webhooks/bbb".into(),
-            account: None,
             checksum: Checksum::Sha256,
         }
     }
 
     fn call<'a>(headers: &'a HeaderMap, query: &str, body: &'a [u8]) -> Call<'a> {
-        Call {
-            query: form_pairs(query.as_bytes()),
-            headers,
-            body,
-            now_ms: 0,
-            max_skew_ms: 60_000,
-            fresh_until_ms: std::cell::Cell::new(None),
-        }
+        crate::providers::inbound::testing::call(headers, query, body, 0)
     }
 
     #[test]
@@ -248,7 +328,7 @@ mod tests {
             (Checksum::Sha512, hex::encode(Sha512::digest(&input))),
         ];
         for (configured, _) in &sums {
-            let hook = ProviderHook {
+            let hook = BbbInbound {
                 checksum: *configured,
                 ..hook()
             };
@@ -277,6 +357,32 @@ mod tests {
         verify(&hook(), &call(&bearer, "", body)).unwrap();
         bearer.insert(AUTHORIZATION, "Bearer s3creT".parse().unwrap());
         assert!(verify(&hook(), &call(&bearer, "", body)).is_err());
+    }
+
+    #[test]
+    fn the_algorithm_is_inbound_checksum_else_the_provider_s_else_sha256() {
+        let table = |t: &str| -> toml::Table { toml::from_str(t).unwrap() };
+        let built = |inbound: &str, options: &str| {
+            let (inbound, options) = (table(inbound), table(options));
+            let verifier = setup(&InboundSetup {
+                name: "bbb",
+                key: "providers.bbb.inbound",
+                table: &inbound,
+                options: &options,
+                secret: Secret::new("s".into()),
+                listen: Some(([127, 0, 0, 1], 8080).into()),
+                base_dir: std::path::Path::new("."),
+            })
+            .unwrap();
+            assert_eq!(
+                verifier.callback_url(),
+                Some("http://127.0.0.1:8080/webhooks/bbb")
+            );
+            format!("{verifier:?}")
+        };
+        assert!(built("", "").contains("checksum: Sha256"));
+        assert!(built("", "checksum = \"sha1\"").contains("checksum: Sha1"));
+        assert!(built("checksum = \"sha384\"", "checksum = \"sha1\"").contains("checksum: Sha384"));
     }
 
     #[test]

@@ -9,9 +9,40 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{
-    Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, form_pairs, same,
+use crate::config::{ConfigIssue, Secret};
+use crate::providers::inbound::{
+    Call, Inbound, InboundKind, InboundSetup, Incoming, Parsed, Refusal, clean_id, clean_text,
+    form_pairs, same,
 };
+
+/// Bitrix24's inbound registration.
+pub(crate) const KIND: InboundKind = InboundKind {
+    keys: &["secret"],
+    setup,
+};
+
+/// One Bitrix24 account's callback verifier.
+#[derive(Debug)]
+pub(crate) struct Bitrix24Inbound {
+    /// The application token (`auth[application_token]`).
+    secret: Secret,
+}
+
+fn setup(s: &InboundSetup) -> Result<Box<dyn Inbound>, Vec<ConfigIssue>> {
+    Ok(Box::new(Bitrix24Inbound {
+        secret: s.secret.clone(),
+    }))
+}
+
+impl Inbound for Bitrix24Inbound {
+    fn verify(&self, call: &Call) -> Result<(), Refusal> {
+        verify(self, call)
+    }
+
+    fn parse(&self, call: &Call) -> Result<Parsed, Refusal> {
+        parse(call)
+    }
+}
 
 fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
@@ -20,7 +51,7 @@ fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
+fn verify(hook: &Bitrix24Inbound, call: &Call) -> Result<(), Refusal> {
     let pairs = form_pairs(call.body);
     let Some(token) = field(&pairs, "auth[application_token]") else {
         return Err(Refusal::Forged("auth[application_token] is missing".into()));
@@ -37,7 +68,7 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
     call.check_fresh(ts.saturating_mul(1000))
 }
 
-pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
+fn parse(call: &Call) -> Result<Parsed, Refusal> {
     let pairs = form_pairs(call.body);
     let event = field(&pairs, "event").unwrap_or("");
     if !event.eq_ignore_ascii_case("ONIMBOTMESSAGEADD") {
@@ -76,19 +107,12 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-    use crate::providers::bigbluebutton::api::Checksum;
-    use crate::triggers::webhooks::HookKind;
-    use axum::http::HeaderMap;
+    use reqwest::header::HeaderMap;
 
     #[test]
     fn token_time_and_message() {
-        let hook = ProviderHook {
-            kind: HookKind::Bitrix24,
+        let hook = Bitrix24Inbound {
             secret: Secret::new("apptok".into()),
-            url: String::new(),
-            account: None,
-            checksum: Checksum::Sha256,
         };
         let h = HeaderMap::new();
         let body = |token: &str, ts: u64| {
@@ -105,14 +129,7 @@ mod tests {
         };
         let ok = body("apptok", 1_700_000_000);
         fn call<'a>(h: &'a HeaderMap, b: &'a str, now_ms: u64) -> Call<'a> {
-            Call {
-                query: Vec::new(),
-                headers: h,
-                body: b.as_bytes(),
-                now_ms,
-                max_skew_ms: 60_000,
-                fresh_until_ms: std::cell::Cell::new(None),
-            }
+            crate::providers::inbound::testing::call(h, "", b.as_bytes(), now_ms)
         }
         verify(&hook, &call(&h, &ok, 1_700_000_010_000)).unwrap();
         assert!(matches!(

@@ -21,9 +21,52 @@ use md5::Md5;
 use serde_json::Value;
 use sha2::Digest;
 
-use super::{Call, Incoming, Parsed, ProviderHook, Refusal, clean_id, clean_text, same};
+use crate::config::{ConfigIssue, Secret};
+use crate::providers::inbound::{
+    Call, Inbound, InboundKind, InboundSetup, Incoming, Parsed, Refusal, clean_id, clean_text, same,
+};
 
-pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
+/// Easemob's inbound registration.
+pub(crate) const KIND: InboundKind = InboundKind {
+    keys: &["secret"],
+    setup,
+};
+
+/// One Easemob account's callback verifier.
+#[derive(Debug)]
+pub(crate) struct EasemobInbound {
+    /// The callback secret.
+    secret: Secret,
+    /// The `appkey` (`org#app`) a call must name when it names one, from
+    /// the provider's own `org` and `app`.
+    account: Option<String>,
+}
+
+fn setup(s: &InboundSetup) -> Result<Box<dyn Inbound>, Vec<ConfigIssue>> {
+    let account = match (
+        s.options.get("org").and_then(toml::Value::as_str),
+        s.options.get("app").and_then(toml::Value::as_str),
+    ) {
+        (Some(org), Some(app)) => Some(format!("{org}#{app}")),
+        _ => None,
+    };
+    Ok(Box::new(EasemobInbound {
+        secret: s.secret.clone(),
+        account,
+    }))
+}
+
+impl Inbound for EasemobInbound {
+    fn verify(&self, call: &Call) -> Result<(), Refusal> {
+        verify(self, call)
+    }
+
+    fn parse(&self, call: &Call) -> Result<Parsed, Refusal> {
+        parse(call)
+    }
+}
+
+fn verify(hook: &EasemobInbound, call: &Call) -> Result<(), Refusal> {
     let body: Value = serde_json::from_slice(call.body)
         .map_err(|_| Refusal::Malformed("the body is not JSON".into()))?;
     let call_id = body.get("callId").and_then(Value::as_str);
@@ -67,7 +110,7 @@ pub(super) fn verify(hook: &ProviderHook, call: &Call) -> Result<(), Refusal> {
 /// them: `callId = {appkey}_{suffix}` (an appkey has no `_`: org and app
 /// names are letters, digits and hyphens), and a suffix of digits is the
 /// message id (`msg_id`).
-fn check_ids(hook: &ProviderHook, call_id: &str, body: &Value) -> Result<(), Refusal> {
+fn check_ids(hook: &EasemobInbound, call_id: &str, body: &Value) -> Result<(), Refusal> {
     let Some((signed_appkey, suffix)) = call_id.split_once('_') else {
         return Ok(());
     };
@@ -94,7 +137,7 @@ fn check_ids(hook: &ProviderHook, call_id: &str, body: &Value) -> Result<(), Ref
     Ok(())
 }
 
-pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
+fn parse(call: &Call) -> Result<Parsed, Refusal> {
     let body: Value = serde_json::from_slice(call.body)
         .map_err(|_| Refusal::Malformed("the body is not JSON".into()))?;
     let call_id = body.get("callId").and_then(Value::as_str).unwrap_or("");
@@ -151,18 +194,12 @@ pub(super) fn parse(call: &Call) -> Result<Parsed, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-    use crate::providers::bigbluebutton::api::Checksum;
-    use crate::triggers::webhooks::HookKind;
-    use axum::http::HeaderMap;
+    use reqwest::header::HeaderMap;
 
-    fn hook() -> ProviderHook {
-        ProviderHook {
-            kind: HookKind::Easemob,
+    fn hook() -> EasemobInbound {
+        EasemobInbound {
             secret: Secret::new("sec".into()),
-            url: String::new(),
             account: None,
-            checksum: Checksum::Sha256,
         }
     }
 
@@ -178,14 +215,8 @@ mod tests {
         let h = HeaderMap::new();
         let sec = hex::encode(Md5::digest(b"org#app_1sec1700000000000"));
         let ok = body(&sec, 1_700_000_000_000);
-        let call = |b: &'static [u8], now_ms| Call {
-            query: Vec::new(),
-            headers: &h,
-            body: b,
-            now_ms,
-            max_skew_ms: 60_000,
-            fresh_until_ms: std::cell::Cell::new(None),
-        };
+        let call =
+            |b: &'static [u8], now_ms| crate::providers::inbound::testing::call(&h, "", b, now_ms);
         let ok: &'static [u8] = ok.leak();
         verify(&hook(), &call(ok, 1_700_000_001_000)).unwrap();
         assert!(matches!(
