@@ -7,11 +7,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::capabilities::kv::KvStore;
-use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError, ConfigIssue};
-use crate::delivery::outbox::{OutboxStore, SqliteOutbox};
-use crate::delivery::postgres::PgOutbox;
-use crate::delivery::throttle::{Clock, ScaledClock, SharedClock, SystemClock};
+use crate::delivery::outbox::OutboxStore;
+use crate::delivery::throttle::SharedClock;
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
 use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
@@ -72,33 +70,9 @@ fn listeners(
 
 /// The configured outbox, and the clock its throttles count in.
 pub fn open_outbox(config: &Config) -> Result<(Arc<dyn OutboxStore>, SharedClock), StartError> {
-    let scale = config.runtime.time_scale;
-    match &config.storage.backend {
-        StorageBackend::Sqlite => {
-            let outbox = SqliteOutbox::open(&config.storage.dir.join("outbox.sqlite"))
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-            let clock: SharedClock = if scale == 1.0 {
-                Arc::new(SystemClock)
-            } else {
-                Arc::new(ScaledClock::new(scale))
-            };
-            Ok((Arc::new(outbox), clock))
-        }
-        StorageBackend::Postgres { url, lease } => {
-            let outbox =
-                PgOutbox::open(url, *lease).map_err(|e| StartError::Storage(e.to_string()))?;
-            let clock: SharedClock = if scale == 1.0 {
-                Arc::new(SystemClock)
-            } else {
-                // Hosts sharing a throttle must share its scaled time.
-                let origin = outbox
-                    .clock_origin(SystemClock.now_ms())
-                    .map_err(|e| StartError::Storage(e.to_string()))?;
-                Arc::new(ScaledClock::anchored(scale, origin))
-            };
-            Ok((Arc::new(outbox), clock))
-        }
-    }
+    let opened = crate::delivery::outbox::open(&config.storage, config.runtime.time_scale)
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    Ok((opened.outbox, opened.clock))
 }
 
 impl App {

@@ -8,11 +8,9 @@
 //! throttle before each request, and records every outcome.
 
 pub mod outbox;
-pub mod pg_tls;
 pub mod postgres;
 pub mod retry;
 pub mod throttle;
-pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

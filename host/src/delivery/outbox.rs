@@ -315,6 +315,55 @@ pub trait OutboxStore: Send + Sync {
     fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError>;
 }
 
+/// The configured storage, opened: the outbox, and the clock its
+/// throttles count in.
+pub struct Opened {
+    /// The outbox (and, for now, the throttles' state).
+    pub outbox: Arc<dyn OutboxStore>,
+    /// The wall clock, or under `runtime.time_scale` a scaled one; on a
+    /// shared backend every host's scaled clock counts from one origin.
+    pub clock: SharedClock,
+}
+
+/// Opens what `[storage]` names (see [`crate::storage::Location`]) as an
+/// outbox. `time_scale`: `runtime.time_scale`; 1 for the wall clock.
+pub fn open(
+    storage: &crate::config::StorageConfig,
+    time_scale: f64,
+) -> Result<Opened, OutboxError> {
+    use super::throttle::{Clock, ScaledClock, SystemClock};
+    use crate::storage::Location;
+    let real_time = time_scale == 1.0;
+    match Location::of(storage) {
+        Location::Sqlite(path) => {
+            let outbox = SqliteOutbox::open(&path)?;
+            let clock: SharedClock = if real_time {
+                Arc::new(SystemClock)
+            } else {
+                Arc::new(ScaledClock::new(time_scale))
+            };
+            Ok(Opened {
+                outbox: Arc::new(outbox),
+                clock,
+            })
+        }
+        Location::Postgres { url, lease } => {
+            let outbox = super::postgres::PgOutbox::open(&url, lease)?;
+            let clock: SharedClock = if real_time {
+                Arc::new(SystemClock)
+            } else {
+                // Hosts sharing a throttle must share its scaled time.
+                let origin = outbox.clock_origin(SystemClock.now_ms())?;
+                Arc::new(ScaledClock::anchored(time_scale, origin))
+            };
+            Ok(Opened {
+                outbox: Arc::new(outbox),
+                clock,
+            })
+        }
+    }
+}
+
 /// Messages deleted per transaction: small, so an accept waits at most one
 /// short batch for the outbox.
 pub const PRUNE_BATCH: usize = 200;
@@ -588,23 +637,16 @@ impl SqliteOutbox {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path).map_err(open_err)?;
+        let conn = crate::storage::open_sqlite(path).map_err(open_err)?;
         Self::init(conn).map_err(open_err)
     }
 
     pub fn in_memory() -> Result<SqliteOutbox, OutboxError> {
-        Ok(Self::init(Connection::open_in_memory()?)?)
+        let conn = crate::storage::configure_sqlite(Connection::open_in_memory()?)?;
+        Ok(Self::init(conn)?)
     }
 
     fn init(mut conn: Connection) -> Result<SqliteOutbox, rusqlite::Error> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a receipt promises the message is on disk, even across a
-        // power loss, not only a process crash.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         // Outboxes written before merging existed lack the column.
         let has_merged_into: bool = conn

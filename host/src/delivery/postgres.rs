@@ -320,12 +320,10 @@ impl PgOutbox {
     /// Connects, creates the tables if they are missing, and starts the
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
-        let target = super::pg_tls::target(url.expose()).map_err(OutboxError::Unavailable)?;
+        let target =
+            crate::storage::postgres_target(url, "botbox").map_err(OutboxError::Unavailable)?;
         let mut config = postgres::Config::from(target.config);
         let tls = target.tls;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(3));
-        }
         // A peer that vanished (a partition, a crashed machine) is found
         // within about 10 + 3 × 5 s instead of the kernel's two hours.
         if !config.get_keepalives() || config.get_keepalives_idle() > Duration::from_secs(10) {
@@ -336,7 +334,6 @@ impl PgOutbox {
         config.keepalives_retries(3);
         // Sent data nobody acknowledges for this long closes the socket.
         config.tcp_user_timeout(CALL_DEADLINE);
-        config.application_name("botbox");
         let place = describe(&config);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));

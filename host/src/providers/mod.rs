@@ -101,7 +101,7 @@ pub struct ProviderContext {
     /// The folder relative paths (secret files) are resolved against.
     pub base_dir: std::path::PathBuf,
     /// Where rotating credentials (Bitrix24's OAuth pair) are kept.
-    pub tokens: Arc<crate::delivery::tokens::TokenStore>,
+    pub tokens: Arc<crate::storage::tokens::TokenStore>,
 }
 
 /// The HTTP client every provider shares.
@@ -227,7 +227,7 @@ impl Registry {
         let context = ProviderContext {
             http,
             base_dir: config.base_dir.clone(),
-            tokens: crate::delivery::tokens::TokenStore::from_config(&config.storage),
+            tokens: crate::storage::tokens::TokenStore::from_config(&config.storage),
         };
         let mut issues = Vec::new();
         let mut providers = BTreeMap::new();

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Secret, StorageBackend, StorageConfig};
+use super::Location;
+use crate::config::{Secret, StorageConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenStoreError {
@@ -106,9 +107,9 @@ fn row_from(version: i64, nonce: Option<Vec<u8>>, sealed: Option<Vec<u8>>) -> St
 impl TokenStore {
     /// The store of the configured backend. Connects on first use.
     pub fn from_config(storage: &StorageConfig) -> Arc<TokenStore> {
-        let backend = match &storage.backend {
-            StorageBackend::Sqlite => Backend::Sqlite(storage.dir.join("outbox.sqlite")),
-            StorageBackend::Postgres { url, .. } => Backend::Postgres(url.clone()),
+        let backend = match Location::of(storage) {
+            Location::Sqlite(path) => Backend::Sqlite(path),
+            Location::Postgres { url, .. } => Backend::Postgres(url),
         };
         Self::new(backend)
     }
@@ -332,12 +333,8 @@ impl TokenStore {
 async fn pg_connect(url: &Secret) -> Result<tokio_postgres::Client, TokenStoreError> {
     let fail = |e: tokio_postgres::Error| TokenStoreError::Postgres(e.to_string());
     // The same sslmode/sslrootcert rules as the outbox's connections.
-    let target = super::pg_tls::target(url.expose()).map_err(TokenStoreError::Postgres)?;
-    let mut config = target.config;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(3));
-    }
-    config.application_name("botbox-tokens");
+    let target = super::postgres_target(url, "botbox-tokens").map_err(TokenStoreError::Postgres)?;
+    let config = target.config;
     let (mut client, connection) = config.connect(target.tls).await.map_err(fail)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
