@@ -32,6 +32,7 @@ use self::outbox::{
 };
 use self::retry::RetryPolicy;
 use self::throttle::{SharedClock, Throttle, ThrottleSpec};
+use crate::providers::limits;
 
 /// The most messages an endpoint holds waiting before `send-broadcast`
 /// answers `backlog-full`.
@@ -203,50 +204,6 @@ pub struct Delivery {
     retention: Duration,
 }
 
-/// Reads a provider's `throttle` override: a list for every endpoint, or a
-/// table of lists by endpoint name.
-fn throttle_override(
-    options: &toml::Table,
-    endpoint: &str,
-    key: &str,
-) -> Result<Option<ThrottleSpec>, ConfigIssue> {
-    let list = match options.get("throttle") {
-        None => return Ok(None),
-        Some(toml::Value::Array(items)) => Some(items),
-        Some(toml::Value::Table(t)) => match t.get(endpoint) {
-            Some(toml::Value::Array(items)) => Some(items),
-            Some(_) => {
-                return Err(ConfigIssue {
-                    key: format!("{key}.throttle.{endpoint}"),
-                    message: "must be a list such as [\"1/30m\", \"3/1d\"]".into(),
-                });
-            }
-            None => None,
-        },
-        Some(_) => {
-            return Err(ConfigIssue {
-                key: format!("{key}.throttle"),
-                message: "must be a list of limits, or a table of lists by endpoint".into(),
-            });
-        }
-    };
-    let Some(items) = list else { return Ok(None) };
-    let strings: Vec<String> = items
-        .iter()
-        .map(|v| v.as_str().map(str::to_string))
-        .collect::<Option<_>>()
-        .ok_or_else(|| ConfigIssue {
-            key: format!("{key}.throttle"),
-            message: "limits must be strings such as \"1/30m\"".into(),
-        })?;
-    ThrottleSpec::parse(&strings)
-        .map(Some)
-        .map_err(|message| ConfigIssue {
-            key: format!("{key}.throttle"),
-            message,
-        })
-}
-
 fn internal(e: OutboxError) -> BroadcastError {
     BroadcastError::Internal(format!(
         "the message was not accepted, because the outbox could not store it: {e}"
@@ -287,14 +244,16 @@ impl Delivery {
                             .get(&channel_config.provider)
                             .map(|p| p.options.clone())
                             .unwrap_or_default();
-                        let spec = match throttle_override(&options, endpoint_name, &provider_key) {
-                            Ok(Some(spec)) => spec,
-                            Ok(None) => provider.default_throttle(endpoint_name),
-                            Err(issue) => {
-                                issues.push(issue);
-                                provider.default_throttle(endpoint_name)
-                            }
-                        };
+                        let spec =
+                            match limits::throttle_override(&options, endpoint_name, &provider_key)
+                            {
+                                Ok(Some(spec)) => spec,
+                                Ok(None) => provider.default_throttle(endpoint_name),
+                                Err(issue) => {
+                                    issues.push(issue);
+                                    provider.default_throttle(endpoint_name)
+                                }
+                            };
                         // Daily counters survive restarts: reload the sends
                         // still inside the longest window.
                         let since = now.saturating_sub(spec.horizon_ms());

@@ -11,6 +11,7 @@ pub mod bitrix24;
 mod common;
 pub mod console;
 pub mod easemob;
+pub mod limits;
 pub mod tencent;
 #[cfg(test)]
 mod testing;
@@ -164,9 +165,9 @@ pub trait Provider: Send + Sync {
 
     /// The provider's documented limits for an endpoint; the operator may
     /// override them with `throttle` in the provider's config.
-    fn default_throttle(&self, _endpoint: &str) -> crate::delivery::throttle::ThrottleSpec {
+    fn default_throttle(&self, _endpoint: &str) -> crate::providers::limits::ThrottleSpec {
         // No documented limit: a conservative default.
-        crate::delivery::throttle::ThrottleSpec::windows(&[(5, 1000)])
+        crate::providers::limits::ThrottleSpec::windows(&[(5, 1000)])
     }
 
     /// How many requests `plan` is expected to make of `message`: targets
