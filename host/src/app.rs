@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 
 use crate::capabilities::kv::KvStore;
 use crate::config::{Config, ConfigError, ConfigIssue};
-use crate::delivery::outbox::OutboxStore;
+use crate::delivery::store::Stores;
 use crate::delivery::throttle::SharedClock;
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
@@ -69,10 +69,10 @@ fn listeners(
 }
 
 /// The configured outbox, and the clock its throttles count in.
-pub fn open_outbox(config: &Config) -> Result<(Arc<dyn OutboxStore>, SharedClock), StartError> {
-    let opened = crate::delivery::outbox::open(&config.storage, config.runtime.time_scale)
+pub fn open_outbox(config: &Config) -> Result<(Stores, SharedClock), StartError> {
+    let opened = crate::delivery::store::open(&config.storage, config.runtime.time_scale)
         .map_err(|e| StartError::Storage(e.to_string()))?;
-    Ok((opened.outbox, opened.clock))
+    Ok((opened.stores, opened.clock))
 }
 
 impl App {
@@ -140,7 +140,7 @@ impl App {
         let delivery = Delivery::new(
             &config,
             &registry,
-            self.delivery.outbox().clone(),
+            self.delivery.stores(),
             self.delivery.clock().clone(),
             self.delivery.observers().clone(),
         )

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::ExitCode;
 use crate::config::Config;
-use crate::delivery::outbox::{ListFilter, MessageState};
+use crate::delivery::store::{ListFilter, MessageState};
 use crate::delivery::throttle::{Clock, SystemClock};
 use crate::providers::console;
 use crate::sanitize;
@@ -67,7 +67,9 @@ pub async fn outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(2);
     }
-    let store = crate::delivery::outbox::open(&config.storage, 1.0)?.outbox;
+    let store = crate::delivery::store::open(&config.storage, 1.0)?
+        .stores
+        .outbox;
     let now = SystemClock.now_ms();
     match args.action {
         OutboxAction::List {

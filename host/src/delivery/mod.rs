@@ -7,10 +7,14 @@
 //! messages in turn across plugins, plans them into parts, waits for the
 //! throttle before each request, and records every outcome.
 
-pub mod outbox;
-pub mod postgres;
 pub mod retry;
+pub mod store;
 pub mod throttle;
+
+/// The outbox's earlier path: everything in it lives in [`store`] now.
+pub use self::store as outbox;
+/// The shared backend's earlier path.
+pub use self::store::postgres;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,11 +30,11 @@ use crate::providers::{ChannelRules, DeliveryOutcome, Part, Provider, Registry};
 use crate::sanitize;
 use crate::wit::types::{BroadcastError, Message, Receipt};
 
-use self::outbox::{
-    Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
-    PluginBacklog, Reservation, SharedThrottle,
-};
 use self::retry::RetryPolicy;
+use self::store::{
+    Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
+    PluginBacklog, Reservation, SharedThrottle, Stores, ThrottleStore,
+};
 use self::throttle::{SharedClock, Throttle, ThrottleSpec};
 use crate::providers::limits;
 
@@ -195,6 +199,7 @@ pub struct Delivery {
     channels: BTreeMap<String, Arc<Channel>>,
     endpoints: BTreeMap<String, Arc<Endpoint>>,
     outbox: Arc<dyn OutboxStore>,
+    throttles: Arc<dyn ThrottleStore>,
     clock: SharedClock,
     retry: RetryPolicy,
     observers: DeliveryObservers,
@@ -214,10 +219,11 @@ impl Delivery {
     pub fn new(
         config: &Config,
         registry: &Registry,
-        outbox: Arc<dyn OutboxStore>,
+        stores: impl Into<Stores>,
         clock: SharedClock,
         observers: DeliveryObservers,
     ) -> Result<Delivery, Vec<ConfigIssue>> {
+        let Stores { outbox, throttles } = stores.into();
         // Read once, then monotonic: see `Steady`.
         let clock: SharedClock = Arc::new(throttle::Steady::new(clock));
         let mut issues = Vec::new();
@@ -257,7 +263,7 @@ impl Delivery {
                         // Daily counters survive restarts: reload the sends
                         // still inside the longest window.
                         let since = now.saturating_sub(spec.horizon_ms());
-                        let history = outbox.sends_since(&key, since).unwrap_or_default();
+                        let history = throttles.sends_since(&key, since).unwrap_or_default();
                         let margin = clock.clock_ms(throttle::ARRIVAL_JITTER);
                         let endpoint = Arc::new(Endpoint {
                             key: key.clone(),
@@ -294,6 +300,7 @@ impl Delivery {
             channels,
             endpoints,
             outbox,
+            throttles,
             clock,
             retry: RetryPolicy::default(),
             observers,
@@ -316,6 +323,19 @@ impl Delivery {
 
     pub fn outbox(&self) -> &Arc<dyn OutboxStore> {
         &self.outbox
+    }
+
+    /// Where the throttles keep their state.
+    pub fn throttles(&self) -> &Arc<dyn ThrottleStore> {
+        &self.throttles
+    }
+
+    /// Both stores, for the next generation after a reload.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            outbox: self.outbox.clone(),
+            throttles: self.throttles.clone(),
+        }
     }
 
     pub fn clock(&self) -> &SharedClock {
@@ -353,12 +373,12 @@ impl Delivery {
             .throttle
             .lock()
             .map_err(|_| BroadcastError::Internal("throttle unavailable".into()))?;
-        if self.outbox.shared_throttle().is_some() {
+        if self.throttles.shared().is_some() {
             // Other hosts send too: estimate from the shared history.
             let spec = throttle.spec().clone();
             let since = now.saturating_sub(spec.horizon_ms());
             let history = self
-                .outbox
+                .throttles
                 .sends_since(&endpoint.key, since)
                 .map_err(internal)?;
             *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
@@ -422,7 +442,7 @@ impl Delivery {
                 let spec = throttle.spec().clone();
                 let since = now.saturating_sub(spec.horizon_ms());
                 let history = self
-                    .outbox
+                    .throttles
                     .sends_since(&endpoint.key, since)
                     .unwrap_or_default();
                 *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
@@ -447,7 +467,7 @@ impl Delivery {
             let stop = stop.clone();
             tasks.spawn(async move { delivery.run_endpoint(endpoint, stop).await });
         }
-        tasks.spawn(outbox::prune_loop(
+        tasks.spawn(store::prune_loop(
             self.outbox.clone(),
             self.clock.clone(),
             self.retention,
@@ -481,7 +501,7 @@ impl Delivery {
                 Ok(None) => {
                     let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
                     let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
-                    if self.outbox.shared_throttle().is_some() {
+                    if self.throttles.shared().is_some() {
                         wait = wait.min(self.clock.clock_ms(SHARED_POLL));
                     }
                     if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
@@ -500,7 +520,7 @@ impl Delivery {
 
     /// Waits for the throttle's slot for message `id`.
     async fn take_slot(&self, endpoint: &Endpoint, id: &str, stop: &CancellationToken) -> Slot {
-        if let Some(shared) = self.outbox.shared_throttle() {
+        if let Some(shared) = self.throttles.shared() {
             return self.take_shared_slot(shared, endpoint, id, stop).await;
         }
         loop {
@@ -513,7 +533,7 @@ impl Delivery {
                 // Persist first, then stamp the send at the moment the
                 // request leaves: the write's latency must not sit between
                 // the stamp and the request, where it would eat the margin.
-                if let Err(e) = self.outbox.record_send(&endpoint.key, now) {
+                if let Err(e) = self.throttles.record_send(&endpoint.key, now) {
                     tracing::warn!(endpoint = %endpoint.key, "cannot persist throttle history: {e}");
                 }
                 let departs = self.clock.now_ms();
@@ -546,7 +566,8 @@ impl Delivery {
             Err(_) => return Slot::Stopped,
         };
         // Wake often enough to renew the claim well within its lease.
-        let renew = self.clock.clock_ms(shared.lease() / 3).max(1);
+        let lease = self.outbox.lease().unwrap_or(Duration::from_secs(3));
+        let renew = self.clock.clock_ms(lease / 3).max(1);
         // Ask again a little before the slot: the engine's answer, not this
         // host's timer, decides, and a late wake-up would waste the quota.
         let early = self.clock.clock_ms(Duration::from_millis(2));
@@ -674,7 +695,7 @@ impl Delivery {
                     }
                 }
                 Some(Stamp::Shared(stamp)) => {
-                    if let Some(shared) = self.outbox.shared_throttle() {
+                    if let Some(shared) = self.throttles.shared() {
                         let (spec, margin) = match endpoint.throttle.lock() {
                             Ok(t) => (t.spec().clone(), t.margin_ms()),
                             Err(_) => (ThrottleSpec::default(), 0),
