@@ -15,7 +15,7 @@ use botbox::config::Secret;
 use botbox::delivery::store::postgres::CONNECTIONS;
 use botbox::delivery::store::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PgOutbox,
-    Reservation, SharedThrottle, SqliteOutbox, ThrottleStore,
+    Reservation, SqliteOutbox,
 };
 use botbox::delivery::throttle::ThrottleSpec;
 use botbox::providers::Part;

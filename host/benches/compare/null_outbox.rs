@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use botbox::delivery::outbox::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState, ThrottleStore,
+    PartState, SendLog,
 };
 use botbox::providers::Part;
 
@@ -19,7 +19,7 @@ pub struct NullOutbox {
     pub accepted: AtomicU64,
 }
 
-impl ThrottleStore for NullOutbox {
+impl SendLog for NullOutbox {
     fn record_send(&self, _endpoint: &str, _at_ms: u64) -> Result<(), OutboxError> {
         Ok(())
     }

@@ -17,7 +17,7 @@ pub use self::store as outbox;
 pub use self::store::postgres;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -33,9 +33,9 @@ use crate::wit::types::{BroadcastError, Message, Receipt};
 use self::retry::RetryPolicy;
 use self::store::{
     Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
-    PluginBacklog, Reservation, SharedThrottle, Stores, ThrottleStore,
+    PluginBacklog, Reservation, Stores, ThrottleStore,
 };
-use self::throttle::{SharedClock, Throttle, ThrottleSpec};
+use self::throttle::{SharedClock, ThrottleKey};
 use crate::providers::limits;
 
 /// The most messages an endpoint holds waiting before `send-broadcast`
@@ -95,19 +95,12 @@ pub fn admission(
 /// the outbox is shared: only this host's own `send-broadcast` wakes it.
 pub const SHARED_POLL: Duration = Duration::from_millis(200);
 
-/// When a throttle counted a request.
-enum Stamp {
-    /// In this host's own throttle, on the delivery clock.
-    Local(u64),
-    /// In the shared throttle, on the clock its reservation used.
-    Shared(u64),
-}
-
 /// What waiting for the throttle came to.
 enum Slot {
-    /// Send now. `Some(stamp)`: when the throttle counted the request, to
-    /// be moved later if the request left late (see [`Throttle::answered`]).
-    Go(Option<Stamp>),
+    /// Send now. The throttle counted the request at this time (in the
+    /// clock the store used), to be moved later if the request left late
+    /// (see [`ThrottleStore::answered`]).
+    Go(u64),
     /// The host is stopping.
     Stopped,
     /// Another host holds the message now.
@@ -119,7 +112,8 @@ pub struct Endpoint {
     /// `provider-name/endpoint`, such as `em/all-users-broadcast`.
     pub key: String,
     pub provider: Arc<dyn Provider>,
-    pub throttle: Mutex<Throttle>,
+    /// Its limits, as the throttle store is asked about them.
+    pub throttle: ThrottleKey,
     wake: Notify,
 }
 
@@ -260,15 +254,20 @@ impl Delivery {
                                     provider.default_throttle(endpoint_name)
                                 }
                             };
-                        // Daily counters survive restarts: reload the sends
-                        // still inside the longest window.
-                        let since = now.saturating_sub(spec.horizon_ms());
-                        let history = throttles.sends_since(&key, since).unwrap_or_default();
-                        let margin = clock.clock_ms(throttle::ARRIVAL_JITTER);
+                        let throttle = ThrottleKey {
+                            endpoint: key.clone(),
+                            spec,
+                            margin_ms: clock.clock_ms(throttle::ARRIVAL_JITTER),
+                        };
+                        // Daily counters survive restarts: the store reloads
+                        // the sends still inside the longest window.
+                        if let Err(e) = throttles.prepare(&throttle, now, false) {
+                            tracing::warn!(endpoint = %key, "cannot read the throttle's history: {e}");
+                        }
                         let endpoint = Arc::new(Endpoint {
                             key: key.clone(),
                             provider: provider.clone(),
-                            throttle: Mutex::new(Throttle::with_history(spec, margin, history)),
+                            throttle,
                             wake: Notify::new(),
                         });
                         endpoints.insert(key, endpoint.clone());
@@ -369,22 +368,10 @@ impl Delivery {
             .pending_by_plugin(&endpoint.key)
             .map_err(internal)?;
         let position = admission(plugin, &backlog, requests)?;
-        let mut throttle = endpoint
-            .throttle
-            .lock()
-            .map_err(|_| BroadcastError::Internal("throttle unavailable".into()))?;
-        if self.throttles.shared().is_some() {
-            // Other hosts send too: estimate from the shared history.
-            let spec = throttle.spec().clone();
-            let since = now.saturating_sub(spec.horizon_ms());
-            let history = self
-                .throttles
-                .sends_since(&endpoint.key, since)
-                .map_err(internal)?;
-            *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
-        }
-        let eta = throttle.eta_of_nth(position, now);
-        drop(throttle);
+        let eta = self
+            .throttles
+            .estimate(&endpoint.throttle, position, now)
+            .map_err(internal)?;
         let wait = eta.saturating_sub(now);
         let max_delay = channel.config.max_delay.as_millis() as u64;
         if wait > max_delay {
@@ -438,14 +425,8 @@ impl Delivery {
     pub fn reload_history(&self) {
         let now = self.clock.now_ms();
         for endpoint in self.endpoints.values() {
-            if let Ok(mut throttle) = endpoint.throttle.lock() {
-                let spec = throttle.spec().clone();
-                let since = now.saturating_sub(spec.horizon_ms());
-                let history = self
-                    .throttles
-                    .sends_since(&endpoint.key, since)
-                    .unwrap_or_default();
-                *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
+            if let Err(e) = self.throttles.prepare(&endpoint.throttle, now, true) {
+                tracing::warn!(endpoint = %endpoint.key, "cannot read the throttle's history: {e}");
             }
         }
     }
@@ -501,7 +482,7 @@ impl Delivery {
                 Ok(None) => {
                     let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
                     let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
-                    if self.throttles.shared().is_some() {
+                    if self.throttles.shared() {
                         wait = wait.min(self.clock.clock_ms(SHARED_POLL));
                     }
                     if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
@@ -518,66 +499,26 @@ impl Delivery {
         }
     }
 
-    /// Waits for the throttle's slot for message `id`.
+    /// Waits for the throttle's slot for message `id`. The store decides
+    /// (see [`ThrottleStore::take`]). A shared store that cannot be reached
+    /// sends nothing: the throttle fails closed, since a host that cannot
+    /// see the others' sends cannot know the quota.
     async fn take_slot(&self, endpoint: &Endpoint, id: &str, stop: &CancellationToken) -> Slot {
-        if let Some(shared) = self.throttles.shared() {
-            return self.take_shared_slot(shared, endpoint, id, stop).await;
-        }
-        loop {
-            let now = self.clock.now_ms();
-            let at = match endpoint.throttle.lock() {
-                Ok(t) => t.next_allowed(now),
-                Err(_) => return Slot::Stopped,
-            };
-            if at <= now {
-                // Persist first, then stamp the send at the moment the
-                // request leaves: the write's latency must not sit between
-                // the stamp and the request, where it would eat the margin.
-                if let Err(e) = self.throttles.record_send(&endpoint.key, now) {
-                    tracing::warn!(endpoint = %endpoint.key, "cannot persist throttle history: {e}");
-                }
-                let departs = self.clock.now_ms();
-                return match endpoint.throttle.lock() {
-                    Ok(mut t) => {
-                        t.record(departs);
-                        Slot::Go(Some(Stamp::Local(departs)))
-                    }
-                    Err(_) => Slot::Stopped,
-                };
-            }
-            if !self.sleep(at - now, stop, None).await {
-                return Slot::Stopped;
-            }
-        }
-    }
-
-    /// The shared engine decides: it holds every host's sends. While the
-    /// engine is unreachable nothing is sent (the throttle fails closed: a
-    /// host that cannot see the others' sends cannot know the quota).
-    async fn take_shared_slot(
-        &self,
-        shared: &dyn SharedThrottle,
-        endpoint: &Endpoint,
-        id: &str,
-        stop: &CancellationToken,
-    ) -> Slot {
-        let (spec, margin) = match endpoint.throttle.lock() {
-            Ok(t) => (t.spec().clone(), t.margin_ms()),
-            Err(_) => return Slot::Stopped,
-        };
+        let shared = self.throttles.shared();
         // Wake often enough to renew the claim well within its lease.
         let lease = self.outbox.lease().unwrap_or(Duration::from_secs(3));
         let renew = self.clock.clock_ms(lease / 3).max(1);
-        // Ask again a little before the slot: the engine's answer, not this
-        // host's timer, decides, and a late wake-up would waste the quota.
+        // Ask a shared store again a little before the slot: its answer,
+        // not this host's timer, decides, and a late wake-up would waste
+        // the quota.
         let early = self.clock.clock_ms(Duration::from_millis(2));
         let mut warned = false;
         loop {
-            let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
-            let wait = match shared.reserve(&endpoint.key, &spec, margin, id, now) {
-                Ok(Reservation::Granted(at)) => return Slot::Go(Some(Stamp::Shared(at))),
+            let wait = match self.throttles.take(&endpoint.throttle, id, &*self.clock) {
+                Ok(Reservation::Granted(at)) => return Slot::Go(at),
                 Ok(Reservation::LeaseLost) => return Slot::Lost,
-                Ok(Reservation::Wait(ms)) => ms.saturating_sub(early).min(renew),
+                Ok(Reservation::Wait(ms)) if shared => ms.saturating_sub(early).min(renew),
+                Ok(Reservation::Wait(ms)) => ms,
                 Err(e) => {
                     if !warned {
                         tracing::error!(endpoint = %endpoint.key, message = %id, "not sending until the shared throttle answers: {e}");
@@ -687,26 +628,11 @@ impl Delivery {
             // starved CPU can hold it well past the stamp. Count it as late
             // as the answer allows, so the next one is spaced from when this
             // one can have arrived, not from its stamp.
-            match stamp {
-                Some(Stamp::Local(stamp)) => {
-                    let answered = self.clock.now_ms();
-                    if let Ok(mut t) = endpoint.throttle.lock() {
-                        t.answered(stamp, answered);
-                    }
-                }
-                Some(Stamp::Shared(stamp)) => {
-                    if let Some(shared) = self.throttles.shared() {
-                        let (spec, margin) = match endpoint.throttle.lock() {
-                            Ok(t) => (t.spec().clone(), t.margin_ms()),
-                            Err(_) => (ThrottleSpec::default(), 0),
-                        };
-                        let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
-                        if let Err(e) = shared.answered(&endpoint.key, &spec, margin, stamp, now) {
-                            tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
-                        }
-                    }
-                }
-                None => {}
+            if let Err(e) = self
+                .throttles
+                .answered(&endpoint.throttle, stamp, &*self.clock)
+            {
+                tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
             }
             match outcome {
                 DeliveryOutcome::Delivered { provider_ids } => {

@@ -148,6 +148,18 @@ impl Clock for Steady {
 /// arrive apart.
 pub const ARRIVAL_JITTER: Duration = Duration::from_millis(30);
 
+/// One endpoint's throttle as a store is asked about it: which endpoint,
+/// its limits, and the arrival margin in the clock's time.
+#[derive(Debug, Clone)]
+pub struct ThrottleKey {
+    /// `provider-name/endpoint`.
+    pub endpoint: String,
+    /// The endpoint's limits.
+    pub spec: ThrottleSpec,
+    /// [`ARRIVAL_JITTER`] in the throttle clock's milliseconds.
+    pub margin_ms: u64,
+}
+
 /// The live state of one endpoint's limits.
 #[derive(Debug, Clone)]
 pub struct Throttle {
@@ -275,6 +287,35 @@ impl Throttle {
         if late > stamped_ms && stamped_ms <= self.bucket_at_ms {
             self.bucket_at_ms = self.bucket_at_ms.max(late);
         }
+    }
+
+    /// The decision, for every store: may a request leave at `now_ms`?
+    /// `Ok(now_ms)`: yes, and it is counted then; `Err(ms)`: not for `ms`.
+    pub fn take(&mut self, now_ms: u64) -> Result<u64, u64> {
+        let at = self.next_allowed(now_ms);
+        if at > now_ms {
+            return Err(at - now_ms);
+        }
+        self.record(now_ms);
+        Ok(now_ms)
+    }
+
+    /// The answered-late move for a store that keeps one send history for
+    /// every window (rather than a log per window, as [`Throttle`] does):
+    /// how far before the answer the send is counted. It is the smallest
+    /// window's allowance: [`Throttle::next_allowed`] adds `margin +
+    /// period / 100` per window, so the next request of every window is
+    /// then at least a period after the answer, which follows the
+    /// request's arrival. `None`: no window, nothing to move.
+    pub fn history_shift(spec: &ThrottleSpec, margin_ms: u64) -> Option<u64> {
+        spec.limits
+            .iter()
+            .filter_map(|l| match l {
+                Limit::Window { period_ms, .. } => Some(*period_ms),
+                Limit::LeakyBucket { .. } => None,
+            })
+            .min()
+            .map(|shortest| margin_ms + shortest / 100)
     }
 
     /// When the `n`th request from now (1-based) could go out, if the

@@ -3,9 +3,10 @@
 //!
 //! - [`OutboxStore`]: every accepted message, on disk before its receipt
 //!   exists, its parts, and (on a shared backend) which host holds it.
-//! - [`ThrottleStore`]: each endpoint's send history, which the throttle's
-//!   decision (`delivery::throttle`) reads; on a shared backend the store
-//!   takes a slot for every host at once ([`SharedThrottle`]).
+//! - [`ThrottleStore`]: each endpoint's throttle state, read, decided on
+//!   (`Throttle::take`, the one decision) and written back atomically: in
+//!   the host for one host ([`HostThrottles`], persisted to a [`SendLog`]),
+//!   in the database for several ([`PgOutbox`]).
 //!
 //! What both backends share is written here once: the records and their
 //! states, the tables' columns ([`schema`], [`COLUMNS`]), the mapping of a
@@ -28,6 +29,7 @@
 //! [`encode_part`]). Finished, reported messages are deleted once
 //! `storage.retention` has passed ([`prune_loop`]), a few at a time.
 
+mod host;
 pub mod postgres;
 pub mod sqlite;
 
@@ -38,9 +40,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+pub use self::host::HostThrottles;
 pub use self::postgres::PgOutbox;
 pub use self::sqlite::SqliteOutbox;
-use super::throttle::{SharedClock, ThrottleSpec};
+use super::throttle::{Clock, SharedClock, ThrottleKey};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -193,7 +196,7 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-/// What a shared throttle answered a worker asking to send.
+/// What a throttle store answered a worker asking to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
     /// The slot is taken and counted at this time (in the clock the
@@ -206,49 +209,56 @@ pub enum Reservation {
     LeaseLost,
 }
 
-/// A throttle several hosts share: the slot, the send history and the
-/// claim on the message are decided together, in the shared engine.
-pub trait SharedThrottle: Send + Sync {
-    /// Takes a slot of `endpoint` for message `id`, which this host must
-    /// still hold, and renews that claim. `now_ms`: the hosts' common
-    /// scaled time, or `None` for the engine's own clock.
-    fn reserve(
+/// Where throttles keep their state, and take slots from it. The decision
+/// itself is [`Throttle::take`](super::throttle::Throttle::take) over that
+/// state, whichever store keeps it; a store only gives atomic
+/// read-modify-write of one endpoint's state (SQLite's host: a mutex;
+/// PostgreSQL: the endpoint's row `FOR UPDATE` in a transaction; Redis
+/// would be `WATCH`/`MULTI` or a script). A new store is one file that
+/// implements this trait, and one line in [`open`].
+pub trait ThrottleStore: Send + Sync {
+    /// Whether other hosts take slots from the same state. Then an idle
+    /// worker also looks for messages they accepted, every
+    /// [`SHARED_POLL`](super::SHARED_POLL).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Gets the endpoint's state ready: loads it from what was persisted
+    /// when it is new here, when its limits changed, or when `reload`
+    /// (after a config reload, the previous engine's last sends count).
+    fn prepare(&self, _key: &ThrottleKey, _now_ms: u64, _reload: bool) -> Result<(), OutboxError> {
+        Ok(())
+    }
+    /// When the `n`th request from now (1-based) could leave.
+    fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError>;
+    /// Takes a slot of the endpoint now for message `claim`, or says how
+    /// long to wait. A store that also keeps a shared outbox renews the
+    /// claim in the same step, and refuses when another host holds it.
+    fn take(
         &self,
-        endpoint: &str,
-        spec: &ThrottleSpec,
-        margin_ms: u64,
-        id: &str,
-        now_ms: Option<u64>,
+        key: &ThrottleKey,
+        claim: &str,
+        clock: &dyn Clock,
     ) -> Result<Reservation, OutboxError>;
-    /// Moves the send granted at `stamped_ms` to as late as its answer, at
-    /// `answered_ms` (`None`: the engine's own clock now), allows: the
-    /// shared counterpart of [`super::throttle::Throttle::answered`], so a
-    /// request that left late holds every host's next one for the real gap.
+    /// The request granted at `stamped_ms` was answered now (on `clock`):
+    /// counts it as late as that allows, so a request that left late holds
+    /// the next one for the real gap (see
+    /// [`Throttle::answered`](super::throttle::Throttle::answered)).
     fn answered(
         &self,
-        endpoint: &str,
-        spec: &ThrottleSpec,
-        margin_ms: u64,
+        key: &ThrottleKey,
         stamped_ms: u64,
-        answered_ms: Option<u64>,
+        clock: &dyn Clock,
     ) -> Result<(), OutboxError>;
 }
 
-/// Where an endpoint's throttle keeps its state: the send history inside
-/// its longest window. SQLite keeps one host's (the decision is made in
-/// the host, and the history only survives restarts); PostgreSQL keeps the
-/// history every host takes slots from, and decides there
-/// ([`SharedThrottle`]).
-pub trait ThrottleStore: Send + Sync {
-    /// Counts a send of `endpoint` at `at_ms` (a host deciding on its own).
+/// A host's own record of its sends, which its throttles reload after a
+/// restart (see [`HostThrottles`]). SQLite keeps it beside the outbox.
+pub trait SendLog: Send + Sync {
+    /// Counts a send of `endpoint` at `at_ms`.
     fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError>;
     /// The sends of `endpoint` since `since_ms`, oldest first.
     fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError>;
-    /// The slot-taking this store shares with other hosts, if it is shared:
-    /// then every slot is taken there, not in the host.
-    fn shared(&self) -> Option<&dyn SharedThrottle> {
-        None
-    }
 }
 
 /// The outbox seam: SQLite for one host, PostgreSQL for several (see
@@ -356,8 +366,20 @@ pub struct Stores {
     pub throttles: Arc<dyn ThrottleStore>,
 }
 
-impl<T: OutboxStore + ThrottleStore + 'static> From<Arc<T>> for Stores {
+impl<T: OutboxStore + SendLog + 'static> From<Arc<T>> for Stores {
+    /// A store for one host: its throttles decide in the host and keep
+    /// their history in `store`.
     fn from(store: Arc<T>) -> Stores {
+        Stores {
+            outbox: store.clone(),
+            throttles: Arc::new(HostThrottles::new(store)),
+        }
+    }
+}
+
+impl From<Arc<PgOutbox>> for Stores {
+    /// A shared database: it keeps the outbox and the throttles.
+    fn from(store: Arc<PgOutbox>) -> Stores {
         Stores {
             outbox: store.clone(),
             throttles: store,
@@ -382,7 +404,7 @@ pub fn open(
     storage: &crate::config::StorageConfig,
     time_scale: f64,
 ) -> Result<Opened, OutboxError> {
-    use super::throttle::{Clock, ScaledClock, SystemClock};
+    use super::throttle::{ScaledClock, SystemClock};
     use crate::storage::Location;
     let real_time = time_scale == 1.0;
     match Location::of(storage) {

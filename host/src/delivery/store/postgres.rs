@@ -49,12 +49,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
-    OutboxStore, PART_COLUMNS, PartRecord, PartState, PluginBacklog, Reservation, SharedThrottle,
-    ThrottleStore, decode_parts, encode_part, is_current, json, member_taken, part_row,
-    record_from, reencode_part, schema,
+    OutboxStore, PART_COLUMNS, PartRecord, PartState, PluginBacklog, Reservation, ThrottleStore,
+    decode_parts, encode_part, is_current, json, member_taken, part_row, record_from,
+    reencode_part, schema,
 };
 use crate::config::Secret;
-use crate::delivery::throttle::{Limit, Throttle, ThrottleSpec};
+use crate::delivery::throttle::{Clock, Throttle, ThrottleKey, ThrottleSpec};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -511,8 +511,13 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect) -> Result<Client,
     Ok(client)
 }
 
-impl SharedThrottle for PgOutbox {
-    fn reserve(
+impl PgOutbox {
+    /// Takes a slot of `endpoint` for message `id`, which this host must
+    /// still hold, and renews that claim, in one transaction that holds the
+    /// endpoint's row: the read-modify-write of its send history that
+    /// [`Throttle::take`] decides on. `now_ms`: the hosts' common scaled
+    /// time, or `None` for the database's own clock.
+    pub fn reserve(
         &self,
         endpoint: &str,
         spec: &ThrottleSpec,
@@ -570,25 +575,28 @@ impl SharedThrottle for PgOutbox {
                 .iter()
                 .map(|r| r.get::<_, i64>(0) as u64)
                 .collect();
-            let throttle = Throttle::with_history(spec, margin_ms, history);
-            let at = throttle.next_allowed(now as u64) as i64;
-            let answer = if at <= now {
-                // History older than every window is dropped as it goes.
-                tx.execute(
-                    "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
-                     INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
-                    &[&endpoint, &now, &since],
-                )?;
-                Reservation::Granted(now as u64)
-            } else {
-                Reservation::Wait((at - now) as u64)
+            let mut throttle = Throttle::with_history(spec, margin_ms, history);
+            let answer = match throttle.take(now as u64) {
+                Ok(at) => {
+                    // History older than every window is dropped as it goes.
+                    tx.execute(
+                        "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
+                         INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                        &[&endpoint, &(at as i64), &since],
+                    )?;
+                    Reservation::Granted(at)
+                }
+                Err(wait) => Reservation::Wait(wait),
             };
             tx.commit()?;
             Ok(answer)
         })
     }
 
-    fn answered(
+    /// Moves the send granted at `stamped_ms` to as late as its answer, at
+    /// `answered_ms` (`None`: the database's clock now), allows, by
+    /// [`Throttle::history_shift`]: one history serves every window here.
+    pub fn answered_at(
         &self,
         endpoint: &str,
         spec: &ThrottleSpec,
@@ -596,22 +604,10 @@ impl SharedThrottle for PgOutbox {
         stamped_ms: u64,
         answered_ms: Option<u64>,
     ) -> Result<(), OutboxError> {
-        // One history serves every window here, so it moves by the smallest
-        // window's allowance: `next_allowed` adds `margin + period / 100`
-        // per window, so the next request of every window is then at least
-        // a period after the answer, which follows the request's arrival.
-        let Some(shortest) = spec
-            .limits
-            .iter()
-            .filter_map(|l| match l {
-                Limit::Window { period_ms, .. } => Some(*period_ms),
-                Limit::LeakyBucket { .. } => None,
-            })
-            .min()
-        else {
+        let Some(back) = Throttle::history_shift(spec, margin_ms) else {
             return Ok(());
         };
-        let back = (margin_ms + shortest / 100) as i64;
+        let back = back as i64;
         let endpoint = endpoint.to_string();
         let stamped = stamped_ms as i64;
         let answered = answered_ms.map(|ms| ms as i64);
@@ -625,6 +621,79 @@ impl SharedThrottle for PgOutbox {
             )?;
             Ok(())
         })
+    }
+
+    /// Counts a send of `endpoint` at `at_ms`, outside any reservation.
+    pub fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                &[&endpoint, &(at_ms as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The sends of `endpoint` since `since_ms`, every host's, oldest first.
+    pub fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let rows = c.query(
+                "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
+                &[&endpoint, &(since_ms as i64)],
+            )?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        })
+    }
+}
+
+/// The hosts' common scaled time, or `None` in real time, where the
+/// database's clock decides (hosts' clocks do not matter).
+fn shared_now(clock: &dyn Clock) -> Option<u64> {
+    (!clock.real_time()).then(|| clock.now_ms())
+}
+
+impl ThrottleStore for PgOutbox {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError> {
+        // Other hosts send too: estimate from the shared history.
+        let since = now_ms.saturating_sub(key.spec.horizon_ms());
+        let history = self.sends_since(&key.endpoint, since)?;
+        Ok(Throttle::with_history(key.spec.clone(), key.margin_ms, history).eta_of_nth(n, now_ms))
+    }
+
+    fn take(
+        &self,
+        key: &ThrottleKey,
+        claim: &str,
+        clock: &dyn Clock,
+    ) -> Result<Reservation, OutboxError> {
+        self.reserve(
+            &key.endpoint,
+            &key.spec,
+            key.margin_ms,
+            claim,
+            shared_now(clock),
+        )
+    }
+
+    fn answered(
+        &self,
+        key: &ThrottleKey,
+        stamped_ms: u64,
+        clock: &dyn Clock,
+    ) -> Result<(), OutboxError> {
+        self.answered_at(
+            &key.endpoint,
+            &key.spec,
+            key.margin_ms,
+            stamped_ms,
+            shared_now(clock),
+        )
     }
 }
 
@@ -1097,33 +1166,5 @@ impl OutboxStore for PgOutbox {
             )?;
             Ok(n as usize)
         })
-    }
-}
-
-impl ThrottleStore for PgOutbox {
-    fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
-        let endpoint = endpoint.to_string();
-        self.run(move |c| {
-            c.execute(
-                "INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
-                &[&endpoint, &(at_ms as i64)],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
-        let endpoint = endpoint.to_string();
-        self.run(move |c| {
-            let rows = c.query(
-                "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
-                &[&endpoint, &(since_ms as i64)],
-            )?;
-            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
-        })
-    }
-
-    fn shared(&self) -> Option<&dyn SharedThrottle> {
-        Some(self)
     }
 }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
-    OutboxStore, PART_COLUMNS, PART_FORMAT, PartRecord, PartState, PluginBacklog, ThrottleStore,
+    OutboxStore, PART_COLUMNS, PART_FORMAT, PartRecord, PartState, PluginBacklog, SendLog,
     decode_parts, encode_part, is_current, json, member_taken, parse_message, part_row,
     record_from, reencode_part, schema,
 };
@@ -553,7 +553,7 @@ impl OutboxStore for SqliteOutbox {
     }
 }
 
-impl ThrottleStore for SqliteOutbox {
+impl SendLog for SqliteOutbox {
     fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
         self.with(|c| {
             // This write sits just before a provider request, so it skips
