@@ -45,6 +45,7 @@ use crate::providers::limits;
 pub struct Endpoint {
     /// `provider-name/endpoint`, such as `em/all-users-broadcast`.
     pub key: String,
+    /// The provider account that sends through it.
     pub provider: Arc<dyn Provider>,
     /// Its limits, as the throttle store is asked about them.
     pub throttle: ThrottleKey,
@@ -53,10 +54,15 @@ pub struct Endpoint {
 
 /// A configured channel bound to its provider account and endpoint.
 pub struct Channel {
+    /// The channel's name in the config.
     pub name: String,
+    /// The name of the provider account it sends through.
     pub provider_name: String,
+    /// That provider account.
     pub provider: Arc<dyn Provider>,
+    /// The channel's config section.
     pub config: ChannelConfig,
+    /// What the provider accepts on this channel (sizes, formats).
     pub rules: ChannelRules,
     /// Where broadcasts go.
     pub endpoint: Arc<Endpoint>,
@@ -76,20 +82,30 @@ impl Channel {
 /// A message the host accepted, as observers (the CLI, tests) see it.
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    /// The plugin that sent it.
     pub plugin: String,
+    /// The channel it was sent to.
     pub channel: String,
+    /// The receipt the plugin got.
     pub receipt: Receipt,
+    /// The message as accepted.
     pub message: Message,
 }
 
 /// How an accepted message ended.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// The plugin that sent it.
     pub plugin: String,
+    /// The id of the receipt the plugin got.
     pub receipt_id: String,
+    /// The channel it was sent to.
     pub channel: String,
+    /// Its final state.
     pub state: MessageState,
+    /// Provider requests made for it.
     pub attempts: u32,
+    /// The provider's ids of what it delivered.
     pub provider_ids: Vec<String>,
     /// What went wrong, per failed part, when something did.
     pub detail: Option<String>,
@@ -98,9 +114,11 @@ pub struct Finished {
 /// How long one request waited for its endpoint's throttle.
 #[derive(Debug, Clone)]
 pub struct Throttled {
+    /// The plugin whose message waited.
     pub plugin: String,
     /// `provider-name/endpoint`.
     pub endpoint: String,
+    /// How long it waited.
     pub waited: Duration,
 }
 
@@ -108,8 +126,11 @@ pub struct Throttled {
 /// for whoever listens.
 #[derive(Clone)]
 pub struct DeliveryObservers {
+    /// Every message accepted.
     pub accepted: broadcast::Sender<Accepted>,
+    /// Every throttle wait.
     pub throttled: broadcast::Sender<Throttled>,
+    /// Every message finished.
     pub finished: broadcast::Sender<Finished>,
 }
 
@@ -123,6 +144,7 @@ impl Default for DeliveryObservers {
     }
 }
 
+/// The delivery engine of one config: its channels and endpoints, the stores, the clock, the retry policy.
 pub struct Delivery {
     channels: BTreeMap<String, Arc<Channel>>,
     endpoints: BTreeMap<String, Arc<Endpoint>>,
@@ -138,6 +160,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Builds the channels and endpoints of `config` over `stores` (one backend that is both stores converts: `Arc::new(SqliteOutbox::…)`). Every throttle problem in the config is reported together.
     pub fn new(
         config: &Config,
         registry: &Registry,
@@ -236,18 +259,22 @@ impl Delivery {
         })
     }
 
+    /// The channel configured under `name`.
     pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
         self.channels.get(name).cloned()
     }
 
+    /// Every endpoint a channel sends through, once each.
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         self.endpoints.values()
     }
 
+    /// Who hears about accepted, throttled and finished messages.
     pub fn observers(&self) -> &DeliveryObservers {
         &self.observers
     }
 
+    /// The outbox.
     pub fn outbox(&self) -> &Arc<dyn OutboxStore> {
         &self.outbox
     }
@@ -265,6 +292,7 @@ impl Delivery {
         }
     }
 
+    /// The clock the throttles count in (monotonic; see [`throttle::Steady`]).
     pub fn clock(&self) -> &SharedClock {
         &self.clock
     }

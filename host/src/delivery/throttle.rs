@@ -65,6 +65,7 @@ pub struct ScaledClock {
 }
 
 impl ScaledClock {
+    /// A clock `scale` times faster than real time, from now.
     pub fn new(scale: f64) -> ScaledClock {
         ScaledClock {
             start_ms: SystemClock.now_ms(),
@@ -100,6 +101,7 @@ impl Clock for ScaledClock {
     }
 }
 
+/// The clock every part of delivery shares.
 pub type SharedClock = Arc<dyn Clock>;
 
 /// Another clock's time as it read when this was made, advanced since then
@@ -114,6 +116,7 @@ pub struct Steady {
 }
 
 impl Steady {
+    /// `inner`'s time from now on, advanced monotonically.
     pub fn new(inner: SharedClock) -> Steady {
         Steady {
             start_ms: inner.now_ms(),
@@ -185,10 +188,12 @@ impl Throttle {
         }
     }
 
+    /// The limits this throttle enforces.
     pub fn spec(&self) -> &ThrottleSpec {
         &self.spec
     }
 
+    /// The arrival margin, in the clock's milliseconds.
     pub fn margin_ms(&self) -> u64 {
         self.margin_ms
     }

@@ -24,10 +24,17 @@ use std::time::Duration;
 use super::Location;
 use crate::config::{Secret, StorageConfig};
 
+/// Why the token store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenStoreError {
+    /// The SQLite file failed.
     #[error("the token store in `{path}` failed: {reason}")]
-    Sqlite { path: String, reason: String },
+    Sqlite {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// Never the connection string: it may hold a password.
     #[error(
         "the token store in PostgreSQL (`storage.postgres_url`) failed: {0}; check that the server is running"
@@ -39,6 +46,7 @@ pub enum TokenStoreError {
 /// version it was sealed for.
 #[derive(Debug, Clone)]
 pub struct StoredRow {
+    /// Bumped by every save: a save for an older version is refused.
     pub version: i64,
     /// `(nonce, ciphertext)`, as the provider sealed them.
     pub sealed: Option<(Vec<u8>, Vec<u8>)>,
@@ -58,6 +66,7 @@ enum Backend {
     Postgres(Secret),
 }
 
+/// Rotating provider credentials, sealed, one row per provider account, with a refresh lease.
 pub struct TokenStore {
     backend: Backend,
     /// Who holds the lease, in `locked_by`: unique per process.

@@ -47,22 +47,30 @@ use super::throttle::{Clock, SharedClock, ThrottleKey};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
+/// Why the outbox or a throttle store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
+    /// The SQLite file could not be opened.
     #[error("outbox `{path}`: {source}")]
     Open {
+        /// The file.
         path: String,
+        /// Why.
         source: rusqlite::Error,
     },
+    /// A SQLite statement failed.
     #[error("outbox: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A stored record does not decode.
     #[error("outbox holds a record it cannot read: {0}")]
     Corrupt(String),
+    /// A lock was poisoned by a panic, or a connection thread is gone.
     #[error("outbox is unavailable after an earlier failure")]
     Poisoned,
     /// The shared engine cannot be reached: nothing was read or written.
     #[error("shared outbox unavailable: {0}")]
     Unavailable(String),
+    /// A PostgreSQL statement failed.
     #[error("shared outbox: {0}")]
     Postgres(String),
     /// Another host changed what this one was about to write over.
@@ -70,13 +78,20 @@ pub enum OutboxError {
     Conflict(String),
 }
 
+/// Where a message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageState {
+    /// Waiting for its worker (or for its next attempt).
     Queued,
+    /// Being sent.
     Sending,
+    /// Every part delivered.
     Delivered,
+    /// Some parts delivered, some failed.
     Partial,
+    /// Nothing delivered.
     Failed,
+    /// Cancelled before it was sent.
     Cancelled,
     /// Carried inside another message's request (a merged Tencent
     /// `MsgBody`); it ends with that message.
@@ -84,6 +99,7 @@ pub enum MessageState {
 }
 
 impl MessageState {
+    /// The state's name, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             MessageState::Queued => "queued",
@@ -96,6 +112,7 @@ impl MessageState {
         }
     }
 
+    /// The state named `s`.
     pub fn parse(s: &str) -> Option<MessageState> {
         [
             MessageState::Queued,
@@ -110,6 +127,7 @@ impl MessageState {
         .find(|m| m.as_str() == s)
     }
 
+    /// Whether the message has ended (and is reported to its plugin).
     pub fn is_final(self) -> bool {
         !matches!(
             self,
@@ -118,10 +136,14 @@ impl MessageState {
     }
 }
 
+/// Where one part of a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartState {
+    /// Not sent yet.
     Queued,
+    /// Delivered.
     Delivered,
+    /// Failed for good.
     Failed,
 }
 
@@ -146,34 +168,53 @@ impl PartState {
 /// One message as stored.
 #[derive(Debug, Clone)]
 pub struct OutboxRecord {
+    /// The receipt's id.
     pub id: String,
+    /// The plugin that sent it.
     pub plugin: String,
+    /// The channel it was sent to.
     pub channel: String,
+    /// `provider-name/endpoint` it goes through.
     pub endpoint: String,
+    /// The message as accepted.
     pub message: Message,
+    /// Where it is in its life.
     pub state: MessageState,
+    /// When it was accepted.
     pub created_ms: u64,
+    /// When it is due (again).
     pub next_attempt_ms: u64,
+    /// Provider requests made for it so far.
     pub attempts: u32,
+    /// Whether its parts are planned and stored.
     pub planned: bool,
+    /// The last failure, if any.
     pub last_error: Option<String>,
+    /// When it ended.
     pub finished_ms: Option<u64>,
 }
 
 /// One part as stored.
 #[derive(Debug, Clone)]
 pub struct PartRecord {
+    /// The part's position in its message.
     pub index: u32,
+    /// What is sent.
     pub part: Part,
+    /// Where it is.
     pub state: PartState,
+    /// The provider's ids of what it delivered.
     pub provider_ids: Vec<String>,
+    /// Why it failed, if it did.
     pub last_error: Option<String>,
 }
 
 /// One plugin's messages waiting on an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginBacklog {
+    /// The plugin.
     pub plugin: String,
+    /// Its messages waiting.
     pub messages: usize,
     /// The provider requests they are expected to take.
     pub requests: usize,
@@ -182,6 +223,7 @@ pub struct PluginBacklog {
 /// What `insert` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
+    /// Stored.
     New,
     /// A message with the same idempotency key exists; its id.
     Duplicate(String),
@@ -190,9 +232,13 @@ pub enum Inserted {
 /// Filters for listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only messages in this state.
     pub state: Option<MessageState>,
+    /// Only this plugin's.
     pub plugin: Option<String>,
+    /// Only this channel's.
     pub channel: Option<String>,
+    /// At most this many, newest first.
     pub limit: usize,
 }
 
@@ -271,6 +317,7 @@ pub trait OutboxStore: Send + Sync {
         None
     }
 
+    /// Stores a new message, unless one with its idempotency key exists.
     fn insert(&self, record: &OutboxRecord) -> Result<Inserted, OutboxError>;
     /// Like `insert`, noting how many provider requests the message is
     /// expected to take (targets times split parts), which admission counts.
@@ -281,6 +328,7 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Inserted, OutboxError> {
         self.insert(record)
     }
+    /// Messages waiting on an endpoint (queued or being sent).
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError>;
     /// The next due message of an endpoint, taking plugins in turn: the
     /// first plugin (by name) after `after_plugin` that has one due.
@@ -292,6 +340,7 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Option<OutboxRecord>, OutboxError>;
     /// When the endpoint's next queued message falls due.
     fn next_due_time(&self, endpoint: &str) -> Result<Option<u64>, OutboxError>;
+    /// Marks a message as being sent (and renews a shared store's claim).
     fn mark_sending(&self, id: &str) -> Result<(), OutboxError>;
     /// Stores a message's parts, and marks `absorbed` messages as carried
     /// inside them, in one transaction.
@@ -308,7 +357,9 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Vec<OutboxRecord>, OutboxError>;
     /// The messages carried inside `id`'s request.
     fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// A message's stored parts, in order.
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError>;
+    /// Records how a part ended.
     fn part_done(
         &self,
         id: &str,
@@ -317,6 +368,7 @@ pub trait OutboxStore: Send + Sync {
         provider_ids: &[String],
         error: Option<&str>,
     ) -> Result<(), OutboxError>;
+    /// Puts a message back in the queue until `next_attempt_ms`.
     fn requeue(
         &self,
         id: &str,
@@ -324,6 +376,7 @@ pub trait OutboxStore: Send + Sync {
         attempts: u32,
         error: &str,
     ) -> Result<(), OutboxError>;
+    /// Ends a message (and the messages merged into it).
     fn finish(
         &self,
         id: &str,
@@ -334,7 +387,9 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<(), OutboxError>;
     /// After a crash: messages left `sending` go back to `queued`.
     fn recover(&self) -> Result<usize, OutboxError>;
+    /// One message.
     fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError>;
+    /// Messages matching `filter`, newest first.
     fn list(&self, filter: &ListFilter) -> Result<Vec<OutboxRecord>, OutboxError>;
     /// Cancels a message that has not ended; false if there is none.
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError>;
@@ -348,6 +403,7 @@ pub trait OutboxStore: Send + Sync {
     fn unreported_of(&self, plugin: &str, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError>;
     /// Messages waiting on an endpoint (queued or being sent), by plugin.
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError>;
+    /// Notes that a finished message's report reached its plugin.
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError>;
     /// Deletes up to `limit` messages that finished before `before_ms` and
     /// were reported, with their parts and the messages merged into them;

@@ -143,6 +143,7 @@ struct Job {
     work: Work,
 }
 
+/// The outbox and the throttles of several hosts, in one PostgreSQL database.
 pub struct PgOutbox {
     jobs: Mutex<mpsc::Sender<Job>>,
     /// Who this host is in `claimed_by`.
@@ -343,6 +344,7 @@ impl PgOutbox {
         Ok(outbox)
     }
 
+    /// Who this host is in `claimed_by`.
     pub fn host_id(&self) -> &str {
         &self.host_id
     }

@@ -49,6 +49,7 @@ impl Columns for rusqlite::Row<'_> {
 }
 
 impl SqliteOutbox {
+    /// Opens (creating it if missing) the outbox file at `path`.
     pub fn open(path: &Path) -> Result<SqliteOutbox, OutboxError> {
         let open_err = |source| OutboxError::Open {
             path: path.display().to_string(),
@@ -58,6 +59,7 @@ impl SqliteOutbox {
         Self::init(conn).map_err(open_err)
     }
 
+    /// An outbox that lives in memory, for tests.
     pub fn in_memory() -> Result<SqliteOutbox, OutboxError> {
         let conn = crate::storage::configure_sqlite(Connection::open_in_memory()?)?;
         Ok(Self::init(conn)?)
