@@ -1,10 +1,10 @@
 //! Delivery: the outbox, one throttled worker per provider endpoint, retries.
 //!
-//! `accept` ([`admit`](self::admit)) is the last step of `send-broadcast`:
+//! `accept` (`admit.rs`) is the last step of `send-broadcast`:
 //! it estimates when the message can go out under the endpoint's throttle,
 //! refuses it if that is past the channel's `max_delay`, and otherwise
 //! writes it to the outbox and returns the receipt. A worker per (provider
-//! account, endpoint) ([`worker`](self::worker)) then takes messages in
+//! account, endpoint) (`worker.rs`) then takes messages in
 //! turn across plugins, plans them into parts, waits for the throttle
 //! before each request, and records every outcome ([`retry`]).
 //!

@@ -9,9 +9,9 @@
 //!   in the database for several ([`PgOutbox`]).
 //!
 //! What both backends share is written here once: the records and their
-//! states, the tables' columns ([`schema`], [`COLUMNS`]), the mapping of a
-//! row to an [`OutboxRecord`] ([`record_from`]) and the parts' stored form
-//! ([`decode_parts`]). `sqlite.rs` and `postgres.rs` hold only their SQL
+//! states, the tables' columns (`schema`, `COLUMNS`), the mapping of a
+//! row to an [`OutboxRecord`] (`record_from`) and the parts' stored form
+//! (`decode_parts`). `sqlite.rs` and `postgres.rs` hold only their SQL
 //! and their connections. [`open`] turns `[storage]` into both stores.
 //!
 //! A message is `queued` until a worker takes it (`sending`), then ends
@@ -26,7 +26,7 @@
 //! only its target, its dedup key and the fields of its message that differ
 //! from the message's own (a text slice's `content`, say); a message carried
 //! inside another's request is named by its own row's id (see
-//! [`encode_part`]). Finished, reported messages are deleted once
+//! `encode_part`). Finished, reported messages are deleted once
 //! `storage.retention` has passed ([`prune_loop`]), a few at a time.
 
 mod host;
