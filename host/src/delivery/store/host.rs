@@ -109,3 +109,65 @@ impl ThrottleStore for HostThrottles {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::delivery::store::SqliteOutbox;
+    use crate::delivery::throttle::ThrottleSpec;
+
+    /// A clock that stands where the test puts it.
+    struct At(AtomicU64);
+
+    impl Clock for At {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn real(&self, ms: u64) -> Duration {
+            Duration::from_millis(ms)
+        }
+        fn clock_ms(&self, real: Duration) -> u64 {
+            real.as_millis() as u64
+        }
+    }
+
+    fn key(spec: ThrottleSpec) -> ThrottleKey {
+        ThrottleKey {
+            endpoint: "p/default".into(),
+            spec,
+            margin_ms: 30,
+        }
+    }
+
+    #[test]
+    fn slots_are_decided_in_the_host_persisted_and_reloaded_after_a_restart() {
+        let log = Arc::new(SqliteOutbox::in_memory().unwrap());
+        let clock = At(AtomicU64::new(1000));
+        let one_a_second = key(ThrottleSpec::windows(&[(1, 1000)]));
+        let host = HostThrottles::new(log.clone());
+        assert_eq!(
+            host.take(&one_a_second, "m1", &clock).unwrap(),
+            Reservation::Granted(1000)
+        );
+        assert_eq!(
+            host.take(&one_a_second, "m2", &clock).unwrap(),
+            Reservation::Wait(1000 + 10 + 30)
+        );
+        assert_eq!(log.sends_since("p/default", 0).unwrap(), vec![1000]);
+        // Answered 500 ms late: the next may not leave before 1500 + 1000.
+        clock.0.store(1500, Ordering::SeqCst);
+        host.answered(&one_a_second, 1000, &clock).unwrap();
+        assert!(host.estimate(&one_a_second, 1, 1500).unwrap() >= 2500);
+        // A restart reads the persisted send back.
+        let restarted = HostThrottles::new(log.clone());
+        restarted.prepare(&one_a_second, 1500, false).unwrap();
+        assert_eq!(restarted.estimate(&one_a_second, 1, 1500).unwrap(), 2040);
+        // Limits changed by a reload: the state is rebuilt under them.
+        let unthrottled = key(ThrottleSpec::default());
+        restarted.prepare(&unthrottled, 1500, false).unwrap();
+        assert_eq!(restarted.estimate(&unthrottled, 5, 1500).unwrap(), 1500);
+    }
+}
