@@ -16,5 +16,6 @@ pub mod events;
 pub mod providers;
 pub mod runtime;
 pub mod sanitize;
+pub mod storage;
 pub mod triggers;
 pub mod wit;

@@ -10,13 +10,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use botbox::delivery::outbox::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState,
+    PartState, SendLog,
 };
 use botbox::providers::Part;
 
 #[derive(Default)]
 pub struct NullOutbox {
     pub accepted: AtomicU64,
+}
+
+impl SendLog for NullOutbox {
+    fn record_send(&self, _endpoint: &str, _at_ms: u64) -> Result<(), OutboxError> {
+        Ok(())
+    }
+    fn sends_since(&self, _endpoint: &str, _since_ms: u64) -> Result<Vec<u64>, OutboxError> {
+        Ok(Vec::new())
+    }
 }
 
 impl OutboxStore for NullOutbox {
@@ -96,12 +105,6 @@ impl OutboxStore for NullOutbox {
     }
     fn recover(&self) -> Result<usize, OutboxError> {
         Ok(0)
-    }
-    fn record_send(&self, _endpoint: &str, _at_ms: u64) -> Result<(), OutboxError> {
-        Ok(())
-    }
-    fn sends_since(&self, _endpoint: &str, _since_ms: u64) -> Result<Vec<u64>, OutboxError> {
-        Ok(Vec::new())
     }
     fn get(&self, _id: &str) -> Result<Option<OutboxRecord>, OutboxError> {
         Ok(None)

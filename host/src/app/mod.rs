@@ -12,11 +12,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::capabilities::kv::KvStore;
-use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError, ConfigIssue};
-use crate::delivery::outbox::{OutboxStore, SqliteOutbox};
-use crate::delivery::postgres::PgOutbox;
-use crate::delivery::throttle::{Clock, ScaledClock, SharedClock, SystemClock};
+use crate::delivery::store::Stores;
+use crate::delivery::throttle::SharedClock;
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
 use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
@@ -84,34 +82,10 @@ fn listeners(
 }
 
 /// The configured outbox, and the clock its throttles count in.
-pub fn open_outbox(config: &Config) -> Result<(Arc<dyn OutboxStore>, SharedClock), StartError> {
-    let scale = config.runtime.time_scale;
-    match &config.storage.backend {
-        StorageBackend::Sqlite => {
-            let outbox = SqliteOutbox::open(&config.storage.dir.join("outbox.sqlite"))
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-            let clock: SharedClock = if scale == 1.0 {
-                Arc::new(SystemClock)
-            } else {
-                Arc::new(ScaledClock::new(scale))
-            };
-            Ok((Arc::new(outbox), clock))
-        }
-        StorageBackend::Postgres { url, lease } => {
-            let outbox =
-                PgOutbox::open(url, *lease).map_err(|e| StartError::Storage(e.to_string()))?;
-            let clock: SharedClock = if scale == 1.0 {
-                Arc::new(SystemClock)
-            } else {
-                // Hosts sharing a throttle must share its scaled time.
-                let origin = outbox
-                    .clock_origin(SystemClock.now_ms())
-                    .map_err(|e| StartError::Storage(e.to_string()))?;
-                Arc::new(ScaledClock::anchored(scale, origin))
-            };
-            Ok((Arc::new(outbox), clock))
-        }
-    }
+pub fn open_outbox(config: &Config) -> Result<(Stores, SharedClock), StartError> {
+    let opened = crate::delivery::store::open(&config.storage, config.runtime.time_scale)
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    Ok((opened.stores, opened.clock))
 }
 
 impl App {
@@ -179,7 +153,7 @@ impl App {
         let delivery = Delivery::new(
             &config,
             &registry,
-            self.delivery.outbox().clone(),
+            self.delivery.stores(),
             self.delivery.clock().clone(),
             self.delivery.observers().clone(),
         )

@@ -9,9 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::ExitCode;
 use crate::config::Config;
-use crate::config::StorageBackend;
-use crate::delivery::outbox::{ListFilter, MessageState, OutboxStore, SqliteOutbox};
-use crate::delivery::postgres::PgOutbox;
+use crate::delivery::store::{ListFilter, MessageState};
 use crate::delivery::throttle::{Clock, SystemClock};
 use crate::providers::console;
 use crate::sanitize;
@@ -61,20 +59,17 @@ pub async fn outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             return Ok(2);
         }
     };
-    let store: Box<dyn OutboxStore> = match &config.storage.backend {
-        StorageBackend::Sqlite => {
-            let path = config.storage.dir.join("outbox.sqlite");
-            if !path.exists() {
-                eprintln!(
-                    "error: no outbox at {} yet: nothing was ever sent with this config",
-                    path.display()
-                );
-                return Ok(2);
-            }
-            Box::new(SqliteOutbox::open(&path)?)
-        }
-        StorageBackend::Postgres { url, lease } => Box::new(PgOutbox::open(url, *lease)?),
-    };
+    let location = crate::storage::Location::of(&config.storage);
+    if let Some(path) = location.missing_file() {
+        eprintln!(
+            "error: no outbox at {} yet: nothing was ever sent with this config",
+            path.display()
+        );
+        return Ok(2);
+    }
+    let store = crate::delivery::store::open(&config.storage, 1.0)?
+        .stores
+        .outbox;
     let now = SystemClock.now_ms();
     match args.action {
         OutboxAction::List {

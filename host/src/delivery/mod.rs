@@ -1,131 +1,68 @@
 //! Delivery: the outbox, one throttled worker per provider endpoint, retries.
 //!
-//! `accept` is the last step of `send-broadcast`: it estimates when the
-//! message can go out under the endpoint's throttle, refuses it if that is
-//! past the channel's `max_delay`, and otherwise writes it to the outbox and
-//! returns the receipt. A worker per (provider account, endpoint) then takes
-//! messages in turn across plugins, plans them into parts, waits for the
-//! throttle before each request, and records every outcome.
+//! `accept` (`admit.rs`) is the last step of `send-broadcast`:
+//! it estimates when the message can go out under the endpoint's throttle,
+//! refuses it if that is past the channel's `max_delay`, and otherwise
+//! writes it to the outbox and returns the receipt. A worker per (provider
+//! account, endpoint) (`worker.rs`) then takes messages in
+//! turn across plugins, plans them into parts, waits for the throttle
+//! before each request, and records every outcome ([`retry`]).
+//!
+//! The throttle's decision is [`throttle`]'s; where its state lives, and
+//! where messages live, is [`store`]'s: this module builds the channels and
+//! endpoints from the config and holds the engine together.
 
-pub mod outbox;
-pub mod pg_tls;
-pub mod postgres;
+mod admit;
 pub mod retry;
+pub mod store;
 pub mod throttle;
-pub mod tokens;
+mod worker;
+
+pub use self::admit::{MAX_BACKLOG, MAX_BACKLOG_REQUESTS, admission};
+pub use self::worker::SHARED_POLL;
+
+/// The outbox's earlier path: everything in it lives in [`store`] now.
+pub use self::store as outbox;
+/// The shared backend's earlier path.
+pub use self::store::postgres;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::{Notify, broadcast};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{ChannelConfig, Config, ConfigIssue};
-use crate::providers::{ChannelRules, DeliveryOutcome, Part, Provider, Registry};
-use crate::sanitize;
-use crate::wit::types::{BroadcastError, Message, Receipt};
+use crate::providers::{ChannelRules, Provider, Registry};
+use crate::wit::types::{Message, Receipt};
 
-use self::outbox::{
-    Inserted, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord, PartState,
-    PluginBacklog, Reservation, SharedThrottle,
-};
 use self::retry::RetryPolicy;
-use self::throttle::{SharedClock, Throttle, ThrottleSpec};
-
-/// The most messages an endpoint holds waiting before `send-broadcast`
-/// answers `backlog-full`.
-pub const MAX_BACKLOG: usize = 1000;
-
-/// The most provider requests an endpoint's waiting messages may take
-/// (a message to ten Bitrix24 dialogs takes ten): past this, `backlog-full`.
-pub const MAX_BACKLOG_REQUESTS: usize = 10 * MAX_BACKLOG;
-
-/// Admission of plugin `plugin`'s next message, which takes `requests`
-/// provider requests, onto an endpoint where `backlog` waits. Returns how
-/// many requests go out before the message's last one, which is what the
-/// throttle's estimate counts.
-///
-/// Fair between plugins (max-min): the endpoint's worker takes plugins in
-/// turn, one message each, so the plugin's k-th waiting message goes after
-/// at most k of each neighbour's, not after a neighbour's whole backlog: a
-/// plugin that floods an endpoint does not push a neighbour's estimate (or
-/// its `quota-exhausted`) back. The backlog of [`MAX_BACKLOG`] messages is
-/// shared the same way: a plugin may fill what its neighbours leave idle,
-/// but once it is full each plugin with messages waiting may still bring
-/// its fair share (an equal part), up to twice [`MAX_BACKLOG`] in all.
-pub fn admission(
-    plugin: &str,
-    backlog: &[PluginBacklog],
-    requests: usize,
-) -> Result<usize, BroadcastError> {
-    let own = backlog.iter().find(|b| b.plugin == plugin);
-    let (own_messages, own_requests) = own.map_or((0, 0), |b| (b.messages, b.requests));
-    let total: usize = backlog.iter().map(|b| b.messages).sum();
-    let active = 1 + backlog
-        .iter()
-        .filter(|b| b.plugin != plugin && b.messages > 0)
-        .count();
-    let share = MAX_BACKLOG / active;
-    let idle = total < MAX_BACKLOG;
-    if own_messages >= MAX_BACKLOG || total >= 2 * MAX_BACKLOG || (!idle && own_messages >= share) {
-        return Err(BroadcastError::BacklogFull);
-    }
-    // The new message is the plugin's k-th; each neighbour sends at most k
-    // of its messages (at their average cost) before it.
-    let k = own_messages + 1;
-    let neighbours: usize = backlog
-        .iter()
-        .filter(|b| b.plugin != plugin && b.messages > 0)
-        .map(|b| (b.requests * k.min(b.messages)).div_ceil(b.messages))
-        .sum();
-    let position = neighbours + own_requests + requests;
-    if position > MAX_BACKLOG_REQUESTS {
-        return Err(BroadcastError::BacklogFull);
-    }
-    Ok(position)
-}
-
-/// How often an idle worker looks for messages other hosts accepted, when
-/// the outbox is shared: only this host's own `send-broadcast` wakes it.
-pub const SHARED_POLL: Duration = Duration::from_millis(200);
-
-/// When a throttle counted a request.
-enum Stamp {
-    /// In this host's own throttle, on the delivery clock.
-    Local(u64),
-    /// In the shared throttle, on the clock its reservation used.
-    Shared(u64),
-}
-
-/// What waiting for the throttle came to.
-enum Slot {
-    /// Send now. `Some(stamp)`: when the throttle counted the request, to
-    /// be moved later if the request left late (see [`Throttle::answered`]).
-    Go(Option<Stamp>),
-    /// The host is stopping.
-    Stopped,
-    /// Another host holds the message now.
-    Lost,
-}
+use self::store::{MessageState, OutboxError, OutboxStore, Stores, ThrottleStore};
+use self::throttle::{SharedClock, ThrottleKey};
+use crate::providers::limits;
 
 /// A provider account's rate-limited endpoint and its worker's state.
 pub struct Endpoint {
     /// `provider-name/endpoint`, such as `em/all-users-broadcast`.
     pub key: String,
+    /// The provider account that sends through it.
     pub provider: Arc<dyn Provider>,
-    pub throttle: Mutex<Throttle>,
+    /// Its limits, as the throttle store is asked about them.
+    pub throttle: ThrottleKey,
     wake: Notify,
 }
 
 /// A configured channel bound to its provider account and endpoint.
 pub struct Channel {
+    /// The channel's name in the config.
     pub name: String,
+    /// The name of the provider account it sends through.
     pub provider_name: String,
+    /// That provider account.
     pub provider: Arc<dyn Provider>,
+    /// The channel's config section.
     pub config: ChannelConfig,
+    /// What the provider accepts on this channel (sizes, formats).
     pub rules: ChannelRules,
     /// Where broadcasts go.
     pub endpoint: Arc<Endpoint>,
@@ -145,20 +82,30 @@ impl Channel {
 /// A message the host accepted, as observers (the CLI, tests) see it.
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    /// The plugin that sent it.
     pub plugin: String,
+    /// The channel it was sent to.
     pub channel: String,
+    /// The receipt the plugin got.
     pub receipt: Receipt,
+    /// The message as accepted.
     pub message: Message,
 }
 
 /// How an accepted message ended.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// The plugin that sent it.
     pub plugin: String,
+    /// The id of the receipt the plugin got.
     pub receipt_id: String,
+    /// The channel it was sent to.
     pub channel: String,
+    /// Its final state.
     pub state: MessageState,
+    /// Provider requests made for it.
     pub attempts: u32,
+    /// The provider's ids of what it delivered.
     pub provider_ids: Vec<String>,
     /// What went wrong, per failed part, when something did.
     pub detail: Option<String>,
@@ -167,9 +114,11 @@ pub struct Finished {
 /// How long one request waited for its endpoint's throttle.
 #[derive(Debug, Clone)]
 pub struct Throttled {
+    /// The plugin whose message waited.
     pub plugin: String,
     /// `provider-name/endpoint`.
     pub endpoint: String,
+    /// How long it waited.
     pub waited: Duration,
 }
 
@@ -177,8 +126,11 @@ pub struct Throttled {
 /// for whoever listens.
 #[derive(Clone)]
 pub struct DeliveryObservers {
+    /// Every message accepted.
     pub accepted: broadcast::Sender<Accepted>,
+    /// Every throttle wait.
     pub throttled: broadcast::Sender<Throttled>,
+    /// Every message finished.
     pub finished: broadcast::Sender<Finished>,
 }
 
@@ -192,10 +144,12 @@ impl Default for DeliveryObservers {
     }
 }
 
+/// The delivery engine of one config: its channels and endpoints, the stores, the clock, the retry policy.
 pub struct Delivery {
     channels: BTreeMap<String, Arc<Channel>>,
     endpoints: BTreeMap<String, Arc<Endpoint>>,
     outbox: Arc<dyn OutboxStore>,
+    throttles: Arc<dyn ThrottleStore>,
     clock: SharedClock,
     retry: RetryPolicy,
     observers: DeliveryObservers,
@@ -205,64 +159,16 @@ pub struct Delivery {
     retention: Duration,
 }
 
-/// Reads a provider's `throttle` override: a list for every endpoint, or a
-/// table of lists by endpoint name.
-fn throttle_override(
-    options: &toml::Table,
-    endpoint: &str,
-    key: &str,
-) -> Result<Option<ThrottleSpec>, ConfigIssue> {
-    let list = match options.get("throttle") {
-        None => return Ok(None),
-        Some(toml::Value::Array(items)) => Some(items),
-        Some(toml::Value::Table(t)) => match t.get(endpoint) {
-            Some(toml::Value::Array(items)) => Some(items),
-            Some(_) => {
-                return Err(ConfigIssue {
-                    key: format!("{key}.throttle.{endpoint}"),
-                    message: "must be a list such as [\"1/30m\", \"3/1d\"]".into(),
-                });
-            }
-            None => None,
-        },
-        Some(_) => {
-            return Err(ConfigIssue {
-                key: format!("{key}.throttle"),
-                message: "must be a list of limits, or a table of lists by endpoint".into(),
-            });
-        }
-    };
-    let Some(items) = list else { return Ok(None) };
-    let strings: Vec<String> = items
-        .iter()
-        .map(|v| v.as_str().map(str::to_string))
-        .collect::<Option<_>>()
-        .ok_or_else(|| ConfigIssue {
-            key: format!("{key}.throttle"),
-            message: "limits must be strings such as \"1/30m\"".into(),
-        })?;
-    ThrottleSpec::parse(&strings)
-        .map(Some)
-        .map_err(|message| ConfigIssue {
-            key: format!("{key}.throttle"),
-            message,
-        })
-}
-
-fn internal(e: OutboxError) -> BroadcastError {
-    BroadcastError::Internal(format!(
-        "the message was not accepted, because the outbox could not store it: {e}"
-    ))
-}
-
 impl Delivery {
+    /// Builds the channels and endpoints of `config` over `stores` (one backend that is both stores converts: `Arc::new(SqliteOutbox::…)`). Every throttle problem in the config is reported together.
     pub fn new(
         config: &Config,
         registry: &Registry,
-        outbox: Arc<dyn OutboxStore>,
+        stores: impl Into<Stores>,
         clock: SharedClock,
         observers: DeliveryObservers,
     ) -> Result<Delivery, Vec<ConfigIssue>> {
+        let Stores { outbox, throttles } = stores.into();
         // Read once, then monotonic: see `Steady`.
         let clock: SharedClock = Arc::new(throttle::Steady::new(clock));
         let mut issues = Vec::new();
@@ -289,23 +195,30 @@ impl Delivery {
                             .get(&channel_config.provider)
                             .map(|p| p.options.clone())
                             .unwrap_or_default();
-                        let spec = match throttle_override(&options, endpoint_name, &provider_key) {
-                            Ok(Some(spec)) => spec,
-                            Ok(None) => provider.default_throttle(endpoint_name),
-                            Err(issue) => {
-                                issues.push(issue);
-                                provider.default_throttle(endpoint_name)
-                            }
+                        let spec =
+                            match limits::throttle_override(&options, endpoint_name, &provider_key)
+                            {
+                                Ok(Some(spec)) => spec,
+                                Ok(None) => provider.default_throttle(endpoint_name),
+                                Err(issue) => {
+                                    issues.push(issue);
+                                    provider.default_throttle(endpoint_name)
+                                }
+                            };
+                        let throttle = ThrottleKey {
+                            endpoint: key.clone(),
+                            spec,
+                            margin_ms: clock.clock_ms(throttle::ARRIVAL_JITTER),
                         };
-                        // Daily counters survive restarts: reload the sends
-                        // still inside the longest window.
-                        let since = now.saturating_sub(spec.horizon_ms());
-                        let history = outbox.sends_since(&key, since).unwrap_or_default();
-                        let margin = clock.clock_ms(throttle::ARRIVAL_JITTER);
+                        // Daily counters survive restarts: the store reloads
+                        // the sends still inside the longest window.
+                        if let Err(e) = throttles.prepare(&throttle, now, false) {
+                            tracing::warn!(endpoint = %key, "cannot read the throttle's history: {e}");
+                        }
                         let endpoint = Arc::new(Endpoint {
                             key: key.clone(),
                             provider: provider.clone(),
-                            throttle: Mutex::new(Throttle::with_history(spec, margin, history)),
+                            throttle,
                             wake: Notify::new(),
                         });
                         endpoints.insert(key, endpoint.clone());
@@ -337,6 +250,7 @@ impl Delivery {
             channels,
             endpoints,
             outbox,
+            throttles,
             clock,
             retry: RetryPolicy::default(),
             observers,
@@ -345,115 +259,42 @@ impl Delivery {
         })
     }
 
+    /// The channel configured under `name`.
     pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
         self.channels.get(name).cloned()
     }
 
+    /// Every endpoint a channel sends through, once each.
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         self.endpoints.values()
     }
 
+    /// Who hears about accepted, throttled and finished messages.
     pub fn observers(&self) -> &DeliveryObservers {
         &self.observers
     }
 
+    /// The outbox.
     pub fn outbox(&self) -> &Arc<dyn OutboxStore> {
         &self.outbox
     }
 
+    /// Where the throttles keep their state.
+    pub fn throttles(&self) -> &Arc<dyn ThrottleStore> {
+        &self.throttles
+    }
+
+    /// Both stores, for the next generation after a reload.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            outbox: self.outbox.clone(),
+            throttles: self.throttles.clone(),
+        }
+    }
+
+    /// The clock the throttles count in (monotonic; see [`throttle::Steady`]).
     pub fn clock(&self) -> &SharedClock {
         &self.clock
-    }
-
-    fn new_id(&self, now_ms: u64) -> String {
-        let random: u32 = rand::rng().random();
-        format!("m{now_ms:x}-{random:08x}")
-    }
-
-    /// Persists a checked message and returns its receipt, or refuses it
-    /// when it could not go out within the channel's `max_delay`.
-    pub fn accept(
-        &self,
-        plugin: &str,
-        channel: &Arc<Channel>,
-        mut message: Message,
-    ) -> Result<Receipt, BroadcastError> {
-        if message.sender.is_none() {
-            message.sender = channel.config.default_sender.clone();
-        }
-        let endpoint = channel.endpoint_for(&message);
-        let now = self.clock.now_ms();
-        let requests = channel
-            .provider
-            .requests(&channel.config, &message)
-            .clamp(1, MAX_BACKLOG_REQUESTS);
-        let backlog = self
-            .outbox
-            .pending_by_plugin(&endpoint.key)
-            .map_err(internal)?;
-        let position = admission(plugin, &backlog, requests)?;
-        let mut throttle = endpoint
-            .throttle
-            .lock()
-            .map_err(|_| BroadcastError::Internal("throttle unavailable".into()))?;
-        if self.outbox.shared_throttle().is_some() {
-            // Other hosts send too: estimate from the shared history.
-            let spec = throttle.spec().clone();
-            let since = now.saturating_sub(spec.horizon_ms());
-            let history = self
-                .outbox
-                .sends_since(&endpoint.key, since)
-                .map_err(internal)?;
-            *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
-        }
-        let eta = throttle.eta_of_nth(position, now);
-        drop(throttle);
-        let wait = eta.saturating_sub(now);
-        let max_delay = channel.config.max_delay.as_millis() as u64;
-        if wait > max_delay {
-            // The plugin hears how long until a message sent then would
-            // fit within the channel's max_delay.
-            return Err(BroadcastError::QuotaExhausted(wait - max_delay));
-        }
-        let record = OutboxRecord {
-            id: self.new_id(now),
-            plugin: plugin.to_string(),
-            channel: channel.name.clone(),
-            endpoint: endpoint.key.clone(),
-            message,
-            state: MessageState::Queued,
-            created_ms: now,
-            next_attempt_ms: now,
-            attempts: 0,
-            planned: false,
-            last_error: None,
-            finished_ms: None,
-        };
-        let receipt = match self
-            .outbox
-            .insert_costed(&record, requests as u32)
-            .map_err(internal)?
-        {
-            Inserted::Duplicate(id) => {
-                return Ok(Receipt { id, eta_ms: 0 });
-            }
-            Inserted::New => Receipt {
-                id: record.id,
-                eta_ms: wait,
-            },
-        };
-        endpoint.wake.notify_one();
-        // Copies for listeners only when there are any: this is on the path
-        // of every broadcast.
-        if self.observers.accepted.receiver_count() > 0 {
-            let _ = self.observers.accepted.send(Accepted {
-                plugin: plugin.to_string(),
-                channel: channel.name.clone(),
-                receipt: receipt.clone(),
-                message: record.message,
-            });
-        }
-        Ok(receipt)
     }
 
     /// Reloads every endpoint's send history from the outbox: after a
@@ -461,486 +302,10 @@ impl Delivery {
     pub fn reload_history(&self) {
         let now = self.clock.now_ms();
         for endpoint in self.endpoints.values() {
-            if let Ok(mut throttle) = endpoint.throttle.lock() {
-                let spec = throttle.spec().clone();
-                let since = now.saturating_sub(spec.horizon_ms());
-                let history = self
-                    .outbox
-                    .sends_since(&endpoint.key, since)
-                    .unwrap_or_default();
-                *throttle = Throttle::with_history(spec, throttle.margin_ms(), history);
+            if let Err(e) = self.throttles.prepare(&endpoint.throttle, now, true) {
+                tracing::warn!(endpoint = %endpoint.key, "cannot read the throttle's history: {e}");
             }
         }
-    }
-
-    /// Starts one worker per endpoint. They stop when `stop` is cancelled,
-    /// after the request in flight, leaving the rest queued on disk.
-    pub fn start(self: &Arc<Self>, stop: CancellationToken) -> TaskTracker {
-        match self.outbox.recover() {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                "{n} message(s) were being sent when the host stopped; sending them again"
-            ),
-            Err(e) => tracing::error!("cannot recover the outbox: {e}"),
-        }
-        let tasks = TaskTracker::new();
-        for endpoint in self.endpoints.values() {
-            let delivery = self.clone();
-            let endpoint = endpoint.clone();
-            let stop = stop.clone();
-            tasks.spawn(async move { delivery.run_endpoint(endpoint, stop).await });
-        }
-        tasks.spawn(outbox::prune_loop(
-            self.outbox.clone(),
-            self.clock.clone(),
-            self.retention,
-            stop,
-        ));
-        tasks.close();
-        tasks
-    }
-
-    async fn sleep(&self, clock_ms: u64, stop: &CancellationToken, wake: Option<&Notify>) -> bool {
-        let real = self.clock.real(clock_ms).min(Duration::from_secs(60));
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            _ = tokio::time::sleep(real) => true,
-            _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => true,
-        }
-    }
-
-    async fn run_endpoint(&self, endpoint: Arc<Endpoint>, stop: CancellationToken) {
-        let mut last_plugin: Option<String> = None;
-        while !stop.is_cancelled() {
-            let now = self.clock.now_ms();
-            match self
-                .outbox
-                .next_due(&endpoint.key, now, last_plugin.as_deref())
-            {
-                Ok(Some(record)) => {
-                    last_plugin = Some(record.plugin.clone());
-                    self.process(&endpoint, record, &stop).await;
-                }
-                Ok(None) => {
-                    let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
-                    let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
-                    if self.outbox.shared_throttle().is_some() {
-                        wait = wait.min(self.clock.clock_ms(SHARED_POLL));
-                    }
-                    if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(endpoint = %endpoint.key, "outbox read failed: {e}");
-                    if !self.sleep(1000, &stop, None).await {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for the throttle's slot for message `id`.
-    async fn take_slot(&self, endpoint: &Endpoint, id: &str, stop: &CancellationToken) -> Slot {
-        if let Some(shared) = self.outbox.shared_throttle() {
-            return self.take_shared_slot(shared, endpoint, id, stop).await;
-        }
-        loop {
-            let now = self.clock.now_ms();
-            let at = match endpoint.throttle.lock() {
-                Ok(t) => t.next_allowed(now),
-                Err(_) => return Slot::Stopped,
-            };
-            if at <= now {
-                // Persist first, then stamp the send at the moment the
-                // request leaves: the write's latency must not sit between
-                // the stamp and the request, where it would eat the margin.
-                if let Err(e) = self.outbox.record_send(&endpoint.key, now) {
-                    tracing::warn!(endpoint = %endpoint.key, "cannot persist throttle history: {e}");
-                }
-                let departs = self.clock.now_ms();
-                return match endpoint.throttle.lock() {
-                    Ok(mut t) => {
-                        t.record(departs);
-                        Slot::Go(Some(Stamp::Local(departs)))
-                    }
-                    Err(_) => Slot::Stopped,
-                };
-            }
-            if !self.sleep(at - now, stop, None).await {
-                return Slot::Stopped;
-            }
-        }
-    }
-
-    /// The shared engine decides: it holds every host's sends. While the
-    /// engine is unreachable nothing is sent (the throttle fails closed: a
-    /// host that cannot see the others' sends cannot know the quota).
-    async fn take_shared_slot(
-        &self,
-        shared: &dyn SharedThrottle,
-        endpoint: &Endpoint,
-        id: &str,
-        stop: &CancellationToken,
-    ) -> Slot {
-        let (spec, margin) = match endpoint.throttle.lock() {
-            Ok(t) => (t.spec().clone(), t.margin_ms()),
-            Err(_) => return Slot::Stopped,
-        };
-        // Wake often enough to renew the claim well within its lease.
-        let renew = self.clock.clock_ms(shared.lease() / 3).max(1);
-        // Ask again a little before the slot: the engine's answer, not this
-        // host's timer, decides, and a late wake-up would waste the quota.
-        let early = self.clock.clock_ms(Duration::from_millis(2));
-        let mut warned = false;
-        loop {
-            let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
-            let wait = match shared.reserve(&endpoint.key, &spec, margin, id, now) {
-                Ok(Reservation::Granted(at)) => return Slot::Go(Some(Stamp::Shared(at))),
-                Ok(Reservation::LeaseLost) => return Slot::Lost,
-                Ok(Reservation::Wait(ms)) => ms.saturating_sub(early).min(renew),
-                Err(e) => {
-                    if !warned {
-                        tracing::error!(endpoint = %endpoint.key, message = %id, "not sending until the shared throttle answers: {e}");
-                        warned = true;
-                    }
-                    self.clock.clock_ms(Duration::from_secs(1))
-                }
-            };
-            if !self.sleep(wait.max(1), stop, None).await {
-                return Slot::Stopped;
-            }
-        }
-    }
-
-    async fn process(&self, endpoint: &Endpoint, record: OutboxRecord, stop: &CancellationToken) {
-        if let Err(e) = self.try_process(endpoint, &record, stop).await {
-            tracing::error!(endpoint = %endpoint.key, message = %record.id, "outbox write failed: {e}");
-            let _ = self.outbox.requeue(
-                &record.id,
-                self.clock.now_ms() + 1000,
-                record.attempts,
-                &e.to_string(),
-            );
-        }
-    }
-
-    async fn try_process(
-        &self,
-        endpoint: &Endpoint,
-        record: &OutboxRecord,
-        stop: &CancellationToken,
-    ) -> Result<(), OutboxError> {
-        let id = &record.id;
-        let Some(channel) = self.channels.get(&record.channel).cloned() else {
-            let now = self.clock.now_ms();
-            self.outbox.finish(
-                id,
-                MessageState::Failed,
-                record.attempts,
-                now,
-                Some(&format!(
-                    "channel `{}` is no longer configured",
-                    record.channel
-                )),
-            )?;
-            self.report(
-                record,
-                MessageState::Failed,
-                record.attempts,
-                vec![],
-                Some("channel removed".into()),
-            );
-            return Ok(());
-        };
-        self.outbox.mark_sending(id)?;
-        let mut attempts = record.attempts;
-        if !record.planned {
-            match endpoint
-                .provider
-                .plan(&channel.name, &channel.config, &record.message)
-                .await
-            {
-                Ok(parts) => {
-                    let (parts, absorbed) = self.merge_backlog(&channel, record, parts)?;
-                    self.outbox.save_plan(id, &parts, &absorbed)?
-                }
-                Err(outcome) => {
-                    attempts += 1;
-                    return self.after_failure(record, attempts, outcome, &[]);
-                }
-            }
-        }
-        let parts = self.outbox.parts(id)?;
-        for part in parts.iter().filter(|p| p.state == PartState::Queued) {
-            // Credentials first, so a token fetch does not sit between the
-            // throttle's slot and the request it allowed.
-            if let Err(outcome) = endpoint.provider.prepare(&channel.config).await {
-                attempts += 1;
-                let parts_now = self.outbox.parts(id)?;
-                return self.after_failure(record, attempts, outcome, &parts_now);
-            }
-            let asked = std::time::Instant::now();
-            let stamp = match self.take_slot(endpoint, id, stop).await {
-                Slot::Go(stamp) => stamp,
-                Slot::Stopped => {
-                    self.outbox.requeue(
-                        id,
-                        self.clock.now_ms(),
-                        attempts,
-                        "host stopped before sending",
-                    )?;
-                    return Ok(());
-                }
-                Slot::Lost => {
-                    tracing::warn!(endpoint = %endpoint.key, message = %id, "another host took this message over (its lease ran out here); leaving it to that host");
-                    return Ok(());
-                }
-            };
-            let _ = self.observers.throttled.send(Throttled {
-                plugin: record.plugin.clone(),
-                endpoint: endpoint.key.clone(),
-                waited: asked.elapsed(),
-            });
-            attempts += 1;
-            let outcome = endpoint.provider.send(&channel.config, &part.part).await;
-            // The request left somewhere between its stamp and now: a
-            // starved CPU can hold it well past the stamp. Count it as late
-            // as the answer allows, so the next one is spaced from when this
-            // one can have arrived, not from its stamp.
-            match stamp {
-                Some(Stamp::Local(stamp)) => {
-                    let answered = self.clock.now_ms();
-                    if let Ok(mut t) = endpoint.throttle.lock() {
-                        t.answered(stamp, answered);
-                    }
-                }
-                Some(Stamp::Shared(stamp)) => {
-                    if let Some(shared) = self.outbox.shared_throttle() {
-                        let (spec, margin) = match endpoint.throttle.lock() {
-                            Ok(t) => (t.spec().clone(), t.margin_ms()),
-                            Err(_) => (ThrottleSpec::default(), 0),
-                        };
-                        let now = (!self.clock.real_time()).then(|| self.clock.now_ms());
-                        if let Err(e) = shared.answered(&endpoint.key, &spec, margin, stamp, now) {
-                            tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
-                        }
-                    }
-                }
-                None => {}
-            }
-            match outcome {
-                DeliveryOutcome::Delivered { provider_ids } => {
-                    self.outbox.part_done(
-                        id,
-                        part.index,
-                        PartState::Delivered,
-                        &provider_ids,
-                        None,
-                    )?;
-                }
-                DeliveryOutcome::Rejected { code, reason } => {
-                    let error = format!("{code}: {}", sanitize::for_log(&reason, 500));
-                    tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "rejected: {error}");
-                    self.outbox
-                        .part_done(id, part.index, PartState::Failed, &[], Some(&error))?;
-                }
-                other => {
-                    let parts_now = self.outbox.parts(id)?;
-                    return self.after_failure(record, attempts, other, &parts_now);
-                }
-            }
-        }
-        let parts = self.outbox.parts(id)?;
-        self.conclude(record, attempts, &parts)
-    }
-
-    /// When the endpoint's queue has backed up and the provider can carry
-    /// several messages in one request (Tencent, with `merge = true`), takes
-    /// the channel's next queued messages along in this one's single part.
-    fn merge_backlog(
-        &self,
-        channel: &Channel,
-        record: &OutboxRecord,
-        mut parts: Vec<Part>,
-    ) -> Result<(Vec<Part>, Vec<String>), OutboxError> {
-        const MAX_MERGED: usize = 50;
-        let mut absorbed = Vec::new();
-        if parts.len() != 1 {
-            return Ok((parts, absorbed));
-        }
-        let candidates = self.outbox.mergeable(
-            &record.endpoint,
-            &channel.name,
-            self.clock.now_ms(),
-            &record.id,
-            MAX_MERGED,
-        )?;
-        for candidate in candidates {
-            match channel
-                .provider
-                .merge(&channel.config, &parts[0], &candidate.message)
-            {
-                Some(merged) => {
-                    parts[0] = merged;
-                    absorbed.push(candidate.id);
-                }
-                None => break,
-            }
-        }
-        if !absorbed.is_empty() {
-            tracing::info!(channel = %channel.name, message = %record.id, merged = absorbed.len(), "queue backed up: merged into one request");
-        }
-        Ok((parts, absorbed))
-    }
-
-    /// A transient failure: retry later, or give up past the limits.
-    fn after_failure(
-        &self,
-        record: &OutboxRecord,
-        attempts: u32,
-        outcome: DeliveryOutcome,
-        parts: &[PartRecord],
-    ) -> Result<(), OutboxError> {
-        let now = self.clock.now_ms();
-        let (hint, reason) = match &outcome {
-            DeliveryOutcome::RetryLater { after, reason } => {
-                (after.map(|d| d.as_millis() as u64), reason.clone())
-            }
-            DeliveryOutcome::QuotaExhausted { until, reason } => (
-                until.map(|d| d.as_millis() as u64),
-                format!("quota exhausted: {reason}"),
-            ),
-            DeliveryOutcome::CredentialsExpired { reason } => {
-                (None, format!("credentials refused: {reason}"))
-            }
-            DeliveryOutcome::Rejected { code, reason } => {
-                // A plan the provider refused for good.
-                let error = format!("{code}: {reason}");
-                self.outbox.finish(
-                    &record.id,
-                    MessageState::Failed,
-                    attempts,
-                    now,
-                    Some(&error),
-                )?;
-                self.report(record, MessageState::Failed, attempts, vec![], Some(error));
-                return Ok(());
-            }
-            DeliveryOutcome::Delivered { .. } => (None, String::new()),
-        };
-        let reason = sanitize::for_log(&reason, 500);
-        let age = now.saturating_sub(record.created_ms);
-        if self.retry.gives_up(attempts, age) {
-            for p in parts.iter().filter(|p| p.state == PartState::Queued) {
-                self.outbox.part_done(
-                    &record.id,
-                    p.index,
-                    PartState::Failed,
-                    &[],
-                    Some(&reason),
-                )?;
-            }
-            let parts = self.outbox.parts(&record.id)?;
-            tracing::warn!(message = %record.id, attempts, "giving up: {reason}");
-            if parts.is_empty() {
-                // Planning itself kept failing (BigBlueButton's getMeetings
-                // refused, say): nothing was sent. Only a plan that found
-                // nobody to send to is delivered with no parts.
-                self.outbox.finish(
-                    &record.id,
-                    MessageState::Failed,
-                    attempts,
-                    now,
-                    Some(&reason),
-                )?;
-                self.report(record, MessageState::Failed, attempts, vec![], Some(reason));
-                return Ok(());
-            }
-            return self.conclude(record, attempts, &parts);
-        }
-        let delay = self.retry.delay_ms(attempts, hint);
-        tracing::info!(message = %record.id, attempts, delay_ms = delay, "will retry: {reason}");
-        self.outbox
-            .requeue(&record.id, now + delay, attempts, &reason)
-    }
-
-    fn conclude(
-        &self,
-        record: &OutboxRecord,
-        attempts: u32,
-        parts: &[PartRecord],
-    ) -> Result<(), OutboxError> {
-        let delivered = parts
-            .iter()
-            .filter(|p| p.state == PartState::Delivered)
-            .count();
-        let state = if delivered == parts.len() {
-            MessageState::Delivered
-        } else if delivered == 0 {
-            MessageState::Failed
-        } else {
-            MessageState::Partial
-        };
-        let errors: Vec<String> = parts
-            .iter()
-            .filter_map(|p| {
-                p.last_error
-                    .as_ref()
-                    .filter(|_| p.state == PartState::Failed)
-                    .map(|e| {
-                        if p.part.target.is_empty() {
-                            e.clone()
-                        } else {
-                            format!("{}: {e}", p.part.target)
-                        }
-                    })
-            })
-            .collect();
-        let detail = (!errors.is_empty()).then(|| errors.join("; "));
-        let ids: Vec<String> = parts.iter().flat_map(|p| p.provider_ids.clone()).collect();
-        let members = self.outbox.members(&record.id)?;
-        self.outbox.finish(
-            &record.id,
-            state,
-            attempts,
-            self.clock.now_ms(),
-            detail.as_deref(),
-        )?;
-        for member in &members {
-            self.report(member, state, attempts, ids.clone(), detail.clone());
-        }
-        self.report(record, state, attempts, ids, detail);
-        Ok(())
-    }
-
-    fn report(
-        &self,
-        record: &OutboxRecord,
-        state: MessageState,
-        attempts: u32,
-        provider_ids: Vec<String>,
-        detail: Option<String>,
-    ) {
-        match state {
-            MessageState::Delivered => {
-                tracing::debug!(plugin = %record.plugin, channel = %record.channel, message = %record.id, "delivered")
-            }
-            _ => {
-                tracing::warn!(plugin = %record.plugin, channel = %record.channel, message = %record.id, state = state.as_str(), detail = detail.as_deref().unwrap_or(""), "not delivered")
-            }
-        }
-        let _ = self.observers.finished.send(Finished {
-            plugin: record.plugin.clone(),
-            receipt_id: record.id.clone(),
-            channel: record.channel.clone(),
-            state,
-            attempts,
-            provider_ids,
-            detail,
-        });
-        self.reports.notify_one();
     }
 
     /// Cancels a queued message, reporting it to its plugin.
@@ -967,46 +332,5 @@ impl Delivery {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b(plugin: &str, messages: usize, requests: usize) -> PluginBacklog {
-        PluginBacklog {
-            plugin: plugin.into(),
-            messages,
-            requests,
-        }
-    }
-
-    #[test]
-    fn admission_counts_requests_and_only_a_neighbours_turns() {
-        // Alone: behind its own requests.
-        assert_eq!(admission("a", &[b("a", 3, 30)], 10), Ok(40));
-        // A flood of 500 ahead: the newcomer's first message waits one turn.
-        assert_eq!(admission("b", &[b("a", 500, 500)], 1), Ok(2));
-        // Its third waits three of the flood's, at their average cost.
-        assert_eq!(admission("b", &[b("a", 500, 1000), b("b", 2, 2)], 1), Ok(9));
-        // A neighbour with fewer messages than k counts all of them.
-        assert_eq!(admission("b", &[b("a", 1, 7), b("b", 5, 5)], 1), Ok(13));
-    }
-
-    #[test]
-    fn a_full_backlog_leaves_each_plugin_its_share() {
-        let full = [b("a", MAX_BACKLOG, MAX_BACKLOG)];
-        assert_eq!(admission("a", &full, 1), Err(BroadcastError::BacklogFull));
-        assert!(admission("b", &full, 1).is_ok());
-        let half = [
-            b("a", MAX_BACKLOG, MAX_BACKLOG),
-            b("b", MAX_BACKLOG / 2, 500),
-        ];
-        assert_eq!(admission("b", &half, 1), Err(BroadcastError::BacklogFull));
-        assert!(admission("c", &half, 1).is_ok());
-        // Requests are bounded too.
-        let heavy = [b("a", 10, MAX_BACKLOG_REQUESTS)];
-        assert_eq!(admission("a", &heavy, 1), Err(BroadcastError::BacklogFull));
     }
 }

@@ -2,9 +2,12 @@
 
 use rand::Rng;
 
+/// When a transient failure is retried, and when it is given up.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// The first retry's delay.
     pub base_ms: u64,
+    /// The longest delay between retries.
     pub max_backoff_ms: u64,
     /// Provider calls per message before it fails.
     pub max_attempts: u32,
@@ -37,6 +40,7 @@ impl RetryPolicy {
         backoff.max(hint_ms.unwrap_or(0))
     }
 
+    /// Whether a message that failed `attempts` times and is `age_ms` old is given up.
     pub fn gives_up(&self, attempts: u32, age_ms: u64) -> bool {
         attempts >= self.max_attempts || age_ms >= self.max_age_ms
     }

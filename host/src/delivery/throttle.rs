@@ -11,9 +11,10 @@
 //! arrival times and the network adds jitter between our clock and theirs.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use crate::providers::limits::{Limit, ThrottleSpec};
 
 /// Time as the throttle sees it. Tests and demos run a scaled clock so that
 /// "3 per day" can be exercised in seconds; the simulator scales the same way.
@@ -64,6 +65,7 @@ pub struct ScaledClock {
 }
 
 impl ScaledClock {
+    /// A clock `scale` times faster than real time, from now.
     pub fn new(scale: f64) -> ScaledClock {
         ScaledClock {
             start_ms: SystemClock.now_ms(),
@@ -99,6 +101,7 @@ impl Clock for ScaledClock {
     }
 }
 
+/// The clock every part of delivery shares.
 pub type SharedClock = Arc<dyn Clock>;
 
 /// Another clock's time as it read when this was made, advanced since then
@@ -113,6 +116,7 @@ pub struct Steady {
 }
 
 impl Steady {
+    /// `inner`'s time from now on, advanced monotonically.
     pub fn new(inner: SharedClock) -> Steady {
         Steady {
             start_ms: inner.now_ms(),
@@ -140,148 +144,24 @@ impl Clock for Steady {
     }
 }
 
-/// One documented limit.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Limit {
-    /// At most `count` requests in any `period_ms`.
-    Window { count: u32, period_ms: u64 },
-    /// A bucket of `burst` that drains `per_second`; each request adds one.
-    LeakyBucket { per_second: f64, burst: u32 },
-}
-
-/// All limits of one endpoint. Empty means unthrottled (the console).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ThrottleSpec {
-    pub limits: Vec<Limit>,
-}
-
-impl fmt::Display for ThrottleSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.limits.is_empty() {
-            return f.write_str("unthrottled");
-        }
-        let parts: Vec<String> = self
-            .limits
-            .iter()
-            .map(|l| match l {
-                Limit::Window { count, period_ms } => {
-                    format!("{count}/{}", show_period(*period_ms))
-                }
-                Limit::LeakyBucket { per_second, burst } => {
-                    format!("bucket {per_second}/s burst {burst}")
-                }
-            })
-            .collect();
-        f.write_str(&parts.join(", "))
-    }
-}
-
-fn show_period(ms: u64) -> String {
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
-
-impl ThrottleSpec {
-    pub fn windows(pairs: &[(u32, u64)]) -> ThrottleSpec {
-        ThrottleSpec {
-            limits: pairs
-                .iter()
-                .map(|(count, period_ms)| Limit::Window {
-                    count: *count,
-                    period_ms: *period_ms,
-                })
-                .collect(),
-        }
-    }
-
-    /// The longest window, which is how much send history must be kept.
-    pub fn horizon_ms(&self) -> u64 {
-        self.limits
-            .iter()
-            .map(|l| match l {
-                Limit::Window { period_ms, .. } => *period_ms,
-                Limit::LeakyBucket { per_second, burst } => {
-                    (*burst as f64 / per_second.max(0.001) * 1000.0) as u64
-                }
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Parses an operator override: a list such as `["1/30m", "3/1d"]`, or
-    /// `["bucket 2/s burst 50"]`.
-    pub fn parse(items: &[String]) -> Result<ThrottleSpec, String> {
-        let mut limits = Vec::new();
-        for item in items {
-            limits.push(parse_limit(item)?);
-        }
-        Ok(ThrottleSpec { limits })
-    }
-}
-
-fn parse_period(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = if n.is_empty() { 1 } else { n.parse().ok()? };
-    let unit_ms = match unit.trim() {
-        "ms" => 1,
-        "s" => 1000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit_ms).filter(|ms| *ms > 0)
-}
-
-fn parse_limit(item: &str) -> Result<Limit, String> {
-    let usage = || {
-        format!(
-            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, or `bucket 2/s burst 50`",
-            item.escape_debug()
-        )
-    };
-    if let Some(rest) = item.trim().strip_prefix("bucket") {
-        let (rate, burst) = rest.split_once("burst").ok_or_else(usage)?;
-        let (count, period) = rate.trim().split_once('/').ok_or_else(usage)?;
-        let count: f64 = count.trim().parse().map_err(|_| usage())?;
-        let period_ms = parse_period(period).ok_or_else(usage)?;
-        let burst: u32 = burst.trim().parse().map_err(|_| usage())?;
-        if count <= 0.0 || burst == 0 {
-            return Err(usage());
-        }
-        return Ok(Limit::LeakyBucket {
-            per_second: count * 1000.0 / period_ms as f64,
-            burst,
-        });
-    }
-    let (count, period) = item.split_once('/').ok_or_else(usage)?;
-    let count: u32 = count.trim().parse().map_err(|_| usage())?;
-    let period_ms = parse_period(period).ok_or_else(usage)?;
-    if count == 0 {
-        return Err(usage());
-    }
-    Ok(Limit::Window { count, period_ms })
-}
-
 /// The real time between the throttle's slot and the request's arrival at
 /// the provider varies (a connection set up, a token fetched, a busy
 /// scheduler, the network). Windows are widened by this much real time, as
 /// well as by 1%, so that two requests the throttle spaced apart still
 /// arrive apart.
 pub const ARRIVAL_JITTER: Duration = Duration::from_millis(30);
+
+/// One endpoint's throttle as a store is asked about it: which endpoint,
+/// its limits, and the arrival margin in the clock's time.
+#[derive(Debug, Clone)]
+pub struct ThrottleKey {
+    /// `provider-name/endpoint`.
+    pub endpoint: String,
+    /// The endpoint's limits.
+    pub spec: ThrottleSpec,
+    /// [`ARRIVAL_JITTER`] in the throttle clock's milliseconds.
+    pub margin_ms: u64,
+}
 
 /// The live state of one endpoint's limits.
 #[derive(Debug, Clone)]
@@ -308,10 +188,12 @@ impl Throttle {
         }
     }
 
+    /// The limits this throttle enforces.
     pub fn spec(&self) -> &ThrottleSpec {
         &self.spec
     }
 
+    /// The arrival margin, in the clock's milliseconds.
     pub fn margin_ms(&self) -> u64 {
         self.margin_ms
     }
@@ -412,6 +294,35 @@ impl Throttle {
         }
     }
 
+    /// The decision, for every store: may a request leave at `now_ms`?
+    /// `Ok(now_ms)`: yes, and it is counted then; `Err(ms)`: not for `ms`.
+    pub fn take(&mut self, now_ms: u64) -> Result<u64, u64> {
+        let at = self.next_allowed(now_ms);
+        if at > now_ms {
+            return Err(at - now_ms);
+        }
+        self.record(now_ms);
+        Ok(now_ms)
+    }
+
+    /// The answered-late move for a store that keeps one send history for
+    /// every window (rather than a log per window, as [`Throttle`] does):
+    /// how far before the answer the send is counted. It is the smallest
+    /// window's allowance: [`Throttle::next_allowed`] adds `margin +
+    /// period / 100` per window, so the next request of every window is
+    /// then at least a period after the answer, which follows the
+    /// request's arrival. `None`: no window, nothing to move.
+    pub fn history_shift(spec: &ThrottleSpec, margin_ms: u64) -> Option<u64> {
+        spec.limits
+            .iter()
+            .filter_map(|l| match l {
+                Limit::Window { period_ms, .. } => Some(*period_ms),
+                Limit::LeakyBucket { .. } => None,
+            })
+            .min()
+            .map(|shortest| margin_ms + shortest / 100)
+    }
+
     /// When the `n`th request from now (1-based) could go out, if the
     /// throttle were the only thing in its way.
     pub fn eta_of_nth(&self, n: usize, now_ms: u64) -> u64 {
@@ -434,28 +345,6 @@ mod tests {
 
     const MIN: u64 = 60_000;
     const DAY: u64 = 86_400_000;
-
-    #[test]
-    fn parses_operator_overrides() {
-        let spec = ThrottleSpec::parse(&["1/30m".into(), "3/1d".into()]).unwrap();
-        assert_eq!(spec, ThrottleSpec::windows(&[(1, 30 * MIN), (3, DAY)]));
-        assert_eq!(spec.to_string(), "1/30m, 3/1d");
-        let bucket = ThrottleSpec::parse(&["bucket 2/s burst 50".into()]).unwrap();
-        assert_eq!(
-            bucket.limits,
-            vec![Limit::LeakyBucket {
-                per_second: 2.0,
-                burst: 50
-            }]
-        );
-        assert_eq!(
-            ThrottleSpec::parse(&["5/s".into()]).unwrap(),
-            ThrottleSpec::windows(&[(5, 1000)])
-        );
-        for bad in ["", "0/1s", "1/", "1/fortnight", "bucket 2/s", "three/1d"] {
-            assert!(ThrottleSpec::parse(&[bad.into()]).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn easemob_all_users_allows_one_per_30_minutes_and_three_per_day() {

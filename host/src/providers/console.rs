@@ -94,8 +94,8 @@ impl Provider for Console {
         issues
     }
 
-    fn default_throttle(&self, _endpoint: &str) -> crate::delivery::throttle::ThrottleSpec {
-        crate::delivery::throttle::ThrottleSpec::default()
+    fn default_throttle(&self, _endpoint: &str) -> crate::providers::limits::ThrottleSpec {
+        crate::providers::limits::ThrottleSpec::default()
     }
 
     fn rules(&self, _channel: &ChannelConfig) -> ChannelRules {

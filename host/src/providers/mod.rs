@@ -14,6 +14,7 @@ mod common;
 pub mod console;
 pub mod easemob;
 pub mod inbound;
+pub mod limits;
 pub mod tencent;
 #[cfg(test)]
 mod testing;
@@ -123,7 +124,7 @@ pub struct ProviderContext {
     /// The folder relative paths (secret files) are resolved against.
     pub base_dir: std::path::PathBuf,
     /// Where rotating credentials (Bitrix24's OAuth pair) are kept.
-    pub tokens: Arc<crate::delivery::tokens::TokenStore>,
+    pub tokens: Arc<crate::storage::tokens::TokenStore>,
 }
 
 /// The HTTP client every provider shares.
@@ -186,9 +187,9 @@ pub trait Provider: Send + Sync {
 
     /// The provider's documented limits for an endpoint; the operator may
     /// override them with `throttle` in the provider's config.
-    fn default_throttle(&self, _endpoint: &str) -> crate::delivery::throttle::ThrottleSpec {
+    fn default_throttle(&self, _endpoint: &str) -> crate::providers::limits::ThrottleSpec {
         // No documented limit: a conservative default.
-        crate::delivery::throttle::ThrottleSpec::windows(&[(5, 1000)])
+        crate::providers::limits::ThrottleSpec::windows(&[(5, 1000)])
     }
 
     /// How many requests `plan` is expected to make of `message`: targets
@@ -296,7 +297,7 @@ impl Registry {
         let context = ProviderContext {
             http,
             base_dir: config.base_dir.clone(),
-            tokens: crate::delivery::tokens::TokenStore::from_config(&config.storage),
+            tokens: crate::storage::tokens::TokenStore::from_config(&config.storage),
         };
         let mut issues = Vec::new();
         let mut providers = BTreeMap::new();

@@ -34,7 +34,7 @@ pub fn context() -> ProviderContext {
         http: crate::providers::http_client().expect("http client"),
         base_dir: ".".into(),
         // Opened only by a send, which unit tests using this context never make.
-        tokens: crate::delivery::tokens::TokenStore::sqlite(
+        tokens: crate::storage::tokens::TokenStore::sqlite(
             std::env::temp_dir().join("botbox-unit-tokens-unused.sqlite"),
         ),
     }

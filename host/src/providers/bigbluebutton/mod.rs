@@ -20,7 +20,7 @@ use self::split::{normalize_newlines, split_text, utf16_len};
 use super::common::{self, Options, Reply};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
-use crate::delivery::throttle::ThrottleSpec;
+use crate::providers::limits::ThrottleSpec;
 use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
 
 /// Longest `message`, in UTF-16 units as the server counts.

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::token_store::{self, PairStore};
 use crate::config::{ConfigIssue, Secret};
-use crate::delivery::tokens::{Lock, StoredRow};
 use crate::providers::common::{self, Options, Reply, form_query};
 use crate::providers::{DeliveryOutcome, ProviderContext};
+use crate::storage::tokens::{Lock, StoredRow};
 
 const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
 

@@ -25,7 +25,7 @@ use self::auth::{Auth, OAuth, oauth, webhook, with_auth};
 use super::common::{self, Options, Reply};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
-use crate::delivery::throttle::{Limit, ThrottleSpec};
+use crate::providers::limits::{Limit, ThrottleSpec};
 use crate::wit::types::{BroadcastError, Content, ContentKind, Message};
 
 /// Bitrix24 documents no limit on `MESSAGE`; this is a conservative one,

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::auth::Tokens;
 use super::token_store::PairStore;
 use super::*;
-use crate::delivery::tokens::TokenStore;
 use crate::providers::testing::test_server::{Answer as Canned, Server};
 use crate::providers::testing::{channel, context, message, secret_file, text};
+use crate::storage::tokens::TokenStore;
 use crate::wit::types::MessageOptions;
 
 const CODE: &str = "s3cr3tw3bh00kc0de";

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
-use crate::delivery::tokens::{StoredRow, TokenStore};
+use crate::storage::tokens::{StoredRow, TokenStore};
 
 /// What a sealed row holds.
 #[derive(Serialize, Deserialize)]

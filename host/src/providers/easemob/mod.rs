@@ -24,7 +24,7 @@ use self::body::{
 use super::common::{self, Options, Reply, unix_now};
 use super::{ALL_CONTENT_KINDS, ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
-use crate::delivery::throttle::ThrottleSpec;
+use crate::providers::limits::ThrottleSpec;
 use crate::wit::types::{BroadcastError, Message};
 
 /// How long a token is trusted when the server does not say.

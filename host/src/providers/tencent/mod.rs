@@ -23,7 +23,7 @@ use self::body::{MAX_MSG_BODY_BYTES, merged_msg_body, msg_body, request_body};
 use super::common::{self, Options, Reply, form_query, unix_now};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
-use crate::delivery::throttle::ThrottleSpec;
+use crate::providers::limits::ThrottleSpec;
 use crate::wit::types::{BroadcastError, ContentKind, Message};
 
 /// The longest UserID (`From_Account`), in bytes of printable ASCII.

@@ -1,611 +1,72 @@
-//! The outbox: every accepted message, on disk before its receipt exists.
-//!
-//! A message is `queued` until a worker takes it (`sending`), then ends
-//! `delivered`, `partial`, `failed` or `cancelled`. Its parts (one per
-//! meeting, dialog or text slice) are planned once and stored, so a retry or
-//! a restart sends the same parts with the same dedup keys. A restart turns
-//! `sending` back into `queued`: the host cannot know whether the request in
-//! flight reached the provider, so it sends it again — harmless where the
-//! provider has a dedup key (Tencent's `Random`), at-least-once elsewhere.
-//!
-//! A message's body is stored once, in its `messages` row. A part stores
-//! only its target, its dedup key and the fields of its message that differ
-//! from the message's own (a text slice's `content`, say); a message carried
-//! inside another's request is named by its own row's id (see
-//! [`encode_part`]). Finished, reported messages are deleted once
-//! `storage.retention` has passed ([`prune_loop`]), a few at a time.
+//! The outbox and the throttles' history in one SQLite file, for a host on
+//! its own (see [`super`] for what both backends share).
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
 
-use super::throttle::{SharedClock, ThrottleSpec};
+use super::{
+    COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
+    OutboxStore, PART_COLUMNS, PART_FORMAT, PartRecord, PartState, PluginBacklog, SendLog,
+    decode_parts, encode_part, is_current, json, member_taken, parse_message, part_row,
+    record_from, reencode_part, schema,
+};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    #[error("outbox `{path}`: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("outbox: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("outbox holds a record it cannot read: {0}")]
-    Corrupt(String),
-    #[error("outbox is unavailable after an earlier failure")]
-    Poisoned,
-    /// The shared engine cannot be reached: nothing was read or written.
-    #[error("shared outbox unavailable: {0}")]
-    Unavailable(String),
-    #[error("shared outbox: {0}")]
-    Postgres(String),
-    /// Another host changed what this one was about to write over.
-    #[error("outbox conflict: {0}")]
-    Conflict(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageState {
-    Queued,
-    Sending,
-    Delivered,
-    Partial,
-    Failed,
-    Cancelled,
-    /// Carried inside another message's request (a merged Tencent
-    /// `MsgBody`); it ends with that message.
-    Merged,
-}
-
-impl MessageState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageState::Queued => "queued",
-            MessageState::Sending => "sending",
-            MessageState::Delivered => "delivered",
-            MessageState::Partial => "partial",
-            MessageState::Failed => "failed",
-            MessageState::Cancelled => "cancelled",
-            MessageState::Merged => "merged",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<MessageState> {
-        [
-            MessageState::Queued,
-            MessageState::Sending,
-            MessageState::Delivered,
-            MessageState::Partial,
-            MessageState::Failed,
-            MessageState::Cancelled,
-            MessageState::Merged,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
-    }
-
-    pub fn is_final(self) -> bool {
-        !matches!(
-            self,
-            MessageState::Queued | MessageState::Sending | MessageState::Merged
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartState {
-    Queued,
-    Delivered,
-    Failed,
-}
-
-impl PartState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            PartState::Queued => "queued",
-            PartState::Delivered => "delivered",
-            PartState::Failed => "failed",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> PartState {
-        match s {
-            "delivered" => PartState::Delivered,
-            "failed" => PartState::Failed,
-            _ => PartState::Queued,
-        }
-    }
-}
-
-/// One message as stored.
-#[derive(Debug, Clone)]
-pub struct OutboxRecord {
-    pub id: String,
-    pub plugin: String,
-    pub channel: String,
-    pub endpoint: String,
-    pub message: Message,
-    pub state: MessageState,
-    pub created_ms: u64,
-    pub next_attempt_ms: u64,
-    pub attempts: u32,
-    pub planned: bool,
-    pub last_error: Option<String>,
-    pub finished_ms: Option<u64>,
-}
-
-/// One part as stored.
-#[derive(Debug, Clone)]
-pub struct PartRecord {
-    pub index: u32,
-    pub part: Part,
-    pub state: PartState,
-    pub provider_ids: Vec<String>,
-    pub last_error: Option<String>,
-}
-
-/// One plugin's messages waiting on an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginBacklog {
-    pub plugin: String,
-    pub messages: usize,
-    /// The provider requests they are expected to take.
-    pub requests: usize,
-}
-
-/// What `insert` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inserted {
-    New,
-    /// A message with the same idempotency key exists; its id.
-    Duplicate(String),
-}
-
-/// Filters for listing.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub state: Option<MessageState>,
-    pub plugin: Option<String>,
-    pub channel: Option<String>,
-    pub limit: usize,
-}
-
-/// What a shared throttle answered a worker asking to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reservation {
-    /// The slot is taken and counted at this time (in the clock the
-    /// reservation used); send now.
-    Granted(u64),
-    /// No slot yet; ask again after this many milliseconds of throttle time.
-    Wait(u64),
-    /// This host's claim on the message expired and another host holds it:
-    /// leave the message alone.
-    LeaseLost,
-}
-
-/// A throttle several hosts share: the slot, the send history and the
-/// claim on the message are decided together, in the shared engine.
-pub trait SharedThrottle: Send + Sync {
-    /// Takes a slot of `endpoint` for message `id`, which this host must
-    /// still hold, and renews that claim. `now_ms`: the hosts' common
-    /// scaled time, or `None` for the engine's own clock.
-    fn reserve(
-        &self,
-        endpoint: &str,
-        spec: &ThrottleSpec,
-        margin_ms: u64,
-        id: &str,
-        now_ms: Option<u64>,
-    ) -> Result<Reservation, OutboxError>;
-    /// Moves the send granted at `stamped_ms` to as late as its answer, at
-    /// `answered_ms` (`None`: the engine's own clock now), allows: the
-    /// shared counterpart of [`super::throttle::Throttle::answered`], so a
-    /// request that left late holds every host's next one for the real gap.
-    fn answered(
-        &self,
-        endpoint: &str,
-        spec: &ThrottleSpec,
-        margin_ms: u64,
-        stamped_ms: u64,
-        answered_ms: Option<u64>,
-    ) -> Result<(), OutboxError>;
-    /// How long a claim outlives a host that stopped renewing it.
-    fn lease(&self) -> std::time::Duration;
-}
-
-/// The outbox seam: SQLite for one host (its throttle lives in the host),
-/// PostgreSQL for several (see [`super::postgres`]).
-pub trait OutboxStore: Send + Sync {
-    /// The throttle this store shares with other hosts, if it is shared.
-    /// A shared store's `next_due` claims the message it returns.
-    fn shared_throttle(&self) -> Option<&dyn SharedThrottle> {
-        None
-    }
-
-    fn insert(&self, record: &OutboxRecord) -> Result<Inserted, OutboxError>;
-    /// Like `insert`, noting how many provider requests the message is
-    /// expected to take (targets times split parts), which admission counts.
-    fn insert_costed(
-        &self,
-        record: &OutboxRecord,
-        _requests: u32,
-    ) -> Result<Inserted, OutboxError> {
-        self.insert(record)
-    }
-    fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError>;
-    /// The next due message of an endpoint, taking plugins in turn: the
-    /// first plugin (by name) after `after_plugin` that has one due.
-    fn next_due(
-        &self,
-        endpoint: &str,
-        now_ms: u64,
-        after_plugin: Option<&str>,
-    ) -> Result<Option<OutboxRecord>, OutboxError>;
-    /// When the endpoint's next queued message falls due.
-    fn next_due_time(&self, endpoint: &str) -> Result<Option<u64>, OutboxError>;
-    fn mark_sending(&self, id: &str) -> Result<(), OutboxError>;
-    /// Stores a message's parts, and marks `absorbed` messages as carried
-    /// inside them, in one transaction.
-    fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError>;
-    /// Queued, never-planned, due messages of a channel other than
-    /// `except`, oldest first: what a merge may take along.
-    fn mergeable(
-        &self,
-        endpoint: &str,
-        channel: &str,
-        now_ms: u64,
-        except: &str,
-        limit: usize,
-    ) -> Result<Vec<OutboxRecord>, OutboxError>;
-    /// The messages carried inside `id`'s request.
-    fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError>;
-    fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError>;
-    fn part_done(
-        &self,
-        id: &str,
-        index: u32,
-        state: PartState,
-        provider_ids: &[String],
-        error: Option<&str>,
-    ) -> Result<(), OutboxError>;
-    fn requeue(
-        &self,
-        id: &str,
-        next_attempt_ms: u64,
-        attempts: u32,
-        error: &str,
-    ) -> Result<(), OutboxError>;
-    fn finish(
-        &self,
-        id: &str,
-        state: MessageState,
-        attempts: u32,
-        finished_ms: u64,
-        error: Option<&str>,
-    ) -> Result<(), OutboxError>;
-    /// After a crash: messages left `sending` go back to `queued`.
-    fn recover(&self) -> Result<usize, OutboxError>;
-    fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError>;
-    fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError>;
-    fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError>;
-    fn list(&self, filter: &ListFilter) -> Result<Vec<OutboxRecord>, OutboxError>;
-    /// Cancels a message that has not ended; false if there is none.
-    fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError>;
-    /// Queues a failed, partial or cancelled message again; false if there is none.
-    fn retry(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError>;
-    /// Finished messages whose report has not reached the plugin yet.
-    fn unreported(&self, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError>;
-    /// The plugins that have reports waiting, at most `limit` of them.
-    fn unreported_plugins(&self, limit: usize) -> Result<Vec<String>, OutboxError>;
-    /// One plugin's waiting reports, oldest first.
-    fn unreported_of(&self, plugin: &str, limit: usize) -> Result<Vec<OutboxRecord>, OutboxError>;
-    /// Messages waiting on an endpoint (queued or being sent), by plugin.
-    fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError>;
-    fn mark_reported(&self, id: &str) -> Result<(), OutboxError>;
-    /// Deletes up to `limit` messages that finished before `before_ms` and
-    /// were reported, with their parts and the messages merged into them;
-    /// returns how many it deleted (merged ones not counted).
-    fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError>;
-}
-
-/// Messages deleted per transaction: small, so an accept waits at most one
-/// short batch for the outbox.
-pub const PRUNE_BATCH: usize = 200;
-
-/// How often the pruner looks for expired messages.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// Deletes finished messages older than `retention` (in the outbox's clock)
-/// now and every minute until `stop`, in batches of [`PRUNE_BATCH`] on the
-/// blocking pool, yielding between batches so accepts go first.
-pub async fn prune_loop(
-    outbox: Arc<dyn OutboxStore>,
-    clock: SharedClock,
-    retention: Duration,
-    stop: CancellationToken,
-) {
-    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        let before = clock.now_ms().saturating_sub(retention_ms);
-        let mut total = 0;
-        loop {
-            let store = outbox.clone();
-            let batch = tokio::task::spawn_blocking(move || store.prune(before, PRUNE_BATCH)).await;
-            match batch {
-                Ok(Ok(n)) => {
-                    total += n;
-                    if n < PRUNE_BATCH {
-                        break;
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("cannot prune the outbox (trying again in a minute): {e}");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!("outbox pruning stopped: {e}");
-                    break;
-                }
-            }
-            if stop.is_cancelled() {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        if total > 0 {
-            tracing::info!(
-                pruned = total,
-                "deleted finished messages older than storage.retention"
-            );
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-        }
-    }
-}
-
-/// A part as stored: what differs from the message it belongs to.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredPart {
-    /// The format: 2. Earlier hosts stored a whole [`Part`], which has none.
-    v: u32,
-    target: String,
-    dedup_key: Option<String>,
-    /// The fields of the part's message that differ from the message's.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    changed: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    merged: Vec<StoredMerged>,
-}
-
-/// A message carried in a part's request.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StoredMerged {
-    /// Equal to the message stored under this id (it was merged in).
-    Member(String),
-    /// Any other: the fields that differ from the owning message's.
-    Changed(Map<String, Value>),
-}
-
-const PART_FORMAT: u32 = 2;
-
-fn to_object(message: &Message) -> Result<Map<String, Value>, OutboxError> {
-    match serde_json::to_value(message) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(OutboxError::Corrupt(
-            "a message did not encode as a JSON object".into(),
-        )),
-        Err(e) => Err(OutboxError::Corrupt(e.to_string())),
-    }
-}
-
-/// The fields of `message` whose value differs from `base`'s.
-fn changed_fields(
-    base: &Map<String, Value>,
-    message: &Message,
-) -> Result<Map<String, Value>, OutboxError> {
-    Ok(to_object(message)?
-        .into_iter()
-        .filter(|(k, v)| base.get(k) != Some(v))
-        .collect())
-}
-
-fn with_changes(base: &Map<String, Value>, changed: Map<String, Value>) -> Result<Message, String> {
-    let mut object = base.clone();
-    object.extend(changed);
-    serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())
-}
-
-/// Encodes `part` of a message whose body is `owner`; `members` are the
-/// messages merged into it, with their ids. What is equal to the owner or
-/// to a member is not stored again.
-pub(crate) fn encode_part(
-    owner: &Message,
-    members: &[(String, Message)],
-    part: &Part,
-) -> Result<String, OutboxError> {
-    let base = to_object(owner)?;
-    let mut merged = Vec::with_capacity(part.merged.len());
-    for m in &part.merged {
-        merged.push(match members.iter().find(|(_, member)| member == m) {
-            Some((id, _)) => StoredMerged::Member(id.clone()),
-            None => StoredMerged::Changed(changed_fields(&base, m)?),
-        });
-    }
-    json(&StoredPart {
-        v: PART_FORMAT,
-        target: part.target.clone(),
-        dedup_key: part.dedup_key.clone(),
-        changed: changed_fields(&base, &part.message)?,
-        merged,
-    })
-}
-
-/// Rewrites a part stored in the old whole-`Part` format of message `id`
-/// (stored body `owner`; `members`: the ids and stored bodies of the
-/// messages merged into it) in the current one.
-pub(crate) fn reencode_part(
-    id: &str,
-    idx: i64,
-    stored: &str,
-    owner: &str,
-    members: &[(String, String)],
-) -> Result<String, OutboxError> {
-    let owner = parse_message(id, owner)?;
-    let members: Vec<(String, Message)> = members
-        .iter()
-        .filter_map(|(mid, text)| Some((mid.clone(), parse_message(mid, text).ok()?)))
-        .collect();
-    let part: Part = serde_json::from_str(stored)
-        .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
-    encode_part(&owner, &members, &part)
-}
-
-/// Whether a stored part is in the current format (or a whole `Part`, as
-/// hosts before it wrote).
-pub(crate) fn is_current(stored: &str) -> bool {
-    serde_json::from_str::<Value>(stored)
-        .ok()
-        .and_then(|v| v.get("v").and_then(Value::as_u64))
-        == Some(u64::from(PART_FORMAT))
-}
-
-/// Decodes a stored part of the message `owner`; `member` reads a merged
-/// message's own row. Reads the older whole-`Part` format too.
-pub(crate) fn decode_part(
-    stored: &str,
-    owner: &Message,
-    member: &mut dyn FnMut(&str) -> Result<Message, OutboxError>,
-) -> Result<Part, String> {
-    if !is_current(stored) {
-        return serde_json::from_str::<Part>(stored).map_err(|e| e.to_string());
-    }
-    let s: StoredPart = serde_json::from_str(stored).map_err(|e| e.to_string())?;
-    let base = to_object(owner).map_err(|e| e.to_string())?;
-    let mut merged = Vec::with_capacity(s.merged.len());
-    for m in s.merged {
-        merged.push(match m {
-            StoredMerged::Member(id) => member(&id).map_err(|e| e.to_string())?,
-            StoredMerged::Changed(changed) => with_changes(&base, changed)?,
-        });
-    }
-    Ok(Part {
-        target: s.target,
-        message: with_changes(&base, s.changed)?,
-        dedup_key: s.dedup_key,
-        merged,
-    })
-}
-
-fn parse_message(id: &str, text: &str) -> Result<Message, OutboxError> {
-    serde_json::from_str(text).map_err(|e| OutboxError::Corrupt(format!("message {id}: {e}")))
-}
-
+/// The outbox in one SQLite file (`outbox.sqlite` in `storage.dir`).
 pub struct SqliteOutbox {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY,
-    plugin TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    message TEXT NOT NULL,
-    idempotency_key TEXT,
-    state TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    next_attempt_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    planned INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    finished_ms INTEGER,
-    reported INTEGER NOT NULL DEFAULT 0,
-    merged_into TEXT,
-    requests INTEGER NOT NULL DEFAULT 1,
-    UNIQUE (plugin, channel, idempotency_key)
-);
-CREATE INDEX IF NOT EXISTS messages_due ON messages (endpoint, state, plugin, next_attempt_ms);
-CREATE INDEX IF NOT EXISTS messages_unreported ON messages (reported, state);
-CREATE INDEX IF NOT EXISTS messages_finished ON messages (finished_ms) WHERE finished_ms IS NOT NULL;
-CREATE TABLE IF NOT EXISTS parts (
-    message_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    part TEXT NOT NULL,
-    state TEXT NOT NULL,
-    provider_ids TEXT NOT NULL DEFAULT '[]',
-    last_error TEXT,
-    PRIMARY KEY (message_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sends (
-    endpoint TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sends_by_endpoint ON sends (endpoint, at_ms);
-";
+/// SQLite's spelling of the shared tables.
+const DIALECT: Dialect = Dialect {
+    prefix: "",
+    ms: "INTEGER",
+    flag: "INTEGER",
+    no: "0",
+    message_columns: "",
+    parts_options: " WITHOUT ROWID",
+};
 
-const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms";
-
-fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxRecord, String>> {
-    let message_json: String = row.get(4)?;
-    let state: String = row.get(5)?;
-    let id: String = row.get(0)?;
-    let message = match serde_json::from_str::<Message>(&message_json) {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(format!("message {id}: {e}"))),
-    };
-    let Some(state) = MessageState::parse(&state) else {
-        return Ok(Err(format!("message {id}: unknown state `{state}`")));
-    };
-    Ok(Ok(OutboxRecord {
-        id,
-        plugin: row.get(1)?,
-        channel: row.get(2)?,
-        endpoint: row.get(3)?,
-        message,
-        state,
-        created_ms: row.get::<_, i64>(6)? as u64,
-        next_attempt_ms: row.get::<_, i64>(7)? as u64,
-        attempts: row.get::<_, i64>(8)? as u32,
-        planned: row.get::<_, i64>(9)? != 0,
-        last_error: row.get(10)?,
-        finished_ms: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
-    }))
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<String, OutboxError> {
+        Ok(self.get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, OutboxError> {
+        Ok(self.get(i)?)
+    }
+    fn int(&self, i: usize) -> Result<i64, OutboxError> {
+        Ok(self.get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, OutboxError> {
+        Ok(self.get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, OutboxError> {
+        Ok(self.get::<_, i64>(i)? != 0)
+    }
 }
 
 impl SqliteOutbox {
+    /// Opens (creating it if missing) the outbox file at `path`.
     pub fn open(path: &Path) -> Result<SqliteOutbox, OutboxError> {
         let open_err = |source| OutboxError::Open {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path).map_err(open_err)?;
+        let conn = crate::storage::open_sqlite(path).map_err(open_err)?;
         Self::init(conn).map_err(open_err)
     }
 
+    /// An outbox that lives in memory, for tests.
     pub fn in_memory() -> Result<SqliteOutbox, OutboxError> {
-        Ok(Self::init(Connection::open_in_memory()?)?)
+        let conn = crate::storage::configure_sqlite(Connection::open_in_memory()?)?;
+        Ok(Self::init(conn)?)
     }
 
     fn init(mut conn: Connection) -> Result<SqliteOutbox, rusqlite::Error> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a receipt promises the message is on disk, even across a
-        // power loss, not only a process crash.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&schema(&DIALECT))?;
         // Outboxes written before merging existed lack the column.
         let has_merged_into: bool = conn
             .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'merged_into'")?
@@ -702,17 +163,13 @@ impl SqliteOutbox {
         params: impl rusqlite::Params,
     ) -> Result<Vec<OutboxRecord>, OutboxError> {
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params, row_to_record)?;
+        let mut rows = stmt.query(params)?;
         let mut out = Vec::new();
-        for row in rows {
-            out.push(row?.map_err(OutboxError::Corrupt)?);
+        while let Some(row) = rows.next()? {
+            out.push(record_from(row)?);
         }
         Ok(out)
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String, OutboxError> {
-    serde_json::to_string(value).map_err(|e| OutboxError::Corrupt(e.to_string()))
 }
 
 impl OutboxStore for SqliteOutbox {
@@ -818,9 +275,11 @@ impl OutboxStore for SqliteOutbox {
                     "UPDATE messages SET state = 'merged', merged_into = ?2 WHERE id = ?1 AND state = 'queued'",
                     params![member, id],
                 )?;
-                if taken == 1
-                    && let Some(message) = Self::message_of(&tx, member)?
-                {
+                if taken == 0 {
+                    // Dropping the transaction rolls it back.
+                    return Err(member_taken(member, id));
+                }
+                if let Some(message) = Self::message_of(&tx, member)? {
                     members.push((member.clone(), message));
                 }
             }
@@ -871,57 +330,27 @@ impl OutboxStore for SqliteOutbox {
 
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT idx, part, state, provider_ids, last_error FROM parts WHERE message_id = ?1 ORDER BY idx",
-            )?;
-            let rows = stmt.query_map(params![id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?;
-            let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
-            if rows.is_empty() {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {PART_COLUMNS} FROM parts WHERE message_id = ?1 ORDER BY idx"
+            ))?;
+            let mut rows = stmt.query(params![id])?;
+            let mut parts = Vec::new();
+            while let Some(row) = rows.next()? {
+                parts.push(part_row(row)?);
+            }
+            if parts.is_empty() {
                 return Ok(Vec::new());
             }
-            let owner = Self::message_of(c, id)?
-                .ok_or_else(|| OutboxError::Corrupt(format!("parts of message {id}, which is not in the outbox")))?;
+            let owner: Option<String> = c
+                .prepare_cached("SELECT message FROM messages WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?;
             // A part names the messages merged into it; they are these.
-            let mut members: HashMap<String, Message> = HashMap::new();
-            {
-                let mut stmt =
-                    c.prepare_cached("SELECT id, message FROM messages WHERE merged_into = ?1")?;
-                let rows = stmt.query_map(params![id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?;
-                for row in rows {
-                    let (mid, text) = row?;
-                    if let Ok(m) = serde_json::from_str(&text) {
-                        members.insert(mid, m);
-                    }
-                }
-            }
-            let mut member = |mid: &str| -> Result<Message, OutboxError> {
-                members.get(mid).cloned().ok_or_else(|| {
-                    OutboxError::Corrupt(format!("message {mid}, merged into {id}, is not in the outbox"))
-                })
-            };
-            let mut out = Vec::new();
-            for (idx, part, state, ids, last_error) in rows {
-                let part = decode_part(&part, &owner, &mut member)
-                    .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
-                out.push(PartRecord {
-                    index: idx as u32,
-                    part,
-                    state: PartState::parse(&state),
-                    provider_ids: serde_json::from_str(&ids).unwrap_or_default(),
-                    last_error,
-                });
-            }
-            Ok(out)
+            let members: Vec<(String, String)> = c
+                .prepare_cached("SELECT id, message FROM messages WHERE merged_into = ?1")?
+                .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            decode_parts(id, parts, owner, members)
         })
     }
 
@@ -983,41 +412,6 @@ impl OutboxStore for SqliteOutbox {
                 "UPDATE messages SET state = 'queued' WHERE state = 'sending'",
                 [],
             )?)
-        })
-    }
-
-    fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
-        self.with(|c| {
-            // This write sits just before a provider request, so it skips
-            // the fsync: in WAL mode a NORMAL commit still survives a killed
-            // process (only a power loss could forget the last sends), which
-            // is what daily counters need; messages stay FULL.
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            let inserted = c.execute(
-                "INSERT INTO sends (endpoint, at_ms) VALUES (?1, ?2)",
-                params![endpoint, at_ms as i64],
-            );
-            c.pragma_update(None, "synchronous", "FULL")?;
-            inserted?;
-            Ok(())
-        })
-    }
-
-    fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
-        self.with(|c| {
-            // History older than any window is useless; drop it here.
-            c.execute(
-                "DELETE FROM sends WHERE endpoint = ?1 AND at_ms < ?2",
-                params![endpoint, since_ms as i64],
-            )?;
-            let mut stmt =
-                c.prepare_cached("SELECT at_ms FROM sends WHERE endpoint = ?1 ORDER BY at_ms")?;
-            let rows = stmt.query_map(params![endpoint], |r| r.get::<_, i64>(0))?;
-            let mut out = Vec::new();
-            for r in rows {
-                out.push(r? as u64);
-            }
-            Ok(out)
         })
     }
 
@@ -1161,9 +555,47 @@ impl OutboxStore for SqliteOutbox {
     }
 }
 
+impl SendLog for SqliteOutbox {
+    fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
+        self.with(|c| {
+            // This write sits just before a provider request, so it skips
+            // the fsync: in WAL mode a NORMAL commit still survives a killed
+            // process (only a power loss could forget the last sends), which
+            // is what daily counters need; messages stay FULL.
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            let inserted = c.execute(
+                "INSERT INTO sends (endpoint, at_ms) VALUES (?1, ?2)",
+                params![endpoint, at_ms as i64],
+            );
+            c.pragma_update(None, "synchronous", "FULL")?;
+            inserted?;
+            Ok(())
+        })
+    }
+
+    fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
+        self.with(|c| {
+            // History older than any window is useless; drop it here.
+            c.execute(
+                "DELETE FROM sends WHERE endpoint = ?1 AND at_ms < ?2",
+                params![endpoint, since_ms as i64],
+            )?;
+            let mut stmt =
+                c.prepare_cached("SELECT at_ms FROM sends WHERE endpoint = ?1 ORDER BY at_ms")?;
+            let rows = stmt.query_map(params![endpoint], |r| r.get::<_, i64>(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r? as u64);
+            }
+            Ok(out)
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::delivery::store::PRUNE_BATCH;
     use crate::wit::types::{Content, MessageOptions};
 
     /// A message at the caps a plugin may fill: 64 KiB of `extra`, three

@@ -29,10 +29,15 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
+    /// Never TLS.
     Disable,
+    /// TLS if the server offers it (the default).
     Prefer,
+    /// Always TLS; the certificate is not checked.
     Require,
+    /// Always TLS; the certificate chains to a trusted root.
     VerifyCa,
+    /// That, and it names the host connected to.
     VerifyFull,
 }
 
@@ -48,6 +53,7 @@ impl SslMode {
         })
     }
 
+    /// The mode's name in a connection string.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
@@ -64,7 +70,9 @@ pub struct Target {
     /// The async client's config; `postgres::Config::from` it for the
     /// blocking client.
     pub config: tokio_postgres::Config,
+    /// The `sslmode` asked for.
     pub mode: SslMode,
+    /// The TLS connector for that mode.
     pub tls: MakeRustlsConnect,
 }
 

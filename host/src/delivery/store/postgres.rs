@@ -40,7 +40,6 @@
 //!   `task::block_in_place`); `send-broadcast` calls from `spawn_blocking`.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,65 +47,43 @@ use std::time::{Duration, Instant};
 use postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::outbox::{
-    Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState, PluginBacklog, Reservation, SharedThrottle, decode_part, encode_part, is_current,
-    reencode_part,
+use super::{
+    COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
+    OutboxStore, PART_COLUMNS, PartRecord, PartState, PluginBacklog, Reservation, ThrottleStore,
+    decode_parts, encode_part, is_current, json, member_taken, part_row, record_from,
+    reencode_part, schema,
 };
-use super::throttle::{Limit, Throttle, ThrottleSpec};
 use crate::config::Secret;
+use crate::delivery::throttle::{Clock, Throttle, ThrottleKey, ThrottleSpec};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
 /// Connections per host. Each endpoint worker, `send-broadcast` and the
 /// report loop block on one at a time.
-const CONNECTIONS: usize = 4;
+pub const CONNECTIONS: usize = 4;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS botbox_messages (
-    id TEXT PRIMARY KEY,
-    plugin TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    message TEXT NOT NULL,
-    idempotency_key TEXT,
-    state TEXT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    next_attempt_ms BIGINT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    planned BOOLEAN NOT NULL DEFAULT FALSE,
-    last_error TEXT,
-    finished_ms BIGINT,
+/// PostgreSQL's spelling of the shared tables; a message also records
+/// who holds it (`claimed_by` until `lease_until`) and when it finished on
+/// the database's clock.
+const DIALECT: Dialect = Dialect {
+    prefix: "botbox_",
+    ms: "BIGINT",
+    flag: "BOOLEAN",
+    no: "FALSE",
+    message_columns: "
     finished_at TIMESTAMPTZ,
-    reported BOOLEAN NOT NULL DEFAULT FALSE,
-    merged_into TEXT,
     claimed_by TEXT,
-    lease_until TIMESTAMPTZ,
-    requests INTEGER NOT NULL DEFAULT 1,
-    UNIQUE (plugin, channel, idempotency_key)
-);
+    lease_until TIMESTAMPTZ,",
+    parts_options: "",
+};
+
+/// The tables only a shared database has, after [`schema`]'s.
+const SHARED_SCHEMA: &str = "
 ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 1;
-CREATE INDEX IF NOT EXISTS botbox_messages_due ON botbox_messages (endpoint, state, plugin, next_attempt_ms);
-CREATE INDEX IF NOT EXISTS botbox_messages_unreported ON botbox_messages (reported, state);
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
-CREATE INDEX IF NOT EXISTS botbox_messages_finished ON botbox_messages (finished_ms) WHERE finished_ms IS NOT NULL;
-CREATE TABLE IF NOT EXISTS botbox_parts (
-    message_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    part TEXT NOT NULL,
-    state TEXT NOT NULL,
-    provider_ids TEXT NOT NULL DEFAULT '[]',
-    last_error TEXT,
-    PRIMARY KEY (message_id, idx)
-);
 CREATE TABLE IF NOT EXISTS botbox_throttles (
     endpoint TEXT PRIMARY KEY
 );
-CREATE TABLE IF NOT EXISTS botbox_sends (
-    endpoint TEXT NOT NULL,
-    at_ms BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS botbox_sends_by_endpoint ON botbox_sends (endpoint, at_ms);
 CREATE TABLE IF NOT EXISTS botbox_schema (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     parts_format INTEGER NOT NULL
@@ -116,8 +93,6 @@ CREATE TABLE IF NOT EXISTS botbox_clock (
     origin_ms BIGINT NOT NULL
 );
 ";
-
-const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms";
 
 /// The database's clock in Unix milliseconds.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -168,6 +143,7 @@ struct Job {
     work: Work,
 }
 
+/// The outbox and the throttles of several hosts, in one PostgreSQL database.
 pub struct PgOutbox {
     jobs: Mutex<mpsc::Sender<Job>>,
     /// Who this host is in `claimed_by`.
@@ -214,28 +190,29 @@ fn unavailable(place: &str, e: &postgres::Error) -> String {
     )
 }
 
-fn record_from(row: &Row) -> Result<OutboxRecord, OutboxError> {
-    let id: String = row.get(0);
-    let message_json: String = row.get(4);
-    let state: String = row.get(5);
-    let message = serde_json::from_str::<Message>(&message_json)
-        .map_err(|e| OutboxError::Corrupt(format!("message {id}: {e}")))?;
-    let state = MessageState::parse(&state)
-        .ok_or_else(|| OutboxError::Corrupt(format!("message {id}: unknown state `{state}`")))?;
-    Ok(OutboxRecord {
-        id,
-        plugin: row.get(1),
-        channel: row.get(2),
-        endpoint: row.get(3),
-        message,
-        state,
-        created_ms: row.get::<_, i64>(6) as u64,
-        next_attempt_ms: row.get::<_, i64>(7) as u64,
-        attempts: row.get::<_, i32>(8) as u32,
-        planned: row.get(9),
-        last_error: row.get(10),
-        finished_ms: row.get::<_, Option<i64>>(11).map(|v| v as u64),
-    })
+impl Columns for Row {
+    fn text(&self, i: usize) -> Result<String, OutboxError> {
+        self.try_get(i).map_err(column)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, OutboxError> {
+        self.try_get(i).map_err(column)
+    }
+    fn int(&self, i: usize) -> Result<i64, OutboxError> {
+        // BIGINT for times, INTEGER for counts.
+        self.try_get::<_, i64>(i)
+            .or_else(|_| self.try_get::<_, i32>(i).map(i64::from))
+            .map_err(column)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, OutboxError> {
+        self.try_get(i).map_err(column)
+    }
+    fn flag(&self, i: usize) -> Result<bool, OutboxError> {
+        self.try_get(i).map_err(column)
+    }
+}
+
+fn column(e: postgres::Error) -> OutboxError {
+    OutboxError::Corrupt(e.to_string())
 }
 
 /// Databases written before the current part format stored a whole copy
@@ -312,20 +289,14 @@ fn records(rows: Vec<Row>) -> Result<Vec<OutboxRecord>, OutboxError> {
     rows.iter().map(record_from).collect()
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String, OutboxError> {
-    serde_json::to_string(value).map_err(|e| OutboxError::Corrupt(e.to_string()))
-}
-
 impl PgOutbox {
     /// Connects, creates the tables if they are missing, and starts the
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
-        let target = super::pg_tls::target(url.expose()).map_err(OutboxError::Unavailable)?;
+        let target =
+            crate::storage::postgres_target(url, "botbox").map_err(OutboxError::Unavailable)?;
         let mut config = postgres::Config::from(target.config);
         let tls = target.tls;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(3));
-        }
         // A peer that vanished (a partition, a crashed machine) is found
         // within about 10 + 3 × 5 s instead of the kernel's two hours.
         if !config.get_keepalives() || config.get_keepalives_idle() > Duration::from_secs(10) {
@@ -336,7 +307,6 @@ impl PgOutbox {
         config.keepalives_retries(3);
         // Sent data nobody acknowledges for this long closes the socket.
         config.tcp_user_timeout(CALL_DEADLINE);
-        config.application_name("botbox");
         let place = describe(&config);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -366,13 +336,15 @@ impl PgOutbox {
             // EXISTS; an advisory lock makes them take turns.
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock(7041999)", &[])?;
-            tx.batch_execute(SCHEMA)?;
+            tx.batch_execute(&schema(&DIALECT))?;
+            tx.batch_execute(SHARED_SCHEMA)?;
             migrate_parts(&mut tx)?;
             tx.commit()
         })?;
         Ok(outbox)
     }
 
+    /// Who this host is in `claimed_by`.
     pub fn host_id(&self) -> &str {
         &self.host_id
     }
@@ -541,8 +513,13 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect) -> Result<Client,
     Ok(client)
 }
 
-impl SharedThrottle for PgOutbox {
-    fn reserve(
+impl PgOutbox {
+    /// Takes a slot of `endpoint` for message `id`, which this host must
+    /// still hold, and renews that claim, in one transaction that holds the
+    /// endpoint's row: the read-modify-write of its send history that
+    /// [`Throttle::take`] decides on. `now_ms`: the hosts' common scaled
+    /// time, or `None` for the database's own clock.
+    pub fn reserve(
         &self,
         endpoint: &str,
         spec: &ThrottleSpec,
@@ -600,25 +577,28 @@ impl SharedThrottle for PgOutbox {
                 .iter()
                 .map(|r| r.get::<_, i64>(0) as u64)
                 .collect();
-            let throttle = Throttle::with_history(spec, margin_ms, history);
-            let at = throttle.next_allowed(now as u64) as i64;
-            let answer = if at <= now {
-                // History older than every window is dropped as it goes.
-                tx.execute(
-                    "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
-                     INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
-                    &[&endpoint, &now, &since],
-                )?;
-                Reservation::Granted(now as u64)
-            } else {
-                Reservation::Wait((at - now) as u64)
+            let mut throttle = Throttle::with_history(spec, margin_ms, history);
+            let answer = match throttle.take(now as u64) {
+                Ok(at) => {
+                    // History older than every window is dropped as it goes.
+                    tx.execute(
+                        "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
+                         INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                        &[&endpoint, &(at as i64), &since],
+                    )?;
+                    Reservation::Granted(at)
+                }
+                Err(wait) => Reservation::Wait(wait),
             };
             tx.commit()?;
             Ok(answer)
         })
     }
 
-    fn answered(
+    /// Moves the send granted at `stamped_ms` to as late as its answer, at
+    /// `answered_ms` (`None`: the database's clock now), allows, by
+    /// [`Throttle::history_shift`]: one history serves every window here.
+    pub fn answered_at(
         &self,
         endpoint: &str,
         spec: &ThrottleSpec,
@@ -626,22 +606,10 @@ impl SharedThrottle for PgOutbox {
         stamped_ms: u64,
         answered_ms: Option<u64>,
     ) -> Result<(), OutboxError> {
-        // One history serves every window here, so it moves by the smallest
-        // window's allowance: `next_allowed` adds `margin + period / 100`
-        // per window, so the next request of every window is then at least
-        // a period after the answer, which follows the request's arrival.
-        let Some(shortest) = spec
-            .limits
-            .iter()
-            .filter_map(|l| match l {
-                Limit::Window { period_ms, .. } => Some(*period_ms),
-                Limit::LeakyBucket { .. } => None,
-            })
-            .min()
-        else {
+        let Some(back) = Throttle::history_shift(spec, margin_ms) else {
             return Ok(());
         };
-        let back = (margin_ms + shortest / 100) as i64;
+        let back = back as i64;
         let endpoint = endpoint.to_string();
         let stamped = stamped_ms as i64;
         let answered = answered_ms.map(|ms| ms as i64);
@@ -657,14 +625,83 @@ impl SharedThrottle for PgOutbox {
         })
     }
 
-    fn lease(&self) -> Duration {
-        self.lease
+    /// Counts a send of `endpoint` at `at_ms`, outside any reservation.
+    pub fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                &[&endpoint, &(at_ms as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The sends of `endpoint` since `since_ms`, every host's, oldest first.
+    pub fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let rows = c.query(
+                "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
+                &[&endpoint, &(since_ms as i64)],
+            )?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        })
+    }
+}
+
+/// The hosts' common scaled time, or `None` in real time, where the
+/// database's clock decides (hosts' clocks do not matter).
+fn shared_now(clock: &dyn Clock) -> Option<u64> {
+    (!clock.real_time()).then(|| clock.now_ms())
+}
+
+impl ThrottleStore for PgOutbox {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError> {
+        // Other hosts send too: estimate from the shared history.
+        let since = now_ms.saturating_sub(key.spec.horizon_ms());
+        let history = self.sends_since(&key.endpoint, since)?;
+        Ok(Throttle::with_history(key.spec.clone(), key.margin_ms, history).eta_of_nth(n, now_ms))
+    }
+
+    fn take(
+        &self,
+        key: &ThrottleKey,
+        claim: &str,
+        clock: &dyn Clock,
+    ) -> Result<Reservation, OutboxError> {
+        self.reserve(
+            &key.endpoint,
+            &key.spec,
+            key.margin_ms,
+            claim,
+            shared_now(clock),
+        )
+    }
+
+    fn answered(
+        &self,
+        key: &ThrottleKey,
+        stamped_ms: u64,
+        clock: &dyn Clock,
+    ) -> Result<(), OutboxError> {
+        self.answered_at(
+            &key.endpoint,
+            &key.spec,
+            key.margin_ms,
+            stamped_ms,
+            shared_now(clock),
+        )
     }
 }
 
 impl OutboxStore for PgOutbox {
-    fn shared_throttle(&self) -> Option<&dyn SharedThrottle> {
-        Some(self)
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
     }
 
     fn insert(&self, r: &OutboxRecord) -> Result<Inserted, OutboxError> {
@@ -792,13 +829,8 @@ impl OutboxStore for PgOutbox {
                     &[member, &id],
                 )?;
                 if n == 0 {
-                    // Another host took it meanwhile: carrying it here too
-                    // would send it twice. Plan again.
                     tx.rollback()?;
-                    return Err(OutboxError::Conflict(format!(
-                        "message {member} was taken by another host while {id} was merging it"
-                    ))
-                    .into());
+                    return Err(member_taken(member, &id).into());
                 }
                 if let Some(message) = message_of(&mut tx, member)? {
                     members.push((member.clone(), message));
@@ -869,50 +901,28 @@ impl OutboxStore for PgOutbox {
         let id = id.to_string();
         self.run_checked(move |c| {
             let rows = c.query(
-                "SELECT idx, part, state, provider_ids, last_error FROM botbox_parts WHERE message_id = $1 ORDER BY idx",
+                &format!(
+                    "SELECT {PART_COLUMNS} FROM botbox_parts WHERE message_id = $1 ORDER BY idx"
+                ),
                 &[&id],
             )?;
-            if rows.is_empty() {
+            let parts = rows.iter().map(part_row).collect::<Result<Vec<_>, _>>()?;
+            if parts.is_empty() {
                 return Ok(Vec::new());
             }
-            let owner = message_of(c, &id)?.ok_or_else(|| {
-                OutboxError::Corrupt(format!("parts of message {id}, which is not in the outbox"))
-            })?;
+            let owner = c
+                .query_opt("SELECT message FROM botbox_messages WHERE id = $1", &[&id])?
+                .map(|r| r.get(0));
             // A part names the messages merged into it; they are these.
-            let mut members: HashMap<String, Message> = HashMap::new();
-            for row in c.query(
-                "SELECT id, message FROM botbox_messages WHERE merged_into = $1",
-                &[&id],
-            )? {
-                let (mid, text): (String, String) = (row.get(0), row.get(1));
-                if let Ok(m) = serde_json::from_str(&text) {
-                    members.insert(mid, m);
-                }
-            }
-            let mut member = |mid: &str| -> Result<Message, OutboxError> {
-                members.get(mid).cloned().ok_or_else(|| {
-                    OutboxError::Corrupt(format!(
-                        "message {mid}, merged into {id}, is not in the outbox"
-                    ))
-                })
-            };
-            let mut out = Vec::new();
-            for row in rows {
-                let idx: i32 = row.get(0);
-                let part: String = row.get(1);
-                let state: String = row.get(2);
-                let ids: String = row.get(3);
-                let part = decode_part(&part, &owner, &mut member)
-                    .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?;
-                out.push(PartRecord {
-                    index: idx as u32,
-                    part,
-                    state: PartState::parse(&state),
-                    provider_ids: serde_json::from_str(&ids).unwrap_or_default(),
-                    last_error: row.get(4),
-                });
-            }
-            Ok(out)
+            let members = c
+                .query(
+                    "SELECT id, message FROM botbox_messages WHERE merged_into = $1",
+                    &[&id],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            Ok(decode_parts(&id, parts, owner, members)?)
         })
     }
 
@@ -998,28 +1008,6 @@ impl OutboxStore for PgOutbox {
         // Other hosts may be sending right now: a dead host's claims come
         // back through their leases, not through a restart.
         Ok(0)
-    }
-
-    fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
-        let endpoint = endpoint.to_string();
-        self.run(move |c| {
-            c.execute(
-                "INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
-                &[&endpoint, &(at_ms as i64)],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
-        let endpoint = endpoint.to_string();
-        self.run(move |c| {
-            let rows = c.query(
-                "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
-                &[&endpoint, &(since_ms as i64)],
-            )?;
-            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
-        })
     }
 
     fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError> {
@@ -1180,265 +1168,5 @@ impl OutboxStore for PgOutbox {
             )?;
             Ok(n as usize)
         })
-    }
-}
-
-#[cfg(test)]
-#[path = "../../../tests/support/pg.rs"]
-mod pg;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wit::types::Content;
-
-    fn record(id: &str, created: u64) -> OutboxRecord {
-        OutboxRecord {
-            id: id.into(),
-            plugin: "p".into(),
-            channel: "lobby".into(),
-            endpoint: "t/default".into(),
-            message: Message {
-                channel: "lobby".into(),
-                content: Content::Text(id.into()),
-                sender: None,
-                extra: None,
-                idempotency_key: Some(format!("key-{id}")),
-                reply_to: None,
-                options: None,
-            },
-            state: MessageState::Queued,
-            created_ms: created,
-            next_attempt_ms: created,
-            attempts: 0,
-            planned: false,
-            last_error: None,
-            finished_ms: None,
-        }
-    }
-
-    fn host(server: &pg::PgServer, lease: Duration) -> PgOutbox {
-        PgOutbox::open(&Secret::new(server.url()), lease).unwrap()
-    }
-
-    #[test]
-    fn two_hosts_never_claim_the_same_message_and_a_dead_hosts_claims_expire() {
-        let server = pg::PgServer::start();
-        let a = host(&server, Duration::from_secs(1));
-        let b = host(&server, Duration::from_secs(1));
-        a.insert(&record("m1", 1)).unwrap();
-        a.insert(&record("m2", 2)).unwrap();
-        assert_eq!(
-            a.insert(&record("m3", 3)).unwrap(),
-            Inserted::New,
-            "a new key"
-        );
-        let mut dup = record("m4", 4);
-        dup.message.idempotency_key = Some("key-m1".into());
-        assert_eq!(b.insert(&dup).unwrap(), Inserted::Duplicate("m1".into()));
-        let first = a.next_due("t/default", 10, None).unwrap().unwrap();
-        let second = b.next_due("t/default", 10, None).unwrap().unwrap();
-        assert_ne!(first.id, second.id);
-        assert_eq!(first.id, "m1");
-        // `a` dies holding m1. Until its lease passes, m1 is nobody else's.
-        let third = b.next_due("t/default", 10, None).unwrap().unwrap();
-        assert_eq!(third.id, "m3");
-        assert!(b.next_due("t/default", 10, None).unwrap().is_none());
-        std::thread::sleep(Duration::from_millis(1200));
-        let taken = b.next_due("t/default", 10, None).unwrap().unwrap();
-        assert_eq!(taken.id, "m1");
-        // The dead host's claim is fenced: it gets no slot for m1 any more.
-        let spec = ThrottleSpec::windows(&[(100, 1000)]);
-        assert_eq!(
-            a.reserve("t/default", &spec, 0, "m1", None).unwrap(),
-            Reservation::LeaseLost
-        );
-        assert!(matches!(
-            b.reserve("t/default", &spec, 0, "m1", None).unwrap(),
-            Reservation::Granted(_)
-        ));
-        assert_eq!(b.pending_count("t/default").unwrap(), 3);
-        b.finish("m1", MessageState::Delivered, 1, 20, None)
-            .unwrap();
-        assert_eq!(b.unreported(10).unwrap().len(), 1);
-        assert!(
-            a.unreported(10).unwrap().is_empty(),
-            "the finishing host reports"
-        );
-    }
-
-    #[test]
-    fn hosts_racing_for_slots_stay_inside_every_window() {
-        let server = pg::PgServer::start();
-        let spec = ThrottleSpec::windows(&[(3, 400), (5, 3000)]);
-        let hosts: Vec<Arc<PgOutbox>> = (0..3)
-            .map(|_| Arc::new(host(&server, Duration::from_secs(30))))
-            .collect();
-        for i in 0..3 {
-            hosts[0].insert(&record(&format!("m{i}"), i)).unwrap();
-        }
-        let threads: Vec<_> = hosts
-            .iter()
-            .map(|h| {
-                let h = h.clone();
-                let spec = spec.clone();
-                std::thread::spawn(move || {
-                    let claimed = h.next_due("t/default", 10, None).unwrap().unwrap();
-                    let mut granted = 0;
-                    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
-                    while std::time::Instant::now() < deadline {
-                        match h.reserve("t/default", &spec, 0, &claimed.id, None).unwrap() {
-                            Reservation::Granted(_) => granted += 1,
-                            Reservation::Wait(ms) => {
-                                std::thread::sleep(Duration::from_millis(ms.min(50)))
-                            }
-                            Reservation::LeaseLost => panic!("lost a live claim"),
-                        }
-                    }
-                    granted
-                })
-            })
-            .collect();
-        let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        let sends = hosts[0].sends_since("t/default", 0).unwrap();
-        assert_eq!(sends.len(), granted);
-        // Within 2.5 s of "3 per 400 ms, 5 per 3 s": 3 at once, 2 more
-        // after 404 ms, then nothing: the whole quota, and no more.
-        assert_eq!(granted, 5);
-        for (count, period) in [(3usize, 400u64), (5, 3000)] {
-            for (i, start) in sends.iter().enumerate() {
-                let within = sends[i..]
-                    .iter()
-                    .take_while(|t| **t < start + period)
-                    .count();
-                assert!(within <= count, "{within} sends within {period} ms");
-            }
-        }
-    }
-
-    #[test]
-    fn sslmode_require_runs_over_tls_and_verify_full_refuses_the_wrong_ca() {
-        let server = pg::PgServer::start_tls();
-        let lease = Duration::from_secs(30);
-        let open =
-            |query: &str| PgOutbox::open(&Secret::new(format!("{}?{query}", server.url())), lease);
-        let require = open("sslmode=require").unwrap();
-        assert!(
-            require.session_tls().unwrap(),
-            "require: TLS, as pg_stat_ssl says"
-        );
-        let ca = server.ca();
-        let full = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display())).unwrap();
-        assert!(full.session_tls().unwrap(), "verify-full with the right CA");
-        let wrong = server.wrong_ca();
-        let err = open(&format!(
-            "sslmode=verify-full&sslrootcert={}",
-            wrong.display()
-        ))
-        .err()
-        .expect("verify-full with the wrong CA is refused")
-        .to_string();
-        assert!(
-            err.contains("TLS") && err.contains("sslrootcert") && err.contains("UnknownIssuer"),
-            "{err}"
-        );
-        let plain = open("sslmode=disable").unwrap();
-        assert!(!plain.session_tls().unwrap(), "disable: no TLS");
-        // The default (prefer) takes TLS when the server offers it.
-        let default = PgOutbox::open(&Secret::new(server.url()), lease).unwrap();
-        assert!(default.session_tls().unwrap());
-    }
-
-    #[test]
-    fn an_unreachable_engine_is_an_error_that_says_so_and_it_reconnects() {
-        let server = pg::PgServer::start();
-        let a = host(&server, Duration::from_secs(30));
-        a.insert(&record("m1", 1)).unwrap();
-        server.stop();
-        let err = a.insert(&record("m2", 2)).unwrap_err();
-        assert!(matches!(err, OutboxError::Unavailable(_)), "{err}");
-        let err = a.pending_count("t/default").unwrap_err().to_string();
-        assert!(err.contains("PostgreSQL"), "{err}");
-        server.start_again();
-        let mut back = None;
-        for _ in 0..CONNECTIONS + 1 {
-            if let Ok(n) = a.pending_count("t/default") {
-                back = Some(n);
-                break;
-            }
-        }
-        assert_eq!(back, Some(1), "one message, and m2 was never accepted");
-        let url = Secret::new("postgres://u:hunter2@127.0.0.1:1/x".into());
-        let err = PgOutbox::open(&url, Duration::from_secs(30))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("127.0.0.1:1"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
-    }
-
-    fn part_bytes(server: &pg::PgServer) -> (i64, i64) {
-        let row = server
-            .client()
-            .query_one(
-                "SELECT COUNT(*), COALESCE(SUM(octet_length(part)), 0)::bigint FROM botbox_parts",
-                &[],
-            )
-            .unwrap();
-        (row.get(0), row.get(1))
-    }
-
-    #[test]
-    fn parts_store_the_body_once_and_old_parts_are_migrated() {
-        use crate::delivery::outbox::tests::{heavy, meeting_parts, record as rec};
-        let server = pg::PgServer::start();
-        let o = host(&server, Duration::from_secs(30));
-        let mut a = rec("a", "p1", 1, None);
-        a.message = heavy("lobby", "the first half the second half");
-        o.insert(&a).unwrap();
-        let parts = meeting_parts(&a.message);
-        o.save_plan("a", &parts, &[]).unwrap();
-        let (rows, bytes) = part_bytes(&server);
-        assert_eq!(rows, 6);
-        assert!(bytes < 1024, "parts hold {bytes} bytes");
-        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
-        assert_eq!(read, parts);
-        // A database written before: whole parts and no recorded format.
-        let mut c = server.client();
-        for (i, part) in parts.iter().enumerate() {
-            c.execute(
-                "UPDATE botbox_parts SET part = $3 WHERE message_id = $1 AND idx = $2",
-                &[&"a", &(i as i32), &serde_json::to_string(part).unwrap()],
-            )
-            .unwrap();
-        }
-        c.execute("DELETE FROM botbox_schema", &[]).unwrap();
-        assert!(part_bytes(&server).1 > 6 * 150_000);
-        // Old parts read as they are, and the next host to start rewrites them.
-        assert_eq!(o.parts("a").unwrap()[0].part, parts[0]);
-        let o = host(&server, Duration::from_secs(30));
-        let (rows, bytes) = part_bytes(&server);
-        assert_eq!(rows, 6);
-        assert!(bytes < 1024, "after the migration parts hold {bytes} bytes");
-        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
-        assert_eq!(read, parts);
-    }
-
-    #[test]
-    fn pruning_removes_reported_messages_past_the_retention_and_keeps_the_rest() {
-        use crate::delivery::outbox::tests::{assert_pruned, prune_fixture};
-        let server = pg::PgServer::start();
-        let o = host(&server, Duration::from_secs(30));
-        prune_fixture(&o);
-        assert_pruned(&o);
-        let orphans: i64 = server
-            .client()
-            .query_one(
-                "SELECT COUNT(*) FROM botbox_parts WHERE message_id NOT IN (SELECT id FROM botbox_messages)",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert_eq!(orphans, 0);
     }
 }

@@ -21,12 +21,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Secret, StorageBackend, StorageConfig};
+use super::Location;
+use crate::config::{Secret, StorageConfig};
 
+/// Why the token store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenStoreError {
+    /// The SQLite file failed.
     #[error("the token store in `{path}` failed: {reason}")]
-    Sqlite { path: String, reason: String },
+    Sqlite {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// Never the connection string: it may hold a password.
     #[error(
         "the token store in PostgreSQL (`storage.postgres_url`) failed: {0}; check that the server is running"
@@ -38,6 +46,7 @@ pub enum TokenStoreError {
 /// version it was sealed for.
 #[derive(Debug, Clone)]
 pub struct StoredRow {
+    /// Bumped by every save: a save for an older version is refused.
     pub version: i64,
     /// `(nonce, ciphertext)`, as the provider sealed them.
     pub sealed: Option<(Vec<u8>, Vec<u8>)>,
@@ -57,6 +66,7 @@ enum Backend {
     Postgres(Secret),
 }
 
+/// Rotating provider credentials, sealed, one row per provider account, with a refresh lease.
 pub struct TokenStore {
     backend: Backend,
     /// Who holds the lease, in `locked_by`: unique per process.
@@ -106,9 +116,9 @@ fn row_from(version: i64, nonce: Option<Vec<u8>>, sealed: Option<Vec<u8>>) -> St
 impl TokenStore {
     /// The store of the configured backend. Connects on first use.
     pub fn from_config(storage: &StorageConfig) -> Arc<TokenStore> {
-        let backend = match &storage.backend {
-            StorageBackend::Sqlite => Backend::Sqlite(storage.dir.join("outbox.sqlite")),
-            StorageBackend::Postgres { url, .. } => Backend::Postgres(url.clone()),
+        let backend = match Location::of(storage) {
+            Location::Sqlite(path) => Backend::Sqlite(path),
+            Location::Postgres { url, .. } => Backend::Postgres(url),
         };
         Self::new(backend)
     }
@@ -332,12 +342,8 @@ impl TokenStore {
 async fn pg_connect(url: &Secret) -> Result<tokio_postgres::Client, TokenStoreError> {
     let fail = |e: tokio_postgres::Error| TokenStoreError::Postgres(e.to_string());
     // The same sslmode/sslrootcert rules as the outbox's connections.
-    let target = super::pg_tls::target(url.expose()).map_err(TokenStoreError::Postgres)?;
-    let mut config = target.config;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(3));
-    }
-    config.application_name("botbox-tokens");
+    let target = super::postgres_target(url, "botbox-tokens").map_err(TokenStoreError::Postgres)?;
+    let config = target.config;
     let (mut client, connection) = config.connect(target.tls).await.map_err(fail)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

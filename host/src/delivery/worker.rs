@@ -1,0 +1,452 @@
+//! The workers: one per (provider account, endpoint). Each takes its
+//! endpoint's messages in turn across plugins, plans them into parts, waits
+//! for the throttle store's slot before each request, sends, and records
+//! every outcome; transient failures go back to the queue ([`super::retry`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::store::{
+    self, MessageState, OutboxError, OutboxRecord, PartRecord, PartState, Reservation,
+};
+use super::{Channel, Delivery, Endpoint, Finished, Throttled};
+use crate::providers::{DeliveryOutcome, Part};
+use crate::sanitize;
+
+/// How often an idle worker looks for messages other hosts accepted, when
+/// the outbox is shared: only this host's own `send-broadcast` wakes it.
+pub const SHARED_POLL: Duration = Duration::from_millis(200);
+
+/// What waiting for the throttle came to.
+enum Slot {
+    /// Send now. The throttle counted the request at this time (in the
+    /// clock the store used), to be moved later if the request left late
+    /// (see [`ThrottleStore::answered`]).
+    Go(u64),
+    /// The host is stopping.
+    Stopped,
+    /// Another host holds the message now.
+    Lost,
+}
+
+impl Delivery {
+    /// Starts one worker per endpoint. They stop when `stop` is cancelled,
+    /// after the request in flight, leaving the rest queued on disk.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) -> TaskTracker {
+        match self.outbox.recover() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "{n} message(s) were being sent when the host stopped; sending them again"
+            ),
+            Err(e) => tracing::error!("cannot recover the outbox: {e}"),
+        }
+        let tasks = TaskTracker::new();
+        for endpoint in self.endpoints.values() {
+            let delivery = self.clone();
+            let endpoint = endpoint.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move { delivery.run_endpoint(endpoint, stop).await });
+        }
+        tasks.spawn(store::prune_loop(
+            self.outbox.clone(),
+            self.clock.clone(),
+            self.retention,
+            stop,
+        ));
+        tasks.close();
+        tasks
+    }
+
+    async fn sleep(&self, clock_ms: u64, stop: &CancellationToken, wake: Option<&Notify>) -> bool {
+        let real = self.clock.real(clock_ms).min(Duration::from_secs(60));
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(real) => true,
+            _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => true,
+        }
+    }
+
+    async fn run_endpoint(&self, endpoint: Arc<Endpoint>, stop: CancellationToken) {
+        let mut last_plugin: Option<String> = None;
+        while !stop.is_cancelled() {
+            let now = self.clock.now_ms();
+            match self
+                .outbox
+                .next_due(&endpoint.key, now, last_plugin.as_deref())
+            {
+                Ok(Some(record)) => {
+                    last_plugin = Some(record.plugin.clone());
+                    self.process(&endpoint, record, &stop).await;
+                }
+                Ok(None) => {
+                    let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
+                    let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
+                    if self.throttles.shared() {
+                        wait = wait.min(self.clock.clock_ms(SHARED_POLL));
+                    }
+                    if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %endpoint.key, "outbox read failed: {e}");
+                    if !self.sleep(1000, &stop, None).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the throttle's slot for message `id`. The store decides
+    /// (see [`ThrottleStore::take`]). A shared store that cannot be reached
+    /// sends nothing: the throttle fails closed, since a host that cannot
+    /// see the others' sends cannot know the quota.
+    async fn take_slot(&self, endpoint: &Endpoint, id: &str, stop: &CancellationToken) -> Slot {
+        let shared = self.throttles.shared();
+        // Wake often enough to renew the claim well within its lease.
+        let lease = self.outbox.lease().unwrap_or(Duration::from_secs(3));
+        let renew = self.clock.clock_ms(lease / 3).max(1);
+        // Ask a shared store again a little before the slot: its answer,
+        // not this host's timer, decides, and a late wake-up would waste
+        // the quota.
+        let early = self.clock.clock_ms(Duration::from_millis(2));
+        let mut warned = false;
+        loop {
+            let wait = match self.throttles.take(&endpoint.throttle, id, &*self.clock) {
+                Ok(Reservation::Granted(at)) => return Slot::Go(at),
+                Ok(Reservation::LeaseLost) => return Slot::Lost,
+                Ok(Reservation::Wait(ms)) if shared => ms.saturating_sub(early).min(renew),
+                Ok(Reservation::Wait(ms)) => ms,
+                Err(e) => {
+                    if !warned {
+                        tracing::error!(endpoint = %endpoint.key, message = %id, "not sending until the shared throttle answers: {e}");
+                        warned = true;
+                    }
+                    self.clock.clock_ms(Duration::from_secs(1))
+                }
+            };
+            if !self.sleep(wait.max(1), stop, None).await {
+                return Slot::Stopped;
+            }
+        }
+    }
+
+    async fn process(&self, endpoint: &Endpoint, record: OutboxRecord, stop: &CancellationToken) {
+        if let Err(e) = self.try_process(endpoint, &record, stop).await {
+            tracing::error!(endpoint = %endpoint.key, message = %record.id, "outbox write failed: {e}");
+            let _ = self.outbox.requeue(
+                &record.id,
+                self.clock.now_ms() + 1000,
+                record.attempts,
+                &e.to_string(),
+            );
+        }
+    }
+
+    async fn try_process(
+        &self,
+        endpoint: &Endpoint,
+        record: &OutboxRecord,
+        stop: &CancellationToken,
+    ) -> Result<(), OutboxError> {
+        let id = &record.id;
+        let Some(channel) = self.channels.get(&record.channel).cloned() else {
+            let now = self.clock.now_ms();
+            self.outbox.finish(
+                id,
+                MessageState::Failed,
+                record.attempts,
+                now,
+                Some(&format!(
+                    "channel `{}` is no longer configured",
+                    record.channel
+                )),
+            )?;
+            self.report(
+                record,
+                MessageState::Failed,
+                record.attempts,
+                vec![],
+                Some("channel removed".into()),
+            );
+            return Ok(());
+        };
+        self.outbox.mark_sending(id)?;
+        let mut attempts = record.attempts;
+        if !record.planned {
+            match endpoint
+                .provider
+                .plan(&channel.name, &channel.config, &record.message)
+                .await
+            {
+                Ok(parts) => {
+                    let (parts, absorbed) = self.merge_backlog(&channel, record, parts)?;
+                    self.outbox.save_plan(id, &parts, &absorbed)?
+                }
+                Err(outcome) => {
+                    attempts += 1;
+                    return self.after_failure(record, attempts, outcome, &[]);
+                }
+            }
+        }
+        let parts = self.outbox.parts(id)?;
+        for part in parts.iter().filter(|p| p.state == PartState::Queued) {
+            // Credentials first, so a token fetch does not sit between the
+            // throttle's slot and the request it allowed.
+            if let Err(outcome) = endpoint.provider.prepare(&channel.config).await {
+                attempts += 1;
+                let parts_now = self.outbox.parts(id)?;
+                return self.after_failure(record, attempts, outcome, &parts_now);
+            }
+            let asked = std::time::Instant::now();
+            let stamp = match self.take_slot(endpoint, id, stop).await {
+                Slot::Go(stamp) => stamp,
+                Slot::Stopped => {
+                    self.outbox.requeue(
+                        id,
+                        self.clock.now_ms(),
+                        attempts,
+                        "host stopped before sending",
+                    )?;
+                    return Ok(());
+                }
+                Slot::Lost => {
+                    tracing::warn!(endpoint = %endpoint.key, message = %id, "another host took this message over (its lease ran out here); leaving it to that host");
+                    return Ok(());
+                }
+            };
+            let _ = self.observers.throttled.send(Throttled {
+                plugin: record.plugin.clone(),
+                endpoint: endpoint.key.clone(),
+                waited: asked.elapsed(),
+            });
+            attempts += 1;
+            let outcome = endpoint.provider.send(&channel.config, &part.part).await;
+            // The request left somewhere between its stamp and now: a
+            // starved CPU can hold it well past the stamp. Count it as late
+            // as the answer allows, so the next one is spaced from when this
+            // one can have arrived, not from its stamp.
+            if let Err(e) = self
+                .throttles
+                .answered(&endpoint.throttle, stamp, &*self.clock)
+            {
+                tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
+            }
+            match outcome {
+                DeliveryOutcome::Delivered { provider_ids } => {
+                    self.outbox.part_done(
+                        id,
+                        part.index,
+                        PartState::Delivered,
+                        &provider_ids,
+                        None,
+                    )?;
+                }
+                DeliveryOutcome::Rejected { code, reason } => {
+                    let error = format!("{code}: {}", sanitize::for_log(&reason, 500));
+                    tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "rejected: {error}");
+                    self.outbox
+                        .part_done(id, part.index, PartState::Failed, &[], Some(&error))?;
+                }
+                other => {
+                    let parts_now = self.outbox.parts(id)?;
+                    return self.after_failure(record, attempts, other, &parts_now);
+                }
+            }
+        }
+        let parts = self.outbox.parts(id)?;
+        self.conclude(record, attempts, &parts)
+    }
+
+    /// When the endpoint's queue has backed up and the provider can carry
+    /// several messages in one request (Tencent, with `merge = true`), takes
+    /// the channel's next queued messages along in this one's single part.
+    fn merge_backlog(
+        &self,
+        channel: &Channel,
+        record: &OutboxRecord,
+        mut parts: Vec<Part>,
+    ) -> Result<(Vec<Part>, Vec<String>), OutboxError> {
+        const MAX_MERGED: usize = 50;
+        let mut absorbed = Vec::new();
+        if parts.len() != 1 {
+            return Ok((parts, absorbed));
+        }
+        let candidates = self.outbox.mergeable(
+            &record.endpoint,
+            &channel.name,
+            self.clock.now_ms(),
+            &record.id,
+            MAX_MERGED,
+        )?;
+        for candidate in candidates {
+            match channel
+                .provider
+                .merge(&channel.config, &parts[0], &candidate.message)
+            {
+                Some(merged) => {
+                    parts[0] = merged;
+                    absorbed.push(candidate.id);
+                }
+                None => break,
+            }
+        }
+        if !absorbed.is_empty() {
+            tracing::info!(channel = %channel.name, message = %record.id, merged = absorbed.len(), "queue backed up: merged into one request");
+        }
+        Ok((parts, absorbed))
+    }
+
+    /// A transient failure: retry later, or give up past the limits.
+    fn after_failure(
+        &self,
+        record: &OutboxRecord,
+        attempts: u32,
+        outcome: DeliveryOutcome,
+        parts: &[PartRecord],
+    ) -> Result<(), OutboxError> {
+        let now = self.clock.now_ms();
+        let (hint, reason) = match &outcome {
+            DeliveryOutcome::RetryLater { after, reason } => {
+                (after.map(|d| d.as_millis() as u64), reason.clone())
+            }
+            DeliveryOutcome::QuotaExhausted { until, reason } => (
+                until.map(|d| d.as_millis() as u64),
+                format!("quota exhausted: {reason}"),
+            ),
+            DeliveryOutcome::CredentialsExpired { reason } => {
+                (None, format!("credentials refused: {reason}"))
+            }
+            DeliveryOutcome::Rejected { code, reason } => {
+                // A plan the provider refused for good.
+                let error = format!("{code}: {reason}");
+                self.outbox.finish(
+                    &record.id,
+                    MessageState::Failed,
+                    attempts,
+                    now,
+                    Some(&error),
+                )?;
+                self.report(record, MessageState::Failed, attempts, vec![], Some(error));
+                return Ok(());
+            }
+            DeliveryOutcome::Delivered { .. } => (None, String::new()),
+        };
+        let reason = sanitize::for_log(&reason, 500);
+        let age = now.saturating_sub(record.created_ms);
+        if self.retry.gives_up(attempts, age) {
+            for p in parts.iter().filter(|p| p.state == PartState::Queued) {
+                self.outbox.part_done(
+                    &record.id,
+                    p.index,
+                    PartState::Failed,
+                    &[],
+                    Some(&reason),
+                )?;
+            }
+            let parts = self.outbox.parts(&record.id)?;
+            tracing::warn!(message = %record.id, attempts, "giving up: {reason}");
+            if parts.is_empty() {
+                // Planning itself kept failing (BigBlueButton's getMeetings
+                // refused, say): nothing was sent. Only a plan that found
+                // nobody to send to is delivered with no parts.
+                self.outbox.finish(
+                    &record.id,
+                    MessageState::Failed,
+                    attempts,
+                    now,
+                    Some(&reason),
+                )?;
+                self.report(record, MessageState::Failed, attempts, vec![], Some(reason));
+                return Ok(());
+            }
+            return self.conclude(record, attempts, &parts);
+        }
+        let delay = self.retry.delay_ms(attempts, hint);
+        tracing::info!(message = %record.id, attempts, delay_ms = delay, "will retry: {reason}");
+        self.outbox
+            .requeue(&record.id, now + delay, attempts, &reason)
+    }
+
+    fn conclude(
+        &self,
+        record: &OutboxRecord,
+        attempts: u32,
+        parts: &[PartRecord],
+    ) -> Result<(), OutboxError> {
+        let delivered = parts
+            .iter()
+            .filter(|p| p.state == PartState::Delivered)
+            .count();
+        let state = if delivered == parts.len() {
+            MessageState::Delivered
+        } else if delivered == 0 {
+            MessageState::Failed
+        } else {
+            MessageState::Partial
+        };
+        let errors: Vec<String> = parts
+            .iter()
+            .filter_map(|p| {
+                p.last_error
+                    .as_ref()
+                    .filter(|_| p.state == PartState::Failed)
+                    .map(|e| {
+                        if p.part.target.is_empty() {
+                            e.clone()
+                        } else {
+                            format!("{}: {e}", p.part.target)
+                        }
+                    })
+            })
+            .collect();
+        let detail = (!errors.is_empty()).then(|| errors.join("; "));
+        let ids: Vec<String> = parts.iter().flat_map(|p| p.provider_ids.clone()).collect();
+        let members = self.outbox.members(&record.id)?;
+        self.outbox.finish(
+            &record.id,
+            state,
+            attempts,
+            self.clock.now_ms(),
+            detail.as_deref(),
+        )?;
+        for member in &members {
+            self.report(member, state, attempts, ids.clone(), detail.clone());
+        }
+        self.report(record, state, attempts, ids, detail);
+        Ok(())
+    }
+
+    fn report(
+        &self,
+        record: &OutboxRecord,
+        state: MessageState,
+        attempts: u32,
+        provider_ids: Vec<String>,
+        detail: Option<String>,
+    ) {
+        match state {
+            MessageState::Delivered => {
+                tracing::debug!(plugin = %record.plugin, channel = %record.channel, message = %record.id, "delivered")
+            }
+            _ => {
+                tracing::warn!(plugin = %record.plugin, channel = %record.channel, message = %record.id, state = state.as_str(), detail = detail.as_deref().unwrap_or(""), "not delivered")
+            }
+        }
+        let _ = self.observers.finished.send(Finished {
+            plugin: record.plugin.clone(),
+            receipt_id: record.id.clone(),
+            channel: record.channel.clone(),
+            state,
+            attempts,
+            provider_ids,
+            detail,
+        });
+        self.reports.notify_one();
+    }
+}

@@ -1,0 +1,235 @@
+//! A provider endpoint's documented rate limits, as data: [`Limit`] and
+//! [`ThrottleSpec`], their text form (`"1/30m"`, `"bucket 2/s burst 50"`)
+//! and the operator's `providers.X.throttle` override.
+//!
+//! Each provider states its endpoints' limits here
+//! (`Provider::default_throttle`); `delivery::throttle` enforces them.
+//! Keeping the data apart from the algorithm lets providers describe their
+//! limits without importing delivery.
+
+use std::fmt;
+
+use crate::config::ConfigIssue;
+
+/// One documented limit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// At most `count` requests in any `period_ms`.
+    Window {
+        /// Requests allowed in the window.
+        count: u32,
+        /// The window's length.
+        period_ms: u64,
+    },
+    /// A bucket of `burst` that drains `per_second`; each request adds one.
+    LeakyBucket {
+        /// How fast the bucket drains, in requests per second.
+        per_second: f64,
+        /// How many requests the bucket holds.
+        burst: u32,
+    },
+}
+
+/// All limits of one endpoint. Empty means unthrottled (the console).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ThrottleSpec {
+    /// Every limit; a request must fit all of them.
+    pub limits: Vec<Limit>,
+}
+
+impl fmt::Display for ThrottleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.limits.is_empty() {
+            return f.write_str("unthrottled");
+        }
+        let parts: Vec<String> = self
+            .limits
+            .iter()
+            .map(|l| match l {
+                Limit::Window { count, period_ms } => {
+                    format!("{count}/{}", show_period(*period_ms))
+                }
+                Limit::LeakyBucket { per_second, burst } => {
+                    format!("bucket {per_second}/s burst {burst}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+fn show_period(ms: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+impl ThrottleSpec {
+    /// Only windows: `(count, period_ms)` pairs.
+    pub fn windows(pairs: &[(u32, u64)]) -> ThrottleSpec {
+        ThrottleSpec {
+            limits: pairs
+                .iter()
+                .map(|(count, period_ms)| Limit::Window {
+                    count: *count,
+                    period_ms: *period_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// The longest window, which is how much send history must be kept.
+    pub fn horizon_ms(&self) -> u64 {
+        self.limits
+            .iter()
+            .map(|l| match l {
+                Limit::Window { period_ms, .. } => *period_ms,
+                Limit::LeakyBucket { per_second, burst } => {
+                    (*burst as f64 / per_second.max(0.001) * 1000.0) as u64
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Parses an operator override: a list such as `["1/30m", "3/1d"]`, or
+    /// `["bucket 2/s burst 50"]`.
+    pub fn parse(items: &[String]) -> Result<ThrottleSpec, String> {
+        let mut limits = Vec::new();
+        for item in items {
+            limits.push(parse_limit(item)?);
+        }
+        Ok(ThrottleSpec { limits })
+    }
+}
+
+fn parse_period(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = if n.is_empty() { 1 } else { n.parse().ok()? };
+    let unit_ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms).filter(|ms| *ms > 0)
+}
+
+fn parse_limit(item: &str) -> Result<Limit, String> {
+    let usage = || {
+        format!(
+            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, or `bucket 2/s burst 50`",
+            item.escape_debug()
+        )
+    };
+    if let Some(rest) = item.trim().strip_prefix("bucket") {
+        let (rate, burst) = rest.split_once("burst").ok_or_else(usage)?;
+        let (count, period) = rate.trim().split_once('/').ok_or_else(usage)?;
+        let count: f64 = count.trim().parse().map_err(|_| usage())?;
+        let period_ms = parse_period(period).ok_or_else(usage)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| usage())?;
+        if count <= 0.0 || burst == 0 {
+            return Err(usage());
+        }
+        return Ok(Limit::LeakyBucket {
+            per_second: count * 1000.0 / period_ms as f64,
+            burst,
+        });
+    }
+    let (count, period) = item.split_once('/').ok_or_else(usage)?;
+    let count: u32 = count.trim().parse().map_err(|_| usage())?;
+    let period_ms = parse_period(period).ok_or_else(usage)?;
+    if count == 0 {
+        return Err(usage());
+    }
+    Ok(Limit::Window { count, period_ms })
+}
+
+/// Reads `providers.X.throttle` (its table is `options`, its key `key`)
+/// for `endpoint`: a list for every endpoint, or a table of lists by
+/// endpoint name. `None`: no override, the provider's defaults apply.
+pub fn throttle_override(
+    options: &toml::Table,
+    endpoint: &str,
+    key: &str,
+) -> Result<Option<ThrottleSpec>, ConfigIssue> {
+    let list = match options.get("throttle") {
+        None => return Ok(None),
+        Some(toml::Value::Array(items)) => Some(items),
+        Some(toml::Value::Table(t)) => match t.get(endpoint) {
+            Some(toml::Value::Array(items)) => Some(items),
+            Some(_) => {
+                return Err(ConfigIssue {
+                    key: format!("{key}.throttle.{endpoint}"),
+                    message: "must be a list such as [\"1/30m\", \"3/1d\"]".into(),
+                });
+            }
+            None => None,
+        },
+        Some(_) => {
+            return Err(ConfigIssue {
+                key: format!("{key}.throttle"),
+                message: "must be a list of limits, or a table of lists by endpoint".into(),
+            });
+        }
+    };
+    let Some(items) = list else { return Ok(None) };
+    let strings: Vec<String> = items
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(|| ConfigIssue {
+            key: format!("{key}.throttle"),
+            message: "limits must be strings such as \"1/30m\"".into(),
+        })?;
+    ThrottleSpec::parse(&strings)
+        .map(Some)
+        .map_err(|message| ConfigIssue {
+            key: format!("{key}.throttle"),
+            message,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_operator_overrides() {
+        let spec = ThrottleSpec::parse(&["1/30m".into(), "3/1d".into()]).unwrap();
+        assert_eq!(
+            spec,
+            ThrottleSpec::windows(&[(1, 30 * 60_000), (3, 86_400_000)])
+        );
+        assert_eq!(spec.to_string(), "1/30m, 3/1d");
+        let bucket = ThrottleSpec::parse(&["bucket 2/s burst 50".into()]).unwrap();
+        assert_eq!(
+            bucket.limits,
+            vec![Limit::LeakyBucket {
+                per_second: 2.0,
+                burst: 50
+            }]
+        );
+        assert_eq!(
+            ThrottleSpec::parse(&["5/s".into()]).unwrap(),
+            ThrottleSpec::windows(&[(5, 1000)])
+        );
+        for bad in ["", "0/1s", "1/", "1/fortnight", "bucket 2/s", "three/1d"] {
+            assert!(ThrottleSpec::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The outbox and throttle stores against a real PostgreSQL server (the
+//! harness in `support/pg.rs` starts one), and the scenarios both backends
+//! must answer alike, run on each.
+//!
+//! These were unit tests of `delivery/postgres.rs`, which had to include the
+//! harness from tests/ into the library; here they need nothing of it.
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use botbox::config::Secret;
+use botbox::delivery::store::postgres::CONNECTIONS;
+use botbox::delivery::store::{
+    Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PgOutbox,
+    Reservation, SqliteOutbox,
+};
+use botbox::delivery::throttle::ThrottleSpec;
+use botbox::providers::Part;
+use botbox::wit::types::{Content, Message, MessageOptions};
+
+/// A message at the caps a plugin may fill: 64 KiB of `extra`, three
+/// 30 KiB options and a text long enough to be split.
+fn heavy(channel: &str, text: &str) -> Message {
+    Message {
+        channel: channel.into(),
+        content: Content::Text(text.into()),
+        sender: Some("bot".into()),
+        extra: Some(format!("{{\"x\":\"{}\"}}", "e".repeat(64 * 1024 - 10))),
+        idempotency_key: None,
+        reply_to: None,
+        options: Some(MessageOptions {
+            system: false,
+            url_preview: None,
+            attach: Some("a".repeat(30 * 1024)),
+            keyboard: Some("k".repeat(30 * 1024)),
+            menu: Some("m".repeat(30 * 1024)),
+            priority: None,
+        }),
+    }
+}
+
+/// Five meetings' parts of `message` and one text slice, as a provider
+/// plans them: each carries a whole copy of the message.
+fn meeting_parts(message: &Message) -> Vec<Part> {
+    let mut parts: Vec<Part> = (0..5)
+        .map(|i| Part {
+            target: format!("meeting-{i}"),
+            message: message.clone(),
+            dedup_key: Some(format!("{i}")),
+            merged: Vec::new(),
+        })
+        .collect();
+    let mut slice = message.clone();
+    slice.content = Content::Text("the second half".into());
+    parts.push(Part {
+        target: "meeting-0".into(),
+        message: slice,
+        dedup_key: None,
+        merged: Vec::new(),
+    });
+    parts
+}
+
+/// Leaves: `old` (finished at 100, reported), `unreported` (finished at
+/// 100), `recent` (finished at 5000, reported), `queued`, and `owner`
+/// (finished at 100, reported) with `member` merged into it.
+fn prune_fixture(o: &dyn OutboxStore) {
+    let rec = |id: &str, created: u64| {
+        let mut r = rec(id, "p1", created, None);
+        r.message.idempotency_key = Some(format!("key-{id}"));
+        r
+    };
+    for (i, id) in ["old", "unreported", "recent", "queued", "owner", "member"]
+        .into_iter()
+        .enumerate()
+    {
+        o.insert(&rec(id, i as u64)).unwrap();
+    }
+    let part = |r: &OutboxRecord, merged: Vec<Message>| Part {
+        target: "m".into(),
+        message: r.message.clone(),
+        dedup_key: None,
+        merged,
+    };
+    for id in ["old", "unreported", "recent"] {
+        o.save_plan(id, &[part(&rec(id, 0), vec![])], &[]).unwrap();
+    }
+    o.save_plan(
+        "owner",
+        &[part(&rec("owner", 0), vec![rec("member", 0).message])],
+        &["member".into()],
+    )
+    .unwrap();
+    for (id, at) in [
+        ("old", 100),
+        ("unreported", 100),
+        ("recent", 5000),
+        ("owner", 100),
+    ] {
+        o.finish(id, MessageState::Delivered, 1, at, None).unwrap();
+    }
+    for id in ["old", "recent", "owner", "member"] {
+        o.mark_reported(id).unwrap();
+    }
+}
+
+/// What [`prune_fixture`] leaves after pruning before 1000.
+fn assert_pruned(o: &dyn OutboxStore) {
+    // Two at most one at a time: `old` and `owner` (with `member`).
+    assert_eq!(o.prune(1000, 1).unwrap(), 1);
+    assert_eq!(o.prune(1000, 10).unwrap(), 1);
+    assert_eq!(o.prune(1000, 10).unwrap(), 0);
+    for gone in ["old", "owner", "member"] {
+        assert!(o.get(gone).unwrap().is_none(), "{gone} pruned");
+        assert!(o.parts(gone).unwrap().is_empty(), "{gone}'s parts pruned");
+    }
+    for kept in ["unreported", "recent", "queued"] {
+        assert!(o.get(kept).unwrap().is_some(), "{kept} kept");
+    }
+    assert_eq!(o.parts("recent").unwrap().len(), 1);
+    let listed: Vec<String> = o
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["queued", "recent", "unreported"]);
+}
+
+fn rec(id: &str, plugin: &str, created: u64, key: Option<&str>) -> OutboxRecord {
+    OutboxRecord {
+        id: id.into(),
+        plugin: plugin.into(),
+        channel: "lobby".into(),
+        endpoint: "p/default".into(),
+        message: Message {
+            channel: "lobby".into(),
+            content: Content::Text(format!("from {plugin}")),
+            sender: None,
+            extra: None,
+            idempotency_key: key.map(str::to_string),
+            reply_to: None,
+            options: None,
+        },
+        state: MessageState::Queued,
+        created_ms: created,
+        next_attempt_ms: created,
+        attempts: 0,
+        planned: false,
+        last_error: None,
+        finished_ms: None,
+    }
+}
+
+fn record(id: &str, created: u64) -> OutboxRecord {
+    OutboxRecord {
+        id: id.into(),
+        plugin: "p".into(),
+        channel: "lobby".into(),
+        endpoint: "t/default".into(),
+        message: Message {
+            channel: "lobby".into(),
+            content: Content::Text(id.into()),
+            sender: None,
+            extra: None,
+            idempotency_key: Some(format!("key-{id}")),
+            reply_to: None,
+            options: None,
+        },
+        state: MessageState::Queued,
+        created_ms: created,
+        next_attempt_ms: created,
+        attempts: 0,
+        planned: false,
+        last_error: None,
+        finished_ms: None,
+    }
+}
+
+fn host(server: &pg::PgServer, lease: Duration) -> PgOutbox {
+    PgOutbox::open(&Secret::new(server.url()), lease).unwrap()
+}
+
+#[test]
+fn two_hosts_never_claim_the_same_message_and_a_dead_hosts_claims_expire() {
+    let server = pg::PgServer::start();
+    let a = host(&server, Duration::from_secs(1));
+    let b = host(&server, Duration::from_secs(1));
+    a.insert(&record("m1", 1)).unwrap();
+    a.insert(&record("m2", 2)).unwrap();
+    assert_eq!(
+        a.insert(&record("m3", 3)).unwrap(),
+        Inserted::New,
+        "a new key"
+    );
+    let mut dup = record("m4", 4);
+    dup.message.idempotency_key = Some("key-m1".into());
+    assert_eq!(b.insert(&dup).unwrap(), Inserted::Duplicate("m1".into()));
+    let first = a.next_due("t/default", 10, None).unwrap().unwrap();
+    let second = b.next_due("t/default", 10, None).unwrap().unwrap();
+    assert_ne!(first.id, second.id);
+    assert_eq!(first.id, "m1");
+    // `a` dies holding m1. Until its lease passes, m1 is nobody else's.
+    let third = b.next_due("t/default", 10, None).unwrap().unwrap();
+    assert_eq!(third.id, "m3");
+    assert!(b.next_due("t/default", 10, None).unwrap().is_none());
+    std::thread::sleep(Duration::from_millis(1200));
+    let taken = b.next_due("t/default", 10, None).unwrap().unwrap();
+    assert_eq!(taken.id, "m1");
+    // The dead host's claim is fenced: it gets no slot for m1 any more.
+    let spec = ThrottleSpec::windows(&[(100, 1000)]);
+    assert_eq!(
+        a.reserve("t/default", &spec, 0, "m1", None).unwrap(),
+        Reservation::LeaseLost
+    );
+    assert!(matches!(
+        b.reserve("t/default", &spec, 0, "m1", None).unwrap(),
+        Reservation::Granted(_)
+    ));
+    assert_eq!(b.pending_count("t/default").unwrap(), 3);
+    b.finish("m1", MessageState::Delivered, 1, 20, None)
+        .unwrap();
+    assert_eq!(b.unreported(10).unwrap().len(), 1);
+    assert!(
+        a.unreported(10).unwrap().is_empty(),
+        "the finishing host reports"
+    );
+}
+
+#[test]
+fn hosts_racing_for_slots_stay_inside_every_window() {
+    let server = pg::PgServer::start();
+    let spec = ThrottleSpec::windows(&[(3, 400), (5, 3000)]);
+    let hosts: Vec<Arc<PgOutbox>> = (0..3)
+        .map(|_| Arc::new(host(&server, Duration::from_secs(30))))
+        .collect();
+    for i in 0..3 {
+        hosts[0].insert(&record(&format!("m{i}"), i)).unwrap();
+    }
+    let threads: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let h = h.clone();
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let claimed = h.next_due("t/default", 10, None).unwrap().unwrap();
+                let mut granted = 0;
+                let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+                while std::time::Instant::now() < deadline {
+                    match h.reserve("t/default", &spec, 0, &claimed.id, None).unwrap() {
+                        Reservation::Granted(_) => granted += 1,
+                        Reservation::Wait(ms) => {
+                            std::thread::sleep(Duration::from_millis(ms.min(50)))
+                        }
+                        Reservation::LeaseLost => panic!("lost a live claim"),
+                    }
+                }
+                granted
+            })
+        })
+        .collect();
+    let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let sends = hosts[0].sends_since("t/default", 0).unwrap();
+    assert_eq!(sends.len(), granted);
+    // Within 2.5 s of "3 per 400 ms, 5 per 3 s": 3 at once, 2 more
+    // after 404 ms, then nothing: the whole quota, and no more.
+    assert_eq!(granted, 5);
+    for (count, period) in [(3usize, 400u64), (5, 3000)] {
+        for (i, start) in sends.iter().enumerate() {
+            let within = sends[i..]
+                .iter()
+                .take_while(|t| **t < start + period)
+                .count();
+            assert!(within <= count, "{within} sends within {period} ms");
+        }
+    }
+}
+
+#[test]
+fn sslmode_require_runs_over_tls_and_verify_full_refuses_the_wrong_ca() {
+    let server = pg::PgServer::start_tls();
+    let lease = Duration::from_secs(30);
+    let open =
+        |query: &str| PgOutbox::open(&Secret::new(format!("{}?{query}", server.url())), lease);
+    let require = open("sslmode=require").unwrap();
+    assert!(
+        require.session_tls().unwrap(),
+        "require: TLS, as pg_stat_ssl says"
+    );
+    let ca = server.ca();
+    let full = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display())).unwrap();
+    assert!(full.session_tls().unwrap(), "verify-full with the right CA");
+    let wrong = server.wrong_ca();
+    let err = open(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        wrong.display()
+    ))
+    .err()
+    .expect("verify-full with the wrong CA is refused")
+    .to_string();
+    assert!(
+        err.contains("TLS") && err.contains("sslrootcert") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    let plain = open("sslmode=disable").unwrap();
+    assert!(!plain.session_tls().unwrap(), "disable: no TLS");
+    // The default (prefer) takes TLS when the server offers it.
+    let default = PgOutbox::open(&Secret::new(server.url()), lease).unwrap();
+    assert!(default.session_tls().unwrap());
+}
+
+#[test]
+fn an_unreachable_engine_is_an_error_that_says_so_and_it_reconnects() {
+    let server = pg::PgServer::start();
+    let a = host(&server, Duration::from_secs(30));
+    a.insert(&record("m1", 1)).unwrap();
+    server.stop();
+    let err = a.insert(&record("m2", 2)).unwrap_err();
+    assert!(matches!(err, OutboxError::Unavailable(_)), "{err}");
+    let err = a.pending_count("t/default").unwrap_err().to_string();
+    assert!(err.contains("PostgreSQL"), "{err}");
+    server.start_again();
+    let mut back = None;
+    for _ in 0..CONNECTIONS + 1 {
+        if let Ok(n) = a.pending_count("t/default") {
+            back = Some(n);
+            break;
+        }
+    }
+    assert_eq!(back, Some(1), "one message, and m2 was never accepted");
+    let url = Secret::new("postgres://u:hunter2@127.0.0.1:1/x".into());
+    let err = PgOutbox::open(&url, Duration::from_secs(30))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+fn part_bytes(server: &pg::PgServer) -> (i64, i64) {
+    let row = server
+        .client()
+        .query_one(
+            "SELECT COUNT(*), COALESCE(SUM(octet_length(part)), 0)::bigint FROM botbox_parts",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn parts_store_the_body_once_and_old_parts_are_migrated() {
+    let server = pg::PgServer::start();
+    let o = host(&server, Duration::from_secs(30));
+    let mut a = rec("a", "p1", 1, None);
+    a.message = heavy("lobby", "the first half the second half");
+    o.insert(&a).unwrap();
+    let parts = meeting_parts(&a.message);
+    o.save_plan("a", &parts, &[]).unwrap();
+    let (rows, bytes) = part_bytes(&server);
+    assert_eq!(rows, 6);
+    assert!(bytes < 1024, "parts hold {bytes} bytes");
+    let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+    assert_eq!(read, parts);
+    // A database written before: whole parts and no recorded format.
+    let mut c = server.client();
+    for (i, part) in parts.iter().enumerate() {
+        c.execute(
+            "UPDATE botbox_parts SET part = $3 WHERE message_id = $1 AND idx = $2",
+            &[&"a", &(i as i32), &serde_json::to_string(part).unwrap()],
+        )
+        .unwrap();
+    }
+    c.execute("DELETE FROM botbox_schema", &[]).unwrap();
+    assert!(part_bytes(&server).1 > 6 * 150_000);
+    // Old parts read as they are, and the next host to start rewrites them.
+    assert_eq!(o.parts("a").unwrap()[0].part, parts[0]);
+    let o = host(&server, Duration::from_secs(30));
+    let (rows, bytes) = part_bytes(&server);
+    assert_eq!(rows, 6);
+    assert!(bytes < 1024, "after the migration parts hold {bytes} bytes");
+    let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+    assert_eq!(read, parts);
+}
+
+#[test]
+fn pruning_removes_reported_messages_past_the_retention_and_keeps_the_rest() {
+    let server = pg::PgServer::start();
+    let o = host(&server, Duration::from_secs(30));
+    prune_fixture(&o);
+    assert_pruned(&o);
+    let orphans: i64 = server
+        .client()
+        .query_one(
+            "SELECT COUNT(*) FROM botbox_parts WHERE message_id NOT IN (SELECT id FROM botbox_messages)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0);
+}
+
+/// Both backends, fresh: an SQLite file and a PostgreSQL database.
+fn both(server: &pg::PgServer, dir: &std::path::Path) -> Vec<(&'static str, Box<dyn OutboxStore>)> {
+    vec![
+        (
+            "sqlite",
+            Box::new(SqliteOutbox::open(&dir.join("outbox.sqlite")).unwrap()),
+        ),
+        ("postgres", Box::new(host(server, Duration::from_secs(30)))),
+    ]
+}
+
+#[test]
+fn a_plan_that_merges_a_message_no_longer_queued_is_refused_on_both_backends() {
+    // Between `mergeable` and `save_plan` the message to carry along was
+    // cancelled (or, with several hosts, taken by another): carrying it
+    // would send what was cancelled, or send it twice. Both backends refuse
+    // the plan and write nothing; the worker plans again.
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, o) in both(&server, dir.path()) {
+        let a = rec("a", "p1", 1, None);
+        let mut b = rec("b", "p1", 2, None);
+        b.message.idempotency_key = Some("kb".into());
+        o.insert(&a).unwrap();
+        o.insert(&b).unwrap();
+        assert!(o.cancel("b", 3).unwrap(), "{backend}");
+        let part = Part {
+            target: String::new(),
+            message: a.message.clone(),
+            dedup_key: None,
+            merged: vec![b.message.clone()],
+        };
+        let err = o
+            .save_plan("a", std::slice::from_ref(&part), &["b".into()])
+            .unwrap_err();
+        assert!(matches!(err, OutboxError::Conflict(_)), "{backend}: {err}");
+        assert!(
+            o.parts("a").unwrap().is_empty(),
+            "{backend}: no parts written"
+        );
+        assert!(
+            !o.get("a").unwrap().unwrap().planned,
+            "{backend}: not planned"
+        );
+        let b = o.get("b").unwrap().unwrap();
+        assert_eq!(b.state, MessageState::Cancelled, "{backend}");
+        // Planned again without it, the message goes through.
+        let alone = Part {
+            merged: Vec::new(),
+            ..part
+        };
+        o.save_plan("a", std::slice::from_ref(&alone), &[]).unwrap();
+        assert_eq!(o.parts("a").unwrap()[0].part, alone, "{backend}");
+    }
+}
+
+#[test]
+fn both_backends_store_and_read_records_parts_and_merges_alike() {
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, o) in both(&server, dir.path()) {
+        let mut a = rec("a", "p1", 1, Some("ka"));
+        a.message = heavy("lobby", "the first half the second half");
+        let mut b = rec("b", "p1", 2, Some("kb"));
+        b.message = heavy("lobby", "second");
+        o.insert(&a).unwrap();
+        o.insert(&b).unwrap();
+        let mut parts = meeting_parts(&a.message);
+        parts[0].merged = vec![b.message.clone()];
+        o.save_plan("a", &parts, &["b".into()]).unwrap();
+        let read: Vec<Part> = o.parts("a").unwrap().into_iter().map(|p| p.part).collect();
+        assert_eq!(read, parts, "{backend}");
+        let got = o.get("a").unwrap().unwrap();
+        assert!(got.planned, "{backend}");
+        assert_eq!(got.message, a.message, "{backend}");
+        assert_eq!(got.created_ms, 1, "{backend}");
+        assert_eq!(got.finished_ms, None, "{backend}");
+        assert_eq!(
+            o.get("b").unwrap().unwrap().state,
+            MessageState::Merged,
+            "{backend}"
+        );
+        let members: Vec<String> = o.members("a").unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(members, ["b"], "{backend}");
+        o.finish("a", MessageState::Partial, 3, 7, Some("m1: gone"))
+            .unwrap();
+        let got = o.get("a").unwrap().unwrap();
+        assert_eq!(
+            (
+                got.state,
+                got.attempts,
+                got.finished_ms,
+                got.last_error.as_deref()
+            ),
+            (MessageState::Partial, 3, Some(7), Some("m1: gone")),
+            "{backend}"
+        );
+        assert_eq!(
+            o.get("b").unwrap().unwrap().state,
+            MessageState::Partial,
+            "{backend}"
+        );
+    }
+}
