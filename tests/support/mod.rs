@@ -2,6 +2,11 @@
 //! from WAT, and a host built from a config written on the fly.
 #![allow(dead_code)]
 
+pub mod host;
+pub mod secrets;
+pub mod sender;
+pub mod sims;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
