@@ -2,7 +2,7 @@
 //! tap in front of each, a folder with secret files, and the `[providers.*]`
 //! sections and `botbox.toml` that point a host at them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use botbox_sim::{Sim, SimConfig};
@@ -33,6 +33,24 @@ pub fn windows_sim() -> SimConfig {
 /// `s` as a TOML string literal.
 pub fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// The `[providers.*]` sections `botbox sim` prints for `sim` (one per
+/// provider, named after its kind), with the simulator's credentials written
+/// as secret files under `dir/secrets`.
+pub fn sim_providers(sim: &Sim, dir: &Path) -> String {
+    let secrets = dir.join("secrets");
+    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
+    botbox::cli::sim::provider_sections(sim, &secrets)
+}
+
+/// A host's config on `sim`: `[runtime]` (no reload, clocks at `scale`),
+/// [`sim_providers`], then `channels`.
+pub fn sim_config(sim: &Sim, dir: &Path, scale: f64, channels: &str) -> String {
+    format!(
+        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{channels}",
+        sim_providers(sim, dir)
+    )
 }
 
 // ---------------------------------------------------------------------------
