@@ -11,15 +11,16 @@
 mod pg;
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use botbox::app::App;
 use botbox::config::Config;
 use botbox::delivery::outbox::{ListFilter, MessageState};
-use botbox::wit::types::{BroadcastError, Content, Message};
+use botbox::wit::types::{BroadcastError, Message};
 use botbox_sim::{Sim, SimConfig, SimProvider};
+use support::sims::sim_config;
+use support::text_message;
 use tokio_util::sync::CancellationToken;
 
 struct Rig {
@@ -29,32 +30,11 @@ struct Rig {
     app: Arc<App>,
 }
 
-fn text(channel: &str, body: &str) -> Message {
-    Message {
-        channel: channel.into(),
-        content: Content::Text(body.into()),
-        sender: None,
-        extra: None,
-        idempotency_key: None,
-        reply_to: None,
-        options: None,
-    }
-}
-
-fn config_text(sim: &Sim, dir: &Path, scale: f64, channels: &str) -> String {
-    let secrets = dir.join("secrets");
-    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
-    format!(
-        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{channels}",
-        botbox::cli::sim::provider_sections(sim, &secrets)
-    )
-}
-
 async fn rig(scale: f64, channels: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let sim = Sim::start(SimConfig::fast(scale)).await.unwrap();
-    let text = config_text(&sim, &path, scale, channels);
+    let text = sim_config(&sim, &path, scale, channels);
     std::fs::write(path.join("botbox.toml"), &text).unwrap();
     let app = App::build(Config::load(&path.join("botbox.toml")).unwrap()).unwrap();
     Rig {
@@ -72,7 +52,11 @@ impl Rig {
             .filter(|i| {
                 self.app
                     .delivery
-                    .accept(plugin, &ch, text(channel, &format!("{plugin} #{i}")))
+                    .accept(
+                        plugin,
+                        &ch,
+                        text_message(channel, &format!("{plugin} #{i}")),
+                    )
                     .is_ok()
             })
             .count()
@@ -164,7 +148,10 @@ async fn easemob_all_users_sends_exactly_three_a_day_and_remembers_after_a_resta
     {
         app.delivery.cancel(&rec.id).unwrap();
     }
-    match app.delivery.accept("a", &ch, text("all", "one more")) {
+    match app
+        .delivery
+        .accept("a", &ch, text_message("all", "one more"))
+    {
         Err(BroadcastError::QuotaExhausted(ms)) => assert!(ms > 3_600_000 * 10, "{ms}"),
         other => panic!("expected quota-exhausted, got {other:?}"),
     }
@@ -272,7 +259,7 @@ async fn accept_refuses_what_cannot_go_out_in_time() {
         match r
             .app
             .delivery
-            .accept("a", &ch, text("live", &format!("{i}")))
+            .accept("a", &ch, text_message("live", &format!("{i}")))
         {
             Ok(receipt) => {
                 accepted += 1;
@@ -364,7 +351,7 @@ fn kill_9_during_delivery_loses_nothing_and_sends_nothing_twice() {
     let config = format!(
         "{}\n[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n\
          [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"live\"]\n",
-        config_text(&sim, dir.path(), scale, "")
+        sim_config(&sim, dir.path(), scale, "")
     );
     std::fs::write(dir.path().join("botbox.toml"), config).unwrap();
     let botbox = |args: &[&str]| {
@@ -645,11 +632,12 @@ async fn a_full_backlog_is_refused_not_queued() {
     // No worker runs, so nothing drains.
     for i in 0..botbox::delivery::MAX_BACKLOG {
         app.delivery
-            .accept("a", &ch, text("lobby", &format!("{i}")))
+            .accept("a", &ch, text_message("lobby", &format!("{i}")))
             .unwrap();
     }
     assert_eq!(
-        app.delivery.accept("a", &ch, text("lobby", "one too many")),
+        app.delivery
+            .accept("a", &ch, text_message("lobby", "one too many")),
         Err(BroadcastError::BacklogFull)
     );
 }
@@ -686,7 +674,7 @@ fn finished(app: &App, plugin: &str, id: &str, finished_ms: u64) {
         plugin: plugin.into(),
         channel: "live".into(),
         endpoint: "console/default".into(),
-        message: text("live", id),
+        message: text_message("live", id),
         state: MessageState::Queued,
         created_ms: finished_ms,
         next_attempt_ms: finished_ms,
@@ -832,7 +820,7 @@ async fn a_flooding_plugin_does_not_use_up_a_neighbours_quota_estimate() {
         match r
             .app
             .delivery
-            .accept("polite", &ch, text("live", &format!("p{i}")))
+            .accept("polite", &ch, text_message("live", &format!("p{i}")))
         {
             Ok(receipt) => polite.push(receipt.eta_ms),
             Err(e) => panic!("polite message {i} refused: {e:?} (accepted {polite:?})"),
@@ -852,10 +840,11 @@ async fn a_full_backlog_still_takes_a_neighbours_fair_share() {
     let offer = |plugin: &str, n: usize| {
         (0..n)
             .take_while(|i| {
-                match app
-                    .delivery
-                    .accept(plugin, &ch, text("lobby", &format!("{plugin} {i}")))
-                {
+                match app.delivery.accept(
+                    plugin,
+                    &ch,
+                    text_message("lobby", &format!("{plugin} {i}")),
+                ) {
                     Ok(_) => true,
                     Err(BroadcastError::BacklogFull) => false,
                     Err(e) => panic!("{e:?}"),
@@ -890,7 +879,7 @@ async fn max_delay_counts_every_dialog_a_message_goes_to() {
     while r
         .app
         .delivery
-        .accept("a", &ch, text("team", &format!("#{accepted}")))
+        .accept("a", &ch, text_message("team", &format!("#{accepted}")))
         .is_ok()
     {
         accepted += 1;
@@ -1012,7 +1001,7 @@ async fn late_departures_keep_the_gap(pg: Option<&pg::PgServer>) {
     .await;
     let channels =
         format!("[channels.rooms]\nprovider = \"easemob\"\ntarget = \"chatrooms\"\n{LONG_DELAY}\n");
-    let text = config_text(&sim, dir.path(), scale, &channels).replace(
+    let text = sim_config(&sim, dir.path(), scale, &channels).replace(
         &format!("url = \"{upstream}"),
         &format!("url = \"{}", upstream.replacen(&authority, &proxy, 1)),
     );
@@ -1033,7 +1022,7 @@ async fn late_departures_keep_the_gap(pg: Option<&pg::PgServer>) {
     let ch = app.delivery.channel("rooms").unwrap();
     for i in 0..4 {
         app.delivery
-            .accept("a", &ch, text_message("rooms", i))
+            .accept("a", &ch, room_news("rooms", i))
             .unwrap();
     }
     let stop = CancellationToken::new();
@@ -1066,6 +1055,6 @@ async fn late_departures_keep_the_gap(pg: Option<&pg::PgServer>) {
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 
-fn text_message(channel: &str, i: usize) -> Message {
-    text(channel, &format!("room news #{i}"))
+fn room_news(channel: &str, i: usize) -> Message {
+    text_message(channel, &format!("room news #{i}"))
 }

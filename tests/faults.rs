@@ -15,8 +15,10 @@ use botbox::delivery::outbox::{ListFilter, MessageState, SqliteOutbox};
 use botbox::delivery::throttle::{Clock, ScaledClock, SharedClock};
 use botbox::delivery::{Delivery, DeliveryObservers};
 use botbox::providers::Registry;
-use botbox::wit::types::{Content, CustomEvent, Event, Message};
+use botbox::wit::types::{Content, CustomEvent, Event};
 use botbox_sim::{Fault, Sim, SimConfig, SimProvider};
+use support::sims::sim_config;
+use support::text_message;
 use support::{Ask, TestHost, WatPlugin, send_and_expect};
 use tokio_util::sync::CancellationToken;
 
@@ -224,12 +226,7 @@ struct SimHost {
 async fn sim_host(scale: f64, channels: &str) -> SimHost {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::fast(scale)).await.unwrap();
-    let secrets = dir.path().join("secrets");
-    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
-    let text = format!(
-        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{channels}",
-        botbox::cli::sim::provider_sections(&sim, &secrets)
-    );
+    let text = sim_config(&sim, dir.path(), scale, channels);
     let path = dir.path().join("botbox.toml");
     std::fs::write(&path, &text).unwrap();
     let config = Config::load(&path).unwrap();
@@ -237,18 +234,6 @@ async fn sim_host(scale: f64, channels: &str) -> SimHost {
         _dir: dir,
         sim,
         config,
-    }
-}
-
-fn text(channel: &str, body: &str) -> Message {
-    Message {
-        channel: channel.into(),
-        content: Content::Text(body.into()),
-        sender: None,
-        extra: None,
-        idempotency_key: None,
-        reply_to: None,
-        options: None,
     }
 }
 
@@ -279,7 +264,7 @@ async fn a_clock_jump_forward_or_back_keeps_the_throttle_within_limits() {
     let channel = delivery.channel("live").unwrap();
     for i in 0..30 {
         delivery
-            .accept("p", &channel, text("live", &format!("#{i}")))
+            .accept("p", &channel, text_message("live", &format!("#{i}")))
             .expect("accepted");
     }
     let stop = CancellationToken::new();
@@ -335,7 +320,7 @@ async fn a_hanging_provider_hits_the_request_deadline_and_other_endpoints_keep_g
     let stuck = delivery.channel("stuck").unwrap();
     let fine = delivery.channel("fine").unwrap();
     let hung = delivery
-        .accept("p", &stuck, text("stuck", "waits for the deadline"))
+        .accept("p", &stuck, text_message("stuck", "waits for the deadline"))
         .unwrap();
     let stop = CancellationToken::new();
     let workers = delivery.start(stop.clone());
@@ -345,7 +330,7 @@ async fn a_hanging_provider_hits_the_request_deadline_and_other_endpoints_keep_g
     for i in 0..5 {
         ids.push(
             delivery
-                .accept("p", &fine, text("fine", &format!("#{i}")))
+                .accept("p", &fine, text_message("fine", &format!("#{i}")))
                 .unwrap()
                 .id,
         );

@@ -71,13 +71,11 @@ fn write_config(
     })
     .build();
     std::fs::write(dir.join("bot.wasm"), bot).unwrap();
-    let secrets = dir.join("secrets");
-    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
     let config = format!(
         "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{}\n{channel}\
          [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"live\"]\n",
         pg.storage_section(lease),
-        botbox::cli::sim::provider_sections(sim, &secrets)
+        support::sims::sim_providers(sim, dir)
     );
     let path = dir.join("botbox.toml");
     std::fs::write(&path, config).unwrap();

@@ -51,8 +51,8 @@ async fn rig_with(provider: &str, lobby: &str, webhooks_extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
+    let providers = support::sims::sim_providers(&sim, path);
     let secrets = path.join("secrets");
-    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
     for (name, value) in [
         ("admin-token", ADMIN_TOKEN),
         ("tencent-token", TENCENT_TOKEN),
@@ -118,7 +118,6 @@ events = ["chat-message", "custom"]
 "#,
         listen = hook_listener.local_addr().unwrap(),
         admin_token = file("admin-token"),
-        providers = botbox::cli::sim::provider_sections(&sim, &secrets),
         bbb = file("bbb-secret"),
         tencent = file("tencent-token"),
         easemob = file("easemob-secret"),
@@ -845,12 +844,12 @@ provider = "out"
 async fn webhooks_register_creates_the_bbb_hook_once() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
+    let providers = support::sims::sim_providers(&sim, dir.path());
     let secrets = dir.path().join("secrets");
-    botbox::cli::sim::write_secrets(&secrets, sim.config()).unwrap();
     let bbb_secret = toml::Value::String(secrets.join("bbb-secret").display().to_string());
     let text = format!(
         "[webhooks]\nlisten = \"127.0.0.1:8080\"\n\n{}\n[providers.bbb.inbound]\nsecret = {{ file = {bbb_secret} }}\nurl = \"https://bot.example.edu/webhooks/bbb\"\n",
-        botbox::cli::sim::provider_sections(&sim, &secrets)
+        providers
     );
     let config = dir.path().join("botbox.toml");
     std::fs::write(&config, text).unwrap();

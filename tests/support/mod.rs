@@ -2,11 +2,17 @@
 //! from WAT, and a host built from a config written on the fly.
 #![allow(dead_code)]
 
+pub mod host;
+pub mod secrets;
+pub mod sender;
+pub mod sims;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use botbox::app::App;
 use botbox::config::Config;
+use botbox::wit::types::{Content, Message};
 use wit_parser::{Resolve, SizeAlign, Type, TypeDefKind};
 
 pub fn repo_root() -> PathBuf {
@@ -367,6 +373,20 @@ pub fn send_and_expect(msg_addr: u32, expect_err: u8) -> String {
         "(call $send (i32.const {msg_addr}) (i32.const {SEND_RET}))
          (if (i32.ne (i32.load8_u (i32.const {SEND_RET})) (i32.const {expect_err})) (then unreachable))"
     )
+}
+
+/// A plain text message to `channel`, as a plugin would hand it to
+/// `send-broadcast`.
+pub fn text_message(channel: &str, body: &str) -> Message {
+    Message {
+        channel: channel.into(),
+        content: Content::Text(body.into()),
+        sender: None,
+        extra: None,
+        idempotency_key: None,
+        reply_to: None,
+        options: None,
+    }
 }
 
 /// A test host: a temp dir with components and a config.
