@@ -16,10 +16,43 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use wasmtime::component::Linker;
 
-use crate::capabilities::PluginContext;
-use crate::runtime::HostState;
-use crate::wit::botbox::bot::kv::{Host, KvError};
+use super::{Capability, Ctx, HasCapability, Setup, View};
+use crate::config::PluginLimits;
+use crate::wit::botbox::bot::kv::{self, Host, KvError};
+
+/// The `kv` capability.
+pub struct Kv;
+
+/// What every store of one plugin shares for `kv`: its namespace.
+pub type KvSlice = Arc<Namespace>;
+
+/// One plugin's namespace of the shared store, and its limits.
+pub struct Namespace {
+    /// The store every plugin shares.
+    pub store: Arc<KvStore>,
+    /// The namespace: the plugin's name.
+    pub plugin: String,
+    /// Its caps (`limits.kv_*`).
+    pub limits: KvLimits,
+}
+
+impl Capability for Kv {
+    type Slice = KvSlice;
+
+    fn slice(setup: &Setup<'_>, _previous: Option<&KvSlice>) -> KvSlice {
+        Arc::new(Namespace {
+            store: setup.services.kv.clone(),
+            plugin: setup.name.to_string(),
+            limits: KvLimits::of(&setup.config.limits),
+        })
+    }
+
+    fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        kv::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+    }
+}
 
 /// What each row costs a namespace on top of its key's and value's bytes:
 /// SQLite's record header, its B-tree cell and page slack. The review that
@@ -51,6 +84,17 @@ pub struct KvLimits {
     pub max_key_bytes: u32,
     pub max_value_bytes: u32,
     pub max_total_bytes: u64,
+}
+
+impl KvLimits {
+    /// A plugin's kv caps, from its limits.
+    pub fn of(limits: &PluginLimits) -> KvLimits {
+        KvLimits {
+            max_key_bytes: limits.kv_max_key_bytes,
+            max_value_bytes: limits.kv_max_value_bytes,
+            max_total_bytes: limits.kv_max_total_bytes,
+        }
+    }
 }
 
 /// What a namespace holds, as the quota counts it.
@@ -335,31 +379,31 @@ impl KvStore {
 /// Runs a store call on tokio's blocking pool: SQLite's locks, busy waits
 /// and fsyncs then never hold one of the runtime's workers.
 async fn off_worker<T: Send + 'static>(
-    plugin: Arc<PluginContext>,
+    namespace: Arc<Namespace>,
     f: impl FnOnce(&KvStore, &str, &KvLimits) -> Result<T, KvError> + Send + 'static,
 ) -> Result<T, KvError> {
-    tokio::task::spawn_blocking(move || f(&plugin.kv, &plugin.name, &plugin.kv_limits))
+    tokio::task::spawn_blocking(move || f(&namespace.store, &namespace.plugin, &namespace.limits))
         .await
         .unwrap_or_else(|e| Err(KvError::Internal(format!("kv call did not finish: {e}"))))
 }
 
-impl Host for HostState {
+impl Host for Ctx<'_, KvSlice> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.get(name, &key, limits)
         })
         .await)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.set(name, &key, &value, limits)
         })
         .await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.delete(name, &key, limits)
         })
         .await)
@@ -370,7 +414,7 @@ impl Host for HostState {
         prefix: String,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.list_keys(name, &prefix, limit, limits)
         })
         .await)

@@ -10,10 +10,10 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::HostState;
 use super::engine::PoolSizes;
 use super::engine::{CompileSource, Footprint};
-use crate::capabilities::{Denied, Grants, PluginContext};
+use super::{HostState, PluginContext};
+use crate::capabilities::{Denied, Grants};
 use crate::config::PluginLimits;
 use crate::events::event_kind_name;
 use crate::sanitize;
