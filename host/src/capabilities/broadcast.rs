@@ -111,15 +111,25 @@ impl Conversations {
     }
 }
 
-/// Bounds that hold on every channel, whatever the provider.
+// Bounds that hold on every channel, whatever the provider.
+
+/// The most bytes of `extra` (a JSON object).
 pub const MAX_EXTRA_BYTES: usize = 64 << 10;
+/// The most bytes of an `idempotency-key`.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// The most bytes of a media or thumbnail url.
 pub const MAX_URL_BYTES: usize = 4096;
+/// The most bytes of a short field: file name, format, custom event name,
+/// command action, location address.
 pub const MAX_SHORT_FIELD_BYTES: usize = 1024;
+/// The most bytes of each JSON option (`attach`, `keyboard`, `menu`).
 pub const MAX_OPTION_JSON_BYTES: usize = 30 * 1024;
+/// The most bytes of custom content's data.
 pub const MAX_CUSTOM_DATA_BYTES: usize = 64 << 10;
+/// The most bytes of a `reply-to` conversation.
 pub const MAX_CONVERSATION_BYTES: usize = 256;
 
+/// The kind of a message's content, as channels list what they accept.
 pub fn content_kind(content: &Content) -> ContentKind {
     match content {
         Content::Text(_) => ContentKind::Text,
@@ -133,6 +143,7 @@ pub fn content_kind(content: &Content) -> ContentKind {
     }
 }
 
+/// A content kind's name in the WIT, for messages and the CLI.
 pub fn content_kind_name(kind: ContentKind) -> &'static str {
     match kind {
         ContentKind::Text => "text",

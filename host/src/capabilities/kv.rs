@@ -66,14 +66,20 @@ pub const ROW_CHARGE: u64 = 64;
 /// Errors opening the store, for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum KvOpenError {
+    /// SQLite could not open or set up the file.
     #[error("cannot open kv store `{path}`: {source}")]
     Open {
+        /// The store's file.
         path: String,
+        /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The folder the file goes in could not be created.
     #[error("cannot create folder for kv store `{path}`: {source}")]
     Folder {
+        /// The folder.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
 }
@@ -81,8 +87,12 @@ pub enum KvOpenError {
 /// Limits of one namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct KvLimits {
+    /// The longest key, in UTF-8 bytes (`limits.kv_max_key_bytes`).
     pub max_key_bytes: u32,
+    /// The largest value, in bytes (`limits.kv_max_value_bytes`).
     pub max_value_bytes: u32,
+    /// The most the namespace may hold, as [`KvUsage::bytes`] counts it
+    /// (`limits.kv_max_total_kb`).
     pub max_total_bytes: u64,
 }
 
@@ -102,9 +112,12 @@ impl KvLimits {
 pub struct KvUsage {
     /// Key bytes + value bytes + [`ROW_CHARGE`] per row.
     pub bytes: u64,
+    /// How many keys it holds.
     pub rows: u64,
 }
 
+/// The kv store every plugin shares: one SQLite file, one namespace per
+/// plugin.
 pub struct KvStore {
     conn: Mutex<Connection>,
 }
@@ -118,6 +131,7 @@ fn internal(e: rusqlite::Error) -> KvError {
 }
 
 impl KvStore {
+    /// Opens (or creates) the store at `path`, and its folder.
     pub fn open(path: &Path) -> Result<KvStore, KvOpenError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| KvOpenError::Folder {
@@ -133,6 +147,7 @@ impl KvStore {
         Self::init(conn).map_err(open_err)
     }
 
+    /// A store that lives in memory, for tests.
     pub fn in_memory() -> Result<KvStore, rusqlite::Error> {
         Self::init(Connection::open_in_memory()?)
     }
@@ -197,6 +212,7 @@ impl KvStore {
         Ok(())
     }
 
+    /// The value of `key` in `plugin`'s namespace, if set.
     pub fn get(
         &self,
         plugin: &str,
@@ -245,6 +261,7 @@ impl KvStore {
             .map(|n| n.max(0) as u64))
     }
 
+    /// Sets `key` in `plugin`'s namespace, unless a cap refuses it.
     pub fn set(
         &self,
         plugin: &str,
@@ -300,6 +317,7 @@ impl KvStore {
         tx.commit().map_err(internal)
     }
 
+    /// Removes `key` from `plugin`'s namespace; a missing key is no error.
     pub fn delete(&self, plugin: &str, key: &str, limits: &KvLimits) -> Result<(), KvError> {
         Self::check_key(key, limits)?;
         let mut conn = self.lock()?;
@@ -355,6 +373,8 @@ impl KvStore {
         })
     }
 
+    /// Up to `limit` (at most 10,000) keys of `plugin`'s namespace that
+    /// start with `prefix`, in order.
     pub fn list_keys(
         &self,
         plugin: &str,

@@ -44,15 +44,20 @@ impl Capability for Log {
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StdStream {
+    /// The guest's stdout: lines log at INFO.
     Stdout,
+    /// The guest's stderr: lines log at WARN.
     Stderr,
 }
 
 /// One line a plugin wrote, already escaped and cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
+    /// The plugin that wrote it.
     pub plugin: String,
+    /// Its level.
     pub level: Level,
+    /// The line, escaped and cut.
     pub message: String,
 }
 
@@ -68,6 +73,8 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// A sink for `plugin` that lets `lines_per_second` through and copies
+    /// each line to `observers`.
     pub fn new(
         plugin: &str,
         lines_per_second: u32,
@@ -94,6 +101,8 @@ impl LogSink {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// Logs one line of the plugin's, if its rate allows; counts it as
+    /// dropped otherwise.
     pub fn write(&self, level: Level, raw: &str) {
         let allowed = match self.bucket.lock() {
             Ok(mut b) => b.take(Instant::now()).is_ok(),
@@ -124,6 +133,7 @@ impl LogSink {
         });
     }
 
+    /// Logs one line the guest printed (stdout at INFO, stderr at WARN).
     pub fn stdio_line(&self, stream: StdStream, line: &str) {
         let level = match stream {
             StdStream::Stdout => Level::Info,

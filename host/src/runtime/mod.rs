@@ -41,43 +41,94 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 /// Why one event failed in one plugin. Nothing else is affected.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HandleError {
+    /// No plugin of that name is loaded (the name, escaped).
     #[error("no plugin named `{0}` is loaded")]
     UnknownPlugin(String),
+    /// The plugin is not granted events of this kind.
     #[error("plugin `{plugin}` is not granted `{kind}` events")]
-    NotGranted { plugin: String, kind: &'static str },
+    NotGranted {
+        /// The plugin.
+        plugin: String,
+        /// The event kind's name.
+        kind: &'static str,
+    },
+    /// The plugin is at its `max_concurrency`.
     #[error("plugin `{plugin}` is busy: {max} calls already running (limits.max_concurrency)")]
-    Busy { plugin: String, max: usize },
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// Its `max_concurrency`.
+        max: usize,
+    },
+    /// The call ran past the plugin's deadline.
     #[error(
         "plugin `{plugin}` ran past its deadline of {deadline_ms} ms and was stopped (limits.deadline_ms)"
     )]
-    Timeout { plugin: String, deadline_ms: u64 },
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// Its deadline.
+        deadline_ms: u64,
+    },
+    /// The guest tried to grow its memory past the cap.
     #[error(
         "plugin `{plugin}` ran out of memory: it tried to grow to {wanted} bytes, over its cap of {cap} bytes (limits.memory_mb)"
     )]
     OutOfMemory {
+        /// The plugin.
         plugin: String,
+        /// What its memories would have held together.
         wanted: usize,
+        /// Its cap.
         cap: usize,
     },
+    /// The guest held more host handles than [`state::MAX_HOST_HANDLES`].
     #[error(
         "plugin `{plugin}` holds more than {max} host handles (WASI streams, pollables) at once and was stopped; \
          it must drop the handles it no longer uses"
     )]
-    TooManyHandles { plugin: String, max: usize },
+    TooManyHandles {
+        /// The plugin.
+        plugin: String,
+        /// The cap.
+        max: usize,
+    },
+    /// The guest trapped.
     #[error("plugin `{plugin}` crashed: {message}")]
-    Trap { plugin: String, message: String },
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// The trap, escaped.
+        message: String,
+    },
+    /// No instance could be made (pool exhausted, start function trapped).
     #[error("plugin `{plugin}` could not start an instance: {message}")]
-    Instantiate { plugin: String, message: String },
+    Instantiate {
+        /// The plugin.
+        plugin: String,
+        /// Why, escaped.
+        message: String,
+    },
+    /// `handle` returned an error.
     #[error("plugin `{plugin}` returned an error: {message}")]
-    Failed { plugin: String, message: String },
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// The plugin's message, escaped.
+        message: String,
+    },
 }
 
+/// How the runtime is set up (`runtime.*` of `botbox.toml`).
 pub struct RuntimeOptions {
+    /// The instance pool's sizes.
     pub pool: PoolSizes,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The plugin runtime: the engine, the linker, the loaded plugins and the
+/// threads guests run on.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
@@ -157,6 +208,8 @@ pub fn guest_ticks_on_this_thread() -> u64 {
 }
 
 impl Runtime {
+    /// Builds the engine and the linker (WASI and every capability) and
+    /// starts the guest threads and the epoch ticker.
     pub fn new(options: RuntimeOptions, services: Services) -> wasmtime::Result<Runtime> {
         let engine = build_engine(&options.pool)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -177,6 +230,7 @@ impl Runtime {
         })
     }
 
+    /// The engine every plugin shares.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -186,6 +240,7 @@ impl Runtime {
         &self.guests.turns
     }
 
+    /// The host services plugins prepared now are given.
     pub fn services(&self) -> Services {
         match self.services.read() {
             Ok(s) => s.clone(),
@@ -202,6 +257,7 @@ impl Runtime {
         }
     }
 
+    /// The loaded plugin of this name.
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.read().ok()?.get(name).cloned()
     }
@@ -214,6 +270,7 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// The names of the loaded plugins, in order.
     pub fn plugin_names(&self) -> Vec<String> {
         self.plugins
             .read()
@@ -436,6 +493,8 @@ impl Runtime {
         self.dispatch_to(&plugin, event).await
     }
 
+    /// Runs one event in a fresh instance of a plugin already looked up
+    /// (see [`crate::router`]), if it is granted the event's kind.
     pub async fn dispatch_to(
         &self,
         plugin: &Arc<Plugin>,

@@ -25,6 +25,7 @@ use crate::runtime::{HandleError, Runtime};
 use crate::sanitize;
 use crate::wit::types::{DeliveryOutcome, DeliveryReport, Event};
 
+/// The `delivery` event that tells a plugin what became of one receipt.
 pub fn report_event(record: &OutboxRecord, parts_ids: Vec<String>) -> Event {
     let detail = record.last_error.clone().unwrap_or_default();
     let outcome = match record.state {
