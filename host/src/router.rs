@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::capabilities::Grants;
 use crate::events::event_kind;
 use crate::runtime::{Plugin, Runtime};
 use crate::wit::types::{Event, EventKind};
@@ -32,7 +33,10 @@ pub enum Refusal {
 
 /// Whether `event` may reach `plugin`: the one rule every trigger routes by.
 pub fn admits(plugin: &Plugin, event: &Event) -> Result<(), Refusal> {
-    let grants = &plugin.context.grants;
+    decide(&plugin.context.grants, event)
+}
+
+fn decide(grants: &Grants, event: &Event) -> Result<(), Refusal> {
     let addressed = match event {
         Event::ChatMessage(m) => grants.channels.contains(&m.channel),
         Event::Meeting(m) => grants.channels.contains(&m.channel),
@@ -91,4 +95,79 @@ pub fn on_channels<'a>(
             event,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wit::types::{ChatMessage, CustomEvent, DeliveryOutcome, DeliveryReport};
+
+    fn chat(channel: &str) -> Event {
+        Event::ChatMessage(ChatMessage {
+            channel: channel.into(),
+            conversation: "c".into(),
+            sender_id: "u".into(),
+            sender_name: None,
+            text: "hi".into(),
+            message_id: None,
+            sent_at_ms: None,
+        })
+    }
+
+    fn grants(events: &[EventKind]) -> Grants {
+        Grants {
+            channels: ["lobby".to_string()].into(),
+            events: events.to_vec(),
+            schedules: ["tick".to_string()].into(),
+        }
+    }
+
+    #[test]
+    fn an_event_needs_its_address_and_its_kind() {
+        let all = grants(&[
+            EventKind::ChatMessage,
+            EventKind::Schedule,
+            EventKind::Delivery,
+            EventKind::Custom,
+        ]);
+        assert_eq!(decide(&all, &chat("lobby")), Ok(()));
+        assert_eq!(decide(&all, &chat("elsewhere")), Err(Refusal::NotAddressed));
+        assert_eq!(decide(&all, &Event::Schedule("tick".into())), Ok(()));
+        assert_eq!(
+            decide(&all, &Event::Schedule("other".into())),
+            Err(Refusal::NotAddressed)
+        );
+
+        let none = grants(&[]);
+        assert_eq!(
+            decide(&none, &chat("lobby")),
+            Err(Refusal::NotGranted(EventKind::ChatMessage))
+        );
+        assert_eq!(
+            decide(&none, &Event::Schedule("tick".into())),
+            Err(Refusal::NotGranted(EventKind::Schedule))
+        );
+    }
+
+    #[test]
+    fn reports_and_custom_events_are_addressed_by_plugin_only() {
+        let report = Event::Delivery(DeliveryReport {
+            receipt_id: "r".into(),
+            // A channel no longer granted: the report still goes back.
+            channel: "gone".into(),
+            outcome: DeliveryOutcome::Delivered,
+            attempts: 1,
+            provider_ids: vec![],
+        });
+        let custom = Event::Custom(CustomEvent {
+            name: "x".into(),
+            payload: String::new(),
+        });
+        let some = grants(&[EventKind::Delivery]);
+        assert_eq!(decide(&some, &report), Ok(()));
+        assert_eq!(
+            decide(&some, &custom),
+            Err(Refusal::NotGranted(EventKind::Custom))
+        );
+    }
 }
