@@ -14,6 +14,7 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod providers;
+pub mod router;
 pub mod runtime;
 pub mod sanitize;
 pub mod storage;
