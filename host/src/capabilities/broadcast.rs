@@ -388,7 +388,7 @@ impl Ctx<'_, BroadcastSlice> {
         let name = self.plugin.name.clone();
         let channel_name = channel.name.clone();
         let accept = tokio::task::spawn_blocking(move || {
-            crate::delivery::postgres::with_deadline(deadline, || {
+            crate::delivery::store::postgres::with_deadline(deadline, || {
                 delivery.accept(&name, &channel, message)
             })
         });

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::Delivery;
-use crate::delivery::outbox::{MessageState, OutboxRecord};
+use crate::delivery::store::{MessageState, OutboxRecord};
 use crate::router;
 use crate::runtime::{HandleError, Runtime};
 use crate::sanitize;
