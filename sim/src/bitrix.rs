@@ -41,6 +41,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{LeakyBucket, SimClock, unix_ms, unix_secs};
 use crate::codec::{parse_query, php_form, php_intval};
 use crate::config::BitrixConfig;
+use crate::kind::{SimKind, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::{Shared, lock};
@@ -171,7 +172,7 @@ async fn rest(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let body = req.into_body();
     guarded(&s, info, conn, rate_limited, || async {
         if let Auth::Webhook { user, code } = &auth {
-            let cfg = &s.bitrix.cfg;
+            let cfg = &s.bitrix().cfg;
             if *user != cfg.webhook_user_id.to_string() || *code != cfg.webhook_code {
                 return err(
                     StatusCode::UNAUTHORIZED,
@@ -270,7 +271,7 @@ async fn read_params(
 }
 
 fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) -> Handled {
-    let cfg = &s.bitrix.cfg;
+    let cfg = &s.bitrix().cfg;
     let now = s.clock.now();
     let acting_user = match auth {
         // Checked before the body was read.
@@ -288,7 +289,7 @@ fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) ->
                     "Wrong authorization data",
                 );
             };
-            let g = lock(&s.bitrix.inner);
+            let g = lock(&s.bitrix().inner);
             match g.access.get(token) {
                 None => {
                     return err(
@@ -311,7 +312,7 @@ fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) ->
     };
 
     {
-        let mut g = lock(&s.bitrix.inner);
+        let mut g = lock(&s.bitrix().inner);
         if !g.bucket.try_add(now, s.clock.now_for_limits()) {
             let limit = g.bucket.describe();
             drop(g);
@@ -436,7 +437,7 @@ fn resolve_target(cfg: &BitrixConfig, p: &Map<String, Value>) -> Result<Target, 
 }
 
 fn message_add(s: &Shared, acting_user: u64, p: &Map<String, Value>) -> Handled {
-    let target = match resolve_target(&s.bitrix.cfg, p) {
+    let target = match resolve_target(&s.bitrix().cfg, p) {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
@@ -463,7 +464,7 @@ fn message_add(s: &Shared, acting_user: u64, p: &Map<String, Value>) -> Handled 
     let url_preview = yes("URL_PREVIEW", true);
 
     let id = {
-        let mut g = lock(&s.bitrix.inner);
+        let mut g = lock(&s.bitrix().inner);
         g.next_message += 1;
         g.next_message
     };
@@ -656,7 +657,7 @@ async fn oauth(State(s): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
-    let cfg = &s.bitrix.cfg;
+    let cfg = &s.bitrix().cfg;
     let get = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
     match get("grant_type") {
         "refresh_token" => {}
@@ -683,7 +684,7 @@ fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
         );
     }
     let now = s.clock.now();
-    let mut g = lock(&s.bitrix.inner);
+    let mut g = lock(&s.bitrix().inner);
     let presented = get("refresh_token");
     // Used once, valid or not; the access token issued with it dies too.
     if let Some(old) = g.issued_with.remove(presented) {
@@ -712,7 +713,7 @@ fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
     g.issued_with.insert(refresh.clone(), access.clone());
     drop(g);
     tracing::info!(target: "botbox_sim", "bitrix   issued OAuth tokens (expires_in {ttl} s simulated)");
-    let base = s.bitrix.base_url.get().cloned().unwrap_or_default();
+    let base = s.bitrix().base_url.get().cloned().unwrap_or_default();
     let real_ttl = s.clock.to_real(Duration::from_secs(ttl)).as_secs();
     Handled::ok(json(
         StatusCode::OK,
@@ -736,6 +737,77 @@ fn random_token() -> String {
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The Bitrix24 simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Bitrix,
+    section_name: "bitrix24",
+    base_path: "",
+    port: |p| &mut p.bitrix,
+    validate: |cfg| {
+        let c = &cfg.bitrix;
+        if c.token_ttl_secs == 0 {
+            return Err("token lifetimes must be at least 1 second");
+        }
+        if c.burst == 0 || !(c.drain_per_second.is_finite() && c.drain_per_second > 0.0) {
+            return Err("bitrix.burst and bitrix.drain_per_second must be above 0");
+        }
+        Ok(())
+    },
+    state: |cfg, url, clock| Box::new(BitrixState::new(cfg.bitrix.clone(), url.to_owned(), clock)),
+    router,
+    // A webhook path that matched no route may still carry a code.
+    unrouted_path: |path| {
+        if path.starts_with("/rest/") {
+            "/rest/…".to_owned()
+        } else {
+            path
+        }
+    },
+    text: |content| content.get("MESSAGE")?.as_str().map(str::to_owned),
+    section: |cfg, name, url, secret| {
+        format!(
+            "[providers.{name}]\nkind = \"bitrix24\"\nurl = {}\nwebhook = {{ user_id = {}, code = {} }}\n",
+            toml_str(url),
+            cfg.bitrix.webhook_user_id,
+            secret("bitrix-webhook-code", &cfg.bitrix.webhook_code)
+        )
+    },
+    credentials: |cfg| {
+        let c = &cfg.bitrix;
+        vec![
+            c.webhook_code.clone(),
+            c.client_secret.clone(),
+            c.access_token.clone(),
+            c.refresh_token.clone(),
+        ]
+    },
+};
+
+impl Shared {
+    pub(crate) fn bitrix(&self) -> &BitrixState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// `http://127.0.0.1:P`
+    pub fn bitrix_url(&self) -> String {
+        self.url(SimProvider::Bitrix)
+    }
+    /// Expires every Bitrix24 access token now (refresh tokens stay valid).
+    pub fn bitrix_expire_access_tokens(&self) {
+        self.shared
+            .bitrix()
+            .expire_access_tokens(&self.shared.clock);
+    }
+    /// Issues a new Bitrix24 OAuth pair `(access, refresh)`, as an operator
+    /// gets one by installing the application again.
+    pub fn bitrix_issue_tokens(&self) -> (String, String) {
+        self.shared.bitrix().issue_pair(&self.shared.clock)
+    }
 }
 
 #[cfg(test)]

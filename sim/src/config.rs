@@ -40,14 +40,14 @@ pub struct SimPorts {
 }
 
 impl SimPorts {
-    /// Four consecutive ports starting at `first` (bbb, tencent, easemob, bitrix).
+    /// Consecutive ports starting at `first`, one per simulator (bbb,
+    /// tencent, easemob, bitrix: the order of `kind::KINDS`).
     pub fn consecutive(first: u16) -> Self {
-        SimPorts {
-            bbb: first,
-            tencent: first.saturating_add(1),
-            easemob: first.saturating_add(2),
-            bitrix: first.saturating_add(3),
+        let mut ports = SimPorts::default();
+        for (offset, k) in (0u16..).zip(&crate::kind::KINDS) {
+            *(k.port)(&mut ports) = first.saturating_add(offset);
         }
+        ports
     }
 }
 

@@ -43,6 +43,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::{SimClock, SlidingWindow, take_all, unix_ms};
 use crate::config::EasemobConfig;
+use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::{Shared, lock};
@@ -187,7 +188,7 @@ async fn entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 "Request method not supported; use POST",
             );
         }
-        if org != s.easemob.cfg.org || app != s.easemob.cfg.app {
+        if org != s.easemob().cfg.org || app != s.easemob().cfg.app {
             return err(
                 StatusCode::BAD_REQUEST,
                 "organization_application_not_found",
@@ -266,7 +267,7 @@ fn invalid_body() -> Handled {
 
 async fn token(s: &Shared, body: Body) -> Handled {
     s.records.token_fetch(SimProvider::Easemob);
-    let cfg = &s.easemob.cfg;
+    let cfg = &s.easemob().cfg;
     let Ok(bytes) = read_body(body, MAX_TOKEN_BODY).await else {
         return err(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -308,7 +309,7 @@ async fn token(s: &Shared, body: Body) -> Handled {
     let token = format!("YWMt{}", URL_SAFE_NO_PAD.encode(raw));
     let now = s.clock.now();
     {
-        let mut g = lock(&s.easemob.inner);
+        let mut g = lock(&s.easemob().inner);
         g.tokens.retain(|_, exp| *exp > now);
         g.tokens
             .insert(token.clone(), now.saturating_add(Duration::from_secs(ttl)));
@@ -332,7 +333,7 @@ async fn broadcast(
         return refused;
     }
     {
-        let mut g = lock(&s.easemob.inner);
+        let mut g = lock(&s.easemob().inner);
         if !g.broadcast_enabled {
             return err(
                 StatusCode::FORBIDDEN,
@@ -357,7 +358,7 @@ async fn broadcast(
         Err((error, description)) => return err(StatusCode::BAD_REQUEST, error, description),
     };
 
-    let mut g = lock(&s.easemob.inner);
+    let mut g = lock(&s.easemob().inner);
     let check_at = s.clock.now_for_limits();
     let daily = &mut g.daily[kind.index()];
     if !daily.allows(check_at) {
@@ -415,7 +416,7 @@ fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Handled> {
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let now = s.clock.now();
-    let g = lock(&s.easemob.inner);
+    let g = lock(&s.easemob().inner);
     match bearer.and_then(|t| g.tokens.get(t)) {
         None => Some(err(
             StatusCode::UNAUTHORIZED,
@@ -473,7 +474,7 @@ async fn message(
     }
     let now = s.clock.now();
     {
-        let mut g = lock(&s.easemob.inner);
+        let mut g = lock(&s.easemob().inner);
         let taken = take_all(
             &mut g.message_windows[kind as usize],
             s.clock.now_for_limits(),
@@ -555,7 +556,7 @@ async fn message(
         }
         _ => return invalid_body(),
     };
-    let mut g = lock(&s.easemob.inner);
+    let mut g = lock(&s.easemob().inner);
     let mut ids = Map::new();
     let mut overflowing = Vec::new();
     for id in &to {
@@ -620,8 +621,8 @@ async fn message(
 
 /// A 200 answer with Easemob's envelope around `data`.
 fn ok_response(s: &Shared, endpoint: &str, data: Value) -> Response {
-    let cfg = &s.easemob.cfg;
-    let base = s.easemob.base_url.get().cloned().unwrap_or_default();
+    let cfg = &s.easemob().cfg;
+    let base = s.easemob().base_url.get().cloned().unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({
@@ -756,6 +757,68 @@ fn summary(msg: &Value) -> String {
                 .unwrap_or_default()
         ),
         other => format!("[{other}]"),
+    }
+}
+
+/// The Easemob simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Easemob,
+    section_name: "easemob",
+    base_path: "",
+    port: |p| &mut p.easemob,
+    validate: |cfg| {
+        if cfg.easemob.token_ttl_secs == 0 {
+            return Err("token lifetimes must be at least 1 second");
+        }
+        Ok(())
+    },
+    state: |cfg, url, _| Box::new(EasemobState::new(cfg.easemob.clone(), url.to_owned())),
+    router,
+    unrouted_path: keep_path,
+    text: |content| {
+        let msg = content.get("msg")?;
+        (msg.get("type")?.as_str()? == "txt")
+            .then(|| msg.get("msg")?.as_str().map(str::to_owned))
+            .flatten()
+    },
+    section: |cfg, name, url, secret| {
+        let c = &cfg.easemob;
+        format!(
+            "[providers.{name}]\nkind = \"easemob\"\nurl = {}\norg = {}\napp = {}\nclient_id = {}\nclient_secret = {}\n",
+            toml_str(url),
+            toml_str(&c.org),
+            toml_str(&c.app),
+            secret("easemob-client-id", &c.client_id),
+            secret("easemob-client-secret", &c.client_secret)
+        )
+    },
+    credentials: |cfg| {
+        vec![
+            cfg.easemob.client_id.clone(),
+            cfg.easemob.client_secret.clone(),
+        ]
+    },
+};
+
+impl Shared {
+    pub(crate) fn easemob(&self) -> &EasemobState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// `http://127.0.0.1:P`
+    pub fn easemob_url(&self) -> String {
+        self.url(SimProvider::Easemob)
+    }
+    /// Whether broadcasts are opened for the app (off: 403 "message broadcast service is unopened").
+    pub fn easemob_set_broadcast_enabled(&self, on: bool) {
+        self.shared.easemob().set_broadcast_enabled(on);
+    }
+    /// Expires every Easemob app token now.
+    pub fn easemob_expire_tokens(&self) {
+        self.shared.easemob().expire_tokens(&self.shared.clock);
     }
 }
 

@@ -47,6 +47,7 @@ use std::io::Read;
 use crate::clock::{SlidingWindow, take_all, unix_ms, unix_secs};
 use crate::codec::{first, parse_query};
 use crate::config::TencentConfig;
+use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::sign::{tencent_hmac, tencent_sig_content};
@@ -162,7 +163,7 @@ fn fail(code: u32, info: impl AsRef<str>) -> Handled {
 }
 
 async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: Body) -> Handled {
-    let cfg = &s.tencent.cfg;
+    let cfg = &s.tencent().cfg;
     let Ok(params) = parse_query(query) else {
         return fail(60002, "HTTP parse error: malformed query string");
     };
@@ -204,7 +205,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     }
 
     {
-        let mut g = lock(&s.tencent.inner);
+        let mut g = lock(&s.tencent().inner);
         if !g.broadcast_enabled && !to_group {
             return fail(
                 10007,
@@ -254,7 +255,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     };
 
     let now = s.clock.now();
-    let mut g = lock(&s.tencent.inner);
+    let mut g = lock(&s.tencent().inner);
     if let Some(id) = &group {
         let window = g.per_group.entry(id.clone()).or_insert_with(|| {
             SlidingWindow::new(GROUP_MESSAGES_PER_SECOND, Duration::from_secs(1))
@@ -571,6 +572,62 @@ pub(crate) fn verify_usersig(
         return Err(UserSigError::Expired);
     }
     Ok(())
+}
+
+/// The Tencent Cloud Chat simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Tencent,
+    section_name: "tencent",
+    base_path: "",
+    port: |p| &mut p.tencent,
+    validate: |cfg| {
+        if cfg.tencent.rate_per_second == 0 {
+            return Err("tencent.rate_per_second must be at least 1");
+        }
+        Ok(())
+    },
+    state: |cfg, _, _| Box::new(TencentState::new(cfg.tencent.clone())),
+    router,
+    unrouted_path: keep_path,
+    text: |content| {
+        let texts: Vec<&str> = content
+            .get("MsgBody")?
+            .as_array()?
+            .iter()
+            .filter(|e| e.get("MsgType").and_then(Value::as_str) == Some("TIMTextElem"))
+            .filter_map(|e| e.get("MsgContent")?.get("Text")?.as_str())
+            .collect();
+        (!texts.is_empty()).then(|| texts.join("\n"))
+    },
+    section: |cfg, name, url, secret| {
+        let c = &cfg.tencent;
+        format!(
+            "[providers.{name}]\nkind = \"tencent\"\nurl = {}\nsdkappid = {}\nidentifier = {}\nsecret_key = {}\n",
+            toml_str(url),
+            c.sdkappid,
+            toml_str(&c.identifier),
+            secret("tencent-secret-key", &c.secret_key)
+        )
+    },
+    credentials: |cfg| vec![cfg.tencent.secret_key.clone()],
+};
+
+impl Shared {
+    pub(crate) fn tencent(&self) -> &TencentState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// `http://127.0.0.1:P`
+    pub fn tencent_url(&self) -> String {
+        self.url(SimProvider::Tencent)
+    }
+    /// The console switch for AVChatRoom broadcasts (off: ErrorCode 10007).
+    pub fn tencent_set_broadcast_enabled(&self, on: bool) {
+        self.shared.tencent().set_broadcast_enabled(on);
+    }
 }
 
 #[cfg(test)]
