@@ -233,6 +233,34 @@ async fn admin_routes_inject_and_report() {
     assert!(sim.requests().iter().any(|r| r.path == "/v3/nothing"));
 }
 
+#[tokio::test]
+async fn unknown_routes_are_recorded_per_simulator() {
+    let sim = start(SimConfig::demo()).await;
+    // A Bitrix24 path that matched no route may carry a webhook code.
+    let r = get(&format!(
+        "{}/rest/1/secretcode/no.such.thing/x",
+        sim.bitrix_url()
+    ))
+    .await;
+    assert_eq!(r.status, 404);
+    // Only the BigBlueButton listener has meetings.
+    let r = get(&format!("{}/__sim/meetings", sim.tencent_url())).await;
+    assert_eq!(r.status, 404);
+    let paths: Vec<(SimProvider, String)> = sim
+        .requests()
+        .into_iter()
+        .map(|r| (r.provider, r.path))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (SimProvider::Bitrix, "/rest/…".to_owned()),
+            (SimProvider::Tencent, "/__sim/meetings".to_owned()),
+        ]
+    );
+    sim.shutdown().await;
+}
+
 /// The real clock, scaled: a simulated day of Easemob quota, Tencent's
 /// 5-minute dedup and a Bitrix24 token hour all pass in well under a second.
 #[tokio::test]
