@@ -36,7 +36,9 @@ const MAX_USER_NAME: usize = 255;
 /// A callback registered with bbb-webhooks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BbbHook {
+    /// The `hookID` `hooks/create` answered with.
     pub id: u64,
+    /// Where the events are posted.
     pub callback_url: String,
     /// Only this meeting's events, when set.
     pub meeting_id: Option<String>,
@@ -716,6 +718,7 @@ impl crate::Sim {
     pub fn bbb_set_running(&self, id: &str, running: bool) -> bool {
         self.shared.bbb().set_running(id, running)
     }
+    /// Removes a meeting; false if there is no such meeting.
     pub fn bbb_remove_meeting(&self, id: &str) -> bool {
         self.shared.bbb().remove(id)
     }

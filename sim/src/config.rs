@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Everything the four simulated providers need.
+/// Everything the simulated providers need.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SimConfig {
@@ -20,7 +20,7 @@ pub struct SimConfig {
     /// between a client's clock and the simulator's (a request arriving up to
     /// this much early still counts as on time). 0 checks the limits exactly.
     pub tolerance_ms: u64,
-    /// Fixed ports for the four listeners; `None` (or a 0 entry) picks free
+    /// Fixed ports for the listeners (one per simulator); `None` (or a 0 entry) picks free
     /// ephemeral ports.
     pub ports: Option<SimPorts>,
     pub bbb: BbbConfig,
@@ -44,7 +44,7 @@ impl SimPorts {
     /// tencent, easemob, bitrix: the order of `kind::KINDS`).
     pub fn consecutive(first: u16) -> Self {
         let mut ports = SimPorts::default();
-        for (offset, k) in (0u16..).zip(&crate::kind::KINDS) {
+        for (offset, k) in (0u16..).zip(crate::kind::KINDS) {
             *(k.port)(&mut ports) = first.saturating_add(offset);
         }
         ports

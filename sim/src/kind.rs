@@ -51,7 +51,7 @@ pub(crate) struct SimKind {
 }
 
 /// Every simulator, in port order (`SimPorts::consecutive`).
-pub(crate) static KINDS: [SimKind; 4] = [
+pub(crate) static KINDS: &[SimKind] = &[
     crate::bbb::KIND,
     crate::tencent::KIND,
     crate::easemob::KIND,
@@ -107,7 +107,7 @@ pub fn write_secrets(dir: &Path, cfg: &SimConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     // The files are those the sections refer to: ask each section.
     let mut files = Vec::new();
-    for k in &KINDS {
+    for k in KINDS {
         (k.section)(cfg, k.section_name, "", &mut |stem, value| {
             files.push((stem.to_owned(), value.to_owned()));
             String::new()

@@ -1,9 +1,10 @@
-//! Local simulators of the four chat providers botbox delivers to, written
+//! Local simulators of the chat providers botbox delivers to, written
 //! from the providers' documents (`shared/seeds`), not from botbox's clients:
 //! they are the independent check that the host signs, throttles and shapes
 //! every request the way the real servers demand.
 //!
-//! Each provider gets its own loopback HTTP listener (so its own base URL):
+//! Each provider gets its own loopback HTTP listener (so its own base URL);
+//! the simulators are listed once, in `kind::KINDS`:
 //!
 //! | provider | base URL | endpoints |
 //! |---|---|---|
@@ -175,7 +176,7 @@ impl Sim {
         validate(&cfg)?;
         let mut ports = cfg.ports.unwrap_or_default();
         let mut listeners = Vec::with_capacity(kind::KINDS.len());
-        for k in &kind::KINDS {
+        for k in kind::KINDS {
             let (provider, port) = (k.provider, *(k.port)(&mut ports));
             let listener = server::bind(port).await.map_err(|source| SimError::Bind {
                 provider,
@@ -318,10 +319,6 @@ impl Sim {
     pub fn token_fetches(&self, provider: SimProvider) -> u64 {
         self.stats(provider).token_fetches
     }
-    /// Tencent requests answered OK but discarded as repeats of a `Random`.
-    pub fn deduplicated(&self) -> u64 {
-        self.stats(SimProvider::Tencent).deduplicated
-    }
     /// Forgets recorded requests, deliveries, violations and counters (limits
     /// and tokens are kept).
     pub fn clear_records(&self) {
@@ -380,7 +377,7 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
         return bad("time_scale must be a finite number above 0");
     }
-    for k in &kind::KINDS {
+    for k in kind::KINDS {
         (k.validate)(cfg).or_else(bad)?;
     }
     Ok(())

@@ -620,6 +620,10 @@ impl Shared {
 
 /// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
 impl crate::Sim {
+    /// Tencent requests answered OK but discarded as repeats of a `Random`.
+    pub fn deduplicated(&self) -> u64 {
+        self.stats(SimProvider::Tencent).deduplicated
+    }
     /// `http://127.0.0.1:P`
     pub fn tencent_url(&self) -> String {
         self.url(SimProvider::Tencent)

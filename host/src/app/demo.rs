@@ -1,5 +1,5 @@
 //! `botbox run --demo` and `botbox check --demo`: the embedded demo config,
-//! with local simulators of the four providers standing in for the real ones.
+//! with botbox-sim's local provider simulators standing in for the real ones.
 
 use std::path::Path;
 
