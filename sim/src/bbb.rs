@@ -7,6 +7,7 @@
 //! it exactly, `H` chosen by the checksum's length among the supported
 //! algorithms. Answers are XML with HTTP 200, even for `FAILED`.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use serde_json::json;
 use crate::callbacks;
 use crate::clock::unix_ms;
 use crate::codec::{first, parse_query, xml_escape};
-use crate::config::{BbbConfig, ChecksumAlg, SimMeeting};
+use crate::config::REDACTED;
 use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json as json_answer, text, xml};
@@ -666,6 +667,98 @@ fn hooks_create(s: &Shared, params: &[(String, String)]) -> Handled {
     Handled::ok(xml(format!(
         "<response><returncode>SUCCESS</returncode><hookID>{id}</hookID><permanentHook>false</permanentHook><rawData>{raw}</rawData></response>"
     )))
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.bbb`).
+
+/// BigBlueButton checksum hash functions; the server picks one by the
+/// checksum's length (40/64/96/128 hex digits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumAlg {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl ChecksumAlg {
+    pub const ALL: [ChecksumAlg; 4] = [
+        ChecksumAlg::Sha1,
+        ChecksumAlg::Sha256,
+        ChecksumAlg::Sha384,
+        ChecksumAlg::Sha512,
+    ];
+
+    /// Length of the lowercase hex digest, which is how the server tells them apart.
+    pub fn hex_len(self) -> usize {
+        match self {
+            ChecksumAlg::Sha1 => 40,
+            ChecksumAlg::Sha256 => 64,
+            ChecksumAlg::Sha384 => 96,
+            ChecksumAlg::Sha512 => 128,
+        }
+    }
+
+    pub fn from_hex_len(len: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.hex_len() == len)
+    }
+}
+
+/// The BigBlueButton simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BbbConfig {
+    /// The shared secret (`securitySalt` in bbb-web.properties).
+    pub secret: String,
+    /// `supportedChecksumAlgorithms`: a checksum of another length is a `checksumError`.
+    pub supported: Vec<ChecksumAlg>,
+    /// Meetings that exist when the simulator starts.
+    pub meetings: Vec<SimMeeting>,
+}
+
+/// A meeting seeded into the BigBlueButton simulator (or added through the handle).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimMeeting {
+    pub id: String,
+    pub name: String,
+    /// Only running meetings accept `sendChatMessage`.
+    pub running: bool,
+}
+
+impl SimMeeting {
+    pub fn new(id: impl Into<String>, name: impl Into<String>, running: bool) -> Self {
+        SimMeeting {
+            id: id.into(),
+            name: name.into(),
+            running,
+        }
+    }
+}
+
+impl Default for BbbConfig {
+    fn default() -> Self {
+        BbbConfig {
+            secret: "sim-bbb-secret-8f3c1e0b7a5d".to_owned(),
+            supported: ChecksumAlg::ALL.to_vec(),
+            meetings: vec![
+                SimMeeting::new("room-1", "Sim Lobby", true),
+                SimMeeting::new("room-2", "Sim Lecture Hall", true),
+                SimMeeting::new("room-idle", "Sim Idle Room", false),
+            ],
+        }
+    }
+}
+
+impl fmt::Debug for BbbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BbbConfig")
+            .field("secret", &REDACTED)
+            .field("supported", &self.supported)
+            .field("meetings", &self.meetings)
+            .finish()
+    }
 }
 
 /// The BigBlueButton simulator, for [`crate::kind::KINDS`].

@@ -24,6 +24,7 @@
 //! come from the query string and the body (form or JSON), the body winning.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,11 +37,12 @@ use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{LeakyBucket, SimClock, unix_ms, unix_secs};
 use crate::codec::{parse_query, php_form, php_intval};
-use crate::config::BitrixConfig;
+use crate::config::REDACTED;
 use crate::kind::{SimKind, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
@@ -737,6 +739,75 @@ fn random_token() -> String {
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     URL_SAFE_NO_PAD.encode(raw)
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.bitrix`).
+
+/// The Bitrix24 simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BitrixConfig {
+    /// The user id in the incoming-webhook URL `/rest/{user_id}/{code}/…`.
+    pub webhook_user_id: u64,
+    /// The webhook code, which is the webhook's whole secret.
+    pub webhook_code: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The OAuth access token valid when the simulator starts.
+    pub access_token: String,
+    /// The OAuth refresh token valid when the simulator starts (single use).
+    pub refresh_token: String,
+    /// The user the OAuth tokens act for.
+    pub oauth_user_id: u64,
+    /// Access token lifetime in simulated seconds (1 h on real portals).
+    pub token_ttl_secs: u64,
+    /// Refresh token lifetime in simulated seconds (28 days on real portals).
+    pub refresh_ttl_secs: u64,
+    /// Chats the senders belong to, as `chatN` (or `N`); other chats give ACCESS_ERROR.
+    pub known_chats: Vec<String>,
+    /// Leaky bucket: how many requests drain per (simulated) second…
+    pub drain_per_second: f64,
+    /// …and how many fit in it (2/s and 50 on ordinary plans, 5/s and 250 on Enterprise).
+    pub burst: u32,
+}
+
+impl Default for BitrixConfig {
+    fn default() -> Self {
+        BitrixConfig {
+            webhook_user_id: 1,
+            webhook_code: "simwebhook0c0de7x2".to_owned(),
+            client_id: "local.5f1e0b07b0c000.sim".to_owned(),
+            client_secret: "simBitrixClientSecret0botbox7a9e".to_owned(),
+            access_token: "sim-bitrix-access-0000".to_owned(),
+            refresh_token: "sim-bitrix-refresh-0000".to_owned(),
+            oauth_user_id: 1,
+            token_ttl_secs: 3600,
+            refresh_ttl_secs: 28 * 24 * 3600,
+            known_chats: vec!["chat1".to_owned(), "chat13".to_owned()],
+            drain_per_second: 2.0,
+            burst: 50,
+        }
+    }
+}
+
+impl fmt::Debug for BitrixConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BitrixConfig")
+            .field("webhook_user_id", &self.webhook_user_id)
+            .field("webhook_code", &REDACTED)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("access_token", &REDACTED)
+            .field("refresh_token", &REDACTED)
+            .field("oauth_user_id", &self.oauth_user_id)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("refresh_ttl_secs", &self.refresh_ttl_secs)
+            .field("known_chats", &self.known_chats)
+            .field("drain_per_second", &self.drain_per_second)
+            .field("burst", &self.burst)
+            .finish()
+    }
 }
 
 /// The Bitrix24 simulator, for [`crate::kind::KINDS`].

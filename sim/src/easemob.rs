@@ -27,6 +27,7 @@
 //! broadcasts count against the daily quota. "Per day" is any rolling 24 h.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -39,10 +40,11 @@ use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{SimClock, SlidingWindow, take_all, unix_ms};
-use crate::config::EasemobConfig;
+use crate::config::REDACTED;
 use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
@@ -757,6 +759,63 @@ fn summary(msg: &Value) -> String {
                 .unwrap_or_default()
         ),
         other => format!("[{other}]"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.easemob`).
+
+/// The Easemob simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EasemobConfig {
+    pub org: String,
+    pub app: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// App token lifetime in simulated seconds (reported as `expires_in`).
+    pub token_ttl_secs: u64,
+    /// The app's UUID, returned as `application`.
+    pub application: String,
+    /// Broadcasts must be opened by Easemob sales; off gives 403 "message broadcast service is unopened".
+    pub broadcast_enabled: bool,
+    /// Daily quotas (the per-window limits are fixed by the docs and cannot be raised).
+    pub daily_all_users: u32,
+    pub daily_online_users: u32,
+    pub daily_chatrooms: u32,
+}
+
+impl Default for EasemobConfig {
+    fn default() -> Self {
+        EasemobConfig {
+            org: "sim-org".to_owned(),
+            app: "sim-app".to_owned(),
+            client_id: "YXA6simClientId0botbox".to_owned(),
+            client_secret: "YXA6simClientSecret0botbox0f4e".to_owned(),
+            token_ttl_secs: 7200,
+            application: "5b1d7e00-51a0-4b0c-9e5f-000000b07b0c".to_owned(),
+            broadcast_enabled: true,
+            daily_all_users: 3,
+            daily_online_users: 50,
+            daily_chatrooms: 100,
+        }
+    }
+}
+
+impl fmt::Debug for EasemobConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EasemobConfig")
+            .field("org", &self.org)
+            .field("app", &self.app)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("application", &self.application)
+            .field("broadcast_enabled", &self.broadcast_enabled)
+            .field("daily_all_users", &self.daily_all_users)
+            .field("daily_online_users", &self.daily_online_users)
+            .field("daily_chatrooms", &self.daily_chatrooms)
+            .finish()
     }
 }
 

@@ -50,11 +50,10 @@ mod server;
 pub mod sign;
 mod tencent;
 
-pub use bbb::BbbHook;
-pub use config::{
-    BbbConfig, BitrixConfig, ChecksumAlg, EasemobConfig, SimConfig, SimMeeting, SimPorts,
-    TencentConfig,
-};
+pub use bbb::{BbbConfig, BbbHook, ChecksumAlg, SimMeeting};
+pub use bitrix::BitrixConfig;
+pub use config::{SimConfig, SimPorts};
+pub use easemob::EasemobConfig;
 pub use fault::Fault;
 pub use kind::{
     SecretRef, credentials, provider_section, provider_sections, section_name, write_secrets,
@@ -62,6 +61,7 @@ pub use kind::{
 pub use record::{
     Outcome, SimDelivery, SimProvider, SimRequest, SimStats, Target, Violation, escape_for_log,
 };
+pub use tencent::TencentConfig;
 
 /// Endpoint names, as used in records and for endpoint-specific faults.
 pub mod endpoints {

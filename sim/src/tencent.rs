@@ -29,6 +29,7 @@
 //! limit counts calls, not successes.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,12 +42,13 @@ use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flate2::read::ZlibDecoder;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::io::Read;
 
 use crate::clock::{SlidingWindow, take_all, unix_ms, unix_secs};
 use crate::codec::{first, parse_query};
-use crate::config::TencentConfig;
+use crate::config::REDACTED;
 use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
@@ -572,6 +574,48 @@ pub(crate) fn verify_usersig(
         return Err(UserSigError::Expired);
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.tencent`).
+
+/// The Tencent Cloud Chat simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TencentConfig {
+    pub sdkappid: u64,
+    /// The app admin account allowed to call the REST API.
+    pub identifier: String,
+    /// The app's secret key; UserSigs are HMAC-SHA256 keyed with its text bytes.
+    pub secret_key: String,
+    /// `send_broadcast_msg` calls allowed per second (1 by default, 5 on higher plans).
+    pub rate_per_second: u32,
+    /// The console switch "Broadcast messaging of audio-video group"; off gives 10007.
+    pub broadcast_enabled: bool,
+}
+
+impl Default for TencentConfig {
+    fn default() -> Self {
+        TencentConfig {
+            sdkappid: 1_400_900_001,
+            identifier: "administrator".to_owned(),
+            secret_key: "sim-tencent-key-5e2b9d4c1a7f60e3b8d2c4a1f9e07b6d".to_owned(),
+            rate_per_second: 1,
+            broadcast_enabled: true,
+        }
+    }
+}
+
+impl fmt::Debug for TencentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TencentConfig")
+            .field("sdkappid", &self.sdkappid)
+            .field("identifier", &self.identifier)
+            .field("secret_key", &REDACTED)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("broadcast_enabled", &self.broadcast_enabled)
+            .finish()
+    }
 }
 
 /// The Tencent Cloud Chat simulator, for [`crate::kind::KINDS`].
