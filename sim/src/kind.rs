@@ -36,7 +36,8 @@ pub(crate) struct SimKind {
     pub(crate) port: fn(&mut SimPorts) -> &mut u16,
     /// Refuses a config this simulator cannot run with (the message names the key).
     pub(crate) validate: fn(&SimConfig) -> Result<(), &'static str>,
-    /// Its state, from the config, its base URL and the shared clock.
+    /// Its state, from the config, its base URL and the shared clock; a type
+    /// of its own, as [`Shared::state`] finds it by type.
     pub(crate) state: fn(&SimConfig, &str, &SimClock) -> State,
     /// Its provider routes (the `/__sim/` admin routes are added for it).
     pub(crate) router: fn() -> Router<Arc<Shared>>,
