@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use botbox::app::App;
 use botbox::config::Config;
-use botbox::delivery::outbox::{ListFilter, MessageState};
+use botbox::delivery::store::{ListFilter, MessageState};
 use botbox::wit::types::{BroadcastError, Message};
 use botbox_sim::{Sim, SimConfig, SimProvider};
 use support::sims::sim_config;
@@ -541,7 +541,7 @@ async fn finished_messages_are_pruned_after_the_retention_and_botbox_outbox_list
     assert_eq!(r.offer("a", "live", 1), 1);
     r.run_for(Duration::from_millis(1_000)).await;
     let outbox = r.app.delivery.outbox();
-    let all = |outbox: &Arc<dyn botbox::delivery::outbox::OutboxStore>| {
+    let all = |outbox: &Arc<dyn botbox::delivery::store::OutboxStore>| {
         outbox
             .list(&ListFilter {
                 limit: 10,
@@ -669,7 +669,7 @@ fn report_plugin(spin_on_report: bool) -> Vec<u8> {
 
 /// A finished message of `plugin`, written straight into the outbox.
 fn finished(app: &App, plugin: &str, id: &str, finished_ms: u64) {
-    let record = botbox::delivery::outbox::OutboxRecord {
+    let record = botbox::delivery::store::OutboxRecord {
         id: id.into(),
         plugin: plugin.into(),
         channel: "live".into(),

@@ -131,7 +131,14 @@ async fn commands_answer_in_the_conversation_and_count_in_kv() {
     assert!(accepted.try_recv().is_err());
 
     let kv = app.runtime.services().kv;
-    let limits = app.runtime.plugin("commands").unwrap().context.kv_limits;
+    let limits = app
+        .runtime
+        .plugin("commands")
+        .unwrap()
+        .context
+        .slices
+        .kv
+        .limits;
     let total = kv
         .get("commands", "count/total", &limits)
         .unwrap()

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use botbox::config::Config;
-use botbox::delivery::outbox::{ListFilter, MessageState, SqliteOutbox};
+use botbox::delivery::store::{ListFilter, MessageState, SqliteOutbox};
 use botbox::delivery::throttle::{Clock, ScaledClock, SharedClock};
 use botbox::delivery::{Delivery, DeliveryObservers};
 use botbox::providers::Registry;

@@ -180,6 +180,7 @@ async fn a_log_flood_is_rate_limited_and_escaped() {
         .plugin("hostile")
         .unwrap()
         .context
+        .slices
         .log
         .clone();
     assert!(sink.written() <= 11, "written {}", sink.written());
@@ -448,7 +449,9 @@ async fn strings_and_lists_far_over_every_cap_are_refused() {
         .plugin("hostile")
         .unwrap()
         .context
-        .kv_limits;
+        .slices
+        .kv
+        .limits;
     assert_eq!(kv.get("hostile", "big", &limits).unwrap(), None);
     assert_neighbour_fine(&host).await;
 }
@@ -512,7 +515,9 @@ async fn filling_kv_stops_at_the_quota_and_spares_other_namespaces() {
         .plugin("hostile")
         .unwrap()
         .context
-        .kv_limits;
+        .slices
+        .kv
+        .limits;
     let keys = kv.list_keys("hostile", "", 1000, &hostile_limits).unwrap();
     assert_eq!(keys.len(), 15);
     // The neighbour's namespace has its own, untouched quota.
@@ -522,7 +527,9 @@ async fn filling_kv_stops_at_the_quota_and_spares_other_namespaces() {
         .plugin("neighbour")
         .unwrap()
         .context
-        .kv_limits;
+        .slices
+        .kv
+        .limits;
     kv.set("neighbour", "state", &[7u8; 60_000], &neighbour_limits)
         .expect("the neighbour's quota is its own");
     assert_neighbour_fine(&host).await;
@@ -762,7 +769,9 @@ async fn a_plugin_swapped_mid_call_finishes_on_the_old_version() {
         .plugin("swapped")
         .unwrap()
         .context
-        .kv_limits;
+        .slices
+        .kv
+        .limits;
     kv.set("swapped", "go", b"1", &limits).unwrap();
     first.await.unwrap().expect("the call in flight finished");
     let a = accepted.try_recv().expect("v1's message");

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use botbox::app::App;
 use botbox::config::Config;
 use botbox::delivery::Finished;
-use botbox::delivery::outbox::OutboxRecord;
+use botbox::delivery::store::OutboxRecord;
 use botbox::providers::{DeliveryOutcome, Part, Registry};
 use botbox::wit::types::{Content, CustomEvent, Event, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

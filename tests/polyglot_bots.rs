@@ -163,7 +163,9 @@ fn kv_text(app: &App, plugin: &str, key: &str) -> Option<String> {
         .plugin(plugin)
         .expect("loaded")
         .context
-        .kv_limits;
+        .slices
+        .kv
+        .limits;
     app.runtime
         .services()
         .kv

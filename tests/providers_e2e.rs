@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use botbox::app::App;
 use botbox::config::Config;
-use botbox::delivery::outbox::{MessageState, PartState};
+use botbox::delivery::store::{MessageState, PartState};
 use botbox::wit::types::{Event, MeetingEvent, MeetingEventKind};
 use botbox_sim::{Fault, Outcome, Sim, SimConfig, SimDelivery, SimProvider, Target, endpoints};
 use serde_json::json;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use botbox::app::App;
 use botbox::config::Config;
-use botbox::delivery::outbox::{ListFilter, MessageState};
+use botbox::delivery::store::{ListFilter, MessageState};
 use botbox::wit::types::{BroadcastError, Content, Message};
 use botbox_sim::{Sim, SimConfig, SimProvider};
 use pg::PgServer;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use botbox::app::App;
 use botbox::config::Config;
 use botbox::delivery::Finished;
-use botbox::delivery::outbox::{ListFilter, OutboxRecord, PartRecord};
+use botbox::delivery::store::{ListFilter, OutboxRecord, PartRecord};
 use botbox::wit::types::{ChatMessage, CustomEvent, Event};
 use botbox_sim::{Sim, SimDelivery, SimProvider};
 use serde_json::Value;

@@ -200,7 +200,9 @@ pub fn guest_memory(app: &App, plugin: &str) -> String {
         .plugin(plugin)
         .expect("loaded")
         .context
-        .kv_limits;
+        .slices
+        .kv
+        .limits;
     let mut text = String::new();
     for page in 0..64u8 {
         let key = format!("mem{}", (b'0' + page) as char);

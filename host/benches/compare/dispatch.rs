@@ -236,7 +236,7 @@ impl BotboxHost {
             // A plugin's broadcast budget tops out at 100,000 a minute; the
             // benchmark sends more, so it gets a bucket that never runs dry.
             // The budget is still checked and charged on every send.
-            if let Ok(mut bucket) = plugin.context.broadcast_budget.lock() {
+            if let Ok(mut bucket) = plugin.context.slices.broadcast.budget.lock() {
                 *bucket = TokenBucket::new(u32::MAX, 1e12);
             }
             plugins.push(plugin);

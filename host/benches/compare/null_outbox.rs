@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use botbox::delivery::outbox::{
+use botbox::delivery::store::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
     PartState, SendLog,
 };
@@ -134,7 +134,7 @@ impl OutboxStore for NullOutbox {
     fn pending_by_plugin(
         &self,
         _endpoint: &str,
-    ) -> Result<Vec<botbox::delivery::outbox::PluginBacklog>, OutboxError> {
+    ) -> Result<Vec<botbox::delivery::store::PluginBacklog>, OutboxError> {
         Ok(Vec::new())
     }
     fn mark_reported(&self, _id: &str) -> Result<(), OutboxError> {

@@ -4,25 +4,132 @@
 //! Every size is bounded here, before a message is persisted or printed, so
 //! a hostile plugin cannot push unbounded data further into the host.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::delivery::Channel;
-use crate::runtime::HostState;
-use crate::wit::botbox::bot::broadcast::Host;
+use wasmtime::component::Linker;
+
+use super::rate::TokenBucket;
+use super::{Capability, Ctx, HasCapability, Setup, View};
+use crate::config::PluginLimits;
+use crate::delivery::{Channel, Delivery};
+use crate::wit::botbox::bot::broadcast::{self, Host};
 use crate::wit::types::{
-    BroadcastError, ChannelInfo, Content, ContentKind, Media, Message, MessageOptions,
+    BroadcastError, ChannelInfo, Content, ContentKind, Event, Media, Message, MessageOptions,
 };
 
-/// Bounds that hold on every channel, whatever the provider.
+/// The `broadcast` capability.
+pub struct Broadcast;
+
+/// What every store of one plugin shares for `broadcast`.
+#[derive(Clone)]
+pub struct BroadcastSlice {
+    /// Where accepted messages go; the channels and their rules.
+    pub delivery: Arc<Delivery>,
+    /// Sends per minute (`limits.broadcasts_per_minute`); kept across a
+    /// reload with the same limits.
+    pub budget: Arc<Mutex<TokenBucket>>,
+    /// The conversations it may `reply-to`; kept across reloads.
+    pub conversations: Arc<Mutex<Conversations>>,
+}
+
+impl BroadcastSlice {
+    /// A full budget for these limits.
+    pub fn budget(limits: &PluginLimits) -> TokenBucket {
+        TokenBucket::new(
+            limits.broadcasts_per_minute,
+            limits.broadcasts_per_minute as f64 / 60.0,
+        )
+    }
+}
+
+impl Capability for Broadcast {
+    type Slice = BroadcastSlice;
+
+    fn slice(setup: &Setup<'_>, previous: Option<&BroadcastSlice>) -> BroadcastSlice {
+        let kept = previous.filter(|_| setup.same_limits);
+        BroadcastSlice {
+            delivery: setup.services.delivery.clone(),
+            budget: kept.map(|p| p.budget.clone()).unwrap_or_else(|| {
+                Arc::new(Mutex::new(BroadcastSlice::budget(&setup.config.limits)))
+            }),
+            conversations: previous
+                .map(|p| p.conversations.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        broadcast::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+    }
+
+    /// A plugin told about a conversation (a chat message, a meeting) may
+    /// answer in it.
+    #[inline]
+    fn before_event(slice: &BroadcastSlice, event: &Event) {
+        let (channel, conversation) = match event {
+            Event::ChatMessage(m) => (&m.channel, &m.conversation),
+            Event::Meeting(m) => (&m.channel, &m.meeting_id),
+            _ => return,
+        };
+        if let Ok(mut c) = slice.conversations.lock() {
+            c.remember(channel, conversation);
+        }
+    }
+}
+
+/// Conversations a plugin has been told about (in chat-message and meeting
+/// events), the only ones it may `reply-to`. Bounded: the oldest half is
+/// forgotten when full.
+#[derive(Debug, Default)]
+pub struct Conversations {
+    seen: HashSet<(String, String)>,
+    order: Vec<(String, String)>,
+}
+
+impl Conversations {
+    const MAX: usize = 10_000;
+
+    /// Notes that the plugin was told about `conversation` on `channel`.
+    pub fn remember(&mut self, channel: &str, conversation: &str) {
+        let key = (channel.to_string(), conversation.to_string());
+        if self.seen.insert(key.clone()) {
+            self.order.push(key);
+            if self.order.len() > Self::MAX {
+                for old in self.order.drain(..Self::MAX / 2) {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether the plugin was told about `conversation` on `channel`.
+    pub fn contains(&self, channel: &str, conversation: &str) -> bool {
+        self.seen
+            .contains(&(channel.to_string(), conversation.to_string()))
+    }
+}
+
+// Bounds that hold on every channel, whatever the provider.
+
+/// The most bytes of `extra` (a JSON object).
 pub const MAX_EXTRA_BYTES: usize = 64 << 10;
+/// The most bytes of an `idempotency-key`.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// The most bytes of a media or thumbnail url.
 pub const MAX_URL_BYTES: usize = 4096;
+/// The most bytes of a short field: file name, format, custom event name,
+/// command action, location address.
 pub const MAX_SHORT_FIELD_BYTES: usize = 1024;
+/// The most bytes of each JSON option (`attach`, `keyboard`, `menu`).
 pub const MAX_OPTION_JSON_BYTES: usize = 30 * 1024;
+/// The most bytes of custom content's data.
 pub const MAX_CUSTOM_DATA_BYTES: usize = 64 << 10;
+/// The most bytes of a `reply-to` conversation.
 pub const MAX_CONVERSATION_BYTES: usize = 256;
 
+/// The kind of a message's content, as channels list what they accept.
 pub fn content_kind(content: &Content) -> ContentKind {
     match content {
         Content::Text(_) => ContentKind::Text,
@@ -36,6 +143,7 @@ pub fn content_kind(content: &Content) -> ContentKind {
     }
 }
 
+/// A content kind's name in the WIT, for messages and the CLI.
 pub fn content_kind_name(kind: ContentKind) -> &'static str {
     match kind {
         ContentKind::Text => "text",
@@ -203,11 +311,12 @@ pub fn check_message(channel: &Channel, message: &Message) -> Result<(), Broadca
     Ok(())
 }
 
-impl HostState {
+impl Ctx<'_, BroadcastSlice> {
     /// Everything `send-broadcast` checks before the outbox: grants, the
     /// channel's rules, the plugin's budget. Returns the channel.
     fn admit(&mut self, message: &Message) -> Result<Arc<Channel>, BroadcastError> {
-        let plugin = &self.plugin;
+        let plugin = self.plugin;
+        let slice = self.slice;
         let name = &message.channel;
         if !plugin.grants.channels.contains(name) {
             let asked = plugin
@@ -228,14 +337,14 @@ impl HostState {
                 ))
             });
         }
-        let Some(channel) = plugin.delivery.channel(name) else {
+        let Some(channel) = slice.delivery.channel(name) else {
             return Err(BroadcastError::UnknownChannel(format!(
                 "channel `{name}` is not configured"
             )));
         };
         check_message(&channel, message)?;
         if let Some(conversation) = &message.reply_to {
-            let known = plugin
+            let known = slice
                 .conversations
                 .lock()
                 .map(|c| c.contains(name, conversation))
@@ -247,8 +356,8 @@ impl HostState {
             }
         }
         channel.provider.validate(&channel.config, message)?;
-        let budget = plugin
-            .broadcast_budget
+        let budget = slice
+            .budget
             .lock()
             .map_err(|_| BroadcastError::Internal("broadcast budget unavailable".into()))?
             .take(Instant::now());
@@ -275,11 +384,11 @@ impl HostState {
             .deadline
             .saturating_sub(self.started.elapsed());
         let deadline = Instant::now() + left.mul_f64(0.9);
-        let delivery = self.plugin.delivery.clone();
+        let delivery = self.slice.delivery.clone();
         let name = self.plugin.name.clone();
         let channel_name = channel.name.clone();
         let accept = tokio::task::spawn_blocking(move || {
-            crate::delivery::postgres::with_deadline(deadline, || {
+            crate::delivery::store::postgres::with_deadline(deadline, || {
                 delivery.accept(&name, &channel, message)
             })
         });
@@ -318,7 +427,7 @@ fn for_guest(plugin: &str, channel: &str, error: BroadcastError) -> BroadcastErr
 pub const GUEST_INTERNAL: &str =
     "the outbox could not store the message; the operator's log has the details";
 
-impl Host for HostState {
+impl Host for Ctx<'_, BroadcastSlice> {
     async fn send_broadcast(
         &mut self,
         msg: Message,
@@ -327,12 +436,12 @@ impl Host for HostState {
     }
 
     async fn channels(&mut self) -> wasmtime::Result<Vec<ChannelInfo>> {
-        let plugin = &self.plugin;
-        Ok(plugin
+        Ok(self
+            .plugin
             .grants
             .channels
             .iter()
-            .filter_map(|name| plugin.delivery.channel(name))
+            .filter_map(|name| self.slice.delivery.channel(name))
             .map(|c| ChannelInfo {
                 name: c.name.clone(),
                 provider_kind: c.provider.kind().to_string(),
@@ -343,5 +452,3 @@ impl Host for HostState {
             .collect())
     }
 }
-
-impl crate::wit::types::Host for HostState {}

@@ -16,10 +16,43 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use wasmtime::component::Linker;
 
-use crate::capabilities::PluginContext;
-use crate::runtime::HostState;
-use crate::wit::botbox::bot::kv::{Host, KvError};
+use super::{Capability, Ctx, HasCapability, Setup, View};
+use crate::config::PluginLimits;
+use crate::wit::botbox::bot::kv::{self, Host, KvError};
+
+/// The `kv` capability.
+pub struct Kv;
+
+/// What every store of one plugin shares for `kv`: its namespace.
+pub type KvSlice = Arc<Namespace>;
+
+/// One plugin's namespace of the shared store, and its limits.
+pub struct Namespace {
+    /// The store every plugin shares.
+    pub store: Arc<KvStore>,
+    /// The namespace: the plugin's name.
+    pub plugin: String,
+    /// Its caps (`limits.kv_*`).
+    pub limits: KvLimits,
+}
+
+impl Capability for Kv {
+    type Slice = KvSlice;
+
+    fn slice(setup: &Setup<'_>, _previous: Option<&KvSlice>) -> KvSlice {
+        Arc::new(Namespace {
+            store: setup.services.kv.clone(),
+            plugin: setup.name.to_string(),
+            limits: KvLimits::of(&setup.config.limits),
+        })
+    }
+
+    fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        kv::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+    }
+}
 
 /// What each row costs a namespace on top of its key's and value's bytes:
 /// SQLite's record header, its B-tree cell and page slack. The review that
@@ -33,14 +66,20 @@ pub const ROW_CHARGE: u64 = 64;
 /// Errors opening the store, for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum KvOpenError {
+    /// SQLite could not open or set up the file.
     #[error("cannot open kv store `{path}`: {source}")]
     Open {
+        /// The store's file.
         path: String,
+        /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The folder the file goes in could not be created.
     #[error("cannot create folder for kv store `{path}`: {source}")]
     Folder {
+        /// The folder.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
 }
@@ -48,9 +87,24 @@ pub enum KvOpenError {
 /// Limits of one namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct KvLimits {
+    /// The longest key, in UTF-8 bytes (`limits.kv_max_key_bytes`).
     pub max_key_bytes: u32,
+    /// The largest value, in bytes (`limits.kv_max_value_bytes`).
     pub max_value_bytes: u32,
+    /// The most the namespace may hold, as [`KvUsage::bytes`] counts it
+    /// (`limits.kv_max_total_kb`).
     pub max_total_bytes: u64,
+}
+
+impl KvLimits {
+    /// A plugin's kv caps, from its limits.
+    pub fn of(limits: &PluginLimits) -> KvLimits {
+        KvLimits {
+            max_key_bytes: limits.kv_max_key_bytes,
+            max_value_bytes: limits.kv_max_value_bytes,
+            max_total_bytes: limits.kv_max_total_bytes,
+        }
+    }
 }
 
 /// What a namespace holds, as the quota counts it.
@@ -58,9 +112,12 @@ pub struct KvLimits {
 pub struct KvUsage {
     /// Key bytes + value bytes + [`ROW_CHARGE`] per row.
     pub bytes: u64,
+    /// How many keys it holds.
     pub rows: u64,
 }
 
+/// The kv store every plugin shares: one SQLite file, one namespace per
+/// plugin.
 pub struct KvStore {
     conn: Mutex<Connection>,
 }
@@ -74,6 +131,7 @@ fn internal(e: rusqlite::Error) -> KvError {
 }
 
 impl KvStore {
+    /// Opens (or creates) the store at `path`, and its folder.
     pub fn open(path: &Path) -> Result<KvStore, KvOpenError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| KvOpenError::Folder {
@@ -89,6 +147,7 @@ impl KvStore {
         Self::init(conn).map_err(open_err)
     }
 
+    /// A store that lives in memory, for tests.
     pub fn in_memory() -> Result<KvStore, rusqlite::Error> {
         Self::init(Connection::open_in_memory()?)
     }
@@ -153,6 +212,7 @@ impl KvStore {
         Ok(())
     }
 
+    /// The value of `key` in `plugin`'s namespace, if set.
     pub fn get(
         &self,
         plugin: &str,
@@ -201,6 +261,7 @@ impl KvStore {
             .map(|n| n.max(0) as u64))
     }
 
+    /// Sets `key` in `plugin`'s namespace, unless a cap refuses it.
     pub fn set(
         &self,
         plugin: &str,
@@ -256,6 +317,7 @@ impl KvStore {
         tx.commit().map_err(internal)
     }
 
+    /// Removes `key` from `plugin`'s namespace; a missing key is no error.
     pub fn delete(&self, plugin: &str, key: &str, limits: &KvLimits) -> Result<(), KvError> {
         Self::check_key(key, limits)?;
         let mut conn = self.lock()?;
@@ -311,6 +373,8 @@ impl KvStore {
         })
     }
 
+    /// Up to `limit` (at most 10,000) keys of `plugin`'s namespace that
+    /// start with `prefix`, in order.
     pub fn list_keys(
         &self,
         plugin: &str,
@@ -335,31 +399,31 @@ impl KvStore {
 /// Runs a store call on tokio's blocking pool: SQLite's locks, busy waits
 /// and fsyncs then never hold one of the runtime's workers.
 async fn off_worker<T: Send + 'static>(
-    plugin: Arc<PluginContext>,
+    namespace: Arc<Namespace>,
     f: impl FnOnce(&KvStore, &str, &KvLimits) -> Result<T, KvError> + Send + 'static,
 ) -> Result<T, KvError> {
-    tokio::task::spawn_blocking(move || f(&plugin.kv, &plugin.name, &plugin.kv_limits))
+    tokio::task::spawn_blocking(move || f(&namespace.store, &namespace.plugin, &namespace.limits))
         .await
         .unwrap_or_else(|e| Err(KvError::Internal(format!("kv call did not finish: {e}"))))
 }
 
-impl Host for HostState {
+impl Host for Ctx<'_, KvSlice> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.get(name, &key, limits)
         })
         .await)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.set(name, &key, &value, limits)
         })
         .await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.delete(name, &key, limits)
         })
         .await)
@@ -370,7 +434,7 @@ impl Host for HostState {
         prefix: String,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, KvError>> {
-        Ok(off_worker(self.plugin.clone(), move |kv, name, limits| {
+        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.list_keys(name, &prefix, limit, limits)
         })
         .await)

@@ -4,25 +4,60 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use tokio::sync::broadcast;
+use wasmtime::component::Linker;
 
 use super::rate::TokenBucket;
-use crate::runtime::HostState;
+use super::{Capability, Ctx, HasCapability, Setup, View};
 use crate::sanitize::{self, MAX_LOG_LINE_CHARS};
-use crate::wit::botbox::bot::log::{Host, Level};
+use crate::wit::botbox::bot::log::{self, Host, Level};
+
+/// The `log` capability.
+pub struct Log;
+
+/// What every store of one plugin shares for `log`: its sink, which its
+/// WASI stdout and stderr write to as well.
+pub type LogSlice = Arc<LogSink>;
+
+impl Capability for Log {
+    type Slice = LogSlice;
+
+    /// A reload with the same limits keeps the sink, and with it the rate.
+    fn slice(setup: &Setup<'_>, previous: Option<&LogSlice>) -> LogSlice {
+        match previous.filter(|_| setup.same_limits) {
+            Some(sink) => sink.clone(),
+            None => Arc::new(LogSink::new(
+                setup.name,
+                setup.config.limits.log_lines_per_second,
+                setup.services.log_observers.clone(),
+            )),
+        }
+    }
+
+    fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        log::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+    }
+}
 
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StdStream {
+    /// The guest's stdout: lines log at INFO.
     Stdout,
+    /// The guest's stderr: lines log at WARN.
     Stderr,
 }
 
 /// One line a plugin wrote, already escaped and cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
+    /// The plugin that wrote it.
     pub plugin: String,
+    /// Its level.
     pub level: Level,
+    /// The line, escaped and cut.
     pub message: String,
 }
 
@@ -38,6 +73,8 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// A sink for `plugin` that lets `lines_per_second` through and copies
+    /// each line to `observers`.
     pub fn new(
         plugin: &str,
         lines_per_second: u32,
@@ -64,6 +101,8 @@ impl LogSink {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// Logs one line of the plugin's, if its rate allows; counts it as
+    /// dropped otherwise.
     pub fn write(&self, level: Level, raw: &str) {
         let allowed = match self.bucket.lock() {
             Ok(mut b) => b.take(Instant::now()).is_ok(),
@@ -94,6 +133,7 @@ impl LogSink {
         });
     }
 
+    /// Logs one line the guest printed (stdout at INFO, stderr at WARN).
     pub fn stdio_line(&self, stream: StdStream, line: &str) {
         let level = match stream {
             StdStream::Stdout => Level::Info,
@@ -103,9 +143,9 @@ impl LogSink {
     }
 }
 
-impl Host for HostState {
+impl Host for Ctx<'_, LogSlice> {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.plugin.log.write(level, &message);
+        self.slice.write(level, &message);
         Ok(())
     }
 }

@@ -1,5 +1,19 @@
-//! The host side of each WIT import. Each capability borrows its slice of
-//! the per-plugin [`PluginContext`] that every store of that plugin shares.
+//! The host side of each WIT import, one module per capability.
+//!
+//! A capability owns two things, in the manner of wasmtime-wasi's
+//! `WasiView` and Spin's factors:
+//!
+//! - its **slice**: what every store of one plugin shares for it (a budget,
+//!   a handle to a host service), built by [`Capability::slice`];
+//! - its **projection** into the linker: [`Capability::add_to_linker`]
+//!   adds its WIT interface for any store data that can lend out a
+//!   [`Ctx`] of the slice ([`View`]), through wasmtime's
+//!   [`HasData`](wasmtime::component::HasData) ([`HasCapability`]).
+//!
+//! The runtime puts the slices together (`runtime::state`, one line per
+//! capability) and knows the capabilities only through them. Capabilities
+//! import what lies below them (delivery, providers, config), never the
+//! runtime.
 
 pub mod broadcast;
 pub mod kv;
@@ -7,35 +21,45 @@ pub mod log;
 pub mod rate;
 pub mod settings;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::broadcast as observers;
+use wasmtime::component::{HasData, Linker};
 
 use crate::config::{PluginConfig, PluginLimits};
 use crate::delivery::Delivery;
-use crate::wit::types::{EventKind, Manifest};
+use crate::wit::types::{Event, EventKind, Manifest};
 
-use self::kv::{KvLimits, KvStore};
-use self::log::LogSink;
-use self::rate::TokenBucket;
+pub use self::broadcast::Conversations;
 
 /// What a plugin may use: what it asked for in `describe`, intersected with
 /// what the operator granted in `botbox.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
+    /// Channels it may send on and hear from.
     pub channels: BTreeSet<String>,
+    /// Kinds of event it is handed.
     pub events: Vec<EventKind>,
+    /// Schedules that fire for it.
     pub schedules: BTreeSet<String>,
 }
 
 /// What a plugin asked for that the operator did not grant, for the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Denied {
+    /// Channels asked for and not granted.
     pub channels: Vec<String>,
+    /// Event kinds asked for and not granted.
     pub events: Vec<EventKind>,
+    /// Schedules asked for and not configured.
     pub schedules: Vec<String>,
 }
 
 impl Grants {
+    /// What the plugin gets, and what it asked for and does not.
     pub fn intersect(manifest: &Manifest, config: &PluginConfig) -> (Grants, Denied) {
         let mut grants = Grants::default();
         let mut denied = Denied::default();
@@ -65,70 +89,111 @@ impl Grants {
         (grants, denied)
     }
 
+    /// Whether events of this kind may reach the plugin. The router and the
+    /// runtime's own check both ask this.
     pub fn allows_event(&self, kind: EventKind) -> bool {
         self.events.contains(&kind)
     }
 }
 
-/// Conversations a plugin has been told about (in chat-message and meeting
-/// events), the only ones it may `reply-to`. Bounded: the oldest half is
-/// forgotten when full.
-#[derive(Debug, Default)]
-pub struct Conversations {
-    seen: HashSet<(String, String)>,
-    order: Vec<(String, String)>,
-}
-
-impl Conversations {
-    const MAX: usize = 10_000;
-
-    pub fn remember(&mut self, channel: &str, conversation: &str) {
-        let key = (channel.to_string(), conversation.to_string());
-        if self.seen.insert(key.clone()) {
-            self.order.push(key);
-            if self.order.len() > Self::MAX {
-                for old in self.order.drain(..Self::MAX / 2) {
-                    self.seen.remove(&old);
-                }
-            }
-        }
-    }
-
-    pub fn contains(&self, channel: &str, conversation: &str) -> bool {
-        self.seen
-            .contains(&(channel.to_string(), conversation.to_string()))
-    }
-}
-
-/// Everything a plugin's stores share: its identity, grants, settings and
-/// budgets, and handles to the host services its capabilities use.
-pub struct PluginContext {
+/// Who a plugin is and what it may do: what every capability may read of
+/// the plugin besides its own slice.
+pub struct PluginInfo {
+    /// Its name in `botbox.toml`: the kv namespace, the log tag.
     pub name: String,
+    /// What it said in `describe`; `None` while `describe` itself runs.
     pub manifest: Option<Manifest>,
+    /// What it may use; empty while `describe` runs.
     pub grants: Grants,
-    pub settings: BTreeMap<String, String>,
+    /// Its budgets (`plugins.<name>.limits`).
     pub limits: PluginLimits,
-    pub kv: Arc<KvStore>,
-    pub kv_limits: KvLimits,
-    pub log: Arc<LogSink>,
-    pub broadcast_budget: Arc<Mutex<TokenBucket>>,
-    pub conversations: Arc<Mutex<Conversations>>,
+}
+
+/// Host services every plugin shares, handed to the capabilities that use
+/// them when a plugin's slices are built. Swapped whole when a config
+/// reload rebuilds the delivery engine.
+#[derive(Clone)]
+pub struct Services {
+    /// The kv store (`kv`).
+    pub kv: Arc<kv::KvStore>,
+    /// The delivery engine messages go to (`broadcast`).
     pub delivery: Arc<Delivery>,
+    /// Where plugin log lines are copied for `botbox dev` and tests (`log`).
+    pub log_observers: observers::Sender<log::LogRecord>,
 }
 
-impl PluginContext {
-    pub fn kv_limits(limits: &PluginLimits) -> KvLimits {
-        KvLimits {
-            max_key_bytes: limits.kv_max_key_bytes,
-            max_value_bytes: limits.kv_max_value_bytes,
-            max_total_bytes: limits.kv_max_total_bytes,
-        }
-    }
-
-    pub fn broadcast_budget(limits: &PluginLimits) -> TokenBucket {
-        TokenBucket::new(
-            limits.broadcasts_per_minute,
-            limits.broadcasts_per_minute as f64 / 60.0,
-        )
-    }
+/// What a capability builds a plugin's slice from.
+pub struct Setup<'a> {
+    /// The plugin's name.
+    pub name: &'a str,
+    /// Its section of `botbox.toml`.
+    pub config: &'a PluginConfig,
+    /// The host services of the generation it is loaded into.
+    pub services: &'a Services,
+    /// Whether a version of this plugin is running with the same limits:
+    /// a reload then keeps its budgets, so reloading is no way around them.
+    pub same_limits: bool,
 }
+
+/// One WIT import's host side. Implemented by a marker type per capability
+/// (`broadcast::Broadcast`, `kv::Kv`, …).
+pub trait Capability: 'static {
+    /// What every store of one plugin shares for this capability. Cloned
+    /// only when a plugin loads.
+    type Slice: Clone + Send + Sync + 'static;
+
+    /// Builds a plugin's slice. `previous` is the slice of the version
+    /// being replaced, if any, for state that outlives a reload.
+    fn slice(setup: &Setup<'_>, previous: Option<&Self::Slice>) -> Self::Slice;
+
+    /// Adds this capability's WIT interface to a linker whose store data
+    /// lends out its view.
+    fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
+
+    /// Sees each event just before the plugin is handed it (the runtime
+    /// calls this after its grant check). Most capabilities ignore it.
+    #[inline]
+    fn before_event(_slice: &Self::Slice, _event: &Event) {}
+}
+
+/// What one call's host functions of a capability see: the plugin, the
+/// capability's slice of it, and when the call began (its deadline counts
+/// from there). The bindgen'd `Host` traits are implemented on it.
+pub struct Ctx<'a, S> {
+    /// Who is calling.
+    pub plugin: &'a PluginInfo,
+    /// This capability's slice of the plugin.
+    pub slice: &'a S,
+    /// When the call this store serves began.
+    pub started: Instant,
+}
+
+/// Store data that can lend out a capability's [`Ctx`]: the runtime's
+/// `HostState` implements it once per capability.
+pub trait View<C: Capability + ?Sized>: Send + 'static {
+    /// The call's view of capability `C`.
+    fn view(&mut self) -> Ctx<'_, C::Slice>;
+}
+
+/// The [`HasData`] projection the bindgen'd `add_to_linker` functions take:
+/// from the store's data to capability `C`'s [`Ctx`].
+pub struct HasCapability<C: ?Sized>(PhantomData<fn() -> Box<C>>);
+
+impl<C: Capability + ?Sized> HasData for HasCapability<C> {
+    type Data<'a> = Ctx<'a, C::Slice>;
+}
+
+/// The `types` interface: type definitions only, no functions. Every
+/// world import needs an instance in the linker, so it gets an empty one.
+pub fn add_types_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::wit::types::add_to_linker::<T, NoFunctions>(linker, |_| NoFunctions)
+}
+
+/// The data behind an interface that has no functions.
+pub struct NoFunctions;
+
+impl HasData for NoFunctions {
+    type Data<'a> = NoFunctions;
+}
+
+impl crate::wit::types::Host for NoFunctions {}

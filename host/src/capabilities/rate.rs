@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+/// Up to `capacity` tokens, refilled continuously; each use takes one.
 #[derive(Debug)]
 pub struct TokenBucket {
     capacity: f64,

@@ -27,6 +27,7 @@ use crate::wit::types::EventKind;
 pub struct ConfigIssue {
     /// Dotted key path, such as `plugins.welcome.limits.memory_mb`.
     pub key: String,
+    /// What is wrong and what to write instead.
     pub message: String,
 }
 
@@ -39,13 +40,28 @@ impl fmt::Display for ConfigIssue {
 /// Everything wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config `{path}`: {reason}")]
-    Unreadable { path: String, reason: String },
+    Unreadable {
+        /// The config file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The file is not TOML.
     #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
+    Syntax {
+        /// The config file.
+        path: String,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// The file is TOML but its values are wrong: every problem at once.
     #[error("{path} has {} problem(s):\n{}", issues.len(), render_issues(issues))]
     Invalid {
+        /// The config file.
         path: String,
+        /// Each problem, by key.
         issues: Vec<ConfigIssue>,
     },
 }
@@ -59,6 +75,7 @@ fn render_issues(issues: &[ConfigIssue]) -> String {
 }
 
 impl ConfigError {
+    /// The problems by key, when the values were wrong; none otherwise.
     pub fn issues(&self) -> &[ConfigIssue] {
         match self {
             ConfigError::Invalid { issues, .. } => issues,
@@ -76,10 +93,15 @@ pub struct Config {
     pub source: PathBuf,
     /// The folder relative paths are resolved against.
     pub base_dir: PathBuf,
+    /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[runtime]`.
     pub runtime: RuntimeConfig,
+    /// `[providers.NAME]`, by name.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[channels.NAME]`, by name.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// `[plugins.NAME]`, by name.
     pub plugins: BTreeMap<String, PluginConfig>,
     /// `[webhooks]`: the inbound callback listener, validated by
     /// [`crate::triggers::webhooks::WebhookSettings::from_config`].
@@ -89,6 +111,7 @@ pub struct Config {
     pub admin: Option<toml::Table>,
 }
 
+/// `[storage]`: where the host keeps its state.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     /// Holds `kv.sqlite`, the outbox and the compile cache.
@@ -108,7 +131,9 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// one shared PostgreSQL database.
 #[derive(Debug, Clone)]
 pub enum StorageBackend {
+    /// `outbox.sqlite` in `storage.dir` (the default).
     Sqlite,
+    /// A PostgreSQL database several hosts share.
     Postgres {
         /// `storage.postgres_url`, such as
         /// `postgres://botbox:PASSWORD@db.internal:5432/botbox`.
@@ -125,6 +150,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The shortest lease: a host renews its claims about three times per lease.
 pub const MIN_LEASE: Duration = Duration::from_secs(2);
 
+/// `[runtime]`: how the host runs plugins.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Watch plugin files and the config, and swap in changes.
@@ -176,12 +202,18 @@ pub struct ChannelConfig {
 /// Default `max_delay` of a channel.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(600);
 
+/// One `[plugins.NAME]` section: what the operator grants a plugin.
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
+    /// The component file, resolved against the config's folder.
     pub path: PathBuf,
+    /// Channels granted (it may send on them and hear from them).
     pub channels: Vec<String>,
+    /// Event kinds granted.
     pub events: Vec<EventKind>,
+    /// Schedules granted, by name.
     pub schedules: BTreeMap<String, ScheduleSpec>,
+    /// Its containment limits.
     pub limits: PluginLimits,
     /// Values as the plugin sees them: strings verbatim, everything else as JSON.
     pub settings: BTreeMap<String, String>,
@@ -190,13 +222,21 @@ pub struct PluginConfig {
 /// Per-plugin containment limits. Defaults are safe for untrusted code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLimits {
+    /// `limits.memory_mb`: all linear memories of one instance together.
     pub memory_bytes: usize,
+    /// `limits.deadline_ms`: per call.
     pub deadline: Duration,
+    /// `limits.max_concurrency`: calls at once; more fail with "busy".
     pub max_concurrency: usize,
+    /// `limits.broadcasts_per_minute`: the plugin's broadcast budget.
     pub broadcasts_per_minute: u32,
+    /// `limits.log_lines_per_second`: lines past it are dropped and counted.
     pub log_lines_per_second: u32,
+    /// `limits.kv_max_key_bytes`.
     pub kv_max_key_bytes: u32,
+    /// `limits.kv_max_value_bytes`.
     pub kv_max_value_bytes: u32,
+    /// `limits.kv_max_total_kb`, in bytes: keys, values and 64 bytes a row.
     pub kv_max_total_bytes: u64,
 }
 

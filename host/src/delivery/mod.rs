@@ -21,11 +21,6 @@ mod worker;
 pub use self::admit::{MAX_BACKLOG, MAX_BACKLOG_REQUESTS, admission};
 pub use self::worker::SHARED_POLL;
 
-/// The outbox's earlier path: everything in it lives in [`store`] now.
-pub use self::store as outbox;
-/// The shared backend's earlier path.
-pub use self::store::postgres;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

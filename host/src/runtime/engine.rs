@@ -29,7 +29,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// and would refuse them. A component over any of these is refused when it
 /// is compiled (wasmtime's pooling allocator checks it), before it can run.
 pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+/// The most linear memories one component instance may have.
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+/// The most tables one component instance may have.
 pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
 /// Sizes of the instance pool. Each concurrent call holds one component
@@ -41,8 +43,11 @@ pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
 /// they can never run out first.
 #[derive(Debug, Clone)]
 pub struct PoolSizes {
+    /// Component instances: the most calls that can run at once.
     pub component_instances: u32,
+    /// Linear memory slots, shared by all instances.
     pub memories: u32,
+    /// Table slots, shared by all instances.
     pub tables: u32,
 }
 
@@ -68,7 +73,9 @@ impl Default for PoolSizes {
 /// What one instance of a component takes from the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footprint {
+    /// Memory slots one instance takes.
     pub memories: u32,
+    /// Table slots one instance takes.
     pub tables: u32,
 }
 
@@ -129,6 +136,7 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
+    /// Starts ticking `engine`'s epoch; dropping the ticker stops it.
     pub fn start(engine: Engine) -> EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
@@ -157,7 +165,9 @@ impl Drop for EpochTicker {
 /// Where a compile came from, for logs, metrics and the cache tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompileSource {
+    /// Loaded from the compile cache.
     Cache,
+    /// Compiled now.
     Compiled,
 }
 
@@ -210,20 +220,44 @@ const TAG_CONTEXT: &[u8] = b"botbox compile cache entry v1\0";
 /// Why the cache key cannot be used. Names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheKeyError {
+    /// The key file could not be created.
     #[error("cannot create compile cache key `{path}`: {reason}")]
-    Create { path: String, reason: String },
+    Create {
+        /// The key file.
+        path: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// The key file could not be read.
     #[error("cannot read compile cache key `{path}`: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The key file.
+        path: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// The key file has the wrong length.
     #[error(
         "compile cache key `{path}` is {found} bytes, not {CACHE_KEY_BYTES}; delete it and \
          the host makes a new one (the cache is then rebuilt)"
     )]
-    Length { path: String, found: u64 },
+    Length {
+        /// The key file.
+        path: String,
+        /// Its length in bytes.
+        found: u64,
+    },
+    /// Others may read or write the key file.
     #[error(
         "compile cache key `{path}` can be read or written by other users (mode {mode:o}); \
          `chmod 600` it, or delete it and the host makes a new one"
     )]
-    Mode { path: String, mode: u32 },
+    Mode {
+        /// The key file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// Reads the cache key at `path`, or creates it (0600) when there is none.
@@ -356,6 +390,7 @@ impl CompileCache {
         }
     }
 
+    /// No cache: every load compiles.
     pub fn disabled() -> CompileCache {
         CompileCache { inner: None }
     }

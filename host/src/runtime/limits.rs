@@ -16,6 +16,7 @@
 
 use wasmtime::ResourceLimiter;
 
+/// A store's memory cap: the `ResourceLimiter` of one call.
 pub struct MemoryCap {
     max_memory_bytes: usize,
     max_table_elements: usize,
@@ -27,6 +28,7 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
+    /// A cap of `max_memory_bytes` over all the store's memories together.
     pub fn new(max_memory_bytes: usize) -> MemoryCap {
         MemoryCap {
             max_memory_bytes,
@@ -36,6 +38,7 @@ impl MemoryCap {
         }
     }
 
+    /// The cap, in bytes.
     pub fn max_memory_bytes(&self) -> usize {
         self.max_memory_bytes
     }

@@ -16,24 +16,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, broadcast};
-use wasmtime::component::{HasSelf, Linker, ResourceTableError};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Linker, ResourceTableError};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 pub use self::engine::{CompileCache, CompileSource, Footprint, PoolSizes};
 pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginStats};
-pub use self::state::HostState;
+pub use self::state::{HostState, PluginContext, Slices};
+pub use crate::capabilities::Services;
 
 use self::engine::{EpochTicker, build_engine};
 use self::turns::Turns;
-use crate::capabilities::kv::KvStore;
-use crate::capabilities::log::{LogRecord, LogSink};
-use crate::capabilities::{Conversations, Grants, PluginContext};
+use crate::capabilities::{Grants, PluginInfo, Setup};
 use crate::config::{Config, PluginConfig, is_valid_name};
-use crate::delivery::Delivery;
 use crate::events::{event_kind, event_kind_name};
 use crate::sanitize;
-use crate::wit::Bot;
 use crate::wit::types::{Event, Manifest};
 
 /// How long past its deadline a call may take before the host gives up on
@@ -44,51 +41,94 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 /// Why one event failed in one plugin. Nothing else is affected.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HandleError {
+    /// No plugin of that name is loaded (the name, escaped).
     #[error("no plugin named `{0}` is loaded")]
     UnknownPlugin(String),
+    /// The plugin is not granted events of this kind.
     #[error("plugin `{plugin}` is not granted `{kind}` events")]
-    NotGranted { plugin: String, kind: &'static str },
+    NotGranted {
+        /// The plugin.
+        plugin: String,
+        /// The event kind's name.
+        kind: &'static str,
+    },
+    /// The plugin is at its `max_concurrency`.
     #[error("plugin `{plugin}` is busy: {max} calls already running (limits.max_concurrency)")]
-    Busy { plugin: String, max: usize },
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// Its `max_concurrency`.
+        max: usize,
+    },
+    /// The call ran past the plugin's deadline.
     #[error(
         "plugin `{plugin}` ran past its deadline of {deadline_ms} ms and was stopped (limits.deadline_ms)"
     )]
-    Timeout { plugin: String, deadline_ms: u64 },
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// Its deadline.
+        deadline_ms: u64,
+    },
+    /// The guest tried to grow its memory past the cap.
     #[error(
         "plugin `{plugin}` ran out of memory: it tried to grow to {wanted} bytes, over its cap of {cap} bytes (limits.memory_mb)"
     )]
     OutOfMemory {
+        /// The plugin.
         plugin: String,
+        /// What its memories would have held together.
         wanted: usize,
+        /// Its cap.
         cap: usize,
     },
+    /// The guest held more host handles than [`state::MAX_HOST_HANDLES`].
     #[error(
         "plugin `{plugin}` holds more than {max} host handles (WASI streams, pollables) at once and was stopped; \
          it must drop the handles it no longer uses"
     )]
-    TooManyHandles { plugin: String, max: usize },
+    TooManyHandles {
+        /// The plugin.
+        plugin: String,
+        /// The cap.
+        max: usize,
+    },
+    /// The guest trapped.
     #[error("plugin `{plugin}` crashed: {message}")]
-    Trap { plugin: String, message: String },
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// The trap, escaped.
+        message: String,
+    },
+    /// No instance could be made (pool exhausted, start function trapped).
     #[error("plugin `{plugin}` could not start an instance: {message}")]
-    Instantiate { plugin: String, message: String },
+    Instantiate {
+        /// The plugin.
+        plugin: String,
+        /// Why, escaped.
+        message: String,
+    },
+    /// `handle` returned an error.
     #[error("plugin `{plugin}` returned an error: {message}")]
-    Failed { plugin: String, message: String },
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// The plugin's message, escaped.
+        message: String,
+    },
 }
 
-/// Host services every plugin shares.
-#[derive(Clone)]
-pub struct Services {
-    pub kv: Arc<KvStore>,
-    pub delivery: Arc<Delivery>,
-    pub log_observers: broadcast::Sender<LogRecord>,
-}
-
+/// How the runtime is set up (`runtime.*` of `botbox.toml`).
 pub struct RuntimeOptions {
+    /// The instance pool's sizes.
     pub pool: PoolSizes,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The plugin runtime: the engine, the linker, the loaded plugins and the
+/// threads guests run on.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
@@ -168,11 +208,13 @@ pub fn guest_ticks_on_this_thread() -> u64 {
 }
 
 impl Runtime {
+    /// Builds the engine and the linker (WASI and every capability) and
+    /// starts the guest threads and the epoch ticker.
     pub fn new(options: RuntimeOptions, services: Services) -> wasmtime::Result<Runtime> {
         let engine = build_engine(&options.pool)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Bot::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        state::add_to_linker(&mut linker)?;
         let guests = GuestPool::new(&engine)
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the guest threads: {e}")))?;
         Ok(Runtime {
@@ -188,6 +230,7 @@ impl Runtime {
         })
     }
 
+    /// The engine every plugin shares.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -197,6 +240,7 @@ impl Runtime {
         &self.guests.turns
     }
 
+    /// The host services plugins prepared now are given.
     pub fn services(&self) -> Services {
         match self.services.read() {
             Ok(s) => s.clone(),
@@ -213,10 +257,20 @@ impl Runtime {
         }
     }
 
+    /// The loaded plugin of this name.
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
         self.plugins.read().ok()?.get(name).cloned()
     }
 
+    /// Every loaded plugin, by name, as of now: one lock, no lookups.
+    pub fn loaded(&self) -> Vec<Arc<Plugin>> {
+        self.plugins
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of the loaded plugins, in order.
     pub fn plugin_names(&self) -> Vec<String> {
         self.plugins
             .read()
@@ -318,39 +372,24 @@ impl Runtime {
 
         let previous = self.plugin(name);
         // A reload of the same plugin keeps its budgets, so reloading is no
-        // way around them; changed limits start fresh ones.
-        let same_limits = previous.as_ref().filter(|p| p.limits == config.limits);
-        let log = same_limits
-            .map(|p| p.context.log.clone())
-            .unwrap_or_else(|| {
-                Arc::new(LogSink::new(
-                    name,
-                    config.limits.log_lines_per_second,
-                    services.log_observers.clone(),
-                ))
-            });
-        let budget = same_limits
-            .map(|p| p.context.broadcast_budget.clone())
-            .unwrap_or_else(|| {
-                Arc::new(Mutex::new(PluginContext::broadcast_budget(&config.limits)))
-            });
-        let conversations = previous
-            .as_ref()
-            .map(|p| p.context.conversations.clone())
-            .unwrap_or_else(|| Arc::new(Mutex::new(Conversations::default())));
-        let make_context = |manifest: Option<Manifest>, grants: Grants| {
+        // way around them; changed limits start fresh ones. Each capability
+        // decides what of its slice outlives a reload.
+        let setup = Setup {
+            name,
+            config,
+            services,
+            same_limits: previous.as_ref().is_some_and(|p| p.limits == config.limits),
+        };
+        let slices = Slices::new(&setup, previous.as_ref().map(|p| &p.context.slices));
+        let make_context = |manifest: Option<Manifest>, grants: Grants, slices: Slices| {
             Arc::new(PluginContext {
-                name: name.to_string(),
-                manifest,
-                grants,
-                settings: config.settings.clone(),
-                limits: config.limits.clone(),
-                kv: services.kv.clone(),
-                kv_limits: PluginContext::kv_limits(&config.limits),
-                log: log.clone(),
-                broadcast_budget: budget.clone(),
-                conversations: conversations.clone(),
-                delivery: services.delivery.clone(),
+                info: PluginInfo {
+                    name: name.to_string(),
+                    manifest,
+                    grants,
+                    limits: config.limits.clone(),
+                },
+                slices,
             })
         };
 
@@ -359,7 +398,7 @@ impl Runtime {
         let probe = Arc::new(Plugin {
             name: name.to_string(),
             pre: compiled.pre.clone(),
-            context: make_context(None, Grants::default()),
+            context: make_context(None, Grants::default(), slices.clone()),
             limits: config.limits.clone(),
             permits: Arc::new(Semaphore::new(1)),
             stats: Arc::new(PluginStats::default()),
@@ -392,7 +431,7 @@ impl Runtime {
         Ok(Plugin {
             name: name.to_string(),
             pre: compiled.pre,
-            context: make_context(Some(manifest), grants),
+            context: make_context(Some(manifest), grants, slices),
             limits: config.limits.clone(),
             permits: Arc::new(Semaphore::new(config.limits.max_concurrency)),
             stats: previous
@@ -454,11 +493,18 @@ impl Runtime {
         self.dispatch_to(&plugin, event).await
     }
 
+    /// Runs one event in a fresh instance of a plugin already looked up
+    /// (see [`crate::router`]), if it is granted the event's kind.
     pub async fn dispatch_to(
         &self,
         plugin: &Arc<Plugin>,
         event: &Event,
     ) -> Result<(), HandleError> {
+        // Triggers choose their plugins through `crate::router`, which asks
+        // this same `Grants::allows_event`. The check stays here as the
+        // defence for callers that name a plugin without the router:
+        // `dispatch` from the admin API's events, `botbox call` and
+        // `botbox dev`.
         let kind = event_kind(event);
         if !plugin.context.grants.allows_event(kind) {
             return Err(HandleError::NotGranted {
@@ -466,7 +512,7 @@ impl Runtime {
                 kind: event_kind_name(kind),
             });
         }
-        remember_conversation(&plugin.context, event);
+        plugin.context.slices.before_event(event);
         let started = std::time::Instant::now();
         let result = self.run_handle(plugin, event).await;
         let stats = &plugin.stats;
@@ -645,17 +691,6 @@ fn classify(plugin: &Plugin, store: &Store<HostState>, error: wasmtime::Error) -
     HandleError::Trap {
         plugin: plugin.name.clone(),
         message: sanitize::for_log(&message, 2000),
-    }
-}
-
-fn remember_conversation(context: &PluginContext, event: &Event) {
-    let (channel, conversation) = match event {
-        Event::ChatMessage(m) => (&m.channel, &m.conversation),
-        Event::Meeting(m) => (&m.channel, &m.meeting_id),
-        _ => return,
-    };
-    if let Ok(mut c) = context.conversations.lock() {
-        c.remember(channel, conversation);
     }
 }
 

@@ -10,10 +10,10 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::HostState;
 use super::engine::PoolSizes;
 use super::engine::{CompileSource, Footprint};
-use crate::capabilities::{Denied, Grants, PluginContext};
+use super::{HostState, PluginContext};
+use crate::capabilities::{Denied, Grants};
 use crate::config::PluginLimits;
 use crate::events::event_kind_name;
 use crate::sanitize;
@@ -22,83 +22,139 @@ use crate::wit::{BotPre, WIT_PACKAGE, WIT_VERSION};
 /// Why a plugin could not be loaded. Each says which file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read.
     #[error("plugin `{plugin}`: cannot read `{path}`: {reason}")]
     Read {
+        /// The plugin.
         plugin: String,
+        /// Its file.
         path: String,
+        /// Why.
         reason: String,
     },
+    /// The file is not WebAssembly.
     #[error("plugin `{plugin}`: `{path}` is not a WebAssembly file")]
-    NotWasm { plugin: String, path: String },
+    NotWasm {
+        /// The plugin.
+        plugin: String,
+        /// Its file.
+        path: String,
+    },
+    /// The file is a core module, not a component.
     #[error(
         "plugin `{plugin}`: `{path}` is a core WebAssembly module, not a component; \
          turn it into one with `wasm-tools component new` (or build it with `cargo xtask plugins`)"
     )]
-    CoreModule { plugin: String, path: String },
+    CoreModule {
+        /// The plugin.
+        plugin: String,
+        /// Its file.
+        path: String,
+    },
+    /// The component was built against another WIT version.
     #[error(
         "plugin `{plugin}`: `{path}` was built against WIT {found}, but this host provides \
          {WIT_PACKAGE}@{WIT_VERSION}; rebuild it against the botbox SDK for {WIT_VERSION}"
     )]
     WrongVersion {
+        /// The plugin.
         plugin: String,
+        /// Its file.
         path: String,
+        /// The WIT package and version it was built against.
         found: String,
     },
+    /// The component imports something botbox does not provide.
     #[error(
         "plugin `{plugin}`: `{path}` imports `{import}`, which botbox does not provide; \
          a plugin may import only {WIT_PACKAGE} interfaces and WASI"
     )]
     UnsupportedImport {
+        /// The plugin.
         plugin: String,
+        /// Its file.
         path: String,
+        /// The import, escaped.
         import: String,
     },
+    /// The component does not export the handler.
     #[error(
         "plugin `{plugin}`: `{path}` does not export {WIT_PACKAGE}/handler@{WIT_VERSION}; \
          is it built for the world {WIT_PACKAGE}/bot?"
     )]
-    NoHandler { plugin: String, path: String },
+    NoHandler {
+        /// The plugin.
+        plugin: String,
+        /// Its file.
+        path: String,
+    },
+    /// One instance would take more than the pool allows per component.
     #[error(
         "plugin `{plugin}`: `{path}` needs more than one component instance may take from the \
          host's instance pool ({reason}); it cannot run in this host"
     )]
     TooLarge {
+        /// The plugin.
         plugin: String,
+        /// Its file.
         path: String,
+        /// Why.
         reason: String,
     },
+    /// The plugins at their `max_concurrency` would over-commit the pool.
     #[error(
         "the plugins' limits.max_concurrency over-commit the host's instance pool: {over}; \
          `{plugin}` takes the most ({share}); lower its limits.max_concurrency (or others') \
          so the sum fits, or raise runtime.pool_instances"
     )]
     PoolOvercommit {
+        /// The plugin.
         plugin: String,
+        /// How many the plugins may need and the pool has.
         over: String,
+        /// What this plugin takes.
         share: String,
     },
+    /// The component does not compile.
     #[error("plugin `{plugin}`: `{path}` does not compile: {reason}")]
     Compile {
+        /// The plugin.
         plugin: String,
+        /// Its file.
         path: String,
+        /// Why.
         reason: String,
     },
+    /// The component cannot be linked against the host.
     #[error("plugin `{plugin}`: `{path}` cannot be linked: {reason}")]
     Link {
+        /// The plugin.
         plugin: String,
+        /// Its file.
         path: String,
+        /// Why.
         reason: String,
     },
+    /// `describe()` failed or said something unusable.
     #[error("plugin `{plugin}`: describe() failed: {reason}")]
-    Describe { plugin: String, reason: String },
+    Describe {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A compiled, pre-linked component and the facts about it that do not
 /// depend on the config.
 pub struct Compiled {
+    /// The component, linked against the host.
     pub pre: BotPre<HostState>,
+    /// Whether it came from the cache.
     pub source: CompileSource,
+    /// The size of its file.
     pub bytes_len: usize,
+    /// What one instance takes from the pool.
     pub footprint: Footprint,
 }
 
@@ -239,11 +295,17 @@ fn check_world(
 /// Counters for one plugin since it loaded, across reloads.
 #[derive(Debug, Default)]
 pub struct PluginStats {
+    /// Events handled without error.
     pub handled: AtomicU64,
+    /// Events that failed otherwise (`handle` returned an error, no instance).
     pub failed: AtomicU64,
+    /// Events whose guest trapped.
     pub traps: AtomicU64,
+    /// Events stopped at the deadline.
     pub timeouts: AtomicU64,
+    /// Events stopped at the memory cap.
     pub out_of_memory: AtomicU64,
+    /// Events refused at `max_concurrency`.
     pub busy: AtomicU64,
     /// How long each event took, handled or not.
     pub latency: Latency,
@@ -263,6 +325,7 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// Counts one event that took `elapsed`.
     pub fn record(&self, elapsed: std::time::Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         let ms = elapsed.as_secs_f64() * 1000.0;
@@ -287,12 +350,20 @@ impl Latency {
 /// A loaded plugin, ready to handle events. Replaced whole on reload;
 /// calls in flight keep the `Arc` of the version they started on.
 pub struct Plugin {
+    /// Its name in `botbox.toml`.
     pub name: String,
+    /// The component, linked against the host.
     pub pre: BotPre<HostState>,
+    /// What its stores share: who it is, what it may do, each capability's
+    /// slice.
     pub context: Arc<PluginContext>,
+    /// Its budgets.
     pub limits: PluginLimits,
+    /// One per call it may run at once (`limits.max_concurrency`).
     pub permits: Arc<Semaphore>,
+    /// Its counters, kept across reloads.
     pub stats: Arc<PluginStats>,
+    /// Whether its component came from the compile cache.
     pub compile_source: CompileSource,
     /// What one instance takes from the pool; `limits.max_concurrency` of
     /// them may exist at once.

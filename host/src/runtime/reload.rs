@@ -32,7 +32,9 @@ pub const SETTLE: Duration = Duration::from_millis(5);
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
+    /// The config file.
     Config,
+    /// The file of the plugin of this name.
     Plugin(String),
 }
 
@@ -45,6 +47,7 @@ pub struct Watcher {
     files: Watched,
 }
 
+/// A file or folder that cannot be watched, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch `{path}` for changes: {reason}")]
 pub struct WatchError {

@@ -1,14 +1,102 @@
-//! The data of one store: one plugin instance handling one event.
+//! The data of one store (one plugin instance handling one event), and
+//! the capabilities' slices put together: one line per capability, in the
+//! `capabilities!` list below.
 
+use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
 use super::stdio::GuestOutput;
-use crate::capabilities::PluginContext;
 use crate::capabilities::log::StdStream;
+use crate::capabilities::{self, Capability, Ctx, PluginInfo, Setup, View};
+use crate::wit::types::Event;
+
+/// Puts the capabilities together from one line each (`field: Type`):
+/// the field of [`Slices`] that holds its slice, and the type that
+/// implements [`Capability`]. From that list it writes [`Slices`] (with
+/// its constructor and event hook), `HostState`'s [`View`] of each
+/// capability, and [`add_to_linker`].
+macro_rules! capabilities {
+    ($($field:ident: $capability:ty),* $(,)?) => {
+        /// Every capability's slice of one plugin, shared by all its stores.
+        #[derive(Clone)]
+        pub struct Slices {
+            $(
+                #[doc = concat!("The `", stringify!($field), "` capability's slice.")]
+                pub $field: <$capability as Capability>::Slice,
+            )*
+        }
+
+        impl Slices {
+            /// Each capability builds its slice; `previous` holds the
+            /// slices of the version being replaced.
+            pub fn new(setup: &Setup<'_>, previous: Option<&Slices>) -> Slices {
+                Slices {
+                    $($field: <$capability as Capability>::slice(
+                        setup,
+                        previous.map(|p| &p.$field),
+                    ),)*
+                }
+            }
+
+            /// Shows each capability the event the plugin is about to get.
+            #[inline]
+            pub fn before_event(&self, event: &Event) {
+                $(<$capability as Capability>::before_event(&self.$field, event);)*
+            }
+        }
+
+        $(
+            impl View<$capability> for HostState {
+                #[inline]
+                fn view(&mut self) -> Ctx<'_, <$capability as Capability>::Slice> {
+                    Ctx {
+                        plugin: &self.plugin.info,
+                        slice: &self.plugin.slices.$field,
+                        started: self.started,
+                    }
+                }
+            }
+        )*
+
+        /// Adds every capability's WIT interface (and the shared `types`)
+        /// to the linker. WASI is added by the runtime.
+        pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            capabilities::add_types_to_linker(linker)?;
+            $(<$capability as Capability>::add_to_linker(linker)?;)*
+            Ok(())
+        }
+    };
+}
+
+capabilities! {
+    broadcast: capabilities::broadcast::Broadcast,
+    kv: capabilities::kv::Kv,
+    log: capabilities::log::Log,
+    settings: capabilities::settings::Settings,
+}
+
+/// Everything a plugin's stores share: who it is, and each capability's
+/// slice. It reads as its [`PluginInfo`] (`context.grants`,
+/// `context.name`).
+pub struct PluginContext {
+    /// Who the plugin is and what it may do.
+    pub info: PluginInfo,
+    /// Each capability's slice.
+    pub slices: Slices,
+}
+
+impl Deref for PluginContext {
+    type Target = PluginInfo;
+
+    fn deref(&self) -> &PluginInfo {
+        &self.info
+    }
+}
 
 /// The most host-side resources (WASI streams, pollables, …) one instance
 /// may hold at once. wasmtime-wasi puts each in the store's
@@ -20,11 +108,15 @@ use crate::capabilities::log::StdStream;
 /// [`HandleError::TooManyHandles`](super::HandleError::TooManyHandles).
 pub const MAX_HOST_HANDLES: usize = 1024;
 
+/// The data of one store: the plugin's shared context, and what belongs
+/// to this one call (its memory cap, its start, its WASI state).
 pub struct HostState {
+    /// The plugin's identity and capability slices.
     pub plugin: Arc<PluginContext>,
+    /// The call's memory cap (`limits.memory_mb`).
     pub memory: MemoryCap,
     /// When the call this store serves began: its deadline counts from here.
-    pub started: std::time::Instant,
+    pub started: Instant,
     /// Built on the first WASI call: only JS and Python guests make any, so
     /// other plugins' events skip seeding its random sources and setting up
     /// its output streams.
@@ -33,10 +125,11 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// A store's data for one call of `plugin`.
     pub fn new(plugin: Arc<PluginContext>) -> HostState {
         HostState {
             memory: MemoryCap::new(plugin.limits.memory_bytes),
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             wasi: None,
             table: bounded_table(),
             plugin,
@@ -53,12 +146,14 @@ fn bounded_table() -> ResourceTable {
 /// WASI for guests whose toolchains import it (JS, Python, C with
 /// wasi-libc): clocks and random work, everything that reaches outside the
 /// sandbox is absent. No preopened directories, no environment, no
-/// arguments, no stdin, no sockets, no name lookup.
+/// arguments, no stdin, no sockets, no name lookup. Stdout and stderr go
+/// to the plugin's log.
 fn deny_all_wasi(plugin: &PluginContext) -> WasiCtx {
+    let log = &plugin.slices.log;
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdout(GuestOutput::new(plugin.log.clone(), StdStream::Stdout))
-        .stderr(GuestOutput::new(plugin.log.clone(), StdStream::Stderr))
+        .stdout(GuestOutput::new(log.clone(), StdStream::Stdout))
+        .stderr(GuestOutput::new(log.clone(), StdStream::Stderr))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

@@ -21,6 +21,7 @@ pub struct GuestOutput {
 }
 
 impl GuestOutput {
+    /// The stream `stream` of a guest, written to `sink`.
     pub fn new(sink: Arc<LogSink>, stream: StdStream) -> GuestOutput {
         GuestOutput { sink, stream }
     }

@@ -115,6 +115,7 @@ impl Turns {
         })
     }
 
+    /// How many turns there are: one per guest thread.
     pub fn capacity(&self) -> usize {
         self.capacity
     }

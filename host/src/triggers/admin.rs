@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigIssue, Secret, take_secret};
 use crate::delivery::Delivery;
-use crate::delivery::outbox::{ListFilter, MessageState};
+use crate::delivery::store::{ListFilter, MessageState};
 use crate::events::{event_kind_name, parse_event};
 use crate::providers::unknown_keys;
 use crate::runtime::{HandleError, Runtime};

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::Delivery;
-use crate::delivery::outbox::{MessageState, OutboxRecord};
+use crate::delivery::store::{MessageState, OutboxRecord};
+use crate::router;
 use crate::runtime::{HandleError, Runtime};
 use crate::sanitize;
-use crate::wit::types::{DeliveryOutcome, DeliveryReport, Event, EventKind};
+use crate::wit::types::{DeliveryOutcome, DeliveryReport, Event};
 
+/// The `delivery` event that tells a plugin what became of one receipt.
 pub fn report_event(record: &OutboxRecord, parts_ids: Vec<String>) -> Event {
     let detail = record.last_error.clone().unwrap_or_default();
     let outcome = match record.state {
@@ -118,13 +120,10 @@ async fn run_plugin(
             let event = report_event(record, ids);
             let mut retry = BUSY_RETRY_FIRST;
             loop {
-                // Looked up each time: a reload may replace the plugin.
-                let Some(plugin) = runtime.plugin(&record.plugin) else {
+                // Routed each time: a reload may replace the plugin.
+                let Ok(plugin) = router::to_plugin(&runtime, &record.plugin, &event) else {
                     break;
                 };
-                if !plugin.context.grants.allows_event(EventKind::Delivery) {
-                    break;
-                }
                 match runtime.dispatch_to(&plugin, &event).await {
                     Ok(()) => break,
                     Err(HandleError::Busy { .. }) => {

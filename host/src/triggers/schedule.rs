@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ScheduleSpec};
-use crate::runtime::Runtime;
+use crate::events::event_kind_name;
+use crate::router::{self, Refusal};
+use crate::runtime::{HandleError, Runtime};
 use crate::wit::types::Event;
 
 /// Starts one task per (plugin, granted schedule). They stop when `stop` is
@@ -59,16 +61,18 @@ pub fn start(config: &Config, runtime: Arc<Runtime>, stop: CancellationToken, ta
                         _ = stop.cancelled() => break,
                         _ = tick => {}
                     }
-                    // The grant is checked at fire time, so a reload that
-                    // revokes the schedule takes effect at the next tick.
-                    let Some(loaded) = runtime.plugin(&plugin_name) else {
-                        continue;
-                    };
-                    if !loaded.context.grants.schedules.contains(&schedule) {
-                        continue;
-                    }
+                    // Routed at fire time, so a reload that revokes the
+                    // schedule takes effect at the next tick.
                     let event = Event::Schedule(schedule.clone());
-                    if let Err(e) = runtime.dispatch_to(&loaded, &event).await {
+                    let result = match router::to_plugin(&runtime, &plugin_name, &event) {
+                        Ok(loaded) => runtime.dispatch_to(&loaded, &event).await,
+                        Err(Refusal::NotGranted(kind)) => Err(HandleError::NotGranted {
+                            plugin: plugin_name.clone(),
+                            kind: event_kind_name(kind),
+                        }),
+                        Err(Refusal::NotLoaded | Refusal::NotAddressed) => continue,
+                    };
+                    if let Err(e) = result {
                         tracing::warn!(plugin = %plugin_name, schedule = %schedule, "{e}");
                     }
                 }

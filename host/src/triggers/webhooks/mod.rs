@@ -50,7 +50,6 @@ use axum::routing::post;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigIssue, Secret, take_secret, unknown_keys};
-use crate::events::event_kind;
 use crate::providers::inbound::{Call, Inbound, InboundSetup, Incoming, REPLAY_TTL, form_pairs};
 use crate::providers::inbound_kinds_text;
 use crate::runtime::Runtime;
@@ -642,21 +641,17 @@ impl WebhookServer {
             return;
         };
         let mut calls = tokio::task::JoinSet::new();
-        for name in self.runtime.plugin_names() {
-            let Some(plugin) = self.runtime.plugin(&name) else {
-                continue;
-            };
-            let grants = &plugin.context.grants;
-            let Some(channel) = channels.iter().find(|c| grants.channels.contains(*c)) else {
-                continue;
-            };
-            let event = incoming.on_channel(channel);
-            if !grants.allows_event(event_kind(&event)) {
-                continue;
-            }
+        let recipients =
+            crate::router::on_channels(&self.runtime, channels, |c| incoming.on_channel(c));
+        for crate::router::Recipient {
+            plugin,
+            channel,
+            event,
+        } in recipients
+        {
             let runtime = self.runtime.clone();
             let provider = provider.to_string();
-            let channel = channel.clone();
+            let channel = channel.to_string();
             calls.spawn(async move {
                 if let Err(e) = runtime.dispatch_to(&plugin, &event).await {
                     tracing::warn!(provider, channel, "webhook event: {e}");
