@@ -9,7 +9,7 @@
 //! | `POST /__sim/fault` `{"fault": {"kind": "server_error", "status": 503}, "endpoint": "…"?, "count": 1}` | inject |
 //! | `DELETE /__sim/fault` | clear this provider's faults |
 //! | `POST /__sim/advance` `{"ms": 1800000}` | jump the simulated clock |
-//! | `GET /__sim/meetings`, `POST /__sim/meetings` `{"id","name","running"}` | BigBlueButton meetings |
+//! | `GET /__sim/meetings`, `POST /__sim/meetings` `{"id","name","running"}` | BigBlueButton meetings (routed by `crate::bbb`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,6 @@ use serde_json::json;
 
 use crate::Shared;
 use crate::clock::unix_ms;
-use crate::config::SimMeeting;
 use crate::fault::Fault;
 use crate::record::{Outcome, SimProvider, SimRequest, escape_for_log};
 use crate::server::json;
@@ -47,7 +46,7 @@ struct Advance {
 }
 
 pub(crate) fn router(provider: SimProvider) -> Router<Arc<Shared>> {
-    let r = Router::new()
+    let r: Router<Arc<Shared>> = Router::new()
         .route(
             "/__sim/state",
             get(move |State(s): State<Arc<Shared>>| async move {
@@ -113,22 +112,7 @@ pub(crate) fn router(provider: SimProvider) -> Router<Arc<Shared>> {
                 },
             ),
         );
-    if provider == SimProvider::Bbb {
-        r.route(
-            "/__sim/meetings",
-            get(|State(s): State<Arc<Shared>>| async move {
-                json(StatusCode::OK, &json!(s.bbb.meetings()))
-            })
-            .post(
-                |State(s): State<Arc<Shared>>, Json(m): Json<SimMeeting>| async move {
-                    s.bbb.upsert(m);
-                    json(StatusCode::OK, &json!(s.bbb.meetings()))
-                },
-            ),
-        )
-    } else {
-        r
-    }
+    r
 }
 
 fn fault_routes(provider: SimProvider) -> MethodRouter<Arc<Shared>> {
@@ -162,12 +146,7 @@ pub(crate) async fn not_found(
         req.method(),
         escape_for_log(&path, 120)
     );
-    // A Bitrix webhook path that matched no route may still carry a code.
-    let path = if provider == SimProvider::Bitrix && path.starts_with("/rest/") {
-        "/rest/…".to_owned()
-    } else {
-        path
-    };
+    let path = (crate::kind::kind(provider).unrouted_path)(path);
     s.records.request(SimRequest {
         seq: 0,
         provider,

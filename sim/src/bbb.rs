@@ -7,21 +7,25 @@
 //! it exactly, `H` chosen by the checksum's length among the supported
 //! algorithms. Answers are XML with HTTP 200, even for `FAILED`.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::callbacks;
 use crate::clock::unix_ms;
 use crate::codec::{first, parse_query, xml_escape};
-use crate::config::{BbbConfig, ChecksumAlg, SimMeeting};
+use crate::config::REDACTED;
+use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
-use crate::server::{ConnHandle, Handled, ReqInfo, guarded, text, xml};
+use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json as json_answer, text, xml};
 use crate::sign::bbb_checksum;
 use crate::{Shared, lock};
 
@@ -33,7 +37,9 @@ const MAX_USER_NAME: usize = 255;
 /// A callback registered with bbb-webhooks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BbbHook {
+    /// The `hookID` `hooks/create` answered with.
     pub id: u64,
+    /// Where the events are posted.
     pub callback_url: String,
     /// Only this meeting's events, when set.
     pub meeting_id: Option<String>,
@@ -163,6 +169,19 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/bigbluebutton/api", any(index))
         .route("/bigbluebutton/api/", any(index))
         .route("/bigbluebutton/api/{*call}", any(api))
+        // The admin API's view of the meetings (see `crate::admin`).
+        .route(
+            "/__sim/meetings",
+            get(|State(s): State<Arc<Shared>>| async move {
+                json_answer(StatusCode::OK, &json!(s.bbb().meetings()))
+            })
+            .post(
+                |State(s): State<Arc<Shared>>, Json(m): Json<SimMeeting>| async move {
+                    s.bbb().upsert(m);
+                    json_answer(StatusCode::OK, &json!(s.bbb().meetings()))
+                },
+            ),
+        )
 }
 
 /// The unauthenticated version probe every BBB server answers.
@@ -230,7 +249,7 @@ fn handle(s: &Shared, call: &str, raw_query: &str) -> Handled {
     if !CALLS.contains(&call) {
         return failed("unsupportedRequest", "This request is not supported.");
     }
-    if !checksum_ok(&s.bbb.cfg, call, raw_query, first(&params, "checksum")) {
+    if !checksum_ok(&s.bbb().cfg, call, raw_query, first(&params, "checksum")) {
         return failed(
             "checksumError",
             "You did not pass the checksum security check",
@@ -246,7 +265,7 @@ fn handle(s: &Shared, call: &str, raw_query: &str) -> Handled {
             let Some(id) = p("meetingID") else {
                 return missing_meeting_id();
             };
-            let g = lock(&s.bbb.inner);
+            let g = lock(&s.bbb().inner);
             let running = g.meetings.iter().any(|m| m.id == id && m.running);
             Handled::ok(xml(format!(
                 "<response><returncode>SUCCESS</returncode><running>{running}</running></response>"
@@ -256,7 +275,7 @@ fn handle(s: &Shared, call: &str, raw_query: &str) -> Handled {
             let Some(id) = p("meetingID") else {
                 return missing_meeting_id();
             };
-            let g = lock(&s.bbb.inner);
+            let g = lock(&s.bbb().inner);
             match g.meetings.iter().find(|m| m.id == id) {
                 Some(m) => Handled::ok(xml(format!(
                     "<response><returncode>SUCCESS</returncode>{}</response>",
@@ -284,7 +303,7 @@ fn handle(s: &Shared, call: &str, raw_query: &str) -> Handled {
             let Some(id) = p("meetingID") else {
                 return missing_meeting_id();
             };
-            let mut g = lock(&s.bbb.inner);
+            let mut g = lock(&s.bbb().inner);
             let before = g.meetings.len();
             // The real end is asynchronous; the meeting is gone by the time
             // anyone could look.
@@ -302,7 +321,7 @@ fn handle(s: &Shared, call: &str, raw_query: &str) -> Handled {
                     "You must specify a hookID in the parameters.",
                 );
             };
-            let mut g = lock(&s.bbb.inner);
+            let mut g = lock(&s.bbb().inner);
             let before = g.hooks.len();
             g.hooks.retain(|h| h.id.to_string() != id);
             if g.hooks.len() == before {
@@ -314,7 +333,7 @@ fn handle(s: &Shared, call: &str, raw_query: &str) -> Handled {
             ))
         }
         "hooks/list" => {
-            let g = lock(&s.bbb.inner);
+            let g = lock(&s.bbb().inner);
             let hooks: String = g
                 .hooks
                 .iter()
@@ -412,7 +431,7 @@ fn send_chat_message(
             "User name must be at most 255 characters",
         );
     }
-    let mut g = lock(&s.bbb.inner);
+    let mut g = lock(&s.bbb().inner);
     if !g.meetings.iter().any(|m| m.id == meeting_id && m.running) {
         return failed(
             "meetingNotFound",
@@ -450,7 +469,7 @@ fn send_chat_message(
 }
 
 fn get_meetings(s: &Shared) -> Handled {
-    let g = lock(&s.bbb.inner);
+    let g = lock(&s.bbb().inner);
     if g.meetings.is_empty() {
         return Handled::ok(xml("<response><returncode>SUCCESS</returncode><meetings/><messageKey>noMeetings</messageKey><message>no meetings were found on this server</message></response>".to_owned()));
     }
@@ -510,7 +529,7 @@ fn create(
             "Meeting name must be between 2 and 64 characters",
         );
     }
-    let mut g = lock(&s.bbb.inner);
+    let mut g = lock(&s.bbb().inner);
     let (m, duplicate) = match g.meetings.iter().find(|m| m.id == id) {
         Some(m) => (m.clone(), true),
         None => {
@@ -564,7 +583,7 @@ fn join(
             "You must specify a name for the attendee who will be joining the meeting.",
         );
     };
-    let mut g = lock(&s.bbb.inner);
+    let mut g = lock(&s.bbb().inner);
     let Some(m) = g.find(id) else {
         return failed(
             "invalidMeetingIdentifier",
@@ -622,7 +641,7 @@ fn hooks_create(s: &Shared, params: &[(String, String)]) -> Handled {
     let event_ids = first(params, "eventID")
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
-    let mut g = lock(&s.bbb.inner);
+    let mut g = lock(&s.bbb().inner);
     if let Some(h) = g
         .hooks
         .iter()
@@ -648,4 +667,213 @@ fn hooks_create(s: &Shared, params: &[(String, String)]) -> Handled {
     Handled::ok(xml(format!(
         "<response><returncode>SUCCESS</returncode><hookID>{id}</hookID><permanentHook>false</permanentHook><rawData>{raw}</rawData></response>"
     )))
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.bbb`).
+
+/// BigBlueButton checksum hash functions; the server picks one by the
+/// checksum's length (40/64/96/128 hex digits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumAlg {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl ChecksumAlg {
+    pub const ALL: [ChecksumAlg; 4] = [
+        ChecksumAlg::Sha1,
+        ChecksumAlg::Sha256,
+        ChecksumAlg::Sha384,
+        ChecksumAlg::Sha512,
+    ];
+
+    /// Length of the lowercase hex digest, which is how the server tells them apart.
+    pub fn hex_len(self) -> usize {
+        match self {
+            ChecksumAlg::Sha1 => 40,
+            ChecksumAlg::Sha256 => 64,
+            ChecksumAlg::Sha384 => 96,
+            ChecksumAlg::Sha512 => 128,
+        }
+    }
+
+    pub fn from_hex_len(len: usize) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.hex_len() == len)
+    }
+}
+
+/// The BigBlueButton simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BbbConfig {
+    /// The shared secret (`securitySalt` in bbb-web.properties).
+    pub secret: String,
+    /// `supportedChecksumAlgorithms`: a checksum of another length is a `checksumError`.
+    pub supported: Vec<ChecksumAlg>,
+    /// Meetings that exist when the simulator starts.
+    pub meetings: Vec<SimMeeting>,
+}
+
+/// A meeting seeded into the BigBlueButton simulator (or added through the handle).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimMeeting {
+    pub id: String,
+    pub name: String,
+    /// Only running meetings accept `sendChatMessage`.
+    pub running: bool,
+}
+
+impl SimMeeting {
+    pub fn new(id: impl Into<String>, name: impl Into<String>, running: bool) -> Self {
+        SimMeeting {
+            id: id.into(),
+            name: name.into(),
+            running,
+        }
+    }
+}
+
+impl Default for BbbConfig {
+    fn default() -> Self {
+        BbbConfig {
+            secret: "sim-bbb-secret-8f3c1e0b7a5d".to_owned(),
+            supported: ChecksumAlg::ALL.to_vec(),
+            meetings: vec![
+                SimMeeting::new("room-1", "Sim Lobby", true),
+                SimMeeting::new("room-2", "Sim Lecture Hall", true),
+                SimMeeting::new("room-idle", "Sim Idle Room", false),
+            ],
+        }
+    }
+}
+
+impl fmt::Debug for BbbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BbbConfig")
+            .field("secret", &REDACTED)
+            .field("supported", &self.supported)
+            .field("meetings", &self.meetings)
+            .finish()
+    }
+}
+
+/// The BigBlueButton simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Bbb,
+    section_name: "bbb",
+    base_path: "/bigbluebutton/api",
+    port: |p| &mut p.bbb,
+    validate: |cfg| {
+        if cfg.bbb.supported.is_empty() {
+            return Err("bbb.supported must name at least one checksum algorithm");
+        }
+        Ok(())
+    },
+    state: |cfg, _, _| Box::new(BbbState::new(cfg.bbb.clone())),
+    router,
+    unrouted_path: keep_path,
+    text: |content| content.get("message")?.as_str().map(str::to_owned),
+    section: |cfg, name, url, secret| {
+        format!(
+            "[providers.{name}]\nkind = \"bigbluebutton\"\nurl = {}\nsecret = {}\nchecksum = \"sha256\"\n",
+            toml_str(url),
+            secret("bbb-secret", &cfg.bbb.secret)
+        )
+    },
+    credentials: |cfg| vec![cfg.bbb.secret.clone()],
+};
+
+impl Shared {
+    pub(crate) fn bbb(&self) -> &BbbState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// `http://127.0.0.1:P/bigbluebutton/api`
+    pub fn bbb_url(&self) -> String {
+        self.url(SimProvider::Bbb)
+    }
+    /// BigBlueButton meetings as they stand now.
+    pub fn bbb_meetings(&self) -> Vec<SimMeeting> {
+        self.shared.bbb().meetings()
+    }
+    /// Adds a meeting, or updates the name and running state of an existing one.
+    pub fn bbb_upsert_meeting(&self, meeting: SimMeeting) {
+        self.shared.bbb().upsert(meeting);
+    }
+    /// Starts or stops a meeting; false if there is no such meeting.
+    pub fn bbb_set_running(&self, id: &str, running: bool) -> bool {
+        self.shared.bbb().set_running(id, running)
+    }
+    /// Removes a meeting; false if there is no such meeting.
+    pub fn bbb_remove_meeting(&self, id: &str) -> bool {
+        self.shared.bbb().remove(id)
+    }
+    /// Callbacks registered through `hooks/create`.
+    pub fn bbb_hooks(&self) -> Vec<BbbHook> {
+        self.shared.bbb().hooks()
+    }
+    /// Sends a bbb-webhooks event (a JSON array of `{"data": …}`) to every
+    /// hook registered with `hooks/create` (only those for this meeting or
+    /// for all meetings), signed with the shared secret as bbb-webhooks
+    /// does. Returns each hook's URL and reply.
+    pub async fn bbb_send_event(
+        &self,
+        meeting_id: &str,
+        event: &serde_json::Value,
+    ) -> Vec<(String, std::io::Result<callbacks::CallbackReply>)> {
+        callbacks::bbb_deliver(self.bbb_hooks(), &self.cfg.bbb.secret, meeting_id, event).await
+    }
+
+    /// Demo chatter: every `period` (real time), someone writes the next of
+    /// `lines` (round robin) in `meeting_id`'s public chat, sent to every
+    /// registered hook. Stops with the simulator; refused or failed
+    /// callbacks are logged at debug level only.
+    pub fn bbb_start_chatter(&self, meeting_id: &str, lines: Vec<String>, period: Duration) {
+        if lines.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let secret = self.cfg.bbb.secret.clone();
+        let meeting = meeting_id.to_owned();
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            for i in 0.. {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let text = &lines[i % lines.len()];
+                let event = callbacks::bbb_chat_event(&meeting, "sim-user", "Ada (sim)", text);
+                tracing::info!(target: "botbox_sim", "bbb      meeting={meeting} <Ada (sim)> {}   (chat event to the registered hooks)", escape_for_log(text, 200));
+                for (url, reply) in
+                    callbacks::bbb_deliver(shared.bbb().hooks(), &secret, &meeting, &event).await
+                {
+                    if !matches!(&reply, Ok(r) if r.status == 200) {
+                        tracing::debug!(target: "botbox_sim", url, ?reply, "chatter callback not accepted");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Someone writes `text` in a meeting's public chat: the
+    /// `chat-group-message-sent` event goes to every registered hook.
+    pub async fn bbb_send_chat(
+        &self,
+        meeting_id: &str,
+        user_id: &str,
+        user_name: &str,
+        text: &str,
+    ) -> Vec<(String, std::io::Result<callbacks::CallbackReply>)> {
+        let event = callbacks::bbb_chat_event(meeting_id, user_id, user_name, text);
+        self.bbb_send_event(meeting_id, &event).await
+    }
 }

@@ -24,6 +24,7 @@
 //! come from the query string and the body (form or JSON), the body winning.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,11 +37,13 @@ use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{LeakyBucket, SimClock, unix_ms, unix_secs};
 use crate::codec::{parse_query, php_form, php_intval};
-use crate::config::BitrixConfig;
+use crate::config::REDACTED;
+use crate::kind::{SimKind, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::{Shared, lock};
@@ -171,7 +174,7 @@ async fn rest(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let body = req.into_body();
     guarded(&s, info, conn, rate_limited, || async {
         if let Auth::Webhook { user, code } = &auth {
-            let cfg = &s.bitrix.cfg;
+            let cfg = &s.bitrix().cfg;
             if *user != cfg.webhook_user_id.to_string() || *code != cfg.webhook_code {
                 return err(
                     StatusCode::UNAUTHORIZED,
@@ -270,7 +273,7 @@ async fn read_params(
 }
 
 fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) -> Handled {
-    let cfg = &s.bitrix.cfg;
+    let cfg = &s.bitrix().cfg;
     let now = s.clock.now();
     let acting_user = match auth {
         // Checked before the body was read.
@@ -288,7 +291,7 @@ fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) ->
                     "Wrong authorization data",
                 );
             };
-            let g = lock(&s.bitrix.inner);
+            let g = lock(&s.bitrix().inner);
             match g.access.get(token) {
                 None => {
                     return err(
@@ -311,7 +314,7 @@ fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) ->
     };
 
     {
-        let mut g = lock(&s.bitrix.inner);
+        let mut g = lock(&s.bitrix().inner);
         if !g.bucket.try_add(now, s.clock.now_for_limits()) {
             let limit = g.bucket.describe();
             drop(g);
@@ -436,7 +439,7 @@ fn resolve_target(cfg: &BitrixConfig, p: &Map<String, Value>) -> Result<Target, 
 }
 
 fn message_add(s: &Shared, acting_user: u64, p: &Map<String, Value>) -> Handled {
-    let target = match resolve_target(&s.bitrix.cfg, p) {
+    let target = match resolve_target(&s.bitrix().cfg, p) {
         Ok(t) => t,
         Err(e) => return e.into(),
     };
@@ -463,7 +466,7 @@ fn message_add(s: &Shared, acting_user: u64, p: &Map<String, Value>) -> Handled 
     let url_preview = yes("URL_PREVIEW", true);
 
     let id = {
-        let mut g = lock(&s.bitrix.inner);
+        let mut g = lock(&s.bitrix().inner);
         g.next_message += 1;
         g.next_message
     };
@@ -656,7 +659,7 @@ async fn oauth(State(s): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
-    let cfg = &s.bitrix.cfg;
+    let cfg = &s.bitrix().cfg;
     let get = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
     match get("grant_type") {
         "refresh_token" => {}
@@ -683,7 +686,7 @@ fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
         );
     }
     let now = s.clock.now();
-    let mut g = lock(&s.bitrix.inner);
+    let mut g = lock(&s.bitrix().inner);
     let presented = get("refresh_token");
     // Used once, valid or not; the access token issued with it dies too.
     if let Some(old) = g.issued_with.remove(presented) {
@@ -712,7 +715,7 @@ fn refresh(s: &Shared, p: &Map<String, Value>) -> Handled {
     g.issued_with.insert(refresh.clone(), access.clone());
     drop(g);
     tracing::info!(target: "botbox_sim", "bitrix   issued OAuth tokens (expires_in {ttl} s simulated)");
-    let base = s.bitrix.base_url.get().cloned().unwrap_or_default();
+    let base = s.bitrix().base_url.get().cloned().unwrap_or_default();
     let real_ttl = s.clock.to_real(Duration::from_secs(ttl)).as_secs();
     Handled::ok(json(
         StatusCode::OK,
@@ -736,6 +739,146 @@ fn random_token() -> String {
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     URL_SAFE_NO_PAD.encode(raw)
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.bitrix`).
+
+/// The Bitrix24 simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BitrixConfig {
+    /// The user id in the incoming-webhook URL `/rest/{user_id}/{code}/…`.
+    pub webhook_user_id: u64,
+    /// The webhook code, which is the webhook's whole secret.
+    pub webhook_code: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The OAuth access token valid when the simulator starts.
+    pub access_token: String,
+    /// The OAuth refresh token valid when the simulator starts (single use).
+    pub refresh_token: String,
+    /// The user the OAuth tokens act for.
+    pub oauth_user_id: u64,
+    /// Access token lifetime in simulated seconds (1 h on real portals).
+    pub token_ttl_secs: u64,
+    /// Refresh token lifetime in simulated seconds (28 days on real portals).
+    pub refresh_ttl_secs: u64,
+    /// Chats the senders belong to, as `chatN` (or `N`); other chats give ACCESS_ERROR.
+    pub known_chats: Vec<String>,
+    /// Leaky bucket: how many requests drain per (simulated) second…
+    pub drain_per_second: f64,
+    /// …and how many fit in it (2/s and 50 on ordinary plans, 5/s and 250 on Enterprise).
+    pub burst: u32,
+}
+
+impl Default for BitrixConfig {
+    fn default() -> Self {
+        BitrixConfig {
+            webhook_user_id: 1,
+            webhook_code: "simwebhook0c0de7x2".to_owned(),
+            client_id: "local.5f1e0b07b0c000.sim".to_owned(),
+            client_secret: "simBitrixClientSecret0botbox7a9e".to_owned(),
+            access_token: "sim-bitrix-access-0000".to_owned(),
+            refresh_token: "sim-bitrix-refresh-0000".to_owned(),
+            oauth_user_id: 1,
+            token_ttl_secs: 3600,
+            refresh_ttl_secs: 28 * 24 * 3600,
+            known_chats: vec!["chat1".to_owned(), "chat13".to_owned()],
+            drain_per_second: 2.0,
+            burst: 50,
+        }
+    }
+}
+
+impl fmt::Debug for BitrixConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BitrixConfig")
+            .field("webhook_user_id", &self.webhook_user_id)
+            .field("webhook_code", &REDACTED)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("access_token", &REDACTED)
+            .field("refresh_token", &REDACTED)
+            .field("oauth_user_id", &self.oauth_user_id)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("refresh_ttl_secs", &self.refresh_ttl_secs)
+            .field("known_chats", &self.known_chats)
+            .field("drain_per_second", &self.drain_per_second)
+            .field("burst", &self.burst)
+            .finish()
+    }
+}
+
+/// The Bitrix24 simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Bitrix,
+    section_name: "bitrix24",
+    base_path: "",
+    port: |p| &mut p.bitrix,
+    validate: |cfg| {
+        let c = &cfg.bitrix;
+        if c.token_ttl_secs == 0 {
+            return Err("token lifetimes must be at least 1 second");
+        }
+        if c.burst == 0 || !(c.drain_per_second.is_finite() && c.drain_per_second > 0.0) {
+            return Err("bitrix.burst and bitrix.drain_per_second must be above 0");
+        }
+        Ok(())
+    },
+    state: |cfg, url, clock| Box::new(BitrixState::new(cfg.bitrix.clone(), url.to_owned(), clock)),
+    router,
+    // A webhook path that matched no route may still carry a code.
+    unrouted_path: |path| {
+        if path.starts_with("/rest/") {
+            "/rest/…".to_owned()
+        } else {
+            path
+        }
+    },
+    text: |content| content.get("MESSAGE")?.as_str().map(str::to_owned),
+    section: |cfg, name, url, secret| {
+        format!(
+            "[providers.{name}]\nkind = \"bitrix24\"\nurl = {}\nwebhook = {{ user_id = {}, code = {} }}\n",
+            toml_str(url),
+            cfg.bitrix.webhook_user_id,
+            secret("bitrix-webhook-code", &cfg.bitrix.webhook_code)
+        )
+    },
+    credentials: |cfg| {
+        let c = &cfg.bitrix;
+        vec![
+            c.webhook_code.clone(),
+            c.client_secret.clone(),
+            c.access_token.clone(),
+            c.refresh_token.clone(),
+        ]
+    },
+};
+
+impl Shared {
+    pub(crate) fn bitrix(&self) -> &BitrixState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// `http://127.0.0.1:P`
+    pub fn bitrix_url(&self) -> String {
+        self.url(SimProvider::Bitrix)
+    }
+    /// Expires every Bitrix24 access token now (refresh tokens stay valid).
+    pub fn bitrix_expire_access_tokens(&self) {
+        self.shared
+            .bitrix()
+            .expire_access_tokens(&self.shared.clock);
+    }
+    /// Issues a new Bitrix24 OAuth pair `(access, refresh)`, as an operator
+    /// gets one by installing the application again.
+    pub fn bitrix_issue_tokens(&self) -> (String, String) {
+        self.shared.bitrix().issue_pair(&self.shared.clock)
+    }
 }
 
 #[cfg(test)]

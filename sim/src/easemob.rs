@@ -27,6 +27,7 @@
 //! broadcasts count against the daily quota. "Per day" is any rolling 24 h.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -39,10 +40,12 @@ use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{SimClock, SlidingWindow, take_all, unix_ms};
-use crate::config::EasemobConfig;
+use crate::config::REDACTED;
+use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::{Shared, lock};
@@ -187,7 +190,7 @@ async fn entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 "Request method not supported; use POST",
             );
         }
-        if org != s.easemob.cfg.org || app != s.easemob.cfg.app {
+        if org != s.easemob().cfg.org || app != s.easemob().cfg.app {
             return err(
                 StatusCode::BAD_REQUEST,
                 "organization_application_not_found",
@@ -266,7 +269,7 @@ fn invalid_body() -> Handled {
 
 async fn token(s: &Shared, body: Body) -> Handled {
     s.records.token_fetch(SimProvider::Easemob);
-    let cfg = &s.easemob.cfg;
+    let cfg = &s.easemob().cfg;
     let Ok(bytes) = read_body(body, MAX_TOKEN_BODY).await else {
         return err(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -308,7 +311,7 @@ async fn token(s: &Shared, body: Body) -> Handled {
     let token = format!("YWMt{}", URL_SAFE_NO_PAD.encode(raw));
     let now = s.clock.now();
     {
-        let mut g = lock(&s.easemob.inner);
+        let mut g = lock(&s.easemob().inner);
         g.tokens.retain(|_, exp| *exp > now);
         g.tokens
             .insert(token.clone(), now.saturating_add(Duration::from_secs(ttl)));
@@ -332,7 +335,7 @@ async fn broadcast(
         return refused;
     }
     {
-        let mut g = lock(&s.easemob.inner);
+        let mut g = lock(&s.easemob().inner);
         if !g.broadcast_enabled {
             return err(
                 StatusCode::FORBIDDEN,
@@ -357,7 +360,7 @@ async fn broadcast(
         Err((error, description)) => return err(StatusCode::BAD_REQUEST, error, description),
     };
 
-    let mut g = lock(&s.easemob.inner);
+    let mut g = lock(&s.easemob().inner);
     let check_at = s.clock.now_for_limits();
     let daily = &mut g.daily[kind.index()];
     if !daily.allows(check_at) {
@@ -415,7 +418,7 @@ fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Handled> {
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let now = s.clock.now();
-    let g = lock(&s.easemob.inner);
+    let g = lock(&s.easemob().inner);
     match bearer.and_then(|t| g.tokens.get(t)) {
         None => Some(err(
             StatusCode::UNAUTHORIZED,
@@ -473,7 +476,7 @@ async fn message(
     }
     let now = s.clock.now();
     {
-        let mut g = lock(&s.easemob.inner);
+        let mut g = lock(&s.easemob().inner);
         let taken = take_all(
             &mut g.message_windows[kind as usize],
             s.clock.now_for_limits(),
@@ -555,7 +558,7 @@ async fn message(
         }
         _ => return invalid_body(),
     };
-    let mut g = lock(&s.easemob.inner);
+    let mut g = lock(&s.easemob().inner);
     let mut ids = Map::new();
     let mut overflowing = Vec::new();
     for id in &to {
@@ -620,8 +623,8 @@ async fn message(
 
 /// A 200 answer with Easemob's envelope around `data`.
 fn ok_response(s: &Shared, endpoint: &str, data: Value) -> Response {
-    let cfg = &s.easemob.cfg;
-    let base = s.easemob.base_url.get().cloned().unwrap_or_default();
+    let cfg = &s.easemob().cfg;
+    let base = s.easemob().base_url.get().cloned().unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({
@@ -756,6 +759,125 @@ fn summary(msg: &Value) -> String {
                 .unwrap_or_default()
         ),
         other => format!("[{other}]"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.easemob`).
+
+/// The Easemob simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EasemobConfig {
+    pub org: String,
+    pub app: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// App token lifetime in simulated seconds (reported as `expires_in`).
+    pub token_ttl_secs: u64,
+    /// The app's UUID, returned as `application`.
+    pub application: String,
+    /// Broadcasts must be opened by Easemob sales; off gives 403 "message broadcast service is unopened".
+    pub broadcast_enabled: bool,
+    /// Daily quotas (the per-window limits are fixed by the docs and cannot be raised).
+    pub daily_all_users: u32,
+    pub daily_online_users: u32,
+    pub daily_chatrooms: u32,
+}
+
+impl Default for EasemobConfig {
+    fn default() -> Self {
+        EasemobConfig {
+            org: "sim-org".to_owned(),
+            app: "sim-app".to_owned(),
+            client_id: "YXA6simClientId0botbox".to_owned(),
+            client_secret: "YXA6simClientSecret0botbox0f4e".to_owned(),
+            token_ttl_secs: 7200,
+            application: "5b1d7e00-51a0-4b0c-9e5f-000000b07b0c".to_owned(),
+            broadcast_enabled: true,
+            daily_all_users: 3,
+            daily_online_users: 50,
+            daily_chatrooms: 100,
+        }
+    }
+}
+
+impl fmt::Debug for EasemobConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EasemobConfig")
+            .field("org", &self.org)
+            .field("app", &self.app)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("application", &self.application)
+            .field("broadcast_enabled", &self.broadcast_enabled)
+            .field("daily_all_users", &self.daily_all_users)
+            .field("daily_online_users", &self.daily_online_users)
+            .field("daily_chatrooms", &self.daily_chatrooms)
+            .finish()
+    }
+}
+
+/// The Easemob simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Easemob,
+    section_name: "easemob",
+    base_path: "",
+    port: |p| &mut p.easemob,
+    validate: |cfg| {
+        if cfg.easemob.token_ttl_secs == 0 {
+            return Err("token lifetimes must be at least 1 second");
+        }
+        Ok(())
+    },
+    state: |cfg, url, _| Box::new(EasemobState::new(cfg.easemob.clone(), url.to_owned())),
+    router,
+    unrouted_path: keep_path,
+    text: |content| {
+        let msg = content.get("msg")?;
+        (msg.get("type")?.as_str()? == "txt")
+            .then(|| msg.get("msg")?.as_str().map(str::to_owned))
+            .flatten()
+    },
+    section: |cfg, name, url, secret| {
+        let c = &cfg.easemob;
+        format!(
+            "[providers.{name}]\nkind = \"easemob\"\nurl = {}\norg = {}\napp = {}\nclient_id = {}\nclient_secret = {}\n",
+            toml_str(url),
+            toml_str(&c.org),
+            toml_str(&c.app),
+            secret("easemob-client-id", &c.client_id),
+            secret("easemob-client-secret", &c.client_secret)
+        )
+    },
+    credentials: |cfg| {
+        vec![
+            cfg.easemob.client_id.clone(),
+            cfg.easemob.client_secret.clone(),
+        ]
+    },
+};
+
+impl Shared {
+    pub(crate) fn easemob(&self) -> &EasemobState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// `http://127.0.0.1:P`
+    pub fn easemob_url(&self) -> String {
+        self.url(SimProvider::Easemob)
+    }
+    /// Whether broadcasts are opened for the app (off: 403 "message broadcast service is unopened").
+    pub fn easemob_set_broadcast_enabled(&self, on: bool) {
+        self.shared.easemob().set_broadcast_enabled(on);
+    }
+    /// Expires every Easemob app token now.
+    pub fn easemob_expire_tokens(&self) {
+        self.shared.easemob().expire_tokens(&self.shared.clock);
     }
 }
 

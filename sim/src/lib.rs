@@ -1,9 +1,10 @@
-//! Local simulators of the four chat providers botbox delivers to, written
+//! Local simulators of the chat providers botbox delivers to, written
 //! from the providers' documents (`shared/seeds`), not from botbox's clients:
 //! they are the independent check that the host signs, throttles and shapes
 //! every request the way the real servers demand.
 //!
-//! Each provider gets its own loopback HTTP listener (so its own base URL):
+//! Each provider gets its own loopback HTTP listener (so its own base URL);
+//! the simulators are listed once, in `kind::KINDS`:
 //!
 //! | provider | base URL | endpoints |
 //! |---|---|---|
@@ -43,20 +44,24 @@ pub mod codec;
 mod config;
 mod easemob;
 mod fault;
+mod kind;
 mod record;
 mod server;
 pub mod sign;
 mod tencent;
 
-pub use bbb::BbbHook;
-pub use config::{
-    BbbConfig, BitrixConfig, ChecksumAlg, EasemobConfig, SimConfig, SimMeeting, SimPorts,
-    TencentConfig,
-};
+pub use bbb::{BbbConfig, BbbHook, ChecksumAlg, SimMeeting};
+pub use bitrix::BitrixConfig;
+pub use config::{SimConfig, SimPorts};
+pub use easemob::EasemobConfig;
 pub use fault::Fault;
+pub use kind::{
+    SecretRef, credentials, provider_section, provider_sections, section_name, write_secrets,
+};
 pub use record::{
     Outcome, SimDelivery, SimProvider, SimRequest, SimStats, Target, Violation, escape_for_log,
 };
+pub use tencent::TencentConfig;
 
 /// Endpoint names, as used in records and for endpoint-specific faults.
 pub mod endpoints {
@@ -121,13 +126,19 @@ pub(crate) struct Shared {
     pub(crate) clock: clock::SimClock,
     pub(crate) records: record::Records,
     pub(crate) faults: fault::Faults,
-    pub(crate) bbb: bbb::BbbState,
-    pub(crate) tencent: tencent::TencentState,
-    pub(crate) easemob: easemob::EasemobState,
-    pub(crate) bitrix: bitrix::BitrixState,
+    /// Each simulator's own state, in [`kind::KINDS`] order.
+    states: Vec<kind::State>,
 }
 
 impl Shared {
+    /// The state of the simulator whose state type is `T`.
+    pub(crate) fn state<T: 'static>(&self) -> &T {
+        self.states
+            .iter()
+            .find_map(|s| s.downcast_ref())
+            .expect("every simulator's state is in Shared")
+    }
+
     /// Records a call past a documented limit, as the provider would have
     /// refused (or silently dropped) it.
     pub(crate) fn violation(
@@ -148,38 +159,25 @@ impl Shared {
     }
 }
 
-/// The base URLs clients should be configured with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SimUrls {
-    /// Ends in `/bigbluebutton/api`.
-    pub bbb: String,
-    pub tencent: String,
-    pub easemob: String,
-    pub bitrix: String,
-}
-
 /// A running simulator. Dropping it stops the listeners; [`Sim::shutdown`]
 /// also waits for in-flight connections to finish.
 pub struct Sim {
     shared: Arc<Shared>,
-    urls: SimUrls,
+    /// Base URLs, in [`kind::KINDS`] order.
+    urls: Vec<String>,
     cfg: SimConfig,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Sim {
-    /// Binds the four listeners on 127.0.0.1 and starts serving.
+    /// Binds one listener per simulator on 127.0.0.1 and starts serving.
     pub async fn start(cfg: SimConfig) -> Result<Sim, SimError> {
         validate(&cfg)?;
-        let ports = cfg.ports.unwrap_or_default();
-        let mut listeners = Vec::with_capacity(4);
-        for (provider, port) in [
-            (SimProvider::Bbb, ports.bbb),
-            (SimProvider::Tencent, ports.tencent),
-            (SimProvider::Easemob, ports.easemob),
-            (SimProvider::Bitrix, ports.bitrix),
-        ] {
+        let mut ports = cfg.ports.unwrap_or_default();
+        let mut listeners = Vec::with_capacity(kind::KINDS.len());
+        for k in kind::KINDS {
+            let (provider, port) = (k.provider, *(k.port)(&mut ports));
             let listener = server::bind(port).await.map_err(|source| SimError::Bind {
                 provider,
                 port,
@@ -193,50 +191,46 @@ impl Sim {
                     source,
                 })?
                 .port();
-            listeners.push((provider, listener, bound));
+            listeners.push((
+                k,
+                listener,
+                format!("http://127.0.0.1:{bound}{}", k.base_path),
+            ));
         }
-        let url = |i: usize| format!("http://127.0.0.1:{}", listeners[i].2);
-        let urls = SimUrls {
-            bbb: format!("{}/bigbluebutton/api", url(0)),
-            tencent: url(1),
-            easemob: url(2),
-            bitrix: url(3),
-        };
+        let urls: Vec<String> = listeners.iter().map(|(_, _, url)| url.clone()).collect();
 
         let clock = clock::SimClock::new(cfg.time_scale, Duration::from_millis(cfg.tolerance_ms));
+        let states = listeners
+            .iter()
+            .map(|(k, _, url)| (k.state)(&cfg, url, &clock))
+            .collect();
         let shared = Arc::new(Shared {
-            bbb: bbb::BbbState::new(cfg.bbb.clone()),
-            tencent: tencent::TencentState::new(cfg.tencent.clone()),
-            easemob: easemob::EasemobState::new(cfg.easemob.clone(), urls.easemob.clone()),
-            bitrix: bitrix::BitrixState::new(cfg.bitrix.clone(), urls.bitrix.clone(), &clock),
             clock,
             records: record::Records::default(),
             faults: fault::Faults::default(),
+            states,
         });
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        for (provider, listener, _) in listeners {
-            let routes = match provider {
-                SimProvider::Bbb => bbb::router(),
-                SimProvider::Tencent => tencent::router(),
-                SimProvider::Easemob => easemob::router(),
-                SimProvider::Bitrix => bitrix::router(),
-            };
-            let router = routes
+        for (k, listener, _) in listeners {
+            let provider = k.provider;
+            let router = (k.router)()
                 .merge(admin::router(provider))
                 .fallback(move |st, req| admin::not_found(provider, st, req))
                 .with_state(shared.clone());
             server::spawn(listener, router, cancel.clone(), &tracker);
         }
+        let listening: Vec<String> = kind::KINDS
+            .iter()
+            .zip(&urls)
+            .map(|(k, url)| format!("{}={url}", k.provider))
+            .collect();
         tracing::info!(
             target: "botbox_sim",
-            "simulators listening (time x{}): bbb={} tencent={} easemob={} bitrix={}",
+            "simulators listening (time x{}): {}",
             cfg.time_scale,
-            urls.bbb,
-            urls.tencent,
-            urls.easemob,
-            urls.bitrix
+            listening.join(" ")
         );
         Ok(Sim {
             shared,
@@ -247,21 +241,14 @@ impl Sim {
         })
     }
 
-    pub fn urls(&self) -> &SimUrls {
-        &self.urls
-    }
-    /// `http://127.0.0.1:P/bigbluebutton/api`
-    pub fn bbb_url(&self) -> String {
-        self.urls.bbb.clone()
-    }
-    pub fn tencent_url(&self) -> String {
-        self.urls.tencent.clone()
-    }
-    pub fn easemob_url(&self) -> String {
-        self.urls.easemob.clone()
-    }
-    pub fn bitrix_url(&self) -> String {
-        self.urls.bitrix.clone()
+    /// The base URL clients of `provider` are configured with.
+    pub fn url(&self, provider: SimProvider) -> String {
+        kind::KINDS
+            .iter()
+            .zip(&self.urls)
+            .find(|(k, _)| k.provider == provider)
+            .map(|(_, url)| url.clone())
+            .expect("every simulator has a URL")
     }
     /// The config the simulator runs with (credentials included; don't log
     /// anything but its `Debug`, which redacts them).
@@ -332,10 +319,6 @@ impl Sim {
     pub fn token_fetches(&self, provider: SimProvider) -> u64 {
         self.stats(provider).token_fetches
     }
-    /// Tencent requests answered OK but discarded as repeats of a `Random`.
-    pub fn deduplicated(&self) -> u64 {
-        self.stats(SimProvider::Tencent).deduplicated
-    }
     /// Forgets recorded requests, deliveries, violations and counters (limits
     /// and tokens are kept).
     pub fn clear_records(&self) {
@@ -375,105 +358,6 @@ impl Sim {
         self.shared.clock.to_real(sim)
     }
 
-    /// BigBlueButton meetings as they stand now.
-    pub fn bbb_meetings(&self) -> Vec<SimMeeting> {
-        self.shared.bbb.meetings()
-    }
-    /// Adds a meeting, or updates the name and running state of an existing one.
-    pub fn bbb_upsert_meeting(&self, meeting: SimMeeting) {
-        self.shared.bbb.upsert(meeting);
-    }
-    /// Starts or stops a meeting; false if there is no such meeting.
-    pub fn bbb_set_running(&self, id: &str, running: bool) -> bool {
-        self.shared.bbb.set_running(id, running)
-    }
-    pub fn bbb_remove_meeting(&self, id: &str) -> bool {
-        self.shared.bbb.remove(id)
-    }
-    /// Callbacks registered through `hooks/create`.
-    pub fn bbb_hooks(&self) -> Vec<BbbHook> {
-        self.shared.bbb.hooks()
-    }
-    /// Sends a bbb-webhooks event (a JSON array of `{"data": …}`) to every
-    /// hook registered with `hooks/create` (only those for this meeting or
-    /// for all meetings), signed with the shared secret as bbb-webhooks
-    /// does. Returns each hook's URL and reply.
-    pub async fn bbb_send_event(
-        &self,
-        meeting_id: &str,
-        event: &serde_json::Value,
-    ) -> Vec<(String, std::io::Result<callbacks::CallbackReply>)> {
-        callbacks::bbb_deliver(self.bbb_hooks(), &self.cfg.bbb.secret, meeting_id, event).await
-    }
-
-    /// Demo chatter: every `period` (real time), someone writes the next of
-    /// `lines` (round robin) in `meeting_id`'s public chat, sent to every
-    /// registered hook. Stops with the simulator; refused or failed
-    /// callbacks are logged at debug level only.
-    pub fn bbb_start_chatter(&self, meeting_id: &str, lines: Vec<String>, period: Duration) {
-        if lines.is_empty() {
-            return;
-        }
-        let shared = self.shared.clone();
-        let secret = self.cfg.bbb.secret.clone();
-        let meeting = meeting_id.to_owned();
-        let cancel = self.cancel.clone();
-        self.tracker.spawn(async move {
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            for i in 0.. {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = ticker.tick() => {}
-                }
-                let text = &lines[i % lines.len()];
-                let event = callbacks::bbb_chat_event(&meeting, "sim-user", "Ada (sim)", text);
-                tracing::info!(target: "botbox_sim", "bbb      meeting={meeting} <Ada (sim)> {}   (chat event to the registered hooks)", escape_for_log(text, 200));
-                for (url, reply) in
-                    callbacks::bbb_deliver(shared.bbb.hooks(), &secret, &meeting, &event).await
-                {
-                    if !matches!(&reply, Ok(r) if r.status == 200) {
-                        tracing::debug!(target: "botbox_sim", url, ?reply, "chatter callback not accepted");
-                    }
-                }
-            }
-        });
-    }
-
-    /// Someone writes `text` in a meeting's public chat: the
-    /// `chat-group-message-sent` event goes to every registered hook.
-    pub async fn bbb_send_chat(
-        &self,
-        meeting_id: &str,
-        user_id: &str,
-        user_name: &str,
-        text: &str,
-    ) -> Vec<(String, std::io::Result<callbacks::CallbackReply>)> {
-        let event = callbacks::bbb_chat_event(meeting_id, user_id, user_name, text);
-        self.bbb_send_event(meeting_id, &event).await
-    }
-
-    /// The console switch for AVChatRoom broadcasts (off: ErrorCode 10007).
-    pub fn tencent_set_broadcast_enabled(&self, on: bool) {
-        self.shared.tencent.set_broadcast_enabled(on);
-    }
-    /// Whether broadcasts are opened for the app (off: 403 "message broadcast service is unopened").
-    pub fn easemob_set_broadcast_enabled(&self, on: bool) {
-        self.shared.easemob.set_broadcast_enabled(on);
-    }
-    /// Expires every Bitrix24 access token now (refresh tokens stay valid).
-    pub fn bitrix_expire_access_tokens(&self) {
-        self.shared.bitrix.expire_access_tokens(&self.shared.clock);
-    }
-    /// Issues a new Bitrix24 OAuth pair `(access, refresh)`, as an operator
-    /// gets one by installing the application again.
-    pub fn bitrix_issue_tokens(&self) -> (String, String) {
-        self.shared.bitrix.issue_pair(&self.shared.clock)
-    }
-    /// Expires every Easemob app token now.
-    pub fn easemob_expire_tokens(&self) {
-        self.shared.easemob.expire_tokens(&self.shared.clock);
-    }
-
     /// Stops the listeners and waits for open connections to close.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -493,19 +377,8 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
         return bad("time_scale must be a finite number above 0");
     }
-    if cfg.bbb.supported.is_empty() {
-        return bad("bbb.supported must name at least one checksum algorithm");
-    }
-    if cfg.tencent.rate_per_second == 0 {
-        return bad("tencent.rate_per_second must be at least 1");
-    }
-    if cfg.easemob.token_ttl_secs == 0 || cfg.bitrix.token_ttl_secs == 0 {
-        return bad("token lifetimes must be at least 1 second");
-    }
-    if cfg.bitrix.burst == 0
-        || !(cfg.bitrix.drain_per_second.is_finite() && cfg.bitrix.drain_per_second > 0.0)
-    {
-        return bad("bitrix.burst and bitrix.drain_per_second must be above 0");
+    for k in kind::KINDS {
+        (k.validate)(cfg).or_else(bad)?;
     }
     Ok(())
 }

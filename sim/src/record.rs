@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::fault::Fault;
 use crate::lock;
 
-/// The four simulated providers.
+/// The simulated providers (each has its `SimKind` in `kind::KINDS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SimProvider {
@@ -95,27 +95,7 @@ pub struct SimDelivery {
 impl SimDelivery {
     /// The text of a text message, when the delivery has one.
     pub fn text(&self) -> Option<String> {
-        match self.provider {
-            SimProvider::Bbb => self.content.get("message")?.as_str().map(str::to_owned),
-            SimProvider::Bitrix => self.content.get("MESSAGE")?.as_str().map(str::to_owned),
-            SimProvider::Easemob => {
-                let msg = self.content.get("msg")?;
-                (msg.get("type")?.as_str()? == "txt")
-                    .then(|| msg.get("msg")?.as_str().map(str::to_owned))
-                    .flatten()
-            }
-            SimProvider::Tencent => {
-                let texts: Vec<&str> = self
-                    .content
-                    .get("MsgBody")?
-                    .as_array()?
-                    .iter()
-                    .filter(|e| e.get("MsgType").and_then(Value::as_str) == Some("TIMTextElem"))
-                    .filter_map(|e| e.get("MsgContent")?.get("Text")?.as_str())
-                    .collect();
-                (!texts.is_empty()).then(|| texts.join("\n"))
-            }
-        }
+        (crate::kind::kind(self.provider).text)(&self.content)
     }
 }
 

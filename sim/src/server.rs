@@ -1,4 +1,4 @@
-//! The HTTP plumbing shared by the four simulators: the accept loop, the
+//! The HTTP plumbing shared by the simulators: the accept loop, the
 //! per-connection handle that lets a fault close a connection without an
 //! answer, fault application and request recording.
 

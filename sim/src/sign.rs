@@ -12,8 +12,8 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use std::io::Write;
 
+use crate::bbb::ChecksumAlg;
 use crate::codec::java_url_encode;
-use crate::config::ChecksumAlg;
 
 /// BigBlueButton: `lowercase_hex(H(callName + queryString + sharedSecret))`,
 /// where `queryString` is exactly the encoded query that is sent, without

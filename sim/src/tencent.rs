@@ -29,6 +29,7 @@
 //! limit counts calls, not successes.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,12 +42,14 @@ use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flate2::read::ZlibDecoder;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::io::Read;
 
 use crate::clock::{SlidingWindow, take_all, unix_ms, unix_secs};
 use crate::codec::{first, parse_query};
-use crate::config::TencentConfig;
+use crate::config::REDACTED;
+use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
 use crate::server::{ConnHandle, Handled, ReqInfo, guarded, json, read_body};
 use crate::sign::{tencent_hmac, tencent_sig_content};
@@ -162,7 +165,7 @@ fn fail(code: u32, info: impl AsRef<str>) -> Handled {
 }
 
 async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: Body) -> Handled {
-    let cfg = &s.tencent.cfg;
+    let cfg = &s.tencent().cfg;
     let Ok(params) = parse_query(query) else {
         return fail(60002, "HTTP parse error: malformed query string");
     };
@@ -204,7 +207,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     }
 
     {
-        let mut g = lock(&s.tencent.inner);
+        let mut g = lock(&s.tencent().inner);
         if !g.broadcast_enabled && !to_group {
             return fail(
                 10007,
@@ -254,7 +257,7 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     };
 
     let now = s.clock.now();
-    let mut g = lock(&s.tencent.inner);
+    let mut g = lock(&s.tencent().inner);
     if let Some(id) = &group {
         let window = g.per_group.entry(id.clone()).or_insert_with(|| {
             SlidingWindow::new(GROUP_MESSAGES_PER_SECOND, Duration::from_secs(1))
@@ -571,6 +574,108 @@ pub(crate) fn verify_usersig(
         return Err(UserSigError::Expired);
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// What this simulator is configured with (`SimConfig.tencent`).
+
+/// The Tencent Cloud Chat simulator's config.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TencentConfig {
+    pub sdkappid: u64,
+    /// The app admin account allowed to call the REST API.
+    pub identifier: String,
+    /// The app's secret key; UserSigs are HMAC-SHA256 keyed with its text bytes.
+    pub secret_key: String,
+    /// `send_broadcast_msg` calls allowed per second (1 by default, 5 on higher plans).
+    pub rate_per_second: u32,
+    /// The console switch "Broadcast messaging of audio-video group"; off gives 10007.
+    pub broadcast_enabled: bool,
+}
+
+impl Default for TencentConfig {
+    fn default() -> Self {
+        TencentConfig {
+            sdkappid: 1_400_900_001,
+            identifier: "administrator".to_owned(),
+            secret_key: "sim-tencent-key-5e2b9d4c1a7f60e3b8d2c4a1f9e07b6d".to_owned(),
+            rate_per_second: 1,
+            broadcast_enabled: true,
+        }
+    }
+}
+
+impl fmt::Debug for TencentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TencentConfig")
+            .field("sdkappid", &self.sdkappid)
+            .field("identifier", &self.identifier)
+            .field("secret_key", &REDACTED)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("broadcast_enabled", &self.broadcast_enabled)
+            .finish()
+    }
+}
+
+/// The Tencent Cloud Chat simulator, for [`crate::kind::KINDS`].
+pub(crate) const KIND: SimKind = SimKind {
+    provider: SimProvider::Tencent,
+    section_name: "tencent",
+    base_path: "",
+    port: |p| &mut p.tencent,
+    validate: |cfg| {
+        if cfg.tencent.rate_per_second == 0 {
+            return Err("tencent.rate_per_second must be at least 1");
+        }
+        Ok(())
+    },
+    state: |cfg, _, _| Box::new(TencentState::new(cfg.tencent.clone())),
+    router,
+    unrouted_path: keep_path,
+    text: |content| {
+        let texts: Vec<&str> = content
+            .get("MsgBody")?
+            .as_array()?
+            .iter()
+            .filter(|e| e.get("MsgType").and_then(Value::as_str) == Some("TIMTextElem"))
+            .filter_map(|e| e.get("MsgContent")?.get("Text")?.as_str())
+            .collect();
+        (!texts.is_empty()).then(|| texts.join("\n"))
+    },
+    section: |cfg, name, url, secret| {
+        let c = &cfg.tencent;
+        format!(
+            "[providers.{name}]\nkind = \"tencent\"\nurl = {}\nsdkappid = {}\nidentifier = {}\nsecret_key = {}\n",
+            toml_str(url),
+            c.sdkappid,
+            toml_str(&c.identifier),
+            secret("tencent-secret-key", &c.secret_key)
+        )
+    },
+    credentials: |cfg| vec![cfg.tencent.secret_key.clone()],
+};
+
+impl Shared {
+    pub(crate) fn tencent(&self) -> &TencentState {
+        self.state()
+    }
+}
+
+/// What the [`Sim`](crate::Sim) handle offers for this simulator alone.
+impl crate::Sim {
+    /// Tencent requests answered OK but discarded as repeats of a `Random`.
+    pub fn deduplicated(&self) -> u64 {
+        self.stats(SimProvider::Tencent).deduplicated
+    }
+    /// `http://127.0.0.1:P`
+    pub fn tencent_url(&self) -> String {
+        self.url(SimProvider::Tencent)
+    }
+    /// The console switch for AVChatRoom broadcasts (off: ErrorCode 10007).
+    pub fn tencent_set_broadcast_enabled(&self, on: bool) {
+        self.shared.tencent().set_broadcast_enabled(on);
+    }
 }
 
 #[cfg(test)]

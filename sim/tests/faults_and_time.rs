@@ -233,6 +233,34 @@ async fn admin_routes_inject_and_report() {
     assert!(sim.requests().iter().any(|r| r.path == "/v3/nothing"));
 }
 
+#[tokio::test]
+async fn unknown_routes_are_recorded_per_simulator() {
+    let sim = start(SimConfig::demo()).await;
+    // A Bitrix24 path that matched no route may carry a webhook code.
+    let r = get(&format!(
+        "{}/rest/1/secretcode/no.such.thing/x",
+        sim.bitrix_url()
+    ))
+    .await;
+    assert_eq!(r.status, 404);
+    // Only the BigBlueButton listener has meetings.
+    let r = get(&format!("{}/__sim/meetings", sim.tencent_url())).await;
+    assert_eq!(r.status, 404);
+    let paths: Vec<(SimProvider, String)> = sim
+        .requests()
+        .into_iter()
+        .map(|r| (r.provider, r.path))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (SimProvider::Bitrix, "/rest/…".to_owned()),
+            (SimProvider::Tencent, "/__sim/meetings".to_owned()),
+        ]
+    );
+    sim.shutdown().await;
+}
+
 /// The real clock, scaled: a simulated day of Easemob quota, Tencent's
 /// 5-minute dedup and a Bitrix24 token hour all pass in well under a second.
 #[tokio::test]
@@ -305,12 +333,11 @@ async fn fixed_ports_are_honoured() {
         ports.push(l.local_addr().expect("addr").port());
     }
     let mut cfg = SimConfig::demo();
-    cfg.ports = Some(SimPorts {
-        bbb: ports[0],
-        tencent: ports[1],
-        easemob: ports[2],
-        bitrix: ports[3],
-    });
+    // Any simulator not named here gets a free port.
+    let mut fixed = SimPorts::default();
+    (fixed.bbb, fixed.tencent, fixed.easemob, fixed.bitrix) =
+        (ports[0], ports[1], ports[2], ports[3]);
+    cfg.ports = Some(fixed);
     let sim = start(cfg.clone()).await;
     assert_eq!(
         sim.bbb_url(),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use botbox_sim::{Sim, SimConfig};
+use botbox_sim::{Sim, SimConfig, SimProvider};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -126,19 +126,12 @@ async fn pump(
 // ---------------------------------------------------------------------------
 // A simulator, its taps, a folder with secret files and a config.
 
-struct Urls {
-    bbb: String,
-    tencent: String,
-    easemob: String,
-    bitrix: String,
-}
-
 /// The simulators (at `scale`), their taps, and the folder the host's
 /// config, plugins and secret files are written to.
 pub struct Setup {
     pub sim: Sim,
-    taps: Vec<Tap>,
-    urls: Urls,
+    /// One tap per simulator, with the simulator's URL through it.
+    taps: Vec<(SimProvider, Tap, String)>,
     pub dir: tempfile::TempDir,
     scale: f64,
 }
@@ -155,43 +148,23 @@ impl Setup {
         log_buffer();
         cfg.time_scale = scale;
         // The simulator's demo credentials are the real secrets here.
-        add_secret(&cfg.bbb.secret);
-        add_secret(&cfg.tencent.secret_key);
-        add_secret(&cfg.easemob.client_id);
-        add_secret(&cfg.easemob.client_secret);
-        add_secret(&cfg.bitrix.webhook_code);
-        add_secret(&cfg.bitrix.client_secret);
-        add_secret(&cfg.bitrix.access_token);
-        add_secret(&cfg.bitrix.refresh_token);
+        for credential in botbox_sim::credentials(&cfg) {
+            add_secret(&credential);
+        }
         add_secret(BITRIX_TOKEN_KEY);
         let sim = Sim::start(cfg).await.expect("simulators start");
         let mut taps = Vec::new();
-        for url in [
-            sim.bbb_url(),
-            sim.tencent_url(),
-            sim.easemob_url(),
-            sim.bitrix_url(),
-        ] {
-            taps.push(Tap::start(port_of(&url)).await);
+        for provider in SimProvider::ALL {
+            let url = sim.url(provider);
+            let tap = Tap::start(port_of(&url)).await;
+            let tapped = url.replace(&format!(":{}", port_of(&url)), &format!(":{}", tap.port));
+            taps.push((provider, tap, tapped));
         }
-        let tapped = |i: usize, url: String| {
-            url.replace(
-                &format!(":{}", port_of(&url)),
-                &format!(":{}", taps[i].port),
-            )
-        };
-        let urls = Urls {
-            bbb: tapped(0, sim.bbb_url()),
-            tencent: tapped(1, sim.tencent_url()),
-            easemob: tapped(2, sim.easemob_url()),
-            bitrix: tapped(3, sim.bitrix_url()),
-        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("secrets")).unwrap();
         Setup {
             sim,
             taps,
-            urls,
             dir,
             scale,
         }
@@ -209,44 +182,46 @@ impl Setup {
         format!("{{ file = {} }}", toml_str(&path.display().to_string()))
     }
 
-    pub fn bbb(&self, name: &str, secret: &str) -> String {
-        format!(
-            "[providers.{name}]\nkind = \"bigbluebutton\"\nurl = {}\nsecret = {}\nchecksum = \"sha256\"\n",
-            toml_str(&self.urls.bbb),
-            self.secret(&format!("{name}-secret"), secret)
+    /// The URL of `provider`'s simulator through its tap.
+    fn url(&self, provider: SimProvider) -> &str {
+        let (_, _, url) = self.taps.iter().find(|(p, _, _)| *p == provider).unwrap();
+        url
+    }
+
+    /// `provider`'s section as its simulator writes it, named `name`, with
+    /// the credentials of `cfg` as secret files `{name}-{stem}`.
+    pub fn section(&self, provider: SimProvider, cfg: &SimConfig, name: &str) -> String {
+        botbox_sim::provider_section(
+            provider,
+            cfg,
+            name,
+            self.url(provider),
+            &mut |stem, value| self.secret(&format!("{name}-{stem}"), value),
         )
+    }
+
+    pub fn bbb(&self, name: &str, secret: &str) -> String {
+        let mut cfg = self.cfg().clone();
+        cfg.bbb.secret = secret.to_owned();
+        self.section(SimProvider::Bbb, &cfg, name)
     }
 
     pub fn tencent(&self, name: &str, key: &str) -> String {
-        let c = &self.cfg().tencent;
-        format!(
-            "[providers.{name}]\nkind = \"tencent\"\nurl = {}\nsdkappid = {}\nidentifier = {}\nsecret_key = {}\n",
-            toml_str(&self.urls.tencent),
-            c.sdkappid,
-            toml_str(&c.identifier),
-            self.secret(&format!("{name}-key"), key)
-        )
+        let mut cfg = self.cfg().clone();
+        cfg.tencent.secret_key = key.to_owned();
+        self.section(SimProvider::Tencent, &cfg, name)
     }
 
     pub fn easemob(&self, name: &str, client_secret: &str) -> String {
-        let c = &self.cfg().easemob;
-        format!(
-            "[providers.{name}]\nkind = \"easemob\"\nurl = {}\norg = {}\napp = {}\nclient_id = {}\nclient_secret = {}\n",
-            toml_str(&self.urls.easemob),
-            toml_str(&c.org),
-            toml_str(&c.app),
-            self.secret(&format!("{name}-id"), &c.client_id),
-            self.secret(&format!("{name}-secret"), client_secret)
-        )
+        let mut cfg = self.cfg().clone();
+        cfg.easemob.client_secret = client_secret.to_owned();
+        self.section(SimProvider::Easemob, &cfg, name)
     }
 
     pub fn bitrix_webhook(&self, name: &str, code: &str) -> String {
-        format!(
-            "[providers.{name}]\nkind = \"bitrix24\"\nurl = {}\nwebhook = {{ user_id = {}, code = {} }}\n",
-            toml_str(&self.urls.bitrix),
-            self.cfg().bitrix.webhook_user_id,
-            self.secret(&format!("{name}-code"), code)
-        )
+        let mut cfg = self.cfg().clone();
+        cfg.bitrix.webhook_code = code.to_owned();
+        self.section(SimProvider::Bitrix, &cfg, name)
     }
 
     pub fn bitrix_oauth(&self, name: &str, access: &str, refresh: &str) -> String {
@@ -258,9 +233,9 @@ impl Setup {
             self.secret(&format!("{name}-refresh"), refresh),
             toml_str(&c.client_id),
             self.secret(&format!("{name}-client-secret"), &c.client_secret),
-            toml_str(&format!("{}/oauth/token/", self.urls.bitrix)),
+            toml_str(&format!("{}/oauth/token/", self.url(SimProvider::Bitrix))),
             self.secret(&format!("{name}-token-key"), BITRIX_TOKEN_KEY),
-            url = toml_str(&self.urls.bitrix),
+            url = toml_str(self.url(SimProvider::Bitrix)),
         )
     }
 
@@ -309,6 +284,6 @@ impl Setup {
 
     /// The taps, to harvest the credentials that crossed them.
     pub fn tap_refs(&self) -> Vec<&Tap> {
-        self.taps.iter().collect()
+        self.taps.iter().map(|(_, tap, _)| tap).collect()
     }
 }

@@ -1,5 +1,5 @@
 //! `botbox run --demo` and `botbox check --demo`: the embedded demo config,
-//! with local simulators of the four providers standing in for the real ones.
+//! with botbox-sim's local provider simulators standing in for the real ones.
 
 use std::path::Path;
 
@@ -22,70 +22,9 @@ pub async fn config() -> anyhow::Result<(Config, Sim)> {
     Ok((config, sim))
 }
 
-/// Writes the simulators' credentials as secret files, so configs refer to
-/// them as `{ file = … }` exactly as they would to real ones.
-pub fn write_secrets(dir: &Path, cfg: &SimConfig) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, value) in [
-        ("bbb-secret", &cfg.bbb.secret),
-        ("tencent-secret-key", &cfg.tencent.secret_key),
-        ("easemob-client-id", &cfg.easemob.client_id),
-        ("easemob-client-secret", &cfg.easemob.client_secret),
-        ("bitrix-webhook-code", &cfg.bitrix.webhook_code),
-    ] {
-        std::fs::write(dir.join(name), value)?;
-    }
-    Ok(())
-}
-
-/// Provider sections for a running simulator, with secrets from `secrets`.
-pub fn provider_sections(sim: &Sim, secrets: &Path) -> String {
-    let cfg = sim.config();
-    let file =
-        |name: &str| toml::Value::String(secrets.join(name).display().to_string()).to_string();
-    format!(
-        r#"[providers.bbb]
-kind = "bigbluebutton"
-url = "{bbb}"
-secret = {{ file = {bbb_secret} }}
-checksum = "sha256"
-
-[providers.tencent]
-kind = "tencent"
-url = "{tencent}"
-sdkappid = {sdkappid}
-identifier = "{identifier}"
-secret_key = {{ file = {tencent_key} }}
-
-[providers.easemob]
-kind = "easemob"
-url = "{easemob}"
-org = "{org}"
-app = "{app}"
-client_id = {{ file = {em_id} }}
-client_secret = {{ file = {em_secret} }}
-
-[providers.bitrix24]
-kind = "bitrix24"
-url = "{bitrix}"
-webhook = {{ user_id = {user_id}, code = {{ file = {b24_code} }} }}
-"#,
-        bbb = sim.bbb_url(),
-        bbb_secret = file("bbb-secret"),
-        tencent = sim.tencent_url(),
-        sdkappid = cfg.tencent.sdkappid,
-        identifier = cfg.tencent.identifier,
-        tencent_key = file("tencent-secret-key"),
-        easemob = sim.easemob_url(),
-        org = cfg.easemob.org,
-        app = cfg.easemob.app,
-        em_id = file("easemob-client-id"),
-        em_secret = file("easemob-client-secret"),
-        bitrix = sim.bitrix_url(),
-        user_id = cfg.bitrix.webhook_user_id,
-        b24_code = file("bitrix-webhook-code"),
-    )
-}
+// Each simulator writes its own `[providers.*]` section and names its
+// secret files; the demo only puts them together.
+pub use botbox_sim::{provider_sections, write_secrets};
 
 /// Starts the demo's simulators and returns them with the demo config text:
 /// the embedded demo config with the simulators' provider sections.

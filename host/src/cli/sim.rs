@@ -11,8 +11,9 @@ use super::ExitCode;
 /// `botbox sim`'s arguments.
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// Listen on four consecutive ports from this one (BigBlueButton,
-    /// Tencent, Easemob, Bitrix24) instead of free ones.
+    /// Listen on consecutive ports from this one, one per simulator in
+    /// botbox-sim's order (BigBlueButton, Tencent, Easemob, Bitrix24),
+    /// instead of free ones.
     #[arg(long, value_name = "PORT")]
     pub ports: Option<u16>,
     /// Run the simulators' clocks this many times faster than real time.
