@@ -34,7 +34,7 @@ pub enum Command {
     Check(check::CheckArgs),
     /// List the outbox, and retry or cancel a message.
     Outbox(outbox::OutboxArgs),
-    /// Run local simulators of the four providers.
+    /// Run local simulators of every provider.
     Sim(sim::SimArgs),
     /// Create a plugin project in Rust, JavaScript, Python or C.
     New(new::NewArgs),

@@ -13,7 +13,7 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Run the embedded demo: the example bots delivering to local
-    /// simulators of the four providers.
+    /// simulators of every provider.
     #[arg(long, conflicts_with = "config")]
     pub demo: bool,
     /// Do not watch plugin files and the config (overrides `runtime.reload`).
@@ -27,11 +27,12 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config, _simulators) = if args.demo {
         let (config, sim) = crate::app::demo::config().await?;
+        let urls: Vec<String> = botbox_sim::SimProvider::ALL
+            .iter()
+            .map(|p| format!("{}={}", p.as_str(), sim.url(*p)))
+            .collect();
         tracing::info!(
-            bbb = %sim.bbb_url(),
-            tencent = %sim.tencent_url(),
-            easemob = %sim.easemob_url(),
-            bitrix24 = %sim.bitrix_url(),
+            simulators = %urls.join(" "),
             "demo: provider simulators are running"
         );
         (config, Some(sim))
