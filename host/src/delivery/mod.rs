@@ -34,7 +34,6 @@ use crate::wit::types::{Message, Receipt};
 use self::retry::RetryPolicy;
 use self::store::{MessageState, OutboxError, OutboxStore, Stores, ThrottleStore};
 use self::throttle::{SharedClock, ThrottleKey};
-use crate::providers::limits;
 
 /// A provider account's rate-limited endpoint and its worker's state.
 pub struct Endpoint {
@@ -184,22 +183,14 @@ impl Delivery {
                 let endpoint = match endpoints.get(&key) {
                     Some(e) => e.clone(),
                     None => {
-                        let provider_key = format!("providers.{}", channel_config.provider);
-                        let options = config
-                            .providers
-                            .get(&channel_config.provider)
-                            .map(|p| p.options.clone())
-                            .unwrap_or_default();
-                        let spec =
-                            match limits::throttle_override(&options, endpoint_name, &provider_key)
-                            {
-                                Ok(Some(spec)) => spec,
-                                Ok(None) => provider.default_throttle(endpoint_name),
-                                Err(issue) => {
-                                    issues.push(issue);
-                                    provider.default_throttle(endpoint_name)
-                                }
-                            };
+                        let spec = match registry.throttle(&channel_config.provider, endpoint_name)
+                        {
+                            Ok(spec) => spec,
+                            Err((issue, default)) => {
+                                issues.push(issue);
+                                default
+                            }
+                        };
                         let throttle = ThrottleKey {
                             endpoint: key.clone(),
                             spec,

@@ -405,6 +405,15 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// Starts reading a provider account's options (`providers.NAME`):
+    /// like [`Options::new`], with the keys every account has and the
+    /// registry reads itself ([`ACCOUNT_KEYS`]) named as known too.
+    pub fn account(table: &'a toml::Table, prefix: &str, known: &[&str]) -> Options<'a> {
+        let mut all = known.to_vec();
+        all.extend_from_slice(ACCOUNT_KEYS);
+        Options::new(table, prefix, &all)
+    }
+
     pub fn key(&self, field: &str) -> String {
         format!("{}.{field}", self.prefix)
     }
@@ -533,6 +542,10 @@ impl<'a> Options<'a> {
 /// The provider key that allows plain `http://` to a host that is not
 /// loopback.
 pub const ALLOW_PLAINTEXT: &str = "allow_plaintext";
+
+/// The keys of a provider account that the registry reads for every kind
+/// (`providers::Registry`), so no provider lists them: the throttle override.
+pub const ACCOUNT_KEYS: &[&str] = &[super::limits::THROTTLE_KEY];
 
 /// Why a checked URL may not be used, when it is plain `http://` to a host
 /// other than loopback (127.0.0.0/8, ::1, `localhost`) and the provider at

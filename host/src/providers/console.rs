@@ -27,7 +27,11 @@ impl Console {
     /// Builds the provider from its `[providers.NAME]` options (`key` is
     /// `providers.NAME`), reporting every problem with its key.
     pub fn from_options(key: &str, options: &toml::Table) -> Result<Console, Vec<ConfigIssue>> {
-        let mut issues = unknown_keys(options, &["max_text_chars"], key);
+        let mut issues = unknown_keys(
+            options,
+            &["max_text_chars", super::limits::THROTTLE_KEY],
+            key,
+        );
         let max_text_chars = match options.get("max_text_chars") {
             None => 4000,
             Some(toml::Value::Integer(n)) if (1..=1_000_000).contains(n) => *n as u32,

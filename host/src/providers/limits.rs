@@ -159,6 +159,10 @@ fn parse_limit(item: &str) -> Result<Limit, String> {
     Ok(Limit::Window { count, period_ms })
 }
 
+/// The key of a provider account's throttle override, read by the
+/// registry for every kind.
+pub const THROTTLE_KEY: &str = "throttle";
+
 /// Reads `providers.X.throttle` (its table is `options`, its key `key`)
 /// for `endpoint`: a list for every endpoint, or a table of lists by
 /// endpoint name. `None`: no override, the provider's defaults apply.
@@ -167,7 +171,7 @@ pub fn throttle_override(
     endpoint: &str,
     key: &str,
 ) -> Result<Option<ThrottleSpec>, ConfigIssue> {
-    let list = match options.get("throttle") {
+    let list = match options.get(THROTTLE_KEY) {
         None => return Ok(None),
         Some(toml::Value::Array(items)) => Some(items),
         Some(toml::Value::Table(t)) => match t.get(endpoint) {

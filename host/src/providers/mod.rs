@@ -279,6 +279,9 @@ pub fn inbound_kinds_text() -> String {
 #[derive(Clone, Default)]
 pub struct Registry {
     providers: BTreeMap<String, Arc<dyn Provider>>,
+    /// Each account's `providers.NAME.throttle`, taken out of its options
+    /// here, once for every kind, so no provider has to know the key.
+    throttles: BTreeMap<String, toml::Table>,
 }
 
 impl Registry {
@@ -301,14 +304,17 @@ impl Registry {
         };
         let mut issues = Vec::new();
         let mut providers = BTreeMap::new();
+        let mut throttles = BTreeMap::new();
         for (name, provider_config) in &config.providers {
             let key = format!("providers.{name}");
-            match Self::build_provider(
-                &provider_config.kind,
-                &key,
-                &provider_config.options,
-                &context,
-            ) {
+            let mut options = provider_config.options.clone();
+            if let Some(throttle) = options.remove(limits::THROTTLE_KEY) {
+                throttles.insert(
+                    name.clone(),
+                    toml::Table::from_iter([(limits::THROTTLE_KEY.to_owned(), throttle)]),
+                );
+            }
+            match Self::build_provider(&provider_config.kind, &key, &options, &context) {
                 Ok(p) => {
                     providers.insert(name.clone(), p);
                 }
@@ -321,7 +327,10 @@ impl Registry {
             }
         }
         if issues.is_empty() {
-            Ok(Registry { providers })
+            Ok(Registry {
+                providers,
+                throttles,
+            })
         } else {
             Err(issues)
         }
@@ -348,6 +357,31 @@ impl Registry {
     /// The provider account of that config name.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(name)
+    }
+
+    /// The throttle of `endpoint` on account `name`: what
+    /// `providers.NAME.throttle` says for it, else the provider's own
+    /// default. A malformed override is an issue naming its key, and the
+    /// default applies meanwhile.
+    pub fn throttle(
+        &self,
+        name: &str,
+        endpoint: &str,
+    ) -> Result<limits::ThrottleSpec, (ConfigIssue, limits::ThrottleSpec)> {
+        let default = || {
+            self.providers
+                .get(name)
+                .map(|p| p.default_throttle(endpoint))
+                .unwrap_or_default()
+        };
+        let Some(table) = self.throttles.get(name) else {
+            return Ok(default());
+        };
+        match limits::throttle_override(table, endpoint, &format!("providers.{name}")) {
+            Ok(Some(spec)) => Ok(spec),
+            Ok(None) => Ok(default()),
+            Err(issue) => Err((issue, default())),
+        }
     }
 }
 
@@ -377,5 +411,78 @@ mod registry_tests {
             issues[0].message,
             "unknown provider kind `slack`; known: console, bigbluebutton, tencent, easemob, bitrix24"
         );
+    }
+
+    /// `providers.NAME.throttle` is read by the registry for every kind: no
+    /// provider lists it, each one's unknown-key message still names it, an
+    /// override replaces the provider's default, and a malformed one is an
+    /// issue with its key while the default applies.
+    #[test]
+    fn the_registry_reads_every_accounts_throttle_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "tencent-test-key-0123456789").unwrap();
+        let text = format!(
+            r#"
+[providers.plain]
+kind = "tencent"
+url = "http://127.0.0.1:9"
+sdkappid = 1400000001
+identifier = "admin"
+secret_key = {{ file = {key:?} }}
+
+[providers.slow]
+kind = "tencent"
+url = "http://127.0.0.1:9"
+sdkappid = 1400000001
+identifier = "admin"
+secret_key = {{ file = {key:?} }}
+throttle = ["2/1s", "100/1d"]
+
+[providers.bad]
+kind = "tencent"
+url = "http://127.0.0.1:9"
+sdkappid = 1400000001
+identifier = "admin"
+secret_key = {{ file = {key:?} }}
+throttle = 5
+
+[providers.screen]
+kind = "console"
+throttle = {{ default = ["1/1s"] }}
+"#
+        );
+        let config = Config::parse(&text, &dir.path().join("botbox.toml"), dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry::from_config(&config).unwrap_or_else(|e| panic!("{e:?}"));
+        let endpoint = "send_broadcast_msg";
+        let default = registry.get("plain").unwrap().default_throttle(endpoint);
+        assert_eq!(registry.throttle("plain", endpoint), Ok(default.clone()));
+        assert_eq!(
+            registry.throttle("slow", endpoint),
+            Ok(limits::ThrottleSpec::parse(&["2/1s".into(), "100/1d".into()]).unwrap())
+        );
+        let Err((issue, fallback)) = registry.throttle("bad", endpoint) else {
+            panic!("a malformed throttle was taken");
+        };
+        assert_eq!(issue.key, "providers.bad.throttle");
+        assert_eq!(fallback, default);
+        assert_eq!(
+            registry.throttle("screen", "default"),
+            Ok(limits::ThrottleSpec::parse(&["1/1s".into()]).unwrap())
+        );
+
+        // A misspelt key is refused, and the message names `throttle` among
+        // the keys an account may have.
+        let typo = text.replace("throttle = 5", "throtle = 5");
+        let config = Config::parse(&typo, &dir.path().join("botbox.toml"), dir.path()).unwrap();
+        let Err(issues) = Registry::from_config(&config) else {
+            panic!("a misspelt key was accepted");
+        };
+        let issue = issues
+            .iter()
+            .find(|i| i.key == "providers.bad.throtle")
+            .unwrap_or_else(|| panic!("{issues:?}"));
+        assert!(issue.message.contains("throttle"), "{}", issue.message);
     }
 }

@@ -78,16 +78,10 @@ impl ApiSettings {
         options: &toml::Table,
         base_dir: &std::path::Path,
     ) -> Result<ApiSettings, Vec<ConfigIssue>> {
-        let mut o = Options::new(
+        let mut o = Options::account(
             options,
             key,
-            &[
-                "url",
-                "secret",
-                "checksum",
-                "throttle",
-                common::ALLOW_PLAINTEXT,
-            ],
+            &["url", "secret", "checksum", common::ALLOW_PLAINTEXT],
         );
         let base = o.base_url("url");
         let secret = o.secret("secret", true, base_dir);

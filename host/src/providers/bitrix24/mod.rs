@@ -131,16 +131,10 @@ impl Bitrix24 {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<Bitrix24, Vec<ConfigIssue>> {
-        let mut o = Options::new(
+        let mut o = Options::account(
             options,
             key,
-            &[
-                "url",
-                "webhook",
-                "oauth",
-                "throttle",
-                common::ALLOW_PLAINTEXT,
-            ],
+            &["url", "webhook", "oauth", common::ALLOW_PLAINTEXT],
         );
         let base = o.base_url("url");
         let auth = match (o.has("webhook"), o.has("oauth")) {

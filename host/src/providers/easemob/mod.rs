@@ -185,7 +185,7 @@ impl Easemob {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<Easemob, Vec<ConfigIssue>> {
-        let mut o = Options::new(
+        let mut o = Options::account(
             options,
             key,
             &[
@@ -194,7 +194,6 @@ impl Easemob {
                 "app",
                 "client_id",
                 "client_secret",
-                "throttle",
                 common::ALLOW_PLAINTEXT,
             ],
         );

@@ -131,7 +131,7 @@ impl Tencent {
         options: &toml::Table,
         context: &ProviderContext,
     ) -> Result<Tencent, Vec<ConfigIssue>> {
-        let mut o = Options::new(
+        let mut o = Options::account(
             options,
             key,
             &[
@@ -140,7 +140,6 @@ impl Tencent {
                 "identifier",
                 "secret_key",
                 "usersig_ttl_secs",
-                "throttle",
                 common::ALLOW_PLAINTEXT,
             ],
         );
