@@ -130,6 +130,60 @@ fn check_names_the_wit_version_a_plugin_was_built_against() {
     );
 }
 
+/// `BOTBOX_LOG=debug` shows botbox's own debug lines, not wasmtime's and
+/// Cranelift's: before, `botbox check` with one plugin wrote megabytes of
+/// compiler lines.
+#[test]
+fn botbox_log_debug_is_botboxs_own_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.wasm"), chatty()).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[storage]\ndir = \"state\"\n[providers.console]\nkind = \"console\"\n\
+         [channels.lobby]\nprovider = \"console\"\n\
+         [plugins.good]\npath = \"good.wasm\"\nchannels = [\"lobby\"]\n",
+    )
+    .unwrap();
+    let check = |log: &str| {
+        // No compile cache: each run compiles, so Cranelift has lines to log.
+        let _ = std::fs::remove_dir_all(dir.path().join("state"));
+        Command::new(env!("CARGO_BIN_EXE_botbox"))
+            .args(["check", "--config", "botbox.toml"])
+            .current_dir(dir.path())
+            .env("BOTBOX_LOG", log)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run botbox")
+    };
+    let out = check("debug");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        err.contains("DEBUG botbox::runtime::plugin: granted"),
+        "no botbox debug line: {err}"
+    );
+    assert!(
+        !err.contains("DEBUG cranelift") && !err.contains("DEBUG wasmtime"),
+        "compiler debug lines in `BOTBOX_LOG=debug`: {} bytes",
+        err.len()
+    );
+    // A full filter still reaches the crates beneath, as written.
+    let out = check("info,cranelift_codegen=debug");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DEBUG cranelift_codegen"),
+        "{}",
+        text(&out)
+    );
+    // A value that is no filter is said to be one, and the default applies.
+    let out = check("botbox=loud");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("BOTBOX_LOG is not a log filter"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn run_fires_schedules_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();

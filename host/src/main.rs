@@ -6,12 +6,18 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use botbox::cli::{Cli, execute, log_filter};
+use botbox::cli::{Cli, execute, log_directives, log_filter};
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    let filter =
-        EnvFilter::try_from_env("BOTBOX_LOG").unwrap_or_else(|_| EnvFilter::new(log_filter(&cli)));
+    let value = std::env::var("BOTBOX_LOG").ok();
+    let filter = EnvFilter::try_new(log_directives(value.as_deref(), &cli)).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: BOTBOX_LOG is not a log filter ({e}); logging at the default. \
+             Write a level such as `debug`, or directives such as `info,botbox=debug`."
+        );
+        EnvFilter::new(log_filter(&cli))
+    });
     // Colour only for a person at a terminal: never into a pipe, file or
     // journal, and never with NO_COLOR set (https://no-color.org).
     let colour = std::io::stderr().is_terminal()

@@ -69,9 +69,60 @@ pub fn log_filter(cli: &Cli) -> &'static str {
     }
 }
 
+/// The log filter for `BOTBOX_LOG`'s value, or the command's default when
+/// it is unset or empty.
+///
+/// A bare level more verbose than `info` (`debug`, `trace`) is botbox's
+/// own: it applies to botbox, its simulators and plugin lines, while the
+/// crates beneath (wasmtime, Cranelift, hyper) stay at `info`; without this
+/// `botbox check` alone wrote megabytes of Cranelift's debug lines per
+/// plugin. Anything else is a `tracing` filter used as written, so
+/// `info,botbox=debug,wasmtime=debug` still reaches wasmtime.
+pub fn log_directives(value: Option<&str>, cli: &Cli) -> String {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return log_filter(cli).to_owned();
+    };
+    let level = value.to_ascii_lowercase();
+    match level.as_str() {
+        "debug" | "trace" => {
+            format!("info,botbox={level},botbox_sim={level},plugin={level}")
+        }
+        _ => value.to_owned(),
+    }
+}
+
 pub(crate) fn load_config(config: Option<&PathBuf>) -> anyhow::Result<crate::config::Config> {
     let path = config
         .cloned()
         .unwrap_or_else(|| PathBuf::from("botbox.toml"));
     Ok(crate::config::Config::load(&path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_bare_verbose_level_is_botboxs_own_and_a_filter_is_used_as_written() {
+        let run = Cli::parse_from(["botbox", "check"]);
+        assert_eq!(log_directives(None, &run), "info");
+        assert_eq!(log_directives(Some("  "), &run), "info");
+        assert_eq!(
+            log_directives(Some("debug"), &run),
+            "info,botbox=debug,botbox_sim=debug,plugin=debug"
+        );
+        assert_eq!(
+            log_directives(Some("TRACE"), &run),
+            "info,botbox=trace,botbox_sim=trace,plugin=trace"
+        );
+        assert_eq!(log_directives(Some("warn"), &run), "warn");
+        assert_eq!(
+            log_directives(Some("info,wasmtime=debug"), &run),
+            "info,wasmtime=debug"
+        );
+        let call = Cli::parse_from(["botbox", "call", "x.wasm", "--event", "{}"]);
+        assert_eq!(log_directives(None, &call), "error,plugin=off");
+    }
 }
