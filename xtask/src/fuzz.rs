@@ -57,6 +57,20 @@ pub fn build() -> Command {
     cmd
 }
 
+/// Checks that `fuzz/Cargo.lock` still matches the host crate's
+/// dependencies. The fuzz build is `--locked` and comes last in `xtask
+/// test`, so a host dependency added without updating this lock used to
+/// fail the run only after every other step; this fails it first, and says
+/// what to run.
+pub fn check_lock() -> Command {
+    let mut cmd = step::cargo();
+    step::isolate(&mut cmd);
+    cmd.current_dir(fuzz_dir())
+        .args(["metadata", "--locked", "--format-version", "1"])
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
 /// Runs one target for `seconds`. New inputs go to a scratch corpus; the
 /// committed seeds in fuzz/corpus/TARGET are read, never written. A finding
 /// is written to fuzz/artifacts/TARGET/ and fails the run.

@@ -55,6 +55,9 @@ pub fn run() -> Result<()> {
         .args(["fmt", "--all", "--check"]);
 
     let mut steps: Vec<(&str, Command)> = vec![
+        // If this fails: run `cargo metadata --format-version 1 >/dev/null`
+        // in fuzz/ and commit fuzz/Cargo.lock.
+        ("lock (fuzz, up to date)", fuzz::check_lock()),
         ("fmt (host workspace)", host(&["fmt", "--all", "--check"])),
         ("fmt (fuzz)", fuzz_fmt),
         ("fmt (sdk/rust)", native(&sdk, &["fmt", "--check"])),
