@@ -31,9 +31,8 @@ async fn tencent_one_to_one_replies_and_their_codes() {
     let setup = Setup::start(SimConfig::fast(SCALE), SCALE).await;
     let providers = setup.tencent("tc", &setup.cfg().tencent.secret_key.clone());
     let channels = "[channels.tc]\nprovider = \"tc\"\nsender = \"helpdesk\"\n";
-    let reply = |text: &str| {
-        json!({ "channel": "tc", "content": { "text": text }, "reply-to": "c2c:ada" })
-    };
+    let reply =
+        |text: &str| json!({ "channel": "tc", "content": { "text": text }, "reply-to": "c2c:ada" });
     let steps = vec![
         vec![reply("one to one")],
         vec![reply("to a user who blocked the bot")],
@@ -218,7 +217,11 @@ async fn bitrix24_system_errors() {
     sim.inject_endpoint(
         SimProvider::Bitrix,
         endpoints::BITRIX_MESSAGE_ADD,
-        Fault::error_answer_with("OVERLOAD_LIMIT", 503, "REST API is blocked due to overload."),
+        Fault::error_answer_with(
+            "OVERLOAD_LIMIT",
+            503,
+            "REST API is blocked due to overload.",
+        ),
         1,
     );
     let sent = host.step(1).await;
