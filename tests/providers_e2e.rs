@@ -970,6 +970,14 @@ target = { dialogs = ["chat99"] }
     let (code, out) = botbox(dir, &["check", "--config", config]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("is valid"), "{out}");
+    // What each channel carries, and the APIs its replies leave by: a
+    // Tencent channel answers groups and one-to-one conversations.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("channel tc via tc (tencent): text")
+                && l.ends_with("; replies via send_group_msg, sendmsg")),
+        "{out}"
+    );
     assert_no_secret("botbox check", &out);
 
     sim.inject(SimProvider::Tencent, Fault::server_error(502), 1);

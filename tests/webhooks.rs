@@ -530,6 +530,51 @@ async fn tencent_group_callbacks_are_signed_timely_and_unique() {
     r.shutdown().await;
 }
 
+/// A one-to-one message to the bot (`C2C.CallbackAfterSendMsg`) reaches
+/// the granted plugin in the conversation `c2c:{From_Account}`, and its
+/// answer goes back to that one user with `openim/sendmsg`, as its
+/// `To_Account`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencent_one_to_one_callbacks_are_answered_with_sendmsg() {
+    let r = rig("tencent", "").await;
+    let sdkappid = r.sim.config().tencent.sdkappid;
+    let url = callbacks::tencent_callback_url(
+        "/webhooks/tencent",
+        sdkappid,
+        "C2C.CallbackAfterSendMsg",
+        TENCENT_TOKEN,
+        unix_ms() / 1000,
+    );
+    let body = callbacks::tencent_c2c_message("ada", "helpdesk", 31, "!help").to_string();
+    let ok = r.post(&url, "application/json", body.as_bytes()).await;
+    assert_status(&ok, 200, "genuine");
+    assert_eq!(r.calls("commands"), 1);
+    let delivered = r
+        .sim
+        .wait_for_deliveries(Some(SimProvider::Tencent), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].endpoint, "openim/sendmsg");
+    assert_eq!(delivered[0].target, Target::Account { id: "ada".into() });
+    assert!(
+        delivered[0].content.to_string().contains("!time"),
+        "the !help answer: {:?}",
+        delivered[0].content
+    );
+    // The bot's own answer does not come back as a new callback.
+    assert_eq!(
+        delivered[0].content["ForbidCallbackControl"],
+        serde_json::json!(["ForbidAfterSendMsgCallback"])
+    );
+    assert_eq!(r.handled("commands"), 1);
+    assert_status(
+        &r.post(&url, "application/json", body.as_bytes()).await,
+        409,
+        "replay",
+    );
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn easemob_message_callbacks_are_signed_timely_and_unique() {
     let r = rig("easemob", "target = \"chatrooms\"").await;

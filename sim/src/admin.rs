@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /__sim/state` | counters, pending faults, simulated time |
 //! | `GET /__sim/deliveries`, `/__sim/requests`, `/__sim/violations` | this provider's records |
-//! | `POST /__sim/fault` `{"fault": {"kind": "server_error", "status": 503}, "endpoint": "…"?, "count": 1}` | inject |
+//! | `POST /__sim/fault` `{"fault": {"kind": "server_error", "status": 503}, "endpoint": "…"?, "count": 1}` | inject; `{"kind": "error_answer", "code": "20007", "status"?, "description"?}` answers the provider's own error code |
 //! | `DELETE /__sim/fault` | clear this provider's faults |
 //! | `POST /__sim/advance` `{"ms": 1800000}` | jump the simulated clock |
 //! | `GET /__sim/meetings`, `POST /__sim/meetings` `{"id","name","running"}` | BigBlueButton meetings (routed by `crate::bbb`) |

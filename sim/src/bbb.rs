@@ -785,7 +785,18 @@ pub(crate) const KIND: SimKind = SimKind {
         )
     },
     credentials: |cfg| vec![cfg.bbb.secret.clone()],
+    error_answer,
 };
+
+/// BigBlueButton answers an error as a FAILED response with its
+/// `messageKey`, HTTP 200 unless `status` says otherwise.
+fn error_answer(key: &str, status: Option<u16>, message: &str) -> Response {
+    let mut answer = failed(key, message).response;
+    if let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        *answer.status_mut() = status;
+    }
+    answer
+}
 
 impl Shared {
     pub(crate) fn bbb(&self) -> &BbbState {

@@ -854,6 +854,12 @@ pub(crate) const KIND: SimKind = SimKind {
             c.refresh_token.clone(),
         ]
     },
+    error_answer: |error, status, description| {
+        let status = status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        error_response(status, error, description)
+    },
 };
 
 impl Shared {

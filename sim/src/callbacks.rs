@@ -164,6 +164,27 @@ pub fn tencent_group_message(group_id: &str, from: &str, seq: u64, text: &str) -
     })
 }
 
+/// A `C2C.CallbackAfterSendMsg` body: `from` wrote `text` to `to`, one
+/// text element, `MsgKey` as Tencent forms it (random, sequence, time).
+pub fn tencent_c2c_message(from: &str, to: &str, seq: u64, text: &str) -> Value {
+    let random = rand::random::<u32>();
+    let time = unix_ms() / 1000;
+    json!({
+        "CallbackCommand": "C2C.CallbackAfterSendMsg",
+        "From_Account": from,
+        "To_Account": to,
+        "MsgSeq": seq,
+        "MsgRandom": random,
+        "MsgTime": time,
+        "MsgKey": format!("{random}_{seq}_{time}"),
+        "OnlineOnlyFlag": 0,
+        "SendMsgResult": 0,
+        "ErrorInfo": "send msg succeed",
+        "MsgBody": [{ "MsgType": "TIMTextElem", "MsgContent": { "Text": text } }],
+        "EventTime": unix_ms()
+    })
+}
+
 /// An Easemob message callback, signed: `security = md5(callId + secret + timestamp)`.
 /// `route` is (`chat_type`, `from`, `to`): `chat_type` is `chat`,
 /// `groupchat` or `chatroom`.

@@ -857,6 +857,12 @@ pub(crate) const KIND: SimKind = SimKind {
             cfg.easemob.client_secret.clone(),
         ]
     },
+    error_answer: |error, status, description| {
+        let status = status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        error_body(status, error, description)
+    },
 };
 
 impl Shared {

@@ -38,6 +38,21 @@ pub enum Fault {
     /// Easemob 429, Bitrix24 503 QUERY_LIMIT_EXCEEDED; BigBlueButton documents
     /// none, so HTTP 429 as from a proxy). Not counted as a violation.
     RateLimited,
+    /// Answer with the provider's own error `code`, written as its server
+    /// writes errors: Tencent `ErrorCode` (HTTP 200), BigBlueButton
+    /// `messageKey` (a FAILED response), Easemob and Bitrix24 `error` (with
+    /// `status`, 400 unless given). `description` is the provider's words
+    /// (`ErrorInfo`, `message`, `error_description`). The request is not
+    /// processed: this is how a test makes a simulator answer a documented
+    /// code its own logic never reaches (a blocklisted sender, a plan that
+    /// expired).
+    ErrorAnswer {
+        code: String,
+        #[serde(default)]
+        status: Option<u16>,
+        #[serde(default)]
+        description: Option<String>,
+    },
 }
 
 impl Fault {
@@ -49,6 +64,22 @@ impl Fault {
     }
     pub fn slow(delay: Duration) -> Self {
         Fault::Slow { delay }
+    }
+    /// The provider's own error `code`, with its default status and words.
+    pub fn error_answer(code: impl Into<String>) -> Self {
+        Fault::ErrorAnswer {
+            code: code.into(),
+            status: None,
+            description: None,
+        }
+    }
+    /// The provider's own error `code` with an HTTP `status` and words.
+    pub fn error_answer_with(code: impl Into<String>, status: u16, description: &str) -> Self {
+        Fault::ErrorAnswer {
+            code: code.into(),
+            status: Some(status),
+            description: Some(description.to_owned()),
+        }
     }
 
     /// Whether the provider logic runs at all under this fault.
@@ -152,5 +183,8 @@ mod tests {
         assert_eq!(j, serde_json::json!({"kind": "hang", "ms": 1500}));
         let back: Fault = serde_json::from_value(j).unwrap_or(Fault::Drop);
         assert_eq!(back, f);
+        let j = serde_json::json!({"kind": "error_answer", "code": "20007"});
+        let back: Fault = serde_json::from_value(j).unwrap_or(Fault::Drop);
+        assert_eq!(back, Fault::error_answer("20007"));
     }
 }

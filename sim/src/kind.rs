@@ -49,6 +49,9 @@ pub(crate) struct SimKind {
     pub(crate) section: fn(&SimConfig, &str, &str, SecretRef<'_>) -> String,
     /// Every credential it knows (for leak checks), whether or not a section uses it.
     pub(crate) credentials: fn(&SimConfig) -> Vec<String>,
+    /// Its own error answer for an error code, an HTTP status (its usual
+    /// one when `None`) and words: what `Fault::ErrorAnswer` answers.
+    pub(crate) error_answer: fn(&str, Option<u16>, &str) -> axum::response::Response,
 }
 
 /// Every simulator, in port order (`SimPorts::consecutive`).

@@ -9,7 +9,7 @@
 //! | provider | base URL | endpoints |
 //! |---|---|---|
 //! | BigBlueButton | `http://127.0.0.1:P/bigbluebutton/api` | `create`, `join`, `end`, `getMeetings`, `isMeetingRunning`, `getMeetingInfo`, `sendChatMessage`, `hooks/create`, `hooks/destroy`, `hooks/list` |
-//! | Tencent Cloud Chat | `http://127.0.0.1:P` | `POST /v4/group_open_http_svc/send_broadcast_msg` |
+//! | Tencent Cloud Chat | `http://127.0.0.1:P` | `POST /v4/group_open_http_svc/send_broadcast_msg`, `…/send_group_msg`, `/v4/openim/sendmsg` |
 //! | Easemob | `http://127.0.0.1:P` | `POST /{org}/{app}/token`, `/messages/broadcast`, `/messages/users/broadcast`, `/messages/chatrooms/broadcast` |
 //! | Bitrix24 | `http://127.0.0.1:P` | `/rest/{user}/{code}/im.message.add[.json]`, `/rest/im.message.add` (OAuth), `/oauth/token/` |
 //!
@@ -77,6 +77,7 @@ pub mod endpoints {
     pub const BBB_HOOKS_LIST: &str = "hooks/list";
     pub const TENCENT_SEND_BROADCAST: &str = "group_open_http_svc/send_broadcast_msg";
     pub const TENCENT_SEND_GROUP: &str = "group_open_http_svc/send_group_msg";
+    pub const TENCENT_SEND_C2C: &str = "openim/sendmsg";
     pub const EASEMOB_TOKEN: &str = "token";
     pub const EASEMOB_ALL_USERS: &str = "messages/broadcast";
     pub const EASEMOB_ONLINE_USERS: &str = "messages/users/broadcast";

@@ -64,7 +64,7 @@ pub enum Target {
     Group { id: String },
     /// Easemob `/messages/chatrooms`: one chat room.
     ChatRoom { id: String },
-    /// Easemob `/messages/users`: one user.
+    /// Easemob `/messages/users` / Tencent `openim/sendmsg`: one user.
     Account { id: String },
     /// Bitrix24 `DIALOG_ID=chatN`.
     Chat { id: u64 },

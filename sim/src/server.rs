@@ -204,6 +204,15 @@ where
             abort(conn).await
         }
         Fault::RateLimited => rate_limited(),
+        Fault::ErrorAnswer {
+            code,
+            status,
+            description,
+        } => (crate::kind::kind(info.provider).error_answer)(
+            &code,
+            status,
+            description.as_deref().unwrap_or("injected by botbox-sim"),
+        ),
         Fault::Drop | Fault::Slow { .. } | Fault::LostResponse => abort(conn).await,
     }
 }

@@ -1,5 +1,7 @@
 //! Tencent Cloud Chat: `POST /v4/group_open_http_svc/send_broadcast_msg`,
-//! and `send_group_msg` for one group.
+//! `send_group_msg` for one group, and `POST /v4/openim/sendmsg` for one
+//! user ("Sending One-to-One Messages to One User",
+//! <https://www.tencentcloud.com/document/product/1047/34919>).
 //!
 //! The HTTP status is 200 for every answer the server itself gives; the
 //! outcome is in `ActionStatus` / `ErrorCode` / `ErrorInfo`. Checks run in
@@ -24,6 +26,18 @@
 //! | `Random`, `MsgBody` missing or invalid, unknown `MsgType`, MsgBody > 12,000 bytes | 10004 |
 //! | group message: `GroupId` missing, empty, over 48 bytes or not printable ASCII | 10015 |
 //! | group message: more than 40 in any 1 s to one group | 10023 (a violation) |
+//! | one-to-one: more than 200 calls in any 1 s ("200 queries/sec") | 60007 (a violation) |
+//! | one-to-one: body not JSON / not an object | 90001 |
+//! | one-to-one: `To_Account` missing or not a string | 90003 |
+//! | one-to-one: `MsgRandom` missing or not a u32 | 90005 |
+//! | one-to-one: `MsgBody` not an array | 90007 |
+//! | one-to-one: an element not in the message formats | 90002 |
+//! | one-to-one: `MsgBody` over 12,000 bytes | 93000 |
+//! | one-to-one: `SyncOtherMachine` not 1 or 2, `From_Account` not a string | 20001 |
+//! | one-to-one: `To_Account` or `From_Account` not a UserID (1–32 bytes of printable ASCII) | 20003 |
+//!
+//! Any other documented code (a blocklisted sender's 20007, say) is
+//! answered by injecting `Fault::ErrorAnswer` with that code.
 //!
 //! A call rejected after the rate check still used its slot, as a gateway
 //! limit counts calls, not successes.
@@ -68,6 +82,10 @@ const GROUP_CALLS_PER_SECOND: u32 = 200;
 const GROUP_MESSAGES_PER_SECOND: u32 = 40;
 /// A UserSig is a few hundred bytes; anything inflating past this is hostile.
 const MAX_USERSIG_JSON: u64 = 16 * 1024;
+/// `openim/sendmsg`: "Maximum call frequency: 200 queries/sec".
+const C2C_CALLS_PER_SECOND: u32 = 200;
+/// A UserID: "1 to 32 bytes of printable ASCII (0x20–0x7e)".
+const MAX_USER_ID_BYTES: usize = 32;
 
 const MSG_TYPES: [&str; 8] = [
     "TIMTextElem",
@@ -88,6 +106,7 @@ pub(crate) struct TencentState {
 struct Inner {
     window: SlidingWindow,
     group_calls: SlidingWindow,
+    c2c_calls: SlidingWindow,
     per_group: std::collections::HashMap<String, SlidingWindow>,
     recent: VecDeque<Sent>,
     msg_seq: u64,
@@ -107,6 +126,7 @@ impl TencentState {
         let inner = Inner {
             window: SlidingWindow::new(cfg.rate_per_second, Duration::from_secs(1)),
             group_calls: SlidingWindow::new(GROUP_CALLS_PER_SECOND, Duration::from_secs(1)),
+            c2c_calls: SlidingWindow::new(C2C_CALLS_PER_SECOND, Duration::from_secs(1)),
             per_group: std::collections::HashMap::new(),
             recent: VecDeque::new(),
             msg_seq: 1000,
@@ -196,6 +216,9 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
     }
     if identifier != cfg.identifier {
         return fail(60010, "The request requires app admin permissions");
+    }
+    if endpoint == crate::endpoints::TENCENT_SEND_C2C {
+        return one_to_one(s, endpoint, body).await;
     }
     let to_group = endpoint == crate::endpoints::TENCENT_SEND_GROUP;
     if endpoint != crate::endpoints::TENCENT_SEND_BROADCAST && !to_group {
@@ -338,6 +361,167 @@ async fn handle(s: &Shared, endpoint: &str, query: &str, method: &Method, body: 
         unix_ms: unix_ms(),
     });
     Handled::delivered(ok_response(seq))
+}
+
+/// `openim/sendmsg`, after the checks every REST call shares: the app-wide
+/// 200/s, the body, and the record of the message in the one-to-one
+/// conversation. Tencent documents no five-minute dedup for `MsgRandom`,
+/// so none is done.
+async fn one_to_one(s: &Shared, endpoint: &str, body: Body) -> Handled {
+    {
+        let mut g = lock(&s.tencent().inner);
+        let taken = take_all(
+            std::slice::from_mut(&mut g.c2c_calls),
+            s.clock.now_for_limits(),
+            s.clock.now(),
+        );
+        drop(g);
+        if let Err(limit) = taken {
+            s.violation(SimProvider::Tencent, endpoint, limit, "60007");
+            return fail(
+                60007,
+                "REST API call frequency exceeds the limit; reduce the request frequency",
+            );
+        }
+    }
+    let Ok(bytes) = read_body(body, MAX_REQUEST_BODY).await else {
+        return fail(93000, "JSON data packet is too long");
+    };
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&bytes) else {
+        return fail(
+            90001,
+            "Failed to parse the JSON format; check the request packet",
+        );
+    };
+    let msg = match parse_one_to_one(&req) {
+        Ok(m) => m,
+        Err((code, info)) => return fail(code, info),
+    };
+    let cfg = &s.tencent().cfg;
+    let now = s.clock.now();
+    let msg_time = unix_secs();
+    let seq = {
+        let mut g = lock(&s.tencent().inner);
+        g.msg_seq += 1;
+        g.msg_seq
+    };
+    // "89541_2574206_1572870301" in the page's sample: random, sequence, time.
+    let key = format!("{}_{seq}_{msg_time}", msg.random);
+    let sender = msg.from.clone().unwrap_or_else(|| cfg.identifier.clone());
+    tracing::info!(
+        target: "botbox_sim",
+        "tencent  user {} <{}> {}",
+        escape_for_log(&msg.to, 64),
+        escape_for_log(&sender, 64),
+        escape_for_log(&summary(&msg.body), 200)
+    );
+    let mut content = Map::new();
+    content.insert("MsgRandom".into(), json!(msg.random));
+    content.insert("SyncOtherMachine".into(), json!(msg.sync_other_machine));
+    content.insert("MsgBody".into(), msg.body);
+    if let Some(c) = msg.cloud_custom_data {
+        content.insert("CloudCustomData".into(), json!(c));
+    }
+    if let Some(f) = msg.forbid_callback_control {
+        content.insert("ForbidCallbackControl".into(), f);
+    }
+    s.records.delivery(SimDelivery {
+        seq: 0,
+        provider: SimProvider::Tencent,
+        endpoint: endpoint.to_owned(),
+        target: Target::Account { id: msg.to },
+        sender: Some(sender),
+        content: Value::Object(content),
+        provider_id: key.clone(),
+        at: now,
+        unix_ms: unix_ms(),
+    });
+    Handled::delivered(json(
+        StatusCode::OK,
+        &json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0, "MsgTime": msg_time, "MsgKey": key}),
+    ))
+}
+
+struct OneToOne {
+    to: String,
+    from: Option<String>,
+    random: u32,
+    sync_other_machine: u64,
+    body: Value,
+    cloud_custom_data: Option<String>,
+    forbid_callback_control: Option<Value>,
+}
+
+fn is_user_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_USER_ID_BYTES
+        && id.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// The body of `openim/sendmsg`, or the code and words Tencent answers.
+fn parse_one_to_one(req: &Map<String, Value>) -> Result<OneToOne, (u32, String)> {
+    let to = match req.get("To_Account") {
+        Some(Value::String(to)) => to.clone(),
+        _ => return Err((90003, "To_Account is missing or is not a string".into())),
+    };
+    let random = req
+        .get("MsgRandom")
+        .and_then(Value::as_u64)
+        .and_then(|r| u32::try_from(r).ok())
+        .ok_or((90005, "MsgRandom is missing or is not an integer".into()))?;
+    let body = match req.get("MsgBody") {
+        Some(b @ Value::Array(_)) => b.clone(),
+        _ => return Err((90007, "MsgBody is not an array".into())),
+    };
+    let elems = body.as_array().map(Vec::as_slice).unwrap_or_default();
+    if elems.is_empty() {
+        return Err((90002, "MsgBody must not be empty".into()));
+    }
+    for (i, e) in elems.iter().enumerate() {
+        check_elem(e).map_err(|m| (90002, format!("MsgBody[{i}]: {m}")))?;
+    }
+    let size = serde_json::to_vec(&body)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_MSG_BODY_BYTES {
+        return Err((
+            93000,
+            format!("JSON data packet is too long: MsgBody is {size} bytes"),
+        ));
+    }
+    let sync_other_machine = match req.get("SyncOtherMachine") {
+        None => 1,
+        Some(v) => match v.as_u64() {
+            Some(n @ (1 | 2)) => n,
+            _ => return Err((20001, "SyncOtherMachine must be 1 or 2".into())),
+        },
+    };
+    let from = match req.get("From_Account") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if f.is_empty() => None,
+        Some(Value::String(f)) => Some(f.clone()),
+        Some(_) => return Err((20001, "From_Account must be a string".into())),
+    };
+    if !is_user_id(&to) || from.as_deref().is_some_and(|f| !is_user_id(f)) {
+        return Err((
+            20003,
+            "The UserID of the sender or recipient is invalid or does not exist".into(),
+        ));
+    }
+    let cloud_custom_data = match req.get("CloudCustomData") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(_) => return Err((90010, "CloudCustomData must be a string".into())),
+    };
+    Ok(OneToOne {
+        to,
+        from,
+        random,
+        sync_other_machine,
+        body,
+        cloud_custom_data,
+        forbid_callback_control: req.get("ForbidCallbackControl").cloned(),
+    })
 }
 
 fn ok_response(seq: u64) -> Response {
@@ -654,7 +838,23 @@ pub(crate) const KIND: SimKind = SimKind {
         )
     },
     credentials: |cfg| vec![cfg.tencent.secret_key.clone()],
+    error_answer,
 };
+
+/// Tencent answers every error with HTTP 200 and the code in the body; a
+/// code that is not a number is answered as it is, as a string.
+fn error_answer(code: &str, status: Option<u16>, info: &str) -> Response {
+    let status = status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let code = code
+        .parse::<i64>()
+        .map_or_else(|_| json!(code), |n| json!(n));
+    json(
+        status,
+        &json!({"ActionStatus": "FAIL", "ErrorInfo": info, "ErrorCode": code}),
+    )
+}
 
 impl Shared {
     pub(crate) fn tencent(&self) -> &TencentState {

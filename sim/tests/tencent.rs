@@ -311,3 +311,133 @@ async fn group_messages_go_to_one_group_within_forty_a_second() {
     assert_eq!(sim.violations().len(), 1);
     assert!(sim.violations()[0].limit.contains("@TGS#busy"));
 }
+
+fn c2c_url(sim: &botbox_sim::Sim, random: u32) -> String {
+    tencent_url(sim, random).replace("group_open_http_svc/send_broadcast_msg", "openim/sendmsg")
+}
+
+fn c2c_body(to: &str, random: u32, text: &str) -> Value {
+    json!({
+        "SyncOtherMachine": 2,
+        "To_Account": to,
+        "MsgRandom": random,
+        "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}],
+    })
+}
+
+/// "Sending One-to-One Messages to One User" (1047/34919): the message is
+/// stored for `To_Account` and answered with `MsgTime` and `MsgKey`.
+#[tokio::test]
+async fn one_to_one_messages_go_to_one_user() {
+    let sim = start(steady()).await;
+    let url = c2c_url(&sim, 9);
+    let mut body = c2c_body("ada", 1_287_657, "hi, ada");
+    body["From_Account"] = json!("helpdesk");
+    let v = post(&sim, &url, &body).await;
+    assert_eq!(v["ActionStatus"], "OK", "{v}");
+    let key = v["MsgKey"].as_str().unwrap_or_default().to_owned();
+    assert!(key.starts_with("1287657_"), "{v}");
+    assert!(v["MsgTime"].as_u64().is_some(), "{v}");
+    let d = &sim.deliveries()[0];
+    assert_eq!(d.target, Target::Account { id: "ada".into() });
+    assert_eq!(d.endpoint, "openim/sendmsg");
+    assert_eq!(d.sender.as_deref(), Some("helpdesk"));
+    assert_eq!(d.text().as_deref(), Some("hi, ada"));
+    assert_eq!(d.provider_id, key);
+    // Without From_Account, the admin sends.
+    let v = post(&sim, &url, &c2c_body("bob", 2, "hi, bob")).await;
+    assert_eq!(v["ActionStatus"], "OK", "{v}");
+    assert_eq!(sim.deliveries()[1].sender.as_deref(), Some("administrator"));
+}
+
+#[tokio::test]
+async fn one_to_one_bodies_get_their_documented_codes() {
+    let sim = start(steady()).await;
+    let url = c2c_url(&sim, 9);
+    let ok = c2c_body("ada", 1, "x");
+    let with = |key: &str, value: Value| {
+        let mut b = ok.clone();
+        b[key] = value;
+        b
+    };
+    let without = |key: &str| {
+        let mut b = ok.clone();
+        b.as_object_mut().map(|o| o.remove(key));
+        b
+    };
+    for (body, expected) in [
+        (without("To_Account"), 90003),
+        (with("To_Account", json!(5)), 90003),
+        (without("MsgRandom"), 90005),
+        (with("MsgRandom", json!(4_294_967_296u64)), 90005),
+        (with("MsgBody", json!("text")), 90007),
+        (with("MsgBody", json!([])), 90002),
+        (
+            with(
+                "MsgBody",
+                json!([{"MsgType": "TIMBogusElem", "MsgContent": {}}]),
+            ),
+            90002,
+        ),
+        (
+            with(
+                "MsgBody",
+                json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "x".repeat(12_000)}}]),
+            ),
+            93000,
+        ),
+        (with("SyncOtherMachine", json!(3)), 20001),
+        (with("To_Account", json!("")), 20003),
+        (with("To_Account", json!("u".repeat(33))), 20003),
+        (with("From_Account", json!("名字")), 20003),
+    ] {
+        let v = post(&sim, &url, &body).await;
+        assert_eq!(code(&v), expected, "{body}: {v}");
+        assert_eq!(v["ActionStatus"], "FAIL");
+    }
+    let raw = send(client().post(&url).body("{not json")).await.json();
+    assert_eq!(code(&raw), 90001);
+    assert!(sim.deliveries().is_empty());
+}
+
+/// "Maximum call frequency: 200 queries/sec", for the app: the 201st call
+/// in one second is a violation, answered with the public 60007.
+#[tokio::test]
+async fn one_to_one_takes_two_hundred_calls_a_second() {
+    let sim = start(steady()).await;
+    let url = c2c_url(&sim, 9);
+    sim.advance(Duration::from_secs(1));
+    for i in 0..200 {
+        let r = send(client().post(&url).json(&c2c_body("ada", i, "burst")))
+            .await
+            .json();
+        assert_eq!(r["ActionStatus"], "OK", "{i}: {r}");
+    }
+    let r = send(client().post(&url).json(&c2c_body("ada", 999, "burst")))
+        .await
+        .json();
+    assert_eq!(code(&r), 60007, "{r}");
+    assert_eq!(sim.violations().len(), 1);
+    assert_eq!(sim.violations()[0].endpoint, "openim/sendmsg");
+}
+
+/// A documented code the simulator's own logic never reaches (the
+/// recipient blocklisted the sender) is answered by injection, in
+/// Tencent's shape: HTTP 200, `ActionStatus` FAIL, the numeric code.
+#[tokio::test]
+async fn an_injected_error_answer_is_tencents_own() {
+    let sim = start(steady()).await;
+    sim.inject_endpoint(
+        SimProvider::Tencent,
+        "openim/sendmsg",
+        botbox_sim::Fault::error_answer("20007"),
+        1,
+    );
+    let v = post(&sim, &c2c_url(&sim, 9), &c2c_body("ada", 1, "x")).await;
+    assert_eq!(code(&v), 20007, "{v}");
+    assert_eq!(v["ActionStatus"], "FAIL");
+    assert!(sim.deliveries().is_empty());
+    // Used up: the next call is processed.
+    let v = post(&sim, &c2c_url(&sim, 9), &c2c_body("ada", 1, "x")).await;
+    assert_eq!(v["ActionStatus"], "OK", "{v}");
+}

@@ -55,8 +55,16 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         );
         for channel in &grants.channels {
             if let Some(c) = app.delivery.channel(channel) {
+                // Replies that leave by another API than the channel's own
+                // (Tencent's group and one-to-one messages, Easemob's).
+                let replies = c.provider.reply_endpoints(&c.config);
+                let replies = if replies.is_empty() {
+                    String::new()
+                } else {
+                    format!("; replies via {}", replies.join(", "))
+                };
                 println!(
-                    "       channel {channel} via {} ({}): {}",
+                    "       channel {channel} via {} ({}): {}{replies}",
                     c.provider_name,
                     c.provider.kind(),
                     c.rules

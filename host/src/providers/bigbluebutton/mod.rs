@@ -198,21 +198,47 @@ impl BigBlueButton {
                     self.algorithm.name()
                 ),
             },
-            "meetingNotFound" => DeliveryOutcome::Rejected {
-                code: key,
-                reason: format!("{what}: the meeting has ended or does not exist{said}"),
-            },
             "" => DeliveryOutcome::Rejected {
                 code: "FAILED".into(),
                 reason: format!("{what}: the server said FAILED without a messageKey{said}"),
             },
-            // missingParamMeetingID, validationError and keys this host
-            // does not know: the request itself was refused.
             other => DeliveryOutcome::Rejected {
                 code: common::provider_code(other),
-                reason: format!("{what} refused the message{said}"),
+                reason: format!("{what}: {}{said}", refusal_of(other)),
             },
         }
+    }
+}
+
+/// What a FAILED `messageKey` says was wrong with the request.
+///
+/// BigBlueButton 2.4+ validates each API request with constraint
+/// annotations whose `key` becomes the `messageKey`
+/// (bigbluebutton/bigbluebutton, `bbb-common-web/src/main/java/org/
+/// bigbluebutton/api/model/request/SendChatMessage.java` and
+/// `…/model/constraint/`: `Size` → `sizeError`, `NotNull` → `nullError`,
+/// `NotEmpty` → `emptyError` (`missingParamMeetingID` on the meeting id),
+/// `Pattern` → `validationError`, `MeetingExistsConstraint` → `notFound`);
+/// the older controller's keys are in `…/api/ApiErrors.java` and the API
+/// reference (seeds `000_…`, `003_…`).
+fn refusal_of(key: &str) -> &'static str {
+    match key {
+        "meetingNotFound" | "notFound" | "invalidMeetingId" | "invalidMeetingIdentifier" => {
+            "the meeting has ended or does not exist"
+        }
+        "meetingForciblyEnded" => "the meeting was ended",
+        "missingParamMeetingID" => "the request named no meeting (meetingID)",
+        "missingParamMessage" | "nullError" | "emptyError" | "MissingParam" => {
+            "a required parameter (the message text) was missing or empty"
+        }
+        "sizeError" => {
+            "a parameter is outside BigBlueButton's size limits: meetingID 2 to 256, message 1 to 500, userName at most 255 characters"
+        }
+        "validationError" | "invalidMessage" => {
+            "the server's validation refused a parameter (the message, the userName, or a meetingID with a comma)"
+        }
+        // A key this host does not know: the server's own words follow.
+        _ => "the server refused the message",
     }
 }
 

@@ -372,3 +372,54 @@ fn signed_urls_carry_the_checksum_last_and_never_the_secret() {
     );
     assert!(!url.contains("639259d4"));
 }
+
+/// Each `messageKey` BigBlueButton 3.x's `sendChatMessage` and
+/// `getMeetings` can answer (its constraint keys and the older
+/// controller's, see `refusal_of`) is a rejection that says what was
+/// wrong, with the key as the code and the server's words after it; a key
+/// never seen before says the server refused, with its words, escaped and
+/// bounded.
+#[test]
+fn every_message_key_is_a_rejection_that_says_what_was_wrong() {
+    let p = provider();
+    for (key, words) in [
+        ("meetingNotFound", "ended or does not exist"),
+        ("notFound", "ended or does not exist"),
+        ("invalidMeetingId", "ended or does not exist"),
+        ("invalidMeetingIdentifier", "ended or does not exist"),
+        ("meetingForciblyEnded", "was ended"),
+        ("missingParamMeetingID", "named no meeting"),
+        ("missingParamMessage", "missing or empty"),
+        ("nullError", "missing or empty"),
+        ("emptyError", "missing or empty"),
+        ("MissingParam", "missing or empty"),
+        ("sizeError", "1 to 500"),
+        ("validationError", "validation"),
+        ("invalidMessage", "validation"),
+        ("brandNewKey", "refused the message"),
+    ] {
+        for outcome in [
+            p.interpret_send("t", &reply(200, &failed(key, "server words"))),
+            p.meetings_from("t", &reply(200, &failed(key, "server words")))
+                .expect_err("a FAILED getMeetings"),
+        ] {
+            let DeliveryOutcome::Rejected { code, reason } = outcome else {
+                panic!("{key}: {outcome:?}")
+            };
+            assert_eq!(code, key);
+            assert!(reason.contains(words), "{key}: {reason}");
+            assert!(reason.ends_with(": server words"), "{key}: {reason}");
+        }
+    }
+    // XML 1.0 carries no ESC or BEL; a newline and a tab are what a
+    // hostile server can put in its words.
+    let hostile = format!("line one\nline\ttwo{}", "w".repeat(5000));
+    let DeliveryOutcome::Rejected { code, reason } =
+        p.interpret_send("t", &reply(200, &failed("odd\nkey", &hostile)))
+    else {
+        panic!()
+    };
+    assert!(!code.chars().any(char::is_control), "{code}");
+    assert!(!reason.chars().any(char::is_control), "{reason}");
+    assert!(reason.len() < 1000, "{}", reason.len());
+}

@@ -450,6 +450,25 @@ impl OAuth {
                 reason: format!("{what}: HTTP {}: {said}", reply.status),
             });
         }
+        // OAuth 2.0's own codes (RFC 6749 §5.2), which the token server
+        // answers: a wrong client is the config's, not the pair's.
+        let error = serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        if matches!(
+            error.as_deref(),
+            Some("invalid_client" | "wrong_client" | "unauthorized_client")
+        ) {
+            return Refreshed::Refused(DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: HTTP {}: the portal refused the application's client_id or \
+                     client_secret ({said}); check `{}.client_id` and `client_secret` against \
+                     the application's settings, then reload or restart botbox",
+                    reply.status,
+                    self.store.key_setting.trim_end_matches(".token_key"),
+                ),
+            });
+        }
         Refreshed::Refused(DeliveryOutcome::CredentialsExpired {
             reason: format!(
                 "{what}: HTTP {}: the portal refused the refresh token or the client credentials \

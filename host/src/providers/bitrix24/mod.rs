@@ -36,6 +36,10 @@ pub const MAX_MESSAGE_CHARS: u32 = 10_000;
 pub const MAX_OPTION_BYTES: usize = 30_000;
 /// The portal's leaky bucket drains about two requests a second.
 const QUERY_LIMIT_WAIT: Duration = Duration::from_secs(1);
+/// How long to wait after `OVERLOAD_LIMIT`, which blocks a portal's REST
+/// calls for a while the page does not give; a minute keeps retries from
+/// prolonging the block.
+const OVERLOAD_WAIT: Duration = Duration::from_secs(60);
 
 /// The errors `im.message.add` documents for a request it refuses.
 const DOCUMENTED_ERRORS: [&str; 11] = [
@@ -284,6 +288,49 @@ fn interpret(reply: &Reply) -> Answer {
             },
             "insufficient_scope" => DeliveryOutcome::CredentialsExpired {
                 reason: format!("{what}: the webhook or application lacks the im scope ({said})"),
+            },
+            // The system errors any method may answer
+            // (https://apidocs.bitrix24.com/error-codes.html).
+            // rate limit: the portal blocked REST calls for overload.
+            "OVERLOAD_LIMIT" => DeliveryOutcome::RetryLater {
+                after: Some(reply.retry_after.unwrap_or(OVERLOAD_WAIT)),
+                reason: format!("{what}: the portal blocked REST calls for overload ({said})"),
+            },
+            "INTERNAL_SERVER_ERROR" | "ERROR_UNEXPECTED_ANSWER" => DeliveryOutcome::RetryLater {
+                after: reply.retry_after,
+                reason: format!("{what}: the portal failed internally ({said})"),
+            },
+            "ACCESS_DENIED" => DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: the portal denies REST access (REST is on commercial plans only) ({said})"
+                ),
+            },
+            "WRONG_AUTH_TYPE" => DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: this kind of authorization (webhook or OAuth) is not allowed for the method ({said})"
+                ),
+            },
+            "user_access_error" | "ALLOWED_ONLY_INTRANET_USER" | "allowed_only_intranet_user" => {
+                DeliveryOutcome::CredentialsExpired {
+                    reason: format!(
+                        "{what}: the webhook's or application's user may not use it ({said})"
+                    ),
+                }
+            }
+            "PORTAL_DELETED" => DeliveryOutcome::CredentialsExpired {
+                reason: format!("{what}: the portal was deleted; check url ({said})"),
+            },
+            "INVALID_REQUEST" => DeliveryOutcome::Rejected {
+                code: safe_code,
+                reason: format!(
+                    "{what}: the portal refused the request; it takes HTTPS only ({said})"
+                ),
+            },
+            "ERROR_METHOD_NOT_FOUND" => DeliveryOutcome::Rejected {
+                code: safe_code,
+                reason: format!(
+                    "{what}: the portal has no such method; check url and that the chat (im) module is installed ({said})"
+                ),
             },
             c if DOCUMENTED_ERRORS.contains(&c) => DeliveryOutcome::Rejected {
                 code: safe_code,

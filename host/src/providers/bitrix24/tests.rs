@@ -644,3 +644,103 @@ async fn a_token_answer_that_is_no_token_is_neither_used_nor_stored() {
         assert_eq!(o.tokens.lock().await.access.expose(), "a1");
     }
 }
+
+/// The system errors any REST method may answer
+/// (apidocs.bitrix24.com/error-codes.html), beyond `im.message.add`'s own:
+/// each ends as what it means, with the portal's words; a code never seen
+/// before is a rejection with them, escaped and bounded.
+#[test]
+fn the_system_errors_say_what_went_wrong() {
+    for (status, code, words) in [
+        (503, "OVERLOAD_LIMIT", "overload"),
+        (500, "INTERNAL_SERVER_ERROR", "internally"),
+        (500, "ERROR_UNEXPECTED_ANSWER", "internally"),
+    ] {
+        let Answer::Done(DeliveryOutcome::RetryLater { after, reason }) =
+            error(status, code, "portal says")
+        else {
+            panic!("{code}")
+        };
+        assert!(
+            reason.contains(words) && reason.contains("portal says"),
+            "{reason}"
+        );
+        if code == "OVERLOAD_LIMIT" {
+            assert_eq!(after, Some(Duration::from_secs(60)));
+        }
+    }
+    for (status, code, words) in [
+        (403, "ACCESS_DENIED", "commercial plans"),
+        (403, "WRONG_AUTH_TYPE", "authorization"),
+        (401, "user_access_error", "may not use it"),
+        (403, "ALLOWED_ONLY_INTRANET_USER", "may not use it"),
+        (500, "PORTAL_DELETED", "deleted"),
+    ] {
+        let Answer::Done(DeliveryOutcome::CredentialsExpired { reason }) =
+            error(status, code, "portal says")
+        else {
+            panic!("{code}")
+        };
+        assert!(
+            reason.contains(words) && reason.contains("portal says"),
+            "{reason}"
+        );
+    }
+    for (status, code, words) in [
+        (400, "INVALID_REQUEST", "HTTPS"),
+        (404, "ERROR_METHOD_NOT_FOUND", "no such method"),
+        (400, "SOMETHING_NEW", "refused the message"),
+    ] {
+        let Answer::Done(DeliveryOutcome::Rejected { code: c, reason }) =
+            error(status, code, "portal says")
+        else {
+            panic!("{code}")
+        };
+        assert_eq!(c, code);
+        assert!(
+            reason.contains(words) && reason.contains("portal says"),
+            "{reason}"
+        );
+    }
+    let hostile = format!("\u{1b}[2J\u{7}{}", "q".repeat(5000));
+    let Answer::Done(DeliveryOutcome::Rejected { reason, .. }) = error(400, "ODD", &hostile) else {
+        panic!()
+    };
+    assert!(!reason.chars().any(char::is_control), "{reason}");
+    assert!(reason.len() < 1200, "{}", reason.len());
+}
+
+/// A token server that refuses the application itself (`invalid_client`)
+/// names the client settings to fix, not the refresh token.
+#[tokio::test]
+async fn a_refused_client_names_the_client_settings() {
+    let server = Server::start(|seen| {
+        if seen.path() == "/oauth/token/" {
+            Canned::json(
+                401,
+                json!({"error": "invalid_client", "error_description": "client not found"}),
+            )
+        } else {
+            Canned::json(
+                401,
+                json!({"error": "expired_token", "error_description": "expired"}),
+            )
+        }
+    })
+    .await;
+    let (p, _store) = oauth_provider(&server.base, format!("{}/oauth/token/", server.base), "a1");
+    let c = dialogs(&["chat13"]);
+    let parts = p.plan("team", &c, &message(text("hi"))).await.unwrap();
+    let outcome = p.send(&c, &parts[0]).await;
+    let DeliveryOutcome::CredentialsExpired { reason } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        reason.contains("invalid_client") && reason.contains("client_id"),
+        "{reason}"
+    );
+    assert!(!reason.contains("works once"), "{reason}");
+    for secret in [CLIENT_SECRET, "r1", "a1"] {
+        assert!(!reason.contains(secret), "{secret} in {reason}");
+    }
+}

@@ -301,9 +301,18 @@ impl Easemob {
                 reason: format!("{what}: HTTP {}: {}", reply.status, describe(&e, &reply)),
             }
         } else {
+            // The token endpoint's documented refusals (the "common error
+            // codes" page, doc.easemob.com/document/server-side/error.html).
+            let why = match e.error.as_deref() {
+                Some("invalid_grant") => "the client id or secret is wrong",
+                Some("organization_application_not_found") => {
+                    "Easemob has no such app; check the org and app in url"
+                }
+                _ => "the client id and secret were refused",
+            };
             DeliveryOutcome::CredentialsExpired {
                 reason: format!(
-                    "{what}: HTTP {}: the client id and secret were refused: {}",
+                    "{what}: HTTP {}: {why}: {}",
                     reply.status,
                     describe(&e, &reply)
                 ),
@@ -352,7 +361,9 @@ fn describe(e: &ErrorAnswer, reply: &Reply) -> String {
     }
 }
 
-/// What an answer (other than a first 401) means.
+/// What an answer (other than a first 401) means: the broadcast pages'
+/// codes (seed `002_…`) and the REST API's common ones
+/// (<https://doc.easemob.com/document/server-side/error.html>).
 fn interpret(route: Route, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
     let what = route.what;
     if (200..300).contains(&reply.status) {
@@ -409,6 +420,50 @@ fn interpret(route: Route, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
             code,
             reason: format!("{what}: the request is too large (HTTP 413): {said}"),
         },
+        // "Could not find application for {org}/{app}": the account's url
+        // is wrong, which only the operator can fix.
+        400 if e.error.as_deref() == Some("organization_application_not_found") => {
+            DeliveryOutcome::CredentialsExpired {
+                reason: format!(
+                    "{what}: Easemob has no such app; check the org and app in url (HTTP 400: {said})"
+                ),
+            }
+        }
+        400 => DeliveryOutcome::Rejected {
+            code,
+            reason: format!("{what}: the request was refused as malformed (HTTP 400): {said}"),
+        },
+        403 => DeliveryOutcome::Rejected {
+            code,
+            reason: format!("{what}: Easemob forbids this operation (HTTP 403): {said}"),
+        },
+        404 => DeliveryOutcome::Rejected {
+            code,
+            reason: format!(
+                "{what}: no such API, or the group, room or user does not exist (HTTP 404): {said}"
+            ),
+        },
+        405 | 415 => DeliveryOutcome::Rejected {
+            code,
+            reason: format!(
+                "{what}: Easemob does not take the request's method or content type (HTTP {}): {said}",
+                reply.status
+            ),
+        },
+        // 500s Easemob documents as the request's own fault: the URL or the
+        // method is wrong, so a retry would fail the same way.
+        500 if matches!(
+            e.error.as_deref(),
+            Some("web_application" | "unsupported_service_operation")
+        ) =>
+        {
+            DeliveryOutcome::Rejected {
+                code,
+                reason: format!(
+                    "{what}: Easemob does not serve this request; check url (HTTP 500): {said}"
+                ),
+            }
+        }
         s if (500..=599).contains(&s) || s == 408 => DeliveryOutcome::RetryLater {
             after: reply.retry_after,
             reason: format!("{what}: HTTP {s}: {said}"),

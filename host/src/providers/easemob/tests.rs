@@ -584,3 +584,70 @@ async fn refused_client_credentials_never_leak_into_the_reason() {
     // Nothing was broadcast without a token.
     assert_eq!(server.count(BROADCAST_PATH), 0);
 }
+
+/// The REST API's documented answers beyond the broadcast pages' own
+/// (doc.easemob.com "常见错误码"): each ends as what it means, with
+/// Easemob's `error` as the code and its words in the reason; a code never
+/// seen before is a rejection with Easemob's words, escaped and bounded.
+#[test]
+fn the_common_error_codes_say_what_went_wrong() {
+    #[derive(Debug, PartialEq)]
+    enum Is {
+        Rejected,
+        Retry,
+        Credentials,
+    }
+    let route = Target::Chatrooms.route();
+    for (status, code, words, is) in [
+        (400, "illegal_argument", "malformed", Is::Rejected),
+        (400, "json_parse", "malformed", Is::Rejected),
+        (400, "invalid_request_body", "malformed", Is::Rejected),
+        (
+            400,
+            "organization_application_not_found",
+            "org and app",
+            Is::Credentials,
+        ),
+        (403, "forbidden_op", "forbids", Is::Rejected),
+        (
+            404,
+            "service_resource_not_found",
+            "does not exist",
+            Is::Rejected,
+        ),
+        (405, "method_not_allowed", "method", Is::Rejected),
+        (415, "unsupported_media_type", "content type", Is::Rejected),
+        (500, "web_application", "check url", Is::Rejected),
+        (
+            500,
+            "unsupported_service_operation",
+            "check url",
+            Is::Rejected,
+        ),
+        (500, "internal_server_error", "HTTP 500", Is::Retry),
+        (503, "service_unavailable", "HTTP 503", Is::Retry),
+        (418, "brand_new_error", "refused (HTTP 418)", Is::Rejected),
+    ] {
+        let outcome = interpret(route, &error(status, code, "Easemob says"), 0);
+        let (got, reason) = match &outcome {
+            DeliveryOutcome::Rejected { code: c, reason } => {
+                assert_eq!(c, code);
+                (Is::Rejected, reason)
+            }
+            DeliveryOutcome::RetryLater { reason, .. } => (Is::Retry, reason),
+            DeliveryOutcome::CredentialsExpired { reason } => (Is::Credentials, reason),
+            other => panic!("{code}: {other:?}"),
+        };
+        assert_eq!(got, is, "{code}: {reason}");
+        assert!(reason.contains(words), "{code}: {reason}");
+        assert!(reason.contains("Easemob says"), "{code}: {reason}");
+    }
+    let hostile = format!("\u{1b}[2J\u{7}{}", "q".repeat(5000));
+    let DeliveryOutcome::Rejected { reason, .. } =
+        interpret(route, &error(418, "odd", &hostile), 0)
+    else {
+        panic!()
+    };
+    assert!(!reason.chars().any(char::is_control), "{reason}");
+    assert!(reason.len() < 1200, "{}", reason.len());
+}

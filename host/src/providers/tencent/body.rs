@@ -148,17 +148,50 @@ pub fn merged_msg_body(first: &Message, rest: &[Message]) -> Result<Value, Strin
 
 /// The whole request body of `send_broadcast_msg`; `rest` are messages
 /// merged after `message` (same sender and custom data).
-pub fn request_body(message: &Message, rest: &[Message], random: u32) -> Result<Value, String> {
+///
+/// A reply to a group goes with `send_group_msg`, whose body is the
+/// broadcast's plus the `GroupId`. A reply to one user (`to_account`) goes
+/// with `openim/sendmsg` (1047/34919): `To_Account`, and the dedup number
+/// is `MsgRandom` there.
+pub fn request_body(
+    message: &Message,
+    rest: &[Message],
+    random: u32,
+    to_account: Option<&str>,
+) -> Result<Value, String> {
     let mut body = serde_json::Map::new();
-    // A reply goes to one group with send_group_msg, whose body is the
-    // broadcast's plus the GroupId.
-    if let Some(group) = &message.reply_to {
-        body.insert("GroupId".into(), Value::String(group.clone()));
+    match (to_account, &message.reply_to) {
+        (Some(peer), _) => {
+            // 1: the reply also lands on the sending account's other
+            // devices and in its roaming history, as one its own client
+            // sent would; 2 when the admin itself sends, whose history
+            // nobody reads.
+            let sync = if message.sender.is_some() { 1 } else { 2 };
+            body.insert("SyncOtherMachine".into(), json!(sync));
+            body.insert("To_Account".into(), Value::String(peer.to_owned()));
+            // The after-send callback would bring the bot's own reply back
+            // to botbox as a new one-to-one chat message (in the
+            // conversation of the bot's account); the before-send callback,
+            // the app's own moderation, still runs.
+            body.insert(
+                "ForbidCallbackControl".into(),
+                json!(["ForbidAfterSendMsgCallback"]),
+            );
+        }
+        (None, Some(group)) => {
+            body.insert("GroupId".into(), Value::String(group.clone()));
+        }
+        (None, None) => {}
     }
     if let Some(sender) = &message.sender {
         body.insert("From_Account".into(), Value::String(sender.clone()));
     }
-    body.insert("Random".into(), json!(random));
+    let random_key = if to_account.is_some() {
+        "MsgRandom"
+    } else {
+        "Random"
+    };
+    body.insert(random_key.into(), json!(random));
     body.insert("MsgBody".into(), merged_msg_body(message, rest)?);
     if let Some(extra) = &message.extra {
         body.insert("CloudCustomData".into(), Value::String(extra.clone()));
@@ -263,17 +296,43 @@ mod tests {
     #[test]
     fn request_body_has_sender_random_and_custom_data() {
         let mut m = message(text("hi"));
-        let body = request_body(&m, &[], 8_912_345).unwrap();
+        let body = request_body(&m, &[], 8_912_345, None).unwrap();
         assert_eq!(
             body,
             json!({ "Random": 8_912_345, "MsgBody": [{ "MsgType": "TIMTextElem", "MsgContent": { "Text": "hi" } }] })
         );
         m.sender = Some("test".into());
         m.extra = Some("{\"k\":\"v\"}".into());
-        let body = request_body(&m, &[], u32::MAX).unwrap();
+        let body = request_body(&m, &[], u32::MAX, None).unwrap();
         assert_eq!(body["From_Account"], "test");
         assert_eq!(body["Random"], 4_294_967_295u64);
         assert_eq!(body["CloudCustomData"], "{\"k\":\"v\"}");
+    }
+
+    /// The one-to-one body of 1047/34919: To_Account, MsgRandom (not
+    /// Random), SyncOtherMachine, no GroupId, and no after-send callback.
+    #[test]
+    fn a_one_to_one_reply_has_to_account_and_msg_random() {
+        let mut m = message(text("pong"));
+        m.reply_to = Some("c2c:ada".into());
+        let body = request_body(&m, &[], 1_287_657, Some("ada")).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "SyncOtherMachine": 2,
+                "To_Account": "ada",
+                "ForbidCallbackControl": ["ForbidAfterSendMsgCallback"],
+                "MsgRandom": 1_287_657,
+                "MsgBody": [{ "MsgType": "TIMTextElem", "MsgContent": { "Text": "pong" } }],
+            })
+        );
+        m.sender = Some("helpdesk".into());
+        m.extra = Some("{}".into());
+        let body = request_body(&m, &[], 7, Some("ada")).unwrap();
+        assert_eq!(body["SyncOtherMachine"], 1);
+        assert_eq!(body["From_Account"], "helpdesk");
+        assert_eq!(body["CloudCustomData"], "{}");
+        assert!(body.get("GroupId").is_none() && body.get("Random").is_none());
     }
 
     #[test]

@@ -125,7 +125,10 @@ fn parse(call: &Call) -> Result<Parsed, Refusal> {
             if from.is_empty() {
                 return Err(Refusal::Malformed("From_Account is missing".into()));
             }
-            (format!("c2c:{}", clean_id(from)), clean_id(key))
+            (
+                format!("{}{}", super::C2C_PREFIX, clean_id(from)),
+                clean_id(key),
+            )
         }
         _ => {
             // Acknowledged, not routed: de-duplicated by the whole body.

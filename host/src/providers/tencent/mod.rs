@@ -1,6 +1,7 @@
 //! Tencent Cloud Chat: one message to every audio-video group (AVChatRoom)
-//! with `v4/group_open_http_svc/send_broadcast_msg`, and replies into the
-//! one group a chat message came from with `send_group_msg`.
+//! with `v4/group_open_http_svc/send_broadcast_msg`, replies into the one
+//! group a chat message came from with `send_group_msg`, and replies to a
+//! one-to-one (`c2c:{UserID}`) message with `v4/openim/sendmsg`.
 //!
 //! Requests are signed by a UserSig for the app admin `identifier`, carried
 //! in the query. It is cached and renewed at 90% of its lifetime; when the
@@ -8,8 +9,12 @@
 //! fresh one and tries once more. The body's `Random` is Tencent's dedup
 //! value for five minutes: it is drawn in `plan` and kept in
 //! `Part::dedup_key`, so every retry of a part sends the same one.
+//! A one-to-one reply carries the same drawn number as its `MsgRandom`;
+//! `openim/sendmsg` documents no five-minute dedup like `Random`'s, so a
+//! retry after a lost answer may show that reply twice (at least once).
 
 mod body;
+mod codes;
 pub(crate) mod inbound;
 mod usersig;
 
@@ -20,6 +25,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use self::body::{MAX_MSG_BODY_BYTES, merged_msg_body, msg_body, request_body};
+use self::codes::Meaning;
 use super::common::{self, Options, Reply, form_query, unix_now};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
@@ -53,13 +59,29 @@ const GROUP: Api = Api {
     endpoint: "send_group_msg",
     path: "/v4/group_open_http_svc/send_group_msg",
 };
+/// "Sending One-to-One Messages to One User"
+/// (<https://www.tencentcloud.com/document/product/1047/34919>).
+const C2C: Api = Api {
+    endpoint: "sendmsg",
+    path: "/v4/openim/sendmsg",
+};
 
-/// A reply goes into its group; everything else is a broadcast.
+/// How a one-to-one conversation is named (see `inbound.rs`): the prefix,
+/// then the other user's UserID.
+const C2C_PREFIX: &str = "c2c:";
+
+/// The UserID a one-to-one reply goes to, when `conversation` names one.
+fn c2c_peer(conversation: &str) -> Option<&str> {
+    conversation.strip_prefix(C2C_PREFIX)
+}
+
+/// A reply to a one-to-one message goes back to that user, a reply to a
+/// group message into that group; everything else is a broadcast.
 fn api_for(message: &Message) -> Api {
-    if message.reply_to.is_some() {
-        GROUP
-    } else {
-        BROADCAST
+    match message.reply_to.as_deref() {
+        Some(conversation) if c2c_peer(conversation).is_some() => C2C,
+        Some(_) => GROUP,
+        None => BROADCAST,
     }
 }
 
@@ -109,6 +131,9 @@ struct Response {
     error_info: Option<String>,
     #[serde(rename = "MsgSeq")]
     msg_seq: Option<serde_json::Value>,
+    /// `openim/sendmsg`'s id of the message it stored.
+    #[serde(rename = "MsgKey")]
+    msg_key: Option<String>,
 }
 
 fn is_group_id(id: &str) -> bool {
@@ -284,72 +309,44 @@ fn interpret(api: Api, reply: &Reply) -> Answer {
     let info = common::provider_text(r.error_info.as_deref().unwrap_or(""));
     let status = r.action_status.as_deref().unwrap_or("");
     if code == 0 && status == "OK" {
-        let ids = match r.msg_seq {
+        let mut ids = match r.msg_seq {
             Some(serde_json::Value::Number(n)) => vec![n.to_string()],
             Some(serde_json::Value::String(s)) => vec![common::provider_code(&s)],
             _ => vec![],
         };
+        ids.extend(r.msg_key.as_deref().map(common::provider_code));
         return Answer::Done(DeliveryOutcome::Delivered { provider_ids: ids });
     }
-    let rejected = |why: &str| {
-        Answer::Done(DeliveryOutcome::Rejected {
-            code: code.to_string(),
-            reason: format!("{what}: {why} ({code}: {info})"),
-        })
-    };
-    let credentials = |why: &str| {
-        Answer::Done(DeliveryOutcome::CredentialsExpired {
-            reason: format!("{what}: {why} ({code}: {info})"),
-        })
-    };
-    match code {
-        0 => Answer::Done(DeliveryOutcome::Rejected {
+    if code == 0 {
+        return Answer::Done(DeliveryOutcome::Rejected {
             code: "FAIL".into(),
             reason: format!(
                 "{what}: ActionStatus `{}` without an error code",
                 common::provider_code(status)
             ),
-        }),
-        10023 => Answer::Done(DeliveryOutcome::RetryLater {
-            after: Some(Duration::from_secs(1)),
-            reason: format!("{what}: too frequent ({code}: {info})"),
-        }),
-        10002 => Answer::Done(DeliveryOutcome::RetryLater {
-            after: None,
-            reason: format!("{what}: internal server error ({code}: {info})"),
-        }),
-        10003 => rejected("invalid command word"),
-        10004 => rejected("invalid parameter"),
-        10007 if api == GROUP => rejected(
-            "not permitted: the identifier is not the app admin, or the group does not let it post",
-        ),
-        10010 => rejected("the group was dismissed or does not exist"),
-        10015 => rejected("the GroupId is invalid"),
-        10016 => rejected("the app's before-send callback refused the message"),
-        10017 => rejected("the sender is muted in this group"),
-        80001 => rejected("the message was filtered as sensitive content"),
-        80002 => rejected("the message is longer than 12 KB"),
-        10007 => rejected(
-            "not permitted: the console switch \"Broadcast messaging of audio-video group\" (Feature configuration > Group configuration) may be off, the plan may lack it (Pro, Pro Plus or Enterprise), or the identifier is not the app admin",
-        ),
-        70001 => Answer::UserSigExpired(format!(
-            "{what}: the UserSig expired ({code}: {info}); check the host clock"
-        )),
-        70002 => credentials("the UserSig was empty"),
-        70003 => credentials("the UserSig is malformed and could not be decoded"),
-        70005 => credentials("the UserSig could not be verified"),
-        70009 => credentials("bad UserSig signature: secret_key does not belong to this sdkappid"),
-        70013 => credentials("the UserSig was made for another identifier than the request's"),
-        70014 => credentials("the UserSig was made for another sdkappid than the request's"),
-        70016 => {
-            credentials("Tencent has no key for this sdkappid; check secret_key in the console")
-        }
-        70020 => credentials("sdkappid not found; check it and the region domain in url"),
-        70050 => credentials("too many failed UserSig checks; the account is refused for a while"),
-        60010 | 70403 => credentials("the identifier is not an app admin"),
-        70000..=70099 => credentials("the UserSig was refused"),
-        _ => rejected("refused"),
+        });
     }
+    let why = |words: &str| format!("{what}: {words} ({code}: {info})");
+    Answer::Done(match codes::meaning(api, code) {
+        Meaning::Rejected(words) => DeliveryOutcome::Rejected {
+            code: code.to_string(),
+            reason: why(words),
+        },
+        Meaning::Retry(words) => DeliveryOutcome::RetryLater {
+            after: None,
+            reason: why(words),
+        },
+        // rate limit: Tencent's frequency codes say nothing of when; a
+        // second is the window of every per-second limit they guard.
+        Meaning::RateLimited(words) => DeliveryOutcome::RetryLater {
+            after: Some(Duration::from_secs(1)),
+            reason: why(words),
+        },
+        Meaning::Credentials(words) => DeliveryOutcome::CredentialsExpired { reason: why(words) },
+        Meaning::UserSigExpired => {
+            return Answer::UserSigExpired(why("the UserSig expired; check the host clock"));
+        }
+    })
 }
 
 #[async_trait]
@@ -410,15 +407,19 @@ impl Provider for Tencent {
 
     fn validate(&self, _channel: &ChannelConfig, message: &Message) -> Result<(), BroadcastError> {
         if let Some(conversation) = &message.reply_to {
-            if conversation.starts_with("c2c:") {
-                return Err(BroadcastError::Unsupported(
-                    "a Tencent channel answers into groups (send_group_msg); one-to-one replies are not supported".into(),
-                ));
-            }
-            if !is_group_id(conversation) {
-                return Err(BroadcastError::Invalid(format!(
-                    "reply-to must be a Tencent GroupId: 1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII"
-                )));
+            match c2c_peer(conversation) {
+                Some(peer) if !is_account_id(peer) => {
+                    return Err(BroadcastError::Invalid(format!(
+                        "reply-to `{C2C_PREFIX}…` must name a Tencent UserID (To_Account): 1 to {MAX_ACCOUNT_BYTES} bytes of printable ASCII"
+                    )));
+                }
+                Some(_) => {}
+                None if !is_group_id(conversation) => {
+                    return Err(BroadcastError::Invalid(format!(
+                        "reply-to must be a Tencent GroupId (1 to {MAX_GROUP_ID_BYTES} bytes of printable ASCII) or `{C2C_PREFIX}` and a UserID"
+                    )));
+                }
+                None => {}
             }
         }
         let body = msg_body(message).map_err(BroadcastError::Invalid)?;
@@ -444,7 +445,7 @@ impl Provider for Tencent {
     }
 
     fn reply_endpoints(&self, _channel: &ChannelConfig) -> &'static [&'static str] {
-        &[GROUP.endpoint]
+        &[GROUP.endpoint, C2C.endpoint]
     }
 
     fn route(&self, _channel: &ChannelConfig, message: &Message) -> &'static str {
@@ -458,6 +459,11 @@ impl Provider for Tencent {
             // per-group ceiling, applied to all groups together, is the
             // limit no pattern of replies can break.
             return ThrottleSpec::windows(&[(40, 1000)]);
+        }
+        if endpoint == C2C.endpoint {
+            // "Maximum call frequency: 200 queries/sec" for the app
+            // (1047/34919); no per-recipient limit is documented.
+            return ThrottleSpec::windows(&[(200, 1000)]);
         }
         // "Maximum call frequency: 1 times/second" (5/s on higher plans,
         // which an operator sets with `throttle`).
@@ -516,7 +522,8 @@ impl Provider for Tencent {
                 rand::random::<u32>()
             }
         };
-        let body = match request_body(&part.message, &part.merged, random) {
+        let to_account = part.message.reply_to.as_deref().and_then(c2c_peer);
+        let body = match request_body(&part.message, &part.merged, random, to_account) {
             Ok(b) => b,
             Err(why) => {
                 return DeliveryOutcome::Rejected {
@@ -552,7 +559,9 @@ pub fn fuzz(status: u16, answer: &[u8], message: &Message, rest: &[Message]) {
     };
     let _ = interpret(BROADCAST, &reply);
     let _ = interpret(GROUP, &reply);
-    let _ = request_body(message, rest, 1);
+    let _ = interpret(C2C, &reply);
+    let _ = request_body(message, rest, 1, None);
+    let _ = request_body(message, rest, 1, Some("peer"));
 }
 
 #[cfg(test)]

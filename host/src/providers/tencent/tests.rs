@@ -149,10 +149,14 @@ fn validate_checks_sender_reply_to_and_video_thumbnails() {
     m.reply_to = Some("@TGS#abc".into());
     assert!(p.validate(&c, &m).is_ok(), "a group reply");
     m.reply_to = Some("c2c:ada".into());
-    assert!(matches!(
-        p.validate(&c, &m),
-        Err(BroadcastError::Unsupported(_))
-    ));
+    assert!(p.validate(&c, &m).is_ok(), "a one-to-one reply");
+    for bad in ["c2c:", "c2c:名字", &format!("c2c:{}", "u".repeat(33))] {
+        m.reply_to = Some(bad.into());
+        let Err(BroadcastError::Invalid(why)) = p.validate(&c, &m) else {
+            panic!("{bad:?} was taken")
+        };
+        assert!(why.contains("To_Account"), "{why}");
+    }
     for bad in ["", "two words", &"g".repeat(49)] {
         m.reply_to = Some(bad.into());
         assert!(
@@ -431,7 +435,7 @@ async fn a_reply_goes_to_its_group_with_send_group_msg_and_its_own_throttle() {
     let mut m = message(text("pong"));
     m.reply_to = Some("@TGS#lobby".into());
     assert_eq!(p.route(&c, &m), "send_group_msg");
-    assert_eq!(p.reply_endpoints(&c), &["send_group_msg"]);
+    assert_eq!(p.reply_endpoints(&c), &["send_group_msg", "sendmsg"]);
     assert_eq!(
         p.default_throttle("send_group_msg"),
         ThrottleSpec::windows(&[(40, 1000)])
@@ -487,4 +491,204 @@ fn group_codes_say_what_went_wrong() {
             other => panic!("{code}: {other:?}"),
         }
     }
+}
+
+fn fail_on(api: Api, code: i64, info: &str) -> Answer {
+    interpret(
+        api,
+        &reply(
+            200,
+            &serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info})
+                .to_string(),
+        ),
+    )
+}
+
+/// The outcome a code should have, for the tables below.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Rejected,
+    Retry,
+    RateLimited,
+    Credentials,
+}
+
+fn expect_of(answer: &Answer) -> (Expect, String) {
+    match answer {
+        Answer::Done(DeliveryOutcome::Rejected { reason, .. }) => {
+            (Expect::Rejected, reason.clone())
+        }
+        Answer::Done(DeliveryOutcome::RetryLater {
+            after: Some(d),
+            reason,
+        }) if *d == Duration::from_secs(1) => (Expect::RateLimited, reason.clone()),
+        Answer::Done(DeliveryOutcome::RetryLater {
+            after: None,
+            reason,
+        }) => (Expect::Retry, reason.clone()),
+        Answer::Done(DeliveryOutcome::CredentialsExpired { reason }) => {
+            (Expect::Credentials, reason.clone())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Every documented code of `openim/sendmsg` and the REST API's public codes
+/// (see `codes.rs` for the pages) has its outcome and words; the code and
+/// Tencent's own text are in the reason.
+#[test]
+fn one_to_one_and_public_codes_map_as_documented() {
+    use Expect::*;
+    let table: &[(i64, Expect, &str)] = &[
+        (20001, Rejected, "packet is invalid"),
+        (20002, Credentials, "UserSig or A2"),
+        (20003, Rejected, "To_Account"),
+        (20004, Retry, "network"),
+        (20005, Retry, "internal"),
+        (20006, Rejected, "before-send callback"),
+        (20007, Rejected, "blocklisted"),
+        (20009, Rejected, "not friends"),
+        (20010, Rejected, "not the recipient's friend"),
+        (20011, Rejected, "not the sender's friend"),
+        (20012, Rejected, "muted"),
+        (90001, Rejected, "JSON"),
+        (90002, Rejected, "MsgBody"),
+        (90003, Rejected, "To_Account"),
+        (90005, Rejected, "MsgRandom"),
+        (90007, Rejected, "array"),
+        (90009, Credentials, "admin"),
+        (90010, Rejected, "message formats"),
+        (90026, Rejected, "MsgLifeTime"),
+        (90992, Retry, "internal"),
+        (91000, Retry, "internal"),
+        (93000, Rejected, "12 KB"),
+        (60002, Rejected, "url"),
+        (60003, Rejected, "JSON"),
+        (60004, Credentials, "signature"),
+        (60006, Credentials, "sdkappid"),
+        (60007, RateLimited, "frequency"),
+        (60008, Retry, "timed out"),
+        (60009, Rejected, "region domain"),
+        (60010, Credentials, "admin"),
+        (60011, RateLimited, "frequency"),
+        (60016, Credentials, "disabled"),
+        (60018, RateLimited, "too many"),
+        (60019, RateLimited, "too many"),
+        (60020, Credentials, "package"),
+        (60021, Credentials, "IP address"),
+        (70051, Credentials, "blocklisted"),
+        (70107, Rejected, "not imported"),
+    ];
+    for &(code, expect, words) in table {
+        let (got, reason) = expect_of(&fail_on(C2C, code, "Tencent says"));
+        assert_eq!(got, expect, "{code}: {reason}");
+        assert!(reason.starts_with("tencent sendmsg: "), "{code}: {reason}");
+        assert!(reason.contains(words), "{code}: {reason}");
+        assert!(
+            reason.contains(&format!("({code}: Tencent says)")),
+            "{code}: {reason}"
+        );
+        if let Answer::Done(DeliveryOutcome::Rejected { code: c, .. }) = fail_on(C2C, code, "x") {
+            assert_eq!(c, code.to_string());
+        }
+    }
+}
+
+/// The group APIs' codes beyond the four of the broadcast page: the
+/// frequency limits are rate limits, the rest say what went wrong.
+#[test]
+fn more_group_codes_map_as_documented() {
+    use Expect::*;
+    for (code, expect, words) in [
+        (10005, Rejected, "too many accounts"),
+        (10006, RateLimited, "frequency"),
+        (10008, Retry, "signature"),
+        (10011, Rejected, "JSON"),
+        (10012, Rejected, "From_Account"),
+        (10019, Rejected, "import"),
+        (10026, Rejected, "disabled"),
+        (80002, Rejected, "12 KB"),
+    ] {
+        for api in [BROADCAST, GROUP] {
+            let (got, reason) = expect_of(&fail_on(api, code, "info"));
+            assert_eq!(got, expect, "{code}: {reason}");
+            assert!(reason.contains(words), "{code}: {reason}");
+        }
+    }
+}
+
+/// A code Tencent has not documented is a rejection with Tencent's words,
+/// escaped and cut.
+#[test]
+fn an_unknown_code_is_rejected_with_tencents_words() {
+    let Answer::Done(DeliveryOutcome::Rejected { code, reason }) =
+        fail_on(C2C, 29_999, "brand new\nreason")
+    else {
+        panic!()
+    };
+    assert_eq!(code, "29999");
+    assert!(reason.contains("brand new"), "{reason}");
+    let Answer::Done(DeliveryOutcome::Rejected { reason, .. }) = fail_on(
+        C2C,
+        29_999,
+        &format!("\u{1b}[31mred\u{7}{}", "y".repeat(4000)),
+    ) else {
+        panic!()
+    };
+    assert!(!reason.chars().any(char::is_control), "{reason}");
+    assert!(reason.len() < 1200, "{}", reason.len());
+}
+
+#[tokio::test]
+async fn a_one_to_one_reply_goes_to_its_user_with_openim_sendmsg() {
+    let server = Server::start(|_| {
+        Canned::json(
+            200,
+            serde_json::json!({"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"MsgTime":1572870301,"MsgKey":"89541_2574206_1572870301"}),
+        )
+    })
+    .await;
+    let p = provider(&server.base);
+    let c = no_target();
+    let mut m = message(text("pong"));
+    m.reply_to = Some("c2c:ada".into());
+    m.sender = Some("helpdesk".into());
+    assert_eq!(p.route(&c, &m), "sendmsg");
+    assert!(p.reply_endpoints(&c).contains(&"sendmsg"));
+    // "Maximum call frequency: 200 queries/sec" (1047/34919).
+    assert_eq!(
+        p.default_throttle("sendmsg"),
+        ThrottleSpec::windows(&[(200, 1000)])
+    );
+    let parts = p.plan("live", &c, &m).await.unwrap();
+    let outcome = p.send(&c, &parts[0]).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Delivered {
+            provider_ids: vec!["89541_2574206_1572870301".into()]
+        }
+    );
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path(), "/v4/openim/sendmsg");
+    let query = seen[0].target.split_once('?').unwrap().1;
+    assert!(query.starts_with("sdkappid=1400000000&identifier=administrator&usersig="));
+    let body = seen[0].json();
+    assert_eq!(body["To_Account"], "ada");
+    assert_eq!(body["From_Account"], "helpdesk");
+    assert_eq!(
+        body["MsgRandom"].to_string(),
+        parts[0].dedup_key.clone().unwrap()
+    );
+    assert_eq!(body["MsgBody"][0]["MsgContent"]["Text"], "pong");
+    assert!(body.get("GroupId").is_none());
+
+    // A one-to-one reply is never merged with a broadcast.
+    let mut merging = c.clone();
+    merging
+        .options
+        .insert("merge".into(), toml::Value::Boolean(true));
+    let broadcast = message(text("all"));
+    let bparts = p.plan("live", &merging, &broadcast).await.unwrap();
+    assert!(p.merge(&merging, &bparts[0], &m).is_none());
 }
