@@ -736,7 +736,39 @@ async fn admin_api_needs_its_token_and_metrics_move() {
     )
     .await
     .unwrap();
-    assert_eq!(emitted.status(), 200, "{:?}", emitted.text().await);
+    assert_eq!(emitted.status(), 200);
+    // The answer carries the receipt the plugin's broadcast got, with its
+    // message's state and parts as the outbox has them.
+    let emitted: Value = emitted.json().await.unwrap();
+    assert_eq!(emitted["ok"], true, "{emitted}");
+    let receipts = emitted["receipts"].as_array().expect("receipts");
+    assert_eq!(receipts.len(), 1, "{emitted}");
+    let receipt = &receipts[0];
+    assert_eq!(receipt["channel"], "lobby", "{emitted}");
+    assert!(receipt["eta_ms"].is_u64(), "{emitted}");
+    assert!(
+        ["queued", "sending", "delivered"].contains(&receipt["state"].as_str().unwrap()),
+        "{emitted}"
+    );
+    assert!(receipt["parts"].is_array(), "{emitted}");
+    assert_eq!(emitted["refused"], serde_json::json!([]), "{emitted}");
+    let receipt_id = receipt["id"].as_str().expect("an id").to_owned();
+    // A broadcast the plugin is refused is listed with the reason it heard,
+    // beside the plugin's own failure.
+    let refused = emit(
+        "stranger",
+        r#"{"name": "chat", "payload": {"text": "!help"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 422);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["receipts"], serde_json::json!([]), "{refused}");
+    assert_eq!(refused["refused"][0]["channel"], "lobby", "{refused}");
+    assert_eq!(
+        refused["refused"][0]["error"]["kind"], "not-granted",
+        "{refused}"
+    );
     let missing = emit("ghost", r#"{"name": "x"}"#).await.unwrap();
     assert_eq!(missing.status(), 404);
     let not_granted = emit("deaf", r#"{"schedule": "tick"}"#).await.unwrap();
@@ -756,6 +788,7 @@ async fn admin_api_needs_its_token_and_metrics_move() {
         .unwrap();
     assert_eq!(outbox["messages"].as_array().unwrap().len(), 1, "{outbox}");
     assert_eq!(outbox["messages"][0]["channel"], "lobby");
+    assert_eq!(outbox["messages"][0]["id"], receipt_id.as_str(), "{outbox}");
     let none: Value = get("/outbox?plugin=deaf", Some(ADMIN_TOKEN))
         .await
         .unwrap()
