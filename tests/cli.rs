@@ -221,7 +221,10 @@ fn json_lines(out: &Output) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let err = String::from_utf8(out.stderr.clone()).expect("the log is UTF-8");
     err.lines()
         .map(|line| match serde_json::from_str(line) {
-            Ok(serde_json::Value::Object(o)) => o,
+            Ok(serde_json::Value::Object(o)) => {
+                assert_eq!(top_level_keys(line).len(), o.len(), "a key twice: {line}");
+                o
+            }
             other => panic!("a log line is not a JSON object ({other:?}): {line:?}"),
         })
         .collect()
@@ -355,4 +358,79 @@ fn json_log_format_warns_in_json_and_an_unknown_format_is_refused() {
         "{err}"
     );
     assert!(out.stdout.is_empty(), "nothing ran: {}", text(&out));
+}
+
+/// The JSON formatter writes every key once: tracing-subscriber's own
+/// wrote `message` twice for `warn!(message = %id, "text")`, as the
+/// delivery worker logs. Span fields (where a trace id goes) come along.
+#[test]
+fn json_lines_write_each_key_once_and_carry_span_fields() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(botbox::cli::logging::JsonLines)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("dispatch", trace_id = "4bf92f3577b34da6", plugin = "outer");
+        let _entered = span.enter();
+        tracing::warn!(message = %"01JF-id", level = 3, plugin = "p\"x", "giving up: {}", "</script>");
+    });
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let mut keys = top_level_keys(lines[0]);
+    let written = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), written, "a key written twice: {text}");
+    let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(line["message"], "giving up: </script>", "{line}");
+    assert_eq!(line["message_2"], "01JF-id", "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["level_2"], 3, "{line}");
+    assert_eq!(line["plugin"], "p\"x", "{line}");
+    assert_eq!(line["target"], "cli", "{line}");
+    assert_eq!(line["span"]["name"], "dispatch", "{line}");
+    assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6", "{line}");
+    assert_eq!(line["spans"][0]["plugin"], "outer", "{line}");
+}
+
+/// The keys of a JSON object as written, repeats included (parsing into a
+/// map would keep only one of them).
+fn top_level_keys(line: &str) -> Vec<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_str(line);
+    serde::Deserializer::deserialize_map(&mut reader, Keys).expect("a JSON object")
 }
