@@ -11,7 +11,8 @@
 //! | `GET /plugins` | every configured plugin: `state` (`loaded` or `not-loaded`), generation, grants, limits, stats |
 //! | `POST /plugins/{name}/events` | one event, the JSON of `botbox call --event`; 200 handled, 422 the plugin failed it, 404 no such plugin, 403 not granted, 503 busy; the answer lists the receipts of the messages the call sent (and the broadcasts refused) |
 //! | `GET /outbox?state=&plugin=&channel=&limit=` | outbox messages, newest first |
-//! | `GET /metrics` | the Prometheus text format |
+//! | `GET /endpoints` | each provider endpoint: every throttle limit's use (used / limit / resets-at), the next slot, the queue per plugin, the provider's last refusal |
+//! | `GET /metrics` | the Prometheus text format, with the same figures as gauges |
 //! | `GET /healthz` | `ok`: the process answers (no token) |
 //! | `GET /readyz` | `ready`, or 503 `not ready: <reason>` (no token) |
 //!
@@ -38,6 +39,7 @@ use crate::capabilities::broadcast::{Sent, SentLog};
 use crate::config::{Config, ConfigIssue, Secret, take_secret};
 use crate::delivery::Delivery;
 use crate::delivery::store::{ListFilter, MessageState, OutboxStore};
+use crate::delivery::throttle::LimitUsage;
 use crate::events::{event_kind_name, parse_event};
 use crate::providers::unknown_keys;
 use crate::runtime::{HandleError, Runtime};
@@ -152,6 +154,7 @@ impl AdminServer {
             .route("/plugins", get(plugins))
             .route("/plugins/{name}/events", post(emit))
             .route("/outbox", get(outbox))
+            .route("/endpoints", get(endpoints))
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
@@ -500,11 +503,96 @@ async fn outbox(State(server): State<Arc<AdminServer>>, Query(q): Query<OutboxQu
 }
 
 async fn metrics(State(server): State<Arc<AdminServer>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        server.metrics.render(&server.runtime),
-    )
-        .into_response()
+    let mut text = server.metrics.render(&server.runtime);
+    // Without the endpoints, the counters still go out; the log says why.
+    if let Some(now) = endpoints_now(&server.delivery).await {
+        text.push_str(&crate::triggers::metrics::render_endpoints(&now));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Every endpoint now, read off the async workers; a PostgreSQL that does
+/// not answer costs at most [`READY_DEADLINE`](crate::delivery::store::postgres::READY_DEADLINE).
+async fn endpoints_now(delivery: &Arc<Delivery>) -> Option<crate::delivery::EndpointsNow> {
+    use crate::delivery::store::postgres::{READY_DEADLINE, with_deadline};
+    let delivery = delivery.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        with_deadline(Instant::now() + READY_DEADLINE, || delivery.endpoints_now())
+    })
+    .await;
+    read.map_err(|e| tracing::error!("admin: reading the endpoints failed: {e}"))
+        .ok()
+}
+
+async fn endpoints(State(server): State<Arc<AdminServer>>) -> Response {
+    let Some(now) = endpoints_now(&server.delivery).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "endpoints: reading them failed; the log says why\n",
+        )
+            .into_response();
+    };
+    let endpoints: Vec<Value> = now
+        .endpoints
+        .iter()
+        .map(|e| {
+            let limits: Vec<Value> = e
+                .limits
+                .iter()
+                .map(|l| match l {
+                    LimitUsage::Window {
+                        limit,
+                        period_ms,
+                        used,
+                        frees_at_ms,
+                        resets_at_ms,
+                    } => json!({
+                        "type": "window",
+                        "spelled": l.spelled(),
+                        "limit": limit,
+                        "period_ms": period_ms,
+                        "daily": l.is_daily(),
+                        "used": used,
+                        "frees_at_ms": frees_at_ms,
+                        "resets_at_ms": resets_at_ms,
+                    }),
+                    LimitUsage::Bucket {
+                        level,
+                        burst,
+                        per_second,
+                        empty_at_ms,
+                    } => json!({
+                        "type": "bucket",
+                        "spelled": l.spelled(),
+                        "burst": burst,
+                        "per_second": per_second,
+                        "level": level,
+                        "empty_at_ms": empty_at_ms,
+                    }),
+                })
+                .collect();
+            json!({
+                "endpoint": e.endpoint,
+                "kind": e.kind,
+                "limits": limits,
+                "next_slot_ms": e.next_slot_ms,
+                "next_due_ms": e.next_due_ms,
+                "queue": e.queue.iter().map(|q| json!({
+                    "plugin": q.plugin,
+                    "messages": q.messages,
+                    "requests": q.requests,
+                })).collect::<Vec<_>>(),
+                "last_refusal": e.last_refusal.as_ref().map(|r| json!({
+                    "at_ms": r.at_ms,
+                    "outcome": r.outcome,
+                    "code": r.code,
+                    "reason": r.reason,
+                })),
+                "error": e.unreadable,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "now_ms": now.now_ms, "endpoints": endpoints })).into_response()
 }
 
 /// Counts broadcasts by provider account, outcome and plugin, and the

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::host::HostThrottles;
 pub use self::postgres::PgOutbox;
 pub use self::sqlite::SqliteOutbox;
-use super::throttle::{Clock, SharedClock, ThrottleKey};
+use super::throttle::{Clock, SharedClock, Throttle, ThrottleKey};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -301,6 +301,9 @@ pub trait ThrottleStore: Send + Sync {
     }
     /// When the `n`th request from now (1-based) could leave.
     fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError>;
+    /// The endpoint's state as it stands at `now_ms`, to show (`GET
+    /// /endpoints`); takes no slot and changes nothing.
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError>;
     /// Takes a slot of the endpoint now for message `claim`, or says how
     /// long to wait. A store that also keeps a shared outbox renews the
     /// claim in the same step, and refuses when another host holds it.

@@ -672,6 +672,17 @@ impl ThrottleStore for PgOutbox {
         Ok(Throttle::with_history(key.spec.clone(), key.margin_ms, history).eta_of_nth(n, now_ms))
     }
 
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError> {
+        // Every host's sends, from the shared history.
+        let since = now_ms.saturating_sub(key.spec.horizon_ms());
+        let history = self.sends_since(&key.endpoint, since)?;
+        Ok(Throttle::with_history(
+            key.spec.clone(),
+            key.margin_ms,
+            history,
+        ))
+    }
+
     fn take(
         &self,
         key: &ThrottleKey,
