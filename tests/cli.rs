@@ -348,6 +348,25 @@ fn json_log_format_warns_in_json_and_an_unknown_format_is_refused() {
         "{lines:?}"
     );
 
+    // Even under `call`, whose log shows errors only.
+    let out = Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["call", "good.wasm", "--event", r#"{"name": "poke"}"#])
+        .current_dir(dir.path())
+        .env("BOTBOX_LOG_FORMAT", "json")
+        .env("BOTBOX_LOG", "botbox=loud")
+        .output()
+        .expect("run botbox");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = json_lines(&out);
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("BOTBOX_LOG is not a log filter")),
+        "{lines:?}"
+    );
+
     let out = check("yaml", "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

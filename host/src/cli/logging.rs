@@ -73,7 +73,7 @@ impl LogFormat {
 
 /// Sets up the process's log for `cli` from `BOTBOX_LOG_FORMAT` and
 /// `BOTBOX_LOG`. An unknown format is an error (nothing is logged yet); a
-/// filter that does not parse is logged as a warning, in the chosen
+/// filter that does not parse is a warning on stderr, in the chosen
 /// format, and the command's default filter applies.
 pub fn init(cli: &Cli) -> Result<(), UnknownLogFormat> {
     let format = LogFormat::parse(std::env::var(FORMAT_VARIABLE).ok().as_deref())?;
@@ -94,12 +94,30 @@ pub fn init(cli: &Cli) -> Result<(), UnknownLogFormat> {
             .init(),
     }
     if let Some(e) = refused {
-        tracing::warn!(
+        // Written straight to stderr, not through the log: the default
+        // filter of `call` and `dev` (errors only) would drop a warning.
+        let message = format!(
             "{FILTER_VARIABLE} is not a log filter ({e}); logging at the default. \
              Write a level such as `debug`, or directives such as `info,botbox=debug`."
         );
+        match format {
+            LogFormat::Text => eprintln!("warning: {message}"),
+            LogFormat::Json => {
+                let mut line = Map::new();
+                line.insert("time".into(), now().into());
+                line.insert("level".into(), "WARN".into());
+                line.insert("target".into(), module_path!().into());
+                line.insert("message".into(), message.into());
+                eprintln!("{}", Value::Object(line));
+            }
+        }
     }
     Ok(())
+}
+
+/// The time of a line: RFC 3339 in UTC, to the microsecond.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Colour only for a person at a terminal: never into a pipe, file or
@@ -128,12 +146,7 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut line = Map::new();
-        line.insert(
-            "time".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
+        line.insert("time".into(), now().into());
         line.insert("level".into(), meta.level().as_str().into());
         line.insert("target".into(), meta.target().into());
         // The message first, so that a field named `message` is the one
