@@ -29,6 +29,9 @@ impl SendLog for NullOutbox {
 }
 
 impl OutboxStore for NullOutbox {
+    fn ready(&self) -> Result<(), botbox::delivery::store::NotReady> {
+        Ok(())
+    }
     fn insert(&self, _record: &OutboxRecord) -> Result<Inserted, OutboxError> {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         Ok(Inserted::New)

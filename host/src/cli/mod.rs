@@ -3,6 +3,7 @@
 pub(crate) mod call;
 mod check;
 mod dev;
+pub mod logging;
 mod new;
 mod outbox;
 mod output;

@@ -16,9 +16,11 @@ mod admit;
 pub mod retry;
 pub mod store;
 pub mod throttle;
+mod view;
 mod worker;
 
 pub use self::admit::{MAX_BACKLOG, MAX_BACKLOG_REQUESTS, admission};
+pub use self::view::{EndpointView, EndpointsNow, Refusal};
 pub use self::worker::SHARED_POLL;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,8 @@ pub struct Endpoint {
     /// Its limits, as the throttle store is asked about them.
     pub throttle: ThrottleKey,
     wake: Notify,
+    /// The provider's last refusal (see `view.rs`).
+    last_refusal: view::LastRefusal,
 }
 
 /// A configured channel bound to its provider account and endpoint.
@@ -206,6 +210,7 @@ impl Delivery {
                             provider: provider.clone(),
                             throttle,
                             wake: Notify::new(),
+                            last_refusal: Default::default(),
                         });
                         endpoints.insert(key, endpoint.clone());
                         endpoint

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use crate::providers::limits::{Limit, ThrottleSpec};
+pub use usage::LimitUsage;
+
+mod usage;
 
 /// Time as the throttle sees it. Tests and demos run a scaled clock so that
 /// "3 per day" can be exercised in seconds; the simulator scales the same way.

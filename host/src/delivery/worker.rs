@@ -227,6 +227,7 @@ impl Delivery {
             });
             attempts += 1;
             let outcome = endpoint.provider.send(&channel.config, &part.part).await;
+            endpoint.note_answer(&outcome, self.clock.now_ms());
             // The request left somewhere between its stamp and now: a
             // starved CPU can hold it well past the stamp. Count it as late
             // as the answer allows, so the next one is spaced from when this

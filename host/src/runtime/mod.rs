@@ -550,7 +550,13 @@ impl Runtime {
         // running guests (see `turns`) before it needs one.
         let turn = guest.first_turn(plugin).await?;
         let work = guest.handle(plugin.clone(), event.clone(), permit, turn);
-        self.guests.run(work).await.unwrap_or_else(|message| {
+        // A caller collecting the call's broadcasts (the admin API) keeps
+        // them in a task-local; the guest runs as a task of its own.
+        let ran = match crate::capabilities::broadcast::SentLog::current() {
+            Some(log) => self.guests.run(log.scope(work)).await,
+            None => self.guests.run(work).await,
+        };
+        ran.unwrap_or_else(|message| {
             Err(HandleError::Trap {
                 plugin: name,
                 message,

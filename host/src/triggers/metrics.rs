@@ -8,6 +8,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::delivery::EndpointsNow;
+use crate::delivery::throttle::LimitUsage;
 use crate::runtime::{LATENCY_BUCKETS_MS, Runtime};
 
 /// Picks one counter out of a plugin's stats.
@@ -253,6 +255,108 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The gauges of `GET /endpoints`, in the Prometheus text format: each
+/// limit's use, limit and time until it is free again, the next slot, the
+/// queue per plugin, and when the provider last refused a request. Times
+/// are in the throttle's clock (real time unless `runtime.time_scale`).
+pub fn render_endpoints(now: &EndpointsNow) -> String {
+    let mut out = String::new();
+    let seconds = |at_ms: u64| at_ms.saturating_sub(now.now_ms) as f64 / 1000.0;
+    let gauge = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    let limits = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&LimitUsage) -> f64| {
+        gauge(out, name, help);
+        for e in &now.endpoints {
+            for l in &e.limits {
+                let _ = writeln!(
+                    out,
+                    "{name}{{endpoint=\"{}\",limit=\"{}\"}} {}",
+                    escape(&e.endpoint),
+                    escape(&l.spelled()),
+                    value(l)
+                );
+            }
+        }
+    };
+    limits(
+        &mut out,
+        "botbox_throttle_used",
+        "Requests counted in each throttle window (a leaky bucket: its level).",
+        &|l| match l {
+            LimitUsage::Window { used, .. } => f64::from(*used),
+            LimitUsage::Bucket { level, .. } => *level,
+        },
+    );
+    limits(
+        &mut out,
+        "botbox_throttle_limit",
+        "Requests each throttle window allows (a leaky bucket: its burst).",
+        &|l| match l {
+            LimitUsage::Window { limit, .. } => f64::from(*limit),
+            LimitUsage::Bucket { burst, .. } => f64::from(*burst),
+        },
+    );
+    limits(
+        &mut out,
+        "botbox_throttle_resets_in_seconds",
+        "Seconds until each throttle window counts nothing again (a leaky bucket: is empty).",
+        &|l| match l {
+            LimitUsage::Window { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
+            LimitUsage::Bucket { empty_at_ms, .. } => seconds(*empty_at_ms),
+        },
+    );
+    let name = "botbox_throttle_next_slot_seconds";
+    gauge(
+        &mut out,
+        name,
+        "Seconds until the endpoint's throttle lets the next request go (0: now).",
+    );
+    for e in &now.endpoints {
+        let _ = writeln!(
+            out,
+            "{name}{{endpoint=\"{}\"}} {}",
+            escape(&e.endpoint),
+            seconds(e.next_slot_ms)
+        );
+    }
+    let name = "botbox_queue_messages";
+    gauge(
+        &mut out,
+        name,
+        "Messages waiting on an endpoint (queued or being sent), per plugin.",
+    );
+    for e in &now.endpoints {
+        for q in &e.queue {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{}\",plugin=\"{}\"}} {}",
+                escape(&e.endpoint),
+                escape(&q.plugin),
+                q.messages
+            );
+        }
+    }
+    let name = "botbox_provider_refusal_timestamp_seconds";
+    gauge(
+        &mut out,
+        name,
+        "When the provider last refused a request of the endpoint, by outcome.",
+    );
+    for e in &now.endpoints {
+        if let Some(r) = &e.last_refusal {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{}\",outcome=\"{}\"}} {}",
+                escape(&e.endpoint),
+                r.outcome,
+                r.at_ms as f64 / 1000.0
+            );
+        }
+    }
+    out
 }
 
 /// Label values: backslash, quote and newline escaped, as the format wants.

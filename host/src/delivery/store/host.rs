@@ -63,6 +63,12 @@ impl ThrottleStore for HostThrottles {
         Ok(throttle.eta_of_nth(n, now_ms))
     }
 
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError> {
+        let state = self.state(key, now_ms)?;
+        let throttle = state.lock().map_err(|_| OutboxError::Poisoned)?;
+        Ok(throttle.clone())
+    }
+
     fn take(
         &self,
         key: &ThrottleKey,

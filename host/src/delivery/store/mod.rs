@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::host::HostThrottles;
 pub use self::postgres::PgOutbox;
 pub use self::sqlite::SqliteOutbox;
-use super::throttle::{Clock, SharedClock, ThrottleKey};
+use super::throttle::{Clock, SharedClock, Throttle, ThrottleKey};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -220,6 +220,30 @@ pub struct PluginBacklog {
     pub requests: usize,
 }
 
+/// Why the outbox cannot take a message now, for `/readyz`. The reason an
+/// unauthenticated prober is shown ([`NotReady::reason`]) is fixed text;
+/// the detail (files, servers, the engine's error) is for the operator's
+/// log, through `Display`.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The backend could not be reached, or did not answer in time.
+    #[error("outbox backend unreachable: {0}")]
+    Unreachable(String),
+    /// The outbox, or the folder it lives in, takes no writes.
+    #[error("outbox not writable: {0}")]
+    NotWritable(String),
+}
+
+impl NotReady {
+    /// What may be said to anyone who asks: no path, host or error text.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NotReady::Unreachable(_) => "outbox backend unreachable",
+            NotReady::NotWritable(_) => "outbox not writable",
+        }
+    }
+}
+
 /// What `insert` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
@@ -277,6 +301,9 @@ pub trait ThrottleStore: Send + Sync {
     }
     /// When the `n`th request from now (1-based) could leave.
     fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError>;
+    /// The endpoint's state as it stands at `now_ms`, to show (`GET
+    /// /endpoints`); takes no slot and changes nothing.
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError>;
     /// Takes a slot of the endpoint now for message `claim`, or says how
     /// long to wait. A store that also keeps a shared outbox renews the
     /// claim in the same step, and refuses when another host holds it.
@@ -405,6 +432,9 @@ pub trait OutboxStore: Send + Sync {
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError>;
     /// Notes that a finished message's report reached its plugin.
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError>;
+    /// Whether a message could be stored now: a cheap real write, in the
+    /// backend's own terms (see each backend). Blocks; for `/readyz`.
+    fn ready(&self) -> Result<(), NotReady>;
     /// Deletes up to `limit` messages that finished before `before_ms` and
     /// were reported, with their parts and the messages merged into them;
     /// returns how many it deleted (merged ones not counted).

@@ -103,6 +103,10 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a caller waits for a database call's answer.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(6);
 
+/// The longest a readiness probe waits: shorter than a call's, since a
+/// prober (a load balancer, Kubernetes) gives up after a few seconds.
+pub const READY_DEADLINE: Duration = Duration::from_secs(2);
+
 thread_local! {
     /// A deadline tighter than [`CALL_DEADLINE`] for this thread's calls.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
@@ -668,6 +672,17 @@ impl ThrottleStore for PgOutbox {
         Ok(Throttle::with_history(key.spec.clone(), key.margin_ms, history).eta_of_nth(n, now_ms))
     }
 
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError> {
+        // Every host's sends, from the shared history.
+        let since = now_ms.saturating_sub(key.spec.horizon_ms());
+        let history = self.sends_since(&key.endpoint, since)?;
+        Ok(Throttle::with_history(
+            key.spec.clone(),
+            key.margin_ms,
+            history,
+        ))
+    }
+
     fn take(
         &self,
         key: &ThrottleKey,
@@ -1168,5 +1183,27 @@ impl OutboxStore for PgOutbox {
             )?;
             Ok(n as usize)
         })
+    }
+
+    /// One round trip within [`READY_DEADLINE`]: the server answers, and
+    /// it takes writes (not a standby in recovery, not read-only by
+    /// default).
+    fn ready(&self) -> Result<(), super::NotReady> {
+        let read_only = with_deadline(Instant::now() + READY_DEADLINE, || {
+            self.run(|c| {
+                let row = c.query_one(
+                    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                    &[],
+                )?;
+                Ok(row.get::<_, bool>(0))
+            })
+        })
+        .map_err(|e| super::NotReady::Unreachable(e.to_string()))?;
+        if read_only {
+            return Err(super::NotReady::NotWritable(
+                "PostgreSQL takes no writes (a standby in recovery, or default_transaction_read_only is on); point `storage.postgres_url` at the primary".into(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The outbox and the throttles' history in one SQLite file, for a host on
 //! its own (see [`super`] for what both backends share).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -553,6 +553,49 @@ impl OutboxStore for SqliteOutbox {
             Ok(ids.len())
         })
     }
+
+    /// Takes and gives back the write lock (a file another process holds
+    /// locked, or one opened read-only, fails here), then writes, syncs
+    /// and removes a small file beside the database: SQLite creates its
+    /// journal and WAL files there and a restart reopens them there, so a
+    /// folder that refuses a new file, or a disk that refuses its bytes,
+    /// is not ready even while the open connection still writes.
+    fn ready(&self) -> Result<(), super::NotReady> {
+        let path = self
+            .with(|c| {
+                c.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+                Ok(c.path().filter(|p| !p.is_empty()).map(PathBuf::from))
+            })
+            .map_err(|e| super::NotReady::NotWritable(e.to_string()))?;
+        match path {
+            Some(path) => probe_beside(&path),
+            // In memory: there is no folder to write to.
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes, syncs and removes a file of its own beside `database`.
+fn probe_beside(database: &Path) -> Result<(), super::NotReady> {
+    use std::io::Write;
+    let name = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A name of its own per probe, so probes never remove each other's.
+    let probe = database.with_file_name(format!("{name}.ready-{:016x}", rand::random::<u64>()));
+    let written = std::fs::File::create_new(&probe).and_then(|mut f| {
+        f.write_all(b"ready")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed).map_err(|e| {
+        let folder = database.parent().unwrap_or(Path::new("."));
+        super::NotReady::NotWritable(format!(
+            "cannot write a file in `{}` ({e}); the outbox needs that folder writable",
+            folder.display()
+        ))
+    })
 }
 
 impl SendLog for SqliteOutbox {
