@@ -813,9 +813,8 @@ fn files_under(root: &Path, path: &str) -> Vec<String> {
 /// writes); otherwise the template's copies are stale.
 fn assert_generated_match_template(lang: &str, project: &Path, paths: &[&str]) {
     let template = repo_root().join("sdk/templates").join(lang);
-    let stale = format!(
-        "sdk/templates/{lang} has stale generated files: run `cargo xtask template-types`"
-    );
+    let stale =
+        format!("sdk/templates/{lang} has stale generated files: run `cargo xtask template-types`");
     for path in paths {
         let generated = files_under(project, path);
         assert!(!generated.is_empty(), "the build wrote no {path}");
@@ -919,7 +918,10 @@ fn ts_template_type_checks_and_a_wrongly_typed_call_stops_its_build() {
 
     edit(&project.join("bot.ts"), KV_SET, KV_SET_WRONG);
     let (ok, out) = run_in(&project, &tsc, &["--noEmit"]);
-    assert!(!ok, "tsc accepted a number where kv.set takes bytes:\n{out}");
+    assert!(
+        !ok,
+        "tsc accepted a number where kv.set takes bytes:\n{out}"
+    );
     assert!(
         out.contains("bot.ts") && out.contains("TS2345") && out.contains("Uint8Array"),
         "{out}"
@@ -943,7 +945,10 @@ fn js_template_type_checks_with_check_js_against_its_declarations() {
 
     edit(&project.join("bot.js"), KV_SET, KV_SET_WRONG);
     let (ok, out) = run_in(&project, &tsc, &check);
-    assert!(!ok, "tsc accepted a number where kv.set takes bytes:\n{out}");
+    assert!(
+        !ok,
+        "tsc accepted a number where kv.set takes bytes:\n{out}"
+    );
     assert!(
         out.contains("bot.js") && out.contains("TS2345") && out.contains("Uint8Array"),
         "{out}"
@@ -985,4 +990,61 @@ fn python_template_bindings_type_check_with_mypy() {
         out.contains("app.py") && out.contains("incompatible type \"int\"; expected \"bytes\""),
         "{out}"
     );
+}
+
+/// Reads `lines` until one contains `wanted`; returns everything read.
+fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, wanted: &str) -> String {
+    let mut seen = String::new();
+    for line in lines {
+        let line = line.expect("read botbox dev's output");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(wanted) {
+            return seen;
+        }
+    }
+    panic!("botbox dev ended before printing {wanted:?}:\n{seen}");
+}
+
+#[test]
+fn ts_template_rebuilds_on_save_in_botbox_dev() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let project = instantiate("ts", "dev-ts-bot", dir.path());
+    link_node_modules(&project);
+    let storage = storage_in(dir.path());
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .arg("dev")
+        .arg(&project)
+        .arg("--storage")
+        .arg(&storage)
+        .args(["--event", r#"{"name": "hello", "payload": "Ada"}"#])
+        // Only a bound for a broken run; the test stops it itself.
+        .args(["--exit-after", "900"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start botbox dev");
+    let mut lines = std::io::BufReader::new(dev.stdout.take().unwrap()).lines();
+
+    let first = read_until(&mut lines, "Hello, Ada!");
+    // Saving bot.ts rebuilds (tsc, then componentize-js) and reloads.
+    edit(
+        &project.join("bot.ts"),
+        "'Hello, {name}!'",
+        "'Howdy, {name}!'",
+    );
+    let second = read_until(&mut lines, "Howdy, Ada!");
+    // One build each: the build rewrites no source (types/ is copied only
+    // where it changed, tsc writes to build/), or it would rebuild forever.
+    let builds = |text: &str| text.matches("build ./build.sh").count();
+    assert_eq!((builds(&first), builds(&second)), (1, 1), "{first}{second}");
+    // A type error fails the build and the running version stays.
+    edit(&project.join("bot.ts"), KV_SET, KV_SET_WRONG);
+    let failed = read_until(&mut lines, "build FAILED");
+    assert!(failed.contains("TS2345"), "{failed}");
+
+    dev.kill().expect("stop botbox dev");
+    dev.wait().expect("reap botbox dev");
 }

@@ -184,10 +184,7 @@ mod tests {
         };
         for lang in [Lang::Js, Lang::Ts] {
             assert!(has(lang, "types/bot.d.ts"), "{lang:?}");
-            assert!(
-                has(lang, "types/interfaces/botbox-bot-kv.d.ts"),
-                "{lang:?}"
-            );
+            assert!(has(lang, "types/interfaces/botbox-bot-kv.d.ts"), "{lang:?}");
         }
         assert!(has(Lang::Js, "jsconfig.json"));
         assert!(has(Lang::Ts, "tsconfig.json"));
