@@ -1014,6 +1014,18 @@ fn ts_template_rebuilds_on_save_in_botbox_dev() {
     let project = instantiate("ts", "dev-ts-bot", dir.path());
     link_node_modules(&project);
     let storage = storage_in(dir.path());
+    // The declarations' times, set in the past: a build that rewrote them,
+    // even unchanged, would make `botbox dev` rebuild forever.
+    let long_ago =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let declarations = files_under(&project, "types");
+    for file in &declarations {
+        std::fs::File::options()
+            .write(true)
+            .open(project.join(file))
+            .and_then(|f| f.set_modified(long_ago))
+            .unwrap();
+    }
     let mut dev = Command::new(env!("CARGO_BIN_EXE_botbox"))
         .arg("dev")
         .arg(&project)
@@ -1026,9 +1038,18 @@ fn ts_template_rebuilds_on_save_in_botbox_dev() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start botbox dev");
-    let mut lines = std::io::BufReader::new(dev.stdout.take().unwrap()).lines();
+    let stdout = dev.stdout.take().unwrap();
+    // Stopped when the test ends, also when an assertion fails.
+    let _dev = KillOnDrop(dev);
+    let mut lines = std::io::BufReader::new(stdout).lines();
 
     let first = read_until(&mut lines, "Hello, Ada!");
+    for file in &declarations {
+        let modified = std::fs::metadata(project.join(file))
+            .and_then(|m| m.modified())
+            .unwrap();
+        assert_eq!(modified, long_ago, "the build rewrote {file}:\n{first}");
+    }
     // Saving bot.ts rebuilds (tsc, then componentize-js) and reloads.
     edit(
         &project.join("bot.ts"),
@@ -1036,15 +1057,21 @@ fn ts_template_rebuilds_on_save_in_botbox_dev() {
         "'Howdy, {name}!'",
     );
     let second = read_until(&mut lines, "Howdy, Ada!");
-    // One build each: the build rewrites no source (types/ is copied only
-    // where it changed, tsc writes to build/), or it would rebuild forever.
+    // One build each (tsc writes to build/, which is not a source).
     let builds = |text: &str| text.matches("build ./build.sh").count();
     assert_eq!((builds(&first), builds(&second)), (1, 1), "{first}{second}");
     // A type error fails the build and the running version stays.
     edit(&project.join("bot.ts"), KV_SET, KV_SET_WRONG);
     let failed = read_until(&mut lines, "build FAILED");
     assert!(failed.contains("TS2345"), "{failed}");
+}
 
-    dev.kill().expect("stop botbox dev");
-    dev.wait().expect("reap botbox dev");
+/// A child process that is stopped and reaped when this is dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
