@@ -77,7 +77,10 @@ async fn a_component_pushed_with_the_cli_runs_from_its_digest_reference() {
     .await;
     assert_eq!(code, Some(0), "{out}");
     let digest = Sha256Digest::of(&v1);
-    assert!(out.contains(&format!("sha256 = \"{}\"", digest.hex())), "{out}");
+    assert!(
+        out.contains(&format!("sha256 = \"{}\"", digest.hex())),
+        "{out}"
+    );
     // The printed path pins the manifest too.
     let path_line = out
         .lines()
@@ -85,7 +88,10 @@ async fn a_component_pushed_with_the_cli_runs_from_its_digest_reference() {
         .expect("a path line")
         .trim_end_matches('"')
         .to_string();
-    assert!(path_line.starts_with(&format!("oci://{}/{REPO}@sha256:", registry.host())), "{out}");
+    assert!(
+        path_line.starts_with(&format!("oci://{}/{REPO}@sha256:", registry.host())),
+        "{out}"
+    );
 
     let host = app(dir.path(), "state", &path_line, &digest, "");
     assert!(host.load_plugins().await.is_empty());
@@ -97,7 +103,15 @@ async fn a_component_pushed_with_the_cli_runs_from_its_digest_reference() {
     // And `botbox plugin pull` gets the same bytes back.
     let (code, out) = botbox(
         dir.path(),
-        &["plugin", "pull", &path_line, "--out", "pulled.wasm", "--sha256", &digest.hex()],
+        &[
+            "plugin",
+            "pull",
+            &path_line,
+            "--out",
+            "pulled.wasm",
+            "--sha256",
+            &digest.hex(),
+        ],
     )
     .await;
     assert_eq!(code, Some(0), "{out}");
@@ -114,8 +128,14 @@ async fn a_push_is_in_the_wkg_layout_and_a_wkg_layout_artifact_pulls() {
     // config fields of the Wasm OCI Artifact layout (oci-wasm's constants).
     let manifest = registry.manifest(REPO, "1.0").await;
     assert_eq!(manifest["schemaVersion"], 2);
-    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.wasm.config.v0+json");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
     assert_eq!(layers[0]["mediaType"], "application/wasm");
@@ -132,7 +152,9 @@ async fn a_push_is_in_the_wkg_layout_and_a_wkg_layout_artifact_pulls() {
     assert_eq!(config["layerDigests"], json!([pushed.digest.to_string()]));
     let exports = config["component"]["exports"].as_array().unwrap();
     assert!(
-        exports.iter().any(|e| e.as_str().is_some_and(|e| e.starts_with("botbox:bot/handler@"))),
+        exports.iter().any(|e| e
+            .as_str()
+            .is_some_and(|e| e.starts_with("botbox:bot/handler@"))),
         "{config}"
     );
     assert!(config["created"].is_string(), "{config}");
@@ -264,7 +286,12 @@ async fn a_digest_that_does_not_match_is_refused_with_both_digests() {
     std::fs::write(dir.path().join("bot.wasm"), &v1).unwrap();
     let host = app(dir.path(), "state", "bot.wasm", &wrong, "");
     let text = load(&host).await.unwrap_err().to_string();
-    for needle in ["bot.wasm", &wrong.to_string(), &d1.to_string(), "plugins.bot.sha256"] {
+    for needle in [
+        "bot.wasm",
+        &wrong.to_string(),
+        &d1.to_string(),
+        "plugins.bot.sha256",
+    ] {
         assert!(text.contains(needle), "missing {needle} in: {text}");
     }
     // The right pin loads the same file.
@@ -300,7 +327,12 @@ async fn a_registry_that_is_down_leaves_the_last_pulled_copy_running() {
     let mut config = host.config.plugins["bot"].clone();
     config.sha256 = Some(v2);
     config.path = cached_component(&dir.path().join("state"), &v2);
-    let err = host.runtime.load("bot", &config).await.err().expect("refused");
+    let err = host
+        .runtime
+        .load("bot", &config)
+        .await
+        .err()
+        .expect("refused");
     assert!(
         matches!(err, LoadError::Source(SourceError::Registry { .. })),
         "{err}"
@@ -349,7 +381,11 @@ async fn a_component_over_the_cap_is_refused_without_downloading_it() {
     else {
         panic!("{err}");
     };
-    assert_eq!((*size, *cap), (claimed, 64 << 20), "the default cap is 64 MiB");
+    assert_eq!(
+        (*size, *cap),
+        (claimed, 64 << 20),
+        "the default cap is 64 MiB"
+    );
     assert!(err.to_string().contains("max_blob_mb"), "{err}");
 
     // A registry that announces less than it sends is cut off at the
@@ -381,7 +417,10 @@ async fn a_component_over_the_cap_is_refused_without_downloading_it() {
         matches!(
             err,
             LoadError::Source(SourceError::Registry {
-                error: FetchError::Oversent { announced: 1024, .. },
+                error: FetchError::Oversent {
+                    announced: 1024,
+                    ..
+                },
                 ..
             })
         ),

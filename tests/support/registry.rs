@@ -150,7 +150,12 @@ impl RegistryServer {
 
     /// PUTs a manifest under `reference` (a tag); returns the digest the
     /// registry gives it.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, manifest: &serde_json::Value) -> String {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifest: &serde_json::Value,
+    ) -> String {
         let body = serde_json::to_vec(manifest).unwrap();
         let response = reqwest::Client::new()
             .put(self.url(&format!("{repo}/manifests/{reference}")))

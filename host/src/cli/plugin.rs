@@ -132,11 +132,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             let out = out.unwrap_or_else(|| {
-                let last = reference
-                    .repository
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("plugin");
+                let last = reference.repository.rsplit('/').next().unwrap_or("plugin");
                 PathBuf::from(format!("{last}.wasm"))
             });
             let registry = Registry::new(&reference, &access(max_blob_mb)?);

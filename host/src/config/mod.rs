@@ -710,9 +710,7 @@ fn plugin_source(
         }
         match table.get("max_blob_mb") {
             None => {}
-            Some(toml::Value::Integer(mb))
-                if (1..=source::MAX_MAX_BLOB_MB as i64).contains(mb) =>
-            {
+            Some(toml::Value::Integer(mb)) if (1..=source::MAX_MAX_BLOB_MB as i64).contains(mb) => {
                 registry.max_blob_bytes = (*mb as u64) << 20;
             }
             Some(_) => issue(
@@ -1131,7 +1129,10 @@ mod tests {
         assert!(p.registry.username.is_none());
         // A file keeps its path; its pin is optional.
         let c = parse("[plugins.p]\npath = \"p.wasm\"\n").unwrap();
-        assert_eq!(c.plugins["p"].source, PluginSource::File("/cfg/p.wasm".into()));
+        assert_eq!(
+            c.plugins["p"].source,
+            PluginSource::File("/cfg/p.wasm".into())
+        );
         assert_eq!(c.plugins["p"].sha256, None);
     }
 

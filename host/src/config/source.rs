@@ -96,7 +96,9 @@ impl OciReference {
     /// Parses `oci://REGISTRY/REPOSITORY:TAG` or `…@sha256:HEX`.
     pub fn parse(text: &str) -> Result<OciReference, String> {
         let rest = text.strip_prefix(OCI_SCHEME).ok_or_else(|| {
-            format!("must start with {OCI_SCHEME}, as in oci://registry.example.com/bots/greeter:1.0")
+            format!(
+                "must start with {OCI_SCHEME}, as in oci://registry.example.com/bots/greeter:1.0"
+            )
         })?;
         let (registry, path) = rest.split_once('/').ok_or_else(|| {
             "names no repository; write oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:…".to_string()
@@ -115,7 +117,9 @@ impl OciReference {
             let digest = digest
                 .strip_prefix("sha256:")
                 .ok_or("names a digest that is not sha256:…")
-                .and_then(|_| Sha256Digest::parse(digest).map_err(|_| "has a malformed sha256 digest"))
+                .and_then(|_| {
+                    Sha256Digest::parse(digest).map_err(|_| "has a malformed sha256 digest")
+                })
                 .map_err(str::to_string)?;
             (repo, OciVersion::Digest(digest))
         } else {
@@ -130,7 +134,10 @@ impl OciReference {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
                     if !tag_ok {
-                        return Err("has a tag that is not 1 to 128 of letters, digits, '.', '_' or '-'".into());
+                        return Err(
+                            "has a tag that is not 1 to 128 of letters, digits, '.', '_' or '-'"
+                                .into(),
+                        );
                     }
                     (repo, OciVersion::Tag(tag.to_string()))
                 }
@@ -259,9 +266,21 @@ mod tests {
         assert!(matches!(r.version, OciVersion::Digest(_)));
         assert!(!r.is_loopback());
         assert_eq!(r.to_string(), text);
-        assert!(OciReference::parse("oci://[::1]:5000/a:b").unwrap().is_loopback());
-        assert!(OciReference::parse("oci://localhost/a:b").unwrap().is_loopback());
-        assert!(!OciReference::parse("oci://127.example.com/a:b").unwrap().is_loopback());
+        assert!(
+            OciReference::parse("oci://[::1]:5000/a:b")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            OciReference::parse("oci://localhost/a:b")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            !OciReference::parse("oci://127.example.com/a:b")
+                .unwrap()
+                .is_loopback()
+        );
     }
 
     #[test]

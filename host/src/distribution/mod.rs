@@ -89,13 +89,11 @@ pub enum SourceError {
 pub async fn fetch(plugin: &str, config: &PluginConfig) -> Result<Component, SourceError> {
     match &config.source {
         PluginSource::File(path) => {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|e| SourceError::Read {
-                    plugin: plugin.into(),
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+            let bytes = tokio::fs::read(path).await.map_err(|e| SourceError::Read {
+                plugin: plugin.into(),
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
             let digest = Sha256Digest::of(&bytes);
             if let Some(pinned) = config.sha256
                 && pinned != digest
@@ -138,28 +136,25 @@ pub async fn fetch(plugin: &str, config: &PluginConfig) -> Result<Component, Sou
                         bytes = pulled.size,
                         "pulled"
                     );
-                    let bytes =
-                        tokio::fs::read(cached)
-                            .await
-                            .map_err(|e| SourceError::Read {
-                                plugin: plugin.into(),
-                                path: cached.display().to_string(),
-                                reason: e.to_string(),
-                            })?;
+                    let bytes = tokio::fs::read(cached)
+                        .await
+                        .map_err(|e| SourceError::Read {
+                            plugin: plugin.into(),
+                            path: cached.display().to_string(),
+                            reason: e.to_string(),
+                        })?;
                     Ok(Component {
                         digest: Sha256Digest::of(&bytes),
                         bytes,
                         origin: Origin::Registry,
                     })
                 }
-                Err(FetchError::DigestMismatch { found, .. }) => {
-                    Err(SourceError::DigestMismatch {
-                        plugin: plugin.into(),
-                        source_name: reference.to_string(),
-                        pinned,
-                        found,
-                    })
-                }
+                Err(FetchError::DigestMismatch { found, .. }) => Err(SourceError::DigestMismatch {
+                    plugin: plugin.into(),
+                    source_name: reference.to_string(),
+                    pinned,
+                    found,
+                }),
                 Err(error) => Err(SourceError::Registry {
                     plugin: plugin.into(),
                     error,

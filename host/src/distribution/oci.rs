@@ -320,12 +320,11 @@ impl Registry {
         dest: &Path,
     ) -> Result<Pulled, FetchError> {
         let (_manifest, layer, manifest_digest) = self.component_manifest(expected).await?;
-        let announced_digest = Sha256Digest::parse(&layer.digest).map_err(|_| {
-            FetchError::NotAComponent {
+        let announced_digest =
+            Sha256Digest::parse(&layer.digest).map_err(|_| FetchError::NotAComponent {
                 reference: self.reference.to_string(),
                 reason: "its layer digest is malformed".into(),
-            }
-        })?;
+            })?;
         let announced = u64::try_from(layer.size).unwrap_or(u64::MAX);
         let io = |path: &Path, e: std::io::Error| FetchError::Io {
             path: path.display().to_string(),
@@ -386,12 +385,10 @@ impl Registry {
                 });
             }
             hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| FetchError::Io {
-                    path: partial.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+            file.write_all(&chunk).await.map_err(|e| FetchError::Io {
+                path: partial.display().to_string(),
+                reason: e.to_string(),
+            })?;
         }
         file.sync_all().await.map_err(|e| FetchError::Io {
             path: partial.display().to_string(),

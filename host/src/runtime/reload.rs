@@ -282,7 +282,10 @@ mod pin_tests {
     use crate::config::Config;
 
     fn pinned_config(dir: &Path, pin: &Sha256Digest) -> PluginConfig {
-        let text = format!("[plugins.p]\npath = \"p.wasm\"\nsha256 = \"{}\"\n", pin.hex());
+        let text = format!(
+            "[plugins.p]\npath = \"p.wasm\"\nsha256 = \"{}\"\n",
+            pin.hex()
+        );
         let config = Config::parse(&text, &dir.join("botbox.toml"), dir).unwrap();
         config.plugins["p"].clone()
     }
@@ -294,7 +297,10 @@ mod pin_tests {
         std::fs::write(&file, b"first build").unwrap();
         let config = pinned_config(dir.path(), &Sha256Digest::of(b"first build"));
         let mut pins = PinnedFiles::default();
-        assert!(pins.allows_reload("p", &config), "same digest: reload is fine");
+        assert!(
+            pins.allows_reload("p", &config),
+            "same digest: reload is fine"
+        );
 
         std::fs::write(&file, b"second build").unwrap();
         assert!(!pins.allows_reload("p", &config));
