@@ -1137,6 +1137,29 @@ mod tests {
     }
 
     #[test]
+    fn registry_credentials_are_read_from_a_secret_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "hunter2-registry\n").unwrap();
+        let hex = "3b1f5c6e0d4a2b8f9e7c1d0a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8";
+        let c = Config::parse(
+            &format!(
+                "[plugins.p]\npath = \"oci://r.example/p:1\"\nsha256 = \"{hex}\"\n\
+                 [plugins.p.registry]\nusername = \"ci\"\npassword = {{ file = \"token\" }}\n"
+            ),
+            Path::new("botbox.toml"),
+            dir.path(),
+        )
+        .unwrap();
+        let registry = &c.plugins["p"].registry;
+        assert_eq!(registry.username.as_deref(), Some("ci"));
+        assert_eq!(
+            registry.password.as_ref().map(Secret::expose),
+            Some("hunter2-registry")
+        );
+        assert!(!format!("{:?}", c.plugins).contains("hunter2"));
+    }
+
+    #[test]
     fn registry_plugin_mistakes_are_reported_by_key() {
         let err = parse(
             "[plugins.a]\npath = \"oci://r.example/bots/a:1\"\n\
