@@ -226,6 +226,7 @@ impl Delivery {
                 waited: asked.elapsed(),
             });
             attempts += 1;
+            self.outbox.part_requested(id, part.index)?;
             let outcome = endpoint.provider.send(&channel.config, &part.part).await;
             // The request left somewhere between its stamp and now: a
             // starved CPU can hold it well past the stamp. Count it as late
