@@ -23,8 +23,8 @@ fn rewrite(section: &str, change: impl Fn(&str) -> String, drop: &[&str]) -> Str
         .filter(|line| !drop.iter().any(|d| line.starts_with(d)))
         .map(|line| match line.strip_prefix("url = ") {
             Some(quoted) => {
-                let url: String = toml::from_str::<toml::Table>(&format!("u = {quoted}"))
-                    .unwrap()["u"]
+                let url: String = toml::from_str::<toml::Table>(&format!("u = {quoted}")).unwrap()
+                    ["u"]
                     .as_str()
                     .unwrap()
                     .to_owned();
@@ -121,14 +121,7 @@ target = { dialogs = ["chat13", 1] }
         got.sort();
         got
     };
-    let meeting = |id: &str| {
-        format!(
-            "{:?}",
-            Target::Meeting {
-                id: id.to_owned()
-            }
-        )
-    };
+    let meeting = |id: &str| format!("{:?}", Target::Meeting { id: id.to_owned() });
     assert_eq!(
         targets(SimProvider::Bbb, "to every running meeting"),
         [meeting("room-1"), meeting("room-2")]

@@ -16,7 +16,7 @@ use botbox::config::Config;
 use botbox::triggers::{self, admin, webhooks};
 use botbox_sim::callbacks::{self, CallbackReply, post, unix_ms};
 use botbox_sim::{ChecksumAlg, Sim, SimConfig, SimProvider, Target};
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::example_plugin;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -756,6 +756,14 @@ async fn admin_api_needs_its_token_and_metrics_move() {
         .unwrap();
     assert_eq!(outbox["messages"].as_array().unwrap().len(), 1, "{outbox}");
     assert_eq!(outbox["messages"][0]["channel"], "lobby");
+    // Delivery attempts apart from requests, and each part's own requests.
+    let listed = &outbox["messages"][0];
+    assert_eq!(
+        (&listed["attempts"], &listed["requests"]),
+        (&json!(1), &json!(1)),
+        "{outbox}"
+    );
+    assert_eq!(listed["parts"][0]["requests"], 1, "{outbox}");
     let none: Value = get("/outbox?plugin=deaf", Some(ADMIN_TOKEN))
         .await
         .unwrap()

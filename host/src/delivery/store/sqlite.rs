@@ -768,6 +768,43 @@ pub(crate) mod tests {
         assert_eq!(o.get("b").unwrap().unwrap().state, MessageState::Merged);
     }
 
+    /// An outbox written before attempts and part requests were counted
+    /// gets both columns on open, at zero, and counts from then on.
+    #[test]
+    fn an_outbox_from_before_the_counts_gets_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        {
+            let o = SqliteOutbox::open(&path).unwrap();
+            o.insert(&record("a", "p1", 1, None)).unwrap();
+            let part = Part {
+                target: "m1".into(),
+                message: record("a", "p1", 1, None).message,
+                dedup_key: None,
+                merged: Vec::new(),
+            };
+            o.save_plan("a", &[part], &[]).unwrap();
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "ALTER TABLE messages DROP COLUMN delivery_attempts;
+                 ALTER TABLE parts DROP COLUMN requests;",
+            )
+            .unwrap();
+        }
+        let o = SqliteOutbox::open(&path).unwrap();
+        let all = ListFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = o.list_progress(&all).unwrap();
+        assert_eq!((listed[0].attempts, listed[0].requests()), (0, 0));
+        o.mark_sending("a").unwrap();
+        o.part_requested("a", 0).unwrap();
+        let listed = o.list_progress(&all).unwrap();
+        assert_eq!((listed[0].attempts, listed[0].requests()), (1, 1));
+        assert_eq!(listed[0].parts[0].target, "m1");
+    }
+
     #[test]
     fn an_outbox_from_before_compact_parts_is_migrated_on_open() {
         let dir = tempfile::tempdir().unwrap();
