@@ -142,12 +142,23 @@ fn channel_settings(channel: &ChannelConfig) -> Result<(Target, Option<String>),
     let target = match TARGETS.parse(channel.target.as_ref()) {
         Ok(target::Target::Every {
             kind: "users",
-            scope: "online",
-        }) => Some(Target::OnlineUsers),
+            scope: "all",
+        }) => Ok(Target::AllUsers),
         Ok(target::Target::Every {
-            kind: "chatrooms", ..
-        }) => Some(Target::Chatrooms),
-        Ok(_) => Some(Target::AllUsers),
+            kind: "users",
+            scope: "online",
+        }) => Ok(Target::OnlineUsers),
+        Ok(target::Target::Every {
+            kind: "chatrooms",
+            scope: "all",
+        }) => Ok(Target::Chatrooms),
+        // `TARGETS` has no other form; should one be added, it is refused
+        // here until a broadcast is chosen for it.
+        Ok(other) => Err(format!("{other:?} has no Easemob broadcast")),
+        Err(message) => Err(message),
+    };
+    let target = match target {
+        Ok(target) => Some(target),
         Err(message) => {
             problems.push(("target", message));
             None
