@@ -226,7 +226,6 @@ impl Delivery {
                 waited: asked.elapsed(),
             });
             attempts += 1;
-            self.outbox.part_requested(id, part.index)?;
             let outcome = endpoint.provider.send(&channel.config, &part.part).await;
             // The request left somewhere between its stamp and now: a
             // starved CPU can hold it well past the stamp. Count it as late
@@ -237,6 +236,12 @@ impl Delivery {
                 .answered(&endpoint.throttle, stamp, &*self.clock)
             {
                 tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
+            }
+            // Counted after the answer, so no write sits between the slot
+            // and the request. Only the listing reads the count: losing it
+            // is no reason to send the part again.
+            if let Err(e) = self.outbox.part_requested(id, part.index) {
+                tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "cannot count a request for the outbox listing: {e}");
             }
             match outcome {
                 DeliveryOutcome::Delivered { provider_ids } => {

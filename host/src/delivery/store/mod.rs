@@ -406,9 +406,10 @@ pub trait OutboxStore: Send + Sync {
     fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError>;
     /// A message's stored parts, in order.
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError>;
-    /// Counts a request for part `index` of message `id`, made now. Called
-    /// before the request leaves, so one in flight when the host dies
-    /// counts too.
+    /// Counts a request for part `index` of message `id`, just answered
+    /// (or failed). The worker calls it after the answer, so no write sits
+    /// between the throttle's slot and the request; a request in flight
+    /// when the host dies is not counted.
     fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError>;
     /// Records how a part ended.
     fn part_done(
