@@ -16,7 +16,7 @@ use botbox::config::Config;
 use botbox::triggers::{self, admin, webhooks};
 use botbox_sim::callbacks::{self, CallbackReply, post, unix_ms};
 use botbox_sim::{ChecksumAlg, Fault, Sim, SimConfig, SimProvider, Target};
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::example_plugin;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -824,16 +824,33 @@ async fn admin_api_needs_its_token_and_metrics_move() {
     r.sim
         .wait_for_deliveries(Some(SimProvider::Bitrix), 1, Duration::from_secs(10))
         .await;
-    // The outbox, filtered.
-    let outbox: Value = get("/outbox?plugin=commands", Some(ADMIN_TOKEN))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The outbox, filtered, once the message has ended (the simulator
+    // has it a moment before the host has read the answer).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let outbox: Value = loop {
+        let outbox: Value = get("/outbox?plugin=commands", Some(ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if outbox["messages"][0]["state"] == "delivered" {
+            break outbox;
+        }
+        assert!(std::time::Instant::now() < deadline, "{outbox}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(outbox["messages"].as_array().unwrap().len(), 1, "{outbox}");
     assert_eq!(outbox["messages"][0]["channel"], "lobby");
     assert_eq!(outbox["messages"][0]["id"], receipt_id.as_str(), "{outbox}");
+    // Delivery attempts apart from requests, and each part's own requests.
+    let listed = &outbox["messages"][0];
+    assert_eq!(
+        (&listed["attempts"], &listed["requests"]),
+        (&json!(1), &json!(1)),
+        "{outbox}"
+    );
+    assert_eq!(listed["parts"][0]["requests"], 1, "{outbox}");
     let none: Value = get("/outbox?plugin=deaf", Some(ADMIN_TOKEN))
         .await
         .unwrap()

@@ -238,6 +238,12 @@ impl Delivery {
             {
                 tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
             }
+            // Counted after the answer, so no write sits between the slot
+            // and the request. Only the listing reads the count: losing it
+            // is no reason to send the part again.
+            if let Err(e) = self.outbox.part_requested(id, part.index) {
+                tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "cannot count a request for the outbox listing: {e}");
+            }
             match outcome {
                 DeliveryOutcome::Delivered { provider_ids } => {
                     self.outbox.part_done(

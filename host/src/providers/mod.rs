@@ -15,6 +15,9 @@ pub mod console;
 pub mod easemob;
 pub mod inbound;
 pub mod limits;
+#[cfg(test)]
+mod setup_tests;
+pub mod target;
 pub mod tencent;
 #[cfg(test)]
 mod testing;

@@ -475,18 +475,38 @@ async fn outbox(State(server): State<Arc<AdminServer>>, Query(q): Query<OutboxQu
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     let outbox = server.delivery.outbox().clone();
-    let listed = tokio::task::spawn_blocking(move || outbox.list(&filter)).await;
+    let listed = tokio::task::spawn_blocking(move || outbox.list_progress(&filter)).await;
     match listed {
-        Ok(Ok(records)) => {
-            let messages: Vec<Value> = records
+        Ok(Ok(listed)) => {
+            // `attempts`: delivery attempts; `requests`: provider requests,
+            // the parts' together; each part with its own.
+            let messages: Vec<Value> = listed
                 .into_iter()
-                .map(|r| {
+                .map(|m| {
+                    let requests = m.requests();
+                    let parts: Vec<Value> = m
+                        .parts
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "index": p.index,
+                                "target": p.target,
+                                "state": p.state.as_str(),
+                                "requests": p.requests,
+                                "last_error": p.last_error,
+                            })
+                        })
+                        .collect();
+                    let r = m.record;
                     json!({
                         "id": r.id,
                         "plugin": r.plugin,
                         "channel": r.channel,
                         "state": r.state.as_str(),
-                        "attempts": r.attempts,
+                        "attempts": m.attempts,
+                        "requests": requests,
+                        "parts": parts,
+                        "merged_into": m.merged_into,
                         "created_ms": r.created_ms,
                         "next_attempt_ms": r.next_attempt_ms,
                         "finished_ms": r.finished_ms,

@@ -148,7 +148,8 @@ pub enum PartState {
 }
 
 impl PartState {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The state's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             PartState::Queued => "queued",
             PartState::Delivered => "delivered",
@@ -184,7 +185,10 @@ pub struct OutboxRecord {
     pub created_ms: u64,
     /// When it is due (again).
     pub next_attempt_ms: u64,
-    /// Provider requests made for it so far.
+    /// Provider requests made for it so far, and what the retry policy
+    /// counts (plan and credential failures count as one each). Not the
+    /// number of delivery attempts: a message to three meetings that went
+    /// out at once holds 3. [`ListedMessage`] has both, per part.
     pub attempts: u32,
     /// Whether its parts are planned and stored.
     pub planned: bool,
@@ -205,6 +209,49 @@ pub struct PartRecord {
     pub state: PartState,
     /// The provider's ids of what it delivered.
     pub provider_ids: Vec<String>,
+    /// Why it failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// A message as `botbox outbox list` and the admin API show it: how many
+/// times delivery was tried, and each part's own requests.
+#[derive(Debug, Clone)]
+pub struct ListedMessage {
+    /// The message.
+    pub record: OutboxRecord,
+    /// Delivery attempts: how many times a worker took the message to send
+    /// it (the first try, each retry, and a try a stopping host cut short).
+    /// Kept across `botbox outbox retry`, unlike the retry policy's count.
+    pub attempts: u32,
+    /// The message whose request carried this one (a merged Tencent
+    /// `MsgBody`), which then has no parts of its own.
+    pub merged_into: Option<String>,
+    /// Its parts, in order; none before it is planned.
+    pub parts: Vec<PartProgress>,
+}
+
+impl ListedMessage {
+    /// Provider requests made for the message: its parts' requests together.
+    pub fn requests(&self) -> u32 {
+        self.parts.iter().map(|p| p.requests).sum()
+    }
+}
+
+/// One part of a [`ListedMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartProgress {
+    /// The part's position in its message.
+    pub index: u32,
+    /// The conversation it goes to (a meeting, a dialog), or empty when the
+    /// request itself is the broadcast.
+    pub target: String,
+    /// Where it is.
+    pub state: PartState,
+    /// Requests made for it: one each time it was sent, so a part that
+    /// failed once and then went through has two. (A provider that renews
+    /// its credentials and repeats the call inside one send, as Easemob
+    /// after a 401 does, counts once.)
+    pub requests: u32,
     /// Why it failed, if it did.
     pub last_error: Option<String>,
 }
@@ -386,6 +433,11 @@ pub trait OutboxStore: Send + Sync {
     fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError>;
     /// A message's stored parts, in order.
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError>;
+    /// Counts a request for part `index` of message `id`, just answered
+    /// (or failed). The worker calls it after the answer, so no write sits
+    /// between the throttle's slot and the request; a request in flight
+    /// when the host dies is not counted.
+    fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError>;
     /// Records how a part ended.
     fn part_done(
         &self,
@@ -418,6 +470,9 @@ pub trait OutboxStore: Send + Sync {
     fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError>;
     /// Messages matching `filter`, newest first.
     fn list(&self, filter: &ListFilter) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// [`list`](Self::list), with each message's delivery attempts and its
+    /// parts' requests: what `botbox outbox list` and the admin API show.
+    fn list_progress(&self, filter: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError>;
     /// Cancels a message that has not ended; false if there is none.
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError>;
     /// Queues a failed, partial or cancelled message again; false if there is none.
@@ -768,6 +823,7 @@ CREATE TABLE IF NOT EXISTS {p}messages (
     reported {flag} NOT NULL DEFAULT {no},
     merged_into TEXT,{message_columns}
     requests INTEGER NOT NULL DEFAULT 1,
+    delivery_attempts INTEGER NOT NULL DEFAULT 0,
     UNIQUE (plugin, channel, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS {p}messages_due ON {p}messages (endpoint, state, plugin, next_attempt_ms);
@@ -780,6 +836,7 @@ CREATE TABLE IF NOT EXISTS {p}parts (
     state TEXT NOT NULL,
     provider_ids TEXT NOT NULL DEFAULT '[]',
     last_error TEXT,
+    requests INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (message_id, idx)
 ){parts_options};
 CREATE TABLE IF NOT EXISTS {p}sends (
@@ -827,6 +884,68 @@ pub(crate) fn record_from(row: &impl Columns) -> Result<OutboxRecord, OutboxErro
         finished_ms: row.opt_int(11)?.map(|v| v as u64),
         id,
     })
+}
+
+/// What a listing reads after [`COLUMNS`]: the message's delivery
+/// attempts and the message that carried it.
+pub(crate) const LISTED_COLUMNS: &str = "delivery_attempts, merged_into";
+
+/// The columns a part's progress is read from, in [`progress_row`]'s order.
+pub(crate) const PROGRESS_COLUMNS: &str = "message_id, idx, part, state, requests, last_error";
+
+/// A row of [`COLUMNS`] then [`LISTED_COLUMNS`], partless.
+pub(crate) fn listed_from(row: &impl Columns) -> Result<ListedMessage, OutboxError> {
+    Ok(ListedMessage {
+        record: record_from(row)?,
+        attempts: u32::try_from(row.int(12)?).unwrap_or(0),
+        merged_into: row.opt_text(13)?,
+        parts: Vec::new(),
+    })
+}
+
+/// A row of [`PROGRESS_COLUMNS`]: the message it belongs to, and the part.
+pub(crate) fn progress_row(row: &impl Columns) -> Result<(String, PartProgress), OutboxError> {
+    /// Both part formats (the current one and a whole `Part`) keep the
+    /// target at the top, so a listing reads it without the message body.
+    #[derive(serde::Deserialize)]
+    struct Target {
+        target: String,
+    }
+    let id = row.text(0)?;
+    let idx = row.int(1)?;
+    let target = serde_json::from_str::<Target>(&row.text(2)?)
+        .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?
+        .target;
+    Ok((
+        id,
+        PartProgress {
+            index: u32::try_from(idx).unwrap_or(0),
+            target,
+            state: PartState::parse(&row.text(3)?),
+            requests: u32::try_from(row.int(4)?).unwrap_or(0),
+            last_error: row.opt_text(5)?,
+        },
+    ))
+}
+
+/// Hands each part to its message, keeping their order.
+pub(crate) fn attach_parts(
+    listed: &mut [ListedMessage],
+    parts: impl IntoIterator<Item = (String, PartProgress)>,
+) {
+    let at: HashMap<String, usize> = listed
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.record.id.clone(), i))
+        .collect();
+    for (id, part) in parts {
+        if let Some(&i) = at.get(&id) {
+            listed[i].parts.push(part);
+        }
+    }
+    for m in listed {
+        m.parts.sort_by_key(|p| p.index);
+    }
 }
 
 /// The columns a part is read from, in [`part_row`]'s order.

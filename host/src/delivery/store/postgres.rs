@@ -48,10 +48,10 @@ use postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
-    OutboxStore, PART_COLUMNS, PartRecord, PartState, PluginBacklog, Reservation, ThrottleStore,
-    decode_parts, encode_part, is_current, json, member_taken, part_row, record_from,
-    reencode_part, schema,
+    COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
+    OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PROGRESS_COLUMNS, PartRecord, PartState,
+    PluginBacklog, Reservation, ThrottleStore, attach_parts, decode_parts, encode_part, is_current,
+    json, listed_from, member_taken, part_row, progress_row, record_from, reencode_part, schema,
 };
 use crate::config::Secret;
 use crate::delivery::throttle::{Clock, Throttle, ThrottleKey, ThrottleSpec};
@@ -80,6 +80,8 @@ const DIALECT: Dialect = Dialect {
 /// The tables only a shared database has, after [`schema`]'s.
 const SHARED_SCHEMA: &str = "
 ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS delivery_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE botbox_parts ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
 CREATE TABLE IF NOT EXISTS botbox_throttles (
     endpoint TEXT PRIMARY KEY
@@ -821,7 +823,8 @@ impl OutboxStore for PgOutbox {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             tx.execute(
-                "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3)
+                "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3),
+                        delivery_attempts = delivery_attempts + 1
                  WHERE id = $1 AND claimed_by = $2",
                 &[&id, &host, &lease],
             )?;
@@ -941,6 +944,21 @@ impl OutboxStore for PgOutbox {
         })
     }
 
+    fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            // Only a count for the listing: a crash may lose it, as it may
+            // a lease renewal.
+            let mut tx = c.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            tx.execute(
+                "UPDATE botbox_parts SET requests = requests + 1 WHERE message_id = $1 AND idx = $2",
+                &[&id, &(index as i32)],
+            )?;
+            tx.commit()
+        })
+    }
+
     fn part_done(
         &self,
         id: &str,
@@ -1047,6 +1065,44 @@ impl OutboxStore for PgOutbox {
                  ORDER BY created_ms DESC, id DESC LIMIT $4"
             );
             Ok(records(c.query(&sql, &[&state, &plugin, &channel, &limit])?)?)
+        })
+    }
+
+    fn list_progress(&self, f: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError> {
+        let state = f.state.map(|s| s.as_str().to_string());
+        let (plugin, channel) = (f.plugin.clone(), f.channel.clone());
+        let limit = f.limit.max(1) as i64;
+        self.run_checked(move |c| {
+            // One snapshot for both reads, so parts match their messages.
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let sql = format!(
+                "SELECT {COLUMNS}, {LISTED_COLUMNS} FROM botbox_messages
+                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR plugin = $2) AND ($3::text IS NULL OR channel = $3)
+                 ORDER BY created_ms DESC, id DESC LIMIT $4"
+            );
+            let mut listed = tx
+                .query(&sql, &[&state, &plugin, &channel, &limit])?
+                .iter()
+                .map(listed_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids: Vec<String> = listed.iter().map(|m| m.record.id.clone()).collect();
+            let parts = tx
+                .query(
+                    &format!(
+                        "SELECT {PROGRESS_COLUMNS} FROM botbox_parts WHERE message_id = ANY($1) ORDER BY message_id, idx"
+                    ),
+                    &[&ids],
+                )?
+                .iter()
+                .map(progress_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            attach_parts(&mut listed, parts);
+            Ok(listed)
         })
     }
 

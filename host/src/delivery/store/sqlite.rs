@@ -7,9 +7,10 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
-    OutboxStore, PART_COLUMNS, PART_FORMAT, PartRecord, PartState, PluginBacklog, SendLog,
-    decode_parts, encode_part, is_current, json, member_taken, parse_message, part_row,
+    COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
+    OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PART_FORMAT, PROGRESS_COLUMNS,
+    PartRecord, PartState, PluginBacklog, SendLog, attach_parts, decode_parts, encode_part,
+    is_current, json, listed_from, member_taken, parse_message, part_row, progress_row,
     record_from, reencode_part, schema,
 };
 use crate::providers::Part;
@@ -82,6 +83,19 @@ impl SqliteOutbox {
             conn.execute_batch(
                 "ALTER TABLE messages ADD COLUMN requests INTEGER NOT NULL DEFAULT 1",
             )?;
+        }
+        // Nor did they count delivery attempts, or requests per part.
+        for (table, column) in [("messages", "delivery_attempts"), ("parts", "requests")] {
+            let has: bool = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                ))?
+                .exists([])?;
+            if !has {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                ))?;
+            }
         }
         // The merged_into index comes after the column it needs.
         conn.execute_batch(
@@ -257,7 +271,7 @@ impl OutboxStore for SqliteOutbox {
     fn mark_sending(&self, id: &str) -> Result<(), OutboxError> {
         self.with(|c| {
             c.execute(
-                "UPDATE messages SET state = 'sending' WHERE id = ?1",
+                "UPDATE messages SET state = 'sending', delivery_attempts = delivery_attempts + 1 WHERE id = ?1",
                 params![id],
             )?;
             Ok(())
@@ -354,6 +368,16 @@ impl OutboxStore for SqliteOutbox {
         })
     }
 
+    fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "UPDATE parts SET requests = requests + 1 WHERE message_id = ?1 AND idx = ?2",
+            )?
+            .execute(params![id, index as i64])?;
+            Ok(())
+        })
+    }
+
     fn part_done(
         &self,
         id: &str,
@@ -441,6 +465,44 @@ impl OutboxStore for SqliteOutbox {
                     f.limit.max(1) as i64
                 ],
             )
+        })
+    }
+
+    fn list_progress(&self, f: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut listed = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS}, {LISTED_COLUMNS} FROM messages
+                     WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR plugin = ?2) AND (?3 IS NULL OR channel = ?3)
+                     ORDER BY created_ms DESC, id DESC LIMIT ?4"
+                ))?;
+                let mut rows = stmt.query(params![
+                    f.state.map(MessageState::as_str),
+                    f.plugin,
+                    f.channel,
+                    f.limit.max(1) as i64
+                ])?;
+                while let Some(row) = rows.next()? {
+                    listed.push(listed_from(row)?);
+                }
+            }
+            let mut parts = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {PROGRESS_COLUMNS} FROM parts WHERE message_id = ?1 ORDER BY idx"
+                ))?;
+                for m in &listed {
+                    let mut rows = stmt.query(params![m.record.id])?;
+                    while let Some(row) = rows.next()? {
+                        parts.push(progress_row(row)?);
+                    }
+                }
+            }
+            tx.commit()?;
+            attach_parts(&mut listed, parts);
+            Ok(listed)
         })
     }
 
@@ -747,6 +809,43 @@ pub(crate) mod tests {
         assert!(bytes < 1024, "the part holds {bytes} bytes");
         assert_eq!(o.parts("a").unwrap()[0].part, part);
         assert_eq!(o.get("b").unwrap().unwrap().state, MessageState::Merged);
+    }
+
+    /// An outbox written before attempts and part requests were counted
+    /// gets both columns on open, at zero, and counts from then on.
+    #[test]
+    fn an_outbox_from_before_the_counts_gets_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        {
+            let o = SqliteOutbox::open(&path).unwrap();
+            o.insert(&record("a", "p1", 1, None)).unwrap();
+            let part = Part {
+                target: "m1".into(),
+                message: record("a", "p1", 1, None).message,
+                dedup_key: None,
+                merged: Vec::new(),
+            };
+            o.save_plan("a", &[part], &[]).unwrap();
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "ALTER TABLE messages DROP COLUMN delivery_attempts;
+                 ALTER TABLE parts DROP COLUMN requests;",
+            )
+            .unwrap();
+        }
+        let o = SqliteOutbox::open(&path).unwrap();
+        let all = ListFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = o.list_progress(&all).unwrap();
+        assert_eq!((listed[0].attempts, listed[0].requests()), (0, 0));
+        o.mark_sending("a").unwrap();
+        o.part_requested("a", 0).unwrap();
+        let listed = o.list_progress(&all).unwrap();
+        assert_eq!((listed[0].attempts, listed[0].requests()), (1, 1));
+        assert_eq!(listed[0].parts[0].target, "m1");
     }
 
     #[test]

@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use self::auth::{Auth, OAuth, oauth, webhook, with_auth};
-use super::common::{self, Options, Reply};
+use super::common::{self, CopiedUrl, Options, Reply, write_url};
+use super::target::{Form, Forms, Target};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::providers::limits::{Limit, ThrottleSpec};
@@ -95,36 +96,62 @@ fn is_dialog_id(id: &str) -> bool {
         && !digits.starts_with('0')
 }
 
+/// The portal from what an operator copies: its address
+/// (`https://portal.bitrix24.com`) or its REST address (`…/rest`), with or
+/// without a trailing slash. An inbound webhook's URL
+/// (`…/rest/{user_id}/{code}/`, as the portal shows it) is refused: its
+/// path holds the webhook's secret code, which belongs in a secret
+/// reference. (The URL forms: the seeds' README, Bitrix24 auth.)
+pub(crate) fn portal(url: &CopiedUrl) -> Result<String, String> {
+    match url.parts().as_slice() {
+        [] | ["rest"] => Ok(url.origin.clone()),
+        ["rest", user, ..]
+            if !user.is_empty() && user.len() <= 18 && user.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Err(format!(
+                "is an inbound webhook's URL, whose path holds the webhook's secret code: \
+                 write url = \"{origin}\" and webhook = {{ user_id = {user}, code = {{ env = \
+                 \"BITRIX24_WEBHOOK_CODE\" }} }}, with the code (what follows /rest/{user}/) \
+                 in that variable or in a file (code = {{ file = \"…\" }})",
+                origin = url.origin
+            ))
+        }
+        ["rest", ..] => Err(format!(
+            "names a REST method; botbox adds /rest/im.message.add itself: {}",
+            write_url(&url.origin)
+        )),
+        _ => Err(format!(
+            "is not a Bitrix24 portal address (the portal, optionally with /rest): {}",
+            write_url(&url.origin)
+        )),
+    }
+}
+
+/// Why `id` is not a `DIALOG_ID`.
+fn dialog_id_problem(id: &str) -> Option<String> {
+    (!is_dialog_id(id)).then(|| "is neither chatN nor a positive user id".into())
+}
+
+/// What a Bitrix24 channel may target: `im.message.add` posts into one
+/// dialog, and there is no broadcast, so dialogs are listed.
+const TARGETS: Forms = Forms {
+    provider: "a bitrix24 channel",
+    forms: &[Form::Listed {
+        kind: "dialogs",
+        example: "\"chat13\", 256, …",
+        ids: "dialog IDs (chatN for a chat, a user id for a private dialog)",
+        integers: true,
+        check: dialog_id_problem,
+    }],
+    default: None,
+    legacy: &[],
+};
+
 fn parse_target(target: Option<&toml::Value>) -> Result<Vec<String>, String> {
-    const SHAPE: &str = "must be { dialogs = [\"chat13\", \"256\"] }: chatN for a chat, a user id for a private dialog";
-    let Some(toml::Value::Table(t)) = target else {
-        return Err(SHAPE.into());
-    };
-    let Some(toml::Value::Array(items)) = t.get("dialogs") else {
-        return Err(SHAPE.into());
-    };
-    if t.len() != 1 || items.is_empty() {
-        return Err(SHAPE.into());
+    match TARGETS.parse(target)? {
+        Target::Listed { ids, .. } => Ok(ids),
+        Target::Every { kind, .. } => Err(format!("cannot reach every one of {kind}")),
     }
-    let mut dialogs = Vec::new();
-    for item in items {
-        let id = match item {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(n) => n.to_string(),
-            _ => return Err(SHAPE.into()),
-        };
-        if !is_dialog_id(&id) {
-            return Err(format!(
-                "dialog `{}` is neither chatN nor a positive user id",
-                crate::sanitize::for_log(&id, 40)
-            ));
-        }
-        if dialogs.contains(&id) {
-            return Err(format!("lists dialog `{id}` twice"));
-        }
-        dialogs.push(id);
-    }
-    Ok(dialogs)
 }
 
 impl Bitrix24 {
@@ -140,7 +167,7 @@ impl Bitrix24 {
             key,
             &["url", "webhook", "oauth", common::ALLOW_PLAINTEXT],
         );
-        let base = o.base_url("url");
+        let base = o.api_url("url", portal);
         let auth = match (o.has("webhook"), o.has("oauth")) {
             (true, true) => {
                 o.issue("oauth", "give either webhook or oauth, not both");

@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 use self::body::{MAX_MSG_BODY_BYTES, merged_msg_body, msg_body, request_body};
 use self::codes::Meaning;
-use super::common::{self, Options, Reply, form_query, unix_now};
+use super::common::{self, CopiedUrl, Options, Reply, form_query, unix_now, write_url};
+use super::target::{Form, Forms};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::providers::limits::ThrottleSpec;
@@ -148,6 +149,47 @@ fn is_account_id(id: &str) -> bool {
         && id.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
+/// The REST API's domain from what an operator copies: the app's region
+/// domain (`https://adminapisgp.im.qcloud.com`), with or without the `/v4`
+/// every command's path starts with. The domains and the URL format:
+/// <https://www.tencentcloud.com/document/product/1047/34620>.
+pub(crate) fn api_base(url: &CopiedUrl) -> Result<String, String> {
+    const DOMAINS: &str = "https://console.tim.qq.com (China), https://adminapisgp.im.qcloud.com \
+         (Singapore), or the domain of the app's region in the REST API docs";
+    if url.host == "tencentcloudapi.com" || url.host.ends_with(".tencentcloudapi.com") {
+        return Err(format!(
+            "is the Tencent Cloud API 3.0 (signed with a SecretId and SecretKey), not the Chat \
+             REST API botbox calls with a UserSig: write url = {DOMAINS}"
+        ));
+    }
+    match url.parts().as_slice() {
+        [] | ["v4"] => Ok(url.origin.clone()),
+        ["v4", ..] => Err(format!(
+            "names a REST command; botbox adds each command's /v4/… path itself: {}",
+            write_url(&url.origin)
+        )),
+        _ => Err(format!(
+            "is not a Chat REST API address (the region domain, optionally with /v4): {}, \
+             if that is the app's region domain ({DOMAINS})",
+            write_url(&url.origin)
+        )),
+    }
+}
+
+/// What a Tencent channel may target: the broadcast reaches every
+/// audio-video group, so a channel has one target, and it is the default.
+const TARGETS: Forms = Forms {
+    provider: "a tencent channel",
+    forms: &[Form::Every {
+        kind: "groups",
+        scope: "all",
+        aliases: &[],
+        reaches: "every audio-video group, with send_broadcast_msg",
+    }],
+    default: Some(0),
+    legacy: &[],
+};
+
 impl Tencent {
     /// Builds the provider from its `[providers.NAME]` options (`key` is
     /// `providers.NAME`), reporting every problem with its key.
@@ -168,7 +210,7 @@ impl Tencent {
                 common::ALLOW_PLAINTEXT,
             ],
         );
-        let base = o.base_url("url");
+        let base = o.api_url("url", api_base);
         let sdkappid = o.integer("sdkappid", true, 1, u32::MAX as i64);
         let identifier = o.string("identifier", true);
         if let Some(id) = &identifier
@@ -367,10 +409,10 @@ impl Provider for Tencent {
                 message: "must be true or false".into(),
             });
         }
-        if channel.target.is_some() {
+        if let Err(message) = TARGETS.parse(channel.target.as_ref()) {
             issues.push(ConfigIssue {
                 key: format!("{prefix}.target"),
-                message: "a tencent channel has no target: send_broadcast_msg reaches every audio-video group; remove it".into(),
+                message,
             });
         }
         if let Some(sender) = &channel.default_sender
