@@ -327,12 +327,18 @@ pub async fn observe_delivery(
     stop: CancellationToken,
 ) {
     let mut throttled = delivery.observers().throttled.subscribe();
+    let mut slowed = delivery.observers().slowed.subscribe();
     let mut finished = delivery.observers().finished.subscribe();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             t = throttled.recv() => match t {
                 Ok(t) => metrics.throttle_wait(&t.endpoint, &t.plugin, t.waited),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            },
+            s = slowed.recv() => match s {
+                Ok(s) => metrics.slowed(s.provider_kind, &s.endpoint, s.factor),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => break,
             },

@@ -25,6 +25,9 @@ pub struct Metrics {
     throttle_waits: Mutex<BTreeMap<(String, String), WaitHistogram>>,
     /// (`plugin` or `config`, `ok` or `refused`) → reloads.
     reloads: Mutex<BTreeMap<(String, String), u64>>,
+    /// (provider kind, endpoint) → "too fast" answers and the fraction of
+    /// the documented rate allowed after the last one.
+    slowdowns: Mutex<BTreeMap<(String, String), (u64, f64)>>,
 }
 
 /// Upper bounds of the throttle-wait histogram, in ms: from "no wait" to a
@@ -89,6 +92,24 @@ impl Metrics {
         }
         h.count += 1;
         h.sum_ms = h.sum_ms.saturating_add(ms);
+    }
+
+    /// Counts one "too fast" from a provider and the rate its endpoint
+    /// slowed to. Labels: the provider kind and `provider-name/endpoint`,
+    /// both from the config (no key, no secret).
+    pub fn slowed(&self, provider_kind: &str, endpoint: &str, factor: f64) {
+        let mut m = self
+            .slowdowns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_SERIES && !m.contains_key(&(provider_kind.into(), endpoint.into())) {
+            return;
+        }
+        let entry = m
+            .entry((provider_kind.into(), endpoint.into()))
+            .or_insert((0, 1.0));
+        entry.0 += 1;
+        entry.1 = factor;
     }
 
     /// Counts one reload (`plugin` or `config`) and whether it was applied.
@@ -170,6 +191,34 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
                 let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ms);
                 let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            }
+        }
+        if let Ok(m) = self.slowdowns.lock() {
+            let name = "botbox_provider_rate_limited_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Answers in which a provider said too fast although the throttle allowed the request.\n# TYPE {name} counter"
+            );
+            for ((kind, endpoint), (n, _)) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{provider=\"{}\",endpoint=\"{}\"}} {n}",
+                    escape(kind),
+                    escape(endpoint)
+                );
+            }
+            let name = "botbox_throttle_slowdown_factor";
+            let _ = writeln!(
+                out,
+                "# HELP {name} The fraction of its documented rate an endpoint was held to after the provider's last too fast (it recovers gradually from there).\n# TYPE {name} gauge"
+            );
+            for ((kind, endpoint), (_, factor)) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{provider=\"{}\",endpoint=\"{}\"}} {factor}",
+                    escape(kind),
+                    escape(endpoint)
+                );
             }
         }
         pairs(
