@@ -289,6 +289,13 @@ impl Slowdown {
         (self.factor + climbed).clamp(Self::FLOOR, 1.0)
     }
 
+    /// How much send history `spec` needs at `now_ms` under `slowdown`: its
+    /// longest window, stretched as the slowdown stretches every window.
+    pub fn horizon_ms(spec: &ThrottleSpec, slowdown: Option<Slowdown>, now_ms: u64) -> u64 {
+        let factor = slowdown.map_or(1.0, |s| s.factor_at(now_ms, Self::recovery_ms(spec)));
+        (spec.horizon_ms() as f64 / factor).ceil() as u64
+    }
+
     /// The slowdown after another "too fast" at `now_ms`, from `before`
     /// (`None`: the documented rate): half the rate allowed now.
     pub fn cut(before: Option<Slowdown>, now_ms: u64, recovery_ms: u64) -> Slowdown {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{OutboxError, Reservation, SEND_HISTORY_MS, SendLog, ThrottleStore};
-use crate::delivery::throttle::{Clock, Layer, MAX_LIVE_KEYS, Throttle, ThrottleKey};
+use crate::delivery::throttle::{Clock, Layer, MAX_LIVE_KEYS, Slowdown, Throttle, ThrottleKey};
 
 /// How many slots are taken between two sweeps of the send log for
 /// histories nobody reads any more.
@@ -44,8 +44,14 @@ impl HostThrottles {
 
     /// A history's state from the log: the sends still inside its longest
     /// window.
-    fn load(&self, layer: &Layer, margin_ms: u64, now_ms: u64) -> Throttle {
-        let since = now_ms.saturating_sub(layer.spec.horizon_ms());
+    fn load(
+        &self,
+        layer: &Layer,
+        margin_ms: u64,
+        now_ms: u64,
+        slowdown: Option<Slowdown>,
+    ) -> Throttle {
+        let since = now_ms.saturating_sub(Slowdown::horizon_ms(&layer.spec, slowdown, now_ms));
         let history = self.log.sends_since(&layer.name, since).unwrap_or_default();
         Throttle::with_history(layer.spec.clone(), margin_ms, history)
     }
@@ -77,7 +83,7 @@ impl HostThrottles {
         {
             states.remove(&oldest);
         }
-        let throttle = Arc::new(Mutex::new(self.load(layer, margin_ms, now_ms)));
+        let throttle = Arc::new(Mutex::new(self.load(layer, margin_ms, now_ms, None)));
         states.insert(
             layer.name.clone(),
             Live {
@@ -104,7 +110,7 @@ impl HostThrottles {
                 let state = self.state(layer, margin_ms, now_ms)?;
                 let mut t = state.lock().map_err(|_| OutboxError::Poisoned)?;
                 if t.spec() != &layer.spec || t.margin_ms() != margin_ms {
-                    *t = self.load(layer, margin_ms, now_ms);
+                    *t = self.load(layer, margin_ms, now_ms, None);
                 }
                 drop(t);
                 Ok(state)
@@ -124,8 +130,9 @@ impl ThrottleStore for HostThrottles {
             let state = self.state(&layer, key.margin_ms, now_ms)?;
             let mut throttle = state.lock().map_err(|_| OutboxError::Poisoned)?;
             if reload || throttle.spec() != &layer.spec || throttle.margin_ms() != key.margin_ms {
+                // A slowdown outlives a reload: the provider said it.
                 let slowdown = throttle.slowdown();
-                *throttle = self.load(&layer, key.margin_ms, now_ms);
+                *throttle = self.load(&layer, key.margin_ms, now_ms, slowdown);
                 throttle.set_slowdown(slowdown);
             }
         }

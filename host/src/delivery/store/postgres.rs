@@ -596,8 +596,13 @@ impl PgOutbox {
                 None => held.get(0),
             };
             let mut throttles = Vec::with_capacity(layers.len());
+            let mut reaches = Vec::with_capacity(layers.len());
             for (layer, slowdown) in layers.iter().zip(slowdowns) {
-                let since = now.saturating_sub(layer.spec.horizon_ms() as i64);
+                // A slowed history's windows are longer: read (and keep)
+                // as far back as they now reach.
+                let reach = Slowdown::horizon_ms(&layer.spec, slowdown, now as u64);
+                reaches.push(reach);
+                let since = now.saturating_sub(reach as i64);
                 let rows = tx.query(
                     "SELECT at_ms, cost_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
                     &[&layer.name, &since],
@@ -616,8 +621,8 @@ impl PgOutbox {
             let mut refs: Vec<&mut Throttle> = throttles.iter_mut().collect();
             let answer = match Throttle::take_all(&mut refs, now as u64) {
                 Ok(at) => {
-                    for layer in &layers {
-                        let since = now.saturating_sub(layer.spec.horizon_ms() as i64);
+                    for (layer, reach) in layers.iter().zip(&reaches) {
+                        let since = now.saturating_sub(*reach as i64);
                         // History older than every window is dropped as it goes.
                         tx.execute(
                             "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
