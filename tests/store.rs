@@ -548,7 +548,11 @@ fn both_throttle_stores_key_histories_under_the_ceiling_and_slow_one_key_down() 
     let sqlite = Arc::new(SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap());
     let pg = Arc::new(host(&server, Duration::from_secs(30)));
     let stores: Vec<(&str, Arc<dyn ThrottleStore>, Arc<dyn OutboxStore>)> = vec![
-        ("sqlite", Arc::new(HostThrottles::new(sqlite.clone())), sqlite),
+        (
+            "sqlite",
+            Arc::new(HostThrottles::new(sqlite.clone())),
+            sqlite,
+        ),
         ("postgres", pg.clone(), pg),
     ];
     let key = ThrottleKey {

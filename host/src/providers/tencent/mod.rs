@@ -464,11 +464,15 @@ impl Provider for Tencent {
 
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         if endpoint == GROUP.endpoint {
-            // The command's own ceiling for the whole app: "Maximum call
-            // frequency: 200 calls/second" (send_group_msg,
-            // https://www.tencentcloud.com/document/product/1047/34959; the
-            // `Alert.RequestOverLimit` callback reports the same per-command
-            // QPS limit, https://tencentcloud.com/zh/document/product/1047/60256).
+            // The command's own ceiling for the whole app: 200 calls a
+            // second. Tencent limits REST calls per app and command; its
+            // `Alert.RequestOverLimit` callback reports a command's QPS
+            // `Limit` (200 in its example,
+            // https://tencentcloud.com/zh/document/product/1047/60256), and
+            // the simulator models send_group_msg at 200. The API page
+            // (https://tencentcloud.com/document/product/1047/34959) was
+            // not readable here to confirm the figure; an operator changes
+            // it with `throttle = { send_group_msg = [...] }`.
             // Each group's own 40 per second is `key_throttle`.
             return ThrottleSpec::windows(&[(200, 1000)]);
         }
