@@ -1178,14 +1178,13 @@ async fn a_too_fast_answer_halves_that_endpoint_and_it_recovers() {
     let broadcast = ch.endpoint.clone();
     let group = ch.endpoint_for(&group_reply("live", "@TGS#a", 0)).clone();
     assert_ne!(broadcast.key, group.key);
-    let mut ids = Vec::new();
-    ids.push(
+    let ids = vec![
         r.app
             .delivery
             .accept("a", &ch, text_message("live", "refused once"))
             .unwrap()
             .id,
-    );
+    ];
     let stop = CancellationToken::new();
     let workers = r.app.delivery.start(stop.clone());
     let open = r.app.delivery.wait_for(&ids, Duration::from_secs(30)).await;

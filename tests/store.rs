@@ -547,7 +547,9 @@ fn both_throttle_stores_key_histories_under_the_ceiling_and_slow_one_key_down() 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap());
     let pg = Arc::new(host(&server, Duration::from_secs(30)));
-    let stores: Vec<(&str, Arc<dyn ThrottleStore>, Arc<dyn OutboxStore>)> = vec![
+    /// A backend's name, its throttle store and the outbox its claims live in.
+    type Backend = (&'static str, Arc<dyn ThrottleStore>, Arc<dyn OutboxStore>);
+    let stores: Vec<Backend> = vec![
         (
             "sqlite",
             Arc::new(HostThrottles::new(sqlite.clone())),

@@ -451,7 +451,7 @@ impl Throttle {
         // One request dearer than the whole budget: one at a time, a
         // window apart.
         inside()
-            .last()
+            .next_back()
             .map_or(now_ms, |(at, _)| at + period_ms + self.margin_ms)
     }
 
