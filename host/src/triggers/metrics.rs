@@ -126,6 +126,39 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// The "too fast" counters and the slowdown gauge.
+    fn render_slowdowns(&self, out: &mut String) {
+        let Ok(m) = self.slowdowns.lock() else {
+            return;
+        };
+        let name = "botbox_provider_rate_limited_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Answers in which a provider said too fast although the throttle allowed the request.\n# TYPE {name} counter"
+        );
+        for ((kind, endpoint), (n, _)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",endpoint=\"{}\"}} {n}",
+                escape(kind),
+                escape(endpoint)
+            );
+        }
+        let name = "botbox_throttle_slowdown_factor";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The fraction of its documented rate an endpoint was held to after the provider's last too fast (it recovers gradually from there).\n# TYPE {name} gauge"
+        );
+        for ((kind, endpoint), (_, factor)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",endpoint=\"{}\"}} {factor}",
+                escape(kind),
+                escape(endpoint)
+            );
+        }
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self, runtime: &Runtime) -> String {
         let mut out = String::new();
@@ -193,34 +226,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
             }
         }
-        if let Ok(m) = self.slowdowns.lock() {
-            let name = "botbox_provider_rate_limited_total";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Answers in which a provider said too fast although the throttle allowed the request.\n# TYPE {name} counter"
-            );
-            for ((kind, endpoint), (n, _)) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{provider=\"{}\",endpoint=\"{}\"}} {n}",
-                    escape(kind),
-                    escape(endpoint)
-                );
-            }
-            let name = "botbox_throttle_slowdown_factor";
-            let _ = writeln!(
-                out,
-                "# HELP {name} The fraction of its documented rate an endpoint was held to after the provider's last too fast (it recovers gradually from there).\n# TYPE {name} gauge"
-            );
-            for ((kind, endpoint), (_, factor)) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{provider=\"{}\",endpoint=\"{}\"}} {factor}",
-                    escape(kind),
-                    escape(endpoint)
-                );
-            }
-        }
+        self.render_slowdowns(&mut out);
         pairs(
             &mut out,
             "botbox_reloads_total",
@@ -333,5 +339,23 @@ mod tests {
         let other = &waits[&("em/all-users-broadcast".into(), "a\"b".into())];
         assert_eq!(other.buckets[6], 0);
         assert_eq!(other.buckets[7], 1, "30 minutes ≤ 1 h");
+    }
+
+    #[test]
+    fn too_fast_answers_are_counted_with_the_rate_they_left() {
+        let m = Metrics::default();
+        m.slowed("tencent", "tc/send_group_msg", 0.5);
+        m.slowed("tencent", "tc/send_group_msg", 0.25);
+        m.slowed("bitrix24", "b\"x/rest", 0.5);
+        let mut out = String::new();
+        m.render_slowdowns(&mut out);
+        assert!(out.contains(
+            "botbox_provider_rate_limited_total{provider=\"tencent\",endpoint=\"tc/send_group_msg\"} 2\n"
+        ), "{out}");
+        assert!(out.contains(
+            "botbox_throttle_slowdown_factor{provider=\"tencent\",endpoint=\"tc/send_group_msg\"} 0.25\n"
+        ), "{out}");
+        assert!(out.contains("endpoint=\"b\\\"x/rest\"} 1\n"), "{out}");
+        assert!(out.contains("# TYPE botbox_throttle_slowdown_factor gauge"));
     }
 }

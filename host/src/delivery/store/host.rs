@@ -276,6 +276,39 @@ mod tests {
         ThrottleKey::plain("p/default", spec, 30)
     }
 
+    /// Keys come from conversations guests answer into: however many
+    /// there are, the host keeps a bounded number live, and a forgotten
+    /// key's sends are read back from the log when it returns.
+    #[test]
+    fn keyed_histories_stay_bounded_and_come_back_from_the_log() {
+        let log = Arc::new(SqliteOutbox::in_memory().unwrap());
+        let host = HostThrottles::new(log.clone());
+        let clock = At(AtomicU64::new(1000));
+        let keyed = ThrottleKey {
+            per_key: Some(ThrottleSpec::windows(&[(1, 60_000)])),
+            ..key(ThrottleSpec::default())
+        };
+        assert_eq!(
+            host.take(&keyed, Some("g0"), "m", &clock).unwrap(),
+            Reservation::Granted(1000)
+        );
+        for i in 1..MAX_LIVE_KEYS + 100 {
+            let group = format!("g{i}");
+            host.take(&keyed, Some(&group), "m", &clock).unwrap();
+        }
+        assert!(
+            host.live_histories() <= MAX_LIVE_KEYS,
+            "{}",
+            host.live_histories()
+        );
+        // g0 was the least recently used, so it was forgotten; its send
+        // comes back from the log, and it still waits its minute.
+        assert!(matches!(
+            host.take(&keyed, Some("g0"), "m", &clock).unwrap(),
+            Reservation::Wait(_)
+        ));
+    }
+
     #[test]
     fn slots_are_decided_in_the_host_persisted_and_reloaded_after_a_restart() {
         let log = Arc::new(SqliteOutbox::in_memory().unwrap());
