@@ -599,6 +599,13 @@ fn both_throttle_stores_key_histories_under_the_ceiling_and_slow_one_key_down() 
             ),
             "{backend}: group b is not slowed"
         );
+        // The account's "too fast": admission's estimate sees it.
+        let before = throttles.estimate(&key, 2, clock.now_ms()).unwrap();
+        let layers = key.layers(None);
+        assert_eq!(layers[1].name, "t/@rest");
+        throttles.slow_down(&key, &layers[1], &clock).unwrap();
+        let after = throttles.estimate(&key, 2, clock.now_ms()).unwrap();
+        assert!(after > before, "{backend}: {after} ≤ {before}");
 
         // A budget of 10 s per minute: held once 90% would be spent.
         let budget = ThrottleKey::plain(

@@ -622,8 +622,11 @@ impl PgOutbox {
             let answer = match Throttle::take_all(&mut refs, now as u64) {
                 Ok(at) => {
                     for (layer, reach) in layers.iter().zip(&reaches) {
-                        let since = now.saturating_sub(*reach as i64);
-                        // History older than every window is dropped as it goes.
+                        // History older than every window is dropped as it
+                        // goes, past twice their reach: a "too fast" that
+                        // halves the rate then still finds the sends its
+                        // stretched windows count.
+                        let since = now.saturating_sub(2 * *reach as i64);
                         tx.execute(
                             "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
                              INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
@@ -750,11 +753,20 @@ impl ThrottleStore for PgOutbox {
         // it is planned).
         let mut eta = now_ms;
         for layer in key.layers(None) {
-            let since = now_ms.saturating_sub(layer.spec.horizon_ms());
-            let history = self.sends_since(&layer.name, since)?;
-            eta = eta.max(
-                Throttle::with_history(layer.spec, key.margin_ms, history).eta_of_nth(n, now_ms),
-            );
+            // A slowdown stretches the windows: every host's, from the row.
+            let name = layer.name.clone();
+            let slowdown = self.run(move |c| {
+                Ok(c.query_opt(
+                    "SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1",
+                    &[&name],
+                )?
+                .and_then(|row| slowdown_from(&row)))
+            })?;
+            let reach = Slowdown::horizon_ms(&layer.spec, slowdown, now_ms);
+            let history = self.sends_since(&layer.name, now_ms.saturating_sub(reach))?;
+            let mut throttle = Throttle::with_history(layer.spec, key.margin_ms, history);
+            throttle.set_slowdown(slowdown);
+            eta = eta.max(throttle.eta_of_nth(n, now_ms));
         }
         Ok(eta)
     }
