@@ -631,3 +631,124 @@ fn both_backends_list_attempts_apart_from_each_parts_requests() {
         assert_eq!(only, ["three"], "{backend}");
     }
 }
+
+/// A clock that stands where the test puts it (and is not the wall clock,
+/// so PostgreSQL counts in it too).
+struct At(std::sync::atomic::AtomicU64);
+
+impl At {
+    fn set(&self, ms: u64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl botbox::delivery::throttle::Clock for At {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn real(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+    fn clock_ms(&self, real: Duration) -> u64 {
+        real.as_millis() as u64
+    }
+}
+
+/// Both throttle stores (one host's over SQLite, several hosts' in
+/// PostgreSQL) keep a history per key under the endpoint's and the
+/// account's: two groups each get their own 40 a second until the
+/// account's ceiling of 60 stops the second; a provider's "too fast" for
+/// one group halves that group alone; and a budget counts the reported
+/// execution time.
+#[test]
+fn both_throttle_stores_key_histories_under_the_ceiling_and_slow_one_key_down() {
+    use botbox::delivery::store::{HostThrottles, ThrottleStore};
+    use botbox::delivery::throttle::{Clock, ThrottleKey};
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap());
+    let pg = Arc::new(host(&server, Duration::from_secs(30)));
+    /// A backend's name, its throttle store and the outbox its claims live in.
+    type Backend = (&'static str, Arc<dyn ThrottleStore>, Arc<dyn OutboxStore>);
+    let stores: Vec<Backend> = vec![
+        (
+            "sqlite",
+            Arc::new(HostThrottles::new(sqlite.clone())),
+            sqlite,
+        ),
+        ("postgres", pg.clone(), pg),
+    ];
+    let key = ThrottleKey {
+        per_key: Some(ThrottleSpec::windows(&[(40, 1000)])),
+        ceiling: Some(("t/@rest".into(), ThrottleSpec::windows(&[(60, 1000)]))),
+        ..ThrottleKey::plain("t/default", ThrottleSpec::windows(&[(200, 1000)]), 0)
+    };
+    for (backend, throttles, outbox) in stores {
+        // PostgreSQL grants slots only to the holder of a message.
+        outbox.insert(&record("m1", 1)).unwrap();
+        let claimed = outbox.next_due("t/default", 10, None).unwrap().unwrap();
+        assert_eq!(claimed.id, "m1");
+        let clock = At(std::sync::atomic::AtomicU64::new(10_000));
+        let burst = |group: &str| {
+            let mut n = 0;
+            while let Reservation::Granted(_) =
+                throttles.take(&key, Some(group), "m1", &clock).unwrap()
+            {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(burst("@TGS#a"), 40, "{backend}: group a's own 40");
+        assert_eq!(burst("@TGS#b"), 20, "{backend}: the ceiling's 60 in all");
+        // Group a's "too fast": a alone slows to half.
+        let layers = key.layers(Some("@TGS#a"));
+        assert_eq!(layers[1].name, "t/default#@TGS#a");
+        let factor = throttles.slow_down(&key, &layers[1], &clock).unwrap();
+        assert_eq!(factor, 0.5, "{backend}");
+        clock.set(10_000 + 1_020);
+        assert!(
+            matches!(
+                throttles.take(&key, Some("@TGS#a"), "m1", &clock).unwrap(),
+                Reservation::Wait(_)
+            ),
+            "{backend}: group a waits two windows now"
+        );
+        assert!(
+            matches!(
+                throttles.take(&key, Some("@TGS#b"), "m1", &clock).unwrap(),
+                Reservation::Granted(_)
+            ),
+            "{backend}: group b is not slowed"
+        );
+        // The account's "too fast": admission's estimate sees it.
+        let before = throttles.estimate(&key, 2, clock.now_ms()).unwrap();
+        let layers = key.layers(None);
+        assert_eq!(layers[1].name, "t/@rest");
+        throttles.slow_down(&key, &layers[1], &clock).unwrap();
+        let after = throttles.estimate(&key, 2, clock.now_ms()).unwrap();
+        assert!(after > before, "{backend}: {after} ≤ {before}");
+
+        // A budget of 10 s per minute: held once 90% would be spent.
+        let budget = ThrottleKey::plain(
+            "t/budget",
+            ThrottleSpec::parse(&["budget 10s/1m".into()]).unwrap(),
+            0,
+        );
+        let mut granted = 0;
+        for _ in 0..10 {
+            let now = clock.now_ms();
+            match throttles.take(&budget, None, "m1", &clock).unwrap() {
+                Reservation::Granted(at) => {
+                    granted += 1;
+                    throttles.charge(&budget, at, 2_000).unwrap();
+                }
+                other => {
+                    assert!(matches!(other, Reservation::Wait(_)), "{other:?}");
+                    break;
+                }
+            }
+            clock.set(now + 1);
+        }
+        assert_eq!(granted, 4, "{backend}: 4 × 2 s + 2 s more would pass 9 s");
+    }
+}

@@ -37,6 +37,7 @@ impl Endpoint {
             DeliveryOutcome::Delivered { .. } => return,
             DeliveryOutcome::Rejected { code, reason } => ("rejected", Some(code.clone()), reason),
             DeliveryOutcome::RetryLater { reason, .. } => ("retry-later", None, reason),
+            DeliveryOutcome::Throttled { reason, .. } => ("too-fast", None, reason),
             DeliveryOutcome::QuotaExhausted { reason, .. } => ("quota-exhausted", None, reason),
             DeliveryOutcome::CredentialsExpired { reason } => ("credentials-expired", None, reason),
         };

@@ -42,6 +42,24 @@ impl Reply {
         self.is_server_error() || self.status == 429 || self.status == 408
     }
 
+    /// A transient HTTP answer as an outcome: a 429 is the provider (or
+    /// its gateway) saying "too fast", which slows the endpoint down;
+    /// anything else is retried later. `reason` says what happened.
+    pub fn transient(&self, reason: String) -> DeliveryOutcome {
+        if self.status == 429 {
+            DeliveryOutcome::Throttled {
+                after: self.retry_after,
+                limit: super::RateLimited::Endpoint,
+                reason,
+            }
+        } else {
+            DeliveryOutcome::RetryLater {
+                after: self.retry_after,
+                reason,
+            }
+        }
+    }
+
     /// The start of the body, escaped, for a reason.
     pub fn snippet(&self) -> String {
         snippet(&self.body)
@@ -244,6 +262,15 @@ pub fn scrub(outcome: DeliveryOutcome, secrets: &[&str]) -> DeliveryOutcome {
         },
         DeliveryOutcome::RetryLater { after, reason } => DeliveryOutcome::RetryLater {
             after,
+            reason: clean(reason),
+        },
+        DeliveryOutcome::Throttled {
+            after,
+            limit,
+            reason,
+        } => DeliveryOutcome::Throttled {
+            after,
+            limit,
             reason: clean(reason),
         },
         DeliveryOutcome::QuotaExhausted { until, reason } => DeliveryOutcome::QuotaExhausted {

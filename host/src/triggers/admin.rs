@@ -589,6 +589,19 @@ async fn endpoints(State(server): State<Arc<AdminServer>>) -> Response {
                         "level": level,
                         "empty_at_ms": empty_at_ms,
                     }),
+                    LimitUsage::Budget {
+                        seconds,
+                        period_ms,
+                        spent_ms,
+                        resets_at_ms,
+                    } => json!({
+                        "type": "budget",
+                        "spelled": l.spelled(),
+                        "seconds": seconds,
+                        "period_ms": period_ms,
+                        "spent_ms": spent_ms,
+                        "resets_at_ms": resets_at_ms,
+                    }),
                 })
                 .collect();
             json!({
@@ -625,12 +638,18 @@ pub async fn observe_delivery(
     stop: CancellationToken,
 ) {
     let mut throttled = delivery.observers().throttled.subscribe();
+    let mut slowed = delivery.observers().slowed.subscribe();
     let mut finished = delivery.observers().finished.subscribe();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             t = throttled.recv() => match t {
                 Ok(t) => metrics.throttle_wait(&t.endpoint, &t.plugin, t.waited),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            },
+            s = slowed.recv() => match s {
+                Ok(s) => metrics.slowed(s.provider_kind, &s.endpoint, s.factor),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => break,
             },

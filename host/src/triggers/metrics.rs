@@ -27,6 +27,9 @@ pub struct Metrics {
     throttle_waits: Mutex<BTreeMap<(String, String), WaitHistogram>>,
     /// (`plugin` or `config`, `ok` or `refused`) → reloads.
     reloads: Mutex<BTreeMap<(String, String), u64>>,
+    /// (provider kind, endpoint) → "too fast" answers and the fraction of
+    /// the documented rate allowed after the last one.
+    slowdowns: Mutex<BTreeMap<(String, String), (u64, f64)>>,
 }
 
 /// Upper bounds of the throttle-wait histogram, in ms: from "no wait" to a
@@ -93,6 +96,24 @@ impl Metrics {
         h.sum_ms = h.sum_ms.saturating_add(ms);
     }
 
+    /// Counts one "too fast" from a provider and the rate its endpoint
+    /// slowed to. Labels: the provider kind and `provider-name/endpoint`,
+    /// both from the config (no key, no secret).
+    pub fn slowed(&self, provider_kind: &str, endpoint: &str, factor: f64) {
+        let mut m = self
+            .slowdowns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_SERIES && !m.contains_key(&(provider_kind.into(), endpoint.into())) {
+            return;
+        }
+        let entry = m
+            .entry((provider_kind.into(), endpoint.into()))
+            .or_insert((0, 1.0));
+        entry.0 += 1;
+        entry.1 = factor;
+    }
+
     /// Counts one reload (`plugin` or `config`) and whether it was applied.
     pub fn reload(&self, kind: &str, outcome: &str) {
         bump(&self.reloads, kind, outcome);
@@ -105,6 +126,39 @@ impl Metrics {
             .ok()
             .and_then(|m| m.get(&(provider.to_string(), outcome.to_string())).copied())
             .unwrap_or(0)
+    }
+
+    /// The "too fast" counters and the slowdown gauge.
+    fn render_slowdowns(&self, out: &mut String) {
+        let Ok(m) = self.slowdowns.lock() else {
+            return;
+        };
+        let name = "botbox_provider_rate_limited_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Answers in which a provider said too fast although the throttle allowed the request.\n# TYPE {name} counter"
+        );
+        for ((kind, endpoint), (n, _)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",endpoint=\"{}\"}} {n}",
+                escape(kind),
+                escape(endpoint)
+            );
+        }
+        let name = "botbox_throttle_slowdown_factor";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The fraction of its documented rate an endpoint was held to after the provider's last too fast (it recovers gradually from there).\n# TYPE {name} gauge"
+        );
+        for ((kind, endpoint), (_, factor)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",endpoint=\"{}\"}} {factor}",
+                escape(kind),
+                escape(endpoint)
+            );
+        }
     }
 
     /// The Prometheus text exposition of everything.
@@ -174,6 +228,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
             }
         }
+        self.render_slowdowns(&mut out);
         pairs(
             &mut out,
             "botbox_reloads_total",
@@ -284,19 +339,21 @@ pub fn render_endpoints(now: &EndpointsNow) -> String {
     limits(
         &mut out,
         "botbox_throttle_used",
-        "Requests counted in each throttle window (a leaky bucket: its level).",
+        "Requests counted in each throttle window (a leaky bucket: its level; an execution-time budget: seconds spent).",
         &|l| match l {
             LimitUsage::Window { used, .. } => f64::from(*used),
             LimitUsage::Bucket { level, .. } => *level,
+            LimitUsage::Budget { spent_ms, .. } => *spent_ms as f64 / 1000.0,
         },
     );
     limits(
         &mut out,
         "botbox_throttle_limit",
-        "Requests each throttle window allows (a leaky bucket: its burst).",
+        "Requests each throttle window allows (a leaky bucket: its burst; an execution-time budget: its seconds).",
         &|l| match l {
             LimitUsage::Window { limit, .. } => f64::from(*limit),
             LimitUsage::Bucket { burst, .. } => f64::from(*burst),
+            LimitUsage::Budget { seconds, .. } => f64::from(*seconds),
         },
     );
     limits(
@@ -306,6 +363,7 @@ pub fn render_endpoints(now: &EndpointsNow) -> String {
         &|l| match l {
             LimitUsage::Window { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
             LimitUsage::Bucket { empty_at_ms, .. } => seconds(*empty_at_ms),
+            LimitUsage::Budget { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
         },
     );
     let name = "botbox_throttle_next_slot_seconds";
@@ -388,5 +446,23 @@ mod tests {
         let other = &waits[&("em/all-users-broadcast".into(), "a\"b".into())];
         assert_eq!(other.buckets[6], 0);
         assert_eq!(other.buckets[7], 1, "30 minutes ≤ 1 h");
+    }
+
+    #[test]
+    fn too_fast_answers_are_counted_with_the_rate_they_left() {
+        let m = Metrics::default();
+        m.slowed("tencent", "tc/send_group_msg", 0.5);
+        m.slowed("tencent", "tc/send_group_msg", 0.25);
+        m.slowed("bitrix24", "b\"x/rest", 0.5);
+        let mut out = String::new();
+        m.render_slowdowns(&mut out);
+        assert!(out.contains(
+            "botbox_provider_rate_limited_total{provider=\"tencent\",endpoint=\"tc/send_group_msg\"} 2\n"
+        ), "{out}");
+        assert!(out.contains(
+            "botbox_throttle_slowdown_factor{provider=\"tencent\",endpoint=\"tc/send_group_msg\"} 0.25\n"
+        ), "{out}");
+        assert!(out.contains("endpoint=\"b\\\"x/rest\"} 1\n"), "{out}");
+        assert!(out.contains("# TYPE botbox_throttle_slowdown_factor gauge"));
     }
 }

@@ -352,11 +352,16 @@ pub trait ThrottleStore: Send + Sync {
     /// /endpoints`); takes no slot and changes nothing.
     fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError>;
     /// Takes a slot of the endpoint now for message `claim`, or says how
-    /// long to wait. A store that also keeps a shared outbox renews the
-    /// claim in the same step, and refuses when another host holds it.
+    /// long to wait. `scope` is the request's key (a Tencent group) when
+    /// the endpoint is keyed: the request must fit every history of
+    /// [`ThrottleKey::layers`], decided together by
+    /// [`Throttle::take_all`](super::throttle::Throttle::take_all). A store
+    /// that also keeps a shared outbox renews the claim in the same step,
+    /// and refuses when another host holds it.
     fn take(
         &self,
         key: &ThrottleKey,
+        scope: Option<&str>,
         claim: &str,
         clock: &dyn Clock,
     ) -> Result<Reservation, OutboxError>;
@@ -367,9 +372,26 @@ pub trait ThrottleStore: Send + Sync {
     fn answered(
         &self,
         key: &ThrottleKey,
+        scope: Option<&str>,
         stamped_ms: u64,
         clock: &dyn Clock,
     ) -> Result<(), OutboxError>;
+    /// The provider reported `cost_ms` of its own execution time (in the
+    /// throttle clock's milliseconds) for the request granted at
+    /// `stamped_ms`, such as Bitrix24's `time.operating`: counted against
+    /// the endpoint's budgets ([`Limit::Budget`](super::throttle::Limit)).
+    fn charge(&self, key: &ThrottleKey, stamped_ms: u64, cost_ms: u64) -> Result<(), OutboxError>;
+    /// The provider answered "too fast" for the history `layer` (one of
+    /// `key`'s [`ThrottleKey::layers`]): halves its allowed rate now, to
+    /// recover gradually (see [`Slowdown`](super::throttle::Slowdown)), for
+    /// every worker that uses it. Returns the fraction of the documented
+    /// rate now allowed.
+    fn slow_down(
+        &self,
+        key: &ThrottleKey,
+        layer: &super::throttle::Layer,
+        clock: &dyn Clock,
+    ) -> Result<f64, OutboxError>;
 }
 
 /// A host's own record of its sends, which its throttles reload after a
@@ -379,7 +401,19 @@ pub trait SendLog: Send + Sync {
     fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError>;
     /// The sends of `endpoint` since `since_ms`, oldest first.
     fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError>;
+    /// Forgets every history's sends before `before_ms`: the histories of
+    /// keys nobody sends to any more (a group gone quiet) are never read
+    /// again, so nothing else would delete them.
+    /// A log that keeps nothing (a benchmark's) has nothing to forget.
+    fn forget_before(&self, _before_ms: u64) -> Result<usize, OutboxError> {
+        Ok(0)
+    }
 }
+
+/// How long any send is kept: no documented limit counts further back than
+/// a day, and a calendar day reaches at most a day back; twice that is
+/// a safe margin.
+pub const SEND_HISTORY_MS: u64 = 2 * 86_400_000;
 
 /// The outbox seam: SQLite for one host, PostgreSQL for several (see
 /// [`postgres`]). Messages, their parts, and the claims on them.

@@ -695,6 +695,15 @@ impl SendLog for SqliteOutbox {
             Ok(out)
         })
     }
+
+    fn forget_before(&self, before_ms: u64) -> Result<usize, OutboxError> {
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM sends WHERE at_ms < ?1",
+                params![before_ms as i64],
+            )?)
+        })
+    }
 }
 
 #[cfg(test)]

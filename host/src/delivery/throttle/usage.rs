@@ -38,6 +38,18 @@ pub enum LimitUsage {
         /// When it is empty again at that rate.
         empty_at_ms: u64,
     },
+    /// An execution-time budget (Bitrix24's `time.operating`): seconds of
+    /// the provider's work allowed in any `period_ms`.
+    Budget {
+        /// Execution seconds the window allows.
+        seconds: u32,
+        /// The window's length.
+        period_ms: u64,
+        /// Execution milliseconds the provider reported inside it.
+        spent_ms: u64,
+        /// When the newest counted cost leaves it, if any is counted.
+        resets_at_ms: Option<u64>,
+    },
 }
 
 impl LimitUsage {
@@ -56,6 +68,9 @@ impl LimitUsage {
             LimitUsage::Bucket {
                 burst, per_second, ..
             } => format!("bucket {per_second}/s burst {burst}"),
+            LimitUsage::Budget {
+                seconds, period_ms, ..
+            } => format!("budget {seconds}s/{}", spell_period(*period_ms)),
         }
     }
 }
@@ -102,6 +117,19 @@ impl Throttle {
                         burst: *burst,
                         per_second: *per_second,
                         empty_at_ms: now_ms + (level / rate.max(0.001) * 1000.0).ceil() as u64,
+                    }
+                }
+                Limit::Budget { seconds, period_ms } => {
+                    let inside: Vec<&(u64, u64)> = self
+                        .spent
+                        .iter()
+                        .filter(|(at, _)| at + period_ms > now_ms)
+                        .collect();
+                    LimitUsage::Budget {
+                        seconds: *seconds,
+                        period_ms: *period_ms,
+                        spent_ms: inside.iter().map(|(_, cost)| cost).sum(),
+                        resets_at_ms: inside.last().map(|(at, _)| at + period_ms),
                     }
                 }
             })

@@ -246,14 +246,11 @@ fn refusal_of(key: &str) -> &'static str {
 /// An answer that is not a BigBlueButton envelope.
 fn unreadable(what: &str, reply: &Reply, why: &str) -> DeliveryOutcome {
     if reply.is_transient() || (200..300).contains(&reply.status) {
-        DeliveryOutcome::RetryLater {
-            after: reply.retry_after,
-            reason: format!(
-                "{what}: HTTP {} with an answer that is not a BigBlueButton response ({why}): {}",
-                reply.status,
-                reply.snippet()
-            ),
-        }
+        reply.transient(format!(
+            "{what}: HTTP {} with an answer that is not a BigBlueButton response ({why}): {}",
+            reply.status,
+            reply.snippet()
+        ))
     } else {
         DeliveryOutcome::Rejected {
             code: format!("http-{}", reply.status),

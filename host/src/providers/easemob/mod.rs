@@ -477,8 +477,9 @@ fn interpret(route: Route, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
         .map(common::provider_code)
         .unwrap_or_else(|| format!("http-{}", reply.status));
     match reply.status {
-        429 => DeliveryOutcome::RetryLater {
+        429 => DeliveryOutcome::Throttled {
             after: Some(reply.retry_after.unwrap_or(route.window)),
+            limit: crate::providers::RateLimited::Endpoint,
             reason: format!("{what}: rate limited (HTTP 429): {said}"),
         },
         403 if e
@@ -662,14 +663,30 @@ impl Provider for Easemob {
         }
     }
 
+    fn key_throttle(&self, endpoint: &str) -> Option<ThrottleSpec> {
+        // A room drops messages past 20 a second ("每秒发送的消息数量默认
+        // 超过 20 条，则会触发消息丢弃逻辑"): each room has its own 20.
+        (endpoint == "chatroom-messages").then(|| ThrottleSpec::windows(&[(20, 1000)]))
+    }
+
+    fn throttle_key(&self, endpoint: &str, part: &Part) -> Option<String> {
+        // A reply's room is its `reply-to` (`room:{id}`).
+        if endpoint == "chatroom-messages" {
+            part.message.reply_to.clone()
+        } else {
+            None
+        }
+    }
+
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         const MIN: u64 = 60_000;
         const DAY: u64 = 24 * 60 * MIN;
         match endpoint {
-            // 100 calls a second for the app, and a room drops messages
-            // past 20 a second ("每秒发送的消息数量默认超过 20 条，则会触发
-            // 消息丢弃逻辑"): 20 a second loses none in any one room.
-            "chatroom-messages" => ThrottleSpec::windows(&[(20, 1000)]),
+            // 100 calls (and messages) a second for the app ("发送聊天室消息
+            // … 100 条/秒 - 100 次/秒", Restful API 调用频率限制,
+            // https://doc.easemob.com/document/server-side/limitationapi.html).
+            // Each room's own 20 a second is `key_throttle`.
+            "chatroom-messages" => ThrottleSpec::windows(&[(100, 1000)]),
             // 20 calls a second ("20 次/秒").
             "chatgroup-messages" => ThrottleSpec::windows(&[(20, 1000)]),
             // 100 calls a second, 6,000 messages a minute.
