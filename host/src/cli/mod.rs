@@ -8,6 +8,7 @@ mod outbox;
 mod output;
 mod run;
 pub mod sim;
+mod test;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Register botbox's callback URL with BigBlueButton (`hooks/create`).
     Webhooks(webhooks::WebhooksArgs),
+    /// Run a plugin's behaviour cases (bot.test.toml) against the real host.
+    Test(test::TestArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -58,13 +61,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::New(args) => new::new(args).await,
         Command::Dev(args) => dev::dev(args).await,
         Command::Webhooks(args) => webhooks::webhooks(args).await,
+        Command::Test(args) => test::test(args).await,
     }
 }
 
 /// Filter for the log: plugin lines are printed by `call` itself.
 pub fn log_filter(cli: &Cli) -> &'static str {
     match cli.command {
-        Command::Call(_) | Command::Dev(_) => "error,plugin=off",
+        Command::Call(_) | Command::Dev(_) | Command::Test(_) => "error,plugin=off",
         _ => "info",
     }
 }
