@@ -87,7 +87,10 @@ pub fn run() -> Result<()> {
     // templates' files run in tests/polyglot_bots.rs, which builds them.
     let bot_tests = bot_test_files(&guest_ws)?;
     let mut botbox_test = host(&["run", "--quiet", "-p", "botbox", "--", "test"]);
-    botbox_test.args(&bot_tests).arg("--component-dir").arg(paths::components_dir());
+    botbox_test
+        .args(&bot_tests)
+        .arg("--component-dir")
+        .arg(paths::components_dir());
     botbox_test.args(["--storage", "target/botbox-test"]);
     steps.push(("botbox test (plugins/**/bot.test.toml)", botbox_test));
     steps.push(("tests (sdk/rust, native)", native(&sdk, &["test"])));

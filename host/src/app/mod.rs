@@ -19,9 +19,7 @@ use crate::delivery::store::Stores;
 use crate::delivery::throttle::SharedClock;
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
-use crate::runtime::{
-    LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services, WallClock,
-};
+use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services, WallClock};
 use crate::triggers::Shared;
 use crate::triggers::admin::AdminSettings;
 use crate::triggers::webhooks::WebhookSettings;

@@ -63,15 +63,13 @@ impl Paint {
 }
 
 fn print_report(report: &FileReport, paint: &Paint) {
-    println!(
-        "{} ({})",
-        report.file.display(),
-        report.component.display()
-    );
+    println!("{} ({})", report.file.display(), report.component.display());
     for case in &report.cases {
         let ms = case.elapsed.as_secs_f64() * 1000.0;
         match &case.outcome {
-            CaseOutcome::Passed => println!("  {}  {} ({ms:.0} ms)", paint.word("ok  ", "32"), case.name),
+            CaseOutcome::Passed => {
+                println!("  {}  {} ({ms:.0} ms)", paint.word("ok  ", "32"), case.name)
+            }
             CaseOutcome::Failed(diff) => {
                 println!("  {}  {} ({ms:.0} ms)", paint.word("FAIL", "31"), case.name);
                 println!("      --- expected");

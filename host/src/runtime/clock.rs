@@ -36,7 +36,9 @@ impl WallClock {
     pub fn now(&self) -> SystemTime {
         match self {
             WallClock::System => SystemTime::now(),
-            WallClock::Fixed(nanos) => UNIX_EPOCH + Duration::from_nanos(nanos.load(Ordering::SeqCst)),
+            WallClock::Fixed(nanos) => {
+                UNIX_EPOCH + Duration::from_nanos(nanos.load(Ordering::SeqCst))
+            }
         }
     }
 

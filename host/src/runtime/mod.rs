@@ -588,7 +588,10 @@ impl GuestContext {
     /// [`turns`]) and waits in the rotation for the next; past its deadline
     /// it traps.
     fn new_store(&self, plugin: &Plugin, turn: turns::Turn) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(plugin.context.clone(), self.wall_clock.clone()));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(plugin.context.clone(), self.wall_clock.clone()),
+        );
         store.limiter(|s| &mut s.memory);
         let deadline = plugin.limits.deadline;
         let started = std::time::Instant::now();

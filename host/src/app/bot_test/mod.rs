@@ -157,13 +157,12 @@ pub async fn run_file(path: &Path, options: &Options) -> Result<FileReport, Test
         }
         let dir = temp.path().join(format!("case-{index}"));
         let case_started = Instant::now();
-        let outcome = match run_case(case, &file.defaults, &component, &manifest, &dir, options)
-            .await
-        {
-            Ok(diff) if diff.iter().all(|d| d.matches()) => CaseOutcome::Passed,
-            Ok(diff) => CaseOutcome::Failed(diff),
-            Err(message) => CaseOutcome::Error(message),
-        };
+        let outcome =
+            match run_case(case, &file.defaults, &component, &manifest, &dir, options).await {
+                Ok(diff) if diff.iter().all(|d| d.matches()) => CaseOutcome::Passed,
+                Ok(diff) => CaseOutcome::Failed(diff),
+                Err(message) => CaseOutcome::Error(message),
+            };
         cases.push(CaseReport {
             name: case.name.clone(),
             elapsed: case_started.elapsed(),
@@ -189,8 +188,14 @@ async fn ask_manifest(
         message,
     };
     let mut root = toml::Table::new();
-    root.insert("storage".into(), table([("dir", dir.join("probe").display().to_string().into())]));
-    root.insert("runtime".into(), table([("reload", false.into()), ("pool_instances", 16.into())]));
+    root.insert(
+        "storage".into(),
+        table([("dir", dir.join("probe").display().to_string().into())]),
+    );
+    root.insert(
+        "runtime".into(),
+        table([("reload", false.into()), ("pool_instances", 16.into())]),
+    );
     let mut plugins = toml::Table::new();
     plugins.insert(
         PLUGIN.into(),
@@ -220,7 +225,12 @@ fn build_options(wall_clock: WallClock, cache_dir: &Path) -> BuildOptions {
 }
 
 fn table<const N: usize>(entries: [(&str, toml::Value); N]) -> toml::Value {
-    toml::Value::Table(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    toml::Value::Table(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
 }
 
 fn parse_config(root: &toml::Table) -> Result<Config, String> {
@@ -259,7 +269,10 @@ fn case_config(
     provider: Option<(&str, toml::Value)>,
 ) -> Result<Config, String> {
     let mut root = toml::Table::new();
-    root.insert("storage".into(), table([("dir", dir.display().to_string().into())]));
+    root.insert(
+        "storage".into(),
+        table([("dir", dir.display().to_string().into())]),
+    );
     let mut runtime = toml::Table::new();
     runtime.insert("reload".into(), false.into());
     runtime.insert("pool_instances".into(), 64.into());
@@ -290,11 +303,21 @@ fn case_config(
     plugin.insert("path".into(), component.display().to_string().into());
     plugin.insert(
         "channels".into(),
-        grants.channels.iter().map(|c| toml::Value::from(c.as_str())).collect::<Vec<_>>().into(),
+        grants
+            .channels
+            .iter()
+            .map(|c| toml::Value::from(c.as_str()))
+            .collect::<Vec<_>>()
+            .into(),
     );
     plugin.insert(
         "events".into(),
-        grants.events.iter().map(|e| toml::Value::from(e.as_str())).collect::<Vec<_>>().into(),
+        grants
+            .events
+            .iter()
+            .map(|e| toml::Value::from(e.as_str()))
+            .collect::<Vec<_>>()
+            .into(),
     );
     plugin.insert(
         "schedules".into(),
@@ -345,7 +368,9 @@ async fn run_case(
         None => WallClock::System,
         Some(text) => {
             let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
-                format!("clock `{text}` is not an RFC 3339 instant such as 2026-11-20T09:00:00Z: {e}")
+                format!(
+                    "clock `{text}` is not an RFC 3339 instant such as 2026-11-20T09:00:00Z: {e}"
+                )
             })?;
             WallClock::fixed(at.into())
         }
@@ -360,10 +385,15 @@ async fn run_case(
         OutcomeSpec::Delivered => None,
         _ => Some(simulated::start(dir, outcome).await?),
     };
-    let provider = sim.as_ref().map(|s| (simulated::PROVIDER, s.section.clone()));
+    let provider = sim
+        .as_ref()
+        .map(|s| (simulated::PROVIDER, s.section.clone()));
     let config = case_config(&setup, &grants, component, dir, provider)?;
-    let app = App::build_with(config, build_options(wall_clock.clone(), &options.cache_dir))
-        .map_err(|e| e.to_string())?;
+    let app = App::build_with(
+        config,
+        build_options(wall_clock.clone(), &options.cache_dir),
+    )
+    .map_err(|e| e.to_string())?;
     app.runtime
         .load(PLUGIN, &app.config.plugins[PLUGIN])
         .await
@@ -378,7 +408,12 @@ async fn run_case(
     let steps = run_steps(case, &app, &wall_clock, wait, &mut accepted, &mut observed).await;
     stop.cancel();
     workers.wait().await;
-    drain(&mut logs, &mut observed.logs, &mut observed.notes, "log lines");
+    drain(
+        &mut logs,
+        &mut observed.logs,
+        &mut observed.notes,
+        "log lines",
+    );
     if let Some(sim) = sim {
         sim.sim.shutdown().await;
     }
@@ -396,7 +431,9 @@ async fn run_steps(
     observed: &mut Observed,
 ) -> Result<(), String> {
     if case.events.is_empty() {
-        return Err("the case has no events; add `events = [{ custom = { name = \"…\" } }]`".into());
+        return Err(
+            "the case has no events; add `events = [{ custom = { name = \"…\" } }]`".into(),
+        );
     }
     for (index, step) in case.events.iter().enumerate() {
         let label = format!("event {}", index + 1);
@@ -442,7 +479,11 @@ type Utc = chrono::DateTime<chrono::Utc>;
 
 /// The granted schedules due in the next `by` of `clock`, in time order,
 /// and the time `by` from now.
-fn firings(app: &App, clock: &WallClock, by: Duration) -> Result<(Vec<(Utc, String)>, Utc), String> {
+fn firings(
+    app: &App,
+    clock: &WallClock,
+    by: Duration,
+) -> Result<(Vec<(Utc, String)>, Utc), String> {
     if matches!(clock, WallClock::System) {
         return Err("`advance` needs a fixed clock: set `clock = \"2026-11-20T09:00:00Z\"`".into());
     }
@@ -488,10 +529,20 @@ async fn dispatch(app: &App, event: &Event) -> Result<(), HandleError> {
 /// Waits for what the last event sent to be delivered, then hands the
 /// plugin its delivery reports, the way `triggers::reports` does, until
 /// nothing more is sent.
-async fn settle(app: &App, wait: Duration, accepted: &mut Receiver<Accepted>, observed: &mut Observed) {
+async fn settle(
+    app: &App,
+    wait: Duration,
+    accepted: &mut Receiver<Accepted>,
+    observed: &mut Observed,
+) {
     for _ in 0..MAX_REPORT_ROUNDS {
         let before = observed.broadcasts.len();
-        drain(accepted, &mut observed.broadcasts, &mut observed.notes, "broadcasts");
+        drain(
+            accepted,
+            &mut observed.broadcasts,
+            &mut observed.notes,
+            "broadcasts",
+        );
         let ids: Vec<String> = observed.broadcasts[before..]
             .iter()
             .map(|a| a.receipt.id.clone())
@@ -500,14 +551,16 @@ async fn settle(app: &App, wait: Duration, accepted: &mut Receiver<Accepted>, ob
             return;
         }
         for id in app.delivery.wait_for(&ids, wait).await {
-            observed
-                .notes
-                .push(format!("message {id} was not delivered within {wait:?} (`wait`)"));
+            observed.notes.push(format!(
+                "message {id} was not delivered within {wait:?} (`wait`)"
+            ));
         }
         let records = match app.delivery.outbox().unreported_of(PLUGIN, 1000) {
             Ok(r) => r,
             Err(e) => {
-                observed.notes.push(format!("cannot read delivery reports: {e}"));
+                observed
+                    .notes
+                    .push(format!("cannot read delivery reports: {e}"));
                 return;
             }
         };
@@ -524,11 +577,15 @@ async fn settle(app: &App, wait: Duration, accepted: &mut Receiver<Accepted>, ob
                 observed.reports.push(event.clone());
                 let result = app.runtime.dispatch_to(&plugin, &event).await;
                 if let Err(e) = result {
-                    observed.notes.push(format!("the delivery report of {} failed: {e}", record.id));
+                    observed
+                        .notes
+                        .push(format!("the delivery report of {} failed: {e}", record.id));
                 }
             }
             if let Err(e) = app.delivery.outbox().mark_reported(&record.id) {
-                observed.notes.push(format!("cannot mark report {}: {e}", record.id));
+                observed
+                    .notes
+                    .push(format!("cannot mark report {}: {e}", record.id));
             }
         }
     }
@@ -538,7 +595,9 @@ fn drain<T: Clone>(rx: &mut Receiver<T>, into: &mut Vec<T>, notes: &mut Vec<Stri
     loop {
         match rx.try_recv() {
             Ok(item) => into.push(item),
-            Err(TryRecvError::Lagged(n)) => notes.push(format!("{n} {what} were lost (too many at once)")),
+            Err(TryRecvError::Lagged(n)) => {
+                notes.push(format!("{n} {what} were lost (too many at once)"))
+            }
             Err(TryRecvError::Empty | TryRecvError::Closed) => return,
         }
     }
@@ -568,13 +627,20 @@ fn compare_results(case: &Case, observed: &Observed, diff: &mut Vec<DiffLine>) {
     let last = observed.results.len().saturating_sub(1);
     let ok = ResultSpec::Named("ok".into());
     for (i, (label, actual)) in observed.results.iter().enumerate() {
-        let expected = if i == last { case.result.as_ref().unwrap_or(&ok) } else { &ok };
+        let expected = if i == last {
+            case.result.as_ref().unwrap_or(&ok)
+        } else {
+            &ok
+        };
         let actual_text = describe_result(actual);
         let line = format!("{label}: result");
         match result_matches(expected, actual) {
             Ok(true) => diff.push(DiffLine::Same(format!("{line} {actual_text}"))),
             Ok(false) => {
-                diff.push(DiffLine::Expected(format!("{line} {}", describe_expected_result(expected))));
+                diff.push(DiffLine::Expected(format!(
+                    "{line} {}",
+                    describe_expected_result(expected)
+                )));
                 diff.push(DiffLine::Actual(format!("{line} {actual_text}")));
             }
             Err(e) => diff.push(DiffLine::Expected(format!("{line}: {e}"))),
@@ -586,10 +652,16 @@ fn describe_result(result: &Result<(), HandleError>) -> String {
     match result {
         Ok(()) => "ok".into(),
         Err(HandleError::Failed { message, .. }) => format!("error {message:?}"),
-        Err(HandleError::Timeout { deadline_ms, .. }) => format!("timeout (deadline {deadline_ms} ms)"),
+        Err(HandleError::Timeout { deadline_ms, .. }) => {
+            format!("timeout (deadline {deadline_ms} ms)")
+        }
         Err(HandleError::OutOfMemory { .. }) => "out-of-memory".into(),
         Err(HandleError::NotGranted { kind, .. }) => format!("not-granted ({kind})"),
-        Err(e @ (HandleError::Trap { .. } | HandleError::Instantiate { .. } | HandleError::TooManyHandles { .. })) => {
+        Err(
+            e @ (HandleError::Trap { .. }
+            | HandleError::Instantiate { .. }
+            | HandleError::TooManyHandles { .. }),
+        ) => {
             format!("trap ({e})")
         }
         Err(e) => format!("failed ({e})"),
@@ -611,7 +683,14 @@ fn result_matches(expected: &ResultSpec, actual: &Result<(), HandleError>) -> Re
         },
         ResultSpec::Named(name) => match (name.as_str(), actual) {
             ("ok", Ok(())) => true,
-            ("trap", Err(HandleError::Trap { .. } | HandleError::Instantiate { .. } | HandleError::TooManyHandles { .. })) => true,
+            (
+                "trap",
+                Err(
+                    HandleError::Trap { .. }
+                    | HandleError::Instantiate { .. }
+                    | HandleError::TooManyHandles { .. },
+                ),
+            ) => true,
             ("timeout", Err(HandleError::Timeout { .. })) => true,
             ("out-of-memory", Err(HandleError::OutOfMemory { .. })) => true,
             ("not-granted", Err(HandleError::NotGranted { .. })) => true,
@@ -626,7 +705,8 @@ fn result_matches(expected: &ResultSpec, actual: &Result<(), HandleError>) -> Re
 }
 
 fn pattern(text: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(text).map_err(|e| format!("pattern /{text}/ is not a regular expression: {e}"))
+    regex::Regex::new(text)
+        .map_err(|e| format!("pattern /{text}/ is not a regular expression: {e}"))
 }
 
 /// The content as one line of text, as `botbox call` shows it.
@@ -652,10 +732,16 @@ fn describe_broadcast(channel: &str, message: &Message, shown: Option<&Broadcast
         parts.push(format!("#{channel}"));
     }
     if show(|s| s.reply_to.is_some()) {
-        parts.push(format!("reply-to={:?}", message.reply_to.as_deref().unwrap_or("")));
+        parts.push(format!(
+            "reply-to={:?}",
+            message.reply_to.as_deref().unwrap_or("")
+        ));
     }
     if show(|s| s.sender.is_some()) {
-        parts.push(format!("sender={:?}", message.sender.as_deref().unwrap_or("")));
+        parts.push(format!(
+            "sender={:?}",
+            message.sender.as_deref().unwrap_or("")
+        ));
     }
     if show(|s| s.text.is_some() || s.matches.is_some()) {
         parts.push(format!("{:?}", content_text(&message.content)));
@@ -686,8 +772,14 @@ fn broadcast_matches(spec: &BroadcastSpec, actual: &Accepted) -> Result<bool, St
     let m = &actual.message;
     let text = content_text(&m.content);
     Ok(spec.channel.as_ref().is_none_or(|c| *c == actual.channel)
-        && spec.reply_to.as_ref().is_none_or(|r| *r == m.reply_to.clone().unwrap_or_default())
-        && spec.sender.as_ref().is_none_or(|s| *s == m.sender.clone().unwrap_or_default())
+        && spec
+            .reply_to
+            .as_ref()
+            .is_none_or(|r| *r == m.reply_to.clone().unwrap_or_default())
+        && spec
+            .sender
+            .as_ref()
+            .is_none_or(|s| *s == m.sender.clone().unwrap_or_default())
         && spec.text.as_ref().is_none_or(|t| *t == text)
         && match &spec.matches {
             Some(p) => pattern(p)?.is_match(&text),
@@ -705,7 +797,10 @@ fn compare_broadcasts(expected: &[BroadcastSpec], actual: &[Accepted], diff: &mu
                     describe_broadcast(&a.channel, &a.message, Some(e))
                 ))),
                 Ok(false) => {
-                    diff.push(DiffLine::Expected(format!("{label} {}", describe_broadcast_spec(e))));
+                    diff.push(DiffLine::Expected(format!(
+                        "{label} {}",
+                        describe_broadcast_spec(e)
+                    )));
                     diff.push(DiffLine::Actual(format!(
                         "{label} {}",
                         describe_broadcast(&a.channel, &a.message, Some(e))
@@ -713,9 +808,10 @@ fn compare_broadcasts(expected: &[BroadcastSpec], actual: &[Accepted], diff: &mu
                 }
                 Err(err) => diff.push(DiffLine::Expected(format!("{label} {err}"))),
             },
-            (Some(e), None) => {
-                diff.push(DiffLine::Expected(format!("{label} {}", describe_broadcast_spec(e))))
-            }
+            (Some(e), None) => diff.push(DiffLine::Expected(format!(
+                "{label} {}",
+                describe_broadcast_spec(e)
+            ))),
             (None, Some(a)) => diff.push(DiffLine::Actual(format!(
                 "{label} {}",
                 describe_broadcast(&a.channel, &a.message, None)
@@ -754,26 +850,42 @@ fn compare_logs(expected: &[LogSpec], actual: &[LogRecord], diff: &mut Vec<DiffL
             }
         };
         let found = actual[from..].iter().position(|r| {
-            spec.level.as_deref().is_none_or(|l| l == level_name(r.level)) && re.is_match(&r.message)
+            spec.level
+                .as_deref()
+                .is_none_or(|l| l == level_name(r.level))
+                && re.is_match(&r.message)
         });
         match found {
             Some(offset) => {
                 let r = &actual[from + offset];
-                diff.push(DiffLine::Same(format!("log: {} {:?}", level_name(r.level), r.message)));
+                diff.push(DiffLine::Same(format!(
+                    "log: {} {:?}",
+                    level_name(r.level),
+                    r.message
+                )));
                 from += offset + 1;
             }
             None => {
-                diff.push(DiffLine::Expected(format!("{described} (no such line after the ones above)")));
+                diff.push(DiffLine::Expected(format!(
+                    "{described} (no such line after the ones above)"
+                )));
                 // What there was, once, so the author sees the near miss.
                 if shown_actual {
                     continue;
                 }
                 shown_actual = true;
                 for r in actual[from..].iter().take(20) {
-                    diff.push(DiffLine::Actual(format!("log: {} {:?}", level_name(r.level), r.message)));
+                    diff.push(DiffLine::Actual(format!(
+                        "log: {} {:?}",
+                        level_name(r.level),
+                        r.message
+                    )));
                 }
                 if actual.len() > from + 20 {
-                    diff.push(DiffLine::Actual(format!("log: … {} more", actual.len() - from - 20)));
+                    diff.push(DiffLine::Actual(format!(
+                        "log: … {} more",
+                        actual.len() - from - 20
+                    )));
                 }
             }
         }
@@ -847,15 +959,30 @@ fn compare_reports(expected: &[ReportSpec], actual: &[Event], diff: &mut Vec<Dif
         let label = format!("report {}:", i + 1);
         match (expected.get(i), actual.get(i)) {
             (Some(e), Some(a)) => match report_matches(e, a) {
-                Ok(true) => diff.push(DiffLine::Same(format!("{label} {}", describe_report(a, Some(e))))),
+                Ok(true) => diff.push(DiffLine::Same(format!(
+                    "{label} {}",
+                    describe_report(a, Some(e))
+                ))),
                 Ok(false) => {
-                    diff.push(DiffLine::Expected(format!("{label} {}", describe_report_spec(e))));
-                    diff.push(DiffLine::Actual(format!("{label} {}", describe_report(a, None))));
+                    diff.push(DiffLine::Expected(format!(
+                        "{label} {}",
+                        describe_report_spec(e)
+                    )));
+                    diff.push(DiffLine::Actual(format!(
+                        "{label} {}",
+                        describe_report(a, None)
+                    )));
                 }
                 Err(err) => diff.push(DiffLine::Expected(format!("{label} {err}"))),
             },
-            (Some(e), None) => diff.push(DiffLine::Expected(format!("{label} {}", describe_report_spec(e)))),
-            (None, Some(a)) => diff.push(DiffLine::Actual(format!("{label} {}", describe_report(a, None)))),
+            (Some(e), None) => diff.push(DiffLine::Expected(format!(
+                "{label} {}",
+                describe_report_spec(e)
+            ))),
+            (None, Some(a)) => diff.push(DiffLine::Actual(format!(
+                "{label} {}",
+                describe_report(a, None)
+            ))),
             (None, None) => {}
         }
     }
@@ -905,10 +1032,14 @@ mod simulated {
             &url,
             &mut |stem, _value| {
                 let path = secrets.join(stem);
-                format!("{{ file = {} }}", toml::Value::String(path.display().to_string()))
+                format!(
+                    "{{ file = {} }}",
+                    toml::Value::String(path.display().to_string())
+                )
             },
         );
-        let parsed: toml::Table = toml::from_str(&text).map_err(|e| format!("simulator section: {e}"))?;
+        let parsed: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("simulator section: {e}"))?;
         let section = parsed
             .get("providers")
             .and_then(|p| p.get(PROVIDER))

@@ -143,8 +143,12 @@ pub fn junit(reports: &[FileReport], out: impl Write) -> std::io::Result<()> {
         let mut suite = BytesStart::new("testsuite");
         suite.push_attribute(("name", name.as_str()));
         suite.push_attribute(("tests", report.cases.len().to_string().as_str()));
-        let f = count(std::slice::from_ref(report), |o| matches!(o, CaseOutcome::Failed(_)));
-        let e = count(std::slice::from_ref(report), |o| matches!(o, CaseOutcome::Error(_)));
+        let f = count(std::slice::from_ref(report), |o| {
+            matches!(o, CaseOutcome::Failed(_))
+        });
+        let e = count(std::slice::from_ref(report), |o| {
+            matches!(o, CaseOutcome::Error(_))
+        });
         suite.push_attribute(("failures", f.to_string().as_str()));
         suite.push_attribute(("errors", e.to_string().as_str()));
         suite.push_attribute(("time", secs(report.elapsed).as_str()));
@@ -166,7 +170,14 @@ pub fn junit(reports: &[FileReport], out: impl Write) -> std::io::Result<()> {
             let mut el = BytesStart::new(element);
             let summary = failure_summary(&case.outcome);
             el.push_attribute(("message", summary.as_str()));
-            el.push_attribute(("type", if element == "failure" { "mismatch" } else { "error" }));
+            el.push_attribute((
+                "type",
+                if element == "failure" {
+                    "mismatch"
+                } else {
+                    "error"
+                },
+            ));
             w.write_event(Event::Start(el))?;
             // CDATA cannot hold `]]>`; split it across two sections.
             let text = failure_text(&case.outcome);
@@ -231,10 +242,24 @@ mod tests {
         let mut out = Vec::new();
         junit(&[report()], &mut out).unwrap();
         let xml = String::from_utf8(out).unwrap();
-        assert!(xml.contains(r#"<testsuites name="botbox test" tests="2" failures="1" errors="0""#), "{xml}");
-        assert!(xml.contains(r#"<testcase name="greets" classname="bot.test.toml" time="0.010"/>"#), "{xml}");
-        assert!(xml.contains(r#"name="counts &lt;twice&gt; &amp; more""#), "{xml}");
-        assert!(xml.contains(r#"<failure message="- broadcast 1: &quot;a]]&gt;b&quot;" type="mismatch">"#), "{xml}");
+        assert!(
+            xml.contains(r#"<testsuites name="botbox test" tests="2" failures="1" errors="0""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="greets" classname="bot.test.toml" time="0.010"/>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"name="counts &lt;twice&gt; &amp; more""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                r#"<failure message="- broadcast 1: &quot;a]]&gt;b&quot;" type="mismatch">"#
+            ),
+            "{xml}"
+        );
         assert!(xml.contains("+ broadcast 1: \"c\""), "{xml}");
         // The `]]>` inside the diff is split, so the CDATA stays well formed.
         let mut reader = quick_xml::Reader::from_str(&xml);
