@@ -266,7 +266,7 @@ fn case_config(
     grants: &spec::GrantsSpec,
     component: &Path,
     dir: &Path,
-    provider: Option<(&str, toml::Value)>,
+    sim: Option<&simulated::Running>,
 ) -> Result<Config, String> {
     let mut root = toml::Table::new();
     root.insert(
@@ -277,13 +277,13 @@ fn case_config(
     runtime.insert("reload".into(), false.into());
     runtime.insert("pool_instances".into(), 64.into());
     let mut providers = toml::Table::new();
-    let channel_provider = match provider {
-        Some((name, section)) => {
+    let channel_provider = match sim {
+        Some(sim) => {
             // The simulator's clock runs faster, and the host's throttles
             // and retries count in the same scaled time.
             runtime.insert("time_scale".into(), SIM_TIME_SCALE.into());
-            providers.insert(name.into(), section);
-            name
+            providers.insert(sim.name.into(), sim.section.clone());
+            sim.name
         }
         None => {
             providers.insert("console".into(), table([("kind", "console".into())]));
@@ -296,6 +296,9 @@ fn case_config(
     for c in &grants.channels {
         let mut channel = toml::Table::new();
         channel.insert("provider".into(), channel_provider.into());
+        if let Some(target) = sim.and_then(|s| s.target.clone()) {
+            channel.insert("target".into(), target);
+        }
         channels.insert(c.clone(), channel.into());
     }
     root.insert("channels".into(), channels.into());
@@ -385,10 +388,7 @@ async fn run_case(
         OutcomeSpec::Delivered => None,
         _ => Some(simulated::start(dir, outcome).await?),
     };
-    let provider = sim
-        .as_ref()
-        .map(|s| (simulated::PROVIDER, s.section.clone()));
-    let config = case_config(&setup, &grants, component, dir, provider)?;
+    let config = case_config(&setup, &grants, component, dir, sim.as_ref())?;
     let app = App::build_with(
         config,
         build_options(wall_clock.clone(), &options.cache_dir),
@@ -998,37 +998,54 @@ mod simulated {
 
     use super::spec::OutcomeSpec;
 
-    /// The provider section's name in the case's config.
-    pub const PROVIDER: &str = "tencent";
-
-    /// A running simulator and the `[providers.tencent]` section that
-    /// points at it.
+    /// A running simulator and the provider section that points at it.
     pub struct Running {
         pub sim: Sim,
+        /// The `[providers.NAME]` section's name.
+        pub name: &'static str,
         pub section: toml::Value,
+        /// What every channel of the case targets, for providers that
+        /// need one.
+        pub target: Option<toml::Value>,
     }
 
-    /// Starts the simulators with every Tencent request answered the way
-    /// `outcome` says, for as many attempts as the host will make.
+    /// Starts the simulators with the provider behind the case's channels
+    /// answering the way `outcome` says, at every attempt the host makes:
+    /// Tencent Cloud Chat with a fault injected into every request for
+    /// `rate-limited` and `server-error`; BigBlueButton with a channel on a
+    /// meeting that is not running for `rejected` (the server's own
+    /// `notFound` answer, which no retry changes).
     pub async fn start(dir: &Path, outcome: OutcomeSpec) -> Result<Running, String> {
         let cfg = SimConfig::fast(super::SIM_TIME_SCALE);
         let secrets = dir.join("sim-secrets");
         botbox_sim::write_secrets(&secrets, &cfg).map_err(|e| format!("simulator secrets: {e}"))?;
         let sim = Sim::start(cfg).await.map_err(|e| e.to_string())?;
-        let fault = match outcome {
-            OutcomeSpec::Delivered => None,
-            OutcomeSpec::RateLimited => Some(Fault::RateLimited),
-            OutcomeSpec::ServerError => Some(Fault::server_error(502)),
+        let (provider, fault, target) = match outcome {
+            OutcomeSpec::Delivered | OutcomeSpec::RateLimited => {
+                (SimProvider::Tencent, Some(Fault::RateLimited), None)
+            }
+            OutcomeSpec::ServerError => {
+                (SimProvider::Tencent, Some(Fault::server_error(502)), None)
+            }
+            OutcomeSpec::Rejected => {
+                let mut target = toml::Table::new();
+                target.insert(
+                    "meetings".into(),
+                    vec![toml::Value::from(IDLE_MEETING)].into(),
+                );
+                (SimProvider::Bbb, None, Some(toml::Value::Table(target)))
+            }
         };
         if let Some(fault) = fault {
             // More than the worker's attempts (10), so every attempt meets it.
-            sim.inject(SimProvider::Tencent, fault, 100);
+            sim.inject(provider, fault, 100);
         }
-        let url = sim.url(SimProvider::Tencent);
+        let name = botbox_sim::section_name(provider);
+        let url = sim.url(provider);
         let text = botbox_sim::provider_section(
-            SimProvider::Tencent,
+            provider,
             sim.config(),
-            PROVIDER,
+            name,
             &url,
             &mut |stem, _value| {
                 let path = secrets.join(stem);
@@ -1042,9 +1059,18 @@ mod simulated {
             toml::from_str(&text).map_err(|e| format!("simulator section: {e}"))?;
         let section = parsed
             .get("providers")
-            .and_then(|p| p.get(PROVIDER))
+            .and_then(|p| p.get(name))
             .cloned()
-            .ok_or_else(|| "the simulator wrote no [providers.tencent]".to_owned())?;
-        Ok(Running { sim, section })
+            .ok_or_else(|| format!("the simulator wrote no [providers.{name}]"))?;
+        Ok(Running {
+            sim,
+            name,
+            section,
+            target,
+        })
     }
+
+    /// The BigBlueButton simulator's meeting that exists and is not
+    /// running (`SimConfig::demo`).
+    const IDLE_MEETING: &str = "room-idle";
 }

@@ -84,6 +84,8 @@ pub enum OutcomeSpec {
     RateLimited,
     /// The provider answers every attempt with an HTTP 502 from its proxy.
     ServerError,
+    /// The provider refuses the message with its own error code, for good.
+    Rejected,
 }
 
 /// One case.
