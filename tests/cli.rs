@@ -453,3 +453,87 @@ fn top_level_keys(line: &str) -> Vec<String> {
     let mut reader = serde_json::Deserializer::from_str(line);
     serde::Deserializer::deserialize_map(&mut reader, Keys).expect("a JSON object")
 }
+
+/// A test file for `chatty` with one case that holds and one that is
+/// deliberately wrong: it expects "goodbye" where chatty says "hello", and
+/// a log line chatty never writes.
+const CHATTY_TESTS: &str = r#"
+component = "chatty.wasm"
+
+[[case]]
+name = "poke says hello"
+events = [{ custom = { name = "poke" } }]
+broadcasts = [{ channel = "lobby", text = "hello" }]
+logs = [{ level = "info", matches = "^hi " }]
+
+[[case]]
+name = "poke says goodbye (deliberately wrong)"
+events = [{ custom = { name = "poke" } }]
+broadcasts = [{ channel = "lobby", text = "goodbye" }]
+logs = [{ level = "warn", matches = "bye" }]
+"#;
+
+#[test]
+fn test_fails_a_wrong_case_with_a_diff_an_exit_code_and_a_junit_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatty.wasm"), chatty()).unwrap();
+    std::fs::write(dir.path().join("bot.test.toml"), CHATTY_TESTS).unwrap();
+    let out = botbox(dir.path(), &["test", "--junit", "results.xml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("ok    poke says hello"), "{t}");
+    assert!(
+        t.contains("FAIL  poke says goodbye (deliberately wrong)"),
+        "{t}"
+    );
+    // The diff: what the case expected (-) against what happened (+).
+    assert!(t.contains("- broadcast 1: #lobby \"goodbye\""), "{t}");
+    assert!(t.contains("+ broadcast 1: #lobby \"hello\""), "{t}");
+    assert!(
+        t.contains("- log: warn /bye/ (no such line after the ones above)"),
+        "{t}"
+    );
+    assert!(t.contains("+ log: info \"hi \\\\u{1b}[31mthere\""), "{t}");
+    assert!(t.contains("2 case(s), 1 passed, 1 failed"), "{t}");
+    // Not a terminal: no colour codes.
+    assert!(!t.contains('\x1b'), "{t}");
+
+    let xml = std::fs::read_to_string(dir.path().join("results.xml")).unwrap();
+    assert!(
+        xml.contains(r#"tests="2" failures="1" errors="0""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testcase name="poke says hello" classname="bot.test.toml""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(
+            r#"<failure message="- broadcast 1: #lobby &quot;goodbye&quot;" type="mismatch">"#
+        ),
+        "{xml}"
+    );
+    assert!(xml.contains("+ broadcast 1: #lobby \"hello\""), "{xml}");
+}
+
+#[test]
+fn test_passes_a_right_case_and_refuses_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatty.wasm"), chatty()).unwrap();
+    let passing = CHATTY_TESTS
+        .split("[[case]]")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("[[case]]");
+    std::fs::write(dir.path().join("ok.test.toml"), passing).unwrap();
+    let out = botbox(dir.path(), &["test", "ok.test.toml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("1 case(s), 1 passed, 0 failed"), "{t}");
+
+    std::fs::write(dir.path().join("bad.test.toml"), "[[case]]\nnam = 1\n").unwrap();
+    let out = botbox(dir.path(), &["test", "bad.test.toml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("test file bad.test.toml is invalid"), "{t}");
+}

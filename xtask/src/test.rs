@@ -84,6 +84,17 @@ pub fn run() -> Result<()> {
     } else {
         steps.push(("tests (host workspace)", host(&["test", "--workspace"])));
     }
+    // Each example bot's behaviour cases, through the real host: the
+    // components were built above and the binary by the tests. The
+    // templates' files run in tests/polyglot_bots.rs, which builds them.
+    let bot_tests = bot_test_files(&guest_ws)?;
+    let mut botbox_test = host(&["run", "--quiet", "-p", "botbox", "--", "test"]);
+    botbox_test
+        .args(&bot_tests)
+        .arg("--component-dir")
+        .arg(paths::components_dir());
+    botbox_test.args(["--storage", "target/botbox-test"]);
+    steps.push(("botbox test (plugins/**/bot.test.toml)", botbox_test));
     steps.push(("tests (sdk/rust, native)", native(&sdk, &["test"])));
     steps.push((
         "tests (plugins, native)",
@@ -110,6 +121,29 @@ pub fn run() -> Result<()> {
     }
     eprintln!("==> all checks passed");
     Ok(())
+}
+
+/// Every `bot.test.toml` under `plugins/`, in a stable order; build
+/// output and installed packages are not searched.
+fn bot_test_files(plugins: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut found = Vec::new();
+    let mut stack = vec![plugins.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() && !["target", "node_modules", "__pycache__"].contains(&name) {
+                stack.push(path);
+            } else if name == "bot.test.toml" {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        anyhow::bail!("no bot.test.toml under {}", plugins.display());
+    }
+    Ok(found)
 }
 
 fn has_nextest() -> bool {

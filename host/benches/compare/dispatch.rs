@@ -226,6 +226,7 @@ impl BotboxHost {
             RuntimeOptions {
                 pool: PoolSizes::default(),
                 cache_dir: Some(dir.path().join("cache")),
+                wall_clock: Default::default(),
             },
             services,
         )

@@ -3,10 +3,12 @@
 //! [`supervisor`] runs it: delivery workers, triggers, listeners and reload.
 
 pub mod ad_hoc;
+pub mod bot_test;
 pub mod demo;
 pub mod supervisor;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -17,7 +19,7 @@ use crate::delivery::store::Stores;
 use crate::delivery::throttle::SharedClock;
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
-use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services};
+use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services, WallClock};
 use crate::triggers::Shared;
 use crate::triggers::admin::AdminSettings;
 use crate::triggers::webhooks::WebhookSettings;
@@ -88,10 +90,26 @@ pub fn open_outbox(config: &Config) -> Result<(Stores, SharedClock), StartError>
     Ok((opened.stores, opened.clock))
 }
 
+/// What a host is built with besides its config.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The wall clock plugins and cron schedules read: the system's, or a
+    /// fixed one (`botbox test`).
+    pub wall_clock: WallClock,
+    /// Where compiled components are cached; `storage.dir/cache` when
+    /// `None`.
+    pub cache_dir: Option<PathBuf>,
+}
+
 impl App {
     /// Builds everything but the plugins. Provider and channel problems are
     /// reported together, like the rest of the config.
     pub fn build(config: Config) -> Result<App, StartError> {
+        App::build_with(config, BuildOptions::default())
+    }
+
+    /// [`App::build`] with a chosen wall clock and compile cache.
+    pub fn build_with(config: Config, options: BuildOptions) -> Result<App, StartError> {
         let registry = Registry::from_config(&config).map_err(|issues| invalid(&config, issues))?;
         let (webhooks, admin) = listeners(&config).map_err(|issues| invalid(&config, issues))?;
         let (outbox, clock) = open_outbox(&config)?;
@@ -114,7 +132,12 @@ impl App {
         let runtime = Runtime::new(
             RuntimeOptions {
                 pool: PoolSizes::for_instances(config.runtime.pool_instances),
-                cache_dir: Some(config.storage.dir.join("cache")),
+                cache_dir: Some(
+                    options
+                        .cache_dir
+                        .unwrap_or_else(|| config.storage.dir.join("cache")),
+                ),
+                wall_clock: options.wall_clock,
             },
             services,
         )

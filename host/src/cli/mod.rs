@@ -10,6 +10,7 @@ mod output;
 mod plugin;
 mod run;
 pub mod sim;
+mod test;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub enum Command {
     Webhooks(webhooks::WebhooksArgs),
     /// Push a component to an OCI registry, or pull one (the wkg layout).
     Plugin(plugin::PluginArgs),
+    /// Run a plugin's behaviour cases (bot.test.toml) against the real host.
+    Test(test::TestArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -63,13 +66,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::dev(args).await,
         Command::Webhooks(args) => webhooks::webhooks(args).await,
         Command::Plugin(args) => plugin::plugin(args).await,
+        Command::Test(args) => test::test(args).await,
     }
 }
 
 /// Filter for the log: plugin lines are printed by `call` itself.
 pub fn log_filter(cli: &Cli) -> &'static str {
     match cli.command {
-        Command::Call(_) | Command::Dev(_) => "error,plugin=off",
+        Command::Call(_) | Command::Dev(_) | Command::Test(_) => "error,plugin=off",
         _ => "info",
     }
 }

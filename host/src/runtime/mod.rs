@@ -2,6 +2,7 @@
 //! plugins, and the dispatch path that runs one event in a fresh instance
 //! under a deadline, a memory cap and a concurrency cap.
 
+pub mod clock;
 pub mod engine;
 pub mod limits;
 pub mod plugin;
@@ -20,6 +21,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTableError};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
+pub use self::clock::WallClock;
 pub use self::engine::{CompileCache, CompileSource, Footprint, PoolSizes};
 pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginStats};
 pub use self::state::{HostState, PluginContext, Slices};
@@ -125,6 +127,8 @@ pub struct RuntimeOptions {
     pub pool: PoolSizes,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// The wall clock plugins and cron schedules read.
+    pub wall_clock: WallClock,
 }
 
 /// The plugin runtime: the engine, the linker, the loaded plugins and the
@@ -138,6 +142,7 @@ pub struct Runtime {
     services: RwLock<Services>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     generation: AtomicU64,
+    wall_clock: WallClock,
     /// Guest code runs only on these threads, and only while its call holds
     /// one of `turns`: webhook answers, delivery and the admin API stay on
     /// the host's own runtime and never wait behind a guest.
@@ -227,12 +232,18 @@ impl Runtime {
             services: RwLock::new(services),
             plugins: RwLock::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
+            wall_clock: options.wall_clock,
         })
     }
 
     /// The engine every plugin shares.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The wall clock plugins and cron schedules read.
+    pub fn wall_clock(&self) -> &WallClock {
+        &self.wall_clock
     }
 
     /// The CPU turns guests take (see [`turns`]).
@@ -494,6 +505,7 @@ impl Runtime {
         GuestContext {
             engine: self.engine.clone(),
             turns: self.guests.turns.clone(),
+            wall_clock: self.wall_clock.clone(),
         }
     }
 
@@ -585,6 +597,7 @@ fn lock_turn(slot: &Mutex<Option<turns::Turn>>) -> std::sync::MutexGuard<'_, Opt
 struct GuestContext {
     engine: Engine,
     turns: Arc<Turns>,
+    wall_clock: WallClock,
 }
 
 impl GuestContext {
@@ -593,7 +606,10 @@ impl GuestContext {
     /// [`turns`]) and waits in the rotation for the next; past its deadline
     /// it traps.
     fn new_store(&self, plugin: &Plugin, turn: turns::Turn) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(plugin.context.clone()));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(plugin.context.clone(), self.wall_clock.clone()),
+        );
         store.limiter(|s| &mut s.memory);
         let deadline = plugin.limits.deadline;
         let started = std::time::Instant::now();

@@ -9,6 +9,7 @@ use std::time::Instant;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::clock::WallClock;
 use super::limits::MemoryCap;
 use super::stdio::GuestOutput;
 use crate::capabilities::log::StdStream;
@@ -117,6 +118,9 @@ pub struct HostState {
     pub memory: MemoryCap,
     /// When the call this store serves began: its deadline counts from here.
     pub started: Instant,
+    /// The wall clock WASI's `wall-clock` reads (the host's, fixed under
+    /// `botbox test`).
+    wall_clock: WallClock,
     /// Built on the first WASI call: only JS and Python guests make any, so
     /// other plugins' events skip seeding its random sources and setting up
     /// its output streams.
@@ -125,11 +129,13 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// A store's data for one call of `plugin`.
-    pub fn new(plugin: Arc<PluginContext>) -> HostState {
+    /// A store's data for one call of `plugin`, whose WASI wall clock
+    /// reads `wall_clock`.
+    pub fn new(plugin: Arc<PluginContext>, wall_clock: WallClock) -> HostState {
         HostState {
             memory: MemoryCap::new(plugin.limits.memory_bytes),
             started: Instant::now(),
+            wall_clock,
             wasi: None,
             table: bounded_table(),
             plugin,
@@ -147,8 +153,8 @@ fn bounded_table() -> ResourceTable {
 /// wasi-libc): clocks and random work, everything that reaches outside the
 /// sandbox is absent. No preopened directories, no environment, no
 /// arguments, no stdin, no sockets, no name lookup. Stdout and stderr go
-/// to the plugin's log.
-fn deny_all_wasi(plugin: &PluginContext) -> WasiCtx {
+/// to the plugin's log. The wall clock is the host's (see [`WallClock`]).
+fn deny_all_wasi(plugin: &PluginContext, wall_clock: &WallClock) -> WasiCtx {
     let log = &plugin.slices.log;
     let mut builder = WasiCtxBuilder::new();
     builder
@@ -157,14 +163,17 @@ fn deny_all_wasi(plugin: &PluginContext) -> WasiCtx {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }));
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .wall_clock(wall_clock.clone());
     builder.build()
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: self.wasi.get_or_insert_with(|| deny_all_wasi(&self.plugin)),
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| deny_all_wasi(&self.plugin, &self.wall_clock)),
             table: &mut self.table,
         }
     }

@@ -48,7 +48,7 @@ pub fn start(config: &Config, runtime: Arc<Runtime>, stop: CancellationToken, ta
                             // Cron: the next occurrence after now, so a tick
                             // missed while an event ran is skipped, too.
                             None => {
-                                let now = chrono::Utc::now();
+                                let now = runtime.wall_clock().now_utc();
                                 let wait = spec
                                     .next_after(now)
                                     .and_then(|next| (next - now).to_std().ok())

@@ -16,7 +16,8 @@
 //! Delivery reports of its posts are logged (failures as warnings).
 //!
 //! Settings: `sender`, `prefix` (put before every notice), `default-every`
-//! (1), `max-per-tick` (5), `max-notices` (50).
+//! (1), `max-per-tick` (5), `max-notices` (50), `seed` (a JSON list of
+//! `add` payloads, added on the first ticks), `seed-per-tick` (20).
 
 use botbox_sdk::{
     Bot, CustomEvent, DeliveryOutcome, Event, EventKind, Manifest, Message, kv, settings,
@@ -36,8 +37,10 @@ const TICK_KEY: &str = "tick";
 const NEXT_ID_KEY: &str = "next-id";
 /// kv prefix of notices (JSON [`Notice`]).
 const NOTICE_PREFIX: &str = "notice/";
-/// Set once the `seed` setting has been applied.
+/// Set once the `seed` setting has been applied in full.
 const SEEDED_KEY: &str = "seeded";
+/// How far seeding has got (JSON [`SeedProgress`]) while it is under way.
+const SEED_PROGRESS_KEY: &str = "seed-progress";
 /// Longest notice text accepted; the channel's provider may allow less.
 pub const MAX_TEXT_CHARS: usize = 4000;
 /// The longest interval between posts, in ticks.
@@ -86,6 +89,7 @@ pub struct Config {
     pub default_every: u64,
     pub max_per_tick: usize,
     pub max_notices: u32,
+    pub seed_per_tick: u64,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             default_every: 1,
             max_per_tick: 5,
             max_notices: 50,
+            seed_per_tick: 20,
         }
     }
 }
@@ -111,6 +116,7 @@ impl Config {
             default_every: settings::get_parsed_or("default-every", defaults.default_every)?,
             max_per_tick: settings::get_parsed_or("max-per-tick", defaults.max_per_tick)?,
             max_notices: settings::get_parsed_or("max-notices", defaults.max_notices)?,
+            seed_per_tick: settings::get_parsed_or("seed-per-tick", defaults.seed_per_tick)?,
         };
         if !(1..=MAX_EVERY).contains(&config.default_every) {
             return Err(format!(
@@ -191,7 +197,7 @@ fn handle_custom(event: &CustomEvent, config: &Config) -> Result<(), String> {
 }
 
 fn add(request: AddRequest, config: &Config) -> Result<(), String> {
-    if load_notices(config)?.len() >= config.max_notices as usize {
+    if count_notices(config)? >= config.max_notices as usize {
         return Err(format!(
             "already {} notices (setting `max-notices`); remove one first",
             config.max_notices
@@ -205,24 +211,110 @@ fn add(request: AddRequest, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Adds the notices of the `seed` setting (a JSON list of `add` payloads)
-/// once, on the first tick ever, so an operator can ship a bot with its
-/// notices in `botbox.toml`.
-fn seed_once(config: &Config) -> Result<(), String> {
+/// Adds the notices of the `seed` setting (a JSON list of `add` payloads),
+/// at most `seed-per-tick` of them per tick, so an operator can ship a bot
+/// with its notices in `botbox.toml` and a long list still fits the
+/// plugin's deadline.
+///
+/// The host keeps the kv writes of an event that fails or runs out of
+/// time, so every step is safe to repeat: the seed's ids are reserved up
+/// front ([`SeedProgress`]), each notice is written under its own reserved
+/// id (a repeat overwrites it), the progress moves only after its batch is
+/// written, and `seeded` is set only after the last one.
+fn seed_step(config: &Config) -> Result<(), String> {
     if kv::get(SEEDED_KEY)?.is_some() {
         return Ok(());
     }
-    kv::set_string(SEEDED_KEY, "1")?;
-    let requests: Vec<AddRequest> = settings::get_json("seed")?.unwrap_or_default();
-    for request in requests {
-        add(request, config)?;
+    let entries: Vec<serde_json::Value> = settings::get_json("seed")?.unwrap_or_default();
+    let progress = match kv::get_json::<SeedProgress>(SEED_PROGRESS_KEY)? {
+        Some(p) => p,
+        None => {
+            let p = SeedProgress {
+                next: 0,
+                first_id: read_counter(NEXT_ID_KEY)? + 1,
+                len: entries.len() as u64,
+            };
+            kv::set_json(SEED_PROGRESS_KEY, &p)?;
+            p
+        }
+    };
+    // Reserve the ids, again if the event that first tried was cut short.
+    let last_id = progress.first_id + progress.len.saturating_sub(1);
+    if progress.len > 0 && read_counter(NEXT_ID_KEY)? < last_id {
+        kv::set_string(NEXT_ID_KEY, &last_id.to_string())?;
     }
+    let current_tick = read_counter(TICK_KEY)?;
+    let end = seed_batch_end(progress.next, progress.len, config.seed_per_tick);
+    let mut count = count_notices(config)?;
+    for index in progress.next..end {
+        let id = progress.first_id + index;
+        let key = notice_key(id);
+        let entry = entries.get(index as usize).cloned().unwrap_or_default();
+        let notice = serde_json::from_value::<AddRequest>(entry)
+            .map_err(|e| format!("not an `add` payload: {e}"))
+            .and_then(|request| new_notice(request, id, current_tick, config));
+        let notice = match notice {
+            Ok(n) => n,
+            Err(err) => {
+                botbox_sdk::error!("seed entry {} skipped: {err}", index + 1);
+                continue;
+            }
+        };
+        let exists = kv::get(&key)?.is_some();
+        if !exists && count >= config.max_notices as usize {
+            botbox_sdk::error!(
+                "seed entry {} skipped: already {} notices (setting `max-notices`)",
+                index + 1,
+                config.max_notices
+            );
+            continue;
+        }
+        kv::set_json(&key, &notice)?;
+        if !exists {
+            count += 1;
+        }
+    }
+    if end < progress.len {
+        kv::set_json(
+            SEED_PROGRESS_KEY,
+            &SeedProgress {
+                next: end,
+                ..progress
+            },
+        )?;
+        botbox_sdk::info!("seeded {end} of {} notice(s)", progress.len);
+        return Ok(());
+    }
+    kv::set_string(SEEDED_KEY, "1")?;
+    kv::delete(SEED_PROGRESS_KEY)?;
+    botbox_sdk::info!("seeded {} notice(s)", progress.len);
     Ok(())
+}
+
+/// Where seeding has got to, kept in kv between ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedProgress {
+    /// The index of the next seed entry to add.
+    pub next: u64,
+    /// The id reserved for entry 0; entry `i` gets `first_id + i`.
+    pub first_id: u64,
+    /// How many entries the seed has.
+    pub len: u64,
+}
+
+/// The end of the batch that starts at `next`: at most `per_tick` entries.
+pub fn seed_batch_end(next: u64, len: u64, per_tick: u64) -> u64 {
+    next.saturating_add(per_tick.max(1)).min(len)
+}
+
+/// How many notices there are, from their keys alone.
+fn count_notices(config: &Config) -> Result<usize, String> {
+    Ok(kv::list_keys(NOTICE_PREFIX, config.max_notices.saturating_add(1))?.len())
 }
 
 /// One tick: count it, then post what is due.
 fn tick(config: &Config) -> Result<(), String> {
-    seed_once(config)?;
+    seed_step(config)?;
     // Count the tick before sending: if this call dies halfway, the unsent
     // notices are still due next tick, and the sent ones carry idempotency
     // keys that make a repeat a no-op.
@@ -511,6 +603,16 @@ mod tests {
         let old: Notice =
             kv::decode_json("k", br#"{"id":1,"text":"t","every":2,"next_tick":5}"#).expect("old");
         assert_eq!((old.remaining, old.sent), (None, 0));
+    }
+
+    #[test]
+    fn seeding_goes_in_bounded_batches_to_the_end() {
+        assert_eq!(seed_batch_end(0, 200, 20), 20);
+        assert_eq!(seed_batch_end(180, 200, 20), 200);
+        assert_eq!(seed_batch_end(190, 200, 20), 200);
+        assert_eq!(seed_batch_end(0, 0, 20), 0);
+        // A zero setting still makes progress.
+        assert_eq!(seed_batch_end(3, 10, 0), 4);
     }
 
     #[test]
