@@ -426,7 +426,8 @@ impl Delivery {
         };
         let reason = sanitize::for_log(&reason, 500);
         let age = now.saturating_sub(record.created_ms);
-        if self.retry.gives_up(attempts, age) {
+        let failed = failed_tries(attempts, parts);
+        if self.retry.gives_up(failed, age) {
             for p in parts.iter().filter(|p| p.state == PartState::Queued) {
                 self.outbox.part_done(
                     &record.id,
@@ -454,7 +455,7 @@ impl Delivery {
             }
             return self.conclude(record, attempts, &parts);
         }
-        let delay = self.retry.delay_ms(attempts, hint);
+        let delay = self.retry.delay_ms(failed, hint);
         tracing::info!(message = %record.id, attempts, delay_ms = delay, "will retry: {reason}");
         self.outbox
             .requeue(&record.id, now + delay, attempts, &reason)
@@ -535,5 +536,66 @@ impl Delivery {
             detail,
         });
         self.reports.notify_one();
+    }
+}
+
+/// How many of a message's requests failed. `attempts` counts requests, and
+/// a message to many meetings makes one per part: a part that was answered
+/// for good (delivered, or rejected) took exactly one request that did not
+/// fail, so the rest are the failures the retry policy weighs. Counting
+/// requests instead gave up a message to ten meetings at its first 502.
+fn failed_tries(attempts: u32, parts: &[PartRecord]) -> u32 {
+    let answered = parts
+        .iter()
+        .filter(|p| p.state != PartState::Queued)
+        .count();
+    attempts
+        .saturating_sub(u32::try_from(answered).unwrap_or(u32::MAX))
+        .max(1)
+}
+
+#[cfg(test)]
+mod failed_tries_tests {
+    use super::*;
+    use crate::wit::types::{Content, Message};
+
+    fn part(index: u32, state: PartState) -> PartRecord {
+        PartRecord {
+            index,
+            part: Part {
+                target: format!("room-{index}"),
+                message: Message {
+                    channel: "lobby".into(),
+                    content: Content::Text("hi".into()),
+                    sender: None,
+                    extra: None,
+                    idempotency_key: None,
+                    reply_to: None,
+                    options: None,
+                },
+                dedup_key: None,
+                merged: Vec::new(),
+            },
+            state,
+            provider_ids: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_message_to_many_meetings_counts_failures_not_requests() {
+        // Twelve meetings: eleven delivered, the twelfth's request failed.
+        // Twelve requests, one failure: far from the policy's ten.
+        let mut parts: Vec<PartRecord> = (0..11).map(|i| part(i, PartState::Delivered)).collect();
+        parts.push(part(11, PartState::Queued));
+        assert_eq!(failed_tries(12, &parts), 1);
+        assert!(
+            !crate::delivery::retry::RetryPolicy::default().gives_up(failed_tries(12, &parts), 0)
+        );
+        // A rejected part was answered too; two earlier failures count.
+        parts[3].state = PartState::Failed;
+        assert_eq!(failed_tries(14, &parts), 3);
+        // Planning failed: every attempt was a failure.
+        assert_eq!(failed_tries(4, &[]), 4);
     }
 }
