@@ -1556,7 +1556,7 @@ async fn admin_endpoints_show_the_throttle_the_queue_and_the_last_refusal() {
     };
     let endpoint = bitrix(&refused);
     assert_eq!(
-        endpoint["last_refusal"]["outcome"], "retry-later",
+        endpoint["last_refusal"]["outcome"], "too-fast",
         "{refused}"
     );
     assert!(
@@ -1573,7 +1573,7 @@ async fn admin_endpoints_show_the_throttle_the_queue_and_the_last_refusal() {
         format!("botbox_queue_messages{{endpoint=\"{name}\",plugin=\"commands\"}} 1"),
         format!("botbox_throttle_limit{{endpoint=\"{name}\",limit=\"bucket 2/s burst 50\"}} 50"),
         format!(
-            "botbox_provider_refusal_timestamp_seconds{{endpoint=\"{name}\",outcome=\"retry-later\"}} "
+            "botbox_provider_refusal_timestamp_seconds{{endpoint=\"{name}\",outcome=\"too-fast\"}} "
         ),
         format!("botbox_throttle_next_slot_seconds{{endpoint=\"{name}\"}} "),
     ] {

@@ -550,9 +550,11 @@ fn expect_of(answer: &Answer) -> (Expect, String) {
         Answer::Done(DeliveryOutcome::Rejected { reason, .. }) => {
             (Expect::Rejected, reason.clone())
         }
-        Answer::Done(DeliveryOutcome::RetryLater {
+        // A frequency code slows the endpoint (or the group) down.
+        Answer::Done(DeliveryOutcome::Throttled {
             after: Some(d),
             reason,
+            ..
         }) if *d == Duration::from_secs(1) => (Expect::RateLimited, reason.clone()),
         Answer::Done(DeliveryOutcome::RetryLater {
             after: None,
