@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 use botbox::cli::{Cli, execute, log_directives, log_filter};
 
@@ -22,10 +23,15 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     // journal, and never with NO_COLOR set (https://no-color.org).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The filter is the log's own (per layer), so the trace layer, idle
+    // until `[telemetry]` starts it, picks its spans by itself.
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(botbox::telemetry::layer())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

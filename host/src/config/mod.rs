@@ -8,6 +8,7 @@
 
 mod schedule;
 mod secret;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use schedule::{ScheduleSpec, parse_duration, parse_schedule};
 pub use secret::{Secret, SecretError, SecretRef};
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 use crate::events::parse_event_kind;
 use crate::wit::types::EventKind;
@@ -109,6 +111,8 @@ pub struct Config {
     /// `[admin]`: the admin API and metrics listener, validated by
     /// [`crate::triggers::admin::AdminSettings::from_config`].
     pub admin: Option<toml::Table>,
+    /// `[telemetry]`: where traces are exported; `None` exports nothing.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 /// `[storage]`: where the host keeps its state.
@@ -277,6 +281,7 @@ struct RawConfig {
     plugins: BTreeMap<String, RawPlugin>,
     webhooks: Option<toml::Table>,
     admin: Option<toml::Table>,
+    telemetry: Option<telemetry::RawTelemetry>,
 }
 
 #[derive(Deserialize, Default)]
@@ -603,6 +608,9 @@ impl Config {
             plugins,
             webhooks: raw.webhooks,
             admin: raw.admin,
+            telemetry: raw
+                .telemetry
+                .and_then(|t| telemetry::validate(t, &mut issue)),
         }
     }
 }

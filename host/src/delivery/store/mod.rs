@@ -192,6 +192,10 @@ pub struct OutboxRecord {
     pub last_error: Option<String>,
     /// When it ended.
     pub finished_ms: Option<u64>,
+    /// The W3C `traceparent` of the span that accepted it, when a trace was
+    /// being recorded: the worker that sends it (on any host) continues
+    /// that trace.
+    pub traceparent: Option<String>,
 }
 
 /// One part as stored.
@@ -738,6 +742,7 @@ CREATE TABLE IF NOT EXISTS {p}messages (
     reported {flag} NOT NULL DEFAULT {no},
     merged_into TEXT,{message_columns}
     requests INTEGER NOT NULL DEFAULT 1,
+    traceparent TEXT,
     UNIQUE (plugin, channel, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS {p}messages_due ON {p}messages (endpoint, state, plugin, next_attempt_ms);
@@ -762,7 +767,7 @@ CREATE INDEX IF NOT EXISTS {p}sends_by_endpoint ON {p}sends (endpoint, at_ms);
 }
 
 /// The columns an [`OutboxRecord`] is read from, in [`record_from`]'s order.
-pub(crate) const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms";
+pub(crate) const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms, traceparent";
 
 /// One row, as a backend's driver reads its columns by position.
 pub(crate) trait Columns {
@@ -795,6 +800,7 @@ pub(crate) fn record_from(row: &impl Columns) -> Result<OutboxRecord, OutboxErro
         planned: row.flag(9)?,
         last_error: row.opt_text(10)?,
         finished_ms: row.opt_int(11)?.map(|v| v as u64),
+        traceparent: row.opt_text(12)?,
         id,
     })
 }
