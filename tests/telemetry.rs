@@ -111,8 +111,9 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
     tracing_subscriber::registry()
         .with(botbox::telemetry::layer())
         .with(
-            PluginLines(lines.clone())
-                .with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() == "plugin")),
+            PluginLines(lines.clone()).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.target() == "plugin"
+            })),
         )
         .init();
     let (collector_url, received, served) = collector().await;
@@ -172,21 +173,35 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
     )
     .await;
     // The provider refuses the first request with a 502: retried.
-    host.sim().inject(SimProvider::Tencent, Fault::server_error(502), 1);
+    host.sim()
+        .inject(SimProvider::Tencent, Fault::server_error(502), 1);
     let mut accepted = app.delivery.observers().accepted.subscribe();
     emit(
         r#"{"name": "tick"}"#.into(),
         Some(format!("00-{TRACE_ID}-{CALLER_SPAN}-01")),
     )
     .await;
-    let receipt = accepted.try_recv().expect("the tick posted the notice").receipt.id;
+    let receipt = accepted
+        .try_recv()
+        .expect("the tick posted the notice")
+        .receipt
+        .id;
     let (record, _) = host.done(&receipt).await;
     assert_eq!(record.state, MessageState::Delivered, "{record:?}");
     assert_eq!(record.attempts, 2, "{record:?}");
     // The report has reached the plugin once it is marked reported.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !app.delivery.outbox().unreported_of("announcer", 10).unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the delivery report never reached announcer");
+    while !app
+        .delivery
+        .outbox()
+        .unreported_of("announcer", 10)
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the delivery report never reached announcer"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Sends every batched span before looking.
@@ -197,7 +212,10 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
     served.abort();
 
     let all = lock(&received).clone();
-    let trace: Vec<&Span> = all.iter().filter(|s| hex(&s.trace_id) == TRACE_ID).collect();
+    let trace: Vec<&Span> = all
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE_ID)
+        .collect();
     let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
     let by_id: HashMap<String, &Span> = trace.iter().map(|s| (hex(&s.span_id), *s)).collect();
     let one = |name: &str| -> &Span {
@@ -221,10 +239,17 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
         .iter()
         .filter(|s| s.name == "admin event" && hex(&s.trace_id) != TRACE_ID)
         .count();
-    assert_eq!(other_admin_calls, 1, "the `add` call has a trace of its own");
+    assert_eq!(
+        other_admin_calls, 1,
+        "the `add` call has a trace of its own"
+    );
 
     let handles: Vec<&&Span> = trace.iter().filter(|s| s.name == "handle").collect();
-    assert_eq!(handles.len(), 2, "the tick and the delivery report: {names:?}");
+    assert_eq!(
+        handles.len(),
+        2,
+        "the tick and the delivery report: {names:?}"
+    );
     let tick = handles
         .iter()
         .find(|h| parent_of(h) == hex(&trigger.span_id))
@@ -240,12 +265,22 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
     let passes: Vec<&&Span> = trace.iter().filter(|s| s.name == "deliver").collect();
     assert_eq!(passes.len(), 2, "{names:?}");
     for pass in &passes {
-        assert_eq!(parent_of(pass), hex(&accept.span_id), "deliver under outbox accept");
+        assert_eq!(
+            parent_of(pass),
+            hex(&accept.span_id),
+            "deliver under outbox accept"
+        );
     }
-    let mut requests: Vec<&&Span> = trace.iter().filter(|s| s.name == "provider request").collect();
+    let mut requests: Vec<&&Span> = trace
+        .iter()
+        .filter(|s| s.name == "provider request")
+        .collect();
     requests.sort_by_key(|s| attr(s, "attempt"));
     assert_eq!(requests.len(), 2, "{names:?}");
-    for (request, (attempt, status)) in requests.iter().zip([("1", "retry_later"), ("2", "delivered")]) {
+    for (request, (attempt, status)) in requests
+        .iter()
+        .zip([("1", "retry_later"), ("2", "delivered")])
+    {
         assert_eq!(parent_name(request), "deliver");
         assert_eq!(attr(request, "attempt").as_deref(), Some(attempt));
         assert_eq!(attr(request, "status").as_deref(), Some(status));
@@ -266,11 +301,19 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
     );
 
     // No span says where the provider is, what was asked or what was sent.
-    let sim_urls: Vec<String> = SimProvider::ALL.iter().map(|p| host.sim().url(*p)).collect();
+    let sim_urls: Vec<String> = SimProvider::ALL
+        .iter()
+        .map(|p| host.sim().url(*p))
+        .collect();
     for span in &trace {
         for kv in &span.attributes {
             let value = attr(span, &kv.key).unwrap_or_default();
-            for forbidden in sim_urls.iter().map(String::as_str).chain(["http", "127.0.0.1", "?", NOTICE]) {
+            for forbidden in
+                sim_urls
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["http", "127.0.0.1", "?", NOTICE])
+            {
                 assert!(
                     !value.contains(forbidden),
                     "span `{}` attribute {} = {value:?} contains {forbidden:?}",
@@ -278,16 +321,30 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
                     kv.key
                 );
             }
-            assert_no_secret(&format!("span `{}` attribute {}", span.name, kv.key), &value);
+            assert_no_secret(
+                &format!("span `{}` attribute {}", span.name, kv.key),
+                &value,
+            );
         }
     }
 
     // The plugin's own lines name the trace and the span they were written in.
     let posted = lock(&lines)
         .iter()
-        .find(|l| l.get("message").is_some_and(|m| m.contains("posted notice")))
+        .find(|l| {
+            l.get("message")
+                .is_some_and(|m| m.contains("posted notice"))
+        })
         .cloned()
         .expect("announcer logged the post");
-    assert_eq!(posted.get("trace_id").map(String::as_str), Some(TRACE_ID), "{posted:?}");
-    assert_eq!(posted.get("span_id"), Some(&hex(&tick.span_id)), "{posted:?}");
+    assert_eq!(
+        posted.get("trace_id").map(String::as_str),
+        Some(TRACE_ID),
+        "{posted:?}"
+    );
+    assert_eq!(
+        posted.get("span_id"),
+        Some(&hex(&tick.span_id)),
+        "{posted:?}"
+    );
 }

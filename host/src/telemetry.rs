@@ -94,9 +94,7 @@ pub fn start(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         })?;
     // A continued trace keeps its caller's decision; new traces are sampled
     // by ratio.
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        config.sample_ratio,
-    )));
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();
@@ -325,11 +323,7 @@ pub fn parse_traceparent(value: &str) -> Option<Context> {
     let mut carrier = HashMap::new();
     carrier.insert(TRACEPARENT.to_string(), value.to_string());
     let context = TraceContextPropagator::new().extract(&carrier);
-    context
-        .span()
-        .span_context()
-        .is_valid()
-        .then_some(context)
+    context.span().span_context().is_valid().then_some(context)
 }
 
 /// The shape W3C Trace Context gives `traceparent`

@@ -320,7 +320,10 @@ pub fn install_subscriber() {
 /// on a thread of its own; returns its base URL.
 fn null_collector() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
-    let url = format!("http://{}", listener.local_addr().expect("collector address"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("collector address")
+    );
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
         let rt = current_thread();

@@ -124,11 +124,21 @@ impl LogSink {
         let trace_id = ids.as_ref().map(|(trace, _)| trace.as_str());
         let span_id = ids.as_ref().map(|(_, span)| span.as_str());
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
         }
         let _ = self.observers.send(LogRecord {
             plugin: self.plugin.clone(),

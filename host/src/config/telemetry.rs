@@ -138,7 +138,9 @@ fn check_endpoint(url: &str) -> Result<(), String> {
         );
     }
     if rest.contains(['?', '#']) {
-        return Err(format!("must be a base URL without query or fragment; {hint}"));
+        return Err(format!(
+            "must be a base URL without query or fragment; {hint}"
+        ));
     }
     Ok(())
 }
@@ -180,7 +182,9 @@ mod tests {
                 ..RawTelemetry::default()
             });
             assert!(
-                issues.iter().any(|i| i.starts_with("telemetry.otlp_endpoint") && i.contains(needle)),
+                issues
+                    .iter()
+                    .any(|i| i.starts_with("telemetry.otlp_endpoint") && i.contains(needle)),
                 "{endpoint}: {issues:?}"
             );
         }
@@ -192,6 +196,9 @@ mod tests {
         });
         assert_eq!(issues.len(), 2, "{issues:?}");
         let (_, issues) = check(RawTelemetry::default());
-        assert!(issues[0].contains("otlp_endpoint: is missing"), "{issues:?}");
+        assert!(
+            issues[0].contains("otlp_endpoint: is missing"),
+            "{issues:?}"
+        );
     }
 }

@@ -131,7 +131,8 @@ async fn run_plugin(
                     receipt = %record.id,
                 );
                 crate::telemetry::continue_from(&span, record.traceparent.as_deref());
-                let reported = tracing::Instrument::instrument(runtime.dispatch_to(&plugin, &event), span);
+                let reported =
+                    tracing::Instrument::instrument(runtime.dispatch_to(&plugin, &event), span);
                 match reported.await {
                     Ok(()) => break,
                     Err(HandleError::Busy { .. }) => {

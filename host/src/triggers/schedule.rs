@@ -71,8 +71,11 @@ pub fn start(config: &Config, runtime: Arc<Runtime>, stop: CancellationToken, ta
                                 plugin = %plugin_name,
                                 schedule = %schedule
                             );
-                            tracing::Instrument::instrument(runtime.dispatch_to(&loaded, &event), span)
-                                .await
+                            tracing::Instrument::instrument(
+                                runtime.dispatch_to(&loaded, &event),
+                                span,
+                            )
+                            .await
                         }
                         Err(Refusal::NotGranted(kind)) => Err(HandleError::NotGranted {
                             plugin: plugin_name.clone(),
