@@ -4,7 +4,9 @@
 //! provider requests (the simulator refuses the first with a 502) and the
 //! delivery report back to the plugin, all in one trace with the right
 //! parents, and nothing in any span that names the provider's URL, a query,
-//! a credential or the message.
+//! a credential or the message. A signed webhook call continues its
+//! caller's trace the same way, and a malformed `traceparent` starts a new
+//! one.
 //!
 //! The test process puts the same layer the binary uses on its own
 //! subscriber, and `[telemetry]` starts it as `botbox run` does.
@@ -39,6 +41,10 @@ const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const NOTICE: &str = "traced notice for the whole room";
+/// A second caller's trace, continued by a signed webhook call.
+const WEBHOOK_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const WEBHOOK_CALLER_SPAN: &str = "b7ad6b7169203331";
+const TENCENT_CALLBACK_TOKEN: &str = "tencent-callback-token-for-traces";
 
 /// Every span the collector received.
 type Received = Arc<Mutex<Vec<Span>>>;
@@ -122,10 +128,13 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
     let providers = setup.tencent("tc", &setup.cfg().tencent.secret_key.clone());
     let channels = "[channels.announcements]\nprovider = \"tc\"\nsender = \"news-bot\"\n";
     let token = setup.secret("admin-token", ADMIN_TOKEN);
+    let callback_token = setup.secret("tencent-token", TENCENT_CALLBACK_TOKEN);
     let extra = format!(
         "[plugins.announcer]\npath = {}\nchannels = [\"announcements\"]\n\
          events = [\"custom\", \"delivery\"]\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken = {token}\n\
+         [webhooks]\nlisten = \"127.0.0.1:0\"\n\
+         [providers.tc.inbound]\nsecret = {callback_token}\n\
          [telemetry]\notlp_endpoint = {}\nservice_name = \"botbox-test\"\n",
         toml_str(&example_plugin("announcer").display().to_string()),
         toml_str(&collector_url),
@@ -151,6 +160,16 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
         app.shared.metrics.clone(),
     ));
     let admin_served = tokio::spawn(admin.serve(listener, stop.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks_url = format!("http://{}", listener.local_addr().unwrap());
+    let hooks = Arc::new(botbox::triggers::webhooks::WebhookServer::new(
+        app.webhooks.clone().expect("[webhooks] is set"),
+        &app.config,
+        app.runtime.clone(),
+        app.shared.replay.clone(),
+        app.shared.metrics.clone(),
+    ));
+    let hooks_served = tokio::spawn(hooks.serve(listener, stop.clone()));
     let client = reqwest::Client::new();
     let emit = |body: String, traceparent: Option<String>| {
         let mut request = client
@@ -204,11 +223,35 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A signed Tencent callback continues its caller's trace too.
+    let callback = botbox_sim::callbacks::tencent_callback_url(
+        &format!("{hooks_url}/webhooks/tc"),
+        host.sim().config().tencent.sdkappid,
+        "Group.CallbackAfterSendMsg",
+        TENCENT_CALLBACK_TOKEN,
+        botbox_sim::callbacks::unix_ms() / 1000,
+    );
+    let answer = client
+        .post(callback)
+        .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            format!("00-{WEBHOOK_TRACE_ID}-{WEBHOOK_CALLER_SPAN}-01"),
+        )
+        .body(
+            botbox_sim::callbacks::tencent_group_message("@TGS#lobby", "ada", 11, "hello")
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("webhook answers");
+    assert!(answer.status().is_success(), "{:?}", answer.text().await);
     // Sends every batched span before looking.
     telemetry.shutdown().await;
     stop.cancel();
     reports.await.unwrap();
     admin_served.await.unwrap();
+    hooks_served.await.unwrap();
     served.abort();
 
     let all = lock(&received).clone();
@@ -327,6 +370,14 @@ async fn one_message_is_one_trace_from_the_admin_call_to_its_delivery_report() {
             );
         }
     }
+
+    let webhook = all
+        .iter()
+        .find(|s| s.name == "webhook")
+        .expect("a webhook span");
+    assert_eq!(hex(&webhook.trace_id), WEBHOOK_TRACE_ID);
+    assert_eq!(hex(&webhook.parent_span_id), WEBHOOK_CALLER_SPAN);
+    assert_eq!(attr(webhook, "provider").as_deref(), Some("tc"));
 
     // The plugin's own lines name the trace and the span they were written in.
     let posted = lock(&lines)
