@@ -20,6 +20,7 @@ fn collect(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
             "gen",
             "__pycache__",
             ".venv",
+            ".mypy_cache",
         ]
         .contains(&name)
             || name.ends_with(".wasm")

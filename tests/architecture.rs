@@ -20,6 +20,7 @@ const BOXES: &[&str] = &[
     "wit",
     "events",
     "config",
+    "distribution",
     "telemetry",
     "storage",
     "providers",

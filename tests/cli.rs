@@ -207,3 +207,249 @@ fn run_fires_schedules_and_stops_cleanly() {
     assert!((1..=4).contains(&sent), "{t}");
     assert!(t.contains("stopped"), "{t}");
 }
+
+/// What a hostile plugin logs: quotes, backslashes, control characters,
+/// markup, a byte-order mark, non-characters, a bidi override, a line
+/// separator, text that looks like a lone surrogate's escape.
+const HOSTILE_LINE: &str = "q\"uote\\ nul\0 bel\x07 esc\x1b[2J nl\n cr\r tab\t \
+    </script><script>alert(1)</script> bom\u{feff} nonchar\u{ffff}\u{fffe} rlo\u{202e} \
+    ls\u{2028} \\ud800 \\\" crab\u{1f980}";
+
+/// Every stderr line of `out` as a JSON object, or a failure naming the
+/// line that is not one.
+fn json_lines(out: &Output) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let err = String::from_utf8(out.stderr.clone()).expect("the log is UTF-8");
+    err.lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(o)) => {
+                assert_eq!(top_level_keys(line).len(), o.len(), "a key twice: {line}");
+                o
+            }
+            other => panic!("a log line is not a JSON object ({other:?}): {line:?}"),
+        })
+        .collect()
+}
+
+/// `BOTBOX_LOG_FORMAT=json`: every line on stderr is one JSON object with
+/// the time, level, target and message; a plugin's line carries the plugin
+/// as a field and stays valid JSON whatever the plugin wrote.
+#[test]
+fn json_log_lines_are_json_whatever_a_plugin_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = WatPlugin::new(Ask {
+        schedules: &["tick"],
+        events: &[2],
+        ..Ask::default()
+    });
+    let (line, len) = p.data.string(HOSTILE_LINE);
+    let hostile = p
+        .body(&format!(
+            "(call $log (i32.const 3) (i32.const {line}) (i32.const {len}))"
+        ))
+        .build();
+    std::fs::write(dir.path().join("hostile.wasm"), hostile).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n\
+         [plugins.hostile]\npath = \"hostile.wasm\"\nchannels = [\"lobby\"]\nschedules = { tick = \"every 1s\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["run", "--config", "botbox.toml", "--exit-after", "3"])
+        .current_dir(dir.path())
+        .env("BOTBOX_LOG_FORMAT", "json")
+        .env("BOTBOX_LOG", "debug")
+        .output()
+        .expect("run botbox");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = json_lines(&out);
+    for line in &lines {
+        let time = line["time"].as_str().expect("a time");
+        chrono::DateTime::parse_from_rfc3339(time).expect("an RFC 3339 time");
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&line["level"].as_str().unwrap()),
+            "{line:?}"
+        );
+        assert!(line["target"].is_string(), "{line:?}");
+        assert!(line["message"].is_string(), "{line:?}");
+    }
+    // botbox's own lines, at debug as asked.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "DEBUG" && l["target"] == "botbox::runtime::plugin"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "stopped" && l["target"] == "botbox::app::supervisor"),
+        "{lines:?}"
+    );
+    // The plugin's lines: the plugin as a field, the text escaped as on
+    // a terminal (no control, format or separator character survives) and
+    // the rest (quotes, backslashes, markup, non-characters) as written.
+    let plugin_lines: Vec<_> = lines.iter().filter(|l| l["target"] == "plugin").collect();
+    assert!(!plugin_lines.is_empty(), "{lines:?}");
+    for l in plugin_lines {
+        assert_eq!(l["plugin"], "hostile", "{l:?}");
+        assert_eq!(l["level"], "WARN", "{l:?}");
+        let message = l["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            botbox::sanitize::for_log(HOSTILE_LINE, botbox::sanitize::MAX_LOG_LINE_CHARS)
+        );
+        assert!(message.contains("</script><script>alert(1)</script>"));
+        // A backslash is doubled, so an escape the plugin wrote (`\ud800`)
+        // cannot pass for one the host made.
+        assert!(message.contains("q\"uote\\\\ nul\\u{0}"), "{message:?}");
+        assert!(message.contains(" \\\\ud800 "), "{message:?}");
+        assert!(message.contains("\u{ffff}\u{fffe}"));
+        assert!(
+            !message
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '\u{feff}' | '\u{202e}' | '\u{2028}')),
+            "{message:?}"
+        );
+    }
+}
+
+/// In JSON, even the warning about a `BOTBOX_LOG` that is no filter is a
+/// JSON line; an unknown `BOTBOX_LOG_FORMAT` is refused before anything
+/// runs, naming the variable and the formats there are.
+#[test]
+fn json_log_format_warns_in_json_and_an_unknown_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.wasm"), chatty()).unwrap();
+    std::fs::write(
+        dir.path().join("botbox.toml"),
+        "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n\
+         [plugins.good]\npath = \"good.wasm\"\nchannels = [\"lobby\"]\n",
+    )
+    .unwrap();
+    let check = |format: &str, log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_botbox"))
+            .args(["check", "--config", "botbox.toml"])
+            .current_dir(dir.path())
+            .env("BOTBOX_LOG_FORMAT", format)
+            .env("BOTBOX_LOG", log)
+            .output()
+            .expect("run botbox")
+    };
+    let out = check("json", "botbox=loud");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = json_lines(&out);
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("BOTBOX_LOG is not a log filter")),
+        "{lines:?}"
+    );
+
+    // Even under `call`, whose log shows errors only.
+    let out = Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .args(["call", "good.wasm", "--event", r#"{"name": "poke"}"#])
+        .current_dir(dir.path())
+        .env("BOTBOX_LOG_FORMAT", "json")
+        .env("BOTBOX_LOG", "botbox=loud")
+        .output()
+        .expect("run botbox");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = json_lines(&out);
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("BOTBOX_LOG is not a log filter")),
+        "{lines:?}"
+    );
+
+    let out = check("yaml", "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        err.contains("BOTBOX_LOG_FORMAT is `yaml`")
+            && err.contains("`text`")
+            && err.contains("`json`"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing ran: {}", text(&out));
+}
+
+/// The JSON formatter writes every key once: tracing-subscriber's own
+/// wrote `message` twice for `warn!(message = %id, "text")`, as the
+/// delivery worker logs. Span fields (where a trace id goes) come along.
+#[test]
+fn json_lines_write_each_key_once_and_carry_span_fields() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(botbox::cli::logging::JsonLines)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("dispatch", trace_id = "4bf92f3577b34da6", plugin = "outer");
+        let _entered = span.enter();
+        tracing::warn!(message = %"01JF-id", level = 3, plugin = "p\"x", "giving up: {}", "</script>");
+    });
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let mut keys = top_level_keys(lines[0]);
+    let written = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), written, "a key written twice: {text}");
+    let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(line["message"], "giving up: </script>", "{line}");
+    assert_eq!(line["message_2"], "01JF-id", "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["level_2"], 3, "{line}");
+    assert_eq!(line["plugin"], "p\"x", "{line}");
+    assert_eq!(line["target"], "cli", "{line}");
+    assert_eq!(line["span"]["name"], "dispatch", "{line}");
+    assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6", "{line}");
+    assert_eq!(line["spans"][0]["plugin"], "outer", "{line}");
+}
+
+/// The keys of a JSON object as written, repeats included (parsing into a
+/// map would keep only one of them).
+fn top_level_keys(line: &str) -> Vec<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_str(line);
+    serde::Deserializer::deserialize_map(&mut reader, Keys).expect("a JSON object")
+}

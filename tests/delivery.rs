@@ -31,9 +31,14 @@ struct Rig {
 }
 
 async fn rig(scale: f64, channels: &str) -> Rig {
+    rig_with(SimConfig::fast(scale), channels).await
+}
+
+async fn rig_with(config: SimConfig, channels: &str) -> Rig {
+    let scale = config.time_scale;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let sim = Sim::start(SimConfig::fast(scale)).await.unwrap();
+    let sim = Sim::start(config).await.unwrap();
     let text = sim_config(&sim, &path, scale, channels);
     std::fs::write(path.join("botbox.toml"), &text).unwrap();
     let app = App::build(Config::load(&path.join("botbox.toml")).unwrap()).unwrap();
@@ -1058,4 +1063,267 @@ async fn late_departures_keep_the_gap(pg: Option<&pg::PgServer>) {
 
 fn room_news(channel: &str, i: usize) -> Message {
     text_message(channel, &format!("room news #{i}"))
+}
+
+// ---------------------------------------------------------------------------
+// Limits keyed as the provider keys them, and a provider that says "too fast".
+
+fn group_reply(channel: &str, group: &str, i: usize) -> Message {
+    let mut m = text_message(channel, &format!("to {group} #{i}"));
+    m.reply_to = Some(group.into());
+    m
+}
+
+/// Tencent's 40 messages per second are per group: two groups each get
+/// their own 40 in the same second, and the simulator, which enforces the
+/// per-group limit and the command's 200 per second at its receive time,
+/// sees no violation for either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencent_group_replies_get_forty_a_second_per_group() {
+    let r = rig(
+        1.0,
+        &format!("[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n"),
+    )
+    .await;
+    let ch = r.app.delivery.channel("live").unwrap();
+    // Interleaved, so neither group's wait holds the other's replies up.
+    for i in 0..45 {
+        for group in ["@TGS#a", "@TGS#b"] {
+            ch_accept(&r, &ch, group_reply("live", group, i));
+        }
+    }
+    let ids: Vec<String> = r
+        .app
+        .delivery
+        .outbox()
+        .list(&ListFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids.len(), 90);
+    let stop = CancellationToken::new();
+    let workers = r.app.delivery.start(stop.clone());
+    let open = r.app.delivery.wait_for(&ids, Duration::from_secs(60)).await;
+    stop.cancel();
+    workers.wait().await;
+    assert!(open.is_empty(), "{} still open", open.len());
+    r.assert_no_violations();
+    let d = r.sim.deliveries_to(SimProvider::Tencent);
+    assert_eq!(d.len(), 90);
+    // More than one group's 40 went out within the first simulated second:
+    // the limit is not applied to all groups together.
+    let first = d[0].at;
+    let within_a_second = d
+        .iter()
+        .filter(|x| x.at < first + Duration::from_millis(1000))
+        .count();
+    assert!(
+        within_a_second > 40,
+        "{within_a_second} replies in the first second to two groups"
+    );
+    // And no group ever got more than its own 40 in any second.
+    for group in ["@TGS#a", "@TGS#b"] {
+        let times: Vec<Duration> = d
+            .iter()
+            .filter(|x| {
+                x.target
+                    == botbox_sim::Target::Group {
+                        id: group.to_string(),
+                    }
+            })
+            .map(|x| x.at)
+            .collect();
+        assert_eq!(times.len(), 45, "{group}");
+        for (i, t) in times.iter().enumerate() {
+            let n = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_millis(1000))
+                .count();
+            assert!(n <= 40, "{n} replies to {group} within a second");
+        }
+    }
+}
+
+fn ch_accept(r: &Rig, ch: &Arc<botbox::delivery::Channel>, m: Message) {
+    r.app
+        .delivery
+        .accept("a", ch, m)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+/// A provider that says "too fast" although the throttle allowed the
+/// request: that endpoint's history halves its rate (so the next requests
+/// are spaced twice as far), and recovers gradually; the neighbouring
+/// endpoint of the same account keeps its documented rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_fast_answer_halves_that_endpoint_and_it_recovers() {
+    use botbox::delivery::throttle::Slowdown;
+    use botbox_sim::{Fault, endpoints};
+    let r = rig(
+        1.0,
+        &format!("[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n"),
+    )
+    .await;
+    let ch = r.app.delivery.channel("live").unwrap();
+    let mut slowed = r.app.delivery.observers().slowed.subscribe();
+    r.sim.inject_endpoint(
+        SimProvider::Tencent,
+        endpoints::TENCENT_SEND_BROADCAST,
+        Fault::RateLimited,
+        1,
+    );
+    let broadcast = ch.endpoint.clone();
+    let group = ch.endpoint_for(&group_reply("live", "@TGS#a", 0)).clone();
+    assert_ne!(broadcast.key, group.key);
+    let ids = vec![
+        r.app
+            .delivery
+            .accept("a", &ch, text_message("live", "refused once"))
+            .unwrap()
+            .id,
+    ];
+    let stop = CancellationToken::new();
+    let workers = r.app.delivery.start(stop.clone());
+    let open = r.app.delivery.wait_for(&ids, Duration::from_secs(30)).await;
+    stop.cancel();
+    workers.wait().await;
+    assert!(open.is_empty());
+    let s = slowed.try_recv().expect("a slowdown was announced");
+    assert_eq!(s.provider_kind, "tencent");
+    assert_eq!(s.endpoint, broadcast.key);
+    assert_eq!(s.limit, "endpoint");
+    assert!((s.factor - 0.5).abs() < 1e-9, "{}", s.factor);
+    assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 1);
+
+    // The refused endpoint now spaces requests further than 1 a second;
+    // its neighbour (send_group_msg) still takes its 40 at once.
+    let throttles = r.app.delivery.throttles();
+    let clock = r.app.delivery.clock();
+    let now = clock.now_ms();
+    let second = throttles.estimate(&broadcast.throttle, 2, now).unwrap();
+    let gap = second - throttles.estimate(&broadcast.throttle, 1, now).unwrap();
+    // Documented: 1 a second (1040 ms with the margins).
+    assert!(gap > 1200, "next broadcasts {gap} ms apart after a halving");
+    assert_eq!(throttles.estimate(&group.throttle, 40, now).unwrap(), now);
+    // Gradual recovery: the allowed fraction climbs back to 1 over
+    // `RECOVERY_PERIODS` of the shortest window.
+    let cut = Slowdown {
+        factor: 0.5,
+        at_ms: 0,
+    };
+    let recovery = Slowdown::recovery_ms(&broadcast.throttle.spec);
+    assert!(cut.factor_at(recovery / 4, recovery) > 0.5);
+    assert!(cut.factor_at(recovery / 4, recovery) < 1.0);
+    assert_eq!(cut.factor_at(recovery, recovery), 1.0);
+}
+
+/// Each provider's "too fast" (Tencent 10023, Easemob 429, Bitrix24 503
+/// QUERY_LIMIT_EXCEEDED), forced once: the refused endpoint slows to half
+/// its documented rate and says so, and the message is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_providers_too_fast_slows_its_endpoint_down() {
+    use botbox_sim::{Fault, endpoints};
+    let cases = [
+        (
+            SimProvider::Tencent,
+            endpoints::TENCENT_SEND_BROADCAST,
+            "[channels.c]\nprovider = \"tencent\"\n",
+            "tencent",
+            "tencent/send_broadcast_msg",
+            "endpoint",
+        ),
+        (
+            SimProvider::Easemob,
+            endpoints::EASEMOB_CHATROOMS,
+            "[channels.c]\nprovider = \"easemob\"\ntarget = \"chatrooms\"\n",
+            "easemob",
+            "easemob/chatrooms-broadcast",
+            "endpoint",
+        ),
+        (
+            SimProvider::Bitrix,
+            endpoints::BITRIX_MESSAGE_ADD,
+            "[channels.c]\nprovider = \"bitrix24\"\ntarget = { dialogs = [\"chat13\"] }\n",
+            "bitrix24",
+            "bitrix24/rest",
+            "account",
+        ),
+    ];
+    for (provider, at, channel, kind, endpoint, limit) in cases {
+        let r = rig(10.0, &format!("{channel}{LONG_DELAY}\n")).await;
+        let ch = r.app.delivery.channel("c").unwrap();
+        let mut slowed = r.app.delivery.observers().slowed.subscribe();
+        r.sim.inject_endpoint(provider, at, Fault::RateLimited, 1);
+        let id = r
+            .app
+            .delivery
+            .accept("a", &ch, text_message("c", "after a too fast"))
+            .unwrap()
+            .id;
+        let stop = CancellationToken::new();
+        let workers = r.app.delivery.start(stop.clone());
+        let open = r
+            .app
+            .delivery
+            .wait_for(std::slice::from_ref(&id), Duration::from_secs(30))
+            .await;
+        stop.cancel();
+        workers.wait().await;
+        assert!(open.is_empty(), "{kind}: not delivered");
+        let rec = r.app.delivery.outbox().get(&id).unwrap().unwrap();
+        assert_eq!(rec.state, MessageState::Delivered, "{kind}: {rec:?}");
+        assert_eq!(rec.attempts, 2, "{kind}");
+        let s = slowed.try_recv().unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(
+            (s.provider_kind, s.endpoint.as_str(), s.limit),
+            (kind, endpoint, limit)
+        );
+        assert!((s.factor - 0.5).abs() < 1e-9, "{kind}: {}", s.factor);
+        r.assert_no_violations();
+    }
+}
+
+/// Bitrix24 blocks a method whose execution time (each answer's
+/// `time.operating`) passes 480 s in 10 minutes. Here every call runs a
+/// simulated minute: botbox counts what the answers report and holds the
+/// method before the budget is spent, so the portal never blocks it, and
+/// then sends again as the window moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_holds_a_method_before_its_execution_time_budget_is_spent() {
+    // Ten simulated minutes are one real second.
+    let mut config = SimConfig::fast(600.0);
+    config.bitrix.operating_secs_per_call = 60.0;
+    let channels = format!(
+        "[channels.team]\nprovider = \"bitrix24\"\ntarget = {{ dialogs = [\"chat13\"] }}\n{LONG_DELAY}\n"
+    );
+    let r = rig_with(config, &channels).await;
+    assert_eq!(r.offer("a", "team", 30), 30);
+    r.run_for(Duration::from_millis(3_500)).await;
+    r.assert_no_violations();
+    let d = r.sim.deliveries_to(SimProvider::Bitrix);
+    // Without the budget the bucket alone would let all 30 through at once.
+    assert!(
+        d.len() < 30,
+        "{} delivered: the budget did not hold",
+        d.len()
+    );
+    // Seven minutes of execution fit under 90% of 480 s in each window.
+    let first_window = d
+        .iter()
+        .filter(|x| x.at - d[0].at < Duration::from_secs(600))
+        .count();
+    assert_eq!(first_window, 7, "{d:#?}");
+    // Then the method goes on as the oldest leave the window.
+    assert!(d.len() > 14, "{} delivered", d.len());
+    for (i, x) in d.iter().enumerate() {
+        let within = d[i..]
+            .iter()
+            .take_while(|y| y.at < x.at + Duration::from_secs(600))
+            .count();
+        assert!(within * 60 <= 480, "{within} calls of 60 s in 10 min");
+    }
 }

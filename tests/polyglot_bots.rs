@@ -656,17 +656,31 @@ fn build_template(project: &Path, env: &[(&str, &std::ffi::OsStr)]) {
 
 /// Builds template `lang` as `my-LANG-bot` and checks its greeting, kv
 /// counter, settings and error through `botbox call`.
-fn check_template(lang: &str, env: &[(&str, &std::ffi::OsStr)], prepare: impl FnOnce(&Path)) {
+/// Returns the project (in a temporary folder that lives as long as the
+/// returned guard).
+fn check_template(
+    lang: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    prepare: impl FnOnce(&Path),
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let name = format!("my-{lang}-bot");
     let project = instantiate(lang, &name, dir.path());
     prepare(&project);
-    build_template(&project, env);
+    build_and_call(dir.path(), &project, &name, env);
+    (dir, project)
+}
+
+/// Builds `project` (named `name`, in `dir`) with its `build.sh` and checks
+/// the template bot's greeting, kv counter, settings and error through
+/// `botbox call`.
+fn build_and_call(dir: &Path, project: &Path, name: &str, env: &[(&str, &std::ffi::OsStr)]) {
+    build_template(project, env);
     let wasm = project.join(format!("{name}.wasm"));
     assert!(wasm.is_file(), "build.sh did not write {}", wasm.display());
 
-    let storage = storage_in(dir.path());
-    let d = dir.path();
+    let storage = storage_in(dir);
+    let d = dir;
     let (code, out) = call(
         d,
         &storage,
@@ -736,28 +750,121 @@ fn python_template_builds_and_answers() {
         std::iter::once(venv_bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
     )
     .unwrap();
-    check_template("python", &[("PATH", &path)], |_| {});
+    let (_dir, project) = check_template("python", &[("PATH", &path)], |_| {});
+    // build.sh regenerated the bindings from wit/bot.wit.
+    assert_generated_match_template("python", &project, PYTHON_BINDINGS);
+}
+
+/// The npm packages the JS and TS templates pin: the same versions as
+/// `plugins/js/package.json`, whose `node_modules` their tests reuse.
+const NPM_PINS: &[&str] = &[
+    "@bytecodealliance/componentize-js",
+    "@bytecodealliance/jco",
+    "typescript",
+    "@bytecodealliance/preview2-shim",
+];
+
+/// Links the `node_modules` `cargo xtask plugins` installed into `project`,
+/// instead of another 380 MB download.
+fn link_node_modules(project: &Path) {
+    let modules = repo_root().join("plugins/js/node_modules");
+    for tool in ["componentize-js", "jco", "tsc"] {
+        assert!(
+            modules.join(".bin").join(tool).exists(),
+            "{} lacks {tool}: run `cargo xtask plugins` first (`cargo xtask test` does)",
+            modules.display()
+        );
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&modules, project.join("node_modules")).unwrap();
+}
+
+/// What componentize-py 0.25.1's `bindings` writes beside the app.
+const PYTHON_BINDINGS: &[&str] = &[
+    "wit_world",
+    "componentize_py_types.py",
+    "componentize_py_runtime.pyi",
+    "componentize_py_async_support",
+    "poll_loop.py",
+];
+
+/// Every file under `root/path`, relative to `root`, without caches.
+fn files_under(root: &Path, path: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.join(path)];
+    while let Some(at) = stack.pop() {
+        if at.is_dir() {
+            for entry in std::fs::read_dir(&at).unwrap() {
+                let entry = entry.unwrap().path();
+                if !entry.ends_with("__pycache__") {
+                    stack.push(entry);
+                }
+            }
+        } else if at.is_file() {
+            found.push(at.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The declarations or bindings a build regenerated from this repository's
+/// `wit/bot.wit` must be the ones the template ships (and `botbox new`
+/// writes); otherwise the template's copies are stale.
+fn assert_generated_match_template(lang: &str, project: &Path, paths: &[&str]) {
+    let template = repo_root().join("sdk/templates").join(lang);
+    let stale =
+        format!("sdk/templates/{lang} has stale generated files: run `cargo xtask template-types`");
+    for path in paths {
+        let generated = files_under(project, path);
+        assert!(!generated.is_empty(), "the build wrote no {path}");
+        assert_eq!(generated, files_under(&template, path), "{stale}");
+        for file in &generated {
+            assert!(
+                std::fs::read(project.join(file)).unwrap()
+                    == std::fs::read(template.join(file)).unwrap(),
+                "{file} differs. {stale}"
+            );
+        }
+    }
+}
+
+/// Runs `program` in `dir`; returns whether it succeeded, and what it said.
+fn run_in(dir: &Path, program: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Replaces `from` with `to` in `file`, which must contain it.
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} lacks {from:?}", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
 }
 
 #[test]
 fn js_template_builds_and_answers() {
-    assert_same_pin(
-        "sdk/templates/js/package.json",
-        "plugins/js/package.json",
-        "@bytecodealliance/componentize-js",
-    );
-    // The node_modules `cargo xtask plugins` installed, instead of another
-    // 380 MB download.
-    let modules = repo_root().join("plugins/js/node_modules");
-    assert!(
-        modules.join(".bin/componentize-js").exists(),
-        "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
-        modules.display()
-    );
-    check_template("js", &[], |project| {
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(&modules, project.join("node_modules")).unwrap();
-    });
+    for package in NPM_PINS {
+        assert_same_pin(
+            "sdk/templates/js/package.json",
+            "plugins/js/package.json",
+            package,
+        );
+    }
+    let (_dir, project) = check_template("js", &[], link_node_modules);
+    // build.sh regenerated the declarations from wit/bot.wit.
+    assert_generated_match_template("js", &project, &["types"]);
 }
 
 #[test]
@@ -766,4 +873,205 @@ fn rust_template_builds_and_answers() {
     // the Debian route, the standard library built for wasm32).
     let target = repo_root().join("plugins/target");
     check_template("rust", &[("CARGO_TARGET_DIR", target.as_os_str())], |_| {});
+}
+
+#[test]
+fn ts_template_made_by_botbox_new_builds_and_answers() {
+    for package in NPM_PINS {
+        assert_same_pin(
+            "sdk/templates/ts/package.json",
+            "plugins/js/package.json",
+            package,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh project, made the way an author makes one.
+    let out = botbox(dir.path(), &["new", "my-ts-bot", "--lang", "ts"]);
+    assert!(
+        out.status.success(),
+        "botbox new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let project = dir.path().join("my-ts-bot");
+    link_node_modules(&project);
+    build_and_call(dir.path(), &project, "my-ts-bot", &[]);
+    assert!(
+        project.join("build/bot.js").is_file(),
+        "tsc compiled bot.ts to build/bot.js"
+    );
+    assert_generated_match_template("ts", &project, &["types"]);
+}
+
+/// The line of the JS and TS templates that the type tests break: kv
+/// stores bytes, not a number.
+const KV_SET: &str = "kv.set('greeted', new TextEncoder().encode(String(count)));";
+const KV_SET_WRONG: &str = "kv.set('greeted', count);";
+
+#[test]
+fn ts_template_type_checks_and_a_wrongly_typed_call_stops_its_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = instantiate("ts", "typed-ts-bot", dir.path());
+    link_node_modules(&project);
+    let tsc = project.join("node_modules/.bin/tsc");
+    let (ok, out) = run_in(&project, &tsc, &["--noEmit"]);
+    assert!(ok, "tsc --noEmit on the template:\n{out}");
+
+    edit(&project.join("bot.ts"), KV_SET, KV_SET_WRONG);
+    let (ok, out) = run_in(&project, &tsc, &["--noEmit"]);
+    assert!(
+        !ok,
+        "tsc accepted a number where kv.set takes bytes:\n{out}"
+    );
+    assert!(
+        out.contains("bot.ts") && out.contains("TS2345") && out.contains("Uint8Array"),
+        "{out}"
+    );
+    // The build stops at tsc: no component from code that does not check.
+    let (ok, out) = run_in(&project, &project.join("build.sh"), &[]);
+    assert!(!ok, "build.sh built a wrongly typed bot:\n{out}");
+    assert!(out.contains("TS2345"), "{out}");
+    assert!(!project.join("typed-ts-bot.wasm").exists());
+}
+
+#[test]
+fn js_template_type_checks_with_check_js_against_its_declarations() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = instantiate("js", "typed-js-bot", dir.path());
+    link_node_modules(&project);
+    let tsc = project.join("node_modules/.bin/tsc");
+    let check = ["-p", "jsconfig.json", "--checkJs"];
+    let (ok, out) = run_in(&project, &tsc, &check);
+    assert!(ok, "tsc --checkJs on the template:\n{out}");
+
+    edit(&project.join("bot.js"), KV_SET, KV_SET_WRONG);
+    let (ok, out) = run_in(&project, &tsc, &check);
+    assert!(
+        !ok,
+        "tsc accepted a number where kv.set takes bytes:\n{out}"
+    );
+    assert!(
+        out.contains("bot.js") && out.contains("TS2345") && out.contains("Uint8Array"),
+        "{out}"
+    );
+}
+
+#[test]
+fn python_template_bindings_type_check_with_mypy() {
+    assert_same_pin(
+        "sdk/templates/python/requirements.txt",
+        "plugins/python/requirements.txt",
+        "mypy",
+    );
+    // The mypy `cargo xtask plugins` installed beside componentize-py.
+    let mypy = target_dir().join("guests/python-venv/bin/mypy");
+    assert!(
+        mypy.is_file(),
+        "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
+        mypy.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let project = instantiate("python", "typed-python-bot", dir.path());
+    assert!(
+        project.join("wit_world/imports/kv.py").is_file(),
+        "the bindings package is next to the app"
+    );
+    // mypy.ini: strict, on app.py (and so on the bindings it imports).
+    let (ok, out) = run_in(&project, &mypy, &[]);
+    assert!(ok, "mypy on the template:\n{out}");
+
+    edit(
+        &project.join("app.py"),
+        "kv.set(\"greeted\", str(count).encode())",
+        "kv.set(\"greeted\", count)",
+    );
+    let (ok, out) = run_in(&project, &mypy, &[]);
+    assert!(!ok, "mypy accepted an int where kv.set takes bytes:\n{out}");
+    assert!(
+        out.contains("app.py") && out.contains("incompatible type \"int\"; expected \"bytes\""),
+        "{out}"
+    );
+}
+
+/// Reads `lines` until one contains `wanted`; returns everything read.
+fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, wanted: &str) -> String {
+    let mut seen = String::new();
+    for line in lines {
+        let line = line.expect("read botbox dev's output");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(wanted) {
+            return seen;
+        }
+    }
+    panic!("botbox dev ended before printing {wanted:?}:\n{seen}");
+}
+
+#[test]
+fn ts_template_rebuilds_on_save_in_botbox_dev() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let project = instantiate("ts", "dev-ts-bot", dir.path());
+    link_node_modules(&project);
+    let storage = storage_in(dir.path());
+    // The declarations' times, set in the past: a build that rewrote them,
+    // even unchanged, would make `botbox dev` rebuild forever.
+    let long_ago =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let declarations = files_under(&project, "types");
+    for file in &declarations {
+        std::fs::File::options()
+            .write(true)
+            .open(project.join(file))
+            .and_then(|f| f.set_modified(long_ago))
+            .unwrap();
+    }
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_botbox"))
+        .arg("dev")
+        .arg(&project)
+        .arg("--storage")
+        .arg(&storage)
+        .args(["--event", r#"{"name": "hello", "payload": "Ada"}"#])
+        // Only a bound for a broken run; the test stops it itself.
+        .args(["--exit-after", "900"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start botbox dev");
+    let stdout = dev.stdout.take().unwrap();
+    // Stopped when the test ends, also when an assertion fails.
+    let _dev = KillOnDrop(dev);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+
+    let first = read_until(&mut lines, "Hello, Ada!");
+    for file in &declarations {
+        let modified = std::fs::metadata(project.join(file))
+            .and_then(|m| m.modified())
+            .unwrap();
+        assert_eq!(modified, long_ago, "the build rewrote {file}:\n{first}");
+    }
+    // Saving bot.ts rebuilds (tsc, then componentize-js) and reloads.
+    edit(
+        &project.join("bot.ts"),
+        "'Hello, {name}!'",
+        "'Howdy, {name}!'",
+    );
+    let second = read_until(&mut lines, "Howdy, Ada!");
+    // One build each (tsc writes to build/, which is not a source).
+    let builds = |text: &str| text.matches("build ./build.sh").count();
+    assert_eq!((builds(&first), builds(&second)), (1, 1), "{first}{second}");
+    // A type error fails the build and the running version stays.
+    edit(&project.join("bot.ts"), KV_SET, KV_SET_WRONG);
+    let failed = read_until(&mut lines, "build FAILED");
+    assert!(failed.contains("TS2345"), "{failed}");
+}
+
+/// A child process that is stopped and reaped when this is dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use botbox::config::Secret;
 use botbox::delivery::store::postgres::CONNECTIONS;
 use botbox::delivery::store::{
-    Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PgOutbox,
-    Reservation, SqliteOutbox,
+    Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartState,
+    PgOutbox, Reservation, SqliteOutbox,
 };
 use botbox::delivery::throttle::ThrottleSpec;
 use botbox::providers::Part;
@@ -510,5 +510,247 @@ fn both_backends_store_and_read_records_parts_and_merges_alike() {
             MessageState::Partial,
             "{backend}"
         );
+    }
+}
+
+/// What `botbox outbox list` reads: delivery attempts (times a worker took
+/// the message) apart from requests, which are counted per part. A message
+/// to three meetings whose first request failed once went out in two
+/// attempts and four requests; a text split into three slices for three
+/// meetings, in one attempt and nine requests. A merged message names its
+/// carrier. Both backends answer alike.
+#[test]
+fn both_backends_list_attempts_apart_from_each_parts_requests() {
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, o) in both(&server, dir.path()) {
+        let meetings = ["room-1", "room-2", "room-3"];
+        let three = rec("three", "p1", 1, Some("k3"));
+        let mut split = rec("split", "p1", 2, Some("ks"));
+        split.message.content = Content::Text("long".into());
+        let carried = rec("carried", "p1", 3, Some("kc"));
+        for r in [&three, &split, &carried] {
+            o.insert(r).unwrap();
+        }
+        let part = |r: &OutboxRecord, target: &str| Part {
+            target: target.into(),
+            message: r.message.clone(),
+            dedup_key: None,
+            merged: Vec::new(),
+        };
+        // Each round as the worker runs it: take the message, mark it
+        // sending, count a request before each send.
+        let take = |id: &str| {
+            let due = o.next_due("p/default", 10, None).unwrap().unwrap();
+            assert_eq!(due.id, id, "{backend}");
+            o.mark_sending(id).unwrap();
+        };
+        take("three");
+        let plan: Vec<Part> = meetings.iter().map(|m| part(&three, m)).collect();
+        o.save_plan("three", &plan, &[]).unwrap();
+        o.part_requested("three", 0).unwrap();
+        o.requeue("three", 1_000, 1, "HTTP 502").unwrap();
+        take("split");
+        let mut plan = Vec::new();
+        for m in meetings {
+            for _slice in 0..3 {
+                plan.push(part(&split, m));
+            }
+        }
+        o.save_plan("split", &plan, &["carried".into()]).unwrap();
+        for i in 0..9 {
+            o.part_requested("split", i).unwrap();
+            o.part_done("split", i, PartState::Delivered, &[], None)
+                .unwrap();
+        }
+        o.finish("split", MessageState::Delivered, 9, 20, None)
+            .unwrap();
+        let due = o.next_due("p/default", 1_000, None).unwrap().unwrap();
+        assert_eq!(due.id, "three", "{backend}");
+        o.mark_sending("three").unwrap();
+        for i in 0..3 {
+            o.part_requested("three", i).unwrap();
+            let (state, error) = if i == 2 {
+                (PartState::Failed, Some("meetingNotFound: gone"))
+            } else {
+                (PartState::Delivered, None)
+            };
+            o.part_done("three", i, state, &[], error).unwrap();
+        }
+        o.finish("three", MessageState::Partial, 4, 1_001, None)
+            .unwrap();
+
+        let listed = o
+            .list_progress(&ListFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let ids: Vec<&str> = listed.iter().map(|m| m.record.id.as_str()).collect();
+        assert_eq!(ids, ["carried", "split", "three"], "{backend}");
+        let three = &listed[2];
+        assert_eq!((three.attempts, three.requests()), (2, 4), "{backend}");
+        let progress: Vec<(u32, &str, PartState, u32)> = three
+            .parts
+            .iter()
+            .map(|p| (p.index, p.target.as_str(), p.state, p.requests))
+            .collect();
+        assert_eq!(
+            progress,
+            [
+                (0, "room-1", PartState::Delivered, 2),
+                (1, "room-2", PartState::Delivered, 1),
+                (2, "room-3", PartState::Failed, 1)
+            ],
+            "{backend}"
+        );
+        assert_eq!(
+            three.parts[2].last_error.as_deref(),
+            Some("meetingNotFound: gone"),
+            "{backend}"
+        );
+        // The retry policy's count is the old one: requests, as reported.
+        assert_eq!(three.record.attempts, 4, "{backend}");
+        let split = &listed[1];
+        assert_eq!((split.attempts, split.requests()), (1, 9), "{backend}");
+        assert_eq!(split.parts.len(), 9, "{backend}");
+        assert!(split.parts.iter().all(|p| p.requests == 1), "{backend}");
+        assert_eq!(split.parts[3].target, "room-2", "{backend}");
+        let carried = &listed[0];
+        assert_eq!(carried.merged_into.as_deref(), Some("split"), "{backend}");
+        assert_eq!((carried.attempts, carried.requests()), (0, 0), "{backend}");
+        // The filters apply as in `list`.
+        let only: Vec<String> = o
+            .list_progress(&ListFilter {
+                state: Some(MessageState::Partial),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|m| m.record.id)
+            .collect();
+        assert_eq!(only, ["three"], "{backend}");
+    }
+}
+
+/// A clock that stands where the test puts it (and is not the wall clock,
+/// so PostgreSQL counts in it too).
+struct At(std::sync::atomic::AtomicU64);
+
+impl At {
+    fn set(&self, ms: u64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl botbox::delivery::throttle::Clock for At {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn real(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+    fn clock_ms(&self, real: Duration) -> u64 {
+        real.as_millis() as u64
+    }
+}
+
+/// Both throttle stores (one host's over SQLite, several hosts' in
+/// PostgreSQL) keep a history per key under the endpoint's and the
+/// account's: two groups each get their own 40 a second until the
+/// account's ceiling of 60 stops the second; a provider's "too fast" for
+/// one group halves that group alone; and a budget counts the reported
+/// execution time.
+#[test]
+fn both_throttle_stores_key_histories_under_the_ceiling_and_slow_one_key_down() {
+    use botbox::delivery::store::{HostThrottles, ThrottleStore};
+    use botbox::delivery::throttle::{Clock, ThrottleKey};
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap());
+    let pg = Arc::new(host(&server, Duration::from_secs(30)));
+    /// A backend's name, its throttle store and the outbox its claims live in.
+    type Backend = (&'static str, Arc<dyn ThrottleStore>, Arc<dyn OutboxStore>);
+    let stores: Vec<Backend> = vec![
+        (
+            "sqlite",
+            Arc::new(HostThrottles::new(sqlite.clone())),
+            sqlite,
+        ),
+        ("postgres", pg.clone(), pg),
+    ];
+    let key = ThrottleKey {
+        per_key: Some(ThrottleSpec::windows(&[(40, 1000)])),
+        ceiling: Some(("t/@rest".into(), ThrottleSpec::windows(&[(60, 1000)]))),
+        ..ThrottleKey::plain("t/default", ThrottleSpec::windows(&[(200, 1000)]), 0)
+    };
+    for (backend, throttles, outbox) in stores {
+        // PostgreSQL grants slots only to the holder of a message.
+        outbox.insert(&record("m1", 1)).unwrap();
+        let claimed = outbox.next_due("t/default", 10, None).unwrap().unwrap();
+        assert_eq!(claimed.id, "m1");
+        let clock = At(std::sync::atomic::AtomicU64::new(10_000));
+        let burst = |group: &str| {
+            let mut n = 0;
+            while let Reservation::Granted(_) =
+                throttles.take(&key, Some(group), "m1", &clock).unwrap()
+            {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(burst("@TGS#a"), 40, "{backend}: group a's own 40");
+        assert_eq!(burst("@TGS#b"), 20, "{backend}: the ceiling's 60 in all");
+        // Group a's "too fast": a alone slows to half.
+        let layers = key.layers(Some("@TGS#a"));
+        assert_eq!(layers[1].name, "t/default#@TGS#a");
+        let factor = throttles.slow_down(&key, &layers[1], &clock).unwrap();
+        assert_eq!(factor, 0.5, "{backend}");
+        clock.set(10_000 + 1_020);
+        assert!(
+            matches!(
+                throttles.take(&key, Some("@TGS#a"), "m1", &clock).unwrap(),
+                Reservation::Wait(_)
+            ),
+            "{backend}: group a waits two windows now"
+        );
+        assert!(
+            matches!(
+                throttles.take(&key, Some("@TGS#b"), "m1", &clock).unwrap(),
+                Reservation::Granted(_)
+            ),
+            "{backend}: group b is not slowed"
+        );
+        // The account's "too fast": admission's estimate sees it.
+        let before = throttles.estimate(&key, 2, clock.now_ms()).unwrap();
+        let layers = key.layers(None);
+        assert_eq!(layers[1].name, "t/@rest");
+        throttles.slow_down(&key, &layers[1], &clock).unwrap();
+        let after = throttles.estimate(&key, 2, clock.now_ms()).unwrap();
+        assert!(after > before, "{backend}: {after} ≤ {before}");
+
+        // A budget of 10 s per minute: held once 90% would be spent.
+        let budget = ThrottleKey::plain(
+            "t/budget",
+            ThrottleSpec::parse(&["budget 10s/1m".into()]).unwrap(),
+            0,
+        );
+        let mut granted = 0;
+        for _ in 0..10 {
+            let now = clock.now_ms();
+            match throttles.take(&budget, None, "m1", &clock).unwrap() {
+                Reservation::Granted(at) => {
+                    granted += 1;
+                    throttles.charge(&budget, at, 2_000).unwrap();
+                }
+                other => {
+                    assert!(matches!(other, Reservation::Wait(_)), "{other:?}");
+                    break;
+                }
+            }
+            clock.set(now + 1);
+        }
+        assert_eq!(granted, 4, "{backend}: 4 × 2 s + 2 s more would pass 9 s");
     }
 }

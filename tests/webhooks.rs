@@ -15,8 +15,8 @@ use botbox::app::App;
 use botbox::config::Config;
 use botbox::triggers::{self, admin, webhooks};
 use botbox_sim::callbacks::{self, CallbackReply, post, unix_ms};
-use botbox_sim::{ChecksumAlg, Sim, SimConfig, SimProvider, Target};
-use serde_json::Value;
+use botbox_sim::{ChecksumAlg, Fault, Sim, SimConfig, SimProvider, Target};
+use serde_json::{Value, json};
 use support::example_plugin;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -781,7 +781,39 @@ async fn admin_api_needs_its_token_and_metrics_move() {
     )
     .await
     .unwrap();
-    assert_eq!(emitted.status(), 200, "{:?}", emitted.text().await);
+    assert_eq!(emitted.status(), 200);
+    // The answer carries the receipt the plugin's broadcast got, with its
+    // message's state and parts as the outbox has them.
+    let emitted: Value = emitted.json().await.unwrap();
+    assert_eq!(emitted["ok"], true, "{emitted}");
+    let receipts = emitted["receipts"].as_array().expect("receipts");
+    assert_eq!(receipts.len(), 1, "{emitted}");
+    let receipt = &receipts[0];
+    assert_eq!(receipt["channel"], "lobby", "{emitted}");
+    assert!(receipt["eta_ms"].is_u64(), "{emitted}");
+    assert!(
+        ["queued", "sending", "delivered"].contains(&receipt["state"].as_str().unwrap()),
+        "{emitted}"
+    );
+    assert!(receipt["parts"].is_array(), "{emitted}");
+    assert_eq!(emitted["refused"], serde_json::json!([]), "{emitted}");
+    let receipt_id = receipt["id"].as_str().expect("an id").to_owned();
+    // A broadcast the plugin is refused is listed with the reason it heard,
+    // beside the plugin's own failure.
+    let refused = emit(
+        "stranger",
+        r#"{"name": "chat", "payload": {"text": "!help"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 422);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["receipts"], serde_json::json!([]), "{refused}");
+    assert_eq!(refused["refused"][0]["channel"], "lobby", "{refused}");
+    assert_eq!(
+        refused["refused"][0]["error"]["kind"], "not-granted",
+        "{refused}"
+    );
     let missing = emit("ghost", r#"{"name": "x"}"#).await.unwrap();
     assert_eq!(missing.status(), 404);
     let not_granted = emit("deaf", r#"{"schedule": "tick"}"#).await.unwrap();
@@ -792,15 +824,33 @@ async fn admin_api_needs_its_token_and_metrics_move() {
     r.sim
         .wait_for_deliveries(Some(SimProvider::Bitrix), 1, Duration::from_secs(10))
         .await;
-    // The outbox, filtered.
-    let outbox: Value = get("/outbox?plugin=commands", Some(ADMIN_TOKEN))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The outbox, filtered, once the message has ended (the simulator
+    // has it a moment before the host has read the answer).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let outbox: Value = loop {
+        let outbox: Value = get("/outbox?plugin=commands", Some(ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if outbox["messages"][0]["state"] == "delivered" {
+            break outbox;
+        }
+        assert!(std::time::Instant::now() < deadline, "{outbox}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(outbox["messages"].as_array().unwrap().len(), 1, "{outbox}");
     assert_eq!(outbox["messages"][0]["channel"], "lobby");
+    assert_eq!(outbox["messages"][0]["id"], receipt_id.as_str(), "{outbox}");
+    // Delivery attempts apart from requests, and each part's own requests.
+    let listed = &outbox["messages"][0];
+    assert_eq!(
+        (&listed["attempts"], &listed["requests"]),
+        (&json!(1), &json!(1)),
+        "{outbox}"
+    );
+    assert_eq!(listed["parts"][0]["requests"], 1, "{outbox}");
     let none: Value = get("/outbox?plugin=deaf", Some(ADMIN_TOKEN))
         .await
         .unwrap()
@@ -1436,4 +1486,116 @@ async fn a_flood_of_forged_calls_is_counted_exactly_and_logged_in_summary() {
         !log.contains(&0x1b),
         "colour codes in a log that is not a terminal:\n{text}"
     );
+}
+
+/// `GET /endpoints` shows each endpoint's throttle, the queue per plugin
+/// and the provider's last refusal while a message waits for its retry,
+/// and the same figures as gauges in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_show_the_throttle_the_queue_and_the_last_refusal() {
+    let r = rig("bitrix24", "target = { dialogs = [\"chat1\"] }").await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", r.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    assert_eq!(
+        client
+            .get(format!("{}/endpoints", r.admin))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "/endpoints without the token"
+    );
+    // Nothing sent yet: the bucket is empty, the slot is now, no queue.
+    let idle: Value = get("/endpoints").await.unwrap().json().await.unwrap();
+    let bitrix = |all: &Value| -> Value {
+        all["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "bitrix24")
+            .cloned()
+            .unwrap_or_else(|| panic!("no bitrix24 endpoint: {all}"))
+    };
+    let endpoint = bitrix(&idle);
+    let name = endpoint["endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(endpoint["limits"][0]["type"], "bucket", "{idle}");
+    assert_eq!(endpoint["limits"][0]["burst"], 50, "{idle}");
+    assert_eq!(endpoint["limits"][0]["level"], 0.0, "{idle}");
+    assert_eq!(endpoint["next_slot_ms"], idle["now_ms"], "{idle}");
+    assert_eq!(endpoint["queue"], serde_json::json!([]), "{idle}");
+    assert_eq!(endpoint["last_refusal"], Value::Null, "{idle}");
+
+    // The portal answers "too many requests" to every try: the message
+    // waits for its retry, and the endpoint shows why.
+    r.sim.inject(SimProvider::Bitrix, Fault::RateLimited, 1000);
+    let emitted = client
+        .post(format!("{}/plugins/commands/events", r.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"name": "chat", "payload": {"text": "!help"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emitted.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let now: Value = get("/endpoints").await.unwrap().json().await.unwrap();
+        if bitrix(&now)["last_refusal"].is_object() {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal shown: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let endpoint = bitrix(&refused);
+    assert_eq!(
+        endpoint["last_refusal"]["outcome"], "retry-later",
+        "{refused}"
+    );
+    assert!(
+        endpoint["last_refusal"]["at_ms"].as_u64().unwrap() <= refused["now_ms"].as_u64().unwrap(),
+        "{refused}"
+    );
+    assert_eq!(
+        endpoint["queue"],
+        serde_json::json!([{"plugin": "commands", "messages": 1, "requests": 1}]),
+        "{refused}"
+    );
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for line in [
+        format!("botbox_queue_messages{{endpoint=\"{name}\",plugin=\"commands\"}} 1"),
+        format!("botbox_throttle_limit{{endpoint=\"{name}\",limit=\"bucket 2/s burst 50\"}} 50"),
+        format!(
+            "botbox_provider_refusal_timestamp_seconds{{endpoint=\"{name}\",outcome=\"retry-later\"}} "
+        ),
+        format!("botbox_throttle_next_slot_seconds{{endpoint=\"{name}\"}} "),
+    ] {
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
+
+    // The portal takes requests again: the retry delivers, the queue empties.
+    r.sim.clear_faults();
+    r.sim
+        .wait_for_deliveries(Some(SimProvider::Bitrix), 1, Duration::from_secs(20))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Value = get("/endpoints").await.unwrap().json().await.unwrap();
+        if bitrix(&now)["queue"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue stays: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.shutdown().await;
 }

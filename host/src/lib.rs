@@ -11,7 +11,8 @@
 //! sign, send, parse; and its webhooks: verify, parse, ack).
 //!
 //! Beneath them: `storage` (opening SQLite or PostgreSQL, sealed
-//! credentials), `config` (`botbox.toml`), `events` (the event vocabulary),
+//! credentials), `distribution` (a plugin's bytes from its file or an OCI
+//! registry, checked against its digest pin), `config` (`botbox.toml`), `events` (the event vocabulary),
 //! `wit` (the contract's bindings), `sanitize`. Above them: `app` (a
 //! running host: generations, reload, listeners) and `cli`.
 
@@ -22,6 +23,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod distribution;
 pub mod events;
 pub mod providers;
 pub mod router;

@@ -11,6 +11,7 @@
 //! | OAuth: unknown token | 401 | `invalid_token` ("The access token provided is invalid.") |
 //! | OAuth: expired token | 401 | `expired_token` ("The access token provided has expired.") |
 //! | bucket full (drain 2/s, burst 50 by default) | 503 | `QUERY_LIMIT_EXCEEDED` (a violation) |
+//! | the method's execution time in the last 10 (simulated) minutes over `operating_budget_secs` (480 s) | 429 | `OPERATION_TIME_LIMIT` (a violation) |
 //! | another method | 404 | `ERROR_METHOD_NOT_FOUND` |
 //! | body undecodable or over 256 KiB, or none of DIALOG_ID/CHAT_ID/USER_ID | 400 | `PARAMS_ERROR` |
 //! | `DIALOG_ID=chatN` with N ≤ 0 | 400 | `CHAT_ID_EMPTY` |
@@ -22,6 +23,15 @@
 //!
 //! Parameter names are case-insensitive (PHP upper-cases them); parameters
 //! come from the query string and the body (form or JSON), the body winning.
+//!
+//! Every answer of `im.message.add` carries `time.operating`: the seconds
+//! the method ran (`operating_secs_per_call`, in simulated seconds), which
+//! Bitrix24 sums per method over the last 10 minutes; past 480 s the method
+//! is blocked ("If the combined execution time for a method exceeds 480
+//! seconds within 10 minutes, the method is blocked … receive a 429 error",
+//! helpdesk.bitrix24.com/open/15961972; training.bitrix24.com
+//! rest_help/rest_sum/operating.php), and `time.operating_reset_at` says when
+//! part of the budget frees up.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -70,8 +80,14 @@ struct Inner {
     /// invalid!", training.bitrix24.com, course 169, lesson 20134).
     issued_with: HashMap<String, String>,
     bucket: LeakyBucket,
+    /// (simulated time, seconds it ran) of the method's calls in the last
+    /// [`OPERATING_WINDOW`].
+    operating: std::collections::VecDeque<(Duration, f64)>,
     next_message: u64,
 }
+
+/// The window Bitrix24 sums a method's execution time over.
+const OPERATING_WINDOW: Duration = Duration::from_secs(600);
 
 impl BitrixState {
     pub(crate) fn new(cfg: BitrixConfig, base_url: String, clock: &SimClock) -> Self {
@@ -93,6 +109,7 @@ impl BitrixState {
             refresh,
             issued_with,
             bucket: LeakyBucket::new(cfg.burst, cfg.drain_per_second),
+            operating: std::collections::VecDeque::new(),
             next_message: 1000,
         };
         let url = OnceLock::new();
@@ -330,6 +347,40 @@ fn handle(s: &Shared, auth: Auth, endpoint: &str, params: Map<String, Value>) ->
             "Method not found!",
         );
     }
+    // The method's execution-time budget, checked at the receive time (with
+    // the same tolerance as every limit): a call arriving when the last
+    // 10 minutes already hold the budget is refused.
+    {
+        let cfg = &s.bitrix().cfg;
+        let mut g = lock(&s.bitrix().inner);
+        let at = s.clock.now_for_limits();
+        while g
+            .operating
+            .front()
+            .is_some_and(|(t, _)| t.saturating_add(OPERATING_WINDOW) <= at)
+        {
+            g.operating.pop_front();
+        }
+        let spent: f64 = g.operating.iter().map(|(_, secs)| secs).sum();
+        if spent >= cfg.operating_budget_secs {
+            drop(g);
+            s.violation(
+                SimProvider::Bitrix,
+                endpoint,
+                format!(
+                    "{} s of execution time per 10 min ({spent:.1} s spent)",
+                    cfg.operating_budget_secs
+                ),
+                "OPERATION_TIME_LIMIT",
+            );
+            return err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "OPERATION_TIME_LIMIT",
+                "Method is blocked due to operation time limit.",
+            );
+        }
+        g.operating.push_back((now, cfg.operating_secs_per_call));
+    }
     let params: Map<String, Value> = params
         .into_iter()
         .map(|(k, v)| (k.to_ascii_uppercase(), v))
@@ -507,7 +558,7 @@ fn message_add(s: &Shared, acting_user: u64, p: &Map<String, Value>) -> Handled 
     });
     Handled::delivered(json(
         StatusCode::OK,
-        &json!({"result": id, "time": time_block()}),
+        &json!({"result": id, "time": time_block(s)}),
     ))
 }
 
@@ -628,9 +679,30 @@ fn menu_item_ok(m: &Value) -> bool {
             .any(|k| str_field(o, k) || o.get(*k).is_some_and(Value::is_number))
 }
 
-fn time_block() -> Value {
+/// The `time` of an answer: when it ran, how long (`operating`, in
+/// simulated seconds), and when part of the method's budget frees up
+/// (`operating_reset_at`, Unix seconds: the oldest counted call leaves the
+/// 10-minute window then).
+fn time_block(s: &Shared) -> Value {
     let now = unix_ms() as f64 / 1000.0;
-    json!({"start": now, "finish": now, "duration": 0.0, "processing": 0.0})
+    let operating = s.bitrix().cfg.operating_secs_per_call;
+    let oldest = lock(&s.bitrix().inner).operating.front().map(|(t, _)| *t);
+    let reset_in = oldest
+        .map(|t| {
+            s.clock.to_real(
+                t.saturating_add(OPERATING_WINDOW)
+                    .saturating_sub(s.clock.now()),
+            )
+        })
+        .unwrap_or(Duration::ZERO);
+    json!({
+        "start": now,
+        "finish": now,
+        "duration": operating,
+        "processing": operating,
+        "operating": operating,
+        "operating_reset_at": (now + reset_in.as_secs_f64()).ceil() as u64,
+    })
 }
 
 async fn oauth(State(s): State<Arc<Shared>>, req: Request) -> Response {
@@ -770,6 +842,12 @@ pub struct BitrixConfig {
     pub drain_per_second: f64,
     /// …and how many fit in it (2/s and 50 on ordinary plans, 5/s and 250 on Enterprise).
     pub burst: u32,
+    /// How long each `im.message.add` runs, in simulated seconds, as its
+    /// answer's `time.operating` reports.
+    pub operating_secs_per_call: f64,
+    /// Execution seconds a method may use in any 10 (simulated) minutes
+    /// before it is blocked (480 on Bitrix24 cloud).
+    pub operating_budget_secs: f64,
 }
 
 impl Default for BitrixConfig {
@@ -787,6 +865,8 @@ impl Default for BitrixConfig {
             known_chats: vec!["chat1".to_owned(), "chat13".to_owned()],
             drain_per_second: 2.0,
             burst: 50,
+            operating_secs_per_call: 0.05,
+            operating_budget_secs: 480.0,
         }
     }
 }
@@ -806,6 +886,8 @@ impl fmt::Debug for BitrixConfig {
             .field("known_chats", &self.known_chats)
             .field("drain_per_second", &self.drain_per_second)
             .field("burst", &self.burst)
+            .field("operating_secs_per_call", &self.operating_secs_per_call)
+            .field("operating_budget_secs", &self.operating_budget_secs)
             .finish()
     }
 }

@@ -348,3 +348,29 @@ async fn leaky_bucket_allows_a_burst_then_the_drain_rate() {
     assert_eq!(sim.violations().len(), 2);
     assert_eq!(sim.deliveries().len(), 51);
 }
+
+#[tokio::test]
+async fn each_answer_reports_its_execution_time_and_the_budget_blocks_the_method() {
+    let mut cfg = steady();
+    cfg.bitrix.operating_secs_per_call = 100.0;
+    let sim = start(cfg).await;
+    let body = json!({"DIALOG_ID": "chat1", "MESSAGE": "slow"});
+    // 480 s per 10 minutes: the fifth call still fits (400 s spent before it).
+    for i in 0..5 {
+        let r = webhook(&sim, &body).await;
+        assert_eq!(r.status, 200, "call {i}: {}", r.text);
+        let time = &r.json()["time"];
+        assert_eq!(time["operating"], 100.0, "{time}");
+        assert!(time["operating_reset_at"].as_u64().is_some(), "{time}");
+    }
+    // 500 s spent: blocked, with Bitrix24's code, and counted as a violation.
+    let r = webhook(&sim, &body).await;
+    assert_error(&r, 429, "OPERATION_TIME_LIMIT");
+    let v = sim.violations();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].code, "OPERATION_TIME_LIMIT");
+    assert_eq!(sim.deliveries().len(), 5);
+    // Ten minutes on, the first calls have left the window.
+    sim.advance(Duration::from_secs(600));
+    assert_eq!(webhook(&sim, &body).await.status, 200);
+}

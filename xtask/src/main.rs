@@ -16,6 +16,7 @@ mod paths;
 mod plugins;
 mod setup;
 mod step;
+mod templates;
 mod test;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ commands:
                  write the C bindings of world `bot` (bot.h, bot.c,
                  bot_component_type.o) for a C plugin outside this repository
   inspect FILE…  print a component's imports and exports
+  template-types regenerate the WIT declarations (jco guest-types) and bindings
+                 (componentize-py bindings) that sdk/templates/{js,ts,python} ship,
+                 after a change to wit/bot.wit
   test           plugins, then fmt, clippy and tests of the host, SDK and plugins
   demo [ARGS…]   plugins, then `botbox run --demo` (extra ARGS go to botbox)
   fuzz [SECONDS] [TARGET…]
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         "componentize" => componentize::run(rest),
         "c-bindings" => c_bindings(rest),
         "inspect" => inspect::run(rest),
+        "template-types" => templates::run(),
         "test" => test::run(),
         "demo" => demo::run(rest),
         "fuzz" => fuzz::run(rest),

@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: find (or install) a Rust toolchain that builds
 //! `wasm32-unknown-unknown`, and the tools for the JS, Python and C guests
-//! (`guests::tools`), and the PostgreSQL server the shared-backend tests run.
+//! (`guests::tools`), the PostgreSQL server the shared-backend tests run,
+//! and the OCI registry the plugin distribution tests push to.
 //!
 //! Two routes, tried in this order:
 //! 1. rustup with the target installed: the ordinary route on a developer
@@ -147,8 +148,38 @@ pub fn ensure_postgres() -> Result<PathBuf> {
     )
 }
 
-/// `cargo xtask setup`: every guest toolchain and the PostgreSQL server,
-/// installed where missing.
+/// Debian's `docker-registry`: the CNCF Distribution registry server
+/// (`registry:2`), which `tests/oci.rs` starts on a loopback port.
+const REGISTRY_PACKAGES: &[&str] = &["docker-registry"];
+
+/// The registry server binary the package installs.
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// The OCI registry server, installed from Debian where missing.
+pub fn ensure_registry() -> Result<PathBuf> {
+    let bin = PathBuf::from(REGISTRY_BIN);
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    if can_apt_install() {
+        eprintln!(
+            "no OCI registry found; installing Debian's docker-registry for the plugin distribution tests"
+        );
+        apt_install(REGISTRY_PACKAGES)?;
+        if bin.is_file() {
+            return Ok(bin);
+        }
+    }
+    bail!(
+        "the plugin distribution tests (tests/oci.rs) need an OCI registry at {REGISTRY_BIN}.\n\
+         On Debian/Ubuntu: sudo apt-get install -y --no-install-recommends {} \
+         (or run `cargo xtask setup` as root)",
+        REGISTRY_PACKAGES.join(" ")
+    )
+}
+
+/// `cargo xtask setup`: every guest toolchain, the PostgreSQL server and
+/// the OCI registry, installed where missing.
 pub fn run() -> Result<()> {
     let toolchain = ensure()?;
     eprintln!("Rust guests:   {}", toolchain.describe());
@@ -161,6 +192,8 @@ pub fn run() -> Result<()> {
     eprintln!("Python guests: {}", componentize_py.display());
     let postgres = ensure_postgres()?;
     eprintln!("PostgreSQL:    {}", postgres.display());
+    let registry = ensure_registry()?;
+    eprintln!("OCI registry:  {}", registry.display());
     Ok(())
 }
 

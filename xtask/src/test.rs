@@ -20,6 +20,8 @@ pub fn run() -> Result<()> {
     plugins::build_all(&toolchain)?;
     // tests/scale_out.rs starts its own server from these binaries.
     setup::ensure_postgres()?;
+    // tests/oci.rs starts its own registry from this binary.
+    setup::ensure_registry()?;
 
     let host = |args: &[&str]| {
         let mut cmd = step::cargo();

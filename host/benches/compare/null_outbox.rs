@@ -9,8 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use botbox::delivery::store::{
-    Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartRecord,
-    PartState, SendLog,
+    Inserted, ListFilter, ListedMessage, MessageState, OutboxError, OutboxRecord, OutboxStore,
+    PartRecord, PartState, SendLog,
 };
 use botbox::providers::Part;
 
@@ -29,6 +29,9 @@ impl SendLog for NullOutbox {
 }
 
 impl OutboxStore for NullOutbox {
+    fn ready(&self) -> Result<(), botbox::delivery::store::NotReady> {
+        Ok(())
+    }
     fn insert(&self, _record: &OutboxRecord) -> Result<Inserted, OutboxError> {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         Ok(Inserted::New)
@@ -74,6 +77,9 @@ impl OutboxStore for NullOutbox {
     fn parts(&self, _id: &str) -> Result<Vec<PartRecord>, OutboxError> {
         Ok(Vec::new())
     }
+    fn part_requested(&self, _id: &str, _index: u32) -> Result<(), OutboxError> {
+        Ok(())
+    }
     fn part_done(
         &self,
         _id: &str,
@@ -110,6 +116,9 @@ impl OutboxStore for NullOutbox {
         Ok(None)
     }
     fn list(&self, _filter: &ListFilter) -> Result<Vec<OutboxRecord>, OutboxError> {
+        Ok(Vec::new())
+    }
+    fn list_progress(&self, _filter: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError> {
         Ok(Vec::new())
     }
     fn cancel(&self, _id: &str, _now_ms: u64) -> Result<bool, OutboxError> {

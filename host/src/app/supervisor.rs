@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{App, StartError};
-use crate::config::Config;
+use crate::config::{Config, PluginSource};
 use crate::runtime::HandleError;
-use crate::runtime::reload::{Change, WatchError, Watcher};
+use crate::runtime::reload::{Change, PinnedFiles, WatchError, Watcher};
 use crate::triggers;
 use crate::wit::types::Event;
 
@@ -192,6 +192,7 @@ impl Supervisor {
             mut changes,
         } = self;
         tokio::pin!(shutdown);
+        let mut pins = PinnedFiles::default();
         loop {
             let change = async {
                 match changes.as_mut() {
@@ -202,7 +203,13 @@ impl Supervisor {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(change) = change => match change {
-                    Change::Plugin(name) => reload_plugin(&generation.app, &name).await,
+                    Change::Plugin(name) => {
+                        let allowed = generation.app.config.plugins.get(&name)
+                            .is_some_and(|p| pins.allows_reload(&name, p));
+                        if allowed {
+                            reload_plugin(&generation.app, &name).await;
+                        }
+                    }
                     Change::Config => {
                         if let Some(path) = &config_path {
                             generation = reload_config(generation, path).await;
@@ -227,6 +234,11 @@ fn watch_all(watcher: &mut Watcher, config: &Config, config_path: Option<&Path>)
         tracing::warn!("{e}; config changes need a restart");
     }
     for (name, plugin) in &config.plugins {
+        // A registry plugin's file is the pull cache's copy of its pin,
+        // which nothing edits: a new version is a new pin in the config.
+        if matches!(plugin.source, PluginSource::Oci(_)) {
+            continue;
+        }
         if let Err(e) = watcher.watch(&plugin.path, Change::Plugin(name.clone())) {
             tracing::warn!(plugin = %name, "{e}; changes to it need a restart");
         }

@@ -441,7 +441,14 @@ impl Host for Ctx<'_, BroadcastSlice> {
             plugin = %self.plugin.name,
             channel = %crate::sanitize::for_log(&msg.channel, 64),
         );
-        Ok(tracing::Instrument::instrument(self.send(msg), span).await)
+        // The channel is copied only when someone collects (the admin API):
+        // this is on the path of every broadcast.
+        let collected = SentLog::active().then(|| crate::sanitize::for_log(&msg.channel, 64));
+        let outcome = tracing::Instrument::instrument(self.send(msg), span).await;
+        if let Some(channel) = collected {
+            SentLog::record(channel, &outcome);
+        }
+        Ok(outcome)
     }
 
     async fn channels(&mut self) -> wasmtime::Result<Vec<ChannelInfo>> {
@@ -459,5 +466,70 @@ impl Host for Ctx<'_, BroadcastSlice> {
                 splits_long_text: c.rules.splits_long_text,
             })
             .collect())
+    }
+}
+
+/// One `send-broadcast` of a call, as a caller that collects them
+/// ([`SentLog::collect`]) sees it: what the plugin was answered.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The channel the plugin named (escaped and cut).
+    pub channel: String,
+    /// The receipt, or why the message was refused (as the plugin heard it).
+    pub outcome: Result<crate::wit::types::Receipt, BroadcastError>,
+}
+
+/// The broadcasts of the calls made inside one [`SentLog::collect`]. A
+/// task-local rather than an argument: the call crosses the runtime, the
+/// guest pool and the store to reach `send-broadcast`, and only the admin
+/// API wants the answer; the runtime carries the log onto the guest's task
+/// ([`SentLog::current`], [`SentLog::scope`]).
+#[derive(Clone, Default)]
+pub struct SentLog(Arc<Mutex<Vec<Sent>>>);
+
+tokio::task_local! {
+    static SENT: SentLog;
+}
+
+/// Broadcasts kept per collect; the plugin's budget bounds them well below.
+const MAX_SENT: usize = 1000;
+
+impl SentLog {
+    /// Runs `work`, collecting every broadcast of the calls it makes.
+    pub async fn collect<F: std::future::Future>(work: F) -> (F::Output, Vec<Sent>) {
+        let log = SentLog::default();
+        let out = SENT.scope(log.clone(), work).await;
+        let sent = std::mem::take(&mut *log.0.lock().unwrap_or_else(|p| p.into_inner()));
+        (out, sent)
+    }
+
+    /// The log of the collect this task runs in, if any.
+    pub fn current() -> Option<SentLog> {
+        SENT.try_with(Clone::clone).ok()
+    }
+
+    /// `work`, recording into this log wherever it runs (the guest pool
+    /// runs calls as tasks of their own).
+    pub fn scope<F: std::future::Future>(
+        self,
+        work: F,
+    ) -> tokio::task::futures::TaskLocalFuture<SentLog, F> {
+        SENT.scope(self, work)
+    }
+
+    fn active() -> bool {
+        SENT.try_with(|_| ()).is_ok()
+    }
+
+    fn record(channel: String, outcome: &Result<crate::wit::types::Receipt, BroadcastError>) {
+        let _ = SENT.try_with(|log| {
+            let mut sent = log.0.lock().unwrap_or_else(|p| p.into_inner());
+            if sent.len() < MAX_SENT {
+                sent.push(Sent {
+                    channel,
+                    outcome: outcome.clone(),
+                });
+            }
+        });
     }
 }

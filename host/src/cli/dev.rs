@@ -62,6 +62,7 @@ fn is_source(path: &Path) -> bool {
         ".git",
         "__pycache__",
         ".venv",
+        ".mypy_cache",
         ".botbox",
     ];
     if path
@@ -272,4 +273,33 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         loaded.stop().await;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_output_and_checker_caches_are_not_sources() {
+        for source in [
+            "bot/bot.ts",
+            "bot/types/interfaces/botbox-bot-kv.d.ts",
+            "bot/tsconfig.json",
+            "bot/app.py",
+            "bot/wit_world/imports/kv.py",
+            "bot/wit/bot.wit",
+        ] {
+            assert!(is_source(Path::new(source)), "{source}");
+        }
+        for output in [
+            // tsc's output (tsconfig.json: outDir) and the component.
+            "bot/build/bot.js",
+            "bot/bot.wasm",
+            "bot/node_modules/typescript/package.json",
+            "bot/.mypy_cache/3.11/app.data.json",
+            "bot/__pycache__/app.cpython-311.pyc",
+        ] {
+            assert!(!is_source(Path::new(output)), "{output}");
+        }
+    }
 }

@@ -3,9 +3,11 @@
 pub(crate) mod call;
 mod check;
 mod dev;
+pub mod logging;
 mod new;
 mod outbox;
 mod output;
+mod plugin;
 mod run;
 pub mod sim;
 mod webhooks;
@@ -42,6 +44,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Register botbox's callback URL with BigBlueButton (`hooks/create`).
     Webhooks(webhooks::WebhooksArgs),
+    /// Push a component to an OCI registry, or pull one (the wkg layout).
+    Plugin(plugin::PluginArgs),
 }
 
 /// What a command wants the process to exit with.
@@ -58,6 +62,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::New(args) => new::new(args).await,
         Command::Dev(args) => dev::dev(args).await,
         Command::Webhooks(args) => webhooks::webhooks(args).await,
+        Command::Plugin(args) => plugin::plugin(args).await,
     }
 }
 

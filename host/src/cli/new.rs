@@ -1,5 +1,12 @@
-//! `botbox new NAME --lang rust|js|python|c`: a plugin project from the
+//! `botbox new NAME --lang rust|js|ts|python|c`: a plugin project from the
 //! templates in `sdk/templates`, embedded in the binary.
+//!
+//! The JS and TypeScript templates carry the world's TypeScript declarations
+//! (`types/`, made by `jco guest-types`) and the Python one its
+//! componentize-py bindings package (`wit_world/`), generated from this
+//! host's `wit/bot.wit`, so an editor knows the imports before the first
+//! build; each template's `build.sh` regenerates them from the project's
+//! `wit/`.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +23,8 @@ const WIT: &str = include_str!("../../../wit/bot.wit");
 pub enum Lang {
     Rust,
     Js,
+    // TypeScript, compiled by `tsc` before componentize-js.
+    Ts,
     Python,
     C,
 }
@@ -25,6 +34,7 @@ impl Lang {
         match self {
             Lang::Rust => "rust",
             Lang::Js => "js",
+            Lang::Ts => "ts",
             Lang::Python => "python",
             Lang::C => "c",
         }
@@ -151,7 +161,7 @@ mod tests {
 
     #[test]
     fn every_language_has_a_template_with_a_build_script() {
-        for lang in [Lang::Rust, Lang::Js, Lang::Python, Lang::C] {
+        for lang in Lang::value_variants() {
             assert!(
                 TEMPLATE_FILES
                     .iter()
@@ -161,6 +171,25 @@ mod tests {
                 "{lang:?}"
             );
         }
+    }
+
+    #[test]
+    fn typed_templates_carry_the_worlds_declarations() {
+        // Editors need them before the first build; `build.sh` keeps them
+        // in sync with `wit/` afterwards.
+        let has = |lang: Lang, path: &str| {
+            TEMPLATE_FILES
+                .iter()
+                .any(|(l, p, _, _)| *l == lang.dir() && *p == path)
+        };
+        for lang in [Lang::Js, Lang::Ts] {
+            assert!(has(lang, "types/bot.d.ts"), "{lang:?}");
+            assert!(has(lang, "types/interfaces/botbox-bot-kv.d.ts"), "{lang:?}");
+        }
+        assert!(has(Lang::Js, "jsconfig.json"));
+        assert!(has(Lang::Ts, "tsconfig.json"));
+        assert!(has(Lang::Python, "wit_world/imports/kv.py"));
+        assert!(has(Lang::Python, "componentize_py_types.py"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod schedule;
 mod secret;
+mod source;
 mod telemetry;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,10 @@ use serde::Deserialize;
 
 pub use schedule::{ScheduleSpec, parse_duration, parse_schedule};
 pub use secret::{Secret, SecretError, SecretRef};
+pub use source::{
+    DEFAULT_MAX_BLOB_MB, OCI_SCHEME, OciReference, OciVersion, PluginSource, RegistryAccess,
+    Sha256Digest, cached_component,
+};
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 use crate::events::parse_event_kind;
@@ -209,8 +214,17 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(600);
 /// One `[plugins.NAME]` section: what the operator grants a plugin.
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
-    /// The component file, resolved against the config's folder.
+    /// The component file the host compiles: the `path` file resolved
+    /// against the config's folder, or for an `oci://` source the pull
+    /// cache's copy of the pinned digest ([`cached_component`]).
     pub path: PathBuf,
+    /// `path` as written: a file or a registry reference.
+    pub source: PluginSource,
+    /// `sha256`: the digest the component must have (required for
+    /// `oci://`); a component with another is refused.
+    pub sha256: Option<Sha256Digest>,
+    /// `[plugins.NAME.registry]`, for an `oci://` source.
+    pub registry: RegistryAccess,
     /// Channels granted (it may send on them and hear from them).
     pub channels: Vec<String>,
     /// Event kinds granted.
@@ -305,7 +319,9 @@ struct RawRuntime {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
-    path: PathBuf,
+    path: String,
+    sha256: Option<String>,
+    registry: Option<toml::Table>,
     #[serde(default)]
     channels: Vec<String>,
     events: Option<Vec<String>>,
@@ -520,6 +536,7 @@ impl Config {
             if !is_valid_name(&name) {
                 issue(key.clone(), name_rule());
             }
+            let (source, sha256, registry) = plugin_source(&raw_plugin, &key, base_dir, &mut issue);
             for channel in &raw_plugin.channels {
                 if !channels.contains_key(channel) {
                     issue(
@@ -585,10 +602,19 @@ impl Config {
                 };
                 settings.insert(k, text);
             }
+            let path = match (&source, &sha256) {
+                (PluginSource::File(file), _) => file.clone(),
+                (PluginSource::Oci(_), Some(digest)) => cached_component(&storage.dir, digest),
+                // Refused above (sha256 is required for oci://); any path will do.
+                (PluginSource::Oci(_), None) => storage.dir.join("components"),
+            };
             plugins.insert(
                 name,
                 PluginConfig {
-                    path: base_dir.join(&raw_plugin.path),
+                    path,
+                    source,
+                    sha256,
+                    registry,
                     channels: raw_plugin.channels,
                     events,
                     schedules,
@@ -613,6 +639,98 @@ impl Config {
                 .and_then(|t| telemetry::validate(t, &mut issue)),
         }
     }
+}
+
+/// `path`, `sha256` and `[plugins.NAME.registry]` of one plugin.
+fn plugin_source(
+    raw: &RawPlugin,
+    key: &str,
+    base_dir: &Path,
+    issue: &mut impl FnMut(String, String),
+) -> (PluginSource, Option<Sha256Digest>, RegistryAccess) {
+    let sha256 = raw
+        .sha256
+        .as_deref()
+        .and_then(|text| match Sha256Digest::parse(text) {
+            Ok(digest) => Some(digest),
+            Err(message) => {
+                issue(format!("{key}.sha256"), message);
+                None
+            }
+        });
+    let source = if raw.path.starts_with(OCI_SCHEME) {
+        match OciReference::parse(&raw.path) {
+            Ok(reference) => {
+                if raw.sha256.is_none() {
+                    issue(
+                        format!("{key}.sha256"),
+                        format!(
+                            "is required for a registry source ({reference}): a tag can move, so                              the host runs only the component it was told to; write the digest                              `botbox plugin push` or `botbox plugin pull` printed"
+                        ),
+                    );
+                }
+                PluginSource::Oci(reference)
+            }
+            Err(message) => {
+                issue(format!("{key}.path"), message);
+                PluginSource::File(base_dir.join(&raw.path))
+            }
+        }
+    } else {
+        PluginSource::File(base_dir.join(&raw.path))
+    };
+    let mut registry = RegistryAccess::default();
+    if let Some(table) = &raw.registry {
+        let prefix = format!("{key}.registry");
+        if matches!(source, PluginSource::File(_)) {
+            issue(
+                prefix.clone(),
+                "is only for a plugin whose path is oci://…; remove it".into(),
+            );
+        }
+        for field in table.keys() {
+            if !["username", "password", "max_blob_mb"].contains(&field.as_str()) {
+                issue(
+                    format!("{prefix}.{field}"),
+                    "unknown key; known: username, password, max_blob_mb".into(),
+                );
+            }
+        }
+        match table.get("username") {
+            None => {}
+            Some(toml::Value::String(user)) if !user.is_empty() => {
+                registry.username = Some(user.clone())
+            }
+            Some(_) => issue(
+                format!("{prefix}.username"),
+                "must be a non-empty string".into(),
+            ),
+        }
+        match take_secret(table, "password", &prefix, base_dir) {
+            Ok(password) => registry.password = password,
+            Err(problem) => issue(problem.key, problem.message),
+        }
+        if registry.username.is_some() != registry.password.is_some() {
+            issue(
+                prefix.clone(),
+                "needs both username and password, or neither (anonymous pulls)".into(),
+            );
+        }
+        match table.get("max_blob_mb") {
+            None => {}
+            Some(toml::Value::Integer(mb)) if (1..=source::MAX_MAX_BLOB_MB as i64).contains(mb) => {
+                registry.max_blob_bytes = (*mb as u64) << 20;
+            }
+            Some(_) => issue(
+                format!("{prefix}.max_blob_mb"),
+                format!(
+                    "must be a whole number of MiB from 1 to {}",
+                    source::MAX_MAX_BLOB_MB
+                ),
+            ),
+        }
+    }
+    (source, sha256, registry)
 }
 
 fn validate_limits(
@@ -998,6 +1116,82 @@ mod tests {
     fn typos_in_known_sections_are_refused() {
         let err = parse("[plugins.p]\npath = \"p.wasm\"\nchanels = []\n").unwrap_err();
         assert!(err.to_string().contains("chanels"), "{err}");
+    }
+
+    #[test]
+    fn a_registry_plugin_is_pinned_and_compiled_from_the_pull_cache() {
+        let hex = "3b1f5c6e0d4a2b8f9e7c1d0a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8";
+        let c = parse(&format!(
+            "[plugins.p]\npath = \"oci://127.0.0.1:5000/bots/p:1.0\"\nsha256 = \"sha256:{hex}\"\n\
+             [plugins.p.registry]\nmax_blob_mb = 8\n"
+        ))
+        .unwrap();
+        let p = &c.plugins["p"];
+        assert!(matches!(&p.source, PluginSource::Oci(r) if r.repository == "bots/p"));
+        assert_eq!(p.sha256.map(|d| d.hex()), Some(hex.to_string()));
+        assert_eq!(
+            p.path,
+            Path::new("/cfg/.botbox/components/sha256").join(format!("{hex}.wasm"))
+        );
+        assert_eq!(p.registry.max_blob_bytes, 8 << 20);
+        assert!(p.registry.username.is_none());
+        // A file keeps its path; its pin is optional.
+        let c = parse("[plugins.p]\npath = \"p.wasm\"\n").unwrap();
+        assert_eq!(
+            c.plugins["p"].source,
+            PluginSource::File("/cfg/p.wasm".into())
+        );
+        assert_eq!(c.plugins["p"].sha256, None);
+    }
+
+    #[test]
+    fn registry_credentials_are_read_from_a_secret_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "hunter2-registry\n").unwrap();
+        let hex = "3b1f5c6e0d4a2b8f9e7c1d0a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8";
+        let c = Config::parse(
+            &format!(
+                "[plugins.p]\npath = \"oci://r.example/p:1\"\nsha256 = \"{hex}\"\n\
+                 [plugins.p.registry]\nusername = \"ci\"\npassword = {{ file = \"token\" }}\n"
+            ),
+            Path::new("botbox.toml"),
+            dir.path(),
+        )
+        .unwrap();
+        let registry = &c.plugins["p"].registry;
+        assert_eq!(registry.username.as_deref(), Some("ci"));
+        assert_eq!(
+            registry.password.as_ref().map(Secret::expose),
+            Some("hunter2-registry")
+        );
+        assert!(!format!("{:?}", c.plugins).contains("hunter2"));
+    }
+
+    #[test]
+    fn registry_plugin_mistakes_are_reported_by_key() {
+        let err = parse(
+            "[plugins.a]\npath = \"oci://r.example/bots/a:1\"\n\
+             [plugins.b]\npath = \"oci://r.example/Bots\"\nsha256 = \"xyz\"\n\
+             [plugins.c]\npath = \"c.wasm\"\n[plugins.c.registry]\nusername = \"u\"\n\
+             [plugins.d]\npath = \"oci://r.example/d:1\"\nsha256 = \"00\"\n\
+             [plugins.d.registry]\npassword = \"hunter2\"\nmax_blob_mb = 0\nproxy = 1\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues().iter().map(|i| i.key.as_str()).collect();
+        for expected in [
+            "plugins.a.sha256",
+            "plugins.b.path",
+            "plugins.b.sha256",
+            "plugins.c.registry",
+            "plugins.d.registry.password",
+            "plugins.d.registry.max_blob_mb",
+            "plugins.d.registry.proxy",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+        }
+        let text = err.to_string();
+        assert!(text.contains("is required for a registry source"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -16,9 +16,11 @@ mod admit;
 pub mod retry;
 pub mod store;
 pub mod throttle;
+mod view;
 mod worker;
 
 pub use self::admit::{MAX_BACKLOG, MAX_BACKLOG_REQUESTS, admission};
+pub use self::view::{EndpointView, EndpointsNow, Refusal};
 pub use self::worker::SHARED_POLL;
 
 use std::collections::BTreeMap;
@@ -39,11 +41,15 @@ use self::throttle::{SharedClock, ThrottleKey};
 pub struct Endpoint {
     /// `provider-name/endpoint`, such as `em/all-users-broadcast`.
     pub key: String,
+    /// The endpoint's name at its provider, such as `send_group_msg`.
+    pub name: &'static str,
     /// The provider account that sends through it.
     pub provider: Arc<dyn Provider>,
     /// Its limits, as the throttle store is asked about them.
     pub throttle: ThrottleKey,
     wake: Notify,
+    /// The provider's last refusal (see `view.rs`).
+    last_refusal: view::LastRefusal,
 }
 
 /// A configured channel bound to its provider account and endpoint.
@@ -116,14 +122,30 @@ pub struct Throttled {
     pub waited: Duration,
 }
 
-/// Every accepted message, every throttle wait and every finished message,
-/// for whoever listens.
+/// A provider said "too fast", and one of an endpoint's histories slowed
+/// down (see [`throttle::Slowdown`]).
+#[derive(Debug, Clone)]
+pub struct Slowed {
+    /// The provider kind, such as `tencent`.
+    pub provider_kind: &'static str,
+    /// `provider-name/endpoint`.
+    pub endpoint: String,
+    /// Which of its histories: `endpoint`, `key` or `account`.
+    pub limit: &'static str,
+    /// The fraction of the documented rate now allowed (0.5 after one cut).
+    pub factor: f64,
+}
+
+/// Every accepted message, every throttle wait, every slowdown and every
+/// finished message, for whoever listens.
 #[derive(Clone)]
 pub struct DeliveryObservers {
     /// Every message accepted.
     pub accepted: broadcast::Sender<Accepted>,
     /// Every throttle wait.
     pub throttled: broadcast::Sender<Throttled>,
+    /// Every slowdown after a provider's "too fast".
+    pub slowed: broadcast::Sender<Slowed>,
     /// Every message finished.
     pub finished: broadcast::Sender<Finished>,
 }
@@ -133,6 +155,7 @@ impl Default for DeliveryObservers {
         DeliveryObservers {
             accepted: broadcast::channel(4096).0,
             throttled: broadcast::channel(4096).0,
+            slowed: broadcast::channel(1024).0,
             finished: broadcast::channel(4096).0,
         }
     }
@@ -195,6 +218,15 @@ impl Delivery {
                             endpoint: key.clone(),
                             spec,
                             margin_ms: clock.clock_ms(throttle::ARRIVAL_JITTER),
+                            per_key: provider.key_throttle(endpoint_name),
+                            // One ceiling per account: its history is
+                            // named after the account, so only that
+                            // account's endpoints share it.
+                            ceiling: provider.account_ceiling(endpoint_name).map(
+                                |(ceiling, spec)| {
+                                    (format!("{}/@{ceiling}", channel_config.provider), spec)
+                                },
+                            ),
                         };
                         // Daily counters survive restarts: the store reloads
                         // the sends still inside the longest window.
@@ -203,9 +235,11 @@ impl Delivery {
                         }
                         let endpoint = Arc::new(Endpoint {
                             key: key.clone(),
+                            name: endpoint_name,
                             provider: provider.clone(),
                             throttle,
                             wake: Notify::new(),
+                            last_refusal: Default::default(),
                         });
                         endpoints.insert(key, endpoint.clone());
                         endpoint

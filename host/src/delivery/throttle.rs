@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use crate::providers::limits::{Limit, ThrottleSpec};
+pub use usage::LimitUsage;
+
+mod usage;
 
 /// Time as the throttle sees it. Tests and demos run a scaled clock so that
 /// "3 per day" can be exercised in seconds; the simulator scales the same way.
@@ -152,15 +155,159 @@ impl Clock for Steady {
 pub const ARRIVAL_JITTER: Duration = Duration::from_millis(30);
 
 /// One endpoint's throttle as a store is asked about it: which endpoint,
-/// its limits, and the arrival margin in the clock's time.
+/// its limits, the limits of each key it is keyed by (a group, a room), the
+/// account-wide ceiling above it, and the arrival margin in the clock's time.
+///
+/// A request counts against up to three histories, its [`Layer`]s: the
+/// endpoint's own, its key's (`per_key`, when the request has a key), and
+/// the account's ceiling (`ceiling`, shared with the account's other
+/// endpoints). It leaves only when every one of them allows it
+/// ([`Throttle::take_all`]).
 #[derive(Debug, Clone)]
 pub struct ThrottleKey {
     /// `provider-name/endpoint`.
     pub endpoint: String,
-    /// The endpoint's limits.
+    /// The limits on every request of the endpoint together.
     pub spec: ThrottleSpec,
     /// [`ARRIVAL_JITTER`] in the throttle clock's milliseconds.
     pub margin_ms: u64,
+    /// The limits on each key's requests (Tencent: 40 per second per
+    /// group), when the provider keys the endpoint; `None`: not keyed.
+    pub per_key: Option<ThrottleSpec>,
+    /// The account-wide ceiling: its history's name
+    /// (`provider-name/@ceiling`) and its limits, shared by every endpoint
+    /// of the account that names the same ceiling.
+    pub ceiling: Option<(String, ThrottleSpec)>,
+}
+
+/// The most keys (groups, rooms) of one endpoint a host keeps live state
+/// for; the least recently used beyond it are forgotten (their history
+/// stays in the send log, and is read back if the key comes back). Keys
+/// come from conversations guests answer into, so their number must not
+/// grow without bound.
+pub const MAX_LIVE_KEYS: usize = 4096;
+
+/// The longest key kept in a history's name. A longer key is cut, which
+/// can only merge two keys' histories: stricter, never looser.
+pub const MAX_KEY_CHARS: usize = 96;
+
+/// One history a request counts against: its name (the send log's and the
+/// shared store's row key) and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    /// `provider/endpoint`, `provider/endpoint#key` or `provider/@ceiling`.
+    pub name: String,
+    /// The limits of this history.
+    pub spec: ThrottleSpec,
+}
+
+impl ThrottleKey {
+    /// A key with only the endpoint's own limits.
+    pub fn plain(endpoint: impl Into<String>, spec: ThrottleSpec, margin_ms: u64) -> ThrottleKey {
+        ThrottleKey {
+            endpoint: endpoint.into(),
+            spec,
+            margin_ms,
+            per_key: None,
+            ceiling: None,
+        }
+    }
+
+    /// The history name of `key` on this endpoint: control characters and
+    /// the separator replaced, bounded to [`MAX_KEY_CHARS`].
+    pub fn keyed_name(&self, key: &str) -> String {
+        let clean: String = key
+            .chars()
+            .take(MAX_KEY_CHARS)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        format!("{}#{clean}", self.endpoint)
+    }
+
+    /// The histories a request with `key` (a group id; `None`: none)
+    /// counts against, the endpoint's first. Empty specs are left out.
+    pub fn layers(&self, key: Option<&str>) -> Vec<Layer> {
+        let mut layers = vec![Layer {
+            name: self.endpoint.clone(),
+            spec: self.spec.clone(),
+        }];
+        if let (Some(spec), Some(key)) = (&self.per_key, key) {
+            layers.push(Layer {
+                name: self.keyed_name(key),
+                spec: spec.clone(),
+            });
+        }
+        if let Some((name, spec)) = &self.ceiling {
+            layers.push(Layer {
+                name: name.clone(),
+                spec: spec.clone(),
+            });
+        }
+        layers
+    }
+}
+
+/// How far a provider's "too fast" has slowed one history down, and how it
+/// recovers: additive increase, multiplicative decrease (AIMD, as TCP does
+/// for congestion). Each rate-limit answer halves the allowed rate (down to
+/// [`Slowdown::FLOOR`]); from then on the rate climbs back linearly, by the
+/// whole documented rate over [`Slowdown::RECOVERY_PERIODS`] of the
+/// history's shortest period, until it is the documented rate again. The
+/// state is two numbers, so a shared store keeps it in the history's row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slowdown {
+    /// The fraction of the documented rate allowed right after the cut.
+    pub factor: f64,
+    /// When the cut was made (throttle clock).
+    pub at_ms: u64,
+}
+
+impl Slowdown {
+    /// The slowest a history is ever held to: 1/32 of its documented rate.
+    pub const FLOOR: f64 = 1.0 / 32.0;
+    /// From a full stop to the documented rate in this many shortest periods.
+    pub const RECOVERY_PERIODS: u64 = 20;
+
+    /// How long a full recovery (from 0 to the documented rate) takes.
+    pub fn recovery_ms(spec: &ThrottleSpec) -> u64 {
+        let shortest = spec
+            .limits
+            .iter()
+            .map(|l| match l {
+                Limit::Window { period_ms, .. } => *period_ms,
+                Limit::LeakyBucket { per_second, .. } => {
+                    (1000.0 / per_second.max(0.001)).ceil() as u64
+                }
+                Limit::Budget { period_ms, .. } => *period_ms,
+            })
+            .min()
+            .unwrap_or(1000);
+        shortest.max(1000) * Self::RECOVERY_PERIODS
+    }
+
+    /// The fraction of the documented rate allowed at `now_ms`: 1 when
+    /// fully recovered.
+    pub fn factor_at(&self, now_ms: u64, recovery_ms: u64) -> f64 {
+        let climbed = now_ms.saturating_sub(self.at_ms) as f64 / recovery_ms.max(1) as f64;
+        (self.factor + climbed).clamp(Self::FLOOR, 1.0)
+    }
+
+    /// How much send history `spec` needs at `now_ms` under `slowdown`: its
+    /// longest window, stretched as the slowdown stretches every window.
+    pub fn horizon_ms(spec: &ThrottleSpec, slowdown: Option<Slowdown>, now_ms: u64) -> u64 {
+        let factor = slowdown.map_or(1.0, |s| s.factor_at(now_ms, Self::recovery_ms(spec)));
+        (spec.horizon_ms() as f64 / factor).ceil() as u64
+    }
+
+    /// The slowdown after another "too fast" at `now_ms`, from `before`
+    /// (`None`: the documented rate): half the rate allowed now.
+    pub fn cut(before: Option<Slowdown>, now_ms: u64, recovery_ms: u64) -> Slowdown {
+        let now_factor = before.map_or(1.0, |s| s.factor_at(now_ms, recovery_ms));
+        Slowdown {
+            factor: (now_factor / 2.0).max(Self::FLOOR),
+            at_ms: now_ms,
+        }
+    }
 }
 
 /// The live state of one endpoint's limits.
@@ -173,6 +320,11 @@ pub struct Throttle {
     logs: Vec<VecDeque<u64>>,
     bucket_level: f64,
     bucket_at_ms: u64,
+    /// A provider's "too fast" holds it below its documented rate for a while.
+    slowdown: Option<Slowdown>,
+    /// For budgets: (time, execution ms the provider reported) of the
+    /// requests still inside the longest budget window, oldest first.
+    spent: VecDeque<(u64, u64)>,
 }
 
 impl Throttle {
@@ -185,7 +337,35 @@ impl Throttle {
             logs,
             bucket_level: 0.0,
             bucket_at_ms: 0,
+            slowdown: None,
+            spent: VecDeque::new(),
         }
+    }
+
+    /// The provider's last "too fast" on this history, if any.
+    pub fn slowdown(&self) -> Option<Slowdown> {
+        self.slowdown
+    }
+
+    /// Sets the slowdown (a shared store reads it from the history's row).
+    pub fn set_slowdown(&mut self, slowdown: Option<Slowdown>) {
+        self.slowdown = slowdown;
+    }
+
+    /// Halves the allowed rate at `now_ms` (see [`Slowdown`]); returns the
+    /// fraction of the documented rate now allowed.
+    pub fn slow_down(&mut self, now_ms: u64) -> f64 {
+        let recovery = Slowdown::recovery_ms(&self.spec);
+        let cut = Slowdown::cut(self.slowdown, now_ms, recovery);
+        self.slowdown = Some(cut);
+        cut.factor
+    }
+
+    /// The fraction of the documented rate allowed at `now_ms`.
+    pub fn rate_factor(&self, now_ms: u64) -> f64 {
+        self.slowdown.map_or(1.0, |s| {
+            s.factor_at(now_ms, Slowdown::recovery_ms(&self.spec))
+        })
     }
 
     /// The limits this throttle enforces.
@@ -216,19 +396,23 @@ impl Throttle {
     /// The earliest time at or after `now_ms` a request is allowed.
     pub fn next_allowed(&self, now_ms: u64) -> u64 {
         let mut at = now_ms;
+        // After a provider's "too fast": windows stretched, the bucket
+        // drained slower, by the fraction of the rate allowed now.
+        let factor = self.rate_factor(now_ms);
         for (limit, log) in self.spec.limits.iter().zip(&self.logs) {
             match limit {
                 Limit::Window { count, period_ms } => {
                     if log.len() >= *count as usize
                         && let Some(oldest) = log.front()
                     {
-                        at = at.max(oldest + period_ms + period_ms / 100 + self.margin_ms);
+                        let period = (*period_ms as f64 / factor).ceil() as u64;
+                        at = at.max(oldest + period + period_ms / 100 + self.margin_ms);
                     }
                 }
                 Limit::LeakyBucket { per_second, burst } => {
                     // Keep one request of headroom and drain 2% slower than
                     // documented, for the same jitter reason as windows.
-                    let rate = per_second * 0.98;
+                    let rate = per_second * 0.98 * factor;
                     let cap = (*burst as f64 - 1.0).max(1.0);
                     let level = self.bucket_level_at(now_ms, rate);
                     if level + 1.0 > cap {
@@ -236,9 +420,69 @@ impl Throttle {
                         at = at.max(now_ms + wait_ms);
                     }
                 }
+                Limit::Budget { seconds, period_ms } => {
+                    at = at.max(self.budget_allows(*seconds, *period_ms, now_ms));
+                }
             }
         }
         at
+    }
+
+    /// Budgets: held when the next request, expected to cost as much as the
+    /// dearest one still counted, would take the window past 90% of the
+    /// budget (the rest is headroom for the provider's other callers, who
+    /// share it, and for a request dearer than expected); allowed again
+    /// once enough of the oldest costs have left the window.
+    fn budget_allows(&self, seconds: u32, period_ms: u64, now_ms: u64) -> u64 {
+        let budget = u64::from(seconds) * 1000 * 9 / 10;
+        let inside = || {
+            self.spent
+                .iter()
+                .filter(move |(at, _)| at + period_ms > now_ms)
+        };
+        let expected = inside().map(|(_, cost)| *cost).max().unwrap_or(0);
+        let mut total: u64 = inside().map(|(_, cost)| *cost).sum();
+        if total + expected <= budget {
+            return now_ms;
+        }
+        for (at, cost) in inside() {
+            total -= cost;
+            if total + expected <= budget {
+                return at + period_ms + period_ms / 100 + self.margin_ms;
+            }
+        }
+        // One request dearer than the whole budget: one at a time, a
+        // window apart.
+        inside()
+            .next_back()
+            .map_or(now_ms, |(at, _)| at + period_ms + self.margin_ms)
+    }
+
+    /// Counts the execution time the provider reported for the request made
+    /// at `at_ms` against the spec's budgets.
+    pub fn charge(&mut self, at_ms: u64, cost_ms: u64) {
+        let Some(longest) = self
+            .spec
+            .limits
+            .iter()
+            .filter_map(|l| match l {
+                Limit::Budget { period_ms, .. } => Some(*period_ms),
+                _ => None,
+            })
+            .max()
+        else {
+            return;
+        };
+        let i = self.spent.partition_point(|(t, _)| *t <= at_ms);
+        self.spent.insert(i, (at_ms, cost_ms));
+        let newest = self.spent.back().map_or(at_ms, |(t, _)| *t);
+        while self
+            .spent
+            .front()
+            .is_some_and(|(t, _)| t + longest <= newest)
+        {
+            self.spent.pop_front();
+        }
     }
 
     /// Counts a request made at `at_ms`.
@@ -257,6 +501,9 @@ impl Throttle {
                         at_ms.saturating_sub(self.bucket_at_ms) as f64 / 1000.0 * per_second * 0.98;
                     bucket = Some(((self.bucket_level - drained).max(0.0) + 1.0, at_ms));
                 }
+                // A budget learns the request's cost from its answer
+                // (`charge`).
+                Limit::Budget { .. } => {}
             }
         }
         if let Some((level, at)) = bucket {
@@ -305,6 +552,33 @@ impl Throttle {
         Ok(now_ms)
     }
 
+    /// The one decision for a request that counts against several
+    /// histories (its endpoint's, its key's, the account's ceiling): it
+    /// leaves at `now_ms` only if every one allows it, and is then counted
+    /// in each. `Err(ms)`: the longest wait among them.
+    pub fn take_all(throttles: &mut [&mut Throttle], now_ms: u64) -> Result<u64, u64> {
+        let at = Self::next_allowed_all(throttles.iter().map(|t| &**t), now_ms);
+        if at > now_ms {
+            return Err(at - now_ms);
+        }
+        for t in throttles.iter_mut() {
+            t.record(now_ms);
+        }
+        Ok(now_ms)
+    }
+
+    /// The earliest time at or after `now_ms` every one of `throttles` allows.
+    pub fn next_allowed_all<'a>(
+        throttles: impl IntoIterator<Item = &'a Throttle>,
+        now_ms: u64,
+    ) -> u64 {
+        throttles
+            .into_iter()
+            .map(|t| t.next_allowed(now_ms))
+            .max()
+            .unwrap_or(now_ms)
+    }
+
     /// The answered-late move for a store that keeps one send history for
     /// every window (rather than a log per window, as [`Throttle`] does):
     /// how far before the answer the send is counted. It is the smallest
@@ -317,7 +591,7 @@ impl Throttle {
             .iter()
             .filter_map(|l| match l {
                 Limit::Window { period_ms, .. } => Some(*period_ms),
-                Limit::LeakyBucket { .. } => None,
+                Limit::LeakyBucket { .. } | Limit::Budget { .. } => None,
             })
             .min()
             .map(|shortest| margin_ms + shortest / 100)
@@ -438,6 +712,93 @@ mod tests {
         t.answered(0, 500);
         assert!(t.next_allowed(0) >= 1500, "{}", t.next_allowed(0));
         assert!(t.next_allowed(0) <= 1500 + 10);
+    }
+
+    fn tencent_group_key() -> ThrottleKey {
+        ThrottleKey {
+            per_key: Some(ThrottleSpec::windows(&[(40, 1000)])),
+            ceiling: Some(("tx/@rest".into(), ThrottleSpec::windows(&[(60, 1000)]))),
+            ..ThrottleKey::plain(
+                "tx/send_group_msg",
+                ThrottleSpec::windows(&[(200, 1000)]),
+                30,
+            )
+        }
+    }
+
+    /// Takes as many slots as the layers of `key` for `scope` allow at
+    /// `now`, in the given histories.
+    fn burst(
+        states: &mut std::collections::HashMap<String, Throttle>,
+        key: &ThrottleKey,
+        scope: &str,
+        now: u64,
+    ) -> usize {
+        let layers = key.layers(Some(scope));
+        let mut n = 0;
+        loop {
+            for l in &layers {
+                states
+                    .entry(l.name.clone())
+                    .or_insert_with(|| Throttle::new(l.spec.clone(), key.margin_ms));
+            }
+            let mut picked: Vec<Throttle> =
+                layers.iter().map(|l| states[&l.name].clone()).collect();
+            let mut refs: Vec<&mut Throttle> = picked.iter_mut().collect();
+            if Throttle::take_all(&mut refs, now).is_err() {
+                return n;
+            }
+            for (l, t) in layers.iter().zip(picked) {
+                states.insert(l.name.clone(), t);
+            }
+            n += 1;
+        }
+    }
+
+    #[test]
+    fn each_key_has_its_own_quota_under_the_account_ceiling() {
+        let key = tencent_group_key();
+        assert_eq!(
+            key.layers(Some("@TGS#a"))
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>(),
+            ["tx/send_group_msg", "tx/send_group_msg#@TGS#a", "tx/@rest"]
+        );
+        assert_eq!(key.layers(None).len(), 2);
+        let mut states = std::collections::HashMap::new();
+        // Group a: its own 40 in one instant.
+        assert_eq!(burst(&mut states, &key, "@TGS#a", 0), 40);
+        // Group b: its own quota, but the account's ceiling (60) caps it.
+        assert_eq!(burst(&mut states, &key, "@TGS#b", 0), 20);
+        // A control character or an endless key cannot make a name unbounded.
+        let name = key.keyed_name(&format!("x\n{}", "y".repeat(1000)));
+        assert!(!name.contains('\n'));
+        assert!(name.len() <= "tx/send_group_msg#".len() + MAX_KEY_CHARS);
+    }
+
+    #[test]
+    fn too_fast_halves_the_rate_then_it_recovers_step_by_step() {
+        let spec = ThrottleSpec::windows(&[(1, 1000)]);
+        let mut t = Throttle::new(spec.clone(), 0);
+        t.record(0);
+        assert_eq!(t.next_allowed(0), 1010);
+        assert_eq!(t.slow_down(0), 0.5);
+        // Half the rate: the next request two windows after the last.
+        assert_eq!(t.next_allowed(0), 2010);
+        // Again: a quarter.
+        assert_eq!(t.slow_down(0), 0.25);
+        let recovery = Slowdown::recovery_ms(&spec);
+        assert_eq!(recovery, 20_000);
+        // Additive increase: a fifth of the way, a fifth of the rate back.
+        let f = t.rate_factor(recovery / 5);
+        assert!((f - 0.45).abs() < 1e-9, "{f}");
+        assert_eq!(t.rate_factor(recovery), 1.0);
+        // Never below the floor, however often the provider says it.
+        for _ in 0..20 {
+            t.slow_down(0);
+        }
+        assert_eq!(t.rate_factor(0), Slowdown::FLOOR);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use tokio_util::task::TaskTracker;
 use super::store::{
     self, MessageState, OutboxError, OutboxRecord, PartRecord, PartState, Reservation,
 };
-use super::{Channel, Delivery, Endpoint, Finished, Throttled};
-use crate::providers::{DeliveryOutcome, Part};
+use super::{Channel, Delivery, Endpoint, Finished, Slowed, Throttled};
+use crate::providers::{DeliveryOutcome, Part, RateLimited};
 use crate::sanitize;
 
 /// How often an idle worker looks for messages other hosts accepted, when
@@ -106,7 +106,13 @@ impl Delivery {
     /// (see [`ThrottleStore::take`]). A shared store that cannot be reached
     /// sends nothing: the throttle fails closed, since a host that cannot
     /// see the others' sends cannot know the quota.
-    async fn take_slot(&self, endpoint: &Endpoint, id: &str, stop: &CancellationToken) -> Slot {
+    async fn take_slot(
+        &self,
+        endpoint: &Endpoint,
+        scope: Option<&str>,
+        id: &str,
+        stop: &CancellationToken,
+    ) -> Slot {
         let shared = self.throttles.shared();
         // Wake often enough to renew the claim well within its lease.
         let lease = self.outbox.lease().unwrap_or(Duration::from_secs(3));
@@ -117,7 +123,10 @@ impl Delivery {
         let early = self.clock.clock_ms(Duration::from_millis(2));
         let mut warned = false;
         loop {
-            let wait = match self.throttles.take(&endpoint.throttle, id, &*self.clock) {
+            let wait = match self
+                .throttles
+                .take(&endpoint.throttle, scope, id, &*self.clock)
+            {
                 Ok(Reservation::Granted(at)) => return Slot::Go(at),
                 Ok(Reservation::LeaseLost) => return Slot::Lost,
                 Ok(Reservation::Wait(ms)) if shared => ms.saturating_sub(early).min(renew),
@@ -214,8 +223,10 @@ impl Delivery {
                 return self.after_failure(record, attempts, outcome, &parts_now);
             }
             let asked = std::time::Instant::now();
+            // The key the provider counts this request under (a group).
+            let scope = endpoint.provider.throttle_key(endpoint.name, &part.part);
             let waiting = tracing::debug_span!("throttle wait", endpoint = %endpoint.key);
-            let slot = self.take_slot(endpoint, id, stop);
+            let slot = self.take_slot(endpoint, scope.as_deref(), id, stop);
             let stamp = match tracing::Instrument::instrument(slot, waiting).await {
                 Slot::Go(stamp) => stamp,
                 Slot::Stopped => {
@@ -258,15 +269,35 @@ impl Delivery {
             if !matches!(outcome, DeliveryOutcome::Delivered { .. }) {
                 request.record("otel.status_code", "ERROR");
             }
+            endpoint.note_answer(&outcome, self.clock.now_ms());
             // The request left somewhere between its stamp and now: a
             // starved CPU can hold it well past the stamp. Count it as late
             // as the answer allows, so the next one is spaced from when this
             // one can have arrived, not from its stamp.
-            if let Err(e) = self
-                .throttles
-                .answered(&endpoint.throttle, stamp, &*self.clock)
+            if let Err(e) =
+                self.throttles
+                    .answered(&endpoint.throttle, scope.as_deref(), stamp, &*self.clock)
             {
                 tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
+            }
+            // Counted after the answer, so no write sits between the slot
+            // and the request. Only the listing reads the count: losing it
+            // is no reason to send the part again.
+            if let Err(e) = self.outbox.part_requested(id, part.index) {
+                tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "cannot count a request for the outbox listing: {e}");
+            }
+            // The provider's own account of what the request cost
+            // (Bitrix24's execution time), for the endpoint's budget. Its
+            // seconds are the throttle clock's: a simulator under
+            // `time_scale` reports simulated seconds.
+            if let Some(cost) = endpoint.provider.take_reported_cost(endpoint.name)
+                && let Err(e) = self.throttles.charge(
+                    &endpoint.throttle,
+                    stamp,
+                    u64::try_from(cost.as_millis()).unwrap_or(u64::MAX),
+                )
+            {
+                tracing::warn!(endpoint = %endpoint.key, "cannot count the request's execution time: {e}");
             }
             match outcome {
                 DeliveryOutcome::Delivered { provider_ids } => {
@@ -285,6 +316,9 @@ impl Delivery {
                         .part_done(id, part.index, PartState::Failed, &[], Some(&error))?;
                 }
                 other => {
+                    if let DeliveryOutcome::Throttled { limit, .. } = &other {
+                        self.slow_down(endpoint, scope.as_deref(), *limit);
+                    }
                     let parts_now = self.outbox.parts(id)?;
                     return self.after_failure(record, attempts, other, &parts_now);
                 }
@@ -292,6 +326,53 @@ impl Delivery {
         }
         let parts = self.outbox.parts(id)?;
         self.conclude(record, attempts, &parts)
+    }
+
+    /// The provider said "too fast" although the throttle allowed the
+    /// request: halves the refused history's rate for every worker that
+    /// uses it (see [`Slowdown`](super::throttle::Slowdown)), and says so.
+    fn slow_down(&self, endpoint: &Endpoint, scope: Option<&str>, limit: RateLimited) {
+        let layers = endpoint.throttle.layers(scope);
+        let wanted = match limit {
+            RateLimited::Endpoint => Some(endpoint.throttle.endpoint.clone()),
+            RateLimited::Key => scope.map(|k| endpoint.throttle.keyed_name(k)),
+            RateLimited::Account => endpoint.throttle.ceiling.as_ref().map(|(n, _)| n.clone()),
+        };
+        // A history the endpoint does not have (a key on an unkeyed
+        // endpoint, a ceiling never documented) falls back to the
+        // endpoint's own, which every request counts against.
+        let layer = wanted
+            .and_then(|name| layers.iter().find(|l| l.name == name))
+            .unwrap_or(&layers[0]);
+        let label = match limit {
+            RateLimited::Endpoint => "endpoint",
+            RateLimited::Key => "key",
+            RateLimited::Account => "account",
+        };
+        match self
+            .throttles
+            .slow_down(&endpoint.throttle, layer, &*self.clock)
+        {
+            Ok(factor) => {
+                tracing::warn!(
+                    provider = endpoint.provider.kind(),
+                    endpoint = %endpoint.key,
+                    limit = label,
+                    history = %sanitize::for_log(&layer.name, 200),
+                    rate = %format!("{:.0}% of {}", factor * 100.0, layer.spec),
+                    "the provider said too fast although the throttle allowed the request; slowing down, to recover gradually"
+                );
+                let _ = self.observers.slowed.send(Slowed {
+                    provider_kind: endpoint.provider.kind(),
+                    endpoint: endpoint.key.clone(),
+                    limit: label,
+                    factor,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint.key, "cannot slow the throttle down: {e}");
+            }
+        }
     }
 
     /// When the endpoint's queue has backed up and the provider can carry
@@ -346,6 +427,12 @@ impl Delivery {
             DeliveryOutcome::RetryLater { after, reason } => {
                 (after.map(|d| d.as_millis() as u64), reason.clone())
             }
+            // The endpoint has slowed down already; this message waits
+            // at least as long as the provider asked.
+            DeliveryOutcome::Throttled { after, reason, .. } => (
+                after.map(|d| d.as_millis() as u64),
+                format!("rate limited: {reason}"),
+            ),
             DeliveryOutcome::QuotaExhausted { until, reason } => (
                 until.map(|d| d.as_millis() as u64),
                 format!("quota exhausted: {reason}"),
@@ -490,6 +577,7 @@ fn outcome_status(outcome: &DeliveryOutcome) -> &'static str {
         DeliveryOutcome::Rejected { .. } => "rejected",
         DeliveryOutcome::RetryLater { .. } => "retry_later",
         DeliveryOutcome::QuotaExhausted { .. } => "quota_exhausted",
+        DeliveryOutcome::Throttled { .. } => "throttled",
         DeliveryOutcome::CredentialsExpired { .. } => "credentials_expired",
     }
 }

@@ -42,6 +42,24 @@ impl Reply {
         self.is_server_error() || self.status == 429 || self.status == 408
     }
 
+    /// A transient HTTP answer as an outcome: a 429 is the provider (or
+    /// its gateway) saying "too fast", which slows the endpoint down;
+    /// anything else is retried later. `reason` says what happened.
+    pub fn transient(&self, reason: String) -> DeliveryOutcome {
+        if self.status == 429 {
+            DeliveryOutcome::Throttled {
+                after: self.retry_after,
+                limit: super::RateLimited::Endpoint,
+                reason,
+            }
+        } else {
+            DeliveryOutcome::RetryLater {
+                after: self.retry_after,
+                reason,
+            }
+        }
+    }
+
     /// The start of the body, escaped, for a reason.
     pub fn snippet(&self) -> String {
         snippet(&self.body)
@@ -244,6 +262,15 @@ pub fn scrub(outcome: DeliveryOutcome, secrets: &[&str]) -> DeliveryOutcome {
         },
         DeliveryOutcome::RetryLater { after, reason } => DeliveryOutcome::RetryLater {
             after,
+            reason: clean(reason),
+        },
+        DeliveryOutcome::Throttled {
+            after,
+            limit,
+            reason,
+        } => DeliveryOutcome::Throttled {
+            after,
+            limit,
             reason: clean(reason),
         },
         DeliveryOutcome::QuotaExhausted { until, reason } => DeliveryOutcome::QuotaExhausted {
@@ -478,22 +505,25 @@ impl<'a> Options<'a> {
         }
     }
 
-    /// An `http://` or `https://` base URL without query, fragment or
-    /// credentials, returned without its trailing `/`. The value is never
-    /// echoed in an issue: an operator may have pasted a secret into it.
-    ///
-    /// Plain `http://` is refused unless the host is loopback or the
-    /// provider sets `allow_plaintext = true` (see [`plaintext_refused`]).
-    pub fn base_url(&mut self, field: &str) -> Option<String> {
+    /// A provider's API address as the operator copied it from the
+    /// provider's console or docs, normalised by the provider's `rule` (see
+    /// [`api_url`]) into the base every request is built on. Plain
+    /// `http://` is refused unless the host is loopback or the provider sets
+    /// `allow_plaintext = true` (see [`plaintext_refused`]).
+    pub fn api_url(
+        &mut self,
+        field: &str,
+        rule: impl FnOnce(&CopiedUrl) -> Result<String, String>,
+    ) -> Option<String> {
         let raw = self.string(field, true)?;
-        match check_base_url(&raw) {
-            Ok(url) => match plaintext_refused(&url, self.allow_plaintext(), &self.prefix) {
-                None => Some(url),
-                Some(message) => {
-                    self.issue(field, message);
-                    None
-                }
-            },
+        let checked = api_url(&raw, rule).and_then(|url| {
+            match plaintext_refused(&url, self.allow_plaintext(), &self.prefix) {
+                None => Ok(url),
+                Some(message) => Err(message),
+            }
+        });
+        match checked {
+            Ok(url) => Some(url),
             Err(message) => {
                 self.issue(field, message);
                 None
@@ -569,6 +599,129 @@ pub fn plaintext_refused(url: &str, allowed: bool, prefix: &str) -> Option<Strin
              the network path is trusted, set {ALLOW_PLAINTEXT} = true under [{prefix}]"
         )
     })
+}
+
+/// A provider URL as the operator wrote it, taken apart for the
+/// provider's rule (see [`api_url`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedUrl {
+    /// `scheme://host[:port]`: what messages may repeat.
+    pub origin: String,
+    /// The host alone.
+    pub host: String,
+    /// The path's non-empty segments, so `…/api` and `…/api/` read alike.
+    /// Never repeated in a message unless the rule knows them: a path can
+    /// hold a credential (a Bitrix24 webhook code).
+    pub segments: Vec<String>,
+}
+
+impl CopiedUrl {
+    /// The origin followed by `segments`.
+    pub fn join(&self, segments: &[&str]) -> String {
+        let mut url = self.origin.clone();
+        for s in segments {
+            url.push('/');
+            url.push_str(s);
+        }
+        url
+    }
+
+    /// The segments, as `&str`s for matching.
+    pub fn parts(&self) -> Vec<&str> {
+        self.segments.iter().map(String::as_str).collect()
+    }
+}
+
+/// `write url = "…"`, the line an error shows as the fix.
+pub fn write_url(url: &str) -> String {
+    format!("write url = \"{url}\"")
+}
+
+/// The one reading of every provider's `url`: what an operator copies from
+/// a provider's console or docs, with or without the API's own path, with
+/// or without a trailing slash. Checks what holds for every provider (an
+/// `http(s)` address with a host, no user name or password, no query or
+/// fragment), then lets the provider's `rule` map the path to the base its
+/// requests are built on, or explain why the path cannot be right.
+///
+/// Errors name the fix (`write url = "…"`) and repeat only the scheme,
+/// host and port and the path parts the rule knows: never the user info,
+/// an unknown path segment, the query or the fragment, which can hold
+/// credentials (a password, a webhook code, a signed query).
+pub fn api_url(
+    raw: &str,
+    rule: impl FnOnce(&CopiedUrl) -> Result<String, String>,
+) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.contains("://") {
+        return checked_api_url(raw, rule);
+    }
+    // What consoles show is often the host alone (Easemob's REST host,
+    // Tencent's region domain). The fix is suggested only for what looks
+    // like a host name, so a secret pasted here is not repeated.
+    let guess = format!("https://{raw}");
+    let host = reqwest::Url::parse(&guess)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .filter(|host| looks_like_host(host));
+    let fix = match host {
+        None => "write it like \"https://host\"".to_string(),
+        Some(host) => match checked_api_url(&guess, rule) {
+            Ok(base) => write_url(&base),
+            Err(_) => write_url(&format!("https://{host}")),
+        },
+    };
+    Err(format!("has no https:// in front: {fix}"))
+}
+
+/// [`api_url`] of a URL that has a scheme.
+fn checked_api_url(
+    raw: &str,
+    rule: impl FnOnce(&CopiedUrl) -> Result<String, String>,
+) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| format!("is not a valid URL ({e}); write it like \"https://host/path\""))?;
+    let host = match url.host_str() {
+        Some(h) if !h.is_empty() => h.to_owned(),
+        _ => return Err("has no host; write it like \"https://host\"".into()),
+    };
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(format!(
+            "must start with https:// (or http:// for a local simulator): {}",
+            write_url(&format!("https://{host}{port}"))
+        ));
+    }
+    let copied = CopiedUrl {
+        origin: format!("{}://{host}{port}", url.scheme()),
+        host: host.clone(),
+        segments: url
+            .path_segments()
+            .map(|s| s.filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    let base = rule(&copied)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "must not carry a user name or password (they would be sent and logged with every \
+             request; credentials belong in secret references): {}",
+            write_url(&base)
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "must not have a query (?…) or fragment (#…): botbox builds each request's own \
+             query and signs it; {}",
+            write_url(&base)
+        ));
+    }
+    Ok(base)
+}
+
+/// Whether `host` reads as a host name or address rather than a word: it
+/// has a dot, is an IP address, or is `localhost`.
+fn looks_like_host(host: &str) -> bool {
+    host.contains('.') || host.starts_with('[') || host.eq_ignore_ascii_case("localhost")
 }
 
 /// Checks a base URL and returns it without a trailing `/`.

@@ -28,6 +28,15 @@ pub enum Limit {
         /// How many requests the bucket holds.
         burst: u32,
     },
+    /// At most `seconds` of the provider's own execution time, as its
+    /// answers report it, in any `period_ms` (Bitrix24: 480 s per method
+    /// in 10 minutes, from each answer's `time.operating`).
+    Budget {
+        /// Execution seconds allowed in the window.
+        seconds: u32,
+        /// The window's length.
+        period_ms: u64,
+    },
 }
 
 /// All limits of one endpoint. Empty means unthrottled (the console).
@@ -51,6 +60,9 @@ impl fmt::Display for ThrottleSpec {
                 }
                 Limit::LeakyBucket { per_second, burst } => {
                     format!("bucket {per_second}/s burst {burst}")
+                }
+                Limit::Budget { seconds, period_ms } => {
+                    format!("budget {seconds}s/{}", show_period(*period_ms))
                 }
             })
             .collect();
@@ -95,6 +107,7 @@ impl ThrottleSpec {
                 Limit::LeakyBucket { per_second, burst } => {
                     (*burst as f64 / per_second.max(0.001) * 1000.0) as u64
                 }
+                Limit::Budget { period_ms, .. } => *period_ms,
             })
             .max()
             .unwrap_or(0)
@@ -132,10 +145,26 @@ fn parse_period(text: &str) -> Option<u64> {
 fn parse_limit(item: &str) -> Result<Limit, String> {
     let usage = || {
         format!(
-            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, or `bucket 2/s burst 50`",
+            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, `bucket 2/s burst 50`, or `budget 480s/10m`",
             item.escape_debug()
         )
     };
+    if let Some(rest) = item.trim().strip_prefix("budget") {
+        // `budget 480s/10m`: execution seconds per window.
+        let (seconds, period) = rest.trim().split_once('/').ok_or_else(usage)?;
+        let seconds: u32 = seconds
+            .trim()
+            .strip_suffix('s')
+            .ok_or_else(usage)?
+            .trim()
+            .parse()
+            .map_err(|_| usage())?;
+        let period_ms = parse_period(period).ok_or_else(usage)?;
+        if seconds == 0 {
+            return Err(usage());
+        }
+        return Ok(Limit::Budget { seconds, period_ms });
+    }
     if let Some(rest) = item.trim().strip_prefix("bucket") {
         let (rate, burst) = rest.split_once("burst").ok_or_else(usage)?;
         let (count, period) = rate.trim().split_once('/').ok_or_else(usage)?;
@@ -232,7 +261,25 @@ mod tests {
             ThrottleSpec::parse(&["5/s".into()]).unwrap(),
             ThrottleSpec::windows(&[(5, 1000)])
         );
-        for bad in ["", "0/1s", "1/", "1/fortnight", "bucket 2/s", "three/1d"] {
+        let budget = ThrottleSpec::parse(&["budget 480s/10m".into()]).unwrap();
+        assert_eq!(
+            budget.limits,
+            vec![Limit::Budget {
+                seconds: 480,
+                period_ms: 600_000
+            }]
+        );
+        assert_eq!(budget.to_string(), "budget 480s/10m");
+        for bad in [
+            "",
+            "0/1s",
+            "1/",
+            "1/fortnight",
+            "bucket 2/s",
+            "three/1d",
+            "budget 480/10m",
+            "budget 0s/10m",
+        ] {
             assert!(ThrottleSpec::parse(&[bad.into()]).is_err(), "{bad}");
         }
     }

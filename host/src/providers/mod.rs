@@ -15,6 +15,9 @@ pub mod console;
 pub mod easemob;
 pub mod inbound;
 pub mod limits;
+#[cfg(test)]
+mod setup_tests;
+pub mod target;
 pub mod tencent;
 #[cfg(test)]
 mod testing;
@@ -82,6 +85,18 @@ pub enum DeliveryOutcome {
         /// Why it failed this time.
         reason: String,
     },
+    /// The provider said "too fast" (HTTP 429, Tencent 10023, Bitrix24
+    /// `QUERY_LIMIT_EXCEEDED`): the request was not processed, and the
+    /// history `limit` names is slowed down for every worker that uses it,
+    /// not only this message retried.
+    Throttled {
+        /// When the provider asked to be called again, when it said.
+        after: Option<std::time::Duration>,
+        /// Which of the request's histories the provider refused.
+        limit: RateLimited,
+        /// What the provider said.
+        reason: String,
+    },
     /// The provider says a quota is used up until a reset (Easemob's daily
     /// limit); retrying sooner is pointless.
     QuotaExhausted {
@@ -95,6 +110,18 @@ pub enum DeliveryOutcome {
         /// What the provider said.
         reason: String,
     },
+}
+
+/// Which history a provider's "too fast" was about (see
+/// [`DeliveryOutcome::Throttled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    /// The endpoint's own limit (all its requests together).
+    Endpoint,
+    /// The request's key's limit (Tencent's per-group 40 per second).
+    Key,
+    /// The account-wide ceiling (Bitrix24's per-portal bucket).
+    Account,
 }
 
 /// One provider request's worth of a message: a message is planned into
@@ -190,6 +217,37 @@ pub trait Provider: Send + Sync {
     fn default_throttle(&self, _endpoint: &str) -> crate::providers::limits::ThrottleSpec {
         // No documented limit: a conservative default.
         crate::providers::limits::ThrottleSpec::windows(&[(5, 1000)])
+    }
+
+    /// The limits each key of a keyed endpoint has on its own (Tencent's
+    /// `send_group_msg`: 40 per second per group), on top of the endpoint's
+    /// own; `None`: the provider does not key the endpoint.
+    fn key_throttle(&self, _endpoint: &str) -> Option<crate::providers::limits::ThrottleSpec> {
+        None
+    }
+
+    /// The key a part counts against on a keyed endpoint (a group id), as
+    /// the provider keys it; `None`: no key.
+    fn throttle_key(&self, _endpoint: &str, _part: &Part) -> Option<String> {
+        None
+    }
+
+    /// The account-wide ceiling an endpoint counts against beside its own
+    /// limits, shared with the account's other endpoints that name it: its
+    /// name and limits. `None`: no documented ceiling above the endpoint.
+    fn account_ceiling(
+        &self,
+        _endpoint: &str,
+    ) -> Option<(&'static str, crate::providers::limits::ThrottleSpec)> {
+        None
+    }
+
+    /// The execution time the provider reported for the endpoint's
+    /// requests since this was last asked (Bitrix24's `time.operating`),
+    /// which the endpoint's budget counts; `None`: none reported. The
+    /// worker asks after each request, so it is that request's.
+    fn take_reported_cost(&self, _endpoint: &str) -> Option<std::time::Duration> {
+        None
     }
 
     /// How many requests `plan` is expected to make of `message`: targets

@@ -357,16 +357,26 @@ impl Runtime {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
         let cache = self.cache.clone();
-        let path = config.path.clone();
+        // The file, the pull cache or the registry; checked against the pin.
+        let component = crate::distribution::fetch(name, config).await?;
+        let (digest, origin) = (component.digest, component.origin);
+        let shown = config.source.to_string();
         let plugin_name = name.to_string();
         // Cranelift is CPU-bound for up to seconds; keep it off the event path.
         let compiled = tokio::task::spawn_blocking(move || {
-            plugin::compile(&engine, &linker, &cache, &plugin_name, &path)
+            plugin::compile(
+                &engine,
+                &linker,
+                &cache,
+                &plugin_name,
+                &shown,
+                &component.bytes,
+            )
         })
         .await
         .map_err(|e| LoadError::Compile {
             plugin: name.into(),
-            path: config.path.display().to_string(),
+            path: config.source.to_string(),
             reason: format!("compiler task failed: {e}"),
         })??;
 
@@ -425,6 +435,8 @@ impl Runtime {
             plugin = name,
             generation,
             bytes = compiled.bytes_len,
+            %digest,
+            from = ?origin,
             compile = ?compiled.source,
             "loaded"
         );
@@ -566,7 +578,13 @@ impl Runtime {
             permit,
             turn,
         ));
-        self.guests.run(work).await.unwrap_or_else(|message| {
+        // A caller collecting the call's broadcasts (the admin API) keeps
+        // them in a task-local; the guest runs as a task of its own.
+        let ran = match crate::capabilities::broadcast::SentLog::current() {
+            Some(log) => self.guests.run(log.scope(work)).await,
+            None => self.guests.run(work).await,
+        };
+        ran.unwrap_or_else(|message| {
             Err(HandleError::Trap {
                 plugin: name,
                 message,

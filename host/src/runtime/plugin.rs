@@ -2,7 +2,6 @@
 //! compile (or fetch from the cache), pre-link, ask it what it wants, and
 //! work out its grants.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -143,6 +142,10 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// The component could not be had (file, registry, pull cache) or is
+    /// not the one its digest pin names.
+    #[error(transparent)]
+    Source(#[from] crate::distribution::SourceError),
 }
 
 /// A compiled, pre-linked component and the facts about it that do not
@@ -159,21 +162,19 @@ pub struct Compiled {
 }
 
 /// Checks the header, the world version and the imports, then compiles.
+/// `shown` names the component's file or registry reference in errors; the
+/// bytes come from [`crate::distribution::fetch`], checked against the pin.
 pub fn compile(
     engine: &Engine,
     linker: &Linker<HostState>,
     cache: &super::engine::CompileCache,
     plugin: &str,
-    path: &Path,
+    shown: &str,
+    bytes: &[u8],
 ) -> Result<Compiled, LoadError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
-        plugin: plugin.into(),
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    check_header(plugin, &shown, &bytes)?;
-    let (component, source) = cache.load(engine, &bytes).map_err(|e| {
+    let shown = shown.to_string();
+    check_header(plugin, &shown, bytes)?;
+    let (component, source) = cache.load(engine, bytes).map_err(|e| {
         let reason = sanitize::for_log(&format!("{e:#}"), 2000);
         // wasmtime's pooling allocator refuses a component over the
         // per-component bounds when it is compiled.

@@ -21,6 +21,9 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::config::{PluginConfig, PluginSource, Sha256Digest};
+use crate::sanitize;
+
 /// How long a file must be quiet after a write before its change is
 /// reported, when nothing says the writer has finished.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -205,6 +208,49 @@ impl Watcher {
     }
 }
 
+/// The pin check for a changed plugin file: a file pinned by
+/// `plugins.NAME.sha256` that no longer has that digest is not reloaded, and
+/// the log says so once per new content (an editor's burst of saves, or a
+/// build tool rewriting the same output, is one line, not one per event).
+#[derive(Debug, Default)]
+pub struct PinnedFiles {
+    reported: BTreeMap<String, Sha256Digest>,
+}
+
+impl PinnedFiles {
+    /// Whether a change to plugin `name`'s file should reload it: always for
+    /// an unpinned file, only when the file still has the pinned digest for
+    /// a pinned one (then a reload is harmless, and it clears the record).
+    pub fn allows_reload(&mut self, name: &str, config: &PluginConfig) -> bool {
+        let (Some(pinned), PluginSource::File(path)) = (config.sha256, &config.source) else {
+            return true;
+        };
+        // Unreadable (being rewritten, removed): the load reports it.
+        let Ok(bytes) = std::fs::read(path) else {
+            return true;
+        };
+        let found = Sha256Digest::of(&bytes);
+        if found == pinned {
+            self.reported.remove(name);
+            return true;
+        }
+        if self.reported.get(name) != Some(&found) {
+            tracing::warn!(
+                plugin = name,
+                path = %sanitize::for_log(&path.display().to_string(), 300),
+                %pinned,
+                %found,
+                "the plugin's file changed on disk, but plugins.{name}.sha256 pins another \
+                 digest: not reloaded, the running version stays in service. To run the new \
+                 build, set plugins.{name}.sha256 = \"{}\"",
+                found.hex()
+            );
+            self.reported.insert(name.to_string(), found);
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +271,63 @@ mod tests {
         assert!(!is_settled(&EventKind::Modify(ModifyKind::Name(
             RenameMode::From
         ))));
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn pinned_config(dir: &Path, pin: &Sha256Digest) -> PluginConfig {
+        let text = format!(
+            "[plugins.p]\npath = \"p.wasm\"\nsha256 = \"{}\"\n",
+            pin.hex()
+        );
+        let config = Config::parse(&text, &dir.join("botbox.toml"), dir).unwrap();
+        config.plugins["p"].clone()
+    }
+
+    #[test]
+    fn a_pinned_file_with_another_digest_is_not_reloaded_and_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.wasm");
+        std::fs::write(&file, b"first build").unwrap();
+        let config = pinned_config(dir.path(), &Sha256Digest::of(b"first build"));
+        let mut pins = PinnedFiles::default();
+        assert!(
+            pins.allows_reload("p", &config),
+            "same digest: reload is fine"
+        );
+
+        std::fs::write(&file, b"second build").unwrap();
+        assert!(!pins.allows_reload("p", &config));
+        assert_eq!(
+            pins.reported.get("p"),
+            Some(&Sha256Digest::of(b"second build")),
+            "reported once"
+        );
+        // The same content again is not reported again; the record stays.
+        assert!(!pins.allows_reload("p", &config));
+        assert_eq!(pins.reported.len(), 1);
+
+        std::fs::write(&file, b"first build").unwrap();
+        assert!(pins.allows_reload("p", &config), "back to the pinned build");
+        assert!(pins.reported.is_empty());
+    }
+
+    #[test]
+    fn an_unpinned_file_always_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"x").unwrap();
+        let config = Config::parse(
+            "[plugins.p]\npath = \"p.wasm\"\n",
+            &dir.path().join("botbox.toml"),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(PinnedFiles::default().allows_reload("p", &config.plugins["p"]));
     }
 }

@@ -9,16 +9,22 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /plugins` | every configured plugin: `state` (`loaded` or `not-loaded`), generation, grants, limits, stats |
-//! | `POST /plugins/{name}/events` | one event, the JSON of `botbox call --event`; 200 handled, 422 the plugin failed it, 404 no such plugin, 403 not granted, 503 busy |
+//! | `POST /plugins/{name}/events` | one event, the JSON of `botbox call --event`; 200 handled, 422 the plugin failed it, 404 no such plugin, 403 not granted, 503 busy; the answer lists the receipts of the messages the call sent (and the broadcasts refused) |
 //! | `GET /outbox?state=&plugin=&channel=&limit=` | outbox messages, newest first |
-//! | `GET /metrics` | the Prometheus text format |
+//! | `GET /endpoints` | each provider endpoint: every throttle limit's use (used / limit / resets-at), the next slot, the queue per plugin, the provider's last refusal |
+//! | `GET /metrics` | the Prometheus text format, with the same figures as gauges |
+//! | `GET /healthz` | `ok`: the process answers (no token) |
+//! | `GET /readyz` | `ready`, or 503 `not ready: <reason>` (no token) |
 //!
-//! Every route needs the bearer token (compared in constant time); a
-//! missing or wrong one is 401.
+//! Every route but the two probes needs the bearer token (compared in
+//! constant time); a missing or wrong one is 401. The probes say nothing
+//! but their verdict: no version, path, plugin, host or error text (those
+//! go to the log).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -29,15 +35,18 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::broadcast::{Sent, SentLog};
 use crate::config::{Config, ConfigIssue, Secret, take_secret};
 use crate::delivery::Delivery;
-use crate::delivery::store::{ListFilter, MessageState};
+use crate::delivery::store::{ListFilter, MessageState, OutboxStore};
+use crate::delivery::throttle::LimitUsage;
 use crate::events::{event_kind_name, parse_event};
 use crate::providers::unknown_keys;
 use crate::runtime::{HandleError, Runtime};
 use crate::sanitize;
 use crate::triggers::metrics::Metrics;
 use crate::triggers::webhooks::{parse_listen, same};
+use crate::wit::types::BroadcastError;
 
 /// The default admin address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
@@ -104,7 +113,19 @@ pub struct AdminServer {
     runtime: Arc<Runtime>,
     delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
+    /// The last readiness verdict and when its probe finished; one probe
+    /// runs at a time.
+    readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
+    /// Whether the last probe found the host ready, to log changes once.
+    was_ready: AtomicBool,
 }
+
+/// What `/readyz` found: ready, or the reason that may be shown.
+type Readiness = Result<(), &'static str>;
+
+/// The paths answered without the token: the probes, which say nothing
+/// but their verdict.
+const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
 impl AdminServer {
     /// An admin API over one generation of a host; `configured` names the
@@ -122,6 +143,8 @@ impl AdminServer {
             runtime,
             delivery,
             metrics,
+            readiness: tokio::sync::Mutex::new(None),
+            was_ready: AtomicBool::new(true),
         }
     }
 
@@ -131,7 +154,10 @@ impl AdminServer {
             .route("/plugins", get(plugins))
             .route("/plugins/{name}/events", post(emit))
             .route("/outbox", get(outbox))
+            .route("/endpoints", get(endpoints))
             .route("/metrics", get(metrics))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
             .layer(DefaultBodyLimit::max(256 << 10))
             .layer(middleware::from_fn_with_state(self.clone(), require_token))
             .with_state(self)
@@ -153,6 +179,9 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -241,10 +270,17 @@ async fn emit(
     );
     crate::telemetry::continue_from(&span, super::traceparent_header(&headers));
     let dispatched = tracing::Instrument::instrument(server.runtime.dispatch(&name, &event), span);
-    match dispatched.await {
+    let (result, sent) = SentLog::collect(dispatched).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Messages accepted before a plugin failed are on their way all the
+    // same, so both answers list them.
+    let (receipts, refused) = broadcasts(server.delivery.outbox().clone(), sent).await;
+    match result {
         Ok(()) => axum::Json(json!({
             "ok": true,
-            "ms": started.elapsed().as_secs_f64() * 1000.0,
+            "ms": ms,
+            "receipts": receipts,
+            "refused": refused,
         }))
         .into_response(),
         Err(e) => {
@@ -256,11 +292,168 @@ async fn emit(
             };
             (
                 status,
-                axum::Json(json!({ "ok": false, "error": e.to_string() })),
+                axum::Json(json!({
+                    "ok": false,
+                    "error": e.to_string(),
+                    "receipts": receipts,
+                    "refused": refused,
+                })),
             )
                 .into_response()
         }
     }
+}
+
+/// The receipts a call's broadcasts got, each with its message's state and
+/// parts as the outbox has them now, and the broadcasts refused, with the
+/// reason the plugin heard.
+async fn broadcasts(outbox: Arc<dyn OutboxStore>, sent: Vec<Sent>) -> (Vec<Value>, Vec<Value>) {
+    let mut refused = Vec::new();
+    let mut accepted = Vec::new();
+    for s in sent {
+        match s.outcome {
+            Ok(receipt) => accepted.push((s.channel, receipt)),
+            Err(e) => refused.push(json!({ "channel": s.channel, "error": refusal(&e) })),
+        }
+    }
+    let looked_up = tokio::task::spawn_blocking(move || {
+        accepted
+            .into_iter()
+            .map(|(channel, receipt)| {
+                let stored = outbox.get(&receipt.id).and_then(|record| {
+                    let parts = match &record {
+                        Some(_) => outbox.parts(&receipt.id)?,
+                        None => Vec::new(),
+                    };
+                    Ok((record, parts))
+                });
+                let mut answer = json!({
+                    "id": receipt.id,
+                    "channel": channel,
+                    "eta_ms": receipt.eta_ms,
+                });
+                match stored {
+                    Ok((Some(record), parts)) => {
+                        answer["state"] = record.state.as_str().into();
+                        answer["parts"] = parts
+                            .iter()
+                            .map(|p| {
+                                json!({
+                                    "index": p.index,
+                                    "target": p.part.target,
+                                    "state": p.state.as_str(),
+                                    "provider_ids": p.provider_ids,
+                                    "error": p.last_error,
+                                })
+                            })
+                            .collect();
+                    }
+                    // Pruned already (a retention shorter than the call).
+                    Ok((None, _)) => answer["state"] = "unknown".into(),
+                    Err(e) => {
+                        tracing::warn!("admin: cannot read receipt {} back: {e}", receipt.id);
+                        answer["state"] = "unknown".into();
+                    }
+                }
+                answer
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match looked_up {
+        Ok(receipts) => (receipts, refused),
+        Err(e) => {
+            tracing::error!("admin: reading receipts back failed: {e}");
+            (Vec::new(), refused)
+        }
+    }
+}
+
+/// A refused broadcast as `{kind, detail}`, the WIT names of the kinds.
+fn refusal(e: &BroadcastError) -> Value {
+    let (kind, detail) = match e {
+        BroadcastError::NotGranted(d) => ("not-granted", json!(d)),
+        BroadcastError::UnknownChannel(d) => ("unknown-channel", json!(d)),
+        BroadcastError::Invalid(d) => ("invalid", json!(d)),
+        BroadcastError::Unsupported(d) => ("unsupported", json!(d)),
+        BroadcastError::QuotaExhausted(ms) => ("quota-exhausted", json!({ "reset_ms": ms })),
+        BroadcastError::BacklogFull => ("backlog-full", Value::Null),
+        BroadcastError::Internal(d) => ("internal", json!(d)),
+    };
+    json!({ "kind": kind, "detail": detail })
+}
+
+/// The process is up and serving: `ok`, always.
+async fn healthz() -> Response {
+    probe_answer(StatusCode::OK, "ok\n".into())
+}
+
+/// Whether the host can take work: a config is in force (this listener
+/// runs only while one is: it starts after the config and its plugins
+/// loaded, and is closed while a reload swaps configs) and the outbox
+/// takes a write (a SQLite file and its folder, or a reachable PostgreSQL
+/// primary; see `OutboxStore::ready`).
+async fn readyz(State(server): State<Arc<AdminServer>>) -> Response {
+    let asked = Instant::now();
+    let mut last = server.readiness.lock().await;
+    let cached = *last;
+    let verdict = match cached {
+        // A probe that finished after this request arrived answers it too:
+        // a burst of requests costs one probe, and none gets a stale one.
+        Some((finished, verdict)) if finished >= asked => verdict,
+        _ => {
+            let verdict = server.probe().await;
+            *last = Some((Instant::now(), verdict));
+            verdict
+        }
+    };
+    drop(last);
+    match verdict {
+        Ok(()) => probe_answer(StatusCode::OK, "ready\n".into()),
+        Err(reason) => probe_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+impl AdminServer {
+    /// Runs the outbox's readiness probe off the async workers; logs the
+    /// detail when the verdict changes.
+    async fn probe(&self) -> Readiness {
+        let outbox = self.delivery.outbox().clone();
+        let verdict = match tokio::task::spawn_blocking(move || outbox.ready()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                if self.was_ready.load(Ordering::Relaxed) {
+                    tracing::warn!("not ready: {e}");
+                }
+                Err(e.reason())
+            }
+            Err(e) => {
+                tracing::error!("readiness probe failed: {e}");
+                Err("readiness probe failed")
+            }
+        };
+        let ready = verdict.is_ok();
+        if self.was_ready.swap(ready, Ordering::Relaxed) != ready && ready {
+            tracing::info!("ready again: the outbox takes writes");
+        }
+        verdict
+    }
+}
+
+/// A probe's answer: plain text, never cached.
+fn probe_answer(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -293,18 +486,38 @@ async fn outbox(State(server): State<Arc<AdminServer>>, Query(q): Query<OutboxQu
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     let outbox = server.delivery.outbox().clone();
-    let listed = tokio::task::spawn_blocking(move || outbox.list(&filter)).await;
+    let listed = tokio::task::spawn_blocking(move || outbox.list_progress(&filter)).await;
     match listed {
-        Ok(Ok(records)) => {
-            let messages: Vec<Value> = records
+        Ok(Ok(listed)) => {
+            // `attempts`: delivery attempts; `requests`: provider requests,
+            // the parts' together; each part with its own.
+            let messages: Vec<Value> = listed
                 .into_iter()
-                .map(|r| {
+                .map(|m| {
+                    let requests = m.requests();
+                    let parts: Vec<Value> = m
+                        .parts
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "index": p.index,
+                                "target": p.target,
+                                "state": p.state.as_str(),
+                                "requests": p.requests,
+                                "last_error": p.last_error,
+                            })
+                        })
+                        .collect();
+                    let r = m.record;
                     json!({
                         "id": r.id,
                         "plugin": r.plugin,
                         "channel": r.channel,
                         "state": r.state.as_str(),
-                        "attempts": r.attempts,
+                        "attempts": m.attempts,
+                        "requests": requests,
+                        "parts": parts,
+                        "merged_into": m.merged_into,
                         "created_ms": r.created_ms,
                         "next_attempt_ms": r.next_attempt_ms,
                         "finished_ms": r.finished_ms,
@@ -321,11 +534,109 @@ async fn outbox(State(server): State<Arc<AdminServer>>, Query(q): Query<OutboxQu
 }
 
 async fn metrics(State(server): State<Arc<AdminServer>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        server.metrics.render(&server.runtime),
-    )
-        .into_response()
+    let mut text = server.metrics.render(&server.runtime);
+    // Without the endpoints, the counters still go out; the log says why.
+    if let Some(now) = endpoints_now(&server.delivery).await {
+        text.push_str(&crate::triggers::metrics::render_endpoints(&now));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Every endpoint now, read off the async workers; a PostgreSQL that does
+/// not answer costs at most [`READY_DEADLINE`](crate::delivery::store::postgres::READY_DEADLINE).
+async fn endpoints_now(delivery: &Arc<Delivery>) -> Option<crate::delivery::EndpointsNow> {
+    use crate::delivery::store::postgres::{READY_DEADLINE, with_deadline};
+    let delivery = delivery.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        with_deadline(Instant::now() + READY_DEADLINE, || delivery.endpoints_now())
+    })
+    .await;
+    read.map_err(|e| tracing::error!("admin: reading the endpoints failed: {e}"))
+        .ok()
+}
+
+async fn endpoints(State(server): State<Arc<AdminServer>>) -> Response {
+    let Some(now) = endpoints_now(&server.delivery).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "endpoints: reading them failed; the log says why\n",
+        )
+            .into_response();
+    };
+    let endpoints: Vec<Value> = now
+        .endpoints
+        .iter()
+        .map(|e| {
+            let limits: Vec<Value> = e
+                .limits
+                .iter()
+                .map(|l| match l {
+                    LimitUsage::Window {
+                        limit,
+                        period_ms,
+                        used,
+                        frees_at_ms,
+                        resets_at_ms,
+                    } => json!({
+                        "type": "window",
+                        "spelled": l.spelled(),
+                        "limit": limit,
+                        "period_ms": period_ms,
+                        "daily": l.is_daily(),
+                        "used": used,
+                        "frees_at_ms": frees_at_ms,
+                        "resets_at_ms": resets_at_ms,
+                    }),
+                    LimitUsage::Bucket {
+                        level,
+                        burst,
+                        per_second,
+                        empty_at_ms,
+                    } => json!({
+                        "type": "bucket",
+                        "spelled": l.spelled(),
+                        "burst": burst,
+                        "per_second": per_second,
+                        "level": level,
+                        "empty_at_ms": empty_at_ms,
+                    }),
+                    LimitUsage::Budget {
+                        seconds,
+                        period_ms,
+                        spent_ms,
+                        resets_at_ms,
+                    } => json!({
+                        "type": "budget",
+                        "spelled": l.spelled(),
+                        "seconds": seconds,
+                        "period_ms": period_ms,
+                        "spent_ms": spent_ms,
+                        "resets_at_ms": resets_at_ms,
+                    }),
+                })
+                .collect();
+            json!({
+                "endpoint": e.endpoint,
+                "kind": e.kind,
+                "limits": limits,
+                "next_slot_ms": e.next_slot_ms,
+                "next_due_ms": e.next_due_ms,
+                "queue": e.queue.iter().map(|q| json!({
+                    "plugin": q.plugin,
+                    "messages": q.messages,
+                    "requests": q.requests,
+                })).collect::<Vec<_>>(),
+                "last_refusal": e.last_refusal.as_ref().map(|r| json!({
+                    "at_ms": r.at_ms,
+                    "outcome": r.outcome,
+                    "code": r.code,
+                    "reason": r.reason,
+                })),
+                "error": e.unreadable,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "now_ms": now.now_ms, "endpoints": endpoints })).into_response()
 }
 
 /// Counts broadcasts by provider account, outcome and plugin, and the
@@ -338,12 +649,18 @@ pub async fn observe_delivery(
     stop: CancellationToken,
 ) {
     let mut throttled = delivery.observers().throttled.subscribe();
+    let mut slowed = delivery.observers().slowed.subscribe();
     let mut finished = delivery.observers().finished.subscribe();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             t = throttled.recv() => match t {
                 Ok(t) => metrics.throttle_wait(&t.endpoint, &t.plugin, t.waited),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            },
+            s = slowed.recv() => match s {
+                Ok(s) => metrics.slowed(s.provider_kind, &s.endpoint, s.factor),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => break,
             },

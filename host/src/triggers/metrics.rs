@@ -8,6 +8,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::delivery::EndpointsNow;
+use crate::delivery::throttle::LimitUsage;
 use crate::runtime::{LATENCY_BUCKETS_MS, Runtime};
 
 /// Picks one counter out of a plugin's stats.
@@ -25,6 +27,9 @@ pub struct Metrics {
     throttle_waits: Mutex<BTreeMap<(String, String), WaitHistogram>>,
     /// (`plugin` or `config`, `ok` or `refused`) → reloads.
     reloads: Mutex<BTreeMap<(String, String), u64>>,
+    /// (provider kind, endpoint) → "too fast" answers and the fraction of
+    /// the documented rate allowed after the last one.
+    slowdowns: Mutex<BTreeMap<(String, String), (u64, f64)>>,
 }
 
 /// Upper bounds of the throttle-wait histogram, in ms: from "no wait" to a
@@ -91,6 +96,24 @@ impl Metrics {
         h.sum_ms = h.sum_ms.saturating_add(ms);
     }
 
+    /// Counts one "too fast" from a provider and the rate its endpoint
+    /// slowed to. Labels: the provider kind and `provider-name/endpoint`,
+    /// both from the config (no key, no secret).
+    pub fn slowed(&self, provider_kind: &str, endpoint: &str, factor: f64) {
+        let mut m = self
+            .slowdowns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_SERIES && !m.contains_key(&(provider_kind.into(), endpoint.into())) {
+            return;
+        }
+        let entry = m
+            .entry((provider_kind.into(), endpoint.into()))
+            .or_insert((0, 1.0));
+        entry.0 += 1;
+        entry.1 = factor;
+    }
+
     /// Counts one reload (`plugin` or `config`) and whether it was applied.
     pub fn reload(&self, kind: &str, outcome: &str) {
         bump(&self.reloads, kind, outcome);
@@ -103,6 +126,39 @@ impl Metrics {
             .ok()
             .and_then(|m| m.get(&(provider.to_string(), outcome.to_string())).copied())
             .unwrap_or(0)
+    }
+
+    /// The "too fast" counters and the slowdown gauge.
+    fn render_slowdowns(&self, out: &mut String) {
+        let Ok(m) = self.slowdowns.lock() else {
+            return;
+        };
+        let name = "botbox_provider_rate_limited_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Answers in which a provider said too fast although the throttle allowed the request.\n# TYPE {name} counter"
+        );
+        for ((kind, endpoint), (n, _)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",endpoint=\"{}\"}} {n}",
+                escape(kind),
+                escape(endpoint)
+            );
+        }
+        let name = "botbox_throttle_slowdown_factor";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The fraction of its documented rate an endpoint was held to after the provider's last too fast (it recovers gradually from there).\n# TYPE {name} gauge"
+        );
+        for ((kind, endpoint), (_, factor)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",endpoint=\"{}\"}} {factor}",
+                escape(kind),
+                escape(endpoint)
+            );
+        }
     }
 
     /// The Prometheus text exposition of everything.
@@ -172,6 +228,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
             }
         }
+        self.render_slowdowns(&mut out);
         pairs(
             &mut out,
             "botbox_reloads_total",
@@ -255,6 +312,111 @@ impl Metrics {
     }
 }
 
+/// The gauges of `GET /endpoints`, in the Prometheus text format: each
+/// limit's use, limit and time until it is free again, the next slot, the
+/// queue per plugin, and when the provider last refused a request. Times
+/// are in the throttle's clock (real time unless `runtime.time_scale`).
+pub fn render_endpoints(now: &EndpointsNow) -> String {
+    let mut out = String::new();
+    let seconds = |at_ms: u64| at_ms.saturating_sub(now.now_ms) as f64 / 1000.0;
+    let gauge = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    let limits = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&LimitUsage) -> f64| {
+        gauge(out, name, help);
+        for e in &now.endpoints {
+            for l in &e.limits {
+                let _ = writeln!(
+                    out,
+                    "{name}{{endpoint=\"{}\",limit=\"{}\"}} {}",
+                    escape(&e.endpoint),
+                    escape(&l.spelled()),
+                    value(l)
+                );
+            }
+        }
+    };
+    limits(
+        &mut out,
+        "botbox_throttle_used",
+        "Requests counted in each throttle window (a leaky bucket: its level; an execution-time budget: seconds spent).",
+        &|l| match l {
+            LimitUsage::Window { used, .. } => f64::from(*used),
+            LimitUsage::Bucket { level, .. } => *level,
+            LimitUsage::Budget { spent_ms, .. } => *spent_ms as f64 / 1000.0,
+        },
+    );
+    limits(
+        &mut out,
+        "botbox_throttle_limit",
+        "Requests each throttle window allows (a leaky bucket: its burst; an execution-time budget: its seconds).",
+        &|l| match l {
+            LimitUsage::Window { limit, .. } => f64::from(*limit),
+            LimitUsage::Bucket { burst, .. } => f64::from(*burst),
+            LimitUsage::Budget { seconds, .. } => f64::from(*seconds),
+        },
+    );
+    limits(
+        &mut out,
+        "botbox_throttle_resets_in_seconds",
+        "Seconds until each throttle window counts nothing again (a leaky bucket: is empty).",
+        &|l| match l {
+            LimitUsage::Window { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
+            LimitUsage::Bucket { empty_at_ms, .. } => seconds(*empty_at_ms),
+            LimitUsage::Budget { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
+        },
+    );
+    let name = "botbox_throttle_next_slot_seconds";
+    gauge(
+        &mut out,
+        name,
+        "Seconds until the endpoint's throttle lets the next request go (0: now).",
+    );
+    for e in &now.endpoints {
+        let _ = writeln!(
+            out,
+            "{name}{{endpoint=\"{}\"}} {}",
+            escape(&e.endpoint),
+            seconds(e.next_slot_ms)
+        );
+    }
+    let name = "botbox_queue_messages";
+    gauge(
+        &mut out,
+        name,
+        "Messages waiting on an endpoint (queued or being sent), per plugin.",
+    );
+    for e in &now.endpoints {
+        for q in &e.queue {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{}\",plugin=\"{}\"}} {}",
+                escape(&e.endpoint),
+                escape(&q.plugin),
+                q.messages
+            );
+        }
+    }
+    let name = "botbox_provider_refusal_timestamp_seconds";
+    gauge(
+        &mut out,
+        name,
+        "When the provider last refused a request of the endpoint, by outcome.",
+    );
+    for e in &now.endpoints {
+        if let Some(r) = &e.last_refusal {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{}\",outcome=\"{}\"}} {}",
+                escape(&e.endpoint),
+                r.outcome,
+                r.at_ms as f64 / 1000.0
+            );
+        }
+    }
+    out
+}
+
 /// Label values: backslash, quote and newline escaped, as the format wants.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -284,5 +446,23 @@ mod tests {
         let other = &waits[&("em/all-users-broadcast".into(), "a\"b".into())];
         assert_eq!(other.buckets[6], 0);
         assert_eq!(other.buckets[7], 1, "30 minutes ≤ 1 h");
+    }
+
+    #[test]
+    fn too_fast_answers_are_counted_with_the_rate_they_left() {
+        let m = Metrics::default();
+        m.slowed("tencent", "tc/send_group_msg", 0.5);
+        m.slowed("tencent", "tc/send_group_msg", 0.25);
+        m.slowed("bitrix24", "b\"x/rest", 0.5);
+        let mut out = String::new();
+        m.render_slowdowns(&mut out);
+        assert!(out.contains(
+            "botbox_provider_rate_limited_total{provider=\"tencent\",endpoint=\"tc/send_group_msg\"} 2\n"
+        ), "{out}");
+        assert!(out.contains(
+            "botbox_throttle_slowdown_factor{provider=\"tencent\",endpoint=\"tc/send_group_msg\"} 0.25\n"
+        ), "{out}");
+        assert!(out.contains("endpoint=\"b\\\"x/rest\"} 1\n"), "{out}");
+        assert!(out.contains("# TYPE botbox_throttle_slowdown_factor gauge"));
     }
 }

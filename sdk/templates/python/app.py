@@ -4,10 +4,12 @@ answering in their conversation, and counts greetings in kv.
 Try it: `./build.sh`, then
 `botbox call {{name}}.wasm --event '{"name": "hello", "payload": "Ada"}'`.
 
-componentize-py generates the `wit_world` package from `wit/` while it
-builds: records are dataclasses with snake_case fields, variants are one
-class per case (`types.Event_ChatMessage(value)`), options are a value or
-None. An import that returns `result` raises `componentize_py_types.Err`
+`wit_world/` (with `componentize_py_types.py` and the other generated
+helpers beside it) is the world's bindings package, which `./build.sh`
+regenerates from `wit/` (`componentize-py bindings`), so editors complete
+the imports and `mypy` (see mypy.ini) checks the calls. Records are
+dataclasses with snake_case fields, variants are one class per case
+(`types.Event_ChatMessage(value)`), options are a value or None. An import that returns `result` raises `componentize_py_types.Err`
 with the error as `.value`; `handle` fails the event by raising `Err(text)`.
 """
 

@@ -339,8 +339,8 @@ pub const C_FLAGS: &[&str] = &[
     "-Wl,--strip-all",
 ];
 
-/// `plugins/python/requirements.txt`: the componentize-py pin.
-fn requirements() -> PathBuf {
+/// `plugins/python/requirements.txt`: the componentize-py (and mypy) pins.
+pub fn requirements() -> PathBuf {
     lang_dir(Lang::Python).join("requirements.txt")
 }
 

@@ -187,10 +187,13 @@ pub fn ensure_node() -> Result<()> {
 /// `node_modules` is missing or older than `package.json`. Returns the
 /// program and the file whose mtime says when it was installed.
 ///
-/// `package.json` pins componentize-js and, through `overrides`, the tools
-/// it runs (jco, wizer, weval). There is no lock file: npm writes one that
-/// leaves out other platforms' optional packages when the registry it
-/// reaches lacks them, and `npm ci` then refuses it everywhere.
+/// `package.json` pins componentize-js, jco (whose `guest-types` writes the
+/// JS and TS templates' declarations) and typescript, and through
+/// `overrides` the tools componentize-js runs (jco, wizer, weval) and
+/// preview2-shim (0.26.1 preopens no folder, so jco could read no WIT).
+/// There is no lock file: npm writes one that leaves out other platforms'
+/// optional packages when the registry it reaches lacks them, and `npm ci`
+/// then refuses it everywhere. Every pin is an exact version instead.
 pub fn ensure_componentize_js(project: &Path) -> Result<(PathBuf, PathBuf)> {
     let bin = project.join("node_modules/.bin/componentize-js");
     // npm rewrites this file on every install.
@@ -198,6 +201,16 @@ pub fn ensure_componentize_js(project: &Path) -> Result<(PathBuf, PathBuf)> {
     let inputs = [mtime(&project.join("package.json"))];
     if !(bin.exists() && is_fresh(&marker, &inputs)) {
         ensure_node()?;
+        // Into an existing tree, npm applies changed `overrides` only in
+        // part: moving preview2-shim from 0.26.1 to 0.25.0 removed the old
+        // top-level copy, kept the nested ones, and left componentize-js
+        // without the package. With no lock file an install resolves
+        // everything anyway, so start from an empty folder.
+        let modules = project.join("node_modules");
+        if modules.exists() {
+            fs::remove_dir_all(&modules)
+                .with_context(|| format!("removing the stale {}", modules.display()))?;
+        }
         step::run(
             "npm install (componentize-js)",
             Command::new("npm").current_dir(project).args([
@@ -208,13 +221,18 @@ pub fn ensure_componentize_js(project: &Path) -> Result<(PathBuf, PathBuf)> {
                 "--loglevel=error",
             ]),
         )?;
-        if !bin.exists() {
-            bail!(
-                "npm install in {} did not install componentize-js ({} is missing); \
-                 is @bytecodealliance/componentize-js in package.json?",
-                project.display(),
-                bin.display()
-            );
+        // The templates' tests also use jco (guest-types) and tsc.
+        for tool in ["componentize-js", "jco", "tsc"] {
+            let tool_bin = project.join("node_modules/.bin").join(tool);
+            if !tool_bin.exists() {
+                bail!(
+                    "npm install in {} did not install {tool} ({} is missing); \
+                     does package.json name @bytecodealliance/componentize-js, \
+                     @bytecodealliance/jco and typescript?",
+                    project.display(),
+                    tool_bin.display()
+                );
+            }
         }
     }
     Ok((bin, marker))

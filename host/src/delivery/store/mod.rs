@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::host::HostThrottles;
 pub use self::postgres::PgOutbox;
 pub use self::sqlite::SqliteOutbox;
-use super::throttle::{Clock, SharedClock, ThrottleKey};
+use super::throttle::{Clock, SharedClock, Throttle, ThrottleKey};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -148,7 +148,8 @@ pub enum PartState {
 }
 
 impl PartState {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The state's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             PartState::Queued => "queued",
             PartState::Delivered => "delivered",
@@ -184,7 +185,10 @@ pub struct OutboxRecord {
     pub created_ms: u64,
     /// When it is due (again).
     pub next_attempt_ms: u64,
-    /// Provider requests made for it so far.
+    /// Provider requests made for it so far, and what the retry policy
+    /// counts (plan and credential failures count as one each). Not the
+    /// number of delivery attempts: a message to three meetings that went
+    /// out at once holds 3. [`ListedMessage`] has both, per part.
     pub attempts: u32,
     /// Whether its parts are planned and stored.
     pub planned: bool,
@@ -213,6 +217,49 @@ pub struct PartRecord {
     pub last_error: Option<String>,
 }
 
+/// A message as `botbox outbox list` and the admin API show it: how many
+/// times delivery was tried, and each part's own requests.
+#[derive(Debug, Clone)]
+pub struct ListedMessage {
+    /// The message.
+    pub record: OutboxRecord,
+    /// Delivery attempts: how many times a worker took the message to send
+    /// it (the first try, each retry, and a try a stopping host cut short).
+    /// Kept across `botbox outbox retry`, unlike the retry policy's count.
+    pub attempts: u32,
+    /// The message whose request carried this one (a merged Tencent
+    /// `MsgBody`), which then has no parts of its own.
+    pub merged_into: Option<String>,
+    /// Its parts, in order; none before it is planned.
+    pub parts: Vec<PartProgress>,
+}
+
+impl ListedMessage {
+    /// Provider requests made for the message: its parts' requests together.
+    pub fn requests(&self) -> u32 {
+        self.parts.iter().map(|p| p.requests).sum()
+    }
+}
+
+/// One part of a [`ListedMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartProgress {
+    /// The part's position in its message.
+    pub index: u32,
+    /// The conversation it goes to (a meeting, a dialog), or empty when the
+    /// request itself is the broadcast.
+    pub target: String,
+    /// Where it is.
+    pub state: PartState,
+    /// Requests made for it: one each time it was sent, so a part that
+    /// failed once and then went through has two. (A provider that renews
+    /// its credentials and repeats the call inside one send, as Easemob
+    /// after a 401 does, counts once.)
+    pub requests: u32,
+    /// Why it failed, if it did.
+    pub last_error: Option<String>,
+}
+
 /// One plugin's messages waiting on an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginBacklog {
@@ -222,6 +269,30 @@ pub struct PluginBacklog {
     pub messages: usize,
     /// The provider requests they are expected to take.
     pub requests: usize,
+}
+
+/// Why the outbox cannot take a message now, for `/readyz`. The reason an
+/// unauthenticated prober is shown ([`NotReady::reason`]) is fixed text;
+/// the detail (files, servers, the engine's error) is for the operator's
+/// log, through `Display`.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The backend could not be reached, or did not answer in time.
+    #[error("outbox backend unreachable: {0}")]
+    Unreachable(String),
+    /// The outbox, or the folder it lives in, takes no writes.
+    #[error("outbox not writable: {0}")]
+    NotWritable(String),
+}
+
+impl NotReady {
+    /// What may be said to anyone who asks: no path, host or error text.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NotReady::Unreachable(_) => "outbox backend unreachable",
+            NotReady::NotWritable(_) => "outbox not writable",
+        }
+    }
 }
 
 /// What `insert` did.
@@ -281,12 +352,20 @@ pub trait ThrottleStore: Send + Sync {
     }
     /// When the `n`th request from now (1-based) could leave.
     fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError>;
+    /// The endpoint's state as it stands at `now_ms`, to show (`GET
+    /// /endpoints`); takes no slot and changes nothing.
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError>;
     /// Takes a slot of the endpoint now for message `claim`, or says how
-    /// long to wait. A store that also keeps a shared outbox renews the
-    /// claim in the same step, and refuses when another host holds it.
+    /// long to wait. `scope` is the request's key (a Tencent group) when
+    /// the endpoint is keyed: the request must fit every history of
+    /// [`ThrottleKey::layers`], decided together by
+    /// [`Throttle::take_all`](super::throttle::Throttle::take_all). A store
+    /// that also keeps a shared outbox renews the claim in the same step,
+    /// and refuses when another host holds it.
     fn take(
         &self,
         key: &ThrottleKey,
+        scope: Option<&str>,
         claim: &str,
         clock: &dyn Clock,
     ) -> Result<Reservation, OutboxError>;
@@ -297,9 +376,26 @@ pub trait ThrottleStore: Send + Sync {
     fn answered(
         &self,
         key: &ThrottleKey,
+        scope: Option<&str>,
         stamped_ms: u64,
         clock: &dyn Clock,
     ) -> Result<(), OutboxError>;
+    /// The provider reported `cost_ms` of its own execution time (in the
+    /// throttle clock's milliseconds) for the request granted at
+    /// `stamped_ms`, such as Bitrix24's `time.operating`: counted against
+    /// the endpoint's budgets ([`Limit::Budget`](super::throttle::Limit)).
+    fn charge(&self, key: &ThrottleKey, stamped_ms: u64, cost_ms: u64) -> Result<(), OutboxError>;
+    /// The provider answered "too fast" for the history `layer` (one of
+    /// `key`'s [`ThrottleKey::layers`]): halves its allowed rate now, to
+    /// recover gradually (see [`Slowdown`](super::throttle::Slowdown)), for
+    /// every worker that uses it. Returns the fraction of the documented
+    /// rate now allowed.
+    fn slow_down(
+        &self,
+        key: &ThrottleKey,
+        layer: &super::throttle::Layer,
+        clock: &dyn Clock,
+    ) -> Result<f64, OutboxError>;
 }
 
 /// A host's own record of its sends, which its throttles reload after a
@@ -309,7 +405,19 @@ pub trait SendLog: Send + Sync {
     fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError>;
     /// The sends of `endpoint` since `since_ms`, oldest first.
     fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError>;
+    /// Forgets every history's sends before `before_ms`: the histories of
+    /// keys nobody sends to any more (a group gone quiet) are never read
+    /// again, so nothing else would delete them.
+    /// A log that keeps nothing (a benchmark's) has nothing to forget.
+    fn forget_before(&self, _before_ms: u64) -> Result<usize, OutboxError> {
+        Ok(0)
+    }
 }
+
+/// How long any send is kept: no documented limit counts further back than
+/// a day, and a calendar day reaches at most a day back; twice that is
+/// a safe margin.
+pub const SEND_HISTORY_MS: u64 = 2 * 86_400_000;
 
 /// The outbox seam: SQLite for one host, PostgreSQL for several (see
 /// [`postgres`]). Messages, their parts, and the claims on them.
@@ -363,6 +471,11 @@ pub trait OutboxStore: Send + Sync {
     fn members(&self, id: &str) -> Result<Vec<OutboxRecord>, OutboxError>;
     /// A message's stored parts, in order.
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError>;
+    /// Counts a request for part `index` of message `id`, just answered
+    /// (or failed). The worker calls it after the answer, so no write sits
+    /// between the throttle's slot and the request; a request in flight
+    /// when the host dies is not counted.
+    fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError>;
     /// Records how a part ended.
     fn part_done(
         &self,
@@ -395,6 +508,9 @@ pub trait OutboxStore: Send + Sync {
     fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError>;
     /// Messages matching `filter`, newest first.
     fn list(&self, filter: &ListFilter) -> Result<Vec<OutboxRecord>, OutboxError>;
+    /// [`list`](Self::list), with each message's delivery attempts and its
+    /// parts' requests: what `botbox outbox list` and the admin API show.
+    fn list_progress(&self, filter: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError>;
     /// Cancels a message that has not ended; false if there is none.
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError>;
     /// Queues a failed, partial or cancelled message again; false if there is none.
@@ -409,6 +525,9 @@ pub trait OutboxStore: Send + Sync {
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError>;
     /// Notes that a finished message's report reached its plugin.
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError>;
+    /// Whether a message could be stored now: a cheap real write, in the
+    /// backend's own terms (see each backend). Blocks; for `/readyz`.
+    fn ready(&self) -> Result<(), NotReady>;
     /// Deletes up to `limit` messages that finished before `before_ms` and
     /// were reported, with their parts and the messages merged into them;
     /// returns how many it deleted (merged ones not counted).
@@ -743,6 +862,7 @@ CREATE TABLE IF NOT EXISTS {p}messages (
     merged_into TEXT,{message_columns}
     requests INTEGER NOT NULL DEFAULT 1,
     traceparent TEXT,
+    delivery_attempts INTEGER NOT NULL DEFAULT 0,
     UNIQUE (plugin, channel, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS {p}messages_due ON {p}messages (endpoint, state, plugin, next_attempt_ms);
@@ -755,6 +875,7 @@ CREATE TABLE IF NOT EXISTS {p}parts (
     state TEXT NOT NULL,
     provider_ids TEXT NOT NULL DEFAULT '[]',
     last_error TEXT,
+    requests INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (message_id, idx)
 ){parts_options};
 CREATE TABLE IF NOT EXISTS {p}sends (
@@ -803,6 +924,71 @@ pub(crate) fn record_from(row: &impl Columns) -> Result<OutboxRecord, OutboxErro
         traceparent: row.opt_text(12)?,
         id,
     })
+}
+
+/// What a listing reads after [`COLUMNS`]: the message's delivery
+/// attempts and the message that carried it.
+pub(crate) const LISTED_COLUMNS: &str = "delivery_attempts, merged_into";
+
+/// The columns a part's progress is read from, in [`progress_row`]'s order.
+pub(crate) const PROGRESS_COLUMNS: &str = "message_id, idx, part, state, requests, last_error";
+
+/// A row of [`COLUMNS`] then [`LISTED_COLUMNS`], partless.
+/// How many of [`COLUMNS`] a record takes: the listed columns follow.
+const RECORD_WIDTH: usize = 13;
+
+pub(crate) fn listed_from(row: &impl Columns) -> Result<ListedMessage, OutboxError> {
+    Ok(ListedMessage {
+        record: record_from(row)?,
+        attempts: u32::try_from(row.int(RECORD_WIDTH)?).unwrap_or(0),
+        merged_into: row.opt_text(RECORD_WIDTH + 1)?,
+        parts: Vec::new(),
+    })
+}
+
+/// A row of [`PROGRESS_COLUMNS`]: the message it belongs to, and the part.
+pub(crate) fn progress_row(row: &impl Columns) -> Result<(String, PartProgress), OutboxError> {
+    /// Both part formats (the current one and a whole `Part`) keep the
+    /// target at the top, so a listing reads it without the message body.
+    #[derive(serde::Deserialize)]
+    struct Target {
+        target: String,
+    }
+    let id = row.text(0)?;
+    let idx = row.int(1)?;
+    let target = serde_json::from_str::<Target>(&row.text(2)?)
+        .map_err(|e| OutboxError::Corrupt(format!("part {id}/{idx}: {e}")))?
+        .target;
+    Ok((
+        id,
+        PartProgress {
+            index: u32::try_from(idx).unwrap_or(0),
+            target,
+            state: PartState::parse(&row.text(3)?),
+            requests: u32::try_from(row.int(4)?).unwrap_or(0),
+            last_error: row.opt_text(5)?,
+        },
+    ))
+}
+
+/// Hands each part to its message, keeping their order.
+pub(crate) fn attach_parts(
+    listed: &mut [ListedMessage],
+    parts: impl IntoIterator<Item = (String, PartProgress)>,
+) {
+    let at: HashMap<String, usize> = listed
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.record.id.clone(), i))
+        .collect();
+    for (id, part) in parts {
+        if let Some(&i) = at.get(&id) {
+            listed[i].parts.push(part);
+        }
+    }
+    for m in listed {
+        m.parts.sort_by_key(|p| p.index);
+    }
 }
 
 /// The columns a part is read from, in [`part_row`]'s order.

@@ -48,13 +48,14 @@ use postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
-    OutboxStore, PART_COLUMNS, PartRecord, PartState, PluginBacklog, Reservation, ThrottleStore,
-    decode_parts, encode_part, is_current, json, member_taken, part_row, record_from,
+    COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
+    OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PROGRESS_COLUMNS, PartRecord, PartState,
+    PluginBacklog, Reservation, SEND_HISTORY_MS, ThrottleStore, attach_parts, decode_parts,
+    encode_part, is_current, json, listed_from, member_taken, part_row, progress_row, record_from,
     reencode_part, schema,
 };
 use crate::config::Secret;
-use crate::delivery::throttle::{Clock, Throttle, ThrottleKey, ThrottleSpec};
+use crate::delivery::throttle::{Clock, Layer, Slowdown, Throttle, ThrottleKey, ThrottleSpec};
 use crate::providers::Part;
 use crate::wit::types::Message;
 
@@ -81,10 +82,15 @@ const DIALECT: Dialect = Dialect {
 const SHARED_SCHEMA: &str = "
 ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS traceparent TEXT;
+ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS delivery_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE botbox_parts ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
 CREATE TABLE IF NOT EXISTS botbox_throttles (
     endpoint TEXT PRIMARY KEY
 );
+ALTER TABLE botbox_throttles ADD COLUMN IF NOT EXISTS slowed_factor DOUBLE PRECISION;
+ALTER TABLE botbox_throttles ADD COLUMN IF NOT EXISTS slowed_at_ms BIGINT;
+ALTER TABLE botbox_sends ADD COLUMN IF NOT EXISTS cost_ms BIGINT;
 CREATE TABLE IF NOT EXISTS botbox_schema (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     parts_format INTEGER NOT NULL
@@ -103,6 +109,10 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest a caller waits for a database call's answer.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(6);
+
+/// The longest a readiness probe waits: shorter than a call's, since a
+/// prober (a load balancer, Kubernetes) gives up after a few seconds.
+pub const READY_DEADLINE: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// A deadline tighter than [`CALL_DEADLINE`] for this thread's calls.
@@ -515,11 +525,7 @@ fn connect(config: &postgres::Config, tls: &MakeRustlsConnect) -> Result<Client,
 }
 
 impl PgOutbox {
-    /// Takes a slot of `endpoint` for message `id`, which this host must
-    /// still hold, and renews that claim, in one transaction that holds the
-    /// endpoint's row: the read-modify-write of its send history that
-    /// [`Throttle::take`] decides on. `now_ms`: the hosts' common scaled
-    /// time, or `None` for the database's own clock.
+    /// Takes a slot of `endpoint` for message `id` (see [`Self::reserve_layers`]).
     pub fn reserve(
         &self,
         endpoint: &str,
@@ -528,8 +534,29 @@ impl PgOutbox {
         id: &str,
         now_ms: Option<u64>,
     ) -> Result<Reservation, OutboxError> {
-        let endpoint = endpoint.to_string();
-        let spec = spec.clone();
+        let layers = vec![Layer {
+            name: endpoint.to_string(),
+            spec: spec.clone(),
+        }];
+        self.reserve_layers(layers, margin_ms, id, now_ms)
+    }
+
+    /// Takes a slot of every history in `layers` (an endpoint's, its key's,
+    /// the account's ceiling) for message `id`, which this host must still
+    /// hold, and renews that claim, in one transaction that holds the
+    /// histories' rows: the read-modify-write that [`Throttle::take_all`]
+    /// decides on. `now_ms`: the hosts' common scaled time, or `None` for
+    /// the database's own clock.
+    pub fn reserve_layers(
+        &self,
+        mut layers: Vec<Layer>,
+        margin_ms: u64,
+        id: &str,
+        now_ms: Option<u64>,
+    ) -> Result<Reservation, OutboxError> {
+        // Every host locks the rows in the same order: no deadlock between
+        // two endpoints that share a ceiling.
+        layers.sort_by(|a, b| a.name.cmp(&b.name));
         let id = id.to_string();
         let host = self.host_id.clone();
         let lease = self.lease_secs();
@@ -540,19 +567,26 @@ impl PgOutbox {
             // forget the last fraction of a second of sends, a killed host
             // or a restarted server forgets nothing.
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-            // Hosts take this endpoint's slots one at a time. The row is
+            // Hosts take these histories' slots one at a time. A row is
             // made once, by whichever host needs it first.
-            let lock = "SELECT 1 FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE";
-            if tx.execute(lock, &[&endpoint])? == 0 {
-                tx.execute(
-                    "INSERT INTO botbox_throttles (endpoint) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&endpoint],
-                )?;
-                tx.execute(lock, &[&endpoint])?;
+            let lock = "SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE";
+            let mut slowdowns = Vec::with_capacity(layers.len());
+            for layer in &layers {
+                let row = match tx.query_opt(lock, &[&layer.name])? {
+                    Some(row) => row,
+                    None => {
+                        tx.execute(
+                            "INSERT INTO botbox_throttles (endpoint) VALUES ($1) ON CONFLICT DO NOTHING",
+                            &[&layer.name],
+                        )?;
+                        tx.query_one(lock, &[&layer.name])?
+                    }
+                };
+                slowdowns.push(slowdown_from(&row));
             }
-            // Renew the claim, and read the clock only now that the lock is
-            // ours: a host that waited for it must not stamp a send before
-            // the previous holder's.
+            // Renew the claim, and read the clock only now that the locks
+            // are ours: a host that waited for them must not stamp a send
+            // before the previous holder's.
             let held = tx.query_opt(
                 &format!(
                     "UPDATE botbox_messages SET lease_until = clock_timestamp() + make_interval(secs => $3)
@@ -569,30 +603,79 @@ impl PgOutbox {
                 Some(ms) => ms as i64,
                 None => held.get(0),
             };
-            let since = now.saturating_sub(spec.horizon_ms() as i64);
-            let history: Vec<u64> = tx
-                .query(
-                    "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
-                    &[&endpoint, &since],
-                )?
-                .iter()
-                .map(|r| r.get::<_, i64>(0) as u64)
-                .collect();
-            let mut throttle = Throttle::with_history(spec, margin_ms, history);
-            let answer = match throttle.take(now as u64) {
+            let mut throttles = Vec::with_capacity(layers.len());
+            let mut reaches = Vec::with_capacity(layers.len());
+            for (layer, slowdown) in layers.iter().zip(slowdowns) {
+                // A slowed history's windows are longer: read (and keep)
+                // as far back as they now reach.
+                let reach = Slowdown::horizon_ms(&layer.spec, slowdown, now as u64);
+                reaches.push(reach);
+                let since = now.saturating_sub(reach as i64);
+                let rows = tx.query(
+                    "SELECT at_ms, cost_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
+                    &[&layer.name, &since],
+                )?;
+                let history: Vec<u64> = rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect();
+                let mut throttle = Throttle::with_history(layer.spec.clone(), margin_ms, history);
+                throttle.set_slowdown(slowdown);
+                // Every host's reported execution times, for budgets.
+                for r in &rows {
+                    if let Some(cost) = r.get::<_, Option<i64>>(1) {
+                        throttle.charge(r.get::<_, i64>(0) as u64, cost as u64);
+                    }
+                }
+                throttles.push(throttle);
+            }
+            let mut refs: Vec<&mut Throttle> = throttles.iter_mut().collect();
+            let answer = match Throttle::take_all(&mut refs, now as u64) {
                 Ok(at) => {
-                    // History older than every window is dropped as it goes.
-                    tx.execute(
-                        "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
-                         INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
-                        &[&endpoint, &(at as i64), &since],
-                    )?;
+                    for (layer, reach) in layers.iter().zip(&reaches) {
+                        // History older than every window is dropped as it
+                        // goes, past twice their reach: a "too fast" that
+                        // halves the rate then still finds the sends its
+                        // stretched windows count.
+                        let since = now.saturating_sub(2 * *reach as i64);
+                        tx.execute(
+                            "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
+                             INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
+                            &[&layer.name, &(at as i64), &since],
+                        )?;
+                    }
                     Reservation::Granted(at)
                 }
                 Err(wait) => Reservation::Wait(wait),
             };
             tx.commit()?;
             Ok(answer)
+        })
+    }
+
+    /// Halves the allowed rate of the history `layer` at `now_ms` (`None`:
+    /// the database's clock), for every host: the slowdown lives in the
+    /// history's row. Returns the fraction of the documented rate allowed.
+    pub fn slow_down_at(&self, layer: &Layer, now_ms: Option<u64>) -> Result<f64, OutboxError> {
+        let layer = layer.clone();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO botbox_throttles (endpoint) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&layer.name],
+            )?;
+            let row = tx.query_one(
+                &format!(
+                    "SELECT slowed_factor, slowed_at_ms, {DB_NOW_MS} FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE"
+                ),
+                &[&layer.name],
+            )?;
+            let now = now_ms.unwrap_or(row.get::<_, i64>(2) as u64);
+            let recovery = Slowdown::recovery_ms(&layer.spec);
+            let cut = Slowdown::cut(slowdown_from(&row), now, recovery);
+            tx.execute(
+                "UPDATE botbox_throttles SET slowed_factor = $2, slowed_at_ms = $3 WHERE endpoint = $1",
+                &[&layer.name, &cut.factor, &(cut.at_ms as i64)],
+            )?;
+            tx.commit()?;
+            Ok(cut.factor)
         })
     }
 
@@ -651,6 +734,16 @@ impl PgOutbox {
     }
 }
 
+/// The slowdown stored in a `botbox_throttles` row (its first two columns).
+fn slowdown_from(row: &Row) -> Option<Slowdown> {
+    let factor: Option<f64> = row.get(0);
+    let at: Option<i64> = row.get(1);
+    Some(Slowdown {
+        factor: factor?,
+        at_ms: at? as u64,
+    })
+}
+
 /// The hosts' common scaled time, or `None` in real time, where the
 /// database's clock decides (hosts' clocks do not matter).
 fn shared_now(clock: &dyn Clock) -> Option<u64> {
@@ -663,40 +756,92 @@ impl ThrottleStore for PgOutbox {
     }
 
     fn estimate(&self, key: &ThrottleKey, n: usize, now_ms: u64) -> Result<u64, OutboxError> {
-        // Other hosts send too: estimate from the shared history.
+        // Other hosts send too: estimate from the shared histories (the
+        // endpoint's and the ceiling's; a message's key is known only once
+        // it is planned).
+        let mut eta = now_ms;
+        for layer in key.layers(None) {
+            // A slowdown stretches the windows: every host's, from the row.
+            let name = layer.name.clone();
+            let slowdown = self.run(move |c| {
+                Ok(c.query_opt(
+                    "SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1",
+                    &[&name],
+                )?
+                .and_then(|row| slowdown_from(&row)))
+            })?;
+            let reach = Slowdown::horizon_ms(&layer.spec, slowdown, now_ms);
+            let history = self.sends_since(&layer.name, now_ms.saturating_sub(reach))?;
+            let mut throttle = Throttle::with_history(layer.spec, key.margin_ms, history);
+            throttle.set_slowdown(slowdown);
+            eta = eta.max(throttle.eta_of_nth(n, now_ms));
+        }
+        Ok(eta)
+    }
+
+    fn state_at(&self, key: &ThrottleKey, now_ms: u64) -> Result<Throttle, OutboxError> {
+        // Every host's sends, from the shared history.
         let since = now_ms.saturating_sub(key.spec.horizon_ms());
         let history = self.sends_since(&key.endpoint, since)?;
-        Ok(Throttle::with_history(key.spec.clone(), key.margin_ms, history).eta_of_nth(n, now_ms))
+        Ok(Throttle::with_history(
+            key.spec.clone(),
+            key.margin_ms,
+            history,
+        ))
     }
 
     fn take(
         &self,
         key: &ThrottleKey,
+        scope: Option<&str>,
         claim: &str,
         clock: &dyn Clock,
     ) -> Result<Reservation, OutboxError> {
-        self.reserve(
-            &key.endpoint,
-            &key.spec,
-            key.margin_ms,
-            claim,
-            shared_now(clock),
-        )
+        self.reserve_layers(key.layers(scope), key.margin_ms, claim, shared_now(clock))
     }
 
     fn answered(
         &self,
         key: &ThrottleKey,
+        scope: Option<&str>,
         stamped_ms: u64,
         clock: &dyn Clock,
     ) -> Result<(), OutboxError> {
-        self.answered_at(
-            &key.endpoint,
-            &key.spec,
-            key.margin_ms,
-            stamped_ms,
-            shared_now(clock),
-        )
+        for layer in key.layers(scope) {
+            self.answered_at(
+                &layer.name,
+                &layer.spec,
+                key.margin_ms,
+                stamped_ms,
+                shared_now(clock),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn charge(&self, key: &ThrottleKey, stamped_ms: u64, cost_ms: u64) -> Result<(), OutboxError> {
+        let endpoint = key.endpoint.clone();
+        self.run(move |c| {
+            // The send may have been moved later by its answer
+            // (`answered_at`): the first uncharged one from its stamp on.
+            c.execute(
+                "UPDATE botbox_sends SET cost_ms = $3 WHERE ctid = (
+                     SELECT ctid FROM botbox_sends
+                     WHERE endpoint = $1 AND at_ms >= $2 AND cost_ms IS NULL
+                     ORDER BY at_ms LIMIT 1)",
+                &[&endpoint, &(stamped_ms as i64), &(cost_ms as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn slow_down(
+        &self,
+        _key: &ThrottleKey,
+        layer: &Layer,
+        clock: &dyn Clock,
+    ) -> Result<f64, OutboxError> {
+        self.slow_down_at(layer, shared_now(clock))
     }
 }
 
@@ -808,7 +953,8 @@ impl OutboxStore for PgOutbox {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             tx.execute(
-                "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3)
+                "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3),
+                        delivery_attempts = delivery_attempts + 1
                  WHERE id = $1 AND claimed_by = $2",
                 &[&id, &host, &lease],
             )?;
@@ -928,6 +1074,21 @@ impl OutboxStore for PgOutbox {
         })
     }
 
+    fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            // Only a count for the listing: a crash may lose it, as it may
+            // a lease renewal.
+            let mut tx = c.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            tx.execute(
+                "UPDATE botbox_parts SET requests = requests + 1 WHERE message_id = $1 AND idx = $2",
+                &[&id, &(index as i32)],
+            )?;
+            tx.commit()
+        })
+    }
+
     fn part_done(
         &self,
         id: &str,
@@ -1034,6 +1195,44 @@ impl OutboxStore for PgOutbox {
                  ORDER BY created_ms DESC, id DESC LIMIT $4"
             );
             Ok(records(c.query(&sql, &[&state, &plugin, &channel, &limit])?)?)
+        })
+    }
+
+    fn list_progress(&self, f: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError> {
+        let state = f.state.map(|s| s.as_str().to_string());
+        let (plugin, channel) = (f.plugin.clone(), f.channel.clone());
+        let limit = f.limit.max(1) as i64;
+        self.run_checked(move |c| {
+            // One snapshot for both reads, so parts match their messages.
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let sql = format!(
+                "SELECT {COLUMNS}, {LISTED_COLUMNS} FROM botbox_messages
+                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR plugin = $2) AND ($3::text IS NULL OR channel = $3)
+                 ORDER BY created_ms DESC, id DESC LIMIT $4"
+            );
+            let mut listed = tx
+                .query(&sql, &[&state, &plugin, &channel, &limit])?
+                .iter()
+                .map(listed_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids: Vec<String> = listed.iter().map(|m| m.record.id.clone()).collect();
+            let parts = tx
+                .query(
+                    &format!(
+                        "SELECT {PROGRESS_COLUMNS} FROM botbox_parts WHERE message_id = ANY($1) ORDER BY message_id, idx"
+                    ),
+                    &[&ids],
+                )?
+                .iter()
+                .map(progress_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            attach_parts(&mut listed, parts);
+            Ok(listed)
         })
     }
 
@@ -1168,7 +1367,45 @@ impl OutboxStore for PgOutbox {
                  DELETE FROM botbox_messages WHERE id IN (SELECT id FROM doomed)",
                 &[&(before_ms as i64), &(limit as i64)],
             )?;
+            // Histories nobody sent to for longer than any limit counts
+            // back: a keyed history (a group, `endpoint#key`) is made per
+            // conversation, so its rows must not outlive its use. Measured
+            // on the database's clock; a scaled clock's sends stamp ahead
+            // of it and are only ever kept longer.
+            c.execute(
+                &format!(
+                    "DELETE FROM botbox_sends WHERE at_ms < {DB_NOW_MS} - $1"
+                ),
+                &[&(SEND_HISTORY_MS as i64)],
+            )?;
+            c.execute(
+                "DELETE FROM botbox_throttles AS t WHERE position('#' IN t.endpoint) > 0
+                   AND NOT EXISTS (SELECT 1 FROM botbox_sends AS s WHERE s.endpoint = t.endpoint)",
+                &[],
+            )?;
             Ok(n as usize)
         })
+    }
+
+    /// One round trip within [`READY_DEADLINE`]: the server answers, and
+    /// it takes writes (not a standby in recovery, not read-only by
+    /// default).
+    fn ready(&self) -> Result<(), super::NotReady> {
+        let read_only = with_deadline(Instant::now() + READY_DEADLINE, || {
+            self.run(|c| {
+                let row = c.query_one(
+                    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                    &[],
+                )?;
+                Ok(row.get::<_, bool>(0))
+            })
+        })
+        .map_err(|e| super::NotReady::Unreachable(e.to_string()))?;
+        if read_only {
+            return Err(super::NotReady::NotWritable(
+                "PostgreSQL takes no writes (a standby in recovery, or default_transaction_read_only is on); point `storage.postgres_url` at the primary".into(),
+            ));
+        }
+        Ok(())
     }
 }

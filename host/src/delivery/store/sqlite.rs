@@ -1,15 +1,16 @@
 //! The outbox and the throttles' history in one SQLite file, for a host on
 //! its own (see [`super`] for what both backends share).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    COLUMNS, Columns, Dialect, Inserted, ListFilter, MessageState, OutboxError, OutboxRecord,
-    OutboxStore, PART_COLUMNS, PART_FORMAT, PartRecord, PartState, PluginBacklog, SendLog,
-    decode_parts, encode_part, is_current, json, member_taken, parse_message, part_row,
+    COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
+    OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PART_FORMAT, PROGRESS_COLUMNS,
+    PartRecord, PartState, PluginBacklog, SendLog, attach_parts, decode_parts, encode_part,
+    is_current, json, listed_from, member_taken, parse_message, part_row, progress_row,
     record_from, reencode_part, schema,
 };
 use crate::providers::Part;
@@ -82,6 +83,19 @@ impl SqliteOutbox {
             conn.execute_batch(
                 "ALTER TABLE messages ADD COLUMN requests INTEGER NOT NULL DEFAULT 1",
             )?;
+        }
+        // Nor did they count delivery attempts, or requests per part.
+        for (table, column) in [("messages", "delivery_attempts"), ("parts", "requests")] {
+            let has: bool = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                ))?
+                .exists([])?;
+            if !has {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                ))?;
+            }
         }
         // Nor did they keep the trace a message was accepted in.
         let has_traceparent: bool = conn
@@ -265,7 +279,7 @@ impl OutboxStore for SqliteOutbox {
     fn mark_sending(&self, id: &str) -> Result<(), OutboxError> {
         self.with(|c| {
             c.execute(
-                "UPDATE messages SET state = 'sending' WHERE id = ?1",
+                "UPDATE messages SET state = 'sending', delivery_attempts = delivery_attempts + 1 WHERE id = ?1",
                 params![id],
             )?;
             Ok(())
@@ -362,6 +376,16 @@ impl OutboxStore for SqliteOutbox {
         })
     }
 
+    fn part_requested(&self, id: &str, index: u32) -> Result<(), OutboxError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "UPDATE parts SET requests = requests + 1 WHERE message_id = ?1 AND idx = ?2",
+            )?
+            .execute(params![id, index as i64])?;
+            Ok(())
+        })
+    }
+
     fn part_done(
         &self,
         id: &str,
@@ -449,6 +473,44 @@ impl OutboxStore for SqliteOutbox {
                     f.limit.max(1) as i64
                 ],
             )
+        })
+    }
+
+    fn list_progress(&self, f: &ListFilter) -> Result<Vec<ListedMessage>, OutboxError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut listed = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS}, {LISTED_COLUMNS} FROM messages
+                     WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR plugin = ?2) AND (?3 IS NULL OR channel = ?3)
+                     ORDER BY created_ms DESC, id DESC LIMIT ?4"
+                ))?;
+                let mut rows = stmt.query(params![
+                    f.state.map(MessageState::as_str),
+                    f.plugin,
+                    f.channel,
+                    f.limit.max(1) as i64
+                ])?;
+                while let Some(row) = rows.next()? {
+                    listed.push(listed_from(row)?);
+                }
+            }
+            let mut parts = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {PROGRESS_COLUMNS} FROM parts WHERE message_id = ?1 ORDER BY idx"
+                ))?;
+                for m in &listed {
+                    let mut rows = stmt.query(params![m.record.id])?;
+                    while let Some(row) = rows.next()? {
+                        parts.push(progress_row(row)?);
+                    }
+                }
+            }
+            tx.commit()?;
+            attach_parts(&mut listed, parts);
+            Ok(listed)
         })
     }
 
@@ -561,6 +623,49 @@ impl OutboxStore for SqliteOutbox {
             Ok(ids.len())
         })
     }
+
+    /// Takes and gives back the write lock (a file another process holds
+    /// locked, or one opened read-only, fails here), then writes, syncs
+    /// and removes a small file beside the database: SQLite creates its
+    /// journal and WAL files there and a restart reopens them there, so a
+    /// folder that refuses a new file, or a disk that refuses its bytes,
+    /// is not ready even while the open connection still writes.
+    fn ready(&self) -> Result<(), super::NotReady> {
+        let path = self
+            .with(|c| {
+                c.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+                Ok(c.path().filter(|p| !p.is_empty()).map(PathBuf::from))
+            })
+            .map_err(|e| super::NotReady::NotWritable(e.to_string()))?;
+        match path {
+            Some(path) => probe_beside(&path),
+            // In memory: there is no folder to write to.
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes, syncs and removes a file of its own beside `database`.
+fn probe_beside(database: &Path) -> Result<(), super::NotReady> {
+    use std::io::Write;
+    let name = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A name of its own per probe, so probes never remove each other's.
+    let probe = database.with_file_name(format!("{name}.ready-{:016x}", rand::random::<u64>()));
+    let written = std::fs::File::create_new(&probe).and_then(|mut f| {
+        f.write_all(b"ready")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed).map_err(|e| {
+        let folder = database.parent().unwrap_or(Path::new("."));
+        super::NotReady::NotWritable(format!(
+            "cannot write a file in `{}` ({e}); the outbox needs that folder writable",
+            folder.display()
+        ))
+    })
 }
 
 impl SendLog for SqliteOutbox {
@@ -596,6 +701,15 @@ impl SendLog for SqliteOutbox {
                 out.push(r? as u64);
             }
             Ok(out)
+        })
+    }
+
+    fn forget_before(&self, before_ms: u64) -> Result<usize, OutboxError> {
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM sends WHERE at_ms < ?1",
+                params![before_ms as i64],
+            )?)
         })
     }
 }
@@ -712,6 +826,43 @@ pub(crate) mod tests {
         assert!(bytes < 1024, "the part holds {bytes} bytes");
         assert_eq!(o.parts("a").unwrap()[0].part, part);
         assert_eq!(o.get("b").unwrap().unwrap().state, MessageState::Merged);
+    }
+
+    /// An outbox written before attempts and part requests were counted
+    /// gets both columns on open, at zero, and counts from then on.
+    #[test]
+    fn an_outbox_from_before_the_counts_gets_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        {
+            let o = SqliteOutbox::open(&path).unwrap();
+            o.insert(&record("a", "p1", 1, None)).unwrap();
+            let part = Part {
+                target: "m1".into(),
+                message: record("a", "p1", 1, None).message,
+                dedup_key: None,
+                merged: Vec::new(),
+            };
+            o.save_plan("a", &[part], &[]).unwrap();
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "ALTER TABLE messages DROP COLUMN delivery_attempts;
+                 ALTER TABLE parts DROP COLUMN requests;",
+            )
+            .unwrap();
+        }
+        let o = SqliteOutbox::open(&path).unwrap();
+        let all = ListFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = o.list_progress(&all).unwrap();
+        assert_eq!((listed[0].attempts, listed[0].requests()), (0, 0));
+        o.mark_sending("a").unwrap();
+        o.part_requested("a", 0).unwrap();
+        let listed = o.list_progress(&all).unwrap();
+        assert_eq!((listed[0].attempts, listed[0].requests()), (1, 1));
+        assert_eq!(listed[0].parts[0].target, "m1");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 
 use self::api::{Checksum, Envelope, parse_envelope, signed_url};
 use self::split::{normalize_newlines, split_text, utf16_len};
-use super::common::{self, Options, Reply};
+use super::common::{self, CopiedUrl, Options, Reply, write_url};
+use super::target::{Form, Forms, Target};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::providers::limits::ThrottleSpec;
@@ -83,7 +84,7 @@ impl ApiSettings {
             key,
             &["url", "secret", "checksum", common::ALLOW_PLAINTEXT],
         );
-        let base = o.base_url("url");
+        let base = o.api_url("url", api_base);
         let secret = o.secret("secret", true, base_dir);
         let algorithm = match o.string("checksum", false) {
             None => Some(Checksum::Sha256),
@@ -245,14 +246,11 @@ fn refusal_of(key: &str) -> &'static str {
 /// An answer that is not a BigBlueButton envelope.
 fn unreadable(what: &str, reply: &Reply, why: &str) -> DeliveryOutcome {
     if reply.is_transient() || (200..300).contains(&reply.status) {
-        DeliveryOutcome::RetryLater {
-            after: reply.retry_after,
-            reason: format!(
-                "{what}: HTTP {} with an answer that is not a BigBlueButton response ({why}): {}",
-                reply.status,
-                reply.snippet()
-            ),
-        }
+        reply.transient(format!(
+            "{what}: HTTP {} with an answer that is not a BigBlueButton response ({why}): {}",
+            reply.status,
+            reply.snippet()
+        ))
     } else {
         DeliveryOutcome::Rejected {
             code: format!("http-{}", reply.status),
@@ -271,40 +269,86 @@ fn is_meeting_id(id: &str) -> bool {
     (2..=256).contains(&n) && !id.contains(',') && !id.chars().any(char::is_control)
 }
 
-fn parse_target(target: Option<&toml::Value>) -> Result<Meetings, String> {
-    const SHAPE: &str =
-        "must be { meetings = \"all-running\" } or { meetings = [\"meetingID\", …] }";
-    let Some(toml::Value::Table(t)) = target else {
-        return Err(format!("is missing or not a table; it {SHAPE}"));
-    };
-    if t.len() != 1 {
-        return Err(format!("has unknown keys; it {SHAPE}"));
-    }
-    match t.get("meetings") {
-        Some(toml::Value::String(s)) if s == "all-running" => Ok(Meetings::AllRunning),
-        Some(toml::Value::Array(items)) if !items.is_empty() => {
-            let mut ids = Vec::new();
-            for item in items {
-                match item {
-                    toml::Value::String(id) if is_meeting_id(id) => {
-                        if ids.contains(id) {
-                            return Err(format!("lists meeting `{id}` twice"));
-                        }
-                        ids.push(id.clone());
-                    }
-                    toml::Value::String(id) => {
-                        return Err(format!(
-                            "meeting `{}` is not a meeting ID: 2 to 256 characters, no commas",
-                            crate::sanitize::for_log(id, 80)
-                        ));
-                    }
-                    _ => return Err("meeting IDs must be strings".into()),
-                }
-            }
-            Ok(Meetings::List(ids))
+/// The API base, `…/bigbluebutton/api`, from what an operator copies: the
+/// server (`https://bbb.example.com`), the URL `bbb-conf --secret` prints
+/// (`https://bbb.example.com/bigbluebutton/`), or the API's own
+/// (`…/bigbluebutton/api`), with or without a trailing slash, also behind
+/// a proxy's path prefix. Every call is `{base}/{call}` (the API reference,
+/// seed 003; `bbb-conf --secret`'s output:
+/// <https://bbbserver.com/bigbluebutton-api-guide/security/checksum-authentication>).
+pub(crate) fn api_base(url: &CopiedUrl) -> Result<String, String> {
+    let parts = url.parts();
+    let Some(at) = parts.iter().rposition(|p| *p == "bigbluebutton") else {
+        if parts.is_empty() {
+            return Ok(url.join(&["bigbluebutton", "api"]));
         }
-        Some(toml::Value::Array(_)) => Err("lists no meetings".into()),
-        _ => Err(SHAPE.to_string()),
+        return Err(format!(
+            "is not a BigBlueButton API address (the API is at /bigbluebutton/api on the server): {}, \
+             the URL `bbb-conf --secret` prints",
+            write_url(&url.join(&["bigbluebutton", "api"]))
+        ));
+    };
+    // A proxy's prefix is the operator's own path: kept, never repeated.
+    let fix = || {
+        let prefix = if at > 0 { "/…" } else { "" };
+        write_url(&format!("{}{prefix}/bigbluebutton/api", url.origin))
+    };
+    match &parts[at + 1..] {
+        [] => {
+            let mut base = parts[..=at].to_vec();
+            base.push("api");
+            Ok(url.join(&base))
+        }
+        ["api"] => Ok(url.join(&parts)),
+        ["api", call, ..] => {
+            let call = if call.len() <= 40 && call.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                format!("the API call `{call}`")
+            } else {
+                "an API call".to_string()
+            };
+            Err(format!(
+                "names {call}; botbox adds each call itself: {}",
+                fix()
+            ))
+        }
+        _ => Err(format!(
+            "is not a BigBlueButton API address (its path goes past /bigbluebutton): {}",
+            fix()
+        )),
+    }
+}
+
+/// Why `id` is not a meeting ID as the API takes it.
+fn meeting_id_problem(id: &str) -> Option<String> {
+    (!is_meeting_id(id)).then(|| "is not a meeting ID: 2 to 256 characters, no commas".into())
+}
+
+/// What a BigBlueButton channel may target.
+const TARGETS: Forms = Forms {
+    provider: "a bigbluebutton channel",
+    forms: &[
+        Form::Every {
+            kind: "meetings",
+            scope: "all",
+            aliases: &["all-running"],
+            reaches: "every running meeting, listed with getMeetings",
+        },
+        Form::Listed {
+            kind: "meetings",
+            example: "\"meetingID\", …",
+            ids: "meeting IDs",
+            integers: false,
+            check: meeting_id_problem,
+        },
+    ],
+    default: None,
+    legacy: &[],
+};
+
+fn parse_target(target: Option<&toml::Value>) -> Result<Meetings, String> {
+    match TARGETS.parse(target)? {
+        Target::Every { .. } => Ok(Meetings::AllRunning),
+        Target::Listed { ids, .. } => Ok(Meetings::List(ids)),
     }
 }
 

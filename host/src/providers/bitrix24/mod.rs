@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use self::auth::{Auth, OAuth, oauth, webhook, with_auth};
-use super::common::{self, Options, Reply};
+use super::common::{self, CopiedUrl, Options, Reply, write_url};
+use super::target::{Form, Forms, Target};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::providers::limits::{Limit, ThrottleSpec};
@@ -40,6 +41,10 @@ const QUERY_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// calls for a while the page does not give; a minute keeps retries from
 /// prolonging the block.
 const OVERLOAD_WAIT: Duration = Duration::from_secs(60);
+/// How long to hold a method whose execution-time budget is spent, when
+/// the portal does not say (`operating_reset_at`): a tenth of its
+/// 10-minute window.
+const OPERATING_WAIT: Duration = Duration::from_secs(60);
 
 /// The errors `im.message.add` documents for a request it refuses.
 const DOCUMENTED_ERRORS: [&str; 11] = [
@@ -73,6 +78,22 @@ pub struct Bitrix24 {
     base: String,
     auth: Auth,
     http: reqwest::Client,
+    /// Execution time the portal reported (`time.operating`, in
+    /// milliseconds) since the worker last asked; see
+    /// [`Provider::take_reported_cost`].
+    operating_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The longest `time.operating` one answer may report: the whole
+/// 10-minute window. More is a hostile or broken answer, capped.
+const MAX_OPERATING_SECS: f64 = 600.0;
+
+/// `time.operating` of an answer, in milliseconds, when it has a sane one.
+fn reported_operating_ms(body: &[u8]) -> Option<u64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let secs = v["time"]["operating"].as_f64()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| (secs.min(MAX_OPERATING_SECS) * 1000.0).round() as u64)
 }
 
 /// What one answer means, before the refresh-once rule.
@@ -95,36 +116,62 @@ fn is_dialog_id(id: &str) -> bool {
         && !digits.starts_with('0')
 }
 
+/// The portal from what an operator copies: its address
+/// (`https://portal.bitrix24.com`) or its REST address (`…/rest`), with or
+/// without a trailing slash. An inbound webhook's URL
+/// (`…/rest/{user_id}/{code}/`, as the portal shows it) is refused: its
+/// path holds the webhook's secret code, which belongs in a secret
+/// reference. (The URL forms: the seeds' README, Bitrix24 auth.)
+pub(crate) fn portal(url: &CopiedUrl) -> Result<String, String> {
+    match url.parts().as_slice() {
+        [] | ["rest"] => Ok(url.origin.clone()),
+        ["rest", user, ..]
+            if !user.is_empty() && user.len() <= 18 && user.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Err(format!(
+                "is an inbound webhook's URL, whose path holds the webhook's secret code: \
+                 write url = \"{origin}\" and webhook = {{ user_id = {user}, code = {{ env = \
+                 \"BITRIX24_WEBHOOK_CODE\" }} }}, with the code (what follows /rest/{user}/) \
+                 in that variable or in a file (code = {{ file = \"…\" }})",
+                origin = url.origin
+            ))
+        }
+        ["rest", ..] => Err(format!(
+            "names a REST method; botbox adds /rest/im.message.add itself: {}",
+            write_url(&url.origin)
+        )),
+        _ => Err(format!(
+            "is not a Bitrix24 portal address (the portal, optionally with /rest): {}",
+            write_url(&url.origin)
+        )),
+    }
+}
+
+/// Why `id` is not a `DIALOG_ID`.
+fn dialog_id_problem(id: &str) -> Option<String> {
+    (!is_dialog_id(id)).then(|| "is neither chatN nor a positive user id".into())
+}
+
+/// What a Bitrix24 channel may target: `im.message.add` posts into one
+/// dialog, and there is no broadcast, so dialogs are listed.
+const TARGETS: Forms = Forms {
+    provider: "a bitrix24 channel",
+    forms: &[Form::Listed {
+        kind: "dialogs",
+        example: "\"chat13\", 256, …",
+        ids: "dialog IDs (chatN for a chat, a user id for a private dialog)",
+        integers: true,
+        check: dialog_id_problem,
+    }],
+    default: None,
+    legacy: &[],
+};
+
 fn parse_target(target: Option<&toml::Value>) -> Result<Vec<String>, String> {
-    const SHAPE: &str = "must be { dialogs = [\"chat13\", \"256\"] }: chatN for a chat, a user id for a private dialog";
-    let Some(toml::Value::Table(t)) = target else {
-        return Err(SHAPE.into());
-    };
-    let Some(toml::Value::Array(items)) = t.get("dialogs") else {
-        return Err(SHAPE.into());
-    };
-    if t.len() != 1 || items.is_empty() {
-        return Err(SHAPE.into());
+    match TARGETS.parse(target)? {
+        Target::Listed { ids, .. } => Ok(ids),
+        Target::Every { kind, .. } => Err(format!("cannot reach every one of {kind}")),
     }
-    let mut dialogs = Vec::new();
-    for item in items {
-        let id = match item {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(n) => n.to_string(),
-            _ => return Err(SHAPE.into()),
-        };
-        if !is_dialog_id(&id) {
-            return Err(format!(
-                "dialog `{}` is neither chatN nor a positive user id",
-                crate::sanitize::for_log(&id, 40)
-            ));
-        }
-        if dialogs.contains(&id) {
-            return Err(format!("lists dialog `{id}` twice"));
-        }
-        dialogs.push(id);
-    }
-    Ok(dialogs)
 }
 
 impl Bitrix24 {
@@ -140,7 +187,7 @@ impl Bitrix24 {
             key,
             &["url", "webhook", "oauth", common::ALLOW_PLAINTEXT],
         );
-        let base = o.base_url("url");
+        let base = o.api_url("url", portal);
         let auth = match (o.has("webhook"), o.has("oauth")) {
             (true, true) => {
                 o.issue("oauth", "give either webhook or oauth, not both");
@@ -176,6 +223,7 @@ impl Bitrix24 {
                 base,
                 auth,
                 http: context.http.clone(),
+                operating_ms: std::sync::atomic::AtomicU64::new(0),
             }),
             _ => Err(o.issues),
         }
@@ -205,7 +253,14 @@ impl Bitrix24 {
             .send()
             .await
             .map_err(|e| common::transport_failure(what, e))?;
-        common::read_reply(what, response, secrets).await
+        let reply = common::read_reply(what, response, secrets).await?;
+        // Every answer says how long the method ran; the portal sums it per
+        // method over 10 minutes against its budget.
+        if let Some(ms) = reported_operating_ms(&reply.body) {
+            self.operating_ms
+                .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(reply)
     }
 
     /// One send with the refresh-once rule. `used` collects the access and
@@ -274,9 +329,19 @@ fn interpret(reply: &Reply) -> Answer {
             "expired_token" => {
                 return Answer::TokenExpired(format!("{what}: the access token expired ({said})"));
             }
-            "QUERY_LIMIT_EXCEEDED" => DeliveryOutcome::RetryLater {
+            // The portal's leaky bucket, which every method shares.
+            "QUERY_LIMIT_EXCEEDED" => DeliveryOutcome::Throttled {
                 after: Some(reply.retry_after.unwrap_or(QUERY_LIMIT_WAIT)),
+                limit: crate::providers::RateLimited::Account,
                 reason: format!("{what}: the portal's request limit was exceeded ({said})"),
+            },
+            // The method's execution-time budget (480 s per 10 minutes)
+            // is spent: it is blocked for every app of the portal until
+            // part of the budget frees up.
+            "OPERATION_TIME_LIMIT" => DeliveryOutcome::Throttled {
+                after: Some(reply.retry_after.unwrap_or(OPERATING_WAIT)),
+                limit: crate::providers::RateLimited::Endpoint,
+                reason: format!("{what}: the method's execution-time budget is spent ({said})"),
             },
             "invalid_token" => {
                 return Answer::TokenInvalid(format!(
@@ -291,9 +356,11 @@ fn interpret(reply: &Reply) -> Answer {
             },
             // The system errors any method may answer
             // (https://apidocs.bitrix24.com/error-codes.html).
-            // rate limit: the portal blocked REST calls for overload.
-            "OVERLOAD_LIMIT" => DeliveryOutcome::RetryLater {
+            // The portal blocked REST calls for overload: the whole
+            // account slows down, not only this message.
+            "OVERLOAD_LIMIT" => DeliveryOutcome::Throttled {
                 after: Some(reply.retry_after.unwrap_or(OVERLOAD_WAIT)),
+                limit: crate::providers::RateLimited::Account,
                 reason: format!("{what}: the portal blocked REST calls for overload ({said})"),
             },
             "INTERNAL_SERVER_ERROR" | "ERROR_UNEXPECTED_ANSWER" => DeliveryOutcome::RetryLater {
@@ -384,10 +451,18 @@ fn interpret(reply: &Reply) -> Answer {
         401 => DeliveryOutcome::CredentialsExpired {
             reason: format!("{what}: HTTP 401: {}", reply.snippet()),
         },
-        _ if reply.is_transient() => DeliveryOutcome::RetryLater {
-            after: reply.retry_after,
-            reason: format!("{what}: HTTP {}: {}", reply.status, reply.snippet()),
+        // A 503 with no readable body is the portal's rate limit too, as
+        // its documentation has it.
+        503 => DeliveryOutcome::Throttled {
+            after: Some(reply.retry_after.unwrap_or(QUERY_LIMIT_WAIT)),
+            limit: crate::providers::RateLimited::Account,
+            reason: format!("{what}: HTTP 503: {}", reply.snippet()),
         },
+        _ if reply.is_transient() => reply.transient(format!(
+            "{what}: HTTP {}: {}",
+            reply.status,
+            reply.snippet()
+        )),
         s => DeliveryOutcome::Rejected {
             code: format!("http-{s}"),
             reason: format!(
@@ -480,14 +555,37 @@ impl Provider for Bitrix24 {
     }
 
     fn default_throttle(&self, _endpoint: &str) -> ThrottleSpec {
-        // The portal's leaky bucket: drains about 2 requests a second, holds
-        // 50 (5/s and 250 on Enterprise, set with `throttle`).
         ThrottleSpec {
-            limits: vec![Limit::LeakyBucket {
-                per_second: 2.0,
-                burst: 50,
-            }],
+            limits: vec![
+                // The portal's leaky bucket, shared by every method: drains
+                // 2 requests a second, holds 50 (5/s and 250 on Enterprise,
+                // set with `throttle`); over it, HTTP 503
+                // QUERY_LIMIT_EXCEEDED (apidocs.bitrix24.com/settings/
+                // performance/limits.html). `im.message.add` is the only
+                // portal method botbox calls, so this endpoint's throttle
+                // is the account's whole ceiling.
+                Limit::LeakyBucket {
+                    per_second: 2.0,
+                    burst: 50,
+                },
+                // The method's execution time, summed over 10 minutes from
+                // each answer's `time.operating`: past 480 s the method is
+                // blocked (HTTP 429 OPERATION_TIME_LIMIT;
+                // helpdesk.bitrix24.com/open/15961972,
+                // training.bitrix24.com/rest_help/rest_sum/operating.php).
+                Limit::Budget {
+                    seconds: 480,
+                    period_ms: 600_000,
+                },
+            ],
         }
+    }
+
+    fn take_reported_cost(&self, _endpoint: &str) -> Option<Duration> {
+        let ms = self
+            .operating_ms
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     fn requests(&self, channel: &ChannelConfig, message: &Message) -> usize {

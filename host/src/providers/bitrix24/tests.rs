@@ -22,6 +22,7 @@ fn webhook_provider(base: &str) -> Bitrix24 {
             code: Secret::new(CODE.into()),
         },
         http: reqwest::Client::new(),
+        operating_ms: Default::default(),
     }
 }
 
@@ -48,6 +49,7 @@ fn oauth_provider(base: &str, token_url: String, access: &str) -> (Bitrix24, tem
             ),
         })),
         http: reqwest::Client::new(),
+        operating_ms: Default::default(),
     };
     (provider, dir)
 }
@@ -234,10 +236,16 @@ fn dialog_targets_are_checked() {
     assert_eq!(p.endpoint(&dialogs(&["1"])), "rest");
     assert_eq!(
         p.default_throttle("rest").limits,
-        vec![Limit::LeakyBucket {
-            per_second: 2.0,
-            burst: 50
-        }]
+        vec![
+            Limit::LeakyBucket {
+                per_second: 2.0,
+                burst: 50
+            },
+            Limit::Budget {
+                seconds: 480,
+                period_ms: 600_000
+            }
+        ]
     );
 }
 
@@ -382,11 +390,24 @@ fn every_documented_error_is_rejected_with_code_and_description() {
 fn limits_auth_errors_and_server_errors() {
     assert_eq!(
         error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"),
-        Answer::Done(DeliveryOutcome::RetryLater {
+        Answer::Done(DeliveryOutcome::Throttled {
             after: Some(Duration::from_secs(1)),
+            limit: crate::providers::RateLimited::Account,
             reason: "bitrix24 im.message.add: the portal's request limit was exceeded (QUERY_LIMIT_EXCEEDED: Too many requests)".into(),
         })
     );
+    // The method's execution-time budget (480 s per 10 minutes) is spent.
+    assert!(matches!(
+        error(
+            429,
+            "OPERATION_TIME_LIMIT",
+            "Method is blocked due to operation time limit."
+        ),
+        Answer::Done(DeliveryOutcome::Throttled {
+            limit: crate::providers::RateLimited::Endpoint,
+            ..
+        })
+    ));
     assert!(matches!(
         error(
             401,
@@ -421,12 +442,29 @@ fn limits_auth_errors_and_server_errors() {
         error(400, "ERROR_METHOD_NOT_FOUND", "x"),
         Answer::Done(DeliveryOutcome::Rejected { code, .. }) if code == "ERROR_METHOD_NOT_FOUND"
     ));
-    for status in [500, 502, 503, 504, 429] {
+    for status in [500, 502, 504] {
         assert!(matches!(
             interpret(&reply(status, "<html>")),
             Answer::Done(DeliveryOutcome::RetryLater { .. })
         ));
     }
+    // A bare 503 is the portal's request limit ("status 503 with the error
+    // code QUERY_LIMIT_EXCEEDED"), a 429 a method's blocked budget or a
+    // gateway's limit: both "too fast".
+    assert!(matches!(
+        interpret(&reply(503, "<html>")),
+        Answer::Done(DeliveryOutcome::Throttled {
+            limit: crate::providers::RateLimited::Account,
+            ..
+        })
+    ));
+    assert!(matches!(
+        interpret(&reply(429, "<html>")),
+        Answer::Done(DeliveryOutcome::Throttled {
+            limit: crate::providers::RateLimited::Endpoint,
+            ..
+        })
+    ));
     assert!(matches!(
         interpret(&reply(401, "<html>")),
         Answer::Done(DeliveryOutcome::CredentialsExpired { .. })
@@ -651,12 +689,26 @@ async fn a_token_answer_that_is_no_token_is_neither_used_nor_stored() {
 /// before is a rejection with them, escaped and bounded.
 #[test]
 fn the_system_errors_say_what_went_wrong() {
+    // Overload blocks the portal's REST calls: the account slows down.
+    let Answer::Done(DeliveryOutcome::Throttled {
+        after,
+        limit,
+        reason,
+    }) = error(503, "OVERLOAD_LIMIT", "portal says")
+    else {
+        panic!("OVERLOAD_LIMIT")
+    };
+    assert_eq!(after, Some(Duration::from_secs(60)));
+    assert_eq!(limit, crate::providers::RateLimited::Account);
+    assert!(
+        reason.contains("overload") && reason.contains("portal says"),
+        "{reason}"
+    );
     for (status, code, words) in [
-        (503, "OVERLOAD_LIMIT", "overload"),
         (500, "INTERNAL_SERVER_ERROR", "internally"),
         (500, "ERROR_UNEXPECTED_ANSWER", "internally"),
     ] {
-        let Answer::Done(DeliveryOutcome::RetryLater { after, reason }) =
+        let Answer::Done(DeliveryOutcome::RetryLater { reason, .. }) =
             error(status, code, "portal says")
         else {
             panic!("{code}")
@@ -665,9 +717,6 @@ fn the_system_errors_say_what_went_wrong() {
             reason.contains(words) && reason.contains("portal says"),
             "{reason}"
         );
-        if code == "OVERLOAD_LIMIT" {
-            assert_eq!(after, Some(Duration::from_secs(60)));
-        }
     }
     for (status, code, words) in [
         (403, "ACCESS_DENIED", "commercial plans"),
@@ -743,4 +792,21 @@ async fn a_refused_client_names_the_client_settings() {
     for secret in [CLIENT_SECRET, "r1", "a1"] {
         assert!(!reason.contains(secret), "{secret} in {reason}");
     }
+}
+
+#[test]
+fn each_answer_reports_its_execution_time() {
+    let ok = br#"{"result": 11, "time": {"start": 1, "finish": 2, "operating": 1.25, "operating_reset_at": 1700000600}}"#;
+    assert_eq!(super::reported_operating_ms(ok), Some(1250));
+    // Hostile or missing figures are ignored or capped, never a panic.
+    assert_eq!(super::reported_operating_ms(br#"{"result": 1}"#), None);
+    assert_eq!(
+        super::reported_operating_ms(br#"{"time": {"operating": -3}}"#),
+        None
+    );
+    assert_eq!(
+        super::reported_operating_ms(br#"{"time": {"operating": 1e300}}"#),
+        Some(600_000)
+    );
+    assert_eq!(super::reported_operating_ms(b"<html>"), None);
 }

@@ -31,6 +31,10 @@ pub enum Target {
 }
 
 impl Target {
+    /// The broadcast of an older config's string target. Channels read
+    /// theirs through `providers::target`; the tests and the fuzz entry
+    /// point name broadcasts this way.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn parse(name: &str) -> Option<Target> {
         match name {
             "all-users" => Some(Target::AllUsers),

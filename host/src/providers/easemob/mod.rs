@@ -21,7 +21,8 @@ use serde::Deserialize;
 use self::body::{
     MAX_BODY_BYTES, MAX_USER_ID_BYTES, ReplyKind, Target, priority_name, reply_body, request_body,
 };
-use super::common::{self, Options, Reply, unix_now};
+use super::common::{self, CopiedUrl, Options, Reply, unix_now, write_url};
+use super::target::{self, Form, Forms};
 use super::{ALL_CONTENT_KINDS, ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::providers::limits::ThrottleSpec;
@@ -77,22 +78,92 @@ fn is_path_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// What an Easemob channel may target: the three broadcasts. The plain
+/// strings older configs used still read.
+const TARGETS: Forms = Forms {
+    provider: "an easemob channel",
+    forms: &[
+        Form::Every {
+            kind: "users",
+            scope: "all",
+            aliases: &[],
+            reaches: "every user of the app, with /messages/broadcast",
+        },
+        Form::Every {
+            kind: "users",
+            scope: "online",
+            aliases: &[],
+            reaches: "the users online, with /messages/users/broadcast",
+        },
+        Form::Every {
+            kind: "chatrooms",
+            scope: "all",
+            aliases: &[],
+            reaches: "every active chat room, with /messages/chatrooms/broadcast",
+        },
+    ],
+    default: None,
+    legacy: &[("all-users", 0), ("online-users", 1), ("chatrooms", 2)],
+};
+
+/// The REST host, and the org and app when the URL names them, from what
+/// an operator copies: the host the console's app overview shows
+/// (`https://a1.easemob.com`), or a request URL's base
+/// (`https://a1.easemob.com/{org}/{app}`), with or without a trailing
+/// slash. Every request is `https://{host}/{org_name}/{app_name}/…`
+/// (<https://doc.easemob.com/document/server-side/overview.html>).
+pub(crate) fn rest_host(url: &CopiedUrl) -> Result<(String, Option<(String, String)>), String> {
+    let with_names = || format!("{}/{{org}}/{{app}}", url.origin);
+    match url.parts().as_slice() {
+        [] => Ok((url.origin.clone(), None)),
+        [org, app] if is_path_name(org) && is_path_name(app) => {
+            Ok((url.origin.clone(), Some((org.to_string(), app.to_string()))))
+        }
+        [org, app, ..] if is_path_name(org) && is_path_name(app) => Err(format!(
+            "goes past the app's address; botbox adds each API path (/token, /messages/…) \
+             itself: {}",
+            write_url(&url.join(&[org, app]))
+        )),
+        _ => Err(format!(
+            "is not an Easemob REST address: write url = \"{}\" with org and app, or url = \
+             \"{}\"",
+            url.origin,
+            with_names()
+        )),
+    }
+}
+
 /// Config problems as (channel key, message).
 type Problems = Vec<(&'static str, String)>;
 
 /// A channel's settings: who it reaches and its default priority.
 fn channel_settings(channel: &ChannelConfig) -> Result<(Target, Option<String>), Problems> {
     let mut problems: Problems = Vec::new();
-    let target = match &channel.target {
-        Some(toml::Value::String(s)) => Target::parse(s),
-        _ => None,
+    let target = match TARGETS.parse(channel.target.as_ref()) {
+        Ok(target::Target::Every {
+            kind: "users",
+            scope: "all",
+        }) => Ok(Target::AllUsers),
+        Ok(target::Target::Every {
+            kind: "users",
+            scope: "online",
+        }) => Ok(Target::OnlineUsers),
+        Ok(target::Target::Every {
+            kind: "chatrooms",
+            scope: "all",
+        }) => Ok(Target::Chatrooms),
+        // `TARGETS` has no other form; should one be added, it is refused
+        // here until a broadcast is chosen for it.
+        Ok(other) => Err(format!("{other:?} has no Easemob broadcast")),
+        Err(message) => Err(message),
     };
-    if target.is_none() {
-        problems.push((
-            "target",
-            "must be \"all-users\", \"online-users\" or \"chatrooms\"".to_string(),
-        ));
-    }
+    let target = match target {
+        Ok(target) => Some(target),
+        Err(message) => {
+            problems.push(("target", message));
+            None
+        }
+    };
     let priority = match channel.options.get("priority") {
         None => None,
         Some(toml::Value::String(p)) if matches!(p.as_str(), "high" | "normal" | "low") => {
@@ -197,9 +268,28 @@ impl Easemob {
                 common::ALLOW_PLAINTEXT,
             ],
         );
-        let url = o.base_url("url");
-        let path_part = |o: &mut Options, field: &str| {
-            let value = o.string(field, true)?;
+        // The org and app may come with the URL; then the keys are optional.
+        let mut named: Option<(String, String)> = None;
+        let url = o.api_url("url", |url| {
+            let (host, names) = rest_host(url)?;
+            named = names;
+            Ok(host)
+        });
+        let path_part = |o: &mut Options, field: &str, in_url: Option<&str>| {
+            let value = match (o.string(field, in_url.is_none()), in_url) {
+                (None, in_url) => return in_url.map(str::to_owned),
+                (Some(value), Some(in_url)) if value != in_url => {
+                    o.issue(
+                        field,
+                        format!(
+                            "is not the {field} the url names (`{in_url}`); remove {field} or \
+                             make the two agree"
+                        ),
+                    );
+                    return None;
+                }
+                (Some(value), _) => value,
+            };
             if is_path_name(&value) {
                 Some(value)
             } else {
@@ -210,8 +300,12 @@ impl Easemob {
                 None
             }
         };
-        let org = path_part(&mut o, "org");
-        let app = path_part(&mut o, "app");
+        let (org_in_url, app_in_url) = match &named {
+            Some((org, app)) => (Some(org.as_str()), Some(app.as_str())),
+            None => (None, None),
+        };
+        let org = path_part(&mut o, "org", org_in_url);
+        let app = path_part(&mut o, "app", app_in_url);
         let client_id = o.secret("client_id", true, &context.base_dir);
         let client_secret = o.secret("client_secret", true, &context.base_dir);
         match (url, org, app, client_id, client_secret) {
@@ -383,8 +477,9 @@ fn interpret(route: Route, reply: &Reply, now_unix: u64) -> DeliveryOutcome {
         .map(common::provider_code)
         .unwrap_or_else(|| format!("http-{}", reply.status));
     match reply.status {
-        429 => DeliveryOutcome::RetryLater {
+        429 => DeliveryOutcome::Throttled {
             after: Some(reply.retry_after.unwrap_or(route.window)),
+            limit: crate::providers::RateLimited::Endpoint,
             reason: format!("{what}: rate limited (HTTP 429): {said}"),
         },
         403 if e
@@ -568,14 +663,30 @@ impl Provider for Easemob {
         }
     }
 
+    fn key_throttle(&self, endpoint: &str) -> Option<ThrottleSpec> {
+        // A room drops messages past 20 a second ("每秒发送的消息数量默认
+        // 超过 20 条，则会触发消息丢弃逻辑"): each room has its own 20.
+        (endpoint == "chatroom-messages").then(|| ThrottleSpec::windows(&[(20, 1000)]))
+    }
+
+    fn throttle_key(&self, endpoint: &str, part: &Part) -> Option<String> {
+        // A reply's room is its `reply-to` (`room:{id}`).
+        if endpoint == "chatroom-messages" {
+            part.message.reply_to.clone()
+        } else {
+            None
+        }
+    }
+
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         const MIN: u64 = 60_000;
         const DAY: u64 = 24 * 60 * MIN;
         match endpoint {
-            // 100 calls a second for the app, and a room drops messages
-            // past 20 a second ("每秒发送的消息数量默认超过 20 条，则会触发
-            // 消息丢弃逻辑"): 20 a second loses none in any one room.
-            "chatroom-messages" => ThrottleSpec::windows(&[(20, 1000)]),
+            // 100 calls (and messages) a second for the app ("发送聊天室消息
+            // … 100 条/秒 - 100 次/秒", Restful API 调用频率限制,
+            // https://doc.easemob.com/document/server-side/limitationapi.html).
+            // Each room's own 20 a second is `key_throttle`.
+            "chatroom-messages" => ThrottleSpec::windows(&[(100, 1000)]),
             // 20 calls a second ("20 次/秒").
             "chatgroup-messages" => ThrottleSpec::windows(&[(20, 1000)]),
             // 100 calls a second, 6,000 messages a minute.

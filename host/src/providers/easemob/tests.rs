@@ -251,10 +251,20 @@ async fn a_reply_goes_to_its_room_with_the_message_api() {
             "chatroom_msg_level": "high"
         })
     );
+    // 100 a second for the app, and each room its own 20.
     assert_eq!(
         p.default_throttle("chatroom-messages"),
-        ThrottleSpec::windows(&[(20, 1000)])
+        ThrottleSpec::windows(&[(100, 1000)])
     );
+    assert_eq!(
+        p.key_throttle("chatroom-messages"),
+        Some(ThrottleSpec::windows(&[(20, 1000)]))
+    );
+    assert_eq!(
+        p.throttle_key("chatroom-messages", &parts[0]).as_deref(),
+        m.reply_to.as_deref()
+    );
+    assert_eq!(p.key_throttle("user-messages"), None);
 }
 
 #[test]
@@ -303,7 +313,11 @@ fn rate_limits_wait_for_the_endpoint_window() {
         (Target::OnlineUsers, 60),
         (Target::Chatrooms, 1),
     ] {
-        let DeliveryOutcome::RetryLater { after, reason } = interpret(t.route(), &limited, 0)
+        let DeliveryOutcome::Throttled {
+            after,
+            limit: crate::providers::RateLimited::Endpoint,
+            reason,
+        } = interpret(t.route(), &limited, 0)
         else {
             panic!()
         };
@@ -314,7 +328,7 @@ fn rate_limits_wait_for_the_endpoint_window() {
     with_header.retry_after = Some(Duration::from_secs(42));
     assert!(matches!(
         interpret(Target::AllUsers.route(), &with_header, 0),
-        DeliveryOutcome::RetryLater { after: Some(d), .. } if d == Duration::from_secs(42)
+        DeliveryOutcome::Throttled { after: Some(d), .. } if d == Duration::from_secs(42)
     ));
 }
 

@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 use self::body::{MAX_MSG_BODY_BYTES, merged_msg_body, msg_body, request_body};
 use self::codes::Meaning;
-use super::common::{self, Options, Reply, form_query, unix_now};
+use super::common::{self, CopiedUrl, Options, Reply, form_query, unix_now, write_url};
+use super::target::{Form, Forms};
 use super::{ChannelRules, DeliveryOutcome, Part, Provider, ProviderContext};
 use crate::config::{ChannelConfig, ConfigIssue, Secret};
 use crate::providers::limits::ThrottleSpec;
@@ -148,6 +149,47 @@ fn is_account_id(id: &str) -> bool {
         && id.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
+/// The REST API's domain from what an operator copies: the app's region
+/// domain (`https://adminapisgp.im.qcloud.com`), with or without the `/v4`
+/// every command's path starts with. The domains and the URL format:
+/// <https://www.tencentcloud.com/document/product/1047/34620>.
+pub(crate) fn api_base(url: &CopiedUrl) -> Result<String, String> {
+    const DOMAINS: &str = "https://console.tim.qq.com (China), https://adminapisgp.im.qcloud.com \
+         (Singapore), or the domain of the app's region in the REST API docs";
+    if url.host == "tencentcloudapi.com" || url.host.ends_with(".tencentcloudapi.com") {
+        return Err(format!(
+            "is the Tencent Cloud API 3.0 (signed with a SecretId and SecretKey), not the Chat \
+             REST API botbox calls with a UserSig: write url = {DOMAINS}"
+        ));
+    }
+    match url.parts().as_slice() {
+        [] | ["v4"] => Ok(url.origin.clone()),
+        ["v4", ..] => Err(format!(
+            "names a REST command; botbox adds each command's /v4/… path itself: {}",
+            write_url(&url.origin)
+        )),
+        _ => Err(format!(
+            "is not a Chat REST API address (the region domain, optionally with /v4): {}, \
+             if that is the app's region domain ({DOMAINS})",
+            write_url(&url.origin)
+        )),
+    }
+}
+
+/// What a Tencent channel may target: the broadcast reaches every
+/// audio-video group, so a channel has one target, and it is the default.
+const TARGETS: Forms = Forms {
+    provider: "a tencent channel",
+    forms: &[Form::Every {
+        kind: "groups",
+        scope: "all",
+        aliases: &[],
+        reaches: "every audio-video group, with send_broadcast_msg",
+    }],
+    default: Some(0),
+    legacy: &[],
+};
+
 impl Tencent {
     /// Builds the provider from its `[providers.NAME]` options (`key` is
     /// `providers.NAME`), reporting every problem with its key.
@@ -168,7 +210,7 @@ impl Tencent {
                 common::ALLOW_PLAINTEXT,
             ],
         );
-        let base = o.base_url("url");
+        let base = o.api_url("url", api_base);
         let sdkappid = o.integer("sdkappid", true, 1, u32::MAX as i64);
         let identifier = o.string("identifier", true);
         if let Some(id) = &identifier
@@ -281,10 +323,11 @@ fn interpret(api: Api, reply: &Reply) -> Answer {
     let what = api.what();
     if !(200..300).contains(&reply.status) {
         return Answer::Done(if reply.is_transient() {
-            DeliveryOutcome::RetryLater {
-                after: reply.retry_after,
-                reason: format!("{what}: HTTP {}: {}", reply.status, reply.snippet()),
-            }
+            reply.transient(format!(
+                "{what}: HTTP {}: {}",
+                reply.status,
+                reply.snippet()
+            ))
         } else {
             DeliveryOutcome::Rejected {
                 code: format!("http-{}", reply.status),
@@ -336,10 +379,18 @@ fn interpret(api: Api, reply: &Reply) -> Answer {
             after: None,
             reason: why(words),
         },
-        // rate limit: Tencent's frequency codes say nothing of when; a
-        // second is the window of every per-second limit they guard.
-        Meaning::RateLimited(words) => DeliveryOutcome::RetryLater {
+        // Tencent's frequency codes say nothing of when; a second is the
+        // window of every per-second limit they guard. 10023 on
+        // send_group_msg is the group's own 40 per second; the others are
+        // the command's or the app's call limit. The endpoint slows down
+        // (`Throttled`), not only this message.
+        Meaning::RateLimited(words) => DeliveryOutcome::Throttled {
             after: Some(Duration::from_secs(1)),
+            limit: if api == GROUP && code == 10023 {
+                crate::providers::RateLimited::Key
+            } else {
+                crate::providers::RateLimited::Endpoint
+            },
             reason: why(words),
         },
         Meaning::Credentials(words) => DeliveryOutcome::CredentialsExpired { reason: why(words) },
@@ -367,10 +418,10 @@ impl Provider for Tencent {
                 message: "must be true or false".into(),
             });
         }
-        if channel.target.is_some() {
+        if let Err(message) = TARGETS.parse(channel.target.as_ref()) {
             issues.push(ConfigIssue {
                 key: format!("{prefix}.target"),
-                message: "a tencent channel has no target: send_broadcast_msg reaches every audio-video group; remove it".into(),
+                message,
             });
         }
         if let Some(sender) = &channel.default_sender
@@ -454,11 +505,17 @@ impl Provider for Tencent {
 
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         if endpoint == GROUP.endpoint {
-            // "Up to 40 messages can be sent per second per group" (Use
-            // Limits); the API itself takes more calls than that, so the
-            // per-group ceiling, applied to all groups together, is the
-            // limit no pattern of replies can break.
-            return ThrottleSpec::windows(&[(40, 1000)]);
+            // The command's own ceiling for the whole app: 200 calls a
+            // second. Tencent limits REST calls per app and command; its
+            // `Alert.RequestOverLimit` callback reports a command's QPS
+            // `Limit` (200 in its example,
+            // https://tencentcloud.com/zh/document/product/1047/60256), and
+            // the simulator models send_group_msg at 200. The API page
+            // (https://tencentcloud.com/document/product/1047/34959) was
+            // not readable here to confirm the figure; an operator changes
+            // it with `throttle = { send_group_msg = [...] }`.
+            // Each group's own 40 per second is `key_throttle`.
+            return ThrottleSpec::windows(&[(200, 1000)]);
         }
         if endpoint == C2C.endpoint {
             // "Maximum call frequency: 200 queries/sec" for the app
@@ -468,6 +525,23 @@ impl Provider for Tencent {
         // "Maximum call frequency: 1 times/second" (5/s on higher plans,
         // which an operator sets with `throttle`).
         ThrottleSpec::windows(&[(1, 1000)])
+    }
+
+    fn key_throttle(&self, endpoint: &str) -> Option<ThrottleSpec> {
+        // "Up to 40 messages can be sent per second per group (regardless
+        // of the group type, and this limit applies to each group
+        // separately)": Use Limits,
+        // https://www.tencentcloud.com/document/product/1047/34381.
+        (endpoint == GROUP.endpoint).then(|| ThrottleSpec::windows(&[(40, 1000)]))
+    }
+
+    fn throttle_key(&self, endpoint: &str, part: &Part) -> Option<String> {
+        // A reply's group is its `reply-to`.
+        if endpoint == GROUP.endpoint {
+            part.message.reply_to.clone()
+        } else {
+            None
+        }
     }
 
     async fn plan(

@@ -222,7 +222,24 @@ fn ok_is_delivered_with_msg_seq() {
 fn each_documented_code_has_its_outcome() {
     assert!(matches!(
         fail(10023, "too frequent"),
-        Answer::Done(DeliveryOutcome::RetryLater { after: Some(d), .. }) if d == Duration::from_secs(1)
+        Answer::Done(DeliveryOutcome::Throttled {
+            after: Some(d),
+            limit: crate::providers::RateLimited::Endpoint,
+            ..
+        }) if d == Duration::from_secs(1)
+    ));
+    // On send_group_msg, 10023 is the group's own 40 a second.
+    let group_limited = reply(
+        200,
+        &serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": 10023, "ErrorInfo": "freq"})
+            .to_string(),
+    );
+    assert!(matches!(
+        interpret(GROUP, &group_limited),
+        Answer::Done(DeliveryOutcome::Throttled {
+            limit: crate::providers::RateLimited::Key,
+            ..
+        })
     ));
     assert!(matches!(
         fail(10002, "internal"),
@@ -284,12 +301,17 @@ fn usersig_errors_are_credentials_problems_with_distinct_reasons() {
 
 #[test]
 fn http_errors_and_garbage() {
-    for status in [500, 502, 503, 429] {
+    for status in [500, 502, 503] {
         assert!(matches!(
             interpret(BROADCAST, &reply(status, "<html>")),
             Answer::Done(DeliveryOutcome::RetryLater { .. })
         ));
     }
+    // A gateway's 429 is "too fast" too.
+    assert!(matches!(
+        interpret(BROADCAST, &reply(429, "<html>")),
+        Answer::Done(DeliveryOutcome::Throttled { .. })
+    ));
     assert!(matches!(
         interpret(BROADCAST, &reply(404, "not found")),
         Answer::Done(DeliveryOutcome::Rejected { code, .. }) if code == "http-404"
@@ -436,11 +458,21 @@ async fn a_reply_goes_to_its_group_with_send_group_msg_and_its_own_throttle() {
     m.reply_to = Some("@TGS#lobby".into());
     assert_eq!(p.route(&c, &m), "send_group_msg");
     assert_eq!(p.reply_endpoints(&c), &["send_group_msg", "sendmsg"]);
+    // The command's 200 a second for the app, and each group its own 40.
     assert_eq!(
         p.default_throttle("send_group_msg"),
-        ThrottleSpec::windows(&[(40, 1000)])
+        ThrottleSpec::windows(&[(200, 1000)])
     );
+    assert_eq!(
+        p.key_throttle("send_group_msg"),
+        Some(ThrottleSpec::windows(&[(40, 1000)]))
+    );
+    assert_eq!(p.key_throttle("send_broadcast_msg"), None);
     let parts = p.plan("live", &c, &m).await.unwrap();
+    assert_eq!(
+        p.throttle_key("send_group_msg", &parts[0]).as_deref(),
+        Some("@TGS#lobby")
+    );
     let outcome = p.send(&c, &parts[0]).await;
     assert_eq!(
         outcome,
