@@ -21,6 +21,7 @@ const BOXES: &[&str] = &[
     "events",
     "config",
     "distribution",
+    "telemetry",
     "storage",
     "providers",
     "delivery",

@@ -687,6 +687,7 @@ fn finished(app: &App, plugin: &str, id: &str, finished_ms: u64) {
         planned: false,
         last_error: None,
         finished_ms: None,
+        traceparent: None,
     };
     let outbox = app.delivery.outbox();
     outbox.insert(&record).unwrap();

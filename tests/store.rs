@@ -155,6 +155,7 @@ fn rec(id: &str, plugin: &str, created: u64, key: Option<&str>) -> OutboxRecord 
         planned: false,
         last_error: None,
         finished_ms: None,
+        traceparent: None,
     }
 }
 
@@ -180,6 +181,7 @@ fn record(id: &str, created: u64) -> OutboxRecord {
         planned: false,
         last_error: None,
         finished_ms: None,
+        traceparent: None,
     }
 }
 

@@ -1555,10 +1555,7 @@ async fn admin_endpoints_show_the_throttle_the_queue_and_the_last_refusal() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let endpoint = bitrix(&refused);
-    assert_eq!(
-        endpoint["last_refusal"]["outcome"], "too-fast",
-        "{refused}"
-    );
+    assert_eq!(endpoint["last_refusal"]["outcome"], "too-fast", "{refused}");
     assert!(
         endpoint["last_refusal"]["at_ms"].as_u64().unwrap() <= refused["now_ms"].as_u64().unwrap(),
         "{refused}"

@@ -30,5 +30,6 @@ pub mod router;
 pub mod runtime;
 pub mod sanitize;
 pub mod storage;
+pub mod telemetry;
 pub mod triggers;
 pub mod wit;

@@ -303,6 +303,74 @@ fn throughput(host: &BotboxHost, workers: usize, window: Duration) -> f64 {
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The process's log as the binary sets it up: the log at `info` and the
+/// trace layer, idle until `[telemetry]` starts it. The rows without
+/// telemetry are measured with it in place, as `botbox run` has it.
+pub fn install_subscriber() {
+    use tracing_subscriber::prelude::*;
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_filter(tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(log)
+        .with(botbox::telemetry::layer())
+        .init();
+}
+
+/// A collector that takes OTLP/HTTP exports and drops them, on loopback,
+/// on a thread of its own; returns its base URL.
+fn null_collector() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("collector address")
+    );
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = current_thread();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("collector listener");
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(|_: axum::body::Bytes| async { Vec::<u8>::new() }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    url
+}
+
+/// The same dispatch with `[telemetry]` exporting every span (sample ratio
+/// 1.0) to a collector on loopback; telemetry is off again afterwards.
+fn telemetry_on(
+    rt: &tokio::runtime::Runtime,
+    host: &BotboxHost,
+    event: &Event,
+    budget: &Budget,
+) -> Stats {
+    let config = botbox::config::TelemetryConfig {
+        otlp_endpoint: null_collector(),
+        protocol: botbox::config::OtlpProtocol::HttpProtobuf,
+        service_name: "botbox-bench".into(),
+        sample_ratio: 1.0,
+    };
+    let telemetry = botbox::telemetry::start(&config).expect("telemetry starts");
+    let runtime: &Runtime = &host.runtime;
+    let plugin = &host.plugins[0];
+    let stats = rt.block_on(measure(
+        move || async move {
+            // A trigger's span, as the admin API and webhooks open one.
+            let span = tracing::debug_span!(target: "botbox::bench", "admin event");
+            tracing::Instrument::instrument(runtime.dispatch_to(plugin, event), span)
+                .await
+                .expect("botbox dispatch");
+        },
+        budget,
+    ));
+    rt.block_on(telemetry.shutdown());
+    stats
+}
+
 pub struct ExtismFigures {
     pub version: String,
     pub reused: Stats,
@@ -416,6 +484,18 @@ pub fn run(report: &mut Report, budget: &Budget) {
     report.target(
         format!("≤ 1.5x bare p50 (is {ratio:.2}x); ≥ 50,000/s on one core"),
         ratio <= 1.5 && botbox.per_second >= 50_000.0,
+    );
+    let traced = telemetry_on(&rt, &host, &event, budget);
+    report.add(
+        SECTION,
+        "dispatch, telemetry on: every span exported over OTLP to a loopback collector",
+        traced.per_second,
+        "events/s",
+        format!(
+            "{}; p50 {:.2}x telemetry off",
+            detail(&traced, &bare_stats),
+            traced.p50_us / botbox.p50_us
+        ),
     );
     report.add(
         SECTION,

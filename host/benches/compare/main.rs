@@ -81,6 +81,7 @@ fn main() {
         }
     };
 
+    dispatch::install_subscriber();
     let mut report = Report::default();
     let machine = machine();
     eprintln!("machine: {machine}");

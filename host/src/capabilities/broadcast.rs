@@ -387,7 +387,11 @@ impl Ctx<'_, BroadcastSlice> {
         let delivery = self.slice.delivery.clone();
         let name = self.plugin.name.clone();
         let channel_name = channel.name.clone();
+        // The blocking thread does not inherit the span; the outbox row
+        // keeps the trace it is entered in.
+        let span = tracing::Span::current();
         let accept = tokio::task::spawn_blocking(move || {
+            let _in_trace = span.enter();
             crate::delivery::store::postgres::with_deadline(deadline, || {
                 delivery.accept(&name, &channel, message)
             })
@@ -432,10 +436,15 @@ impl Host for Ctx<'_, BroadcastSlice> {
         &mut self,
         msg: Message,
     ) -> wasmtime::Result<Result<crate::wit::types::Receipt, BroadcastError>> {
+        let span = tracing::debug_span!(
+            "send-broadcast",
+            plugin = %self.plugin.name,
+            channel = %crate::sanitize::for_log(&msg.channel, 64),
+        );
         // The channel is copied only when someone collects (the admin API):
         // this is on the path of every broadcast.
         let collected = SentLog::active().then(|| crate::sanitize::for_log(&msg.channel, 64));
-        let outcome = self.send(msg).await;
+        let outcome = tracing::Instrument::instrument(self.send(msg), span).await;
         if let Some(channel) = collected {
             SentLog::record(channel, &outcome);
         }

@@ -119,12 +119,26 @@ impl LogSink {
         self.written.fetch_add(1, Ordering::Relaxed);
         let message = sanitize::for_log(raw, MAX_LOG_LINE_CHARS);
         let plugin = &self.plugin;
+        // Inside a recorded trace, the line names its trace and span.
+        let ids = crate::telemetry::current_ids();
+        let trace_id = ids.as_ref().map(|(trace, _)| trace.as_str());
+        let span_id = ids.as_ref().map(|(_, span)| span.as_str());
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin = %plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin = %plugin, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin = %plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin = %plugin, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin = %plugin, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", plugin = %plugin, trace_id, span_id, "{message}")
+            }
         }
         let _ = self.observers.send(LogRecord {
             plugin: self.plugin.clone(),

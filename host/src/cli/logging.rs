@@ -25,6 +25,7 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::{Cli, log_directives, log_filter};
@@ -82,15 +83,22 @@ pub fn init(cli: &Cli) -> Result<(), UnknownLogFormat> {
         Ok(filter) => (filter, None),
         Err(e) => (EnvFilter::new(log_filter(cli)), Some(e)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // The filter is the log's own (per layer), so the trace layer, idle
+    // until `[telemetry]` starts it, picks its spans by itself.
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(colour()).init(),
-        LogFormat::Json => builder
-            .with_ansi(false)
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines)
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(log.with_ansi(colour()).with_filter(filter))
+            .with(crate::telemetry::layer())
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                log.with_ansi(false)
+                    .fmt_fields(JsonFields::new())
+                    .event_format(JsonLines)
+                    .with_filter(filter),
+            )
+            .with(crate::telemetry::layer())
             .init(),
     }
     if let Some(e) = refused {

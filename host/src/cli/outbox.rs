@@ -214,6 +214,7 @@ mod tests {
                 planned: true,
                 last_error: Some("room-3: meetingNotFound".into()),
                 finished_ms: Some(9_000),
+                traceparent: None,
             },
             attempts,
             merged_into: None,

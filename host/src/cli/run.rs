@@ -49,6 +49,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
     };
     let reload = config.runtime.reload && !args.no_reload;
+    let telemetry = match &config.telemetry {
+        Some(settings) => Some(crate::telemetry::start(settings)?),
+        None => None,
+    };
     let supervisor = Supervisor::start(config, config_path, reload).await?;
     let shutdown = async {
         let exit_after = async {
@@ -67,5 +71,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     supervisor.run_until(shutdown).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     Ok(0)
 }

@@ -9,6 +9,7 @@
 mod schedule;
 mod secret;
 mod source;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,7 @@ pub use source::{
     DEFAULT_MAX_BLOB_MB, OCI_SCHEME, OciReference, OciVersion, PluginSource, RegistryAccess,
     Sha256Digest, cached_component,
 };
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 use crate::events::parse_event_kind;
 use crate::wit::types::EventKind;
@@ -114,6 +116,8 @@ pub struct Config {
     /// `[admin]`: the admin API and metrics listener, validated by
     /// [`crate::triggers::admin::AdminSettings::from_config`].
     pub admin: Option<toml::Table>,
+    /// `[telemetry]`: where traces are exported; `None` exports nothing.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 /// `[storage]`: where the host keeps its state.
@@ -291,6 +295,7 @@ struct RawConfig {
     plugins: BTreeMap<String, RawPlugin>,
     webhooks: Option<toml::Table>,
     admin: Option<toml::Table>,
+    telemetry: Option<telemetry::RawTelemetry>,
 }
 
 #[derive(Deserialize, Default)]
@@ -629,6 +634,9 @@ impl Config {
             plugins,
             webhooks: raw.webhooks,
             admin: raw.admin,
+            telemetry: raw
+                .telemetry
+                .and_then(|t| telemetry::validate(t, &mut issue)),
         }
     }
 }

@@ -85,6 +85,13 @@ impl Delivery {
         channel: &Arc<Channel>,
         mut message: Message,
     ) -> Result<Receipt, BroadcastError> {
+        let span = tracing::debug_span!(
+            "outbox accept",
+            plugin,
+            channel = %channel.name,
+            receipt = tracing::field::Empty
+        );
+        let _accepting = span.enter();
         if message.sender.is_none() {
             message.sender = channel.config.default_sender.clone();
         }
@@ -127,6 +134,7 @@ impl Delivery {
             planned: false,
             last_error: None,
             finished_ms: None,
+            traceparent: crate::telemetry::traceparent(),
         };
         let receipt = match self
             .outbox
@@ -141,6 +149,7 @@ impl Delivery {
                 eta_ms: wait,
             },
         };
+        span.record("receipt", receipt.id.as_str());
         endpoint.wake.notify_one();
         // Copies for listeners only when there are any: this is on the path
         // of every broadcast.

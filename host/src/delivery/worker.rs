@@ -146,7 +146,17 @@ impl Delivery {
     }
 
     async fn process(&self, endpoint: &Endpoint, record: OutboxRecord, stop: &CancellationToken) {
-        if let Err(e) = self.try_process(endpoint, &record, stop).await {
+        // Each pass over a message is one span of the trace it was
+        // accepted in, whichever worker or host takes it.
+        let span = tracing::debug_span!(
+            "deliver",
+            endpoint = %endpoint.key,
+            receipt = %record.id,
+            attempts_before = record.attempts,
+        );
+        crate::telemetry::continue_from(&span, record.traceparent.as_deref());
+        let processed = self.try_process(endpoint, &record, stop);
+        if let Err(e) = tracing::Instrument::instrument(processed, span).await {
             tracing::error!(endpoint = %endpoint.key, message = %record.id, "outbox write failed: {e}");
             let _ = self.outbox.requeue(
                 &record.id,
@@ -215,7 +225,9 @@ impl Delivery {
             let asked = std::time::Instant::now();
             // The key the provider counts this request under (a group).
             let scope = endpoint.provider.throttle_key(endpoint.name, &part.part);
-            let stamp = match self.take_slot(endpoint, scope.as_deref(), id, stop).await {
+            let waiting = tracing::debug_span!("throttle wait", endpoint = %endpoint.key);
+            let slot = self.take_slot(endpoint, scope.as_deref(), id, stop);
+            let stamp = match tracing::Instrument::instrument(slot, waiting).await {
                 Slot::Go(stamp) => stamp,
                 Slot::Stopped => {
                     self.outbox.requeue(
@@ -237,7 +249,26 @@ impl Delivery {
                 waited: asked.elapsed(),
             });
             attempts += 1;
-            let outcome = endpoint.provider.send(&channel.config, &part.part).await;
+            // What a request span says: which endpoint, which attempt, how
+            // it ended and how long it took; never its URL, query or body.
+            let request = tracing::debug_span!(
+                "provider request",
+                otel.kind = "client",
+                endpoint = %endpoint.key,
+                attempt = attempts,
+                part = part.index,
+                status = tracing::field::Empty,
+                duration_ms = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let sent_at = std::time::Instant::now();
+            let sending = endpoint.provider.send(&channel.config, &part.part);
+            let outcome = tracing::Instrument::instrument(sending, request.clone()).await;
+            request.record("duration_ms", sent_at.elapsed().as_secs_f64() * 1000.0);
+            request.record("status", outcome_status(&outcome));
+            if !matches!(outcome, DeliveryOutcome::Delivered { .. }) {
+                request.record("otel.status_code", "ERROR");
+            }
             endpoint.note_answer(&outcome, self.clock.now_ms());
             // The request left somewhere between its stamp and now: a
             // starved CPU can hold it well past the stamp. Count it as late
@@ -536,6 +567,19 @@ impl Delivery {
             detail,
         });
         self.reports.notify_one();
+    }
+}
+
+/// A provider answer's kind, for a request span (no provider text: it may
+/// quote the message).
+fn outcome_status(outcome: &DeliveryOutcome) -> &'static str {
+    match outcome {
+        DeliveryOutcome::Delivered { .. } => "delivered",
+        DeliveryOutcome::Rejected { .. } => "rejected",
+        DeliveryOutcome::RetryLater { .. } => "retry_later",
+        DeliveryOutcome::QuotaExhausted { .. } => "quota_exhausted",
+        DeliveryOutcome::Throttled { .. } => "throttled",
+        DeliveryOutcome::CredentialsExpired { .. } => "credentials_expired",
     }
 }
 

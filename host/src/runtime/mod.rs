@@ -538,7 +538,17 @@ impl Runtime {
         }
         plugin.context.slices.before_event(event);
         let started = std::time::Instant::now();
-        let result = self.run_handle(plugin, event).await;
+        let span = tracing::debug_span!(
+            "handle",
+            plugin = %plugin.name,
+            event = event_kind_name(kind),
+            otel.status_code = tracing::field::Empty,
+        );
+        let result =
+            tracing::Instrument::instrument(self.run_handle(plugin, event), span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         let stats = &plugin.stats;
         stats.latency.record(started.elapsed());
         match &result {
@@ -573,7 +583,13 @@ impl Runtime {
         // that waits takes no guest thread, and its arrival is known to the
         // running guests (see `turns`) before it needs one.
         let turn = guest.first_turn(plugin).await?;
-        let work = guest.handle(plugin.clone(), event.clone(), permit, turn);
+        // The guest runs on its own runtime: it takes the `handle` span along.
+        let work = tracing::Instrument::in_current_span(guest.handle(
+            plugin.clone(),
+            event.clone(),
+            permit,
+            turn,
+        ));
         // A caller collecting the call's broadcasts (the admin API) keeps
         // them in a task-local; the guest runs as a task of its own.
         let ran = match crate::capabilities::broadcast::SentLog::current() {

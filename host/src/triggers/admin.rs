@@ -252,6 +252,7 @@ async fn plugins(State(server): State<Arc<AdminServer>>) -> Response {
 async fn emit(
     State(server): State<Arc<AdminServer>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: String,
 ) -> Response {
     let event = match parse_event(&body) {
@@ -259,7 +260,17 @@ async fn emit(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let started = std::time::Instant::now();
-    let (result, sent) = SentLog::collect(server.runtime.dispatch(&name, &event)).await;
+    // The trigger's span: a caller's `traceparent` makes this call part of
+    // its trace (it holds the admin token, so it may).
+    let span = tracing::debug_span!(
+        "admin event",
+        otel.kind = "server",
+        plugin = %sanitize::for_log(&name, 64),
+        event = event_kind_name(crate::events::event_kind(&event)),
+    );
+    crate::telemetry::continue_from(&span, super::traceparent_header(&headers));
+    let dispatched = tracing::Instrument::instrument(server.runtime.dispatch(&name, &event), span);
+    let (result, sent) = SentLog::collect(dispatched).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     // Messages accepted before a plugin failed are on their way all the
     // same, so both answers list them.

@@ -243,3 +243,14 @@ pub fn start_listeners(app: Host<'_>, stop: CancellationToken, tasks: &TaskTrack
         }
     }
 }
+
+/// The request's `traceparent` header, when it is one readable value.
+pub(crate) fn traceparent_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(crate::telemetry::TRACEPARENT).iter();
+    let first = values.next()?;
+    // Two traceparents are no traceparent (W3C Trace Context, 3.2.1).
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}

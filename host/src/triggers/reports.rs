@@ -124,7 +124,16 @@ async fn run_plugin(
                 let Ok(plugin) = router::to_plugin(&runtime, &record.plugin, &event) else {
                     break;
                 };
-                match runtime.dispatch_to(&plugin, &event).await {
+                // The report belongs to the message's trace.
+                let span = tracing::debug_span!(
+                    "delivery report",
+                    plugin = %shown,
+                    receipt = %record.id,
+                );
+                crate::telemetry::continue_from(&span, record.traceparent.as_deref());
+                let reported =
+                    tracing::Instrument::instrument(runtime.dispatch_to(&plugin, &event), span);
+                match reported.await {
                     Ok(()) => break,
                     Err(HandleError::Busy { .. }) => {
                         tokio::select! {

@@ -65,7 +65,18 @@ pub fn start(config: &Config, runtime: Arc<Runtime>, stop: CancellationToken, ta
                     // schedule takes effect at the next tick.
                     let event = Event::Schedule(schedule.clone());
                     let result = match router::to_plugin(&runtime, &plugin_name, &event) {
-                        Ok(loaded) => runtime.dispatch_to(&loaded, &event).await,
+                        Ok(loaded) => {
+                            let span = tracing::debug_span!(
+                                "schedule",
+                                plugin = %plugin_name,
+                                schedule = %schedule
+                            );
+                            tracing::Instrument::instrument(
+                                runtime.dispatch_to(&loaded, &event),
+                                span,
+                            )
+                            .await
+                        }
                         Err(Refusal::NotGranted(kind)) => Err(HandleError::NotGranted {
                             plugin: plugin_name.clone(),
                             kind: event_kind_name(kind),

@@ -196,6 +196,10 @@ pub struct OutboxRecord {
     pub last_error: Option<String>,
     /// When it ended.
     pub finished_ms: Option<u64>,
+    /// The W3C `traceparent` of the span that accepted it, when a trace was
+    /// being recorded: the worker that sends it (on any host) continues
+    /// that trace.
+    pub traceparent: Option<String>,
 }
 
 /// One part as stored.
@@ -857,6 +861,7 @@ CREATE TABLE IF NOT EXISTS {p}messages (
     reported {flag} NOT NULL DEFAULT {no},
     merged_into TEXT,{message_columns}
     requests INTEGER NOT NULL DEFAULT 1,
+    traceparent TEXT,
     delivery_attempts INTEGER NOT NULL DEFAULT 0,
     UNIQUE (plugin, channel, idempotency_key)
 );
@@ -883,7 +888,7 @@ CREATE INDEX IF NOT EXISTS {p}sends_by_endpoint ON {p}sends (endpoint, at_ms);
 }
 
 /// The columns an [`OutboxRecord`] is read from, in [`record_from`]'s order.
-pub(crate) const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms";
+pub(crate) const COLUMNS: &str = "id, plugin, channel, endpoint, message, state, created_ms, next_attempt_ms, attempts, planned, last_error, finished_ms, traceparent";
 
 /// One row, as a backend's driver reads its columns by position.
 pub(crate) trait Columns {
@@ -916,6 +921,7 @@ pub(crate) fn record_from(row: &impl Columns) -> Result<OutboxRecord, OutboxErro
         planned: row.flag(9)?,
         last_error: row.opt_text(10)?,
         finished_ms: row.opt_int(11)?.map(|v| v as u64),
+        traceparent: row.opt_text(12)?,
         id,
     })
 }
@@ -928,11 +934,14 @@ pub(crate) const LISTED_COLUMNS: &str = "delivery_attempts, merged_into";
 pub(crate) const PROGRESS_COLUMNS: &str = "message_id, idx, part, state, requests, last_error";
 
 /// A row of [`COLUMNS`] then [`LISTED_COLUMNS`], partless.
+/// How many of [`COLUMNS`] a record takes: the listed columns follow.
+const RECORD_WIDTH: usize = 13;
+
 pub(crate) fn listed_from(row: &impl Columns) -> Result<ListedMessage, OutboxError> {
     Ok(ListedMessage {
         record: record_from(row)?,
-        attempts: u32::try_from(row.int(12)?).unwrap_or(0),
-        merged_into: row.opt_text(13)?,
+        attempts: u32::try_from(row.int(RECORD_WIDTH)?).unwrap_or(0),
+        merged_into: row.opt_text(RECORD_WIDTH + 1)?,
         parts: Vec::new(),
     })
 }

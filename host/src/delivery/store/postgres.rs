@@ -81,6 +81,7 @@ const DIALECT: Dialect = Dialect {
 /// The tables only a shared database has, after [`schema`]'s.
 const SHARED_SCHEMA: &str = "
 ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS traceparent TEXT;
 ALTER TABLE botbox_messages ADD COLUMN IF NOT EXISTS delivery_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE botbox_parts ADD COLUMN IF NOT EXISTS requests INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS botbox_messages_merged ON botbox_messages (merged_into);
@@ -860,8 +861,8 @@ impl OutboxStore for PgOutbox {
             // A committed row is on disk (synchronous_commit is on by
             // default), which is what the receipt promises.
             let inserted = c.query_opt(
-                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)
+                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10)
                  ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id",
                 &[
                     &r.id,
@@ -873,6 +874,7 @@ impl OutboxStore for PgOutbox {
                     &(r.created_ms as i64),
                     &(r.next_attempt_ms as i64),
                     &(requests.clamp(1, i32::MAX as u32) as i32),
+                    &r.traceparent,
                 ],
             )?;
             if inserted.is_some() {

@@ -97,6 +97,13 @@ impl SqliteOutbox {
                 ))?;
             }
         }
+        // Nor did they keep the trace a message was accepted in.
+        let has_traceparent: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'traceparent'")?
+            .exists([])?;
+        if !has_traceparent {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN traceparent TEXT")?;
+        }
         // The merged_into index comes after the column it needs.
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS messages_merged ON messages (merged_into) WHERE merged_into IS NOT NULL",
@@ -208,8 +215,8 @@ impl OutboxStore for SqliteOutbox {
                 }
             }
             tx.execute(
-                "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9)",
+                "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10)",
                 params![
                     r.id,
                     r.plugin,
@@ -219,7 +226,8 @@ impl OutboxStore for SqliteOutbox {
                     r.message.idempotency_key,
                     r.created_ms as i64,
                     r.next_attempt_ms as i64,
-                    requests.max(1) as i64
+                    requests.max(1) as i64,
+                    r.traceparent
                 ],
             )?;
             tx.commit()?;
@@ -962,6 +970,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_outbox_from_before_traces_gets_the_traceparent_column_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        {
+            let o = SqliteOutbox::open(&path).unwrap();
+            o.insert(&record("m-old", "a", 1, None)).unwrap();
+        }
+        // As a file written before the column existed.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("ALTER TABLE messages DROP COLUMN traceparent")
+            .unwrap();
+        let o = SqliteOutbox::open(&path).unwrap();
+        assert_eq!(o.get("m-old").unwrap().unwrap().traceparent, None);
+        let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut new = record("m-new", "a", 2, None);
+        new.traceparent = Some(traced.into());
+        o.insert(&new).unwrap();
+        assert_eq!(
+            o.get("m-new").unwrap().unwrap().traceparent.as_deref(),
+            Some(traced)
+        );
+    }
+
+    #[test]
     fn pruning_removes_reported_messages_past_the_retention_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.sqlite");
@@ -1001,6 +1034,7 @@ pub(crate) mod tests {
             planned: false,
             last_error: None,
             finished_ms: None,
+            traceparent: None,
         }
     }
 

@@ -626,9 +626,20 @@ impl WebhookServer {
             }
         }
         self.metrics.webhook(provider, "accepted");
-        for incoming in &parsed.events {
-            self.route(provider, incoming).await;
-        }
+        // Only an authenticated call may continue its sender's trace.
+        let span = tracing::debug_span!(
+            "webhook",
+            otel.kind = "server",
+            provider,
+            events = parsed.events.len()
+        );
+        crate::telemetry::continue_from(&span, super::traceparent_header(headers));
+        let routed = async {
+            for incoming in &parsed.events {
+                self.route(provider, incoming).await;
+            }
+        };
+        tracing::Instrument::instrument(routed, span).await;
         (StatusCode::OK, hook.inbound.ack(&call, &parsed)).into_response()
     }
 
@@ -652,11 +663,12 @@ impl WebhookServer {
             let runtime = self.runtime.clone();
             let provider = provider.to_string();
             let channel = channel.to_string();
-            calls.spawn(async move {
+            let call = async move {
                 if let Err(e) = runtime.dispatch_to(&plugin, &event).await {
                     tracing::warn!(provider, channel, "webhook event: {e}");
                 }
-            });
+            };
+            calls.spawn(tracing::Instrument::in_current_span(call));
         }
         while calls.join_next().await.is_some() {}
     }
