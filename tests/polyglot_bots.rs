@@ -705,7 +705,7 @@ fn build_and_call(dir: &Path, project: &Path, name: &str, env: &[(&str, &std::ff
     assert!(out.contains("this bot knows `hello`"), "{out}");
 
     // The behaviour cases the template ships with, as its author runs them.
-    let out = botbox(&project, &["test", "--storage", storage.to_str().unwrap()]);
+    let out = botbox(project, &["test", "--storage", storage.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "botbox test:\n{text}");
     assert!(text.contains("4 case(s), 4 passed, 0 failed"), "{text}");
