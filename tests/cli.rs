@@ -537,3 +537,53 @@ fn test_passes_a_right_case_and_refuses_a_broken_file() {
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("test file bad.test.toml is invalid"), "{t}");
 }
+
+/// Sends "hello" to lobby on a custom event only, and asks for delivery
+/// reports: a report is handed to it without it sending again.
+fn reporter() -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask {
+        events: &[3, 4],
+        ..Ask::default()
+    });
+    let msg = p.text_message("lobby", "hello");
+    // The event is passed by pointer; its first byte is the variant's case
+    // (4: custom, in `variant event`'s order).
+    let body = format!(
+        "(if (i32.eq (i32.load8_u (local.get 0)) (i32.const 4)) (then {}))",
+        send_and_expect(msg, 0)
+    );
+    p.body(&body).build()
+}
+
+/// A case's delivery outcome `timeout`: the simulator holds every request
+/// past the case's short provider timeout, each of the worker's attempts
+/// times out, and the report the plugin gets says so. `credentials-expired`:
+/// the simulator refuses the UserSig as expired, a fresh one too, at every
+/// attempt, and the report says the credentials were refused.
+#[test]
+fn test_cases_choose_a_provider_timeout_or_expired_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reporter.wasm"), reporter()).unwrap();
+    let cases = r#"
+component = "reporter.wasm"
+
+[[case]]
+name = "a provider that never answers"
+delivery = "timeout"
+events = [{ custom = { name = "poke" } }]
+broadcasts = [{ channel = "lobby", text = "hello" }]
+reports = [{ channel = "lobby", outcome = "failed", attempts = 10, matches = "timed out" }]
+
+[[case]]
+name = "credentials the provider refuses"
+delivery = "credentials-expired"
+events = [{ custom = { name = "poke" } }]
+broadcasts = [{ channel = "lobby", text = "hello" }]
+reports = [{ channel = "lobby", outcome = "failed", attempts = 10, matches = "^credentials refused: .*70001.*UserSig expired" }]
+"#;
+    std::fs::write(dir.path().join("bot.test.toml"), cases).unwrap();
+    let out = botbox(dir.path(), &["test"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("2 case(s), 2 passed, 0 failed"), "{t}");
+}

@@ -574,8 +574,9 @@ impl<'a> Options<'a> {
 pub const ALLOW_PLAINTEXT: &str = "allow_plaintext";
 
 /// The keys of a provider account that the registry reads for every kind
-/// (`providers::Registry`), so no provider lists them: the throttle override.
-pub const ACCOUNT_KEYS: &[&str] = &[super::limits::THROTTLE_KEY];
+/// (`providers::Registry`), so no provider lists them: the throttle override
+/// and the request timeout.
+pub const ACCOUNT_KEYS: &[&str] = &[super::limits::THROTTLE_KEY, super::TIMEOUT_KEY];
 
 /// Why a checked URL may not be used, when it is plain `http://` to a host
 /// other than loopback (127.0.0.0/8, ::1, `localhost`) and the provider at

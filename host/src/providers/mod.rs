@@ -29,6 +29,7 @@ pub use common::redact_text;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -167,14 +168,77 @@ pub struct ProviderContext {
 /// It is an error, not a fallback to `reqwest::Client::new()`, when the
 /// client cannot be built: the default client follows redirects.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    http_client_with_timeout(DEFAULT_TIMEOUT)
+}
+
+/// The same client as [`http_client`], with `timeout` for each whole
+/// request (connecting, sending and reading the answer); connecting alone
+/// may take at most 5 s of it.
+pub fn http_client_with_timeout(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(15))
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("botbox/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// `providers.NAME.timeout`: how long one request to the provider may take
+/// before the host gives up on it and the worker retries it later. Read by
+/// the registry for every kind that makes requests.
+pub const TIMEOUT_KEY: &str = "timeout";
+
+/// A provider request's timeout when `timeout` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The shortest `timeout`: below it a loaded machine times out answers
+/// that were on their way.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest `timeout`: a delivery worker waits this long for one
+/// answer, while the endpoint's other messages wait behind it.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest a connection may take to open, within the timeout.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads `providers.NAME.timeout` (`key` is `providers.NAME`): `None` when
+/// it is absent. Written as the config's other durations (`15s`, `2m`) or
+/// in milliseconds (`500ms`), from [`MIN_TIMEOUT`] to [`MAX_TIMEOUT`].
+pub fn provider_timeout(options: &toml::Table, key: &str) -> Result<Option<Duration>, ConfigIssue> {
+    let Some(value) = options.get(TIMEOUT_KEY) else {
+        return Ok(None);
+    };
+    let issue = |message: String| ConfigIssue {
+        key: format!("{key}.{TIMEOUT_KEY}"),
+        message,
+    };
+    let usage = "write a duration such as \"15s\", \"2m\" or \"500ms\"";
+    let Some(text) = value.as_str() else {
+        return Err(issue(format!("must be a string; {usage}")));
+    };
+    let parsed = match text.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{}` is not a duration; {usage}", text.escape_debug())),
+        None => crate::config::parse_duration(text)
+            .map_err(|_| format!("`{}` is not a duration; {usage}", text.escape_debug())),
+    };
+    let timeout = parsed.map_err(issue)?;
+    if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
+        return Err(issue(format!(
+            "`{}` is out of range; a provider request timeout is from {}ms to {}s (default {}s)",
+            text.escape_debug(),
+            MIN_TIMEOUT.as_millis(),
+            MAX_TIMEOUT.as_secs(),
+            DEFAULT_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(Some(timeout))
 }
 
 /// A configured provider account.
@@ -372,7 +436,38 @@ impl Registry {
                     toml::Table::from_iter([(limits::THROTTLE_KEY.to_owned(), throttle)]),
                 );
             }
-            match Self::build_provider(&provider_config.kind, &key, &options, &context) {
+            // An account with its own timeout gets a client of its own;
+            // the others share one (and its connection pool).
+            let own_context;
+            let account_context = match provider_timeout(&options, &key) {
+                Ok(Some(timeout)) if timeout != DEFAULT_TIMEOUT => {
+                    match http_client_with_timeout(timeout) {
+                        Ok(http) => {
+                            own_context = ProviderContext {
+                                http,
+                                ..context.clone()
+                            };
+                            &own_context
+                        }
+                        Err(e) => {
+                            issues.push(ConfigIssue {
+                                key: format!("{key}.{TIMEOUT_KEY}"),
+                                message: format!(
+                                    "cannot start the HTTP client for this provider ({}); check the system's TLS setup",
+                                    e.without_url()
+                                ),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                Ok(_) => &context,
+                Err(issue) => {
+                    issues.push(issue);
+                    &context
+                }
+            };
+            match Self::build_provider(&provider_config.kind, &key, &options, account_context) {
                 Ok(p) => {
                     providers.insert(name.clone(), p);
                 }
@@ -469,6 +564,83 @@ mod registry_tests {
             issues[0].message,
             "unknown provider kind `slack`; known: console, bigbluebutton, tencent, easemob, bitrix24"
         );
+    }
+
+    /// `providers.NAME.timeout` is read for every kind that makes requests:
+    /// in the config's durations or in milliseconds, within its bounds;
+    /// anything else is an issue naming the key, and the console, which
+    /// makes no requests, refuses it as unknown.
+    #[test]
+    fn the_registry_reads_and_bounds_every_accounts_request_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "tencent-test-key-0123456789").unwrap();
+        let account = |name: &str, timeout: &str| {
+            format!(
+                r#"
+[providers.{name}]
+kind = "tencent"
+url = "http://127.0.0.1:9"
+sdkappid = 1400000001
+identifier = "admin"
+secret_key = {{ file = {key:?} }}
+timeout = {timeout}
+"#
+            )
+        };
+        let good = [
+            account("seconds", "\"30s\""),
+            account("minutes", "\"2m\""),
+            account("millis", "\"250ms\""),
+            account("default", "\"15s\""),
+        ]
+        .concat();
+        let config = Config::parse(&good, &dir.path().join("botbox.toml"), dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Err(issues) = Registry::from_config(&config) {
+            panic!("good timeouts were refused: {issues:?}");
+        }
+        let table: toml::Table = toml::from_str("timeout = \"250ms\"").unwrap();
+        assert_eq!(
+            provider_timeout(&table, "providers.t"),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            provider_timeout(&toml::Table::new(), "providers.t"),
+            Ok(None)
+        );
+
+        let bad = [
+            account("short", "\"50ms\""),
+            account("long", "\"1h\""),
+            account("words", "\"soon\""),
+            account("number", "15"),
+        ]
+        .concat()
+            + "\n[providers.screen]\nkind = \"console\"\ntimeout = \"5s\"\n";
+        let config = Config::parse(&bad, &dir.path().join("botbox.toml"), dir.path()).unwrap();
+        let Err(issues) = Registry::from_config(&config) else {
+            panic!("bad timeouts were accepted");
+        };
+        let message = |k: &str| {
+            issues
+                .iter()
+                .find(|i| i.key == k)
+                .map(|i| i.message.clone())
+                .unwrap_or_else(|| panic!("no issue for {k}: {issues:?}"))
+        };
+        assert_eq!(
+            message("providers.short.timeout"),
+            "`50ms` is out of range; a provider request timeout is from 100ms to 300s (default 15s)"
+        );
+        assert!(message("providers.long.timeout").contains("out of range"));
+        assert_eq!(
+            message("providers.words.timeout"),
+            "`soon` is not a duration; write a duration such as \"15s\", \"2m\" or \"500ms\""
+        );
+        assert!(message("providers.number.timeout").starts_with("must be a string"));
+        assert!(message("providers.screen.timeout").starts_with("unknown key"));
+        assert_eq!(issues.len(), 5, "{issues:?}");
     }
 
     /// `providers.NAME.throttle` is read by the registry for every kind: no

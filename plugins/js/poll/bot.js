@@ -203,9 +203,20 @@ function vote(voter, choice) {
   return { poll, option: poll.options[n - 1] };
 }
 
+// Closing runs in an order that a repeated close cannot spoil: the votes
+// are tallied, the result stored and announced (under an idempotency key)
+// while the poll is still open and every vote still there, so a close that
+// dies before the poll is marked closed is simply done again with the same
+// votes. Only then is the poll marked closed, and its votes are deleted in
+// batches of `cleanup-per-event`, this close and later ones continuing, so
+// no event does unbounded work and overruns its deadline.
 function close() {
   const poll = currentPoll();
   if (!poll) {
+    if (cleanupPending()) {
+      cleanUp();
+      return;
+    }
     fail('no poll is open');
   }
   const { counts, keys } = tally(poll);
@@ -213,11 +224,50 @@ function close() {
   send(announceChannel(), `Poll #${poll.id} closed: ${poll.question} ${standings(poll, counts)}`, {
     key: `poll-${poll.id}-results`,
   });
-  for (const key of keys) {
-    kvDelete(key);
-  }
+  // The marker first: a close that dies between the two leaves a closed
+  // poll whose votes are still to delete, never an open poll without votes.
+  kvSet(`closing/${poll.id}`, '1');
   kvDelete('poll');
   info(`closed poll #${poll.id}: ${keys.length} votes`);
+  cleanUp();
+}
+
+function cleanupPending() {
+  return kvKeys('closing/').length > 0;
+}
+
+// Deletes at most `cleanup-per-event` votes of closed polls.
+function cleanUp() {
+  let budget = intSetting('cleanup-per-event', 100, 1, 1000);
+  for (const marker of host('kv list closing/', () => kv.listKeys('closing/', 100))) {
+    if (budget === 0) {
+      return;
+    }
+    const id = marker.slice('closing/'.length);
+    const prefix = `vote/${id}/`;
+    const batch = host(`kv list ${prefix}`, () => kv.listKeys(prefix, budget));
+    for (const key of batch) {
+      kvDelete(key);
+    }
+    budget -= batch.length;
+    if (budget > 0) {
+      // Fewer than asked for: none are left.
+      kvDelete(marker);
+      info(`poll #${id}: all votes removed`);
+    } else {
+      info(`poll #${id}: removed ${batch.length} votes, more to remove`);
+    }
+  }
+}
+
+// Logs a closed poll's stored result (the last one when no "poll" is given).
+function result(payload) {
+  const id = payload.poll === undefined ? Number(kvGetText('next-id') || '0') : Number(payload.poll);
+  const stored = Number.isInteger(id) && id > 0 ? kvGetJson(`result/${id}`) : undefined;
+  if (!stored) {
+    fail(`poll #${payload.poll === undefined ? id : payload.poll} has no result`);
+  }
+  info(`result of poll #${id}: ${stored.question} ${standings(stored, stored.counts)}`);
 }
 
 function status() {
@@ -256,8 +306,10 @@ function onCustom(event) {
     case 'status':
       info(status());
       return;
+    case 'result':
+      return result(payload);
     default:
-      fail(`unknown event \`${event.name}\`; this bot knows open, vote, close and status`);
+      fail(`unknown event \`${event.name}\`; this bot knows open, vote, close, status and result`);
   }
 }
 

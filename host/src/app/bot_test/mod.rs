@@ -1012,7 +1012,11 @@ mod simulated {
     /// Starts the simulators with the provider behind the case's channels
     /// answering the way `outcome` says, at every attempt the host makes:
     /// Tencent Cloud Chat with a fault injected into every request for
-    /// `rate-limited` and `server-error`; BigBlueButton with a channel on a
+    /// `rate-limited`, `server-error`, `timeout` (the simulator holds the
+    /// request far past the provider's request timeout, set to
+    /// [`CASE_PROVIDER_TIMEOUT`] for the case) and `credentials-expired`
+    /// (Tencent's 70001 "UserSig expired", which the provider answers with
+    /// a fresh UserSig once, refused too); BigBlueButton with a channel on a
     /// meeting that is not running for `rejected` (the server's own
     /// `notFound` answer, which no retry changes).
     pub async fn start(dir: &Path, outcome: OutcomeSpec) -> Result<Running, String> {
@@ -1027,6 +1031,16 @@ mod simulated {
             OutcomeSpec::ServerError => {
                 (SimProvider::Tencent, Some(Fault::server_error(502)), None)
             }
+            OutcomeSpec::Timeout => (SimProvider::Tencent, Some(Fault::hang(HOLD)), None),
+            OutcomeSpec::CredentialsExpired => (
+                SimProvider::Tencent,
+                Some(Fault::error_answer_with(
+                    "70001",
+                    200,
+                    "UserSig expired, please regenerate it",
+                )),
+                None,
+            ),
             OutcomeSpec::Rejected => {
                 let mut target = toml::Table::new();
                 target.insert(
@@ -1057,11 +1071,21 @@ mod simulated {
         );
         let parsed: toml::Table =
             toml::from_str(&text).map_err(|e| format!("simulator section: {e}"))?;
-        let section = parsed
+        let mut section = parsed
             .get("providers")
             .and_then(|p| p.get(name))
             .cloned()
             .ok_or_else(|| format!("the simulator wrote no [providers.{name}]"))?;
+        if outcome == OutcomeSpec::Timeout
+            && let Some(table) = section.as_table_mut()
+        {
+            // Short, so the worker's ten attempts time out in seconds, not
+            // in ten times the default.
+            table.insert(
+                crate::providers::TIMEOUT_KEY.into(),
+                CASE_PROVIDER_TIMEOUT.into(),
+            );
+        }
         Ok(Running {
             sim,
             name,
@@ -1069,6 +1093,14 @@ mod simulated {
             target,
         })
     }
+
+    /// The provider request timeout of a `timeout` case.
+    pub const CASE_PROVIDER_TIMEOUT: &str = "200ms";
+
+    /// How long the simulator holds a request in a `timeout` case: far
+    /// past [`CASE_PROVIDER_TIMEOUT`]; shutting the simulator down at the
+    /// end of the case ends the held connections.
+    const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// The BigBlueButton simulator's meeting that exists and is not
     /// running (`SimConfig::demo`).

@@ -86,6 +86,13 @@ pub enum OutcomeSpec {
     ServerError,
     /// The provider refuses the message with its own error code, for good.
     Rejected,
+    /// The provider holds every request without answering, past the
+    /// provider's request timeout (set short for the case), at every
+    /// attempt.
+    Timeout,
+    /// The provider refuses the host's credentials at every attempt
+    /// (Tencent's "UserSig expired", 70001, even for a fresh one).
+    CredentialsExpired,
 }
 
 /// One case.
