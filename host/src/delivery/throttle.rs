@@ -883,7 +883,10 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(t.take(midnight_utc + margin), Ok(midnight_utc + margin));
         }
-        assert_eq!(t.next_allowed(midnight_utc + MIN), midnight_utc + DAY + margin);
+        assert_eq!(
+            t.next_allowed(midnight_utc + MIN),
+            midnight_utc + DAY + margin
+        );
         let rolling = Throttle::with_history(
             ThrottleSpec::parse(&["3/1d".into()]).unwrap(),
             margin,
@@ -904,13 +907,19 @@ mod tests {
         let beijing_midnight = midnight_utc - 8 * 60 * MIN;
         let spec = ThrottleSpec::parse(&["1/day utc+08:00".into()]).unwrap();
         let mut t = Throttle::with_history(spec, margin, vec![beijing_midnight - MIN]);
-        assert_eq!(t.next_allowed(beijing_midnight - MIN), beijing_midnight + margin);
+        assert_eq!(
+            t.next_allowed(beijing_midnight - MIN),
+            beijing_midnight + margin
+        );
         assert!(t.take(beijing_midnight + margin).is_ok());
         // A send within the margin of midnight may land on either day: it
         // counts against both, so the new day waits.
         let spec = ThrottleSpec::parse(&["1/day utc".into()]).unwrap();
         let t = Throttle::with_history(spec, margin, vec![midnight_utc - 10]);
-        assert_eq!(t.next_allowed(midnight_utc + margin), midnight_utc + DAY + margin);
+        assert_eq!(
+            t.next_allowed(midnight_utc + margin),
+            midnight_utc + DAY + margin
+        );
     }
 
     #[test]

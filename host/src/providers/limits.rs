@@ -357,7 +357,9 @@ mod tests {
         );
         assert_eq!(daily.to_string(), "3/day utc, 50/day utc+08:00");
         assert_eq!(
-            ThrottleSpec::parse(&["1/day utc-05:30".into()]).unwrap().limits,
+            ThrottleSpec::parse(&["1/day utc-05:30".into()])
+                .unwrap()
+                .limits,
             vec![Limit::PerDay {
                 count: 1,
                 utc_offset_minutes: -330
