@@ -163,6 +163,59 @@ async fn easemob_all_users_sends_exactly_three_a_day_and_remembers_after_a_resta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn easemob_all_users_sends_the_next_days_three_right_after_the_simulators_midnight() {
+    // One simulated day is 6 s real; 30 minutes are 125 ms.
+    let scale = 14_400.0;
+    // The zone is picked so that the simulator starts near 20:00 in it:
+    // three sends fit before midnight, and the next day's three right
+    // after it (a rolling 24 h would hold them until 20:00 the next day).
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let now_min = (wall_ms / 60_000 % 1440) as i32;
+    let offset = (20 * 60 - now_min + 720).rem_euclid(1440) - 720;
+    let zone = format!(
+        "utc{}{:02}:{:02}",
+        if offset < 0 { '-' } else { '+' },
+        offset.abs() / 60,
+        offset.abs() % 60
+    );
+    let mut config = SimConfig::fast(scale);
+    config.easemob.daily_utc_offset_minutes = Some(offset);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let sim = Sim::start(config).await.unwrap();
+    // The host's scaled clock counts from the simulator's start, so both
+    // see the same midnight.
+    let text = format!(
+        "[runtime]\nreload = false\ntime_scale = {scale}\ntime_origin_ms = {}\n{}\n\
+         [providers.easemob.throttle]\nall-users-broadcast = [\"1/30m\", \"3/day {zone}\"]\n\
+         [channels.all]\nprovider = \"easemob\"\ntarget = \"all-users\"\n{LONG_DELAY}\n",
+        sim.calendar_origin_ms(),
+        support::sims::sim_providers(&sim, &path),
+    );
+    std::fs::write(path.join("botbox.toml"), &text).unwrap();
+    let app = App::build(Config::load(&path.join("botbox.toml")).unwrap()).unwrap();
+    let r = Rig {
+        _dir: dir,
+        dir: path,
+        sim,
+        app: Arc::new(app),
+    };
+    assert_eq!(r.offer("a", "all", 30), 30);
+    // Until about 04:00 simulated.
+    r.run_for(Duration::from_millis(2_000)).await;
+    r.assert_no_violations();
+    let d = r.sim.deliveries_to(SimProvider::Easemob);
+    assert_eq!(d.len(), 6, "three before midnight, three after");
+    // The fourth went within hours of the first: the new calendar day's
+    // quota, not a rolling day later.
+    let gap = d[3].at - d[0].at;
+    assert!(gap < Duration::from_secs(12 * 3600), "{gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn easemob_online_users_uses_one_a_minute() {
     let channels = format!(
         "[channels.online]\nprovider = \"easemob\"\ntarget = \"online-users\"\n{LONG_DELAY}\n"

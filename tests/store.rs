@@ -754,3 +754,80 @@ fn both_throttle_stores_key_histories_under_the_ceiling_and_slow_one_key_down() 
         assert_eq!(granted, 4, "{backend}: 4 × 2 s + 2 s more would pass 9 s");
     }
 }
+
+/// A quota per calendar day (`3/day utc`) is decided alike by the one-host
+/// store and PostgreSQL, from the send history since the day's midnight:
+/// used up late on one day, it is whole again right after midnight, where
+/// a rolling 24 hours would still hold it.
+#[test]
+fn both_throttle_stores_count_a_calendar_day_from_its_midnight() {
+    use botbox::delivery::store::{HostThrottles, ThrottleStore};
+    use botbox::delivery::throttle::ThrottleKey;
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap());
+    let pg = Arc::new(host(&server, Duration::from_secs(30)));
+    type Backend = (&'static str, Arc<dyn ThrottleStore>, Arc<dyn OutboxStore>);
+    let stores: Vec<Backend> = vec![
+        (
+            "sqlite",
+            Arc::new(HostThrottles::new(sqlite.clone())),
+            sqlite,
+        ),
+        ("postgres", pg.clone(), pg),
+    ];
+    const MIN: u64 = 60_000;
+    // 2026-12-06 00:00 UTC.
+    let midnight: u64 = 1_796_515_200_000;
+    let margin = 30;
+    let key = ThrottleKey::plain(
+        "t/default",
+        ThrottleSpec::parse(&["3/day utc".into()]).unwrap(),
+        margin,
+    );
+    for (backend, throttles, outbox) in stores {
+        outbox.insert(&record("m1", 1)).unwrap();
+        let claimed = outbox.next_due("t/default", 10, None).unwrap().unwrap();
+        assert_eq!(claimed.id, "m1");
+        let clock = At(std::sync::atomic::AtomicU64::new(midnight - 60 * MIN));
+        for i in 0..3 {
+            clock.set(midnight - 60 * MIN + i * MIN);
+            assert!(
+                matches!(
+                    throttles.take(&key, None, "m1", &clock).unwrap(),
+                    Reservation::Granted(_)
+                ),
+                "{backend}: send {i} of the day"
+            );
+        }
+        // The day is used up: the next waits for midnight and the margin.
+        clock.set(midnight - 30 * MIN);
+        match throttles.take(&key, None, "m1", &clock).unwrap() {
+            Reservation::Wait(wait) => assert_eq!(
+                wait,
+                30 * MIN + margin,
+                "{backend}: until midnight and the margin"
+            ),
+            other => panic!("{backend}: {other:?}"),
+        }
+        // Right after midnight the new day's three go, as the stored
+        // history since midnight is empty.
+        clock.set(midnight + margin);
+        for i in 0..3 {
+            assert!(
+                matches!(
+                    throttles.take(&key, None, "m1", &clock).unwrap(),
+                    Reservation::Granted(_)
+                ),
+                "{backend}: send {i} of the new day"
+            );
+        }
+        assert!(
+            matches!(
+                throttles.take(&key, None, "m1", &clock).unwrap(),
+                Reservation::Wait(_)
+            ),
+            "{backend}: the new day is used up too"
+        );
+    }
+}

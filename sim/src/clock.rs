@@ -16,6 +16,10 @@ pub(crate) struct SimClock {
     offset_nanos: AtomicU64,
     /// Real-time slack, already converted to simulated time.
     slack: Duration,
+    /// The wall time (ms since the epoch) at the start: simulated time
+    /// `t` is the calendar time `wall_origin_ms + t`, as a host's
+    /// `ScaledClock::anchored(scale, wall_origin_ms)` reads it.
+    wall_origin_ms: u64,
 }
 
 impl SimClock {
@@ -26,7 +30,19 @@ impl SimClock {
             scale,
             offset_nanos: AtomicU64::new(0),
             slack: mul_saturating(tolerance, scale),
+            wall_origin_ms: unix_ms(),
         }
+    }
+
+    /// The wall time the simulated clock started at.
+    pub(crate) fn wall_origin_ms(&self) -> u64 {
+        self.wall_origin_ms
+    }
+
+    /// Simulated time `at` on the calendar: ms since the epoch.
+    pub(crate) fn calendar_ms(&self, at: Duration) -> u64 {
+        self.wall_origin_ms
+            .saturating_add(u64::try_from(at.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Simulated time since the start.
@@ -76,6 +92,54 @@ pub(crate) fn unix_ms() -> u64 {
 
 pub(crate) fn unix_secs() -> u64 {
     unix_ms() / 1000
+}
+
+/// "At most `limit` events per calendar day" in the zone `offset_min`
+/// minutes east of UTC, on the simulated calendar
+/// ([`SimClock::calendar_ms`]): the count starts over at the zone's midnight.
+#[derive(Debug)]
+pub(crate) struct CalendarDay {
+    limit: u32,
+    offset_min: i32,
+    /// The current day's number and its count.
+    day: i64,
+    used: u32,
+}
+
+impl CalendarDay {
+    pub(crate) fn new(limit: u32, offset_min: i32) -> Self {
+        CalendarDay {
+            limit,
+            offset_min,
+            day: i64::MIN,
+            used: 0,
+        }
+    }
+
+    fn day_of(&self, calendar_ms: u64) -> i64 {
+        (calendar_ms as i64 + i64::from(self.offset_min) * 60_000).div_euclid(86_400_000)
+    }
+
+    /// Whether one more event fits on the day of `calendar_ms`.
+    pub(crate) fn allows(&mut self, calendar_ms: u64) -> bool {
+        let day = self.day_of(calendar_ms);
+        if day != self.day {
+            self.day = day;
+            self.used = 0;
+        }
+        self.used < self.limit
+    }
+
+    /// Counts an event on the day of `calendar_ms`.
+    pub(crate) fn record(&mut self, calendar_ms: u64) {
+        // Moves to the day of `calendar_ms` first, if it is a new one.
+        self.allows(calendar_ms);
+        self.used = self.used.saturating_add(1);
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!("{}/calendar day (UTC{:+} min)", self.limit, self.offset_min)
+    }
 }
 
 /// "At most `limit` events in any span of `window`": a sliding log, the

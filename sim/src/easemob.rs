@@ -24,7 +24,9 @@
 //! | daily quota (3 / 50 / 100) used up | 403 | `forbidden_op` | broadcast message limit exceeded / online user broadcast limit exceeded / chatroom broadcast limit exceeded |
 //!
 //! Every authenticated request counts against the windows; only accepted
-//! broadcasts count against the daily quota. "Per day" is any rolling 24 h.
+//! broadcasts count against the daily quota. "Per day" is any rolling 24 h,
+//! or with `daily_utc_offset_minutes` the calendar day in that zone, as
+//! Easemob counts it by UTC ("API 限流周期按照 UTC 时间计算", limitationapi).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -43,7 +45,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::clock::{SimClock, SlidingWindow, take_all, unix_ms};
+use crate::clock::{CalendarDay, SimClock, SlidingWindow, take_all, unix_ms};
 use crate::config::REDACTED;
 use crate::kind::{SimKind, keep_path, toml_str};
 use crate::record::{SimDelivery, SimProvider, Target, escape_for_log};
@@ -99,7 +101,7 @@ struct Inner {
     /// Messages a second per chat room, past which the room drops some.
     per_room: HashMap<String, SlidingWindow>,
     windows: [Vec<SlidingWindow>; 3],
-    daily: [SlidingWindow; 3],
+    daily: [Daily; 3],
     next_id: u64,
     broadcast_enabled: bool,
 }
@@ -127,9 +129,9 @@ impl EasemobState {
                 ],
             ],
             daily: [
-                SlidingWindow::new(cfg.daily_all_users, DAY),
-                SlidingWindow::new(cfg.daily_online_users, DAY),
-                SlidingWindow::new(cfg.daily_chatrooms, DAY),
+                Daily::new(cfg.daily_all_users, cfg.daily_utc_offset_minutes),
+                Daily::new(cfg.daily_online_users, cfg.daily_utc_offset_minutes),
+                Daily::new(cfg.daily_chatrooms, cfg.daily_utc_offset_minutes),
             ],
             next_id: 1_365_344_904_091_349_000,
             broadcast_enabled: cfg.broadcast_enabled,
@@ -363,13 +365,24 @@ async fn broadcast(
     let mut g = lock(&s.easemob().inner);
     let check_at = s.clock.now_for_limits();
     let daily = &mut g.daily[kind.index()];
-    if !daily.allows(check_at) {
-        let limit = daily.describe();
+    let allowed = match daily {
+        Daily::Rolling(w) => w.allows(check_at),
+        // A request up to the tolerance early counts on the later day.
+        Daily::Calendar(d) => d.allows(s.clock.calendar_ms(check_at)),
+    };
+    if !allowed {
+        let limit = match daily {
+            Daily::Rolling(w) => w.describe(),
+            Daily::Calendar(d) => d.describe(),
+        };
         drop(g);
         s.violation(SimProvider::Easemob, endpoint, limit, "403");
         return err(StatusCode::FORBIDDEN, "forbidden_op", kind.quota_message());
     }
-    daily.record(now);
+    match daily {
+        Daily::Rolling(w) => w.record(now),
+        Daily::Calendar(d) => d.record(s.clock.calendar_ms(check_at)),
+    }
     g.next_id += 1;
     let id = g.next_id;
     drop(g);
@@ -783,6 +796,26 @@ pub struct EasemobConfig {
     pub daily_all_users: u32,
     pub daily_online_users: u32,
     pub daily_chatrooms: u32,
+    /// `None`: the daily quotas are any rolling 24 h; `Some(minutes)`: the
+    /// calendar day in the zone that many minutes east of UTC (Easemob's
+    /// own is UTC, 0), on the calendar [`crate::Sim::calendar_origin_ms`] starts.
+    pub daily_utc_offset_minutes: Option<i32>,
+}
+
+/// One daily quota, counted as configured.
+#[derive(Debug)]
+enum Daily {
+    Rolling(SlidingWindow),
+    Calendar(CalendarDay),
+}
+
+impl Daily {
+    fn new(limit: u32, utc_offset_minutes: Option<i32>) -> Daily {
+        match utc_offset_minutes {
+            None => Daily::Rolling(SlidingWindow::new(limit, DAY)),
+            Some(offset) => Daily::Calendar(CalendarDay::new(limit, offset)),
+        }
+    }
 }
 
 impl Default for EasemobConfig {
@@ -798,6 +831,7 @@ impl Default for EasemobConfig {
             daily_all_users: 3,
             daily_online_users: 50,
             daily_chatrooms: 100,
+            daily_utc_offset_minutes: None,
         }
     }
 }
@@ -815,6 +849,7 @@ impl fmt::Debug for EasemobConfig {
             .field("daily_all_users", &self.daily_all_users)
             .field("daily_online_users", &self.daily_online_users)
             .field("daily_chatrooms", &self.daily_chatrooms)
+            .field("daily_utc_offset_minutes", &self.daily_utc_offset_minutes)
             .finish()
     }
 }

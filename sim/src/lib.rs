@@ -344,6 +344,13 @@ impl Sim {
         self.shared.faults.pending(provider)
     }
 
+    /// The wall time (ms since the epoch) the simulated clock started at:
+    /// simulated time `t` is the calendar time `origin + t`, so a host with
+    /// `runtime.time_origin_ms` set to it sees the same midnights.
+    pub fn calendar_origin_ms(&self) -> u64 {
+        self.shared.clock.wall_origin_ms()
+    }
+
     /// Simulated time since the start.
     pub fn sim_now(&self) -> Duration {
         self.shared.clock.now()

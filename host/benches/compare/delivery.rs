@@ -110,6 +110,8 @@ fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
             }
             // Costs come from answers, which this replay has none of.
             Limit::Budget { .. } => {}
+            // The compared providers' defaults have no calendar days.
+            Limit::PerDay { .. } => {}
         }
     }
     // The binding limit is the one whose quota is used most fully; the

@@ -85,8 +85,12 @@ fn listeners(
 
 /// The configured outbox, and the clock its throttles count in.
 pub fn open_outbox(config: &Config) -> Result<(Stores, SharedClock), StartError> {
-    let opened = crate::delivery::store::open(&config.storage, config.runtime.time_scale)
-        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let opened = crate::delivery::store::open(
+        &config.storage,
+        config.runtime.time_scale,
+        config.runtime.time_origin_ms,
+    )
+    .map_err(|e| StartError::Storage(e.to_string()))?;
     Ok((opened.stores, opened.clock))
 }
 

@@ -67,7 +67,7 @@ pub async fn outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(2);
     }
-    let store = crate::delivery::store::open(&config.storage, 1.0)?
+    let store = crate::delivery::store::open(&config.storage, 1.0, None)?
         .stores
         .outbox;
     let now = SystemClock.now_ms();

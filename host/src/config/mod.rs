@@ -167,6 +167,11 @@ pub struct RuntimeConfig {
     /// How much faster than real time the throttles' clock runs. Only for
     /// demos and tests against a simulator scaled the same way.
     pub time_scale: f64,
+    /// Under `time_scale`, the wall time (ms since the epoch) the scaled
+    /// clock counts from: at wall time `w` it reads `origin + (w - origin)
+    /// × scale`. A simulator started at `origin` reads the same calendar,
+    /// so both see the same midnights (`3/day utc`). `None`: the host's start.
+    pub time_origin_ms: Option<u64>,
     /// Component instances in the shared instance pool (each concurrent
     /// call holds one); the pool has twice as many memories and tables.
     pub pool_instances: u32,
@@ -313,6 +318,7 @@ struct RawStorage {
 struct RawRuntime {
     reload: Option<bool>,
     time_scale: Option<f64>,
+    time_origin_ms: Option<u64>,
     pool_instances: Option<u32>,
 }
 
@@ -434,6 +440,7 @@ impl Config {
         let runtime = RuntimeConfig {
             reload: raw.runtime.reload.unwrap_or(true),
             time_scale,
+            time_origin_ms: raw.runtime.time_origin_ms,
             pool_instances,
         };
 

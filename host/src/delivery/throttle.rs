@@ -7,6 +7,9 @@
 //! stays inside the provider's limit whichever way the provider counts.
 //! Bitrix24's leaky bucket is a level that drains at a fixed rate.
 //!
+//! A calendar day ([`Limit::PerDay`]) is counted as the provider counts it:
+//! the sends since midnight in the provider's zone, on the same clock.
+//!
 //! Every limit carries a small safety margin, because the provider measures
 //! arrival times and the network adds jitter between our clock and theirs.
 
@@ -14,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use crate::providers::limits::{Limit, ThrottleSpec};
+pub use crate::providers::limits::{DAY_MS, Limit, ThrottleSpec};
 pub use usage::LimitUsage;
 
 mod usage;
@@ -279,6 +282,7 @@ impl Slowdown {
                     (1000.0 / per_second.max(0.001)).ceil() as u64
                 }
                 Limit::Budget { period_ms, .. } => *period_ms,
+                Limit::PerDay { .. } => DAY_MS,
             })
             .min()
             .unwrap_or(1000);
@@ -423,9 +427,48 @@ impl Throttle {
                 Limit::Budget { seconds, period_ms } => {
                     at = at.max(self.budget_allows(*seconds, *period_ms, now_ms));
                 }
+                // A daily quota is not a rate: a provider's "too fast" does
+                // not stretch it.
+                Limit::PerDay {
+                    count,
+                    utc_offset_minutes,
+                } => {
+                    at = at.max(self.per_day_allows(log, *count, *utc_offset_minutes, now_ms));
+                }
             }
         }
         at
+    }
+
+    /// Calendar days: a send stamped at `s` may reach the provider at any
+    /// time within the arrival margin of `s` (the request takes time, and
+    /// the provider's clock is not ours), so near midnight it may land on
+    /// either side. Such a send is counted against both days, and a new
+    /// send is allowed only if every day it may land on has room; when a
+    /// day is full, the next send waits until the margin past its
+    /// midnight. That costs at most a margin of the new day, never a
+    /// request over the quota.
+    fn per_day_allows(&self, log: &VecDeque<u64>, count: u32, offset_min: i32, now_ms: u64) -> u64 {
+        let m = self.margin_ms;
+        let mut t = now_ms;
+        // Each round moves past one full day; the log holds at most
+        // `count` sends, so only that many days can be full.
+        for _ in 0..=count as usize + 1 {
+            let mut moved = false;
+            for day in [
+                day_start(t.saturating_sub(m), offset_min),
+                day_start(t + m, offset_min),
+            ] {
+                if sends_on_day(log, day, m) >= count as usize {
+                    t = t.max(day + DAY_MS + m);
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        t
     }
 
     /// Budgets: held when the next request, expected to cost as much as the
@@ -490,7 +533,7 @@ impl Throttle {
         let mut bucket: Option<(f64, u64)> = None;
         for (limit, log) in self.spec.limits.iter().zip(self.logs.iter_mut()) {
             match limit {
-                Limit::Window { count, .. } => {
+                Limit::Window { count, .. } | Limit::PerDay { count, .. } => {
                     log.push_back(at_ms);
                     while log.len() > *count as usize {
                         log.pop_front();
@@ -523,15 +566,19 @@ impl Throttle {
     /// all, one that left late holds the next for the real gap.
     pub fn answered(&mut self, stamped_ms: u64, answered_ms: u64) {
         for (limit, log) in self.spec.limits.iter().zip(self.logs.iter_mut()) {
-            if let Limit::Window { period_ms, .. } = limit {
-                let late = answered_ms.saturating_sub(self.margin_ms + period_ms / 100);
-                if late <= stamped_ms {
-                    continue;
-                }
-                if let Some(entry) = log.iter_mut().rev().find(|at| **at == stamped_ms) {
-                    *entry = late;
-                    log.make_contiguous().sort_unstable();
-                }
+            let allowance = match limit {
+                Limit::Window { period_ms, .. } => period_ms / 100,
+                // A calendar day adds only the margin.
+                Limit::PerDay { .. } => 0,
+                Limit::LeakyBucket { .. } | Limit::Budget { .. } => continue,
+            };
+            let late = answered_ms.saturating_sub(self.margin_ms + allowance);
+            if late <= stamped_ms {
+                continue;
+            }
+            if let Some(entry) = log.iter_mut().rev().find(|at| **at == stamped_ms) {
+                *entry = late;
+                log.make_contiguous().sort_unstable();
             }
         }
         // The bucket stops draining until then: as if it were counted late.
@@ -591,6 +638,8 @@ impl Throttle {
             .iter()
             .filter_map(|l| match l {
                 Limit::Window { period_ms, .. } => Some(*period_ms),
+                // A calendar day's allowance is the margin alone.
+                Limit::PerDay { .. } => Some(0),
                 Limit::LeakyBucket { .. } | Limit::Budget { .. } => None,
             })
             .min()
@@ -611,6 +660,23 @@ impl Throttle {
         }
         at
     }
+}
+
+/// The start of the calendar day that holds `at_ms`, in the zone
+/// `offset_min` minutes east of UTC, in ms since the epoch.
+pub fn day_start(at_ms: u64, offset_min: i32) -> u64 {
+    let shift = i64::from(offset_min) * 60_000;
+    let local = at_ms as i64 + shift;
+    let start = local.div_euclid(DAY_MS as i64) * DAY_MS as i64 - shift;
+    start.max(0) as u64
+}
+
+/// How many sends of `log` may have landed on the day from `day`: those
+/// within `margin_ms` of it (see [`Throttle::next_allowed`]).
+pub(crate) fn sends_on_day(log: &VecDeque<u64>, day: u64, margin_ms: u64) -> usize {
+    log.iter()
+        .filter(|s| *s + margin_ms >= day && s.saturating_sub(margin_ms) < day + DAY_MS)
+        .count()
 }
 
 #[cfg(test)]
@@ -799,6 +865,61 @@ mod tests {
             t.slow_down(0);
         }
         assert_eq!(t.rate_factor(0), Slowdown::FLOOR);
+    }
+
+    #[test]
+    fn a_calendar_day_quota_is_whole_again_right_after_its_midnight() {
+        // 2026-12-06 00:00 UTC.
+        let midnight_utc: u64 = 1_796_515_200_000;
+        assert_eq!(day_start(midnight_utc + 5 * MIN, 0), midnight_utc);
+        let margin = 30;
+        // UTC: three sends in the last hour of a day use it up...
+        let spec = ThrottleSpec::parse(&["3/day utc".into()]).unwrap();
+        let late = midnight_utc - 60 * MIN;
+        let mut t = Throttle::with_history(spec, margin, vec![late, late + MIN, late + 2 * MIN]);
+        assert_eq!(t.next_allowed(late + 3 * MIN), midnight_utc + margin);
+        // ...and the next day's three go right after midnight (plus the
+        // margin), where a rolling `3/1d` would hold them almost a day.
+        for _ in 0..3 {
+            assert_eq!(t.take(midnight_utc + margin), Ok(midnight_utc + margin));
+        }
+        assert_eq!(
+            t.next_allowed(midnight_utc + MIN),
+            midnight_utc + DAY + margin
+        );
+        let rolling = Throttle::with_history(
+            ThrottleSpec::parse(&["3/1d".into()]).unwrap(),
+            margin,
+            vec![late, late + MIN, late + 2 * MIN],
+        );
+        assert!(rolling.next_allowed(midnight_utc + margin) > late + DAY);
+        let usage = t.usage(midnight_utc + MIN);
+        assert_eq!(
+            usage,
+            vec![LimitUsage::PerDay {
+                limit: 3,
+                utc_offset_minutes: 0,
+                used: 3,
+                resets_at_ms: midnight_utc + DAY
+            }]
+        );
+        // Another zone: UTC+08:00's midnight is 16:00 UTC the day before.
+        let beijing_midnight = midnight_utc - 8 * 60 * MIN;
+        let spec = ThrottleSpec::parse(&["1/day utc+08:00".into()]).unwrap();
+        let mut t = Throttle::with_history(spec, margin, vec![beijing_midnight - MIN]);
+        assert_eq!(
+            t.next_allowed(beijing_midnight - MIN),
+            beijing_midnight + margin
+        );
+        assert!(t.take(beijing_midnight + margin).is_ok());
+        // A send within the margin of midnight may land on either day: it
+        // counts against both, so the new day waits.
+        let spec = ThrottleSpec::parse(&["1/day utc".into()]).unwrap();
+        let t = Throttle::with_history(spec, margin, vec![midnight_utc - 10]);
+        assert_eq!(
+            t.next_allowed(midnight_utc + margin),
+            midnight_utc + DAY + margin
+        );
     }
 
     #[test]

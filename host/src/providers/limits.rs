@@ -37,6 +37,53 @@ pub enum Limit {
         /// The window's length.
         period_ms: u64,
     },
+    /// At most `count` requests per calendar day in the time zone
+    /// `utc_offset_minutes` east of UTC: the quota resets at that zone's
+    /// midnight, as a provider that counts its day by the calendar resets
+    /// it. Written `3/day utc` or `3/day utc+08:00`.
+    PerDay {
+        /// Requests allowed in one calendar day.
+        count: u32,
+        /// The zone's offset from UTC, in minutes (east positive).
+        utc_offset_minutes: i32,
+    },
+}
+
+/// A day in milliseconds.
+pub const DAY_MS: u64 = 86_400_000;
+
+/// The most a zone's offset may be from UTC, in minutes (UTC+14:00 is
+/// the furthest any zone is).
+pub const MAX_UTC_OFFSET_MINUTES: i32 = 14 * 60;
+
+/// Spells a zone offset as the text form writes it: `utc`, `utc+08:00`.
+pub fn show_zone(utc_offset_minutes: i32) -> String {
+    if utc_offset_minutes == 0 {
+        return "utc".into();
+    }
+    let sign = if utc_offset_minutes < 0 { '-' } else { '+' };
+    let abs = utc_offset_minutes.unsigned_abs();
+    format!("utc{sign}{:02}:{:02}", abs / 60, abs % 60)
+}
+
+fn parse_zone(text: &str) -> Option<i32> {
+    let rest = text.trim().strip_prefix("utc")?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let (sign, rest) = match rest.as_bytes().first()? {
+        b'+' => (1, &rest[1..]),
+        b'-' => (-1, &rest[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':').unwrap_or((rest, "0"));
+    let hours: i32 = hours.parse().ok()?;
+    let minutes: i32 = minutes.parse().ok()?;
+    if !(0..60).contains(&minutes) {
+        return None;
+    }
+    let offset = sign * (hours * 60 + minutes);
+    (offset.abs() <= MAX_UTC_OFFSET_MINUTES).then_some(offset)
 }
 
 /// All limits of one endpoint. Empty means unthrottled (the console).
@@ -64,6 +111,10 @@ impl fmt::Display for ThrottleSpec {
                 Limit::Budget { seconds, period_ms } => {
                     format!("budget {seconds}s/{}", show_period(*period_ms))
                 }
+                Limit::PerDay {
+                    count,
+                    utc_offset_minutes,
+                } => format!("{count}/day {}", show_zone(*utc_offset_minutes)),
             })
             .collect();
         f.write_str(&parts.join(", "))
@@ -108,6 +159,10 @@ impl ThrottleSpec {
                     (*burst as f64 / per_second.max(0.001) * 1000.0) as u64
                 }
                 Limit::Budget { period_ms, .. } => *period_ms,
+                // The day's start is at most a day back, and a send just
+                // before it may still count (its arrival margin): two days
+                // cover both whatever the margin.
+                Limit::PerDay { .. } => 2 * DAY_MS,
             })
             .max()
             .unwrap_or(0)
@@ -145,7 +200,7 @@ fn parse_period(text: &str) -> Option<u64> {
 fn parse_limit(item: &str) -> Result<Limit, String> {
     let usage = || {
         format!(
-            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, `bucket 2/s burst 50`, or `budget 480s/10m`",
+            "`{}` is not a limit; write `N/PERIOD` such as `1/30m` or `3/1d`, `N/day ZONE` such as `3/day utc`, `bucket 2/s burst 50`, or `budget 480s/10m`",
             item.escape_debug()
         )
     };
@@ -181,6 +236,22 @@ fn parse_limit(item: &str) -> Result<Limit, String> {
     }
     let (count, period) = item.split_once('/').ok_or_else(usage)?;
     let count: u32 = count.trim().parse().map_err(|_| usage())?;
+    if let Some(zone) = period.trim().strip_prefix("day") {
+        // `3/day utc`: per calendar day, which needs its zone.
+        let utc_offset_minutes = parse_zone(zone).ok_or_else(|| {
+            format!(
+                "`{}`: a calendar day needs its zone: write `{count}/day utc` or `{count}/day utc+08:00` (or `{count}/1d` for any rolling 24 hours)",
+                item.escape_debug()
+            )
+        })?;
+        if count == 0 {
+            return Err(usage());
+        }
+        return Ok(Limit::PerDay {
+            count,
+            utc_offset_minutes,
+        });
+    }
     let period_ms = parse_period(period).ok_or_else(usage)?;
     if count == 0 {
         return Err(usage());
@@ -270,6 +341,30 @@ mod tests {
             }]
         );
         assert_eq!(budget.to_string(), "budget 480s/10m");
+        let daily = ThrottleSpec::parse(&["3/day utc".into(), "50/day utc+08:00".into()]).unwrap();
+        assert_eq!(
+            daily.limits,
+            vec![
+                Limit::PerDay {
+                    count: 3,
+                    utc_offset_minutes: 0
+                },
+                Limit::PerDay {
+                    count: 50,
+                    utc_offset_minutes: 480
+                }
+            ]
+        );
+        assert_eq!(daily.to_string(), "3/day utc, 50/day utc+08:00");
+        assert_eq!(
+            ThrottleSpec::parse(&["1/day utc-05:30".into()])
+                .unwrap()
+                .limits,
+            vec![Limit::PerDay {
+                count: 1,
+                utc_offset_minutes: -330
+            }]
+        );
         for bad in [
             "",
             "0/1s",
@@ -279,6 +374,11 @@ mod tests {
             "three/1d",
             "budget 480/10m",
             "budget 0s/10m",
+            "3/day",
+            "3/day cet",
+            "3/day utc+15",
+            "3/day utc+08:60",
+            "0/day utc",
         ] {
             assert!(ThrottleSpec::parse(&[bad.into()]).is_err(), "{bad}");
         }

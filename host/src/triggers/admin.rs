@@ -613,6 +613,20 @@ async fn endpoints(State(server): State<Arc<AdminServer>>) -> Response {
                         "spent_ms": spent_ms,
                         "resets_at_ms": resets_at_ms,
                     }),
+                    LimitUsage::PerDay {
+                        limit,
+                        utc_offset_minutes,
+                        used,
+                        resets_at_ms,
+                    } => json!({
+                        "type": "calendar-day",
+                        "spelled": l.spelled(),
+                        "limit": limit,
+                        "utc_offset_minutes": utc_offset_minutes,
+                        "daily": true,
+                        "used": used,
+                        "resets_at_ms": resets_at_ms,
+                    }),
                 })
                 .collect();
             json!({

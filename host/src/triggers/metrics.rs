@@ -344,6 +344,7 @@ pub fn render_endpoints(now: &EndpointsNow) -> String {
             LimitUsage::Window { used, .. } => f64::from(*used),
             LimitUsage::Bucket { level, .. } => *level,
             LimitUsage::Budget { spent_ms, .. } => *spent_ms as f64 / 1000.0,
+            LimitUsage::PerDay { used, .. } => f64::from(*used),
         },
     );
     limits(
@@ -354,6 +355,7 @@ pub fn render_endpoints(now: &EndpointsNow) -> String {
             LimitUsage::Window { limit, .. } => f64::from(*limit),
             LimitUsage::Bucket { burst, .. } => f64::from(*burst),
             LimitUsage::Budget { seconds, .. } => f64::from(*seconds),
+            LimitUsage::PerDay { limit, .. } => f64::from(*limit),
         },
     );
     limits(
@@ -364,6 +366,7 @@ pub fn render_endpoints(now: &EndpointsNow) -> String {
             LimitUsage::Window { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
             LimitUsage::Bucket { empty_at_ms, .. } => seconds(*empty_at_ms),
             LimitUsage::Budget { resets_at_ms, .. } => resets_at_ms.map_or(0.0, seconds),
+            LimitUsage::PerDay { resets_at_ms, .. } => seconds(*resets_at_ms),
         },
     );
     let name = "botbox_throttle_next_slot_seconds";

@@ -578,10 +578,12 @@ pub struct Opened {
 
 /// Opens what `[storage]` names (see [`crate::storage::Location`]): the
 /// one place that knows which backends exist. `time_scale`:
-/// `runtime.time_scale`; 1 for the wall clock.
+/// `runtime.time_scale`; 1 for the wall clock. `time_origin_ms`:
+/// `runtime.time_origin_ms`, where a one-host scaled clock counts from.
 pub fn open(
     storage: &crate::config::StorageConfig,
     time_scale: f64,
+    time_origin_ms: Option<u64>,
 ) -> Result<Opened, OutboxError> {
     use super::throttle::{ScaledClock, SystemClock};
     use crate::storage::Location;
@@ -591,6 +593,9 @@ pub fn open(
             let store = Arc::new(SqliteOutbox::open(&path)?);
             let clock: SharedClock = if real_time {
                 Arc::new(SystemClock)
+            } else if let Some(origin) = time_origin_ms {
+                // A simulator started at `origin` shares this calendar.
+                Arc::new(ScaledClock::anchored(time_scale, origin))
             } else {
                 Arc::new(ScaledClock::new(time_scale))
             };

@@ -4,10 +4,11 @@
 //! mirrors: a send counts in a window for as long as `next_allowed` counts
 //! it (the period, its 1%, and the arrival margin).
 
-use super::{Limit, Throttle};
+use super::{Limit, Throttle, day_start, sends_on_day};
+use crate::providers::limits::show_zone;
 
 /// A day: windows this long or longer are the daily quotas.
-pub const DAY_MS: u64 = 86_400_000;
+pub use super::DAY_MS;
 
 /// One limit of a throttle, as it stands at a moment.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,12 +51,25 @@ pub enum LimitUsage {
         /// When the newest counted cost leaves it, if any is counted.
         resets_at_ms: Option<u64>,
     },
+    /// A quota per calendar day in a zone: resets at its midnight.
+    PerDay {
+        /// Requests one calendar day allows.
+        limit: u32,
+        /// The zone's offset from UTC, in minutes.
+        utc_offset_minutes: i32,
+        /// Requests counted against today (those within the arrival
+        /// margin of midnight count against both days).
+        used: u32,
+        /// The next midnight in the zone: the quota is whole again.
+        resets_at_ms: u64,
+    },
 }
 
 impl LimitUsage {
     /// Whether the limit is a daily quota (a window of a day or more).
     pub fn is_daily(&self) -> bool {
         matches!(self, LimitUsage::Window { period_ms, .. } if *period_ms >= DAY_MS)
+            || matches!(self, LimitUsage::PerDay { .. })
     }
 
     /// The limit as an operator writes it in `throttle` (`3/1d`,
@@ -71,6 +85,11 @@ impl LimitUsage {
             LimitUsage::Budget {
                 seconds, period_ms, ..
             } => format!("budget {seconds}s/{}", spell_period(*period_ms)),
+            LimitUsage::PerDay {
+                limit,
+                utc_offset_minutes,
+                ..
+            } => format!("{limit}/day {}", show_zone(*utc_offset_minutes)),
         }
     }
 }
@@ -130,6 +149,18 @@ impl Throttle {
                         period_ms: *period_ms,
                         spent_ms: inside.iter().map(|(_, cost)| cost).sum(),
                         resets_at_ms: inside.last().map(|(at, _)| at + period_ms),
+                    }
+                }
+                Limit::PerDay {
+                    count,
+                    utc_offset_minutes,
+                } => {
+                    let today = day_start(now_ms, *utc_offset_minutes);
+                    LimitUsage::PerDay {
+                        limit: *count,
+                        utc_offset_minutes: *utc_offset_minutes,
+                        used: sends_on_day(log, today, self.margin_ms) as u32,
+                        resets_at_ms: today + DAY_MS,
                     }
                 }
             })

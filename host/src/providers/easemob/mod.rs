@@ -680,6 +680,12 @@ impl Provider for Easemob {
 
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         const MIN: u64 = 60_000;
+        // Easemob counts its API periods by the UTC calendar day ("API 限流
+        // 周期按照 UTC 时间计算，即当日的 00:00:00 至次日的 00:00:00",
+        // limitationapi.html), which `3/day utc` expresses. The defaults
+        // keep a rolling 24 hours, which is stricter than any calendar day,
+        // until the simulator counts the UTC day on the host's calendar;
+        // an operator opts in with `throttle`.
         const DAY: u64 = 24 * 60 * MIN;
         match endpoint {
             // 100 calls (and messages) a second for the app ("发送聊天室消息
