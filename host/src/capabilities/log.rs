@@ -14,6 +14,18 @@ use super::{Capability, Ctx, HasCapability, Setup, View};
 use crate::sanitize::{self, MAX_LOG_LINE_CHARS};
 use crate::wit::botbox::bot::log::{self, Host, Level};
 
+/// A log level's name as people write it (`info`), for printing and for
+/// matching a test case's `level`.
+pub fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
 /// The `log` capability.
 pub struct Log;
 

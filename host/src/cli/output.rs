@@ -5,20 +5,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::capabilities::log::LogRecord;
+use crate::capabilities::log::{LogRecord, level_name};
 use crate::delivery::{Accepted, Finished};
 use crate::providers::console;
-use crate::wit::botbox::bot::log::Level;
-
-pub fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Trace => "trace",
-        Level::Debug => "debug",
-        Level::Info => "info",
-        Level::Warn => "warn",
-        Level::Error => "error",
-    }
-}
 
 fn print_log(r: LogRecord) {
     println!(

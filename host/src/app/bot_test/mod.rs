@@ -35,13 +35,12 @@ use self::spec::{
     BroadcastSpec, Case, CaseSetup, LogSpec, OutcomeSpec, ReportSpec, ResultSpec, TestFile,
 };
 use super::{App, BuildOptions};
-use crate::capabilities::log::LogRecord;
+use crate::capabilities::log::{LogRecord, level_name};
 use crate::config::{Config, ScheduleSpec, parse_duration};
 use crate::delivery::Accepted;
 use crate::events::{event_kind_name, parse_event};
 use crate::router::{self, Refusal};
 use crate::runtime::{HandleError, WallClock};
-use crate::wit::botbox::bot::log::Level;
 use crate::wit::types::{Content, DeliveryOutcome, Event, Manifest, Message};
 
 /// The plugin's name in every case's config.
@@ -818,16 +817,6 @@ fn compare_broadcasts(expected: &[BroadcastSpec], actual: &[Accepted], diff: &mu
             ))),
             (None, None) => {}
         }
-    }
-}
-
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Trace => "trace",
-        Level::Debug => "debug",
-        Level::Info => "info",
-        Level::Warn => "warn",
-        Level::Error => "error",
     }
 }
 
