@@ -756,7 +756,8 @@ async fn easemob_401_429_5xx_daily_quota_and_invalid_bodies() {
     assert_eq!(sim.requests_to(SimProvider::Easemob).len(), requests);
     // The simulator's quota was lowered below the documented one the host
     // throttles to, so the 403 it answered counts as the one violation.
-    host.audit_expecting(&[("4 per day", "403")]).await;
+    host.audit_expecting(&[("4/calendar day (UTC+0 min)", "403")])
+        .await;
 }
 
 // ---------------------------------------------------------------------------

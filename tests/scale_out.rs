@@ -72,8 +72,9 @@ fn write_config(
     .build();
     std::fs::write(dir.join("bot.wasm"), bot).unwrap();
     let config = format!(
-        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{}\n{channel}\
+        "[runtime]\nreload = false\ntime_scale = {scale}\ntime_origin_ms = {}\n{}\n{}\n{channel}\
          [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"live\"]\n",
+        sim.calendar_origin_ms(),
         pg.storage_section(lease),
         support::sims::sim_providers(sim, dir)
     );
@@ -89,10 +90,17 @@ impl Cluster {
 
     /// Hosts (and the simulator) with clocks `scale` times faster.
     fn scaled(hosts: usize, lease: &str, scale: f64, channel: &str) -> Cluster {
+        Cluster::scaled_with(hosts, lease, SimConfig::fast(scale), channel)
+    }
+
+    fn scaled_with(hosts: usize, lease: &str, sim: SimConfig, channel: &str) -> Cluster {
+        let scale = sim.time_scale;
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let sim = rt.block_on(Sim::start(SimConfig::fast(scale))).unwrap();
+        // PostgreSQL first: it takes seconds to start, and the simulator's
+        // calendar starts with the simulator.
         let pg = PgServer::start();
+        let sim = rt.block_on(Sim::start(sim)).unwrap();
         let host_dirs: Vec<PathBuf> = (0..hosts)
             .map(|i| {
                 let d = dir.path().join(format!("host{i}"));
@@ -314,8 +322,18 @@ fn losing_a_host_and_restarting_the_engine_lose_nothing() {
 #[test]
 fn easemobs_three_broadcasts_a_day_are_three_for_all_hosts_together() {
     // One simulated day is 6 s real; 30 minutes are 125 ms. Every host's
-    // scaled clock counts from the origin stored in the database.
-    let mut c = Cluster::scaled(3, "5s", 14_400.0, EASEMOB_ALL_USERS);
+    // scaled clock counts from the origin stored in the database, which the
+    // first host sets to the simulator's start. The day is Easemob's UTC day
+    // moved to a zone where it starts 10 minutes before the simulator, so
+    // the test does not depend on the time of day it runs at.
+    let (offset, zone) = support::sims::zone_where_it_is_now(10);
+    let mut sim = SimConfig::fast(14_400.0);
+    sim.easemob.daily_utc_offset_minutes = Some(offset);
+    let channel = format!(
+        "[providers.easemob.throttle]\nall-users-broadcast = [\"1/30m\", \"3/day {zone}\"]\n\
+         {EASEMOB_ALL_USERS}"
+    );
+    let mut c = Cluster::scaled_with(3, "5s", sim, &channel);
     for i in 0..12 {
         c.accept(i).unwrap();
     }
@@ -327,8 +345,11 @@ fn easemobs_three_broadcasts_a_day_are_three_for_all_hosts_together() {
     while to(&c).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Most of a simulated day after the first broadcast.
-    std::thread::sleep(Duration::from_millis(5_000));
+    // Until about 22:10 in the zone, most of the day (an hour is 250 ms
+    // real, so the check is well before midnight).
+    while c.sim.sim_now() < Duration::from_secs(22 * 3600) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let d = to(&c);
     assert!(
         c.sim.violations().is_empty(),

@@ -24,9 +24,9 @@
 //! | daily quota (3 / 50 / 100) used up | 403 | `forbidden_op` | broadcast message limit exceeded / online user broadcast limit exceeded / chatroom broadcast limit exceeded |
 //!
 //! Every authenticated request counts against the windows; only accepted
-//! broadcasts count against the daily quota. "Per day" is any rolling 24 h,
-//! or with `daily_utc_offset_minutes` the calendar day in that zone, as
-//! Easemob counts it by UTC ("API 限流周期按照 UTC 时间计算", limitationapi).
+//! broadcasts count against the daily quota. "Per day" is the calendar day
+//! in the zone `daily_utc_offset_minutes` (default UTC, as Easemob counts it:
+//! "API 限流周期按照 UTC 时间计算", limitationapi), or unset any rolling 24 h.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -796,9 +796,11 @@ pub struct EasemobConfig {
     pub daily_all_users: u32,
     pub daily_online_users: u32,
     pub daily_chatrooms: u32,
-    /// `None`: the daily quotas are any rolling 24 h; `Some(minutes)`: the
-    /// calendar day in the zone that many minutes east of UTC (Easemob's
-    /// own is UTC, 0), on the calendar [`crate::Sim::calendar_origin_ms`] starts.
+    /// `Some(minutes)`: the daily quotas count the calendar day in the zone
+    /// that many minutes east of UTC, on the calendar
+    /// [`crate::Sim::calendar_origin_ms`] starts. The default is `Some(0)`,
+    /// Easemob's own UTC day ("API 限流周期按照 UTC 时间计算", limitationapi.html).
+    /// `None`: any rolling 24 h, stricter than any calendar.
     pub daily_utc_offset_minutes: Option<i32>,
 }
 
@@ -831,7 +833,7 @@ impl Default for EasemobConfig {
             daily_all_users: 3,
             daily_online_users: 50,
             daily_chatrooms: 100,
-            daily_utc_offset_minutes: None,
+            daily_utc_offset_minutes: Some(0),
         }
     }
 }

@@ -48,9 +48,29 @@ pub fn sim_providers(sim: &Sim, dir: &Path) -> String {
 /// [`sim_providers`], then `channels`.
 pub fn sim_config(sim: &Sim, dir: &Path, scale: f64, channels: &str) -> String {
     format!(
-        "[runtime]\nreload = false\ntime_scale = {scale}\n{}\n{channels}",
+        "[runtime]\nreload = false\ntime_scale = {scale}\ntime_origin_ms = {}\n{}\n{channels}",
+        sim.calendar_origin_ms(),
         sim_providers(sim, dir)
     )
+}
+
+/// The zone (minutes east of UTC, and its `utc±hh:mm` form) in which the
+/// wall clock now reads about `minute` minutes past midnight: a simulator
+/// started now begins its calendar there, whatever the time of day.
+pub fn zone_where_it_is_now(minute: i32) -> (i32, String) {
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let now_min = (wall_ms / 60_000 % 1440) as i32;
+    let offset = (minute - now_min + 720).rem_euclid(1440) - 720;
+    let zone = format!(
+        "utc{}{:02}:{:02}",
+        if offset < 0 { '-' } else { '+' },
+        offset.abs() / 60,
+        offset.abs() % 60
+    );
+    (offset, zone)
 }
 
 // ---------------------------------------------------------------------------
@@ -250,8 +270,9 @@ impl Setup {
         extra: &str,
     ) -> PathBuf {
         let mut text = format!(
-            "[storage]\ndir = \"state\"\n[runtime]\nreload = false\ntime_scale = {:?}\n{providers}\n{channels}\n",
-            self.scale
+            "[storage]\ndir = \"state\"\n[runtime]\nreload = false\ntime_scale = {:?}\ntime_origin_ms = {}\n{providers}\n{channels}\n",
+            self.scale,
+            self.sim.calendar_origin_ms()
         );
         let names: Vec<String> = channels
             .lines()

@@ -50,7 +50,13 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
             "\n# The simulators run {}x faster: set this in botbox.toml too.",
             args.time_scale
         );
-        println!("[runtime]\ntime_scale = {}", args.time_scale);
+        // The simulators count Easemob's day by their own calendar, which
+        // starts at their wall-clock start; the host's must start there too.
+        println!(
+            "[runtime]\ntime_scale = {}\ntime_origin_ms = {}",
+            args.time_scale,
+            sim.calendar_origin_ms()
+        );
     }
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;

@@ -149,6 +149,16 @@ impl ThrottleSpec {
         }
     }
 
+    /// Windows, then a quota per UTC calendar day (`count/day utc`).
+    pub fn windows_and_utc_day(pairs: &[(u32, u64)], per_day: u32) -> ThrottleSpec {
+        let mut spec = ThrottleSpec::windows(pairs);
+        spec.limits.push(Limit::PerDay {
+            count: per_day,
+            utc_offset_minutes: 0,
+        });
+        spec
+    }
+
     /// The longest window, which is how much send history must be kept.
     pub fn horizon_ms(&self) -> u64 {
         self.limits

@@ -281,6 +281,9 @@ fn case_config(
             // The simulator's clock runs faster, and the host's throttles
             // and retries count in the same scaled time.
             runtime.insert("time_scale".into(), SIM_TIME_SCALE.into());
+            // On the simulator's calendar, so both see the same midnights.
+            let origin = i64::try_from(sim.sim.calendar_origin_ms()).unwrap_or(i64::MAX);
+            runtime.insert("time_origin_ms".into(), origin.into());
             providers.insert(sim.name.into(), sim.section.clone());
             sim.name
         }

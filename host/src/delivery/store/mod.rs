@@ -609,8 +609,11 @@ pub fn open(
             let clock: SharedClock = if real_time {
                 Arc::new(SystemClock)
             } else {
-                // Hosts sharing a throttle must share its scaled time.
-                let origin = store.clock_origin(SystemClock.now_ms())?;
+                // Hosts sharing a throttle must share its scaled time: the
+                // first host to open the store sets its origin (its
+                // `time_origin_ms` if set, else its start), the others read it.
+                let origin =
+                    store.clock_origin(time_origin_ms.unwrap_or_else(|| SystemClock.now_ms()))?;
                 Arc::new(ScaledClock::anchored(time_scale, origin))
             };
             Ok(Opened {

@@ -680,13 +680,6 @@ impl Provider for Easemob {
 
     fn default_throttle(&self, endpoint: &str) -> ThrottleSpec {
         const MIN: u64 = 60_000;
-        // Easemob counts its API periods by the UTC calendar day ("API 限流
-        // 周期按照 UTC 时间计算，即当日的 00:00:00 至次日的 00:00:00",
-        // limitationapi.html), which `3/day utc` expresses. The defaults
-        // keep a rolling 24 hours, which is stricter than any calendar day,
-        // until the simulator counts the UTC day on the host's calendar;
-        // an operator opts in with `throttle`.
-        const DAY: u64 = 24 * 60 * MIN;
         match endpoint {
             // 100 calls (and messages) a second for the app ("发送聊天室消息
             // … 100 条/秒 - 100 次/秒", Restful API 调用频率限制,
@@ -697,12 +690,15 @@ impl Provider for Easemob {
             "chatgroup-messages" => ThrottleSpec::windows(&[(20, 1000)]),
             // 100 calls a second, 6,000 messages a minute.
             "user-messages" => ThrottleSpec::windows(&[(100, 1000), (6000, MIN)]),
+            // The broadcasts' daily quotas count Easemob's UTC calendar day:
+            // "API 限流周期按照 UTC 时间计算，即当日的 00:00:00 至次日的
+            // 00:00:00" (limitationapi.html, "API 调用频率限制周期").
             // 1 per 30 minutes, 3 a day.
-            "all-users-broadcast" => ThrottleSpec::windows(&[(1, 30 * MIN), (3, DAY)]),
+            "all-users-broadcast" => ThrottleSpec::windows_and_utc_day(&[(1, 30 * MIN)], 3),
             // 1 a minute, 50 a day.
-            "online-users-broadcast" => ThrottleSpec::windows(&[(1, MIN), (50, DAY)]),
+            "online-users-broadcast" => ThrottleSpec::windows_and_utc_day(&[(1, MIN)], 50),
             // 1 a second, 10 a minute, 100 a day.
-            _ => ThrottleSpec::windows(&[(1, 1000), (10, MIN), (100, DAY)]),
+            _ => ThrottleSpec::windows_and_utc_day(&[(1, 1000), (10, MIN)], 100),
         }
     }
 

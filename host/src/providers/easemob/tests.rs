@@ -108,18 +108,18 @@ fn channel_targets_priorities_and_endpoints() {
         assert_eq!(p.endpoint(&target(name)), endpoint);
     }
     let min = 60_000;
-    let day = 86_400_000;
+    // The daily quotas count Easemob's UTC calendar day.
     assert_eq!(
         p.default_throttle("all-users-broadcast"),
-        ThrottleSpec::windows(&[(1, 30 * min), (3, day)])
+        ThrottleSpec::parse(&["1/30m".into(), "3/day utc".into()]).unwrap()
     );
     assert_eq!(
         p.default_throttle("online-users-broadcast"),
-        ThrottleSpec::windows(&[(1, min), (50, day)])
+        ThrottleSpec::parse(&["1/1m".into(), "50/day utc".into()]).unwrap()
     );
     assert_eq!(
         p.default_throttle("chatrooms-broadcast"),
-        ThrottleSpec::windows(&[(1, 1000), (10, min), (100, day)])
+        ThrottleSpec::windows_and_utc_day(&[(1, 1000), (10, min)], 100)
     );
     let issues = p.check_channel("everyone", &target("everybody"));
     assert_eq!(issues[0].key, "channels.everyone.target");
