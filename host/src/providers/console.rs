@@ -51,10 +51,11 @@ impl Console {
     }
 }
 
-/// One line per message: channel, sender and a readable rendering of the content.
-pub fn render(channel: &str, message: &Message) -> String {
-    let sender = message.sender.as_deref().unwrap_or("bot");
-    let body = match &message.content {
+/// A message's content as one line of text, unescaped: the text itself,
+/// or a `[kind]` tag and what the kind carries. The console prints it and
+/// `botbox test` matches expectations against it.
+pub fn content_line(content: &Content) -> String {
+    match content {
         Content::Text(t) => t.clone(),
         Content::Custom(c) => format!("[custom {}] {}", c.event, c.data),
         Content::Command(a) => format!("[command] {a}"),
@@ -67,8 +68,16 @@ pub fn render(channel: &str, message: &Message) -> String {
             l.latitude,
             l.longitude,
             l.address.as_deref().unwrap_or("")
-        ),
-    };
+        )
+        .trim_end()
+        .to_owned(),
+    }
+}
+
+/// One line per message: channel, sender and a readable rendering of the content.
+pub fn render(channel: &str, message: &Message) -> String {
+    let sender = message.sender.as_deref().unwrap_or("bot");
+    let body = content_line(&message.content);
     let to = match &message.reply_to {
         Some(conversation) => format!("{channel}/{conversation}"),
         None => channel.to_string(),

@@ -41,7 +41,7 @@ use crate::delivery::Accepted;
 use crate::events::{event_kind_name, parse_event};
 use crate::router::{self, Refusal};
 use crate::runtime::{HandleError, WallClock};
-use crate::wit::types::{Content, DeliveryOutcome, Event, Manifest, Message};
+use crate::wit::types::{DeliveryOutcome, Event, Manifest, Message};
 
 /// The plugin's name in every case's config.
 pub const PLUGIN: &str = "plugin";
@@ -711,20 +711,6 @@ fn pattern(text: &str) -> Result<regex::Regex, String> {
         .map_err(|e| format!("pattern /{text}/ is not a regular expression: {e}"))
 }
 
-/// The content as one line of text, as `botbox call` shows it.
-pub fn content_text(content: &Content) -> String {
-    match content {
-        Content::Text(t) => t.clone(),
-        Content::Custom(c) => format!("[custom {}] {}", c.event, c.data),
-        Content::Command(a) => format!("[command] {a}"),
-        Content::Image(m) => format!("[image] {}", m.url),
-        Content::File(m) => format!("[file] {}", m.url),
-        Content::Audio(m) => format!("[audio] {}", m.url),
-        Content::Video(m) => format!("[video] {}", m.url),
-        Content::Location(l) => format!("[location] {:.5},{:.5}", l.latitude, l.longitude),
-    }
-}
-
 /// A broadcast as the diff shows it: only the fields `shown` asks for
 /// (all when `None`), so a matching pair prints the same.
 fn describe_broadcast(channel: &str, message: &Message, shown: Option<&BroadcastSpec>) -> String {
@@ -746,7 +732,10 @@ fn describe_broadcast(channel: &str, message: &Message, shown: Option<&Broadcast
         ));
     }
     if show(|s| s.text.is_some() || s.matches.is_some()) {
-        parts.push(format!("{:?}", content_text(&message.content)));
+        parts.push(format!(
+            "{:?}",
+            crate::providers::console::content_line(&message.content)
+        ));
     }
     parts.join(" ")
 }
@@ -772,7 +761,7 @@ fn describe_broadcast_spec(spec: &BroadcastSpec) -> String {
 
 fn broadcast_matches(spec: &BroadcastSpec, actual: &Accepted) -> Result<bool, String> {
     let m = &actual.message;
-    let text = content_text(&m.content);
+    let text = crate::providers::console::content_line(&m.content);
     Ok(spec.channel.as_ref().is_none_or(|c| *c == actual.channel)
         && spec
             .reply_to
