@@ -23,8 +23,10 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
@@ -83,6 +85,7 @@ pub fn init(cli: &Cli) -> Result<(), UnknownLogFormat> {
         Ok(filter) => (filter, None),
         Err(e) => (EnvFilter::new(log_filter(cli)), Some(e)),
     };
+    let filter = without_credential_lines(filter);
     // The filter is the log's own (per layer), so the trace layer, idle
     // until `[telemetry]` starts it, picks its spans by itself.
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -121,6 +124,25 @@ pub fn init(cli: &Cli) -> Result<(), UnknownLogFormat> {
         }
     }
     Ok(())
+}
+
+/// Crates beneath botbox that write credentials into their own debug
+/// lines, whatever filter the operator writes: `oci_client` logs a
+/// registry's token answers at `debug`.
+const CREDENTIAL_LOGGING_CRATES: &[&str] = &["oci_client"];
+
+/// `filter`, except that [`CREDENTIAL_LOGGING_CRATES`] never write below
+/// `info`, so `BOTBOX_LOG=debug,oci_client=trace` cannot put a registry
+/// token in the log.
+fn without_credential_lines<S>(filter: EnvFilter) -> impl Filter<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let capped = CREDENTIAL_LOGGING_CRATES.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, name| t.with_target(*name, LevelFilter::INFO),
+    );
+    FilterExt::and(filter, capped)
 }
 
 /// The time of a line: RFC 3339 in UTC, to the microsecond.
@@ -270,6 +292,40 @@ impl Visit for FieldsInto<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_clients_debug_lines_stay_out_whatever_the_filter_says() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let filter = EnvFilter::try_new("debug,oci_client=trace").unwrap();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .with_filter(without_credential_lines(filter)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "oci_client::token_cache", "token answer: secret-token");
+            tracing::info!(target: "oci_client::client", "pulling a manifest");
+            tracing::debug!(target: "botbox::distribution", "own debug line");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("secret-token"), "{text}");
+        assert!(text.contains("pulling a manifest"), "{text}");
+        assert!(text.contains("own debug line"), "{text}");
+    }
 
     #[test]
     fn the_format_is_text_unless_json_is_asked_and_anything_else_is_refused() {
