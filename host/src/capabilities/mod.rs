@@ -16,6 +16,7 @@
 //! runtime.
 
 pub mod broadcast;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod rate;

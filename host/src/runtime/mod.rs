@@ -220,6 +220,8 @@ impl Runtime {
         let engine = build_engine(&options.pool)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outbound HTTP; every request passes `capabilities::http`'s checks.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         state::add_to_linker(&mut linker)?;
         let guests = GuestPool::new(&engine)
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the guest threads: {e}")))?;
