@@ -83,8 +83,9 @@ pub enum LoadError {
     },
     /// The component imports something botbox does not provide.
     #[error(
-        "plugin `{plugin}`: `{path}` imports `{import}`, which botbox does not provide; \
-         a plugin may import only {WIT_PACKAGE} interfaces and WASI"
+        "plugin `{plugin}`: `{path}` imports `{import}`, which botbox does not provide to it; \
+         a plugin may import only {WIT_PACKAGE} interfaces and WASI (wasi:http only from \
+         {WIT_PACKAGE}@0.2.0 on)"
     )]
     UnsupportedImport {
         /// The plugin.
@@ -305,6 +306,15 @@ fn check_world(
                     handler: version,
                     import: sanitize::for_log(name, 200),
                     found: sanitize::for_log(other, 64),
+                });
+            }
+            // Outbound HTTP is a 0.2.0 capability: a 0.1.0 component that
+            // imports it is refused at load, as every host before 0.2.0 did.
+            _ if name.starts_with("wasi:http/") && !version.has_http() => {
+                return Err(LoadError::UnsupportedImport {
+                    plugin: plugin.into(),
+                    path: path.into(),
+                    import: sanitize::for_log(name, 200),
                 });
             }
             // WASI's own version matching is left to the linker, which
