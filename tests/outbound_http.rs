@@ -526,3 +526,137 @@ async fn a_connection_held_past_the_deadline_is_closed_by_the_host() {
     drop(response);
     assert_neighbour_answers(&host).await;
 }
+
+// ---- a real 0.2.0 component, through the linker's `wasi:http` ----
+
+/// A 0.2.0 WAT plugin that, on any event, sends `GET http://{authority}/`
+/// through `wasi:http/outgoing-handler` and traps unless the answer is a
+/// 200: the guest side is wasmtime-wasi-http, the sending botbox's hooks.
+fn wasi_http_getter(authority: &str) -> Vec<u8> {
+    wasi_http_getter_of(authority, "0.2.0")
+}
+
+/// The same plugin built against `version`: for 0.1.0 it asks for no host
+/// (0.1.0 has no way to).
+fn wasi_http_getter_of(authority: &str, version: &str) -> Vec<u8> {
+    let dir = support::repo_root().join("tests/wit/wasi-0.2.12");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("vendored WASI WIT");
+    // In dependency order: each package is pushed after those it uses.
+    let packages: Vec<String> = [
+        "io.wit",
+        "clocks.wit",
+        "random.wit",
+        "filesystem.wit",
+        "sockets.wit",
+        "cli.wit",
+        "http.wit",
+    ]
+    .into_iter()
+    .map(read)
+    .collect();
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let asks: &'static str = Box::leak(authority.to_string().into_boxed_str());
+    let asks: &'static [&'static str] = Box::leak(vec![asks].into_boxed_slice());
+    let p = WatPlugin::new(Ask::default());
+    let p = if version == "0.2.0" { p.http(asks) } else { p };
+    let mut p = p
+        .foreign(&packages, &["wasi:http/outgoing-handler@0.2.12"])
+        .imports(
+            r#"(import "wasi:http/types@0.2.12" "[constructor]fields" (func $fields (result i32)))
+  (import "wasi:http/types@0.2.12" "[constructor]outgoing-request" (func $request (param i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]outgoing-request.set-scheme" (func $scheme (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]outgoing-request.set-authority" (func $authority (param i32 i32 i32 i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]outgoing-request.set-path-with-query" (func $path (param i32 i32 i32 i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]future-incoming-response.subscribe" (func $subscribe (param i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]future-incoming-response.get" (func $get (param i32 i32)))
+  (import "wasi:http/types@0.2.12" "[method]incoming-response.status" (func $status (param i32) (result i32)))
+  (import "wasi:io/poll@0.2.12" "[method]pollable.block" (func $block (param i32)))
+  (import "wasi:http/outgoing-handler@0.2.12" "handle" (func $handle (param i32 i32 i32 i32)))"#,
+        );
+    let (auth, auth_len) = p.data.string(authority);
+    let (slash, slash_len) = p.data.string("/");
+    // Return areas: `result<future, error-code>` (payload at 8, the
+    // error-code holding a u64) and `option<result<result<response,
+    // error-code>>>` (tags at 0, 8 and 16, the response at 24).
+    const RET: u32 = 60_400;
+    let body = format!(
+        "(local.set $i (call $request (call $fields)))
+         ;; some(HTTP)
+         (if (call $scheme (local.get $i) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0))
+           (then unreachable))
+         (if (call $authority (local.get $i) (i32.const 1) (i32.const {auth}) (i32.const {auth_len}))
+           (then unreachable))
+         ;; wasi:http builds no URI without a path
+         (if (call $path (local.get $i) (i32.const 1) (i32.const {slash}) (i32.const {slash_len}))
+           (then unreachable))
+         (call $handle (local.get $i) (i32.const 0) (i32.const 0) (i32.const {RET}))
+         (if (i32.load8_u (i32.const {RET})) (then unreachable))
+         (local.set $i (i32.load (i32.const {ret8})))
+         (call $block (call $subscribe (local.get $i)))
+         (call $get (local.get $i) (i32.const {RET}))
+         (if (i32.eqz (i32.load8_u (i32.const {RET}))) (then unreachable))
+         (if (i32.load8_u (i32.const {ret8})) (then unreachable))
+         ;; err(error-code): the host refused or the request failed
+         (if (i32.load8_u (i32.const {ret16})) (then unreachable))
+         (if (i32.ne (call $status (i32.load (i32.const {ret24}))) (i32.const 200))
+           (then unreachable))",
+        ret8 = RET + 8,
+        ret16 = RET + 16,
+        ret24 = RET + 24,
+    );
+    p.body(&body).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_2_component_reaches_a_granted_host_through_wasi_http_and_no_other() {
+    let granted = serve(Reply::Ok("hello")).await;
+    let other = serve(Reply::Ok("other")).await;
+    let grant = format!("127.0.0.1:{}", granted.port);
+    let ungranted = format!("127.0.0.1:{}", other.port);
+    let host = TestHost::new(&[
+        (
+            "getter",
+            wasi_http_getter(&grant),
+            &plain_loopback(granted.port),
+        ),
+        // Asks for its target, but the operator granted another address.
+        (
+            "stray",
+            wasi_http_getter(&ungranted),
+            &format!("http = [\"{grant}\"]\nhttp_plain_loopback = true"),
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    host.load_all().await;
+    host.app
+        .runtime
+        .dispatch("getter", &poke())
+        .await
+        .expect("the granted GET answers 200");
+    assert_eq!(granted.connections.load(Ordering::SeqCst), 1);
+    let refused = host.app.runtime.dispatch("stray", &poke()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(other.connections.load(Ordering::SeqCst), 0);
+    assert_neighbour_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_component_that_imports_wasi_http_is_refused_at_load() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let host = TestHost::new(&[
+        (
+            "old",
+            wasi_http_getter_of(&grant, "0.1.0"),
+            &plain_loopback(server.port),
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(text.starts_with("plugin `old`"), "{text}");
+    assert!(text.contains("wasi:http/"), "{text}");
+    assert!(text.contains("from botbox:bot@0.2.0 on"), "{text}");
+    assert_neighbour_answers(&host).await;
+}
