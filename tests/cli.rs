@@ -110,22 +110,52 @@ fn check_names_the_wit_version_a_plugin_was_built_against() {
     std::fs::write(dir.path().join("good.wasm"), chatty()).unwrap();
     std::fs::write(
         dir.path().join("old.wasm"),
-        WatPlugin::new(Ask::default()).version("0.2.0").build(),
+        WatPlugin::new(Ask::default()).version("0.9.0").build(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("new.wasm"),
+        WatPlugin::new(Ask::default())
+            .http(&["api.example.org", "evil.example.net"])
+            .build(),
     )
     .unwrap();
     std::fs::write(
         dir.path().join("botbox.toml"),
         "[providers.console]\nkind = \"console\"\n[channels.lobby]\nprovider = \"console\"\n\
          [plugins.good]\npath = \"good.wasm\"\nchannels = [\"lobby\"]\n\
-         [plugins.old]\npath = \"old.wasm\"\nchannels = [\"lobby\"]\n",
+         [plugins.old]\npath = \"old.wasm\"\nchannels = [\"lobby\"]\n\
+         [plugins.new]\npath = \"new.wasm\"\nchannels = [\"lobby\"]\nhttp = [\"*.example.org\"]\n",
     )
     .unwrap();
     let out = botbox(dir.path(), &["check", "--config", "botbox.toml"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("ok   plugin good"), "{t}");
+    // Each plugin's line says which served version it targets.
+    let lines: Vec<&str> = t.lines().collect();
+    let after = |start: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line `{start}` in\n{t}"));
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("       "))
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        after("ok   plugin good")[0],
+        "targets botbox:bot@0.1.0",
+        "{t}"
+    );
+    let new = after("ok   plugin new");
+    assert_eq!(new[0], "targets botbox:bot@0.2.0", "{t}");
+    // It asked for two hosts; the operator's `*.example.org` covers one.
+    assert!(new.contains(&"http: api.example.org"), "{t}");
     assert!(
-        t.contains("FAIL plugin `old`: `") && t.contains("was built against WIT botbox:bot@0.2.0"),
+        t.contains("FAIL plugin `old`: `") && t.contains("was built against WIT botbox:bot@0.9.0"),
         "{t}"
     );
 }

@@ -341,13 +341,13 @@ async fn events_not_granted_are_not_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_of_another_wit_version_is_refused_with_a_clear_error() {
-    let foreign = WatPlugin::new(Ask::default()).version("0.2.0").build();
+    let foreign = WatPlugin::new(Ask::default()).version("0.9.0").build();
     let host = TestHost::new(&[("foreign", foreign, "")]);
     let errors = host.app.load_plugins().await;
     assert_eq!(errors.len(), 1);
     let text = errors[0].to_string();
     assert!(
-        text.contains("built against WIT botbox:bot@0.2.0"),
+        text.contains("built against WIT botbox:bot@0.9.0"),
         "{text}"
     );
     assert!(text.contains("botbox:bot@0.1.0"), "{text}");

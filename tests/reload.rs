@@ -162,8 +162,8 @@ async fn a_broken_version_leaves_the_old_one_running() {
         ),
         (
             "the wrong world version",
-            WatPlugin::new(Ask::default()).version("0.2.0").build(),
-            "built against WIT botbox:bot@0.2.0",
+            WatPlugin::new(Ask::default()).version("0.9.0").build(),
+            "built against WIT botbox:bot@0.9.0",
         ),
         (
             "describe traps",

@@ -119,6 +119,7 @@ mod tests {
             channels: ["lobby".to_string()].into(),
             events: events.to_vec(),
             schedules: ["tick".to_string()].into(),
+            http: Vec::new(),
         }
     }
 

@@ -29,10 +29,18 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The WIT package, optionally re-versioned to build "foreign" components.
+/// The WIT package of a served version (`wit/bot.wit` for 0.1.0,
+/// `wit/0.2.0/bot.wit` for 0.2.0), or 0.1.0's re-versioned to build
+/// "foreign" components.
 fn resolve_with_version(version: &str) -> (Resolve, wit_parser::WorldId) {
-    let text = std::fs::read_to_string(repo_root().join("wit/bot.wit")).expect("read wit/bot.wit");
-    let text = text.replace("@0.1.0", &format!("@{version}"));
+    let text = if version == "0.2.0" {
+        std::fs::read_to_string(repo_root().join("wit/0.2.0/bot.wit"))
+            .expect("read wit/0.2.0/bot.wit")
+    } else {
+        let text =
+            std::fs::read_to_string(repo_root().join("wit/bot.wit")).expect("read wit/bot.wit");
+        text.replace("@0.1.0", &format!("@{version}"))
+    };
     let mut resolve = Resolve::default();
     let pkg = resolve
         .push_str("bot.wit", &text)
@@ -129,6 +137,8 @@ pub struct WatPlugin<'a> {
     /// Leave out the `log` and `send-broadcast` imports (the body must not
     /// call them): a component with no botbox imports, to nest in another.
     pub no_host_imports: bool,
+    /// Hosts asked for in a 0.2.0 manifest's `http` (see [`WatPlugin::http`]).
+    pub http: &'a [&'a str],
     /// Laid out once, from the WIT, for `text_message`.
     layout: MessageLayout,
 }
@@ -199,6 +209,7 @@ impl<'a> WatPlugin<'a> {
             imports: String::new(),
             foreign: None,
             no_host_imports: false,
+            http: &[],
             layout: message_layout(&resolve),
         }
     }
@@ -237,8 +248,17 @@ impl<'a> WatPlugin<'a> {
         self
     }
 
+    /// Builds against `version`: `0.2.0` is the served 0.2.0 WIT (its
+    /// manifest carries `http`), any other is 0.1.0's re-versioned.
     pub fn version(mut self, version: &'a str) -> Self {
         self.version = version;
+        self
+    }
+
+    /// A 0.2.0 plugin that asks for these HTTP hosts in `describe`.
+    pub fn http(mut self, hosts: &'a [&'a str]) -> Self {
+        self.version = "0.2.0";
+        self.http = hosts;
         self
     }
 
@@ -276,6 +296,12 @@ impl<'a> WatPlugin<'a> {
             name_p, name_l, ver_p, ver_l, ch_p, ch_l, ev_p, ev_l, sc_p, sc_l,
         ] {
             manifest.extend_from_slice(&v.to_le_bytes());
+        }
+        if self.version == "0.2.0" {
+            // 0.2.0's manifest ends with `http: list<string>`.
+            let (http_p, http_l) = self.data.list_of_strings(self.http);
+            manifest.extend_from_slice(&http_p.to_le_bytes());
+            manifest.extend_from_slice(&http_l.to_le_bytes());
         }
         let manifest_addr = self.data.bytes(&manifest, 4);
         assert!(

@@ -18,6 +18,7 @@ use crate::wit::botbox::bot::broadcast::{self, Host};
 use crate::wit::types::{
     BroadcastError, ChannelInfo, Content, ContentKind, Event, Media, Message, MessageOptions,
 };
+use crate::wit::v0_2::botbox::bot::broadcast as v0_2;
 
 /// The `broadcast` capability.
 pub struct Broadcast;
@@ -61,7 +62,8 @@ impl Capability for Broadcast {
     }
 
     fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        broadcast::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+        broadcast::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)?;
+        v0_2::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
     }
 
     /// A plugin told about a conversation (a chat message, a meeting) may
@@ -430,6 +432,20 @@ fn for_guest(plugin: &str, channel: &str, error: BroadcastError) -> BroadcastErr
 /// The reason a plugin gets when the host could not take its message.
 pub const GUEST_INTERNAL: &str =
     "the outbox could not store the message; the operator's log has the details";
+
+/// `botbox:bot/broadcast@0.2.0`: the same types and the same code as 0.1.0.
+impl v0_2::Host for Ctx<'_, BroadcastSlice> {
+    async fn send_broadcast(
+        &mut self,
+        msg: Message,
+    ) -> wasmtime::Result<Result<crate::wit::types::Receipt, BroadcastError>> {
+        Host::send_broadcast(self, msg).await
+    }
+
+    async fn channels(&mut self) -> wasmtime::Result<Vec<ChannelInfo>> {
+        Host::channels(self).await
+    }
+}
 
 impl Host for Ctx<'_, BroadcastSlice> {
     async fn send_broadcast(

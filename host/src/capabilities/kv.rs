@@ -21,6 +21,7 @@ use wasmtime::component::Linker;
 use super::{Capability, Ctx, HasCapability, Setup, View};
 use crate::config::PluginLimits;
 use crate::wit::botbox::bot::kv::{self, Host, KvError};
+use crate::wit::v0_2::botbox::bot::kv as v0_2;
 
 /// The `kv` capability.
 pub struct Kv;
@@ -50,7 +51,8 @@ impl Capability for Kv {
     }
 
     fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        kv::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+        kv::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)?;
+        v0_2::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
     }
 }
 
@@ -405,6 +407,50 @@ async fn off_worker<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&namespace.store, &namespace.plugin, &namespace.limits))
         .await
         .unwrap_or_else(|e| Err(KvError::Internal(format!("kv call did not finish: {e}"))))
+}
+
+impl From<KvError> for v0_2::KvError {
+    fn from(e: KvError) -> v0_2::KvError {
+        match e {
+            KvError::KeyTooLong(n) => v0_2::KvError::KeyTooLong(n),
+            KvError::ValueTooLarge(n) => v0_2::KvError::ValueTooLarge(n),
+            KvError::QuotaExceeded(n) => v0_2::KvError::QuotaExceeded(n),
+            KvError::Internal(text) => v0_2::KvError::Internal(text),
+        }
+    }
+}
+
+/// `botbox:bot/kv@0.2.0`: unchanged from 0.1.0 (its `kv-error` is its own
+/// type, converted).
+impl v0_2::Host for Ctx<'_, KvSlice> {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v0_2::KvError>> {
+        Ok(Host::get(self, key).await?.map_err(Into::into))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), v0_2::KvError>> {
+        Ok(Host::set(self, key, value).await?.map_err(Into::into))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), v0_2::KvError>> {
+        Ok(Host::delete(self, key).await?.map_err(Into::into))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, v0_2::KvError>> {
+        Ok(Host::list_keys(self, prefix, limit)
+            .await?
+            .map_err(Into::into))
+    }
 }
 
 impl Host for Ctx<'_, KvSlice> {

@@ -13,6 +13,7 @@ use super::rate::TokenBucket;
 use super::{Capability, Ctx, HasCapability, Setup, View};
 use crate::sanitize::{self, MAX_LOG_LINE_CHARS};
 use crate::wit::botbox::bot::log::{self, Host, Level};
+use crate::wit::v0_2::botbox::bot::log as v0_2;
 
 /// A log level's name as people write it (`info`), for printing and for
 /// matching a test case's `level`.
@@ -49,7 +50,8 @@ impl Capability for Log {
     }
 
     fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        log::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+        log::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)?;
+        v0_2::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
     }
 }
 
@@ -166,6 +168,26 @@ impl LogSink {
             StdStream::Stderr => Level::Warn,
         };
         self.write(level, line);
+    }
+}
+
+impl From<v0_2::Level> for Level {
+    fn from(level: v0_2::Level) -> Level {
+        match level {
+            v0_2::Level::Trace => Level::Trace,
+            v0_2::Level::Debug => Level::Debug,
+            v0_2::Level::Info => Level::Info,
+            v0_2::Level::Warn => Level::Warn,
+            v0_2::Level::Error => Level::Error,
+        }
+    }
+}
+
+/// `botbox:bot/log@0.2.0`: unchanged from 0.1.0 (its `level` is its own
+/// type, converted).
+impl v0_2::Host for Ctx<'_, LogSlice> {
+    async fn log(&mut self, level: v0_2::Level, message: String) -> wasmtime::Result<()> {
+        Host::log(self, level.into(), message).await
     }
 }
 

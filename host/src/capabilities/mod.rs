@@ -16,6 +16,7 @@
 //! runtime.
 
 pub mod broadcast;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod rate;
@@ -29,6 +30,7 @@ use std::time::Instant;
 use tokio::sync::broadcast as observers;
 use wasmtime::component::{HasData, Linker};
 
+use crate::config::http::HostPattern;
 use crate::config::{PluginConfig, PluginLimits};
 use crate::delivery::Delivery;
 use crate::wit::types::{Event, EventKind, Manifest};
@@ -45,6 +47,9 @@ pub struct Grants {
     pub events: Vec<EventKind>,
     /// Schedules that fire for it.
     pub schedules: BTreeSet<String>,
+    /// Hosts it may reach over outbound HTTP: what it asked for that one of
+    /// the operator's `http` patterns covers.
+    pub http: Vec<HostPattern>,
 }
 
 /// What a plugin asked for that the operator did not grant, for the log.
@@ -56,11 +61,17 @@ pub struct Denied {
     pub events: Vec<EventKind>,
     /// Schedules asked for and not configured.
     pub schedules: Vec<String>,
+    /// HTTP hosts asked for and not granted (or not patterns at all), escaped.
+    pub http: Vec<String>,
 }
 
 impl Grants {
     /// What the plugin gets, and what it asked for and does not.
-    pub fn intersect(manifest: &Manifest, config: &PluginConfig) -> (Grants, Denied) {
+    pub fn intersect(
+        manifest: &Manifest,
+        wants_http: &[String],
+        config: &PluginConfig,
+    ) -> (Grants, Denied) {
         let mut grants = Grants::default();
         let mut denied = Denied::default();
         for c in &manifest.channels {
@@ -84,6 +95,20 @@ impl Grants {
                 grants.schedules.insert(s.clone());
             } else {
                 denied.schedules.push(s.clone());
+            }
+        }
+        for asked in wants_http {
+            match HostPattern::parse(asked) {
+                Ok(p) if config.http.iter().any(|granted| granted.covers(&p)) => {
+                    if !grants.http.contains(&p) {
+                        grants.http.push(p);
+                    }
+                }
+                Ok(_) => denied.http.push(crate::sanitize::for_log(asked, 64)),
+                Err(reason) => denied.http.push(format!(
+                    "{} ({reason})",
+                    crate::sanitize::for_log(asked, 64)
+                )),
             }
         }
         (grants, denied)
@@ -183,10 +208,19 @@ impl<C: Capability + ?Sized> HasData for HasCapability<C> {
     type Data<'a> = Ctx<'a, C::Slice>;
 }
 
-/// The `types` interface: type definitions only, no functions. Every
-/// world import needs an instance in the linker, so it gets an empty one.
+/// The `types` interface of every served version: type definitions only,
+/// no functions. Every world import needs an instance in the linker, so
+/// each gets an empty one.
 pub fn add_types_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    crate::wit::types::add_to_linker::<T, NoFunctions>(linker, |_| NoFunctions)
+    crate::wit::types::add_to_linker::<T, NoFunctions>(linker, |_| NoFunctions)?;
+    // 0.2.0's `types` is bound to 0.1.0's Rust types (`wit.rs`), so bindgen
+    // writes no linker function for it; the empty instance is all it needs.
+    linker.instance(&format!(
+        "{}/types@{}",
+        crate::wit::WIT_PACKAGE,
+        crate::wit::WitVersion::V0_2
+    ))?;
+    Ok(())
 }
 
 /// The data behind an interface that has no functions.

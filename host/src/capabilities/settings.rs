@@ -7,6 +7,7 @@ use wasmtime::component::Linker;
 
 use super::{Capability, Ctx, HasCapability, Setup, View};
 use crate::wit::botbox::bot::settings::{self, Host};
+use crate::wit::v0_2::botbox::bot::settings as v0_2;
 
 /// The `settings` capability.
 pub struct Settings;
@@ -23,7 +24,19 @@ impl Capability for Settings {
     }
 
     fn add_to_linker<T: View<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        settings::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+        settings::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)?;
+        v0_2::add_to_linker::<T, HasCapability<Self>>(linker, <T as View<Self>>::view)
+    }
+}
+
+/// `botbox:bot/settings@0.2.0`: unchanged from 0.1.0.
+impl v0_2::Host for Ctx<'_, SettingsSlice> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Host::get(self, key).await
+    }
+
+    async fn list(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Host::list(self).await
     }
 }
 

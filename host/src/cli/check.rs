@@ -8,6 +8,7 @@ use super::ExitCode;
 use crate::app::App;
 use crate::capabilities::broadcast::content_kind_name;
 use crate::events::event_kind_name;
+use crate::wit::WIT_PACKAGE;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -53,6 +54,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             manifest.map(|m| m.name.as_str()).unwrap_or("?"),
             manifest.map(|m| m.version.as_str()).unwrap_or("?"),
         );
+        println!("       targets {WIT_PACKAGE}@{}", p.pre.version());
         for channel in &grants.channels {
             if let Some(c) = app.delivery.channel(channel) {
                 // Replies that leave by another API than the channel's own
@@ -85,6 +87,17 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if !grants.http.is_empty() {
+            println!(
+                "       http: {}",
+                grants
+                    .http
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if !grants.schedules.is_empty() {
             println!(
                 "       schedules: {}",

@@ -6,6 +6,7 @@
 //! every problem at once, each with its key path, so an operator fixes a
 //! config in one round instead of ten.
 
+pub mod http;
 mod schedule;
 mod secret;
 mod source;
@@ -240,6 +241,13 @@ pub struct PluginConfig {
     pub limits: PluginLimits,
     /// Values as the plugin sees them: strings verbatim, everything else as JSON.
     pub settings: BTreeMap<String, String>,
+    /// `http`: the hosts it may reach over outbound HTTP (what it asks for
+    /// in `describe()` is intersected with these). Empty: none.
+    pub http: Vec<http::HostPattern>,
+    /// `http_plain_loopback`: plain `http://` is allowed to loopback
+    /// addresses granted by their literal (local services, tests). Every
+    /// other request must be `https://`.
+    pub http_plain_loopback: bool,
 }
 
 /// Per-plugin containment limits. Defaults are safe for untrusted code.
@@ -261,6 +269,8 @@ pub struct PluginLimits {
     pub kv_max_value_bytes: u32,
     /// `limits.kv_max_total_kb`, in bytes: keys, values and 64 bytes a row.
     pub kv_max_total_bytes: u64,
+    /// `limits.http_*`: outbound HTTP.
+    pub http: http::HttpLimits,
 }
 
 impl Default for PluginLimits {
@@ -274,6 +284,7 @@ impl Default for PluginLimits {
             kv_max_key_bytes: 256,
             kv_max_value_bytes: 64 << 10,
             kv_max_total_bytes: 4 << 20,
+            http: http::HttpLimits::default(),
         }
     }
 }
@@ -337,6 +348,10 @@ struct RawPlugin {
     limits: RawLimits,
     #[serde(default)]
     settings: toml::Table,
+    #[serde(default)]
+    http: Vec<String>,
+    #[serde(default)]
+    http_plain_loopback: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -350,6 +365,11 @@ struct RawLimits {
     kv_max_key_bytes: Option<u64>,
     kv_max_value_bytes: Option<u64>,
     kv_max_total_kb: Option<u64>,
+    http_request_max_kb: Option<u64>,
+    http_response_max_kb: Option<u64>,
+    http_timeout_ms: Option<u64>,
+    http_max_in_flight: Option<u64>,
+    http_requests_per_minute: Option<u64>,
 }
 
 /// Event kinds a plugin gets when the operator lists none: the ones that
@@ -609,6 +629,16 @@ impl Config {
                 };
                 settings.insert(k, text);
             }
+            let mut http = Vec::new();
+            for pattern in &raw_plugin.http {
+                match http::HostPattern::parse(pattern) {
+                    Ok(p) => http.push(p),
+                    Err(message) => issue(
+                        format!("{key}.http"),
+                        format!("`{}`: {message}", crate::sanitize::for_log(pattern, 64)),
+                    ),
+                }
+            }
             let path = match (&source, &sha256) {
                 (PluginSource::File(file), _) => file.clone(),
                 (PluginSource::Oci(_), Some(digest)) => cached_component(&storage.dir, digest),
@@ -627,6 +657,8 @@ impl Config {
                     schedules,
                     limits,
                     settings,
+                    http,
+                    http_plain_loopback: raw_plugin.http_plain_loopback,
                 },
             );
         }
@@ -815,7 +847,50 @@ fn validate_limits(
         1 << 20,
         defaults.kv_max_total_bytes >> 10,
     );
+    let http_defaults = http::HttpLimits::default();
+    let http_request_max_kb = check(
+        "http_request_max_kb",
+        raw.http_request_max_kb,
+        0,
+        16 << 10,
+        http_defaults.request_max_bytes >> 10,
+    );
+    let http_response_max_kb = check(
+        "http_response_max_kb",
+        raw.http_response_max_kb,
+        1,
+        64 << 10,
+        http_defaults.response_max_bytes >> 10,
+    );
+    let http_timeout_ms = check(
+        "http_timeout_ms",
+        raw.http_timeout_ms,
+        1,
+        MAX_DEADLINE_MS,
+        http_defaults.timeout.as_millis() as u64,
+    );
+    let http_max_in_flight = check(
+        "http_max_in_flight",
+        raw.http_max_in_flight,
+        1,
+        64,
+        http_defaults.max_in_flight.into(),
+    );
+    let http_requests_per_minute = check(
+        "http_requests_per_minute",
+        raw.http_requests_per_minute,
+        0,
+        100_000,
+        http_defaults.requests_per_minute.into(),
+    );
     PluginLimits {
+        http: http::HttpLimits {
+            request_max_bytes: http_request_max_kb << 10,
+            response_max_bytes: http_response_max_kb << 10,
+            timeout: Duration::from_millis(http_timeout_ms),
+            max_in_flight: http_max_in_flight as u32,
+            requests_per_minute: http_requests_per_minute as u32,
+        },
         memory_bytes: (memory_mb as usize) << 20,
         deadline: Duration::from_millis(deadline_ms),
         max_concurrency: max_concurrency as usize,

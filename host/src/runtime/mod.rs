@@ -33,6 +33,7 @@ use crate::capabilities::{Grants, PluginInfo, Setup};
 use crate::config::{Config, PluginConfig, is_valid_name};
 use crate::events::{event_kind, event_kind_name};
 use crate::sanitize;
+use crate::wit::Described;
 use crate::wit::types::{Event, Manifest};
 
 /// How long past its deadline a call may take before the host gives up on
@@ -219,6 +220,8 @@ impl Runtime {
         let engine = build_engine(&options.pool)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outbound HTTP; every request passes `capabilities::http`'s checks.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         state::add_to_linker(&mut linker)?;
         let guests = GuestPool::new(&engine)
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the guest threads: {e}")))?;
@@ -427,24 +430,33 @@ impl Runtime {
             footprint: compiled.footprint,
             generation: 0,
         });
-        let manifest = self
+        let described = self
             .call_describe(&probe)
             .await
             .map_err(|e| LoadError::Describe {
                 plugin: name.into(),
                 reason: e.to_string(),
             })?;
-        let manifest = sanitize_manifest(manifest).map_err(|reason| LoadError::Describe {
-            plugin: name.into(),
-            reason,
-        })?;
-        let (grants, denied) = Grants::intersect(&manifest, config);
+        let wants_http = described.http;
+        let manifest =
+            sanitize_manifest(described.manifest).map_err(|reason| LoadError::Describe {
+                plugin: name.into(),
+                reason,
+            })?;
+        if wants_http.len() > 256 {
+            return Err(LoadError::Describe {
+                plugin: name.into(),
+                reason: "manifest lists more than 256 http hosts".into(),
+            });
+        }
+        let (grants, denied) = Grants::intersect(&manifest, &wants_http, config);
         plugin::log_denied(name, &denied, &grants);
 
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(
             plugin = name,
             generation,
+            wit = %compiled.pre.version(),
             bytes = compiled.bytes_len,
             %digest,
             from = ?origin,
@@ -475,7 +487,7 @@ impl Runtime {
             .unwrap_or(false)
     }
 
-    async fn call_describe(&self, plugin: &Arc<Plugin>) -> Result<Manifest, HandleError> {
+    async fn call_describe(&self, plugin: &Arc<Plugin>) -> Result<Described, HandleError> {
         let guest = self.guest_context();
         let name = plugin.name.clone();
         let deadline = plugin.limits.deadline + DEADLINE_GRACE;
@@ -485,7 +497,7 @@ impl Runtime {
             let mut store = guest.new_store(&plugin, turn);
             let work = async {
                 let bot = plugin.pre.instantiate_async(&mut store).await?;
-                bot.botbox_bot_handler().call_describe(&mut store).await
+                bot.call_describe(&mut store).await
             };
             match tokio::time::timeout(deadline, work).await {
                 Ok(Ok(manifest)) => Ok(manifest),
@@ -692,7 +704,7 @@ impl GuestContext {
             }
             Err(_) => return Err(timeout_error(plugin)),
         };
-        let call = bot.botbox_bot_handler().call_handle(&mut store, &event);
+        let call = bot.call_handle(&mut store, &event);
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(message))) => Err(HandleError::Failed {

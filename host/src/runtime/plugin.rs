@@ -16,7 +16,7 @@ use crate::capabilities::{Denied, Grants};
 use crate::config::PluginLimits;
 use crate::events::event_kind_name;
 use crate::sanitize;
-use crate::wit::{BotPre, WIT_PACKAGE, WIT_VERSION};
+use crate::wit::{PluginPre, WIT_PACKAGE, WIT_VERSION, WIT_VERSIONS, WitVersion};
 
 /// Why a plugin could not be loaded. Each says which file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +52,9 @@ pub enum LoadError {
     },
     /// The component was built against another WIT version.
     #[error(
-        "plugin `{plugin}`: `{path}` was built against WIT {found}, but this host provides \
-         {WIT_PACKAGE}@{WIT_VERSION}; rebuild it against the botbox SDK for {WIT_VERSION}"
+        "plugin `{plugin}`: `{path}` was built against WIT {found}, but this host serves \
+         {}; rebuild it against the botbox SDK for {WIT_VERSION}",
+        served_versions()
     )]
     WrongVersion {
         /// The plugin.
@@ -63,10 +64,28 @@ pub enum LoadError {
         /// The WIT package and version it was built against.
         found: String,
     },
+    /// The component's imports and its handler name different versions.
+    #[error(
+        "plugin `{plugin}`: `{path}` exports the handler of {WIT_PACKAGE}@{handler} but imports \
+         `{import}` of version {found}; build it against one version of the botbox WIT"
+    )]
+    MixedVersions {
+        /// The plugin.
+        plugin: String,
+        /// Its file.
+        path: String,
+        /// The version of its handler export.
+        handler: WitVersion,
+        /// The import of another version, escaped.
+        import: String,
+        /// That import's version, escaped.
+        found: String,
+    },
     /// The component imports something botbox does not provide.
     #[error(
-        "plugin `{plugin}`: `{path}` imports `{import}`, which botbox does not provide; \
-         a plugin may import only {WIT_PACKAGE} interfaces and WASI"
+        "plugin `{plugin}`: `{path}` imports `{import}`, which botbox does not provide to it; \
+         a plugin may import only {WIT_PACKAGE} interfaces and WASI (wasi:http only from \
+         {WIT_PACKAGE}@0.2.0 on)"
     )]
     UnsupportedImport {
         /// The plugin.
@@ -78,8 +97,9 @@ pub enum LoadError {
     },
     /// The component does not export the handler.
     #[error(
-        "plugin `{plugin}`: `{path}` does not export {WIT_PACKAGE}/handler@{WIT_VERSION}; \
-         is it built for the world {WIT_PACKAGE}/bot?"
+        "plugin `{plugin}`: `{path}` does not export the handler of any of {}; \
+         is it built for the world {WIT_PACKAGE}/bot?",
+        served_versions()
     )]
     NoHandler {
         /// The plugin.
@@ -152,7 +172,7 @@ pub enum LoadError {
 /// depend on the config.
 pub struct Compiled {
     /// The component, linked against the host.
-    pub pre: BotPre<HostState>,
+    pub pre: PluginPre<HostState>,
     /// Whether it came from the cache.
     pub source: CompileSource,
     /// The size of its file.
@@ -193,15 +213,8 @@ pub fn compile(
         }
     })?;
     let footprint = Footprint::of(&component);
-    check_world(engine, &component, plugin, &shown)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::Link {
-            plugin: plugin.into(),
-            path: shown.clone(),
-            reason: sanitize::for_log(&format!("{e:#}"), 2000),
-        })?;
-    let pre = BotPre::new(pre).map_err(|e| LoadError::Link {
+    let version = check_world(engine, &component, plugin, &shown)?;
+    let pre = PluginPre::new(version, linker, &component).map_err(|e| LoadError::Link {
         plugin: plugin.into(),
         path: shown.clone(),
         reason: sanitize::for_log(&format!("{e:#}"), 2000),
@@ -239,22 +252,69 @@ fn package_and_version(name: &str) -> Option<(&str, &str)> {
     Some((package, version))
 }
 
+/// The served versions, for errors: `botbox:bot@0.1.0, botbox:bot@0.2.0`.
+fn served_versions() -> String {
+    WIT_VERSIONS
+        .iter()
+        .map(|v| format!("{WIT_PACKAGE}@{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which served version the component targets: the version of its
+/// `handler` export, which every `botbox:bot` import must share (a
+/// component mixing versions is refused: no world has that shape).
 fn check_world(
     engine: &Engine,
     component: &Component,
     plugin: &str,
     path: &str,
-) -> Result<(), LoadError> {
+) -> Result<WitVersion, LoadError> {
     let ty = component.component_type();
+    let mut handler_versions = Vec::new();
+    for (name, _item) in ty.exports(engine) {
+        if let Some((WIT_PACKAGE, version)) = package_and_version(name)
+            && name.starts_with(&format!("{WIT_PACKAGE}/handler@"))
+        {
+            handler_versions.push(version.to_string());
+        }
+    }
+    let version = match handler_versions.iter().find_map(|v| WitVersion::parse(v)) {
+        Some(v) => v,
+        None => {
+            return Err(match handler_versions.first() {
+                Some(other) => LoadError::WrongVersion {
+                    plugin: plugin.into(),
+                    path: path.into(),
+                    found: format!("{WIT_PACKAGE}@{}", sanitize::for_log(other, 64)),
+                },
+                None => LoadError::NoHandler {
+                    plugin: plugin.into(),
+                    path: path.into(),
+                },
+            });
+        }
+    };
     for (name, _item) in ty.imports(engine) {
         let package = package_and_version(name);
         match package {
-            Some((WIT_PACKAGE, WIT_VERSION)) => {}
+            Some((WIT_PACKAGE, v)) if v == version.as_str() => {}
             Some((WIT_PACKAGE, other)) => {
-                return Err(LoadError::WrongVersion {
+                return Err(LoadError::MixedVersions {
                     plugin: plugin.into(),
                     path: path.into(),
-                    found: format!("{WIT_PACKAGE}@{other}"),
+                    handler: version,
+                    import: sanitize::for_log(name, 200),
+                    found: sanitize::for_log(other, 64),
+                });
+            }
+            // Outbound HTTP is a 0.2.0 capability: a 0.1.0 component that
+            // imports it is refused at load, as every host before 0.2.0 did.
+            _ if name.starts_with("wasi:http/") && !version.has_http() => {
+                return Err(LoadError::UnsupportedImport {
+                    plugin: plugin.into(),
+                    path: path.into(),
+                    import: sanitize::for_log(name, 200),
                 });
             }
             // WASI's own version matching is left to the linker, which
@@ -269,28 +329,7 @@ fn check_world(
             }
         }
     }
-    let mut handler_versions = Vec::new();
-    for (name, _item) in ty.exports(engine) {
-        if let Some((WIT_PACKAGE, version)) = package_and_version(name)
-            && name.starts_with(&format!("{WIT_PACKAGE}/handler@"))
-        {
-            handler_versions.push(version.to_string());
-        }
-    }
-    if handler_versions.iter().any(|v| v == WIT_VERSION) {
-        Ok(())
-    } else if let Some(other) = handler_versions.first() {
-        Err(LoadError::WrongVersion {
-            plugin: plugin.into(),
-            path: path.into(),
-            found: format!("{WIT_PACKAGE}@{other}"),
-        })
-    } else {
-        Err(LoadError::NoHandler {
-            plugin: plugin.into(),
-            path: path.into(),
-        })
-    }
+    Ok(version)
 }
 
 /// Counters for one plugin since it loaded, across reloads.
@@ -353,8 +392,9 @@ impl Latency {
 pub struct Plugin {
     /// Its name in `botbox.toml`.
     pub name: String,
-    /// The component, linked against the host.
-    pub pre: BotPre<HostState>,
+    /// The component, linked against the host for the WIT version it
+    /// targets.
+    pub pre: PluginPre<HostState>,
     /// What its stores share: who it is, what it may do, each capability's
     /// slice.
     pub context: Arc<PluginContext>,
@@ -454,7 +494,13 @@ pub fn log_denied(plugin: &str, denied: &Denied, grants: &Grants) {
             sanitize::for_log(s, 64)
         );
     }
-    tracing::debug!(plugin, channels = ?grants.channels, events = ?grants.events, schedules = ?grants.schedules, "granted");
+    for h in &denied.http {
+        tracing::warn!(
+            plugin,
+            "asks to reach `{h}` over HTTP, which is not granted; denied"
+        );
+    }
+    tracing::debug!(plugin, http = ?grants.http, channels = ?grants.channels, events = ?grants.events, schedules = ?grants.schedules, "granted");
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::clock::WallClock;
 use super::limits::MemoryCap;
 use super::stdio::GuestOutput;
+use crate::capabilities::http::HttpHooks;
 use crate::capabilities::log::StdStream;
 use crate::capabilities::{self, Capability, Ctx, PluginInfo, Setup, View};
 use crate::wit::types::Event;
@@ -76,6 +78,7 @@ macro_rules! capabilities {
 
 capabilities! {
     broadcast: capabilities::broadcast::Broadcast,
+    http: capabilities::http::Http,
     kv: capabilities::kv::Kv,
     log: capabilities::log::Log,
     settings: capabilities::settings::Settings,
@@ -125,6 +128,9 @@ pub struct HostState {
     /// other plugins' events skip seeding its random sources and setting up
     /// its output streams.
     wasi: Option<WasiCtx>,
+    /// Built on the first `wasi:http` call, like `wasi`: the hooks through
+    /// which every outbound request passes the plugin's grant and limits.
+    http: Option<(WasiHttpCtx, HttpHooks)>,
     table: ResourceTable,
 }
 
@@ -137,6 +143,7 @@ impl HostState {
             started: Instant::now(),
             wall_clock,
             wasi: None,
+            http: None,
             table: bounded_table(),
             plugin,
         }
@@ -174,6 +181,26 @@ impl WasiView for HostState {
             ctx: self
                 .wasi
                 .get_or_insert_with(|| deny_all_wasi(&self.plugin, &self.wall_clock)),
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let (ctx, hooks) = self.http.get_or_insert_with(|| {
+            (
+                WasiHttpCtx::new(),
+                capabilities::http::hooks(
+                    &self.plugin.info,
+                    &self.plugin.slices.http,
+                    self.started,
+                ),
+            )
+        });
+        WasiHttpCtxView {
+            ctx,
+            hooks,
             table: &mut self.table,
         }
     }

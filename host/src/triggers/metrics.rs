@@ -308,6 +308,12 @@ impl Metrics {
             );
             let _ = writeln!(out, "{name}_count{{plugin=\"{plugin}\"}} {count}");
         }
+        crate::capabilities::http::render_metrics(
+            &mut out,
+            plugins
+                .iter()
+                .map(|p| (p.name.as_str(), &*p.context.slices.http.stats)),
+        );
         out
     }
 }

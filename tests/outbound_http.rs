@@ -1,0 +1,662 @@
+//! Outbound HTTP against real loopback servers: every limit of
+//! `capabilities::http` refuses or cuts its attack, and a neighbour plugin
+//! still answers afterwards.
+//!
+//! The requests enter where `wasi:http/outgoing-handler` hands them to the
+//! host: the `send_request` hook of a loaded 0.2.0 plugin, whose grant is
+//! the real intersection of its `describe()` and its `botbox.toml` section.
+//! The servers are plain TCP listeners on 127.0.0.1 that speak HTTP/1.1 by
+//! hand, so a test controls every byte (a trickle, a held connection, a
+//! gigabyte streamed in chunks and never held in memory).
+
+mod support;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use botbox::capabilities::http::{HttpHooks, hooks};
+use botbox::wit::types::{CustomEvent, Event};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use support::{Ask, TestHost, WatPlugin, send_and_expect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wasmtime_wasi_http::{Error, WasiBody, WasiHttpHooks};
+
+/// How a test server answers one connection.
+#[derive(Clone)]
+enum Reply {
+    /// `200 OK` with this body.
+    Ok(&'static str),
+    /// `302 Found` to this location.
+    Redirect(String),
+    /// Headers, then one byte at a time, forever (slowloris).
+    Trickle,
+    /// Headers (chunked), then 1 GB in 64 KB chunks.
+    Gigabyte,
+    /// Headers saying 1 GB, then nothing.
+    DeclaredGigabyte,
+    /// Headers, then hold the connection open without a byte more; report
+    /// when the client closes it.
+    Hold(Arc<tokio::sync::Notify>),
+}
+
+/// A loopback HTTP server; counts the connections it accepted.
+struct Server {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(reply: Reply) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(answer(socket, reply.clone()));
+        }
+    });
+    Server {
+        port,
+        connections,
+        task,
+    }
+}
+
+async fn answer(mut socket: TcpStream, reply: Reply) {
+    // Read the request head (the tests send no body past it).
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = match reply {
+        Reply::Ok(body) => {
+            socket
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await
+        }
+        Reply::Redirect(to) => {
+            socket
+                .write_all(
+                    format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+        }
+        Reply::Trickle => {
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
+                .await;
+            loop {
+                if socket.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        Reply::Gigabyte => {
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..(1 << 30) / chunk.len() {
+                if socket
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await
+                    .is_err()
+                    || socket.write_all(&chunk).await.is_err()
+                    || socket.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+            }
+            socket.write_all(b"0\r\n\r\n").await
+        }
+        Reply::DeclaredGigabyte => {
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n")
+                .await
+        }
+        Reply::Hold(closed) => {
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+                .await;
+            // The client sends nothing more: a read returns when it closes.
+            let _ = socket.read(&mut buf).await;
+            closed.notify_one();
+            Ok(())
+        }
+    };
+}
+
+fn poke() -> Event {
+    Event::Custom(CustomEvent {
+        name: "poke".into(),
+        payload: String::new(),
+    })
+}
+
+/// A 0.1.0 plugin that sends to lobby: the neighbour that must keep
+/// answering.
+fn neighbour() -> Vec<u8> {
+    let mut p = WatPlugin::new(Ask::default());
+    let msg = p.text_message("lobby", "hello from the neighbour");
+    let body = send_and_expect(msg, 0);
+    p.body(&body).build()
+}
+
+/// A host with the 0.2.0 plugin `fetcher`, which asks for `asks`, and the
+/// neighbour; `extra` is the fetcher's `botbox.toml` lines.
+async fn start(asks: &[&str], extra: &str) -> TestHost {
+    let asks: &'static [&'static str] = Box::leak(
+        asks.iter()
+            .map(|a| &*Box::leak(a.to_string().into_boxed_str()))
+            .collect::<Vec<&'static str>>()
+            .into_boxed_slice(),
+    );
+    let fetcher = WatPlugin::new(Ask::default()).http(asks).build();
+    let host = TestHost::new(&[("fetcher", fetcher, extra), ("neighbour", neighbour(), "")]);
+    host.load_all().await;
+    host
+}
+
+/// The hooks of one call of `fetcher` starting now.
+fn fetcher_hooks(host: &TestHost) -> HttpHooks {
+    let plugin = host.app.runtime.plugin("fetcher").expect("fetcher loaded");
+    hooks(
+        &plugin.context.info,
+        &plugin.context.slices.http,
+        Instant::now(),
+    )
+}
+
+fn get(url: &str) -> http::Request<WasiBody> {
+    request(url, Empty::new().map_err(|e| match e {}).boxed_unsync())
+}
+
+fn request(url: &str, body: WasiBody) -> http::Request<WasiBody> {
+    let uri: http::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap().to_string();
+    // wasmtime-wasi-http sets `Host` to the authority before the hook runs.
+    http::Request::get(uri)
+        .header(http::header::HOST, authority)
+        .body(body)
+        .unwrap()
+}
+
+type Sent = Result<http::Response<WasiBody>, Error>;
+
+async fn send(hooks: &mut HttpHooks, request: http::Request<WasiBody>) -> Sent {
+    let future = hooks.send_request(request, None, Box::new(async { Ok(()) }));
+    Pin::from(future).await.map(|(response, _io)| response)
+}
+
+/// Reads a body to its end; the error that cut it, if any.
+async fn read_all(response: http::Response<WasiBody>) -> Result<Bytes, Error> {
+    response.into_body().collect().await.map(|c| c.to_bytes())
+}
+
+async fn assert_neighbour_answers(host: &TestHost) {
+    host.app
+        .runtime
+        .dispatch("neighbour", &poke())
+        .await
+        .expect("the neighbour still answers");
+}
+
+fn plain_loopback(port: u16) -> String {
+    format!("http = [\"127.0.0.1:{port}\"]\nhttp_plain_loopback = true")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_request_gets_its_answer_and_is_counted() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let host = start(&[&grant], &plain_loopback(server.port)).await;
+    let mut hooks = fetcher_hooks(&host);
+    let response = send(&mut hooks, get(&format!("http://{grant}/path?secret=1")))
+        .await
+        .expect("granted");
+    assert_eq!(response.status(), 200);
+    assert_eq!(read_all(response).await.unwrap(), "hello");
+    let plugin = host.app.runtime.plugin("fetcher").unwrap();
+    let stats = &plugin.context.slices.http.stats;
+    assert_eq!(stats.completed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.bytes_received.load(Ordering::Relaxed), 5);
+    let mut metrics = String::new();
+    botbox::capabilities::http::render_metrics(&mut metrics, [("fetcher", &**stats)].into_iter());
+    assert!(
+        metrics.contains("botbox_http_requests_total{plugin=\"fetcher\",outcome=\"completed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_outside_the_grant_is_refused_before_connecting() {
+    let granted = serve(Reply::Ok("hello")).await;
+    let other = serve(Reply::Ok("other")).await;
+    let grant = format!("127.0.0.1:{}", granted.port);
+    let host = start(&[&grant], &plain_loopback(granted.port)).await;
+    let mut hooks = fetcher_hooks(&host);
+    let refused = send(
+        &mut hooks,
+        get(&format!("http://127.0.0.1:{}/", other.port)),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(Error::HttpRequestDenied)),
+        "{refused:?}"
+    );
+    assert_eq!(other.connections.load(Ordering::SeqCst), 0);
+    // Asked for but not granted by the operator: refused too.
+    let host = host_without_grant(&grant).await;
+    let mut hooks = fetcher_hooks(&host);
+    let refused = send(&mut hooks, get(&format!("http://{grant}/"))).await;
+    assert!(
+        matches!(refused, Err(Error::HttpRequestDenied)),
+        "{refused:?}"
+    );
+    assert_eq!(granted.connections.load(Ordering::SeqCst), 0);
+    assert_neighbour_answers(&host).await;
+}
+
+async fn host_without_grant(asks: &str) -> TestHost {
+    start(&[asks], "http_plain_loopback = true").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_needs_the_operators_loopback_switch() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let host = start(&[&grant], &format!("http = [\"{grant}\"]")).await;
+    let mut hooks = fetcher_hooks(&host);
+    let refused = send(&mut hooks, get(&format!("http://{grant}/"))).await;
+    assert!(
+        matches!(refused, Err(Error::HttpRequestDenied)),
+        "{refused:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_that_resolves_to_a_loopback_address_is_refused() {
+    // `localhost` is a real name the system resolver answers (from
+    // /etc/hosts) with 127.0.0.1 or ::1: the operator granted the name, not
+    // the address, so the connect-time check refuses it.
+    let server = serve(Reply::Ok("hello")).await;
+    let name = format!("localhost:{}", server.port);
+    let host = start(&[&name], &format!("http = [\"{name}\"]")).await;
+    let mut hooks = fetcher_hooks(&host);
+    let refused = send(&mut hooks, get(&format!("https://{name}/"))).await;
+    assert!(
+        matches!(refused, Err(Error::DestinationIpProhibited)),
+        "{refused:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+    assert_neighbour_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_its_ungranted_target_is_refused() {
+    let elsewhere = serve(Reply::Ok("elsewhere")).await;
+    let target = format!("http://127.0.0.1:{}/", elsewhere.port);
+    let server = serve(Reply::Redirect(target.clone())).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let host = start(&[&grant], &plain_loopback(server.port)).await;
+    let mut hooks = fetcher_hooks(&host);
+    let response = send(&mut hooks, get(&format!("http://{grant}/")))
+        .await
+        .expect("granted");
+    // The 3xx comes back to the plugin as it is.
+    assert_eq!(response.status(), 302);
+    let location = response.headers()[http::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(location, target);
+    assert_eq!(elsewhere.connections.load(Ordering::SeqCst), 0);
+    // A plugin that follows it makes a new request, which is checked anew.
+    let followed = send(&mut hooks, get(&location)).await;
+    assert!(
+        matches!(followed, Err(Error::HttpRequestDenied)),
+        "{followed:?}"
+    );
+    assert_eq!(elsewhere.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_header_naming_another_host_is_refused() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let host = start(&[&grant], &plain_loopback(server.port)).await;
+    let mut hooks = fetcher_hooks(&host);
+    let mut spoofed = get(&format!("http://{grant}/"));
+    spoofed.headers_mut().append(
+        http::header::HOST,
+        http::HeaderValue::from_static("metadata.google.internal"),
+    );
+    let refused = send(&mut hooks, spoofed).await;
+    assert!(
+        matches!(refused, Err(Error::HttpRequestDenied)),
+        "{refused:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_response_is_cut_at_the_deadline() {
+    let server = serve(Reply::Trickle).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let extra = format!(
+        "{}\nlimits = {{ deadline_ms = 300 }}",
+        plain_loopback(server.port)
+    );
+    let host = start(&[&grant], &extra).await;
+    let mut hooks = fetcher_hooks(&host);
+    let response = send(&mut hooks, get(&format!("http://{grant}/")))
+        .await
+        .expect("headers arrive");
+    let cut = read_all(response).await;
+    assert!(matches!(cut, Err(Error::HttpResponseTimeout)), "{cut:?}");
+    assert_neighbour_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_response_is_cut_at_the_size_cap() {
+    let server = serve(Reply::Gigabyte).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let extra = format!(
+        "{}\nlimits = {{ deadline_ms = 60000, http_timeout_ms = 60000, http_response_max_kb = 256 }}",
+        plain_loopback(server.port)
+    );
+    let host = start(&[&grant], &extra).await;
+    let mut hooks = fetcher_hooks(&host);
+    let response = send(&mut hooks, get(&format!("http://{grant}/")))
+        .await
+        .expect("headers arrive");
+    let cut = read_all(response).await;
+    assert!(
+        matches!(cut, Err(Error::HttpResponseBodySize(Some(n))) if n == 256 << 10),
+        "{cut:?}"
+    );
+    let plugin = host.app.runtime.plugin("fetcher").unwrap();
+    let received = plugin
+        .context
+        .slices
+        .http
+        .stats
+        .bytes_received
+        .load(Ordering::Relaxed);
+    // Cut within one chunk of the cap, far below the gigabyte.
+    assert!(received <= (256 << 10) + (64 << 10), "{received}");
+    // A response that declares its size over the cap is refused at once.
+    let declared = serve(Reply::DeclaredGigabyte).await;
+    let grant = format!("127.0.0.1:{}", declared.port);
+    let host = start(&[&grant], &plain_loopback(declared.port)).await;
+    let mut hooks = fetcher_hooks(&host);
+    let refused = send(&mut hooks, get(&format!("http://{grant}/"))).await;
+    assert!(
+        matches!(refused, Err(Error::HttpResponseBodySize(Some(1073741824)))),
+        "{refused:?}"
+    );
+    assert_neighbour_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_over_the_cap_is_refused() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let extra = format!(
+        "{}\nlimits = {{ http_request_max_kb = 1 }}",
+        plain_loopback(server.port)
+    );
+    let host = start(&[&grant], &extra).await;
+    let mut hooks = fetcher_hooks(&host);
+    let big = Full::new(Bytes::from(vec![b'x'; 4096]))
+        .map_err(|e| match e {})
+        .boxed_unsync();
+    let mut post = request(&format!("http://{grant}/"), big);
+    *post.method_mut() = http::Method::POST;
+    post.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(4096));
+    let refused = send(&mut hooks, post).await;
+    assert!(
+        matches!(refused, Err(Error::HttpRequestBodySize(_))),
+        "{refused:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_hits_the_budget_and_the_in_flight_cap() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let extra = format!(
+        "{}\nlimits = {{ http_requests_per_minute = 3 }}",
+        plain_loopback(server.port)
+    );
+    let host = start(&[&grant], &extra).await;
+    let mut hooks = fetcher_hooks(&host);
+    for _ in 0..3 {
+        let response = send(&mut hooks, get(&format!("http://{grant}/")))
+            .await
+            .expect("within the budget");
+        read_all(response).await.unwrap();
+    }
+    let refused = send(&mut hooks, get(&format!("http://{grant}/"))).await;
+    assert!(
+        matches!(refused, Err(Error::ConnectionLimitReached)),
+        "{refused:?}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 3);
+    assert_neighbour_answers(&host).await;
+
+    // One in flight at most: a held response keeps the slot until dropped.
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let holder = serve(Reply::Hold(closed.clone())).await;
+    let grant = format!("127.0.0.1:{}", holder.port);
+    let extra = format!(
+        "{}\nlimits = {{ http_max_in_flight = 1, deadline_ms = 60000, http_timeout_ms = 60000 }}",
+        plain_loopback(holder.port)
+    );
+    let host = start(&[&grant], &extra).await;
+    let mut hooks = fetcher_hooks(&host);
+    let held = send(&mut hooks, get(&format!("http://{grant}/")))
+        .await
+        .expect("first request");
+    let refused = send(&mut hooks, get(&format!("http://{grant}/"))).await;
+    assert!(
+        matches!(refused, Err(Error::ConnectionLimitReached)),
+        "{refused:?}"
+    );
+    drop(held);
+    let again = send(&mut hooks, get(&format!("http://{grant}/"))).await;
+    assert!(again.is_ok(), "the slot is free again: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_past_the_deadline_is_closed_by_the_host() {
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let server = serve(Reply::Hold(closed.clone())).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let extra = format!(
+        "{}\nlimits = {{ deadline_ms = 300 }}",
+        plain_loopback(server.port)
+    );
+    let host = start(&[&grant], &extra).await;
+    let mut hooks = fetcher_hooks(&host);
+    let future = hooks.send_request(
+        get(&format!("http://{grant}/")),
+        None,
+        Box::new(async { Ok(()) }),
+    );
+    let (response, io) = Pin::from(future).await.expect("headers arrive");
+    // The plugin keeps the response and never reads it; the host's own
+    // connection task ends at the deadline, and the server sees the close.
+    let io_result = Pin::from(io).await;
+    assert!(
+        matches!(io_result, Err(Error::HttpResponseTimeout)),
+        "{io_result:?}"
+    );
+    closed.notified().await;
+    drop(response);
+    assert_neighbour_answers(&host).await;
+}
+
+// ---- a real 0.2.0 component, through the linker's `wasi:http` ----
+
+/// A 0.2.0 WAT plugin that, on any event, sends `GET http://{authority}/`
+/// through `wasi:http/outgoing-handler` and traps unless the answer is a
+/// 200: the guest side is wasmtime-wasi-http, the sending botbox's hooks.
+fn wasi_http_getter(authority: &str) -> Vec<u8> {
+    wasi_http_getter_of(authority, "0.2.0")
+}
+
+/// The same plugin built against `version`: for 0.1.0 it asks for no host
+/// (0.1.0 has no way to).
+fn wasi_http_getter_of(authority: &str, version: &str) -> Vec<u8> {
+    let dir = support::repo_root().join("tests/wit/wasi-0.2.12");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("vendored WASI WIT");
+    // In dependency order: each package is pushed after those it uses.
+    let packages: Vec<String> = [
+        "io.wit",
+        "clocks.wit",
+        "random.wit",
+        "filesystem.wit",
+        "sockets.wit",
+        "cli.wit",
+        "http.wit",
+    ]
+    .into_iter()
+    .map(read)
+    .collect();
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let asks: &'static str = Box::leak(authority.to_string().into_boxed_str());
+    let asks: &'static [&'static str] = Box::leak(vec![asks].into_boxed_slice());
+    let p = WatPlugin::new(Ask::default());
+    let p = if version == "0.2.0" { p.http(asks) } else { p };
+    let mut p = p
+        .foreign(&packages, &["wasi:http/outgoing-handler@0.2.12"])
+        .imports(
+            r#"(import "wasi:http/types@0.2.12" "[constructor]fields" (func $fields (result i32)))
+  (import "wasi:http/types@0.2.12" "[constructor]outgoing-request" (func $request (param i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]outgoing-request.set-scheme" (func $scheme (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]outgoing-request.set-authority" (func $authority (param i32 i32 i32 i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]outgoing-request.set-path-with-query" (func $path (param i32 i32 i32 i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]future-incoming-response.subscribe" (func $subscribe (param i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[method]future-incoming-response.get" (func $get (param i32 i32)))
+  (import "wasi:http/types@0.2.12" "[method]incoming-response.status" (func $status (param i32) (result i32)))
+  (import "wasi:io/poll@0.2.12" "[method]pollable.block" (func $block (param i32)))
+  (import "wasi:http/outgoing-handler@0.2.12" "handle" (func $handle (param i32 i32 i32 i32)))"#,
+        );
+    let (auth, auth_len) = p.data.string(authority);
+    let (slash, slash_len) = p.data.string("/");
+    // Return areas: `result<future, error-code>` (payload at 8, the
+    // error-code holding a u64) and `option<result<result<response,
+    // error-code>>>` (tags at 0, 8 and 16, the response at 24).
+    const RET: u32 = 60_400;
+    let body = format!(
+        "(local.set $i (call $request (call $fields)))
+         ;; some(HTTP)
+         (if (call $scheme (local.get $i) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0))
+           (then unreachable))
+         (if (call $authority (local.get $i) (i32.const 1) (i32.const {auth}) (i32.const {auth_len}))
+           (then unreachable))
+         ;; wasi:http builds no URI without a path
+         (if (call $path (local.get $i) (i32.const 1) (i32.const {slash}) (i32.const {slash_len}))
+           (then unreachable))
+         (call $handle (local.get $i) (i32.const 0) (i32.const 0) (i32.const {RET}))
+         (if (i32.load8_u (i32.const {RET})) (then unreachable))
+         (local.set $i (i32.load (i32.const {ret8})))
+         (call $block (call $subscribe (local.get $i)))
+         (call $get (local.get $i) (i32.const {RET}))
+         (if (i32.eqz (i32.load8_u (i32.const {RET}))) (then unreachable))
+         (if (i32.load8_u (i32.const {ret8})) (then unreachable))
+         ;; err(error-code): the host refused or the request failed
+         (if (i32.load8_u (i32.const {ret16})) (then unreachable))
+         (if (i32.ne (call $status (i32.load (i32.const {ret24}))) (i32.const 200))
+           (then unreachable))",
+        ret8 = RET + 8,
+        ret16 = RET + 16,
+        ret24 = RET + 24,
+    );
+    p.body(&body).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_2_component_reaches_a_granted_host_through_wasi_http_and_no_other() {
+    let granted = serve(Reply::Ok("hello")).await;
+    let other = serve(Reply::Ok("other")).await;
+    let grant = format!("127.0.0.1:{}", granted.port);
+    let ungranted = format!("127.0.0.1:{}", other.port);
+    let host = TestHost::new(&[
+        (
+            "getter",
+            wasi_http_getter(&grant),
+            &plain_loopback(granted.port),
+        ),
+        // Asks for its target, but the operator granted another address.
+        (
+            "stray",
+            wasi_http_getter(&ungranted),
+            &format!("http = [\"{grant}\"]\nhttp_plain_loopback = true"),
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    host.load_all().await;
+    host.app
+        .runtime
+        .dispatch("getter", &poke())
+        .await
+        .expect("the granted GET answers 200");
+    assert_eq!(granted.connections.load(Ordering::SeqCst), 1);
+    let refused = host.app.runtime.dispatch("stray", &poke()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(other.connections.load(Ordering::SeqCst), 0);
+    assert_neighbour_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_component_that_imports_wasi_http_is_refused_at_load() {
+    let server = serve(Reply::Ok("hello")).await;
+    let grant = format!("127.0.0.1:{}", server.port);
+    let host = TestHost::new(&[
+        (
+            "old",
+            wasi_http_getter_of(&grant, "0.1.0"),
+            &plain_loopback(server.port),
+        ),
+        ("neighbour", neighbour(), ""),
+    ]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(text.starts_with("plugin `old`"), "{text}");
+    assert!(text.contains("wasi:http/"), "{text}");
+    assert!(text.contains("from botbox:bot@0.2.0 on"), "{text}");
+    assert_neighbour_answers(&host).await;
+}
