@@ -158,10 +158,7 @@ pub fn run(report: &mut Report, quick: bool) {
     let load = load.split_whitespace().next().unwrap_or("?").to_string();
     let busy = BusyCores::start();
     let (one, five) = rt.block_on(async {
-        tokio::join!(
-            tencent_broadcast(1, seconds),
-            tencent_broadcast(5, seconds)
-        )
+        tokio::join!(tencent_broadcast(1, seconds), tencent_broadcast(5, seconds))
     });
     drop(busy);
     for (name, per_second, u) in [
