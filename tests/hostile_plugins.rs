@@ -1378,3 +1378,29 @@ async fn host_work_and_a_neighbour_run_while_guests_spin_on_every_turn() {
     stop.cancel();
     served.await.unwrap();
 }
+
+/// Each event's instance starts from the component's own memory, even
+/// though pool slots are reset in place (kept resident) rather than handed
+/// back to the kernel: what one event wrote, in its initial pages or in
+/// pages it grew, is gone for the next. The plugin traps if it finds a
+/// previous event's marks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_sees_what_the_previous_one_wrote_in_memory() {
+    let marker = WatPlugin::new(Ask::default())
+        .body(
+            "(drop (memory.grow (i32.const 1)))
+             (if (i32.load (i32.const 130000)) (then unreachable))
+             (if (i32.load (i32.const 140000)) (then unreachable))
+             (i32.store (i32.const 130000) (i32.const 7))
+             (i32.store (i32.const 140000) (i32.const 7))",
+        )
+        .build();
+    let host = host_with(marker, FAST).await;
+    for _ in 0..5 {
+        host.app
+            .runtime
+            .dispatch("hostile", &poke())
+            .await
+            .expect("a fresh instance finds no marks");
+    }
+}

@@ -262,20 +262,84 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The load generator's runtime: its threads are named so that their CPU
+/// time can be told apart from the guests' (see [`cpu_of_threads`]).
 fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .thread_name(LOAD_THREAD)
         .enable_all()
         .build()
         .expect("tokio runtime")
 }
 
+/// The name of the load generator's threads.
+const LOAD_THREAD: &str = "bench-load";
+/// The name botbox gives the threads guests run on (runtime/mod.rs).
+const GUEST_THREAD: &str = "botbox-guest";
+
+/// The CPU time this process's threads whose name starts with `prefix`
+/// have used so far, from the kernel's scheduler statistics
+/// (`/proc/self/task/*/schedstat`, nanoseconds on a CPU). Threads that
+/// ended are not counted, so take both readings while they run.
+fn cpu_of_threads(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let named = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|comm| comm.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        total += std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
+}
+
+/// One throughput run: events per second, and the CPU time its load
+/// generator and the guest threads took.
+pub struct Throughput {
+    pub per_second: f64,
+    pub events: u64,
+    pub wall: Duration,
+    pub generator_cpu: Duration,
+    pub guest_cpu: Duration,
+}
+
+impl Throughput {
+    /// The load generator's share of the CPU time the run took.
+    fn generator_detail(&self) -> String {
+        let per_event = |d: Duration| d.as_secs_f64() * 1e6 / self.events.max(1) as f64;
+        format!(
+            "load generator {:.2} µs CPU an event ({:.0}% of a core), guest threads {:.2} µs an event ({:.0}% of a core)",
+            per_event(self.generator_cpu),
+            self.generator_cpu.as_secs_f64() / self.wall.as_secs_f64() * 100.0,
+            per_event(self.guest_cpu),
+            self.guest_cpu.as_secs_f64() / self.wall.as_secs_f64() * 100.0,
+        )
+    }
+}
+
 /// Events per second with `workers` tasks on `workers` threads, each
 /// dispatching to the plugins in turn for `window`.
-fn throughput(host: &BotboxHost, workers: usize, window: Duration) -> f64 {
+fn throughput(host: &BotboxHost, workers: usize, window: Duration) -> Throughput {
     let rt = multi_thread(workers);
     let event = Arc::new(event());
     let count = Arc::new(AtomicU64::new(0));
+    // The generator's threads are up before the first reading.
+    rt.block_on(async {
+        for _ in 0..workers {
+            tokio::spawn(async {}).await.expect("warm-up task");
+        }
+    });
+    let generator_before = cpu_of_threads(LOAD_THREAD);
+    let guest_before = cpu_of_threads(GUEST_THREAD);
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -300,7 +364,17 @@ fn throughput(host: &BotboxHost, workers: usize, window: Duration) -> f64 {
             t.await.expect("worker");
         }
     });
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let wall = started.elapsed();
+    let generator_cpu = cpu_of_threads(LOAD_THREAD).saturating_sub(generator_before);
+    let guest_cpu = cpu_of_threads(GUEST_THREAD).saturating_sub(guest_before);
+    let events = count.load(Ordering::Relaxed);
+    Throughput {
+        per_second: events as f64 / wall.as_secs_f64(),
+        events,
+        wall,
+        generator_cpu,
+        guest_cpu,
+    }
 }
 
 /// The process's log as the binary sets it up: the log at `info` and the
@@ -549,20 +623,55 @@ pub fn run(report: &mut Report, budget: &Budget) {
     );
     drop(host);
 
+    // Every scaling row in one run, so the ratios compare like with like
+    // on a machine whose load changes.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_string();
+    let mut rates = std::collections::BTreeMap::new();
     for count in [1usize, 10, 100] {
         let host = rt.block_on(BotboxHost::new(&component, count));
         for workers in [1usize, 2] {
             let before = host.accepted();
-            let rate = throughput(&host, workers, budget.window);
+            let run = throughput(&host, workers, budget.window);
             let sent = host.accepted() - before;
             assert!(sent > 0, "scaling run sent nothing");
+            rates.insert((count, workers), run.per_second);
             report.add(
                 "scaling",
                 format!("{count} plugin(s) loaded, {workers} worker thread(s)"),
-                rate,
+                run.per_second,
                 "events/s",
-                format!("{sent} broadcasts accepted"),
+                format!(
+                    "{sent} broadcasts accepted; {}; load {load} at the start",
+                    run.generator_detail()
+                ),
             );
+            let one_thread = rates[&(count, 1)];
+            let one_plugin = rates[&(1, 1)];
+            if workers == 2 {
+                let ratio = run.per_second / one_thread;
+                report.reference(format!(
+                    "{count} plugin(s), 1 worker thread: {one_thread:.0}/s (0.62x before, 1 plugin)"
+                ));
+                let why = if count == 1 {
+                    "; one plugin holds at most all guest turns but one (runtime/turns.rs)"
+                } else {
+                    ""
+                };
+                report.target(
+                    format!("≥ 1.7x one thread (is {ratio:.2}x{why})"),
+                    ratio >= 1.7,
+                );
+            } else if count == 100 {
+                let ratio = run.per_second / one_plugin;
+                report.reference(format!(
+                    "1 plugin, 1 worker thread: {one_plugin:.0}/s (0.78x before)"
+                ));
+                report.target(
+                    format!("≥ 0.95x one plugin (is {ratio:.2}x)"),
+                    ratio >= 0.95,
+                );
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `cargo xtask bench` builds what it needs (example plugins, the Extism
 //! host and plugin) and runs this. Alone, `cargo bench -p botbox --bench
 //! compare [-- SECTION…]` runs without the Extism rows; sections are
-//! dispatch, reload, startup, delivery. Set BOTBOX_BENCH_QUICK=1 for a
+//! dispatch, reload, startup, delivery, quota. Set BOTBOX_BENCH_QUICK=1 for a
 //! short run that checks the harness, not the figures.
 
 #[path = "../../../tests/support/mod.rs"]
@@ -17,6 +17,7 @@ mod pg;
 mod delivery;
 mod dispatch;
 mod null_outbox;
+mod quota;
 mod reload;
 mod report;
 mod startup;
@@ -108,6 +109,10 @@ fn main() {
     if run("delivery") {
         eprintln!("outbox and throttle…");
         delivery::run(&mut report);
+    }
+    if run("quota") {
+        eprintln!("quota use over real HTTP, every core busy…");
+        quota::run(&mut report, quick);
     }
 
     println!("{}", report.table());

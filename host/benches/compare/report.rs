@@ -20,6 +20,8 @@ pub struct Row {
     pub unit: &'static str,
     /// The figures that go with it: percentiles, ratios, the reference.
     pub detail: String,
+    /// What the figure is compared with: the "today", a floor.
+    pub reference: Option<String>,
     pub target: Option<Target>,
 }
 
@@ -47,8 +49,16 @@ impl Report {
             value,
             unit,
             detail: detail.into(),
+            reference: None,
             target: None,
         });
+    }
+
+    /// Attaches what the row added last is compared with.
+    pub fn reference(&mut self, text: impl Into<String>) {
+        if let Some(row) = self.rows.last_mut() {
+            row.reference = Some(text.into());
+        }
     }
 
     /// Attaches a target to the row added last.
@@ -71,7 +81,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| section | measurement | value | detail | target | met |\n|---|---|---:|---|---|---|"
+            "| section | measurement | value | detail | reference | target | met |\n|---|---|---:|---|---|---|---|"
         );
         for row in &self.rows {
             let (target, met) = match &row.target {
@@ -80,12 +90,13 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} {} | {} | {target} | {met} |",
+                "| {} | {} | {} {} | {} | {} | {target} | {met} |",
                 row.section,
                 row.name,
                 format_value(row.value),
                 row.unit,
-                row.detail
+                row.detail,
+                row.reference.as_deref().unwrap_or("")
             );
         }
         for why in &self.skipped {
@@ -103,6 +114,7 @@ impl Report {
                 "value": r.value,
                 "unit": r.unit,
                 "detail": r.detail,
+                "reference": r.reference,
                 "target": r.target.as_ref().map(|t| t.text.clone()),
                 "met": r.target.as_ref().map(|t| t.met),
             })).collect::<Vec<_>>(),
