@@ -124,6 +124,8 @@ async fn build(dir: &Path, command: &str) -> bool {
 struct Loaded {
     generation: Generation,
     printer: Printer,
+    /// How the component was compiled.
+    compiled: CompileSource,
 }
 
 impl Loaded {
@@ -134,14 +136,15 @@ impl Loaded {
         args: &DevArgs,
         incremental: &Arc<IncrementalCache>,
     ) -> anyhow::Result<Loaded> {
-        let config = ad_hoc::config(wasm, &args.settings, &args.storage).await?;
-        let app = App::build_with(
-            config,
-            BuildOptions {
-                incremental: Some(incremental.clone()),
-                ..BuildOptions::default()
-            },
-        )?;
+        let options = BuildOptions {
+            incremental: Some(incremental.clone()),
+            ..BuildOptions::default()
+        };
+        // Asking the plugin what it wants compiles it; the host below
+        // loads that from the compile cache.
+        let (config, compiled) =
+            ad_hoc::config_with(wasm, &args.settings, &args.storage, options.clone()).await?;
+        let app = App::build_with(config, options)?;
         let plugin = app.config.plugins[ad_hoc::PLUGIN].clone();
         app.runtime.load(ad_hoc::PLUGIN, &plugin).await?;
         let generation = Generation::start(Arc::new(app), Triggers::None);
@@ -149,22 +152,21 @@ impl Loaded {
         Ok(Loaded {
             generation,
             printer,
+            compiled,
         })
     }
 
     /// How the plugin was compiled, for the `dev   loaded` line.
     fn compiled(&self) -> String {
-        let plugin = self.generation.app().runtime.plugin(ad_hoc::PLUGIN);
-        match plugin.map(|p| p.compile_source) {
-            Some(CompileSource::Incremental(reuse)) => format!(
+        match self.compiled {
+            CompileSource::Incremental(reuse) => format!(
                 "compiled {} functions, reused {} ({}%)",
                 reuse.compiled,
                 reuse.reused,
                 reuse.percent()
             ),
-            Some(CompileSource::Compiled) => "compiled".into(),
-            Some(CompileSource::Cache) => "from the compile cache".into(),
-            None => "not loaded".into(),
+            CompileSource::Compiled => "compiled".into(),
+            CompileSource::Cache => "from the compile cache".into(),
         }
     }
 
