@@ -62,12 +62,9 @@ pub struct Reuse {
 impl Reuse {
     /// The share of functions reused, 0–100.
     pub fn percent(&self) -> u64 {
-        let total = self.reused + self.compiled;
-        if total == 0 {
-            0
-        } else {
-            self.reused * 100 / total
-        }
+        (self.reused * 100)
+            .checked_div(self.reused + self.compiled)
+            .unwrap_or(0)
     }
 }
 
