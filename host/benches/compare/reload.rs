@@ -19,10 +19,15 @@ use crate::report::Report;
 
 const SECTION: &str = "reload";
 
+/// An example plugin built by `cargo xtask plugins`, in the target dir
+/// (`CARGO_TARGET_DIR`, relative to the workspace root, else `target/`).
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    };
+    target.join("plugins").join(format!("{name}.wasm"))
 }
 
 /// The same component with a custom section appended: same behaviour, a
@@ -191,6 +196,12 @@ async fn dev_load(
         ad_hoc::config_with(&dir.join("bot.wasm"), &[], &storage, options.clone())
             .await
             .expect("ad hoc config");
+    if std::env::var_os("BOTBOX_BENCH_QUICK").is_some() {
+        eprintln!(
+            "    asked ({source:?}) after {} ms",
+            started.elapsed().as_millis()
+        );
+    }
     let app = App::build_with(config, options).expect("app");
     let cfg = app.config.plugins[ad_hoc::PLUGIN].clone();
     app.runtime.load(ad_hoc::PLUGIN, &cfg).await.expect("load");
@@ -246,6 +257,11 @@ pub async fn run(report: &mut Report) {
         let Some(f) = measure_dev(name, rounds).await else {
             continue;
         };
+        eprintln!(
+            "  {lang} dev loop: {:.0} ms (without the incremental cache {:.0} ms, {}% reused; \
+             one-line edit: {:?})",
+            f.incremental, f.reference, f.reused_percent, f.edited
+        );
         report.add(
             SECTION,
             format!("{lang} {name}, dev loop: file written → serving new version"),
