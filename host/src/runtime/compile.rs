@@ -27,8 +27,8 @@ use hashlink::LinkedHashMap;
 use wasmtime::CacheStore;
 
 /// How many bytes of compiled functions the dev loop keeps by default:
-/// a JS bot's runtime takes about 60 MB, a Python bot's about 90 MB, so
-/// this holds two versions of each with room to spare.
+/// the JS example bot's functions take about 42 MB (measured after a cold
+/// compile and a save), so this holds several versions of a larger bot.
 pub const DEFAULT_INCREMENTAL_CACHE_BYTES: usize = 512 << 20;
 
 /// Cranelift's per-function cache, in memory, least recently used entries
