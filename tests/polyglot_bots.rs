@@ -1063,6 +1063,20 @@ fn ts_template_rebuilds_on_save_in_botbox_dev() {
         "'Howdy, {name}!'",
     );
     let second = read_until(&mut lines, "Howdy, Ada!");
+    // The save recompiled only what changed: the JS runtime's compiled
+    // functions were reused from the first build (the incremental cache).
+    let reused = second
+        .lines()
+        .find(|l| l.starts_with("dev   loaded"))
+        .and_then(|l| {
+            l.rsplit_once("reused ")?
+                .1
+                .split_once(" (")?
+                .1
+                .split_once('%')
+        })
+        .and_then(|(percent, _)| percent.parse::<u32>().ok());
+    assert!(reused.is_some_and(|p| p >= 50), "{second}");
     // One build each (tsc writes to build/, which is not a source).
     let builds = |text: &str| text.matches("build ./build.sh").count();
     assert_eq!((builds(&first), builds(&second)), (1, 1), "{first}{second}");

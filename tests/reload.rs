@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use botbox::app::App;
+use botbox::app::{App, BuildOptions};
 use botbox::config::Config;
 use botbox::runtime::CompileSource;
+use botbox::runtime::compile::{DEFAULT_INCREMENTAL_CACHE_BYTES, IncrementalCache, Reuse};
 use botbox::runtime::reload::{Change, Watcher};
 use botbox::wit::types::{CustomEvent, Event};
 use support::{Ask, WatPlugin, logs, replace_file};
@@ -323,4 +324,163 @@ fn botbox_run_swaps_a_saved_plugin_without_restarting() {
     let _ = child.wait();
     assert!(saw_old, "the first version ran");
     assert!(saw_new, "the saved version took over without a restart");
+}
+
+// --- `botbox dev`: the incremental compile cache ------------------------------
+
+/// A host as `botbox dev` builds one after each save: with the session's
+/// incremental compile cache.
+fn dev_app_in(dir: &Path, config: &str, incremental: &Arc<IncrementalCache>) -> App {
+    std::fs::write(dir.join("botbox.toml"), config).unwrap();
+    App::build_with(
+        Config::load(&dir.join("botbox.toml")).unwrap(),
+        BuildOptions {
+            incremental: Some(incremental.clone()),
+            ..BuildOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn reuse_of(app: &App) -> Reuse {
+    match app.runtime.plugin("bot").unwrap().compile_source {
+        CompileSource::Incremental(reuse) => reuse,
+        other => panic!("a dev host compiles incrementally, got {other:?}"),
+    }
+}
+
+/// The same component with a custom section appended: another build (new
+/// content hash, so the on-disk compile cache misses) whose code is the
+/// same, as a rebuilt bot's language runtime is.
+fn rebuilt(bytes: &[u8], save: u8) -> Vec<u8> {
+    let name = b"botbox-test-save";
+    let mut out = bytes.to_vec();
+    out.push(0);
+    out.push(1 + name.len() as u8 + 1);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.push(save);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_reload_serves_the_new_version_as_one_new_generation_reusing_unchanged_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.wasm");
+    std::fs::write(&path, logs("v1")).unwrap();
+    let incremental = IncrementalCache::new(DEFAULT_INCREMENTAL_CACHE_BYTES);
+    let app = dev_app_in(dir.path(), CONFIG, &incremental);
+    assert!(app.load_plugins().await.is_empty());
+    let first = app.runtime.plugin("bot").unwrap().generation;
+    let mut log = app.runtime.services().log_observers.subscribe();
+    app.runtime.dispatch("bot", &poke()).await.unwrap();
+    assert_eq!(log.try_recv().unwrap().message, "v1");
+
+    // The save: only the logged text (a data segment) changed, so every
+    // function's machine code is reused, and the new text is served.
+    replace_file(&path, &logs("v2"));
+    let config = app.config.plugins["bot"].clone();
+    app.runtime.load("bot", &config).await.unwrap();
+    let reuse = reuse_of(&app);
+    // Nothing changed in the code; Cranelift may still compile a function
+    // or two again, which is its business (the same code either way).
+    assert!(reuse.reused > reuse.compiled, "{reuse:?}");
+    assert_eq!(
+        app.runtime.plugin("bot").unwrap().generation,
+        first + 1,
+        "one save, one new generation: nothing is swapped in later"
+    );
+    app.runtime.dispatch("bot", &poke()).await.unwrap();
+    assert_eq!(log.try_recv().unwrap().message, "v2");
+}
+
+/// The JS example bot (StarlingMonkey inside, about 12 MB): a save reuses
+/// the runtime's compiled functions, the bot's kv state carries over, and
+/// the code served is what `botbox run` compiles, which never uses the
+/// incremental cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_reload_of_the_js_bot_keeps_its_state_and_serves_the_code_botbox_run_compiles() {
+    let poll = std::fs::read(support::example_plugin("poll")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.wasm");
+    let config = "[providers.console]\nkind = \"console\"\n\
+        [channels.lobby]\nprovider = \"console\"\n\
+        [channels.announcements]\nprovider = \"console\"\n\
+        [plugins.bot]\npath = \"bot.wasm\"\nchannels = [\"announcements\", \"lobby\"]\n\
+        events = [\"custom\", \"chat-message\"]\n";
+    std::fs::write(&path, rebuilt(&poll, 1)).unwrap();
+    let incremental = IncrementalCache::new(DEFAULT_INCREMENTAL_CACHE_BYTES);
+    let app = dev_app_in(dir.path(), config, &incremental);
+    assert!(app.load_plugins().await.is_empty());
+    let mut accepted = app.delivery.observers().accepted.subscribe();
+    let open = Event::Custom(CustomEvent {
+        name: "open".into(),
+        payload: r#"{"question": "Tea?", "options": ["Yes", "No"]}"#.into(),
+    });
+    app.runtime.dispatch("bot", &open).await.unwrap();
+    let generation = app.runtime.plugin("bot").unwrap().generation;
+
+    // The save.
+    let saved = rebuilt(&poll, 2);
+    replace_file(&path, &saved);
+    let plugin_config = app.config.plugins["bot"].clone();
+    app.runtime.load("bot", &plugin_config).await.unwrap();
+    let reuse = reuse_of(&app);
+    assert!(
+        reuse.reused > 1000 && reuse.compiled < reuse.reused / 4,
+        "the unchanged runtime is reused: {reuse:?}"
+    );
+    assert_eq!(
+        app.runtime.plugin("bot").unwrap().generation,
+        generation + 1
+    );
+    // The poll opened by the first version is still open in the second.
+    let close = Event::Custom(CustomEvent {
+        name: "close".into(),
+        payload: String::new(),
+    });
+    while accepted.try_recv().is_ok() {}
+    app.runtime.dispatch("bot", &close).await.unwrap();
+    let closed = accepted.try_recv().expect("the results are announced");
+    match &closed.message.content {
+        botbox::wit::types::Content::Text(text) => {
+            assert!(text.starts_with("Poll #1 closed: Tea?"), "{text}")
+        }
+        other => panic!("expected text, got {other:?}"),
+    }
+
+    // `botbox run`'s host (no incremental cache) compiles the same file
+    // whole, into its own cache folder: the same compiled bytes.
+    let run_cache = dir.path().join("run-cache");
+    let run = App::build_with(
+        Config::load(&dir.path().join("botbox.toml")).unwrap(),
+        BuildOptions {
+            cache_dir: Some(run_cache.clone()),
+            ..BuildOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(run.load_plugins().await.is_empty());
+    assert_eq!(
+        run.runtime.plugin("bot").unwrap().compile_source,
+        CompileSource::Compiled
+    );
+    let entries: Vec<_> = std::fs::read_dir(&run_cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let run_entry = std::fs::read(&entries[0]).unwrap();
+    let dev_entry = std::fs::read(
+        dir.path()
+            .join(".botbox/cache")
+            .join(entries[0].file_name().unwrap()),
+    )
+    .expect("the dev host cached the same component under the same engine settings");
+    // Each host signs its entries with its own key: compare what is signed.
+    let signed = |entry: &[u8]| entry[..entry.len() - 32].to_vec();
+    assert!(
+        signed(&dev_entry) == signed(&run_entry),
+        "the dev loop serves the code `botbox run` compiles"
+    );
 }

@@ -1,24 +1,33 @@
 //! Reload latency of a Rust, a JS and a Python plugin, uncached and cached:
 //! from the file written to the new version serving, through the real watch
 //! path (notify, debounce, compile or cache fetch, describe, atomic swap),
-//! and the swap alone (`Runtime::load`) to show what the debounce costs.
+//! and the swap alone (`Runtime::load`) to show what the debounce costs;
+//! and `botbox dev`'s reload of the JS and Python bots with its incremental
+//! compile cache, beside the same reload without it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use botbox::app::App;
+use botbox::app::{App, BuildOptions, ad_hoc};
 use botbox::config::Config;
+use botbox::runtime::CompileSource;
+use botbox::runtime::compile::{DEFAULT_INCREMENTAL_CACHE_BYTES, IncrementalCache};
 use botbox::runtime::reload::{Change, DEBOUNCE, Watcher};
 
 use crate::report::Report;
 
 const SECTION: &str = "reload";
 
+/// An example plugin built by `cargo xtask plugins`, in the target dir
+/// (`CARGO_TARGET_DIR`, relative to the workspace root, else `target/`).
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    };
+    target.join("plugins").join(format!("{name}.wasm"))
 }
 
 /// The same component with a custom section appended: same behaviour, a
@@ -142,7 +151,151 @@ async fn measure(name: &str, uncached_rounds: u32) -> Option<Figures> {
     })
 }
 
+/// `botbox dev` after a build: a new host per save, sharing one
+/// incremental compile cache across them, against the same path with no
+/// incremental cache (how `botbox dev` reloaded before it had one).
+struct DevFigures {
+    /// File written → new version serving, incremental cache warm.
+    incremental: f64,
+    /// The same without an incremental cache: every save compiled whole.
+    reference: f64,
+    /// The first load of the session, which fills the cache.
+    first: f64,
+    /// Share of functions reused on a save.
+    reused_percent: u64,
+    /// A save of a real rebuild from an edited source, when one is given:
+    /// file written → serving, and the share of functions reused.
+    edited: Option<(f64, u64)>,
+}
+
+/// A rebuild of example `name` from an edited source, for the dev-loop
+/// row: `BOTBOX_BENCH_EDITED_POLL=/path/poll.wasm` (or `_FAQ`), made by
+/// the same componentize-js or componentize-py from the example with one
+/// line changed.
+fn edited_build(name: &str) -> Option<Vec<u8>> {
+    let var = format!("BOTBOX_BENCH_EDITED_{}", name.to_uppercase());
+    std::fs::read(std::env::var_os(var)?).ok()
+}
+
+async fn dev_load(
+    dir: &Path,
+    incremental: Option<&Arc<IncrementalCache>>,
+    rounds: &mut u32,
+) -> (Duration, CompileSource) {
+    *rounds += 1;
+    let storage = dir.join(format!("storage-{rounds}"));
+    let options = BuildOptions {
+        incremental: incremental.cloned(),
+        ..BuildOptions::default()
+    };
+    let started = Instant::now();
+    // As `botbox dev` after each build: ask the plugin what it wants (the
+    // compile), then a new host granting that, which loads it from the
+    // compile cache.
+    let (config, source) =
+        ad_hoc::config_with(&dir.join("bot.wasm"), &[], &storage, options.clone())
+            .await
+            .expect("ad hoc config");
+    if std::env::var_os("BOTBOX_BENCH_QUICK").is_some() {
+        eprintln!(
+            "    asked ({source:?}) after {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+    let app = App::build_with(config, options).expect("app");
+    let cfg = app.config.plugins[ad_hoc::PLUGIN].clone();
+    app.runtime.load(ad_hoc::PLUGIN, &cfg).await.expect("load");
+    (started.elapsed(), source)
+}
+
+async fn measure_dev(name: &str, rounds: u32) -> Option<DevFigures> {
+    let original = std::fs::read(example(name)).ok()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bot.wasm");
+    let cache = IncrementalCache::new(DEFAULT_INCREMENTAL_CACHE_BYTES);
+    let mut count = 0;
+    write(&path, &variant(&original, 1000));
+    let (first, _) = dev_load(dir.path(), Some(&cache), &mut count).await;
+    let (mut with, mut without, mut reused) = (Vec::new(), Vec::new(), 0);
+    for round in 0..rounds {
+        // Alternated, so both see the same machine load.
+        write(&path, &variant(&original, 2000 + round));
+        let (took, source) = dev_load(dir.path(), Some(&cache), &mut count).await;
+        with.push(took);
+        if let CompileSource::Incremental(reuse) = source {
+            reused = reuse.percent();
+        }
+        write(&path, &variant(&original, 3000 + round));
+        without.push(dev_load(dir.path(), None, &mut count).await.0);
+    }
+    // Last, so the figures above do not profit from its functions.
+    let mut edited = None;
+    if let Some(bytes) = edited_build(name) {
+        write(&path, &bytes);
+        let (took, source) = dev_load(dir.path(), Some(&cache), &mut count).await;
+        if let CompileSource::Incremental(reuse) = source {
+            edited = Some((took.as_secs_f64() * 1000.0, reuse.percent()));
+        }
+    }
+    Some(DevFigures {
+        edited,
+        incremental: median(with),
+        reference: median(without),
+        first: first.as_secs_f64() * 1000.0,
+        reused_percent: reused,
+    })
+}
+
 pub async fn run(report: &mut Report) {
+    // BOTBOX_BENCH_QUICK: one round, to check the harness.
+    let dev_rounds = if std::env::var_os("BOTBOX_BENCH_QUICK").is_some() {
+        1
+    } else {
+        3
+    };
+    for (name, lang, rounds) in [("poll", "JS", dev_rounds), ("faq", "Python", dev_rounds)] {
+        let Some(f) = measure_dev(name, rounds).await else {
+            continue;
+        };
+        eprintln!(
+            "  {lang} dev loop: {:.0} ms (without the incremental cache {:.0} ms, {}% reused; \
+             one-line edit: {:?})",
+            f.incremental, f.reference, f.reused_percent, f.edited
+        );
+        report.add(
+            SECTION,
+            format!("{lang} {name}, dev loop: file written → serving new version"),
+            f.incremental,
+            "ms",
+            format!(
+                "{:.2}x of {:.0} ms without the incremental cache (same run); {}% of functions \
+                 reused; first load of the session {:.0} ms; optimised code, nothing to swap later",
+                f.incremental / f.reference,
+                f.reference,
+                f.reused_percent,
+                f.first
+            ),
+        );
+        report.target("≤ 1000 ms", f.incremental <= 1000.0);
+        if let Some((ms, percent)) = f.edited {
+            report.add(
+                SECTION,
+                format!(
+                    "{lang} {name}, dev loop after a one-line source edit: file written → serving"
+                ),
+                ms,
+                "ms",
+                format!(
+                    "{:.2}x of {:.0} ms without the incremental cache (same run); {percent}% of \
+                     functions reused",
+                    ms / f.reference,
+                    f.reference
+                ),
+            );
+            report.target("≤ 1000 ms", ms <= 1000.0);
+        }
+    }
+
     for (name, lang, rounds) in [
         ("greeter", "Rust", 3),
         ("poll", "JS", 2),

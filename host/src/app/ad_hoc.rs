@@ -5,9 +5,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::App;
+use super::{App, BuildOptions};
 use crate::config::Config;
 use crate::events::event_kind_name;
+use crate::runtime::CompileSource;
 
 /// The name the component's plugin has in the config.
 pub const PLUGIN: &str = "plugin";
@@ -85,11 +86,31 @@ fn ad_hoc_config(
 /// The config for a bare `.wasm` file: the plugin is asked what it wants
 /// (with no grants), then granted exactly that on console channels.
 pub async fn config(wasm: &Path, settings: &[String], storage: &Path) -> anyhow::Result<Config> {
-    let probe = App::build(ad_hoc_config(wasm, settings, storage, None)?)?;
+    Ok(
+        config_with(wasm, settings, storage, BuildOptions::default())
+            .await?
+            .0,
+    )
+}
+
+/// [`config`], asking the plugin with a host built with `options` (`botbox
+/// dev` passes its incremental compile cache). Also says how the asked
+/// plugin was compiled: this is the compile; the host of the returned
+/// config then loads the component from the compile cache.
+pub async fn config_with(
+    wasm: &Path,
+    settings: &[String],
+    storage: &Path,
+    options: BuildOptions,
+) -> anyhow::Result<(Config, CompileSource)> {
+    let probe = App::build_with(ad_hoc_config(wasm, settings, storage, None)?, options)?;
     let loaded = probe
         .runtime
         .load(PLUGIN, &probe.config.plugins[PLUGIN])
         .await?;
     let manifest = loaded.context.manifest.clone();
-    ad_hoc_config(wasm, settings, storage, manifest.as_ref())
+    Ok((
+        ad_hoc_config(wasm, settings, storage, manifest.as_ref())?,
+        loaded.compile_source,
+    ))
 }

@@ -19,6 +19,7 @@ use crate::delivery::store::Stores;
 use crate::delivery::throttle::SharedClock;
 use crate::delivery::{Delivery, DeliveryObservers};
 use crate::providers::Registry;
+use crate::runtime::compile::IncrementalCache;
 use crate::runtime::{LoadError, Plugin, PoolSizes, Runtime, RuntimeOptions, Services, WallClock};
 use crate::triggers::Shared;
 use crate::triggers::admin::AdminSettings;
@@ -103,6 +104,9 @@ pub struct BuildOptions {
     /// Where compiled components are cached; `storage.dir/cache` when
     /// `None`.
     pub cache_dir: Option<PathBuf>,
+    /// `botbox dev`'s incremental compile cache, kept across the hosts it
+    /// builds; `None` (`botbox run`) compiles each component whole.
+    pub incremental: Option<Arc<IncrementalCache>>,
 }
 
 impl App {
@@ -133,7 +137,7 @@ impl App {
             delivery: delivery.clone(),
             log_observers: broadcast::channel(4096).0,
         };
-        let runtime = Runtime::new(
+        let runtime = Runtime::new_with(
             RuntimeOptions {
                 pool: PoolSizes::for_instances(config.runtime.pool_instances),
                 cache_dir: Some(
@@ -144,6 +148,7 @@ impl App {
                 wall_clock: options.wall_clock,
             },
             services,
+            options.incremental,
         )
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         Ok(App {

@@ -22,8 +22,10 @@ use tokio::sync::mpsc;
 use super::ExitCode;
 use super::output::Printer;
 use crate::app::supervisor::{Generation, Triggers};
-use crate::app::{App, ad_hoc};
+use crate::app::{App, BuildOptions, ad_hoc};
 use crate::events::parse_event;
+use crate::runtime::CompileSource;
+use crate::runtime::compile::{DEFAULT_INCREMENTAL_CACHE_BYTES, IncrementalCache};
 use crate::runtime::reload::is_content_change;
 use crate::sanitize;
 use crate::wit::types::Event;
@@ -122,12 +124,27 @@ async fn build(dir: &Path, command: &str) -> bool {
 struct Loaded {
     generation: Generation,
     printer: Printer,
+    /// How the component was compiled.
+    compiled: CompileSource,
 }
 
 impl Loaded {
-    async fn start(wasm: &Path, args: &DevArgs) -> anyhow::Result<Loaded> {
-        let config = ad_hoc::config(wasm, &args.settings, &args.storage).await?;
-        let app = App::build(config)?;
+    /// A host for the component at `wasm`, compiled with the session's
+    /// incremental cache: each host is new, the cache outlives them.
+    async fn start(
+        wasm: &Path,
+        args: &DevArgs,
+        incremental: &Arc<IncrementalCache>,
+    ) -> anyhow::Result<Loaded> {
+        let options = BuildOptions {
+            incremental: Some(incremental.clone()),
+            ..BuildOptions::default()
+        };
+        // Asking the plugin what it wants compiles it; the host below
+        // loads that from the compile cache.
+        let (config, compiled) =
+            ad_hoc::config_with(wasm, &args.settings, &args.storage, options.clone()).await?;
+        let app = App::build_with(config, options)?;
         let plugin = app.config.plugins[ad_hoc::PLUGIN].clone();
         app.runtime.load(ad_hoc::PLUGIN, &plugin).await?;
         let generation = Generation::start(Arc::new(app), Triggers::None);
@@ -135,7 +152,22 @@ impl Loaded {
         Ok(Loaded {
             generation,
             printer,
+            compiled,
         })
+    }
+
+    /// How the plugin was compiled, for the `dev   loaded` line.
+    fn compiled(&self) -> String {
+        match self.compiled {
+            CompileSource::Incremental(reuse) => format!(
+                "compiled {} functions, reused {} ({}%)",
+                reuse.compiled,
+                reuse.reused,
+                reuse.percent()
+            ),
+            CompileSource::Compiled => "compiled".into(),
+            CompileSource::Cache => "from the compile cache".into(),
+        }
     }
 
     async fn send(&self, event: &Event) {
@@ -195,8 +227,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     watcher.watch(&dir, RecursiveMode::Recursive)?;
     println!("dev   watching {} (Ctrl-C stops)", dir.display());
 
+    // One incremental compile cache for the whole session: every save
+    // reuses the machine code of what did not change (see
+    // `runtime::compile`). `botbox run` has none.
+    let incremental = IncrementalCache::new(DEFAULT_INCREMENTAL_CACHE_BYTES);
     let mut current: Option<Loaded> = None;
     let reload = |current: Option<Loaded>| {
+        let incremental = &incremental;
         let args = &args;
         let wasm = &wasm;
         let default_wasm = &default_wasm;
@@ -207,6 +244,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             if !build(dir, &args.build).await {
                 return current;
             }
+            let built = Instant::now();
             // The folder may be named differently from the project: then
             // the newest component the build left in it.
             let wasm = match wasm {
@@ -214,15 +252,20 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
                 None if default_wasm.is_file() => default_wasm.clone(),
                 None => newest_wasm(dir).unwrap_or_else(|| default_wasm.clone()),
             };
-            match Loaded::start(&wasm, args).await {
+            match Loaded::start(&wasm, args, incremental).await {
                 Ok(next) => {
+                    // Serving from here: the new host answers events.
+                    let load_ms = built.elapsed().as_millis();
                     if let Some(old) = current {
                         old.stop().await;
                     }
                     println!(
-                        "dev   loaded {} in {} ms",
+                        "dev   loaded {} in {} ms (build {} ms, then serving after {} ms: {})",
                         wasm.display(),
-                        started.elapsed().as_millis()
+                        started.elapsed().as_millis(),
+                        (built - started).as_millis(),
+                        load_ms,
+                        next.compiled()
                     );
                     for event in events {
                         next.send(event).await;

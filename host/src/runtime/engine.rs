@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::compile::{IncrementalCache, Reuse};
 use crate::config::MAX_PLUGIN_MEMORY_MB;
 
 /// How often the epoch advances: how often a running guest yields its
@@ -108,6 +109,16 @@ impl Footprint {
 /// Builds the engine: async, component model, epoch interruption, pooling
 /// allocator with copy-on-write memory images.
 pub fn build_engine(pool: &PoolSizes) -> wasmtime::Result<Engine> {
+    build_engine_with(pool, None)
+}
+
+/// [`build_engine`], with Cranelift's incremental compilation cache when
+/// `incremental` is given (the dev loop; see [`super::compile`]). The code
+/// it compiles is the same either way.
+pub fn build_engine_with(
+    pool: &PoolSizes,
+    incremental: Option<&Arc<IncrementalCache>>,
+) -> wasmtime::Result<Engine> {
     let mut pooling = PoolingAllocationConfig::new();
     pooling
         .total_component_instances(pool.component_instances)
@@ -153,6 +164,9 @@ pub fn build_engine(pool: &PoolSizes) -> wasmtime::Result<Engine> {
         .epoch_interruption(true)
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    if let Some(cache) = incremental {
+        config.enable_incremental_compilation(cache.clone())?;
+    }
     Engine::new(&config)
 }
 
@@ -197,6 +211,9 @@ pub enum CompileSource {
     Cache,
     /// Compiled now.
     Compiled,
+    /// Compiled now, reusing what it could of earlier compiles (the dev
+    /// loop's incremental cache). Never in `botbox run`.
+    Incremental(Reuse),
 }
 
 /// Compiled components on disk, keyed by the component's content hash and
@@ -217,6 +234,9 @@ pub enum CompileSource {
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     inner: Option<Arc<CacheInner>>,
+    /// The engine's incremental cache, when it has one: compiles then say
+    /// how much they reused.
+    incremental: Option<Arc<IncrementalCache>>,
 }
 
 #[derive(Debug)]
@@ -415,12 +435,35 @@ impl CompileCache {
                     warned: AtomicBool::new(false),
                 })
             }),
+            incremental: None,
         }
     }
 
     /// No cache: every load compiles.
     pub fn disabled() -> CompileCache {
-        CompileCache { inner: None }
+        CompileCache {
+            inner: None,
+            incremental: None,
+        }
+    }
+
+    /// Compiles report what they reused from `incremental`, the cache the
+    /// engine was built with ([`build_engine_with`]).
+    pub fn with_incremental(mut self, incremental: Option<Arc<IncrementalCache>>) -> CompileCache {
+        self.incremental = incremental;
+        self
+    }
+
+    /// Compiles `bytes` now, counting what the incremental cache gave.
+    fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<(Vec<u8>, CompileSource)> {
+        match &self.incremental {
+            Some(cache) => {
+                let session = cache.session();
+                let compiled = engine.precompile_component(bytes)?;
+                Ok((compiled, CompileSource::Incremental(session.finish())))
+            }
+            None => Ok((engine.precompile_component(bytes)?, CompileSource::Compiled)),
+        }
     }
 
     fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
@@ -441,8 +484,17 @@ impl CompileCache {
         engine: &Engine,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, CompileSource)> {
+        let uncached = || {
+            let session = self.incremental.as_ref().map(|c| c.session());
+            let component = Component::new(engine, bytes)?;
+            let source = match session {
+                Some(session) => CompileSource::Incremental(session.finish()),
+                None => CompileSource::Compiled,
+            };
+            Ok((component, source))
+        };
         let Some(inner) = &self.inner else {
-            return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
+            return uncached();
         };
         let key = inner.key.get_or_init(|| {
             load_or_create_cache_key(&inner.key_path)
@@ -452,7 +504,7 @@ impl CompileCache {
                 .ok()
         });
         let Some(key) = key else {
-            return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
+            return uncached();
         };
         let name = Self::entry_name(engine, bytes);
         let path = inner.dir.join(&name);
@@ -476,7 +528,7 @@ impl CompileCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => inner.refused(&path, &e.to_string()),
         }
-        let mut compiled = engine.precompile_component(bytes)?;
+        let (mut compiled, source) = self.compile(engine, bytes)?;
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled)? };
         let tag = key.tag(&name, &compiled);
@@ -484,7 +536,7 @@ impl CompileCache {
         if let Err(e) = write_atomically(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
         }
-        Ok((component, CompileSource::Compiled))
+        Ok((component, source))
     }
 }
 

@@ -3,6 +3,7 @@
 //! under a deadline, a memory cap and a concurrency cap.
 
 pub mod clock;
+pub mod compile;
 pub mod engine;
 pub mod limits;
 pub mod plugin;
@@ -27,7 +28,8 @@ pub use self::plugin::{LATENCY_BUCKETS_MS, Latency, LoadError, Plugin, PluginSta
 pub use self::state::{HostState, PluginContext, Slices};
 pub use crate::capabilities::Services;
 
-use self::engine::{EpochTicker, build_engine};
+use self::compile::IncrementalCache;
+use self::engine::{EpochTicker, build_engine_with};
 use self::turns::Turns;
 use crate::capabilities::{Grants, PluginInfo, Setup};
 use crate::config::{Config, PluginConfig, is_valid_name};
@@ -217,7 +219,17 @@ impl Runtime {
     /// Builds the engine and the linker (WASI and every capability) and
     /// starts the guest threads and the epoch ticker.
     pub fn new(options: RuntimeOptions, services: Services) -> wasmtime::Result<Runtime> {
-        let engine = build_engine(&options.pool)?;
+        Runtime::new_with(options, services, None)
+    }
+
+    /// [`Runtime::new`], compiling with `incremental`, the dev loop's
+    /// incremental compile cache, when given (see [`compile`]).
+    pub fn new_with(
+        options: RuntimeOptions,
+        services: Services,
+        incremental: Option<Arc<IncrementalCache>>,
+    ) -> wasmtime::Result<Runtime> {
+        let engine = build_engine_with(&options.pool, incremental.as_ref())?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // Outbound HTTP; every request passes `capabilities::http`'s checks.
@@ -228,7 +240,7 @@ impl Runtime {
         Ok(Runtime {
             guests,
             _ticker: EpochTicker::start(engine.clone()),
-            cache: CompileCache::new(options.cache_dir),
+            cache: CompileCache::new(options.cache_dir).with_incremental(incremental),
             pool: options.pool,
             engine,
             linker,

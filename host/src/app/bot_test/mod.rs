@@ -220,6 +220,7 @@ fn build_options(wall_clock: WallClock, cache_dir: &Path) -> BuildOptions {
     BuildOptions {
         wall_clock,
         cache_dir: Some(cache_dir.to_path_buf()),
+        incremental: None,
     }
 }
 
