@@ -6,9 +6,9 @@
 //! `BOTBOX_UPDATE_SCREENSHOTS=1` also saves one PNG of each page under
 //! `docs/console/` (the README shows them).
 
-mod support;
 #[path = "support/browser.rs"]
 mod browser;
+mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -52,9 +52,12 @@ impl Run {
         // One request per 4 s on the broadcast endpoint, so a window fills
         // and a message waits in the queue long enough to be seen; and a
         // daily quota to show.
+        // An inbound section, so the webhook listener runs and refuses.
         let providers = format!(
-            "{}[providers.tc.throttle]\nsend_broadcast_msg = [\"1/4s\", \"500/day utc\"]\n",
-            setup.tencent("tc", &key)
+            "{}[providers.tc.throttle]\nsend_broadcast_msg = [\"1/4s\", \"500/day utc\"]\n\
+             [providers.tc.inbound]\nsecret = {}\n",
+            setup.tencent("tc", &key),
+            setup.secret("tc-inbound", "console-inbound-secret-0123456789"),
         );
         let channels = "[channels.tc]\nprovider = \"tc\"\nsender = \"news-bot\"\n";
         let steps = vec![
@@ -106,7 +109,14 @@ impl Run {
                 .unwrap(),
         };
         let started = Instant::now();
+        let mut run = run;
         loop {
+            if let Ok(Some(status)) = run.host.try_wait() {
+                panic!(
+                    "botbox run exited ({status}) before it was ready:\n{}",
+                    run.log()
+                );
+            }
             let ready = run.http.get(format!("{}/readyz", run.admin)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 break;
@@ -122,8 +132,8 @@ impl Run {
     }
 
     fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.setup.dir.path().join("botbox.log"))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.setup.dir.path().join("botbox.log")).unwrap_or_default();
         let cut = text.len().saturating_sub(6000);
         text[text.floor_char_boundary(cut)..].to_string()
     }
@@ -221,16 +231,28 @@ async fn screenshot(client: &Client, name: &str) {
 /// Whether the hostile log line's script ever ran in this page.
 async fn pwned(client: &Client) -> Value {
     client
-        .execute("return window.__botbox_pwned === undefined ? null : window.__botbox_pwned;", vec![])
+        .execute(
+            "return window.__botbox_pwned === undefined ? null : window.__botbox_pwned;",
+            vec![],
+        )
         .await
         .expect("the browser runs the test's script")
 }
 
 async fn log_in(client: &Client, run: &Run, token: &str) {
     client.goto(&run.url("/console/login")).await.unwrap();
-    let field = client.find(Locator::Id("token")).await.expect("the login form");
+    let field = client
+        .find(Locator::Id("token"))
+        .await
+        .expect("the login form");
     field.send_keys(token).await.unwrap();
-    client.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,10 +262,18 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
     let client = &browser.client;
 
     // Step 1: the headers and the cookie, as any client sees them.
-    let login_page = run.http.get(run.url("/console/login")).send().await.unwrap();
+    let login_page = run
+        .http
+        .get(run.url("/console/login"))
+        .send()
+        .await
+        .unwrap();
     let headers = login_page.headers().clone();
     let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     let logged_in = run
@@ -254,34 +284,62 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(logged_in.status().as_u16(), 303, "step `login over HTTP`");
-    let cookie = logged_in.headers()["set-cookie"].to_str().unwrap().to_string();
-    for part in ["botbox_console=", "HttpOnly", "SameSite=Strict", "Path=/console"] {
+    let cookie = logged_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for part in [
+        "botbox_console=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+    ] {
         assert!(cookie.contains(part), "step `session cookie`: {cookie}");
     }
-    assert!(!cookie.contains(ADMIN_TOKEN), "the token itself is never the cookie");
+    assert!(
+        !cookie.contains(ADMIN_TOKEN),
+        "the token itself is never the cookie"
+    );
 
     // Step 2: a wrong token is refused with a clear message and nothing else.
     log_in(client, &run, "not-the-admin-token-at-all").await;
     let refusal = texts(client, "#login-error").await;
-    assert!(refusal.contains("Wrong token"), "step `wrong token`: {refusal:?}");
+    assert!(
+        refusal.contains("Wrong token"),
+        "step `wrong token`: {refusal:?}"
+    );
     let cookies = client.get_all_cookies().await.unwrap();
-    assert!(cookies.is_empty(), "step `wrong token`: no session: {cookies:?}");
+    assert!(
+        cookies.is_empty(),
+        "step `wrong token`: no session: {cookies:?}"
+    );
     client.goto(&run.url("/console/plugins")).await.unwrap();
     let at = client.current_url().await.unwrap();
-    assert!(at.path().ends_with("/console/login"), "step `wrong token`: at {at}");
+    assert!(
+        at.path().ends_with("/console/login"),
+        "step `wrong token`: at {at}"
+    );
     screenshot(client, "login").await;
 
     // Step 3: the right token.
     log_in(client, &run, ADMIN_TOKEN).await;
     let at = client.current_url().await.unwrap();
-    assert!(at.path().ends_with("/console/plugins"), "step `log in`: at {at}\n{}", run.log());
+    assert!(
+        at.path().ends_with("/console/plugins"),
+        "step `log in`: at {at}\n{}",
+        run.log()
+    );
 
     // Step 4: a plugin fails; the page shows the trap and its message.
     let (status, answer) = run.emit("crash").await;
     assert_eq!(status, 422, "step `crash`: {answer}");
-    let failure = poll_page(client, &run.url("/console/plugins"), "#plugin-crash .failure", "plugin failure", |t| {
-        t.contains("trap") && t.contains("unreachable")
-    })
+    let failure = poll_page(
+        client,
+        &run.url("/console/plugins"),
+        "#plugin-crash .failure",
+        "plugin failure",
+        |t| t.contains("trap") && t.contains("unreachable"),
+    )
     .await;
     assert!(!failure.is_empty());
     screenshot(client, "plugins").await;
@@ -291,18 +349,42 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
     poll_dom(client, "#tail-status", "tail connects", |t| t == "live").await;
     let (status, answer) = run.emit("noisy").await;
     assert_eq!(status, 200, "step `noisy`: {answer}");
-    let tail = poll_dom(client, "#tail .text", "live tail line", |t| t.contains("window.__botbox_pwned = 2")).await;
-    assert!(tail.contains("<script>window.__botbox_pwned = 1</script>"), "shown as text: {tail}");
-    assert!(tail.contains("bel\\u{7}") || tail.contains("bel\\x07") || !tail.contains('\x07'), "{tail:?}");
-    assert_eq!(pwned(client).await, Value::Null, "step `live tail`: the plugin's script ran");
-    screenshot(client, "logs").await;
-    // The page's recent lines, rendered by the server, the same.
-    let recent = poll_page(client, &run.url("/console/logs"), "#tail .text", "recent lines", |t| {
-        t.contains("<script>window.__botbox_pwned = 1</script>")
+    let tail = poll_dom(client, "#tail .text", "live tail line", |t| {
+        t.contains("window.__botbox_pwned = 2")
     })
     .await;
-    assert!(!recent.contains('\x07'), "control characters are escaped: {recent:?}");
-    assert_eq!(pwned(client).await, Value::Null, "step `recent lines`: the plugin's script ran");
+    assert!(
+        tail.contains("<script>window.__botbox_pwned = 1</script>"),
+        "shown as text: {tail}"
+    );
+    assert!(
+        tail.contains("bel\\u{7} end"),
+        "the BEL is shown escaped: {tail:?}"
+    );
+    assert_eq!(
+        pwned(client).await,
+        Value::Null,
+        "step `live tail`: the plugin's script ran"
+    );
+    screenshot(client, "logs").await;
+    // The page's recent lines, rendered by the server, the same.
+    let recent = poll_page(
+        client,
+        &run.url("/console/logs"),
+        "#tail .text",
+        "recent lines",
+        |t| t.contains("<script>window.__botbox_pwned = 1</script>"),
+    )
+    .await;
+    assert!(
+        !recent.contains('\x07'),
+        "control characters are escaped: {recent:?}"
+    );
+    assert_eq!(
+        pwned(client).await,
+        Value::Null,
+        "step `recent lines`: the plugin's script ran"
+    );
 
     // Step 6: a refused webhook call shows by provider and reason.
     let refused = run
@@ -312,10 +394,18 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
         .send()
         .await
         .unwrap();
-    assert!(refused.status().is_client_error(), "step `webhook refusal`: {}", refused.status());
-    poll_page(client, &run.url("/console/webhooks"), ".refusal-counts td", "webhook refusals", |t| {
-        t.contains("tc")
-    })
+    assert!(
+        refused.status().is_client_error(),
+        "step `webhook refusal`: {}",
+        refused.status()
+    );
+    poll_page(
+        client,
+        &run.url("/console/webhooks"),
+        ".refusal-counts td",
+        "webhook refusals",
+        |t| t.contains("tc"),
+    )
     .await;
     screenshot(client, "webhooks").await;
 
@@ -327,9 +417,19 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
     );
     let (status, answer) = run.emit("step0").await;
     assert_eq!(status, 200, "step `refused message`: {answer}");
-    let refused_id = answer["receipts"][0]["id"].as_str().expect("a receipt").to_string();
+    let refused_id = answer["receipts"][0]["id"]
+        .as_str()
+        .expect("a receipt")
+        .to_string();
     let refused_page = run.url(&format!("/console/outbox/{refused_id}"));
-    poll_page(client, &refused_page, "#message-state", "message failed", |t| t == "failed").await;
+    poll_page(
+        client,
+        &refused_page,
+        "#message-state",
+        "message failed",
+        |t| t == "failed",
+    )
+    .await;
     let error = texts(client, "#message-error").await;
     assert!(error.contains("20007"), "step `provider answer`: {error}");
 
@@ -348,38 +448,83 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
         .expect("the fetches run");
     assert_eq!(statuses, json!([403, 403]), "step `CSRF`");
     client.refresh().await.unwrap();
-    assert_eq!(texts(client, "#message-state").await, "failed", "step `CSRF`: nothing retried");
+    assert_eq!(
+        texts(client, "#message-state").await,
+        "failed",
+        "step `CSRF`: nothing retried"
+    );
     screenshot(client, "message").await;
 
     // Step 9: two messages: one goes, the other waits its turn, queued,
     // then is delivered; the window fills.
     let (status, answer) = run.emit("step1").await;
     assert_eq!(status, 200, "step `two messages`: {answer}");
-    let third = answer["receipts"][1]["id"].as_str().expect("a receipt").to_string();
+    let third = answer["receipts"][1]["id"]
+        .as_str()
+        .expect("a receipt")
+        .to_string();
     let third_page = run.url(&format!("/console/outbox/{third}"));
-    let seen = poll_page(client, &third_page, "#message-state", "message queued", |t| {
-        t == "queued" || t == "delivered"
-    })
+    let seen = poll_page(
+        client,
+        &third_page,
+        "#message-state",
+        "message queued",
+        |t| t == "queued" || t == "delivered",
+    )
     .await;
-    assert_eq!(seen, "queued", "step `message queued`: the window lets one through per 4 s");
+    assert_eq!(
+        seen, "queued",
+        "step `message queued`: the window lets one through per 4 s"
+    );
     let window = "section[data-endpoint='tc/send_broadcast_msg'] tr[data-limit='1/4s'] .used";
-    poll_page(client, &run.url("/console/endpoints"), window, "window fills", |t| t == "1 / 1").await;
+    poll_page(
+        client,
+        &run.url("/console/endpoints"),
+        window,
+        "window fills",
+        |t| t == "1 / 1",
+    )
+    .await;
     screenshot(client, "endpoints").await;
     client.goto(&run.url("/console/outbox")).await.unwrap();
     screenshot(client, "outbox").await;
-    poll_page(client, &third_page, "#message-state", "message delivered", |t| t == "delivered").await;
+    poll_page(
+        client,
+        &third_page,
+        "#message-state",
+        "message delivered",
+        |t| t == "delivered",
+    )
+    .await;
 
     // Step 10: the window drains.
-    poll_page(client, &run.url("/console/endpoints"), window, "window drains", |t| t == "0 / 1").await;
+    poll_page(
+        client,
+        &run.url("/console/endpoints"),
+        window,
+        "window drains",
+        |t| t == "0 / 1",
+    )
+    .await;
 
     // Step 11: retry the failed message from its page; it is delivered.
     client.goto(&refused_page).await.unwrap();
-    client.find(Locator::Id("retry")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Id("retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let done = texts(client, "#done").await;
     assert_eq!(done, "Queued again.", "step `retry`");
-    poll_page(client, &refused_page, "#message-state", "retried message delivered", |t| {
-        t == "delivered"
-    })
+    poll_page(
+        client,
+        &refused_page,
+        "#message-state",
+        "retried message delivered",
+        |t| t == "delivered",
+    )
     .await;
     let filtered = poll_page(
         client,
@@ -389,14 +534,26 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
         |t| t.contains(&refused_id),
     )
     .await;
-    assert!(!filtered.contains(&third), "the filter keeps step0's only: {filtered}");
+    assert!(
+        !filtered.contains(&third),
+        "the filter keeps step0's only: {filtered}"
+    );
 
     // Step 12: logout ends the session.
     client.goto(&run.url("/console/plugins")).await.unwrap();
-    client.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     client.goto(&run.url("/console/outbox")).await.unwrap();
     let at = client.current_url().await.unwrap();
-    assert!(at.path().ends_with("/console/login"), "step `logout`: at {at}");
+    assert!(
+        at.path().ends_with("/console/login"),
+        "step `logout`: at {at}"
+    );
     assert!(Path::new(browser::CHROMIUM).is_file());
 
     browser.stop().await;

@@ -112,8 +112,14 @@ impl Console {
     /// check (not the admin API's bearer token) and security headers.
     pub fn router(self: Arc<Self>) -> Router {
         let private = Router::new()
-            .route("/console", get(|| async { Redirect::to("/console/plugins") }))
-            .route("/console/", get(|| async { Redirect::to("/console/plugins") }))
+            .route(
+                "/console",
+                get(|| async { Redirect::to("/console/plugins") }),
+            )
+            .route(
+                "/console/",
+                get(|| async { Redirect::to("/console/plugins") }),
+            )
             .route("/console/logout", post(logout))
             .route("/console/plugins", get(plugins))
             .route("/console/outbox", get(outbox))
@@ -124,11 +130,20 @@ impl Console {
             .route("/console/webhooks", get(webhooks))
             .route("/console/logs", get(logs))
             .route("/console/logs/stream", get(log_stream))
-            .layer(middleware::from_fn_with_state(self.clone(), require_session));
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                require_session,
+            ));
         Router::new()
             .route("/console/login", get(login_form).post(login))
-            .route("/console/static/console.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
-            .route("/console/static/console.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
+            .route(
+                "/console/static/console.css",
+                get(|| async { asset("text/css; charset=utf-8", CSS) }),
+            )
+            .route(
+                "/console/static/console.js",
+                get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+            )
             .merge(private)
             .layer(axum::extract::DefaultBodyLimit::max(16 << 10))
             .layer(middleware::from_fn(security_headers))
@@ -178,7 +193,11 @@ async fn require_session(
         {
             Redirect::to("/console/login").into_response()
         }
-        None => refused(StatusCode::FORBIDDEN, "Not logged in", "Log in to the console first."),
+        None => refused(
+            StatusCode::FORBIDDEN,
+            "Not logged in",
+            "Log in to the console first.",
+        ),
     }
 }
 
@@ -314,7 +333,11 @@ async fn plugins(
             pages::PluginRow { name, loaded }
         })
         .collect();
-    html(pages::page(Tab::Plugins, &current.csrf, pages::plugins(&rows)))
+    html(pages::page(
+        Tab::Plugins,
+        &current.csrf,
+        pages::plugins(&rows),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -358,7 +381,10 @@ async fn outbox(
     let messages = match listed {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
-            problem = Some(format!("The outbox could not be read: {}", sanitize::for_log(&e.to_string(), 300)));
+            problem = Some(format!(
+                "The outbox could not be read: {}",
+                sanitize::for_log(&e.to_string(), 300)
+            ));
             Vec::new()
         }
         Err(e) => {
@@ -409,16 +435,33 @@ async fn message(
         Ok(Ok((None, _))) => refused(
             StatusCode::NOT_FOUND,
             "No such message",
-            &format!("The outbox holds no message `{}` (it may have been pruned).", pages::shown(&id)),
+            &format!(
+                "The outbox holds no message `{}` (it may have been pruned).",
+                pages::shown(&id)
+            ),
         ),
-        Ok(Err(e)) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Outbox unreadable", &sanitize::for_log(&e.to_string(), 300)),
-        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Outbox unreadable", &e.to_string()),
+        Ok(Err(e)) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Outbox unreadable",
+            &sanitize::for_log(&e.to_string(), 300),
+        ),
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Outbox unreadable",
+            &e.to_string(),
+        ),
     }
 }
 
 /// Retry or cancel, through the delivery engine's own operations (the
 /// ones `botbox outbox retry` / `cancel` use on the store).
-async fn act(console: Arc<Console>, current: Current, id: String, form: CsrfForm, retry: bool) -> Response {
+async fn act(
+    console: Arc<Console>,
+    current: Current,
+    id: String,
+    form: CsrfForm,
+    retry: bool,
+) -> Response {
     if let Err(refusal) = check_csrf(&current, &form) {
         return refusal;
     }
@@ -437,20 +480,36 @@ async fn act(console: Arc<Console>, current: Current, id: String, form: CsrfForm
         Ok(Ok(true)) => {
             tracing::info!(message = %sanitize::for_log(&id, 100), "console: {}", if retry { "queued a message again" } else { "cancelled a message" });
             let done = if retry { "retried" } else { "cancelled" };
-            Redirect::to(&format!("/console/outbox/{}?done={done}", pages::segment(&id))).into_response()
+            Redirect::to(&format!(
+                "/console/outbox/{}?done={done}",
+                pages::segment(&id)
+            ))
+            .into_response()
         }
         Ok(Ok(false)) if retry => refused(
             StatusCode::CONFLICT,
             "Not retried",
-            &format!("`{shown}` is not a failed, partial or cancelled message; only those can be queued again."),
+            &format!(
+                "`{shown}` is not a failed, partial or cancelled message; only those can be queued again."
+            ),
         ),
         Ok(Ok(false)) => refused(
             StatusCode::CONFLICT,
             "Not cancelled",
-            &format!("`{shown}` is not queued (it may be sending or already finished); only a queued message can be cancelled."),
+            &format!(
+                "`{shown}` is not queued (it may be sending or already finished); only a queued message can be cancelled."
+            ),
         ),
-        Ok(Err(e)) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Outbox error", &sanitize::for_log(&e.to_string(), 300)),
-        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Outbox error", &e.to_string()),
+        Ok(Err(e)) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Outbox error",
+            &sanitize::for_log(&e.to_string(), 300),
+        ),
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Outbox error",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -483,8 +542,16 @@ async fn endpoints(
     })
     .await;
     match read {
-        Ok(now) => html(pages::page(Tab::Endpoints, &current.csrf, pages::endpoints(&now))),
-        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Endpoints unreadable", &e.to_string()),
+        Ok(now) => html(pages::page(
+            Tab::Endpoints,
+            &current.csrf,
+            pages::endpoints(&now),
+        )),
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Endpoints unreadable",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -493,14 +560,22 @@ async fn webhooks(
     axum::Extension(current): axum::Extension<Current>,
 ) -> Response {
     let refusals = console.metrics.recent_webhook_refusals();
-    html(pages::page(Tab::Webhooks, &current.csrf, pages::webhooks(&refusals)))
+    html(pages::page(
+        Tab::Webhooks,
+        &current.csrf,
+        pages::webhooks(&refusals),
+    ))
 }
 
 async fn logs(
     State(console): State<Arc<Console>>,
     axum::Extension(current): axum::Extension<Current>,
 ) -> Response {
-    html(pages::page(Tab::Logs, &current.csrf, pages::logs(&console.tail.recent())))
+    html(pages::page(
+        Tab::Logs,
+        &current.csrf,
+        pages::logs(&console.tail.recent()),
+    ))
 }
 
 async fn log_stream(State(console): State<Arc<Console>>) -> Response {
@@ -508,7 +583,10 @@ async fn log_stream(State(console): State<Arc<Console>>) -> Response {
         Some(sse) => sse.into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{} browsers are tailing the log already; close one\n", tail::MAX_TAILS),
+            format!(
+                "{} browsers are tailing the log already; close one\n",
+                tail::MAX_TAILS
+            ),
         )
             .into_response(),
     }

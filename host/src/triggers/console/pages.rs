@@ -5,9 +5,9 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use crate::delivery::throttle::LimitUsage;
 use crate::delivery::EndpointsNow;
 use crate::delivery::store::{ListedMessage, OutboxRecord, PartRecord};
+use crate::delivery::throttle::LimitUsage;
 use crate::runtime::plugin::Failure;
 use crate::sanitize;
 use crate::triggers::metrics::WebhookRefusal;
@@ -232,7 +232,14 @@ pub struct OutboxFilter {
     pub channel: String,
 }
 
-const STATES: [&str; 6] = ["queued", "sending", "delivered", "partial", "failed", "cancelled"];
+const STATES: [&str; 6] = [
+    "queued",
+    "sending",
+    "delivered",
+    "partial",
+    "failed",
+    "cancelled",
+];
 
 /// The outbox page: the filter form and the messages, newest first.
 pub fn outbox(filter: &OutboxFilter, messages: &[ListedMessage], problem: Option<&str>) -> Markup {
@@ -273,7 +280,12 @@ pub fn outbox(filter: &OutboxFilter, messages: &[ListedMessage], problem: Option
 }
 
 /// One message: its parts, attempts, provider answers, and retry/cancel.
-pub fn message(record: &OutboxRecord, parts: &[PartRecord], csrf: &str, done: Option<&str>) -> Markup {
+pub fn message(
+    record: &OutboxRecord,
+    parts: &[PartRecord],
+    csrf: &str,
+    done: Option<&str>,
+) -> Markup {
     let id = segment(&record.id);
     html! {
         h1 { "Message " code { (shown(&record.id)) } }
@@ -362,25 +374,45 @@ fn limit_row(l: &LimitUsage, now_ms: u64) -> Markup {
     let spelled = shown(&l.spelled());
     let daily = l.is_daily();
     let (used, max, figure, resets) = match l {
-        LimitUsage::Window { limit, used, resets_at_ms, .. } => (
+        LimitUsage::Window {
+            limit,
+            used,
+            resets_at_ms,
+            ..
+        } => (
             f64::from(*used),
             f64::from(*limit),
             format!("{used} / {limit}"),
             resets_at_ms.map(|t| from_now(t, now_ms)),
         ),
-        LimitUsage::PerDay { limit, used, resets_at_ms, .. } => (
+        LimitUsage::PerDay {
+            limit,
+            used,
+            resets_at_ms,
+            ..
+        } => (
             f64::from(*used),
             f64::from(*limit),
             format!("{used} / {limit}"),
             Some(from_now(*resets_at_ms, now_ms)),
         ),
-        LimitUsage::Bucket { level, burst, empty_at_ms, .. } => (
+        LimitUsage::Bucket {
+            level,
+            burst,
+            empty_at_ms,
+            ..
+        } => (
             *level,
             f64::from(*burst),
             format!("{level:.1} / {burst}"),
             Some(from_now(*empty_at_ms, now_ms)),
         ),
-        LimitUsage::Budget { seconds, spent_ms, resets_at_ms, .. } => (
+        LimitUsage::Budget {
+            seconds,
+            spent_ms,
+            resets_at_ms,
+            ..
+        } => (
             *spent_ms as f64 / 1000.0,
             f64::from(*seconds),
             format!("{:.1} s / {seconds} s", *spent_ms as f64 / 1000.0),

@@ -178,10 +178,7 @@ mod tests {
 
     #[test]
     fn the_cookie_is_read_among_others_and_set_http_only_strict() {
-        assert_eq!(
-            cookie_value("a=1; botbox_console=abc; b=2"),
-            Some("abc")
-        );
+        assert_eq!(cookie_value("a=1; botbox_console=abc; b=2"), Some("abc"));
         assert_eq!(cookie_value("botbox_consolex=abc"), None);
         let set = set_cookie("abc");
         for part in ["HttpOnly", "SameSite=Strict", "Path=/console"] {

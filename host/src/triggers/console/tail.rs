@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -112,9 +112,8 @@ impl LogTail {
         }
         let slot = TailSlot(self.tailing.clone());
         let rx = self.lines.subscribe();
-        let stream = futures_util::stream::unfold(
-            (rx, stop, slot),
-            |(mut rx, stop, slot)| async move {
+        let stream =
+            futures_util::stream::unfold((rx, stop, slot), |(mut rx, stop, slot)| async move {
                 let line = tokio::select! {
                     _ = stop.cancelled() => return None,
                     line = rx.recv() => line,
@@ -131,8 +130,7 @@ impl LogTail {
                     }
                     Err(RecvError::Closed) => None,
                 }
-            },
-        );
+            });
         Some(Sse::new(stream).keep_alive(KeepAlive::default()))
     }
 }
