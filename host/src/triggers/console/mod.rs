@@ -209,14 +209,14 @@ fn refused(status: StatusCode, title: &str, text: &str) -> Response {
     (status, html(pages::notice(title, text))).into_response()
 }
 
-/// A POST's CSRF token, checked against the session's; `Err` is the
-/// answer to a request without the right one (nothing was done).
-fn check_csrf(current: &Current, form: &CsrfForm) -> Result<(), Response> {
+/// A POST's CSRF token, checked against the session's: the refusal to
+/// answer a request without the right one with (nothing was done), if so.
+fn csrf_refusal(current: &Current, form: &CsrfForm) -> Option<Response> {
     if current.csrf_matches(form.csrf.as_deref()) {
-        Ok(())
+        None
     } else {
         tracing::warn!("console: refused a POST without the session's CSRF token");
-        Err(refused(
+        Some(refused(
             StatusCode::FORBIDDEN,
             "Refused",
             "This form is stale or did not come from the console (CSRF token missing or wrong); nothing was done. Reload the page and try again.",
@@ -270,7 +270,7 @@ async fn logout(
     axum::Extension(current): axum::Extension<Current>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refusal) = check_csrf(&current, &form) {
+    if let Some(refusal) = csrf_refusal(&current, &form) {
         return refusal;
     }
     console.sessions.close(&current.id);
@@ -462,7 +462,7 @@ async fn act(
     form: CsrfForm,
     retry: bool,
 ) -> Response {
-    if let Err(refusal) = check_csrf(&current, &form) {
+    if let Some(refusal) = csrf_refusal(&current, &form) {
         return refusal;
     }
     let delivery = console.delivery.clone();
