@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: find (or install) a Rust toolchain that builds
 //! `wasm32-unknown-unknown`, and the tools for the JS, Python and C guests
 //! (`guests::tools`), the PostgreSQL server the shared-backend tests run,
-//! and the OCI registry the plugin distribution tests push to.
+//! the OCI registry the plugin distribution tests push to, and the headless
+//! Chromium the web console tests drive.
 //!
 //! Two routes, tried in this order:
 //! 1. rustup with the target installed: the ordinary route on a developer
@@ -178,8 +179,40 @@ pub fn ensure_registry() -> Result<PathBuf> {
     )
 }
 
-/// `cargo xtask setup`: every guest toolchain, the PostgreSQL server and
-/// the OCI registry, installed where missing.
+/// Debian's Chromium and its WebDriver server: `tests/console.rs` drives
+/// the web console in a headless browser through chromedriver.
+const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
+
+/// The browser and the driver the packages install.
+pub const BROWSER_BINS: [&str; 2] = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
+
+/// Chromium and chromedriver, installed from Debian where missing.
+pub fn ensure_browser() -> Result<()> {
+    let present = || BROWSER_BINS.iter().all(|b| Path::new(b).is_file());
+    if present() {
+        return Ok(());
+    }
+    if can_apt_install() {
+        eprintln!(
+            "no Chromium or chromedriver found; installing Debian's chromium and chromium-driver for the web console tests"
+        );
+        apt_install(BROWSER_PACKAGES)?;
+        if present() {
+            return Ok(());
+        }
+    }
+    bail!(
+        "the web console tests (tests/console.rs) need {} and {}.\n\
+         On Debian/Ubuntu: sudo apt-get install -y --no-install-recommends {} \
+         (or run `cargo xtask setup` as root)",
+        BROWSER_BINS[0],
+        BROWSER_BINS[1],
+        BROWSER_PACKAGES.join(" ")
+    )
+}
+
+/// `cargo xtask setup`: every guest toolchain, the PostgreSQL server,
+/// the OCI registry and the browser, installed where missing.
 pub fn run() -> Result<()> {
     let toolchain = ensure()?;
     eprintln!("Rust guests:   {}", toolchain.describe());
@@ -194,6 +227,8 @@ pub fn run() -> Result<()> {
     eprintln!("PostgreSQL:    {}", postgres.display());
     let registry = ensure_registry()?;
     eprintln!("OCI registry:  {}", registry.display());
+    ensure_browser()?;
+    eprintln!("Browser:       {} {}", BROWSER_BINS[0], BROWSER_BINS[1]);
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub fn run() -> Result<()> {
     setup::ensure_postgres()?;
     // tests/oci.rs starts its own registry from this binary.
     setup::ensure_registry()?;
+    // tests/console.rs drives Chromium through chromedriver.
+    setup::ensure_browser()?;
 
     let host = |args: &[&str]| {
         let mut cmd = step::cargo();

@@ -337,6 +337,20 @@ impl Delivery {
         Ok(cancelled)
     }
 
+    /// Queues a failed, partial or cancelled message again, as
+    /// `botbox outbox retry` does, and wakes its endpoint's worker so it goes
+    /// out now rather than at the worker's next look at the outbox.
+    pub fn retry(&self, id: &str) -> Result<bool, OutboxError> {
+        let retried = self.outbox.retry(id, self.clock.now_ms())?;
+        if retried
+            && let Some(record) = self.outbox.get(id)?
+            && let Some(endpoint) = self.endpoints.get(&record.endpoint)
+        {
+            endpoint.wake.notify_one();
+        }
+        Ok(retried)
+    }
+
     /// Waits until each receipt has a final state, or the timeout passes.
     /// Returns the ids still open.
     pub async fn wait_for(&self, ids: &[String], timeout: Duration) -> Vec<String> {

@@ -42,6 +42,8 @@ use crate::wit::types::{Event, Manifest};
 /// it from the outside. The epoch deadline stops guest code; this backstop
 /// catches a call stuck in a host import.
 const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+/// Longest failure message kept for the console (a trap quotes the guest).
+const MAX_FAILURE_CHARS: usize = 1000;
 
 /// Why one event failed in one plugin. Nothing else is affected.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -585,6 +587,21 @@ impl Runtime {
             Err(HandleError::Busy { .. }) => stats.busy.fetch_add(1, Ordering::Relaxed),
             Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
         };
+        if let Err(e) = &result {
+            stats.recent_failures.push(plugin::Failure {
+                at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                kind: match e {
+                    HandleError::Timeout { .. } => "timeout",
+                    HandleError::OutOfMemory { .. } => "out-of-memory",
+                    HandleError::Trap { .. } => "trap",
+                    HandleError::Busy { .. } => "busy",
+                    _ => "failed",
+                },
+                message: crate::sanitize::for_log(&e.to_string(), MAX_FAILURE_CHARS),
+            });
+        }
         result
     }
 

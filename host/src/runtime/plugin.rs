@@ -349,6 +349,44 @@ pub struct PluginStats {
     pub busy: AtomicU64,
     /// How long each event took, handled or not.
     pub latency: Latency,
+    /// The last few failures with their messages, for the web console.
+    pub recent_failures: RecentFailures,
+}
+
+/// How many failures a plugin keeps for the console.
+pub const RECENT_FAILURES: usize = 20;
+
+/// One failed event: when, which kind of failure, and what was said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// When it failed, Unix ms.
+    pub at_ms: u64,
+    /// `trap`, `timeout`, `out-of-memory`, `busy` or `failed`.
+    pub kind: &'static str,
+    /// The error, escaped and cut (it may quote the guest).
+    pub message: String,
+}
+
+/// The last [`RECENT_FAILURES`] failures of a plugin, oldest first; a ring,
+/// so a plugin failing in a loop costs a fixed amount of memory.
+#[derive(Debug, Default)]
+pub struct RecentFailures(std::sync::Mutex<std::collections::VecDeque<Failure>>);
+
+impl RecentFailures {
+    /// Keeps `failure`, forgetting the oldest past [`RECENT_FAILURES`].
+    pub fn push(&self, failure: Failure) {
+        let mut ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == RECENT_FAILURES {
+            ring.pop_front();
+        }
+        ring.push_back(failure);
+    }
+
+    /// The failures kept, oldest first.
+    pub fn snapshot(&self) -> Vec<Failure> {
+        let ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter().cloned().collect()
+    }
 }
 
 /// Upper bounds of the handle-latency histogram buckets, in ms.

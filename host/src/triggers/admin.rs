@@ -15,6 +15,7 @@
 //! | `GET /metrics` | the Prometheus text format, with the same figures as gauges |
 //! | `GET /healthz` | `ok`: the process answers (no token) |
 //! | `GET /readyz` | `ready`, or 503 `not ready: <reason>` (no token) |
+//! | `/console/…` | the web console ([`super::console`]): its own login with the same token |
 //!
 //! Every route but the two probes needs the bearer token (compared in
 //! constant time); a missing or wrong one is 401. The probes say nothing
@@ -44,6 +45,7 @@ use crate::events::{event_kind_name, parse_event};
 use crate::providers::unknown_keys;
 use crate::runtime::{HandleError, Runtime};
 use crate::sanitize;
+use crate::triggers::console::Console;
 use crate::triggers::metrics::Metrics;
 use crate::triggers::webhooks::{parse_listen, same};
 use crate::wit::types::BroadcastError;
@@ -118,6 +120,8 @@ pub struct AdminServer {
     readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
     /// Whether the last probe found the host ready, to log changes once.
     was_ready: AtomicBool,
+    /// The web console, served beside the API with its own sessions.
+    console: Arc<Console>,
 }
 
 /// What `/readyz` found: ready, or the reason that may be shown.
@@ -137,7 +141,15 @@ impl AdminServer {
         delivery: Arc<Delivery>,
         metrics: Arc<Metrics>,
     ) -> AdminServer {
+        let console = Arc::new(Console::new(
+            settings.token.clone(),
+            configured.clone(),
+            runtime.clone(),
+            delivery.clone(),
+            metrics.clone(),
+        ));
         AdminServer {
+            console,
             settings,
             configured,
             runtime,
@@ -160,7 +172,9 @@ impl AdminServer {
             .route("/readyz", get(readyz))
             .layer(DefaultBodyLimit::max(256 << 10))
             .layer(middleware::from_fn_with_state(self.clone(), require_token))
-            .with_state(self)
+            .with_state(self.clone())
+            // The console checks its own session cookie, not the bearer token.
+            .merge(self.console.clone().router())
     }
 
     /// Serves on `listener` until `stop`, within the default listen limits.
@@ -170,7 +184,9 @@ impl AdminServer {
         stop: CancellationToken,
     ) {
         let limits = super::ListenLimits::default();
+        let console = tokio::spawn(self.console.clone().run(stop.clone()));
         super::serve_http("admin", listener, self.router(), limits, stop).await;
+        let _ = console.await;
     }
 }
 

@@ -30,6 +30,27 @@ pub struct Metrics {
     /// (provider kind, endpoint) → "too fast" answers and the fraction of
     /// the documented rate allowed after the last one.
     slowdowns: Mutex<BTreeMap<(String, String), (u64, f64)>>,
+    /// The last [`RECENT_WEBHOOK_REFUSALS`] webhook refusals, oldest first,
+    /// for the web console.
+    recent_refusals: Mutex<std::collections::VecDeque<WebhookRefusal>>,
+}
+
+/// How many webhook refusals are kept for the console.
+pub const RECENT_WEBHOOK_REFUSALS: usize = 100;
+
+/// One refused webhook call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRefusal {
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// The provider name in the URL, escaped and cut (it may be any text).
+    pub provider: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The refusal's outcome (`forged`, `stale`, `replay`, …).
+    pub outcome: &'static str,
+    /// Why, escaped and cut.
+    pub reason: String,
 }
 
 /// Upper bounds of the throttle-wait histogram, in ms: from "no wait" to a
@@ -61,6 +82,27 @@ fn bump(map: &Mutex<BTreeMap<(String, String), u64>>, a: &str, b: &str) {
 }
 
 impl Metrics {
+    /// Keeps one webhook refusal in the bounded ring the console shows.
+    pub fn webhook_refused(&self, refusal: WebhookRefusal) {
+        let mut ring = self
+            .recent_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ring.len() == RECENT_WEBHOOK_REFUSALS {
+            ring.pop_front();
+        }
+        ring.push_back(refusal);
+    }
+
+    /// The webhook refusals kept, oldest first.
+    pub fn recent_webhook_refusals(&self) -> Vec<WebhookRefusal> {
+        let ring = self
+            .recent_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        ring.iter().cloned().collect()
+    }
+
     /// Counts one inbound webhook call and how it ended.
     pub fn webhook(&self, provider: &str, outcome: &str) {
         bump(&self.webhooks, provider, outcome);

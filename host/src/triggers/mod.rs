@@ -5,6 +5,7 @@
 //! the app that puts them together.
 
 pub mod admin;
+pub mod console;
 pub mod metrics;
 pub mod reports;
 pub mod schedule;

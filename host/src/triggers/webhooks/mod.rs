@@ -734,6 +734,14 @@ impl WebhookServer {
         if outcome != "unknown" {
             self.metrics.webhook(&shown, outcome);
         }
+        self.metrics
+            .webhook_refused(crate::triggers::metrics::WebhookRefusal {
+                at_ms: now_ms(),
+                provider: shown.clone(),
+                status: status.as_u16(),
+                outcome,
+                reason: sanitize::for_log(reason, 300),
+            });
         self.refusals.refused("webhooks", || {
             tracing::warn!(provider = %shown, status = status.as_u16(), "webhook refused: {reason}");
         });
