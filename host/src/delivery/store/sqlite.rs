@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::batch::{Answer, GroupCommit, NewRow};
 use super::{
     COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
     OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PART_FORMAT, PROGRESS_COLUMNS,
@@ -19,6 +20,8 @@ use crate::wit::types::Message;
 /// The outbox in one SQLite file (`outbox.sqlite` in `storage.dir`).
 pub struct SqliteOutbox {
     conn: Mutex<Connection>,
+    /// Concurrent accepts, committed together (see [`super::batch`]).
+    accepts: GroupCommit,
 }
 
 /// SQLite's spelling of the shared tables.
@@ -111,6 +114,7 @@ impl SqliteOutbox {
         Self::migrate_parts(&mut conn)?;
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
+            accepts: GroupCommit::default(),
         })
     }
 
@@ -161,6 +165,82 @@ impl SqliteOutbox {
         Ok(())
     }
 
+    /// Stores `r` in a transaction of its own, with its own fsync: what
+    /// every accept did before group commit, kept as the benchmark's
+    /// reference and as the way a failed batch finds its one bad row.
+    pub fn insert_alone(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
+        let row = NewRow::of(r, requests)?;
+        self.insert_rows(std::slice::from_ref(&row))?
+            .pop()
+            .ok_or(OutboxError::Poisoned)
+    }
+
+    /// Inserts `rows` in one transaction; any failure rolls all of them
+    /// back.
+    fn insert_rows(&self, rows: &[NewRow]) -> Result<Vec<Inserted>, OutboxError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(Self::insert_row(&tx, row)?);
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// One batch of the group commit: one transaction for all of `rows`.
+    /// When it fails, each row is tried again in a transaction of its own,
+    /// so only the caller whose row is bad hears an error (and every caller
+    /// hears one if the disk itself refuses).
+    fn commit_batch(&self, rows: Vec<NewRow>) -> Vec<Answer> {
+        match self.insert_rows(&rows) {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) if rows.len() == 1 => vec![Err(e)],
+            Err(_) => rows
+                .iter()
+                .map(|row| {
+                    self.insert_rows(std::slice::from_ref(row))?
+                        .pop()
+                        .ok_or(OutboxError::Poisoned)
+                })
+                .collect(),
+        }
+    }
+
+    /// Inserts one row unless its idempotency key is taken, inside the
+    /// caller's transaction (so a later row of the same batch sees it).
+    fn insert_row(tx: &Connection, r: &NewRow) -> Result<Inserted, OutboxError> {
+        if let Some(key) = &r.idempotency_key {
+            let existing: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM messages WHERE plugin = ?1 AND channel = ?2 AND idempotency_key = ?3",
+                )?
+                .query_row(params![r.plugin, r.channel, key], |row| row.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(Inserted::Duplicate(id));
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            r.id,
+            r.plugin,
+            r.channel,
+            r.endpoint,
+            r.message,
+            r.idempotency_key,
+            r.created_ms,
+            r.next_attempt_ms,
+            i64::from(r.requests),
+            r.traceparent
+        ])?;
+        Ok(Inserted::New)
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, OutboxError>,
@@ -199,40 +279,8 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn insert_costed(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
-        let message = json(&r.message)?;
-        self.with(|c| {
-            let tx = c.transaction()?;
-            if let Some(key) = &r.message.idempotency_key {
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM messages WHERE plugin = ?1 AND channel = ?2 AND idempotency_key = ?3",
-                        params![r.plugin, r.channel, key],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if let Some(id) = existing {
-                    return Ok(Inserted::Duplicate(id));
-                }
-            }
-            tx.execute(
-                "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10)",
-                params![
-                    r.id,
-                    r.plugin,
-                    r.channel,
-                    r.endpoint,
-                    message,
-                    r.message.idempotency_key,
-                    r.created_ms as i64,
-                    r.next_attempt_ms as i64,
-                    requests.max(1) as i64,
-                    r.traceparent
-                ],
-            )?;
-            tx.commit()?;
-            Ok(Inserted::New)
-        })
+        let row = NewRow::of(r, requests)?;
+        self.accepts.insert(row, |rows| self.commit_batch(rows))
     }
 
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError> {
