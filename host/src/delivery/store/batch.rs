@@ -134,7 +134,7 @@ impl GroupCommit {
     pub fn insert(
         &self,
         row: NewRow,
-        commit: impl Fn(Vec<NewRow>) -> Vec<Answer>,
+        mut commit: impl FnMut(Vec<NewRow>) -> Vec<Answer>,
     ) -> Result<Inserted, OutboxError> {
         let mut queue = self.lock()?;
         let ticket = queue.next_ticket;
@@ -180,5 +180,110 @@ pub(crate) fn copy_error(e: &OutboxError) -> OutboxError {
         OutboxError::Poisoned => OutboxError::Poisoned,
         OutboxError::Postgres(s) => OutboxError::Postgres(s.clone()),
         other => OutboxError::Postgres(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn row(id: &str) -> NewRow {
+        NewRow {
+            id: id.into(),
+            plugin: "p".into(),
+            channel: "lobby".into(),
+            endpoint: "console/default".into(),
+            message: "{}".into(),
+            idempotency_key: None,
+            created_ms: 0,
+            next_attempt_ms: 0,
+            requests: 1,
+            traceparent: None,
+        }
+    }
+
+    fn queued(group: &GroupCommit) -> usize {
+        group.queue.lock().unwrap().waiting.len()
+    }
+
+    #[test]
+    fn a_lone_caller_commits_its_own_row_at_once() {
+        let group = GroupCommit::default();
+        let mut batches = Vec::new();
+        for id in ["a", "b"] {
+            let answer = group.insert(row(id), |rows| {
+                batches.push(rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
+                rows.iter().map(|_| Ok(Inserted::New)).collect()
+            });
+            assert_eq!(answer.unwrap(), Inserted::New);
+        }
+        // Nobody else was there: one batch each, nothing waited for company.
+        assert_eq!(batches, [vec!["a"], vec!["b"]]);
+    }
+
+    #[test]
+    fn callers_arriving_during_a_commit_share_the_next_one_and_hear_their_own_answer() {
+        let group = Arc::new(GroupCommit::default());
+        let (batch_sizes, sizes) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let commit = {
+            let released = released.clone();
+            move |rows: Vec<NewRow>| {
+                batch_sizes.send(rows.len()).unwrap();
+                // The first batch holds the commit until the others queued.
+                if rows[0].id == "first" {
+                    released.lock().unwrap().recv().unwrap();
+                }
+                rows.iter()
+                    .map(|r| match r.id.as_str() {
+                        "bad" => Err(OutboxError::Corrupt("bad row".into())),
+                        _ => Ok(Inserted::Duplicate(r.id.clone())),
+                    })
+                    .collect()
+            }
+        };
+        let first = {
+            let (group, commit) = (group.clone(), commit.clone());
+            std::thread::spawn(move || group.insert(row("first"), commit))
+        };
+        assert_eq!(sizes.recv().unwrap(), 1, "the first caller led alone");
+        let followers: Vec<_> = ["x", "bad", "y"]
+            .into_iter()
+            .map(|id| {
+                let (group, commit) = (group.clone(), commit.clone());
+                std::thread::spawn(move || group.insert(row(id), commit))
+            })
+            .collect();
+        while queued(&group) < 3 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert_eq!(
+            first.join().unwrap().unwrap(),
+            Inserted::Duplicate("first".into())
+        );
+        let answers: Vec<_> = followers.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(sizes.recv().unwrap(), 3, "the three who waited shared one batch");
+        assert_eq!(answers[0].as_ref().unwrap(), &Inserted::Duplicate("x".into()));
+        assert!(matches!(answers[1], Err(OutboxError::Corrupt(_))));
+        assert_eq!(answers[2].as_ref().unwrap(), &Inserted::Duplicate("y".into()));
+    }
+
+    #[test]
+    fn a_commit_that_panics_fails_its_batch_and_frees_the_next() {
+        let group = GroupCommit::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.insert(row("a"), |_| panic!("the engine broke"))
+        }));
+        assert!(panicked.is_err());
+        // The panicking leader's answer was settled as a failure, and the
+        // commit is free again.
+        assert!(group.queue.lock().unwrap().answers.values().all(Result::is_err));
+        let answer = group.insert(row("b"), |rows| rows.iter().map(|_| Ok(Inserted::New)).collect());
+        assert_eq!(answer.unwrap(), Inserted::New);
     }
 }

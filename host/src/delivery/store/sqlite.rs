@@ -175,6 +175,29 @@ impl SqliteOutbox {
             .ok_or(OutboxError::Poisoned)
     }
 
+    /// Stores `records` (each with the provider requests it is expected to
+    /// take) together, as one batch of the group commit does: one
+    /// transaction for all, and when that fails, one each, so a bad record
+    /// fails only its own answer. Answers each record, in order.
+    pub fn insert_batch(&self, records: &[(&OutboxRecord, u32)]) -> Vec<Result<Inserted, OutboxError>> {
+        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> = Vec::with_capacity(records.len());
+        let mut rows = Vec::with_capacity(records.len());
+        for (record, requests) in records {
+            match NewRow::of(record, *requests) {
+                Ok(row) => {
+                    rows.push(row);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut committed = self.commit_batch(rows).into_iter();
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| committed.next().unwrap_or(Err(OutboxError::Poisoned))))
+            .collect()
+    }
+
     /// Inserts `rows` in one transaction; any failure rolls all of them
     /// back.
     fn insert_rows(&self, rows: &[NewRow]) -> Result<Vec<Inserted>, OutboxError> {
