@@ -5,7 +5,7 @@
 //! `cargo xtask bench` builds what it needs (example plugins, the Extism
 //! host and plugin) and runs this. Alone, `cargo bench -p botbox --bench
 //! compare [-- SECTION…]` runs without the Extism rows; sections are
-//! dispatch, reload, startup, delivery. Set BOTBOX_BENCH_QUICK=1 for a
+//! dispatch, reload, startup, delivery, accepts, end-to-end. Set BOTBOX_BENCH_QUICK=1 for a
 //! short run that checks the harness, not the figures.
 
 #[path = "../../../tests/support/mod.rs"]
@@ -16,6 +16,8 @@ mod pg;
 
 mod delivery;
 mod dispatch;
+mod admin_events;
+mod group_commit;
 mod null_outbox;
 mod reload;
 mod report;
@@ -104,6 +106,15 @@ fn main() {
             eprintln!("startup and memory…");
             rt.block_on(startup::run(&mut report));
         }
+    }
+    if run("accepts") {
+        eprintln!("durable accepts…");
+        group_commit::run(&mut report, quick);
+        group_commit::run_postgres(&mut report, quick);
+    }
+    if run("end-to-end") {
+        eprintln!("end to end through the admin API…");
+        admin_events::run(&mut report, quick);
     }
     if run("delivery") {
         eprintln!("outbox and throttle…");

@@ -20,6 +20,10 @@ use crate::wit::types::Message;
 /// The outbox in one SQLite file (`outbox.sqlite` in `storage.dir`).
 pub struct SqliteOutbox {
     conn: Mutex<Connection>,
+    /// A second connection to the same file, for the reads on the accept
+    /// path and the admin API's read-back (see [`SqliteOutbox::read`]);
+    /// none in memory, where a second connection would be another database.
+    reader: Option<Mutex<Connection>>,
     /// Concurrent accepts, committed together (see [`super::batch`]).
     accepts: GroupCommit,
 }
@@ -60,7 +64,13 @@ impl SqliteOutbox {
             source,
         };
         let conn = crate::storage::open_sqlite(path).map_err(open_err)?;
-        Self::init(conn).map_err(open_err)
+        let mut outbox = Self::init(conn).map_err(open_err)?;
+        let reader = crate::storage::open_sqlite(path).map_err(open_err)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(open_err)?;
+        outbox.reader = Some(Mutex::new(reader));
+        Ok(outbox)
     }
 
     /// An outbox that lives in memory, for tests.
@@ -114,6 +124,7 @@ impl SqliteOutbox {
         Self::migrate_parts(&mut conn)?;
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
+            reader: None,
             accepts: GroupCommit::default(),
         })
     }
@@ -213,13 +224,28 @@ impl SqliteOutbox {
     }
 
     /// One batch of the group commit: one transaction for all of `rows`.
-    /// When it fails, each row is tried again in a transaction of its own,
-    /// so only the caller whose row is bad hears an error (and every caller
-    /// hears one if the disk itself refuses).
+    /// When the file refuses the transaction (busy past the timeout, full,
+    /// read-only, an I/O error), every caller hears that error at once:
+    /// trying each row again would make the last caller wait out the busy
+    /// timeout once per row. When a row is refused (a constraint), each row
+    /// is tried again in a transaction of its own, so only the caller
+    /// whose row is bad hears an error.
     fn commit_batch(&self, rows: Vec<NewRow>) -> Vec<Answer> {
         match self.insert_rows(&rows) {
             Ok(done) => done.into_iter().map(Ok).collect(),
             Err(e) if rows.len() == 1 => vec![Err(e)],
+            Err(OutboxError::Sqlite(rusqlite::Error::SqliteFailure(code, text)))
+                if code.code != rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                rows.iter()
+                    .map(|_| {
+                        Err(OutboxError::Sqlite(rusqlite::Error::SqliteFailure(
+                            code,
+                            text.clone(),
+                        )))
+                    })
+                    .collect()
+            }
             Err(_) => rows
                 .iter()
                 .map(|row| {
@@ -262,6 +288,21 @@ impl SqliteOutbox {
             r.traceparent
         ])?;
         Ok(Inserted::New)
+    }
+
+    /// Runs `f` on the reading connection. In WAL mode it reads the last
+    /// commit without waiting for the write in progress on the writing
+    /// connection, fsync included: an accept's backlog count and the admin
+    /// API's read-back of a receipt do not queue behind other accepts'
+    /// commits or the delivery worker's writes.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        match &self.reader {
+            Some(reader) => f(&*reader.lock().map_err(|_| OutboxError::Poisoned)?),
+            None => self.with(|c| f(c)),
+        }
     }
 
     fn with<T>(
@@ -422,7 +463,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {PART_COLUMNS} FROM parts WHERE message_id = ?1 ORDER BY idx"
             ))?;
@@ -519,7 +560,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError> {
-        self.with(|c| {
+        self.read(|c| {
             let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = ?1");
             Ok(Self::query_records(c, &sql, params![id])?
                 .into_iter()
@@ -646,7 +687,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT plugin, COUNT(*), SUM(requests) FROM messages WHERE endpoint = ?1 AND state IN ('queued', 'sending')
                  GROUP BY plugin",
