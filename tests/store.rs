@@ -879,7 +879,11 @@ fn concurrent_accepts_all_land_as_rows_with_distinct_ids_on_both_backends() {
                 Inserted::New => {
                     assert!(stored.insert(id.clone()), "{backend}: {id} twice");
                     let row = o.get(&id).unwrap();
-                    assert_eq!(row.map(|r| r.id), Some(id), "{backend}: a receipt without its row");
+                    assert_eq!(
+                        row.map(|r| r.id),
+                        Some(id),
+                        "{backend}: a receipt without its row"
+                    );
                 }
                 Inserted::Duplicate(first) => shared.push(first),
             }
@@ -887,16 +891,31 @@ fn concurrent_accepts_all_land_as_rows_with_distinct_ids_on_both_backends() {
         // 64 × 20 own keys, and the shared key's first sender.
         assert_eq!(stored.len(), 64 * 20 + 1, "{backend}");
         assert_eq!(shared.len(), 63, "{backend}");
-        assert!(shared.iter().all(|first| first == &shared[0] && stored.contains(first)), "{backend}");
+        assert!(
+            shared
+                .iter()
+                .all(|first| first == &shared[0] && stored.contains(first)),
+            "{backend}"
+        );
         let listed = o
             .list(&ListFilter {
                 limit: 10_000,
                 ..ListFilter::default()
             })
             .unwrap();
-        assert_eq!(listed.len(), stored.len(), "{backend}: rows nobody was told of");
+        assert_eq!(
+            listed.len(),
+            stored.len(),
+            "{backend}: rows nobody was told of"
+        );
     }
 }
+
+/// What `insert_batch` answers: one result per record, in order.
+type Answers = Vec<Result<Inserted, OutboxError>>;
+
+/// A backend's `insert_batch`.
+type InsertBatch<'a> = dyn Fn(&[(&OutboxRecord, u32)]) -> Answers + 'a;
 
 #[test]
 fn a_batch_with_one_bad_row_fails_only_that_rows_caller_on_both_backends() {
@@ -907,7 +926,7 @@ fn a_batch_with_one_bad_row_fails_only_that_rows_caller_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap();
     let pg = host(&server, Duration::from_secs(30));
-    let batch = |o: &dyn OutboxStore, insert: &dyn Fn(&[(&OutboxRecord, u32)]) -> Vec<Result<Inserted, OutboxError>>, backend: &str| {
+    let batch = |o: &dyn OutboxStore, insert: &InsertBatch, backend: &str| {
         o.insert(&rec("taken", "p1", 0, None)).unwrap();
         let records: Vec<OutboxRecord> = ["a", "taken", "b", "c"]
             .into_iter()
@@ -916,12 +935,27 @@ fn a_batch_with_one_bad_row_fails_only_that_rows_caller_on_both_backends() {
         let refs: Vec<(&OutboxRecord, u32)> = records.iter().map(|r| (r, 1)).collect();
         let answers = insert(&refs);
         assert_eq!(answers.len(), 4, "{backend}");
-        assert!(answers[1].is_err(), "{backend}: the bad row's caller hears it");
+        assert!(
+            answers[1].is_err(),
+            "{backend}: the bad row's caller hears it"
+        );
         for (i, id) in [(0, "a"), (2, "b"), (3, "c")] {
-            assert_eq!(answers[i].as_ref().unwrap(), &Inserted::New, "{backend}: {id}");
-            assert_eq!(o.get(id).unwrap().unwrap().plugin, "p2", "{backend}: {id} stored");
+            assert_eq!(
+                answers[i].as_ref().unwrap(),
+                &Inserted::New,
+                "{backend}: {id}"
+            );
+            assert_eq!(
+                o.get(id).unwrap().unwrap().plugin,
+                "p2",
+                "{backend}: {id} stored"
+            );
         }
-        assert_eq!(o.get("taken").unwrap().unwrap().plugin, "p1", "{backend}: untouched");
+        assert_eq!(
+            o.get("taken").unwrap().unwrap().plugin,
+            "p1",
+            "{backend}: untouched"
+        );
     };
     batch(&sqlite, &|r| sqlite.insert_batch(r), "sqlite");
     batch(&pg, &|r| pg.insert_batch(r), "postgres");
@@ -978,7 +1012,10 @@ fn a_killed_host_answered_only_for_rows_on_disk_on_sqlite() {
     // Kill it once it has answered a good many (libtest's own lines aside).
     while answered.len() < 2000 {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the child stopped early");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child stopped early"
+        );
         if let Some(id) = line.strip_suffix('\n').filter(|l| l.starts_with('s')) {
             answered.push(id.to_string());
         }
@@ -998,7 +1035,10 @@ fn a_killed_host_answered_only_for_rows_on_disk_on_sqlite() {
     }
     let o = SqliteOutbox::open(&path).unwrap();
     for id in &answered {
-        assert!(o.get(id).unwrap().is_some(), "receipt {id} answered, no row");
+        assert!(
+            o.get(id).unwrap().is_some(),
+            "receipt {id} answered, no row"
+        );
     }
 }
 
@@ -1040,6 +1080,9 @@ fn a_stopped_engine_mid_batch_answered_only_for_committed_rows_on_postgres() {
     server.start_again();
     let after = host(&server, Duration::from_secs(30));
     for id in &answered {
-        assert!(after.get(id).unwrap().is_some(), "receipt {id} answered, no row");
+        assert!(
+            after.get(id).unwrap().is_some(),
+            "receipt {id} answered, no row"
+        );
     }
 }

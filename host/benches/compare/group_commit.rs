@@ -92,8 +92,11 @@ fn load(backend: &Backend<'_>, senders: usize, per_sender: usize, grouped: bool)
                 "DROP TABLE IF EXISTS botbox_messages, botbox_parts, botbox_sends, botbox_throttles, botbox_clock",
             );
             Arc::new(
-                PgOutbox::open(&Secret::new(server.url()), std::time::Duration::from_secs(30))
-                    .expect("shared outbox"),
+                PgOutbox::open(
+                    &Secret::new(server.url()),
+                    std::time::Duration::from_secs(30),
+                )
+                .expect("shared outbox"),
             )
         }
     };
@@ -131,7 +134,11 @@ fn load(backend: &Backend<'_>, senders: usize, per_sender: usize, grouped: bool)
         })
         .expect("list")
         .len();
-    assert_eq!(rows, senders * per_sender, "an accept answered without its row");
+    assert_eq!(
+        rows,
+        senders * per_sender,
+        "an accept answered without its row"
+    );
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Load {

@@ -14,9 +14,9 @@ mod support;
 #[path = "../../../tests/support/pg.rs"]
 mod pg;
 
+mod admin_events;
 mod delivery;
 mod dispatch;
-mod admin_events;
 mod group_commit;
 mod null_outbox;
 mod reload;

@@ -149,8 +149,7 @@ impl GroupCommit {
                 // unless an earlier leader already took it).
                 queue.committing = true;
                 let take = queue.waiting.len().min(MAX_BATCH);
-                let (tickets, rows): (Vec<u64>, Vec<NewRow>) =
-                    queue.waiting.drain(..take).unzip();
+                let (tickets, rows): (Vec<u64>, Vec<NewRow>) = queue.waiting.drain(..take).unzip();
                 drop(queue);
                 let mut settle = Settle {
                     group: self,
@@ -267,10 +266,20 @@ mod tests {
             Inserted::Duplicate("first".into())
         );
         let answers: Vec<_> = followers.into_iter().map(|t| t.join().unwrap()).collect();
-        assert_eq!(sizes.recv().unwrap(), 3, "the three who waited shared one batch");
-        assert_eq!(answers[0].as_ref().unwrap(), &Inserted::Duplicate("x".into()));
+        assert_eq!(
+            sizes.recv().unwrap(),
+            3,
+            "the three who waited shared one batch"
+        );
+        assert_eq!(
+            answers[0].as_ref().unwrap(),
+            &Inserted::Duplicate("x".into())
+        );
         assert!(matches!(answers[1], Err(OutboxError::Corrupt(_))));
-        assert_eq!(answers[2].as_ref().unwrap(), &Inserted::Duplicate("y".into()));
+        assert_eq!(
+            answers[2].as_ref().unwrap(),
+            &Inserted::Duplicate("y".into())
+        );
     }
 
     #[test]
@@ -282,8 +291,18 @@ mod tests {
         assert!(panicked.is_err());
         // The panicking leader's answer was settled as a failure, and the
         // commit is free again.
-        assert!(group.queue.lock().unwrap().answers.values().all(Result::is_err));
-        let answer = group.insert(row("b"), |rows| rows.iter().map(|_| Ok(Inserted::New)).collect());
+        assert!(
+            group
+                .queue
+                .lock()
+                .unwrap()
+                .answers
+                .values()
+                .all(Result::is_err)
+        );
+        let answer = group.insert(row("b"), |rows| {
+            rows.iter().map(|_| Ok(Inserted::New)).collect()
+        });
         assert_eq!(answer.unwrap(), Inserted::New);
     }
 }

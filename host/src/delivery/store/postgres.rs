@@ -320,7 +320,9 @@ impl PgOutbox {
         match self.run(move |c| insert_rows(c, &batch)) {
             Ok(answers) => answers.into_iter().map(Ok).collect(),
             Err(OutboxError::Postgres(e)) if count > 1 => {
-                tracing::debug!("a batch of {count} accepts was refused ({e}); inserting them one by one");
+                tracing::debug!(
+                    "a batch of {count} accepts was refused ({e}); inserting them one by one"
+                );
                 (0..shared.len())
                     .map(|i| {
                         let rows = shared.clone();
@@ -338,8 +340,12 @@ impl PgOutbox {
     /// take) together, as one batch of the group commit does: one
     /// transaction for all, and when that fails, one each, so a bad record
     /// fails only its own answer. Answers each record, in order.
-    pub fn insert_batch(&self, records: &[(&OutboxRecord, u32)]) -> Vec<Result<Inserted, OutboxError>> {
-        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> = Vec::with_capacity(records.len());
+    pub fn insert_batch(
+        &self,
+        records: &[(&OutboxRecord, u32)],
+    ) -> Vec<Result<Inserted, OutboxError>> {
+        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> =
+            Vec::with_capacity(records.len());
         let mut rows = Vec::with_capacity(records.len());
         for (record, requests) in records {
             match NewRow::of(record, *requests) {

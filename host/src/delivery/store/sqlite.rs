@@ -190,8 +190,12 @@ impl SqliteOutbox {
     /// take) together, as one batch of the group commit does: one
     /// transaction for all, and when that fails, one each, so a bad record
     /// fails only its own answer. Answers each record, in order.
-    pub fn insert_batch(&self, records: &[(&OutboxRecord, u32)]) -> Vec<Result<Inserted, OutboxError>> {
-        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> = Vec::with_capacity(records.len());
+    pub fn insert_batch(
+        &self,
+        records: &[(&OutboxRecord, u32)],
+    ) -> Vec<Result<Inserted, OutboxError>> {
+        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> =
+            Vec::with_capacity(records.len());
         let mut rows = Vec::with_capacity(records.len());
         for (record, requests) in records {
             match NewRow::of(record, *requests) {
