@@ -831,3 +831,258 @@ fn both_throttle_stores_count_a_calendar_day_from_its_midnight() {
         );
     }
 }
+
+/// Inserts `per_sender` messages from each of `senders` threads at once,
+/// every one with an idempotency key of its own plus one key all senders
+/// share; returns each sender's answers.
+fn accept_concurrently(
+    o: &Arc<dyn OutboxStore>,
+    senders: usize,
+    per_sender: usize,
+) -> Vec<Vec<(String, Result<Inserted, OutboxError>)>> {
+    let threads: Vec<_> = (0..senders)
+        .map(|s| {
+            let o = o.clone();
+            std::thread::spawn(move || {
+                (0..=per_sender)
+                    .map(|i| {
+                        let id = format!("s{s}-{i}");
+                        let key = if i == per_sender {
+                            "shared".to_string()
+                        } else {
+                            format!("k-{id}")
+                        };
+                        let answer = o.insert(&rec(&id, "p1", i as u64, Some(&key)));
+                        (id, answer)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn concurrent_accepts_all_land_as_rows_with_distinct_ids_on_both_backends() {
+    // 64 senders at once share commits (group commit): each still hears
+    // its own answer, every receipt is a row of its own, and the one key
+    // they all used is stored once, every other sender told its id.
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, o) in both(&server, dir.path()) {
+        let o: Arc<dyn OutboxStore> = Arc::from(o);
+        let answers = accept_concurrently(&o, 64, 20);
+        let mut stored = std::collections::HashSet::new();
+        let mut shared = Vec::new();
+        for (id, answer) in answers.into_iter().flatten() {
+            match answer.unwrap_or_else(|e| panic!("{backend}: {id}: {e}")) {
+                Inserted::New => {
+                    assert!(stored.insert(id.clone()), "{backend}: {id} twice");
+                    let row = o.get(&id).unwrap();
+                    assert_eq!(
+                        row.map(|r| r.id),
+                        Some(id),
+                        "{backend}: a receipt without its row"
+                    );
+                }
+                Inserted::Duplicate(first) => shared.push(first),
+            }
+        }
+        // 64 × 20 own keys, and the shared key's first sender.
+        assert_eq!(stored.len(), 64 * 20 + 1, "{backend}");
+        assert_eq!(shared.len(), 63, "{backend}");
+        assert!(
+            shared
+                .iter()
+                .all(|first| first == &shared[0] && stored.contains(first)),
+            "{backend}"
+        );
+        let listed = o
+            .list(&ListFilter {
+                limit: 10_000,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(
+            listed.len(),
+            stored.len(),
+            "{backend}: rows nobody was told of"
+        );
+    }
+}
+
+/// What `insert_batch` answers: one result per record, in order.
+type Answers = Vec<Result<Inserted, OutboxError>>;
+
+/// A backend's `insert_batch`.
+type InsertBatch<'a> = dyn Fn(&[(&OutboxRecord, u32)]) -> Answers + 'a;
+
+#[test]
+fn a_batch_with_one_bad_row_fails_only_that_rows_caller_on_both_backends() {
+    // A batch whose statement or transaction is refused is tried again row
+    // by row: the caller whose row is bad (here an id already stored) hears
+    // the error, the others their receipts, each on disk.
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap();
+    let pg = host(&server, Duration::from_secs(30));
+    let batch = |o: &dyn OutboxStore, insert: &InsertBatch, backend: &str| {
+        o.insert(&rec("taken", "p1", 0, None)).unwrap();
+        let records: Vec<OutboxRecord> = ["a", "taken", "b", "c"]
+            .into_iter()
+            .map(|id| rec(id, "p2", 1, None))
+            .collect();
+        let refs: Vec<(&OutboxRecord, u32)> = records.iter().map(|r| (r, 1)).collect();
+        let answers = insert(&refs);
+        assert_eq!(answers.len(), 4, "{backend}");
+        assert!(
+            answers[1].is_err(),
+            "{backend}: the bad row's caller hears it"
+        );
+        for (i, id) in [(0, "a"), (2, "b"), (3, "c")] {
+            assert_eq!(
+                answers[i].as_ref().unwrap(),
+                &Inserted::New,
+                "{backend}: {id}"
+            );
+            assert_eq!(
+                o.get(id).unwrap().unwrap().plugin,
+                "p2",
+                "{backend}: {id} stored"
+            );
+        }
+        assert_eq!(
+            o.get("taken").unwrap().unwrap().plugin,
+            "p1",
+            "{backend}: untouched"
+        );
+    };
+    batch(&sqlite, &|r| sqlite.insert_batch(r), "sqlite");
+    batch(&pg, &|r| pg.insert_batch(r), "postgres");
+}
+
+/// Set in the child process of
+/// `a_killed_host_answered_only_for_rows_on_disk_on_sqlite`: the outbox file
+/// it accepts into until it is killed.
+const CRASH_CHILD: &str = "BOTBOX_TEST_CRASH_OUTBOX";
+
+#[test]
+fn a_killed_host_answered_only_for_rows_on_disk_on_sqlite() {
+    use std::io::{BufRead, Write};
+    if let Some(path) = std::env::var_os(CRASH_CHILD) {
+        // The child: 32 senders accept as fast as batches commit, and print
+        // each receipt the moment they hold it, until the parent kills the
+        // process in the middle of a batch.
+        let o = Arc::new(SqliteOutbox::open(std::path::Path::new(&path)).unwrap());
+        let senders: Vec<_> = (0..32)
+            .map(|s| {
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    for i in 0.. {
+                        let id = format!("s{s}-{i}");
+                        if o.insert(&rec(&id, "p1", i, None)).unwrap() == Inserted::New {
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{id}").unwrap();
+                            out.flush().unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            let _ = s.join();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_killed_host_answered_only_for_rows_on_disk_on_sqlite",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut answered = Vec::new();
+    let mut line = String::new();
+    // Kill it once it has answered a good many (libtest's own lines aside).
+    while answered.len() < 2000 {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child stopped early"
+        );
+        if let Some(id) = line.strip_suffix('\n').filter(|l| l.starts_with('s')) {
+            answered.push(id.to_string());
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // What it printed before it died counts too; a half-written last line
+    // does not.
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(id) = line.strip_suffix('\n').filter(|l| l.starts_with('s')) {
+            answered.push(id.to_string());
+        }
+    }
+    let o = SqliteOutbox::open(&path).unwrap();
+    for id in &answered {
+        assert!(
+            o.get(id).unwrap().is_some(),
+            "receipt {id} answered, no row"
+        );
+    }
+}
+
+#[test]
+fn a_stopped_engine_mid_batch_answered_only_for_committed_rows_on_postgres() {
+    // 16 senders accept until PostgreSQL is stopped under them (sessions
+    // cut, batches in flight aborted): every receipt they were given is a
+    // row once it is back; every other sender heard an error.
+    let server = pg::PgServer::start();
+    let o = Arc::new(host(&server, Duration::from_secs(30)));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..16)
+        .map(|s| {
+            let (o, count) = (o.clone(), count.clone());
+            std::thread::spawn(move || {
+                let mut answered = Vec::new();
+                for i in 0.. {
+                    let id = format!("s{s}-{i}");
+                    match o.insert(&rec(&id, "p1", i, None)) {
+                        Ok(_) => {
+                            answered.push(id);
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    while count.load(std::sync::atomic::Ordering::Relaxed) < 500 {
+        std::thread::yield_now();
+    }
+    server.stop();
+    let answered: Vec<String> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    server.start_again();
+    let after = host(&server, Duration::from_secs(30));
+    for id in &answered {
+        assert!(
+            after.get(id).unwrap().is_some(),
+            "receipt {id} answered, no row"
+        );
+    }
+}

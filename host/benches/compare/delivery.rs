@@ -324,7 +324,7 @@ pub fn run(report: &mut Report) {
         "accepted broadcasts written (SQLite WAL, synchronous=FULL)",
         per_second,
         "writes/s",
-        format!("{n} messages, one transaction and fsync each"),
+        format!("{n} messages through Delivery::accept from one thread, one after another"),
     );
 
     let day = 86_400_000;

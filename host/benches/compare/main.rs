@@ -5,8 +5,9 @@
 //! `cargo xtask bench` builds what it needs (example plugins, the Extism
 //! host and plugin) and runs this. Alone, `cargo bench -p botbox --bench
 //! compare [-- SECTION…]` runs without the Extism rows; sections are
-//! dispatch, reload, startup, delivery, quota. Set BOTBOX_BENCH_QUICK=1 for a
-//! short run that checks the harness, not the figures.
+//! dispatch, reload, startup, delivery, quota, accepts, end-to-end. Set
+//! BOTBOX_BENCH_QUICK=1 for a short run that checks the harness, not the
+//! figures.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -14,8 +15,10 @@ mod support;
 #[path = "../../../tests/support/pg.rs"]
 mod pg;
 
+mod admin_events;
 mod delivery;
 mod dispatch;
+mod group_commit;
 mod null_outbox;
 mod quota;
 mod reload;
@@ -105,6 +108,15 @@ fn main() {
             eprintln!("startup and memory…");
             rt.block_on(startup::run(&mut report));
         }
+    }
+    if run("accepts") {
+        eprintln!("durable accepts…");
+        group_commit::run(&mut report, quick);
+        group_commit::run_postgres(&mut report, quick);
+    }
+    if run("end-to-end") {
+        eprintln!("end to end through the admin API…");
+        admin_events::run(&mut report, quick);
     }
     if run("delivery") {
         eprintln!("outbox and throttle…");

@@ -29,6 +29,7 @@
 //! `encode_part`). Finished, reported messages are deleted once
 //! `storage.retention` has passed ([`prune_loop`]), a few at a time.
 
+pub mod batch;
 mod host;
 pub mod postgres;
 pub mod sqlite;

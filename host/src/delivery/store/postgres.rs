@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::batch::{Answer, GroupCommit, NewRow, copy_error};
 use super::{
     COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
     OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PROGRESS_COLUMNS, PartRecord, PartState,
@@ -157,6 +158,8 @@ struct Job {
 /// The outbox and the throttles of several hosts, in one PostgreSQL database.
 pub struct PgOutbox {
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// Concurrent accepts, inserted together (see [`super::batch`]).
+    accepts: GroupCommit,
     /// Who this host is in `claimed_by`.
     host_id: String,
     lease: Duration,
@@ -301,6 +304,74 @@ fn records(rows: Vec<Row>) -> Result<Vec<OutboxRecord>, OutboxError> {
 }
 
 impl PgOutbox {
+    /// One batch of the group commit: all of `rows` in one multi-row
+    /// `INSERT` (one statement, so one transaction and one WAL flush; a
+    /// committed row is on disk, `synchronous_commit` being on by default,
+    /// which is what the receipt promises). A row whose idempotency key is
+    /// taken (by an earlier message, or an earlier row of the same batch)
+    /// is skipped and answered with the first message's id. When the
+    /// statement is refused, each row is tried again on its own, so only
+    /// the caller whose row is bad hears an error; when the engine cannot
+    /// be reached, every caller hears so.
+    fn commit_batch(&self, rows: Vec<NewRow>) -> Vec<Answer> {
+        let count = rows.len();
+        let shared = Arc::new(rows);
+        let batch = shared.clone();
+        match self.run(move |c| insert_rows(c, &batch)) {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(OutboxError::Postgres(e)) if count > 1 => {
+                tracing::debug!(
+                    "a batch of {count} accepts was refused ({e}); inserting them one by one"
+                );
+                (0..shared.len())
+                    .map(|i| {
+                        let rows = shared.clone();
+                        self.run(move |c| insert_rows(c, &rows[i..=i]))?
+                            .pop()
+                            .ok_or(OutboxError::Poisoned)
+                    })
+                    .collect()
+            }
+            Err(e) => (0..count).map(|_| Err(copy_error(&e))).collect(),
+        }
+    }
+
+    /// Stores `records` (each with the provider requests it is expected to
+    /// take) together, as one batch of the group commit does: one
+    /// transaction for all, and when that fails, one each, so a bad record
+    /// fails only its own answer. Answers each record, in order.
+    pub fn insert_batch(
+        &self,
+        records: &[(&OutboxRecord, u32)],
+    ) -> Vec<Result<Inserted, OutboxError>> {
+        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> =
+            Vec::with_capacity(records.len());
+        let mut rows = Vec::with_capacity(records.len());
+        for (record, requests) in records {
+            match NewRow::of(record, *requests) {
+                Ok(row) => {
+                    rows.push(row);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut committed = self.commit_batch(rows).into_iter();
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| committed.next().unwrap_or(Err(OutboxError::Poisoned))))
+            .collect()
+    }
+
+    /// Stores `r` in a statement and transaction of its own: what every
+    /// accept did before group commit, kept as the benchmark's reference.
+    pub fn insert_alone(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
+        let rows = Arc::new(vec![NewRow::of(r, requests)?]);
+        self.run(move |c| insert_rows(c, &rows))?
+            .pop()
+            .ok_or(OutboxError::Poisoned)
+    }
+
     /// Connects, creates the tables if they are missing, and starts the
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
@@ -339,6 +410,7 @@ impl PgOutbox {
         );
         let outbox = PgOutbox {
             jobs: Mutex::new(tx),
+            accepts: GroupCommit::default(),
             host_id,
             lease,
         };
@@ -454,6 +526,73 @@ fn lost_connection(e: &postgres::Error) -> bool {
         Some(code) => code.code().starts_with("57") || code.code().starts_with("08"),
         None => e.as_db_error().is_none(),
     }
+}
+
+/// The columns a new message binds, in `insert_rows`' order.
+const INSERT_COLUMNS: usize = 10;
+
+/// Inserts `rows` with one statement; answers each, in order.
+fn insert_rows(c: &mut Client, rows: &[NewRow]) -> Result<Vec<Inserted>, postgres::Error> {
+    let mut sql = String::from(
+        "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent) VALUES ",
+    );
+    let requests: Vec<i32> = rows
+        .iter()
+        .map(|r| r.requests.clamp(1, i32::MAX as u32) as i32)
+        .collect();
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        Vec::with_capacity(rows.len() * INSERT_COLUMNS);
+    for (i, (r, requests)) in rows.iter().zip(&requests).enumerate() {
+        let n = i * INSERT_COLUMNS;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8,
+            n + 9,
+            n + 10
+        ));
+        params.extend([
+            &r.id as &(dyn postgres::types::ToSql + Sync),
+            &r.plugin,
+            &r.channel,
+            &r.endpoint,
+            &r.message,
+            &r.idempotency_key,
+            &r.created_ms,
+            &r.next_attempt_ms,
+            requests,
+            &r.traceparent,
+        ]);
+    }
+    sql.push_str(" ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id");
+    let stored: std::collections::HashSet<String> = c
+        .query(&sql, &params)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut answers = Vec::with_capacity(rows.len());
+    for r in rows {
+        if stored.contains(&r.id) {
+            answers.push(Inserted::New);
+            continue;
+        }
+        // Skipped for its idempotency key: the receipt is the first one's.
+        let existing = c.query_one(
+            "SELECT id FROM botbox_messages WHERE plugin = $1 AND channel = $2 AND idempotency_key = $3",
+            &[&r.plugin, &r.channel, &r.idempotency_key],
+        )?;
+        answers.push(Inserted::Duplicate(existing.get(0)));
+    }
+    Ok(answers)
 }
 
 /// What went wrong inside a job.
@@ -855,37 +994,8 @@ impl OutboxStore for PgOutbox {
     }
 
     fn insert_costed(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
-        let message = json(&r.message)?;
-        let r = r.clone();
-        self.run(move |c| {
-            // A committed row is on disk (synchronous_commit is on by
-            // default), which is what the receipt promises.
-            let inserted = c.query_opt(
-                "INSERT INTO botbox_messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10)
-                 ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id",
-                &[
-                    &r.id,
-                    &r.plugin,
-                    &r.channel,
-                    &r.endpoint,
-                    &message,
-                    &r.message.idempotency_key,
-                    &(r.created_ms as i64),
-                    &(r.next_attempt_ms as i64),
-                    &(requests.clamp(1, i32::MAX as u32) as i32),
-                    &r.traceparent,
-                ],
-            )?;
-            if inserted.is_some() {
-                return Ok(Inserted::New);
-            }
-            let existing = c.query_one(
-                "SELECT id FROM botbox_messages WHERE plugin = $1 AND channel = $2 AND idempotency_key = $3",
-                &[&r.plugin, &r.channel, &r.message.idempotency_key],
-            )?;
-            Ok(Inserted::Duplicate(existing.get(0)))
-        })
+        let row = NewRow::of(r, requests)?;
+        self.accepts.insert(row, |rows| self.commit_batch(rows))
     }
 
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError> {

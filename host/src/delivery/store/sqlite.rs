@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::batch::{Answer, GroupCommit, NewRow};
 use super::{
     COLUMNS, Columns, Dialect, Inserted, LISTED_COLUMNS, ListFilter, ListedMessage, MessageState,
     OutboxError, OutboxRecord, OutboxStore, PART_COLUMNS, PART_FORMAT, PROGRESS_COLUMNS,
@@ -19,6 +20,12 @@ use crate::wit::types::Message;
 /// The outbox in one SQLite file (`outbox.sqlite` in `storage.dir`).
 pub struct SqliteOutbox {
     conn: Mutex<Connection>,
+    /// A second connection to the same file, for the reads on the accept
+    /// path and the admin API's read-back (see [`SqliteOutbox::read`]);
+    /// none in memory, where a second connection would be another database.
+    reader: Option<Mutex<Connection>>,
+    /// Concurrent accepts, committed together (see [`super::batch`]).
+    accepts: GroupCommit,
 }
 
 /// SQLite's spelling of the shared tables.
@@ -57,7 +64,13 @@ impl SqliteOutbox {
             source,
         };
         let conn = crate::storage::open_sqlite(path).map_err(open_err)?;
-        Self::init(conn).map_err(open_err)
+        let mut outbox = Self::init(conn).map_err(open_err)?;
+        let reader = crate::storage::open_sqlite(path).map_err(open_err)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(open_err)?;
+        outbox.reader = Some(Mutex::new(reader));
+        Ok(outbox)
     }
 
     /// An outbox that lives in memory, for tests.
@@ -111,6 +124,8 @@ impl SqliteOutbox {
         Self::migrate_parts(&mut conn)?;
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
+            reader: None,
+            accepts: GroupCommit::default(),
         })
     }
 
@@ -161,6 +176,139 @@ impl SqliteOutbox {
         Ok(())
     }
 
+    /// Stores `r` in a transaction of its own, with its own fsync: what
+    /// every accept did before group commit, kept as the benchmark's
+    /// reference and as the way a failed batch finds its one bad row.
+    pub fn insert_alone(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
+        let row = NewRow::of(r, requests)?;
+        self.insert_rows(std::slice::from_ref(&row))?
+            .pop()
+            .ok_or(OutboxError::Poisoned)
+    }
+
+    /// Stores `records` (each with the provider requests it is expected to
+    /// take) together, as one batch of the group commit does: one
+    /// transaction for all, and when that fails, one each, so a bad record
+    /// fails only its own answer. Answers each record, in order.
+    pub fn insert_batch(
+        &self,
+        records: &[(&OutboxRecord, u32)],
+    ) -> Vec<Result<Inserted, OutboxError>> {
+        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> =
+            Vec::with_capacity(records.len());
+        let mut rows = Vec::with_capacity(records.len());
+        for (record, requests) in records {
+            match NewRow::of(record, *requests) {
+                Ok(row) => {
+                    rows.push(row);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut committed = self.commit_batch(rows).into_iter();
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| committed.next().unwrap_or(Err(OutboxError::Poisoned))))
+            .collect()
+    }
+
+    /// Inserts `rows` in one transaction; any failure rolls all of them
+    /// back.
+    fn insert_rows(&self, rows: &[NewRow]) -> Result<Vec<Inserted>, OutboxError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(Self::insert_row(&tx, row)?);
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// One batch of the group commit: one transaction for all of `rows`.
+    /// When the file refuses the transaction (busy past the timeout, full,
+    /// read-only, an I/O error), every caller hears that error at once:
+    /// trying each row again would make the last caller wait out the busy
+    /// timeout once per row. When a row is refused (a constraint), each row
+    /// is tried again in a transaction of its own, so only the caller
+    /// whose row is bad hears an error.
+    fn commit_batch(&self, rows: Vec<NewRow>) -> Vec<Answer> {
+        match self.insert_rows(&rows) {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) if rows.len() == 1 => vec![Err(e)],
+            Err(OutboxError::Sqlite(rusqlite::Error::SqliteFailure(code, text)))
+                if code.code != rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                rows.iter()
+                    .map(|_| {
+                        Err(OutboxError::Sqlite(rusqlite::Error::SqliteFailure(
+                            code,
+                            text.clone(),
+                        )))
+                    })
+                    .collect()
+            }
+            Err(_) => rows
+                .iter()
+                .map(|row| {
+                    self.insert_rows(std::slice::from_ref(row))?
+                        .pop()
+                        .ok_or(OutboxError::Poisoned)
+                })
+                .collect(),
+        }
+    }
+
+    /// Inserts one row unless its idempotency key is taken, inside the
+    /// caller's transaction (so a later row of the same batch sees it).
+    fn insert_row(tx: &Connection, r: &NewRow) -> Result<Inserted, OutboxError> {
+        if let Some(key) = &r.idempotency_key {
+            let existing: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM messages WHERE plugin = ?1 AND channel = ?2 AND idempotency_key = ?3",
+                )?
+                .query_row(params![r.plugin, r.channel, key], |row| row.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(Inserted::Duplicate(id));
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            r.id,
+            r.plugin,
+            r.channel,
+            r.endpoint,
+            r.message,
+            r.idempotency_key,
+            r.created_ms,
+            r.next_attempt_ms,
+            i64::from(r.requests),
+            r.traceparent
+        ])?;
+        Ok(Inserted::New)
+    }
+
+    /// Runs `f` on the reading connection. In WAL mode it reads the last
+    /// commit without waiting for the write in progress on the writing
+    /// connection, fsync included: an accept's backlog count and the admin
+    /// API's read-back of a receipt do not queue behind other accepts'
+    /// commits or the delivery worker's writes.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        match &self.reader {
+            Some(reader) => f(&*reader.lock().map_err(|_| OutboxError::Poisoned)?),
+            None => self.with(|c| f(c)),
+        }
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, OutboxError>,
@@ -199,40 +347,8 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn insert_costed(&self, r: &OutboxRecord, requests: u32) -> Result<Inserted, OutboxError> {
-        let message = json(&r.message)?;
-        self.with(|c| {
-            let tx = c.transaction()?;
-            if let Some(key) = &r.message.idempotency_key {
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM messages WHERE plugin = ?1 AND channel = ?2 AND idempotency_key = ?3",
-                        params![r.plugin, r.channel, key],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if let Some(id) = existing {
-                    return Ok(Inserted::Duplicate(id));
-                }
-            }
-            tx.execute(
-                "INSERT INTO messages (id, plugin, channel, endpoint, message, idempotency_key, state, created_ms, next_attempt_ms, requests, traceparent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10)",
-                params![
-                    r.id,
-                    r.plugin,
-                    r.channel,
-                    r.endpoint,
-                    message,
-                    r.message.idempotency_key,
-                    r.created_ms as i64,
-                    r.next_attempt_ms as i64,
-                    requests.max(1) as i64,
-                    r.traceparent
-                ],
-            )?;
-            tx.commit()?;
-            Ok(Inserted::New)
-        })
+        let row = NewRow::of(r, requests)?;
+        self.accepts.insert(row, |rows| self.commit_batch(rows))
     }
 
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError> {
@@ -351,7 +467,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {PART_COLUMNS} FROM parts WHERE message_id = ?1 ORDER BY idx"
             ))?;
@@ -448,7 +564,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn get(&self, id: &str) -> Result<Option<OutboxRecord>, OutboxError> {
-        self.with(|c| {
+        self.read(|c| {
             let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = ?1");
             Ok(Self::query_records(c, &sql, params![id])?
                 .into_iter()
@@ -575,7 +691,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT plugin, COUNT(*), SUM(requests) FROM messages WHERE endpoint = ?1 AND state IN ('queued', 'sending')
                  GROUP BY plugin",
