@@ -1471,11 +1471,7 @@ async fn concurrent_sends_keep_the_throttle_and_each_groups_order() {
             let receipt = r
                 .app
                 .delivery
-                .accept(
-                    "a",
-                    &ch,
-                    group_reply(&channel, &format!("@TGS#g{g}"), i),
-                )
+                .accept("a", &ch, group_reply(&channel, &format!("@TGS#g{g}"), i))
                 .unwrap_or_else(|e| panic!("{e:?}"));
             ids.push(receipt.id);
         }

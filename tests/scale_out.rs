@@ -120,16 +120,15 @@ impl Cluster {
                 d
             })
             .collect();
-        let front_config =
-            write_config(
-                &dir.path().join("front"),
-                &sim,
-                &pg,
-                lease,
-                scale,
-                channel,
-                tencent_throttle,
-            );
+        let front_config = write_config(
+            &dir.path().join("front"),
+            &sim,
+            &pg,
+            lease,
+            scale,
+            channel,
+            tencent_throttle,
+        );
         let front = rt
             .block_on(async { App::build(Config::load(&front_config).unwrap()) })
             .unwrap();

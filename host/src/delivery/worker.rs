@@ -412,7 +412,9 @@ impl Delivery {
                 }
                 Err(outcome) => {
                     attempts += 1;
-                    return self.after_failure(record, attempts, outcome, &[]).map(|()| None);
+                    return self
+                        .after_failure(record, attempts, outcome, &[])
+                        .map(|()| None);
                 }
             }
         };
@@ -519,12 +521,12 @@ impl Delivery {
                     delivered_now.push((part.index, provider_ids));
                     let provider_ids = parts
                         .iter()
-                        .flat_map(|p| {
-                            match delivered_now.iter().find(|(i, _)| *i == p.index) {
+                        .flat_map(
+                            |p| match delivered_now.iter().find(|(i, _)| *i == p.index) {
                                 Some((_, ids)) => ids.clone(),
                                 None => p.provider_ids.clone(),
-                            }
-                        })
+                            },
+                        )
                         .collect();
                     let members = if carries {
                         self.outbox.members(id)?
