@@ -273,8 +273,24 @@ async fn measure(
     let delivered_per_s =
         sim.deliveries_to(SimProvider::Tencent).len() as f64 / started.elapsed().as_secs_f64();
 
-    // One at a time through the first host, the others idle but polling.
-    let mut finished = apps[0].delivery.observers().finished.subscribe();
+    // One at a time through the first host, the others idle but polling:
+    // whichever host's poll finds it first may deliver it, so every host's
+    // finished messages are heard.
+    let (heard, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let listeners: Vec<_> = apps
+        .iter()
+        .map(|app| {
+            let mut rx = app.delivery.observers().finished.subscribe();
+            let heard = heard.clone();
+            tokio::spawn(async move {
+                while let Ok(f) = rx.recv().await {
+                    if heard.send(f.receipt_id).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
     let mut end_to_end = Vec::new();
     for i in 0..lone {
         let name = channel_name(i);
@@ -286,12 +302,15 @@ async fn measure(
             .expect("accepted");
         loop {
             match tokio::time::timeout(Duration::from_secs(10), finished.recv()).await {
-                Ok(Ok(f)) if f.receipt_id == receipt.id => break,
-                Ok(_) => continue,
-                Err(_) => panic!("message {i} not delivered within 10 s"),
+                Ok(Some(id)) if id == receipt.id => break,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => panic!("message {i} not delivered within 10 s"),
             }
         }
         end_to_end.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    for l in listeners {
+        l.abort();
     }
     stop.cancel();
     for w in workers {
