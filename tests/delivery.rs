@@ -1375,3 +1375,148 @@ async fn bitrix24_holds_a_method_before_its_execution_time_budget_is_spent() {
         assert!(within * 60 <= 480, "{within} calls of 60 s in 10 min");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The worker woken by the accept, requests in flight together, batched writes.
+
+/// An idle worker sleeps until something is due; an accept on this host
+/// wakes it at once. The shared store's poll for other hosts' messages is
+/// set to an hour and SQLite's idle wait is a minute: a delivery within
+/// the test's wait came from the wake.
+async fn an_accept_wakes_the_idle_worker(pg: Option<&pg::PgServer>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
+    let channels = format!("[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n");
+    let text = sim_config(&sim, dir.path(), 1.0, &channels);
+    let text = match pg {
+        Some(pg) => {
+            pg.write_url(dir.path());
+            format!("{}{text}", pg.storage_section("30s"))
+        }
+        None => text,
+    };
+    let path = dir.path().join("botbox.toml");
+    std::fs::write(&path, &text).unwrap();
+    let app =
+        tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
+            .await
+            .unwrap();
+    app.delivery.set_shared_poll(Duration::from_secs(3600));
+    let stop = CancellationToken::new();
+    let workers = app.delivery.start(stop.clone());
+    // Let the worker find the outbox empty and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ch = app.delivery.channel("live").unwrap();
+    let id = app
+        .delivery
+        .accept("a", &ch, room_news("live", 1))
+        .unwrap()
+        .id;
+    let open = app
+        .delivery
+        .wait_for(std::slice::from_ref(&id), Duration::from_secs(30))
+        .await;
+    stop.cancel();
+    workers.wait().await;
+    assert!(open.is_empty(), "not delivered before any poll: {open:?}");
+    assert_eq!(sim.deliveries_to(SimProvider::Tencent).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_wakes_the_idle_worker_on_sqlite() {
+    an_accept_wakes_the_idle_worker(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_wakes_the_idle_worker_on_postgresql_without_its_poll() {
+    let pg = tokio::task::spawn_blocking(pg::PgServer::start)
+        .await
+        .unwrap();
+    an_accept_wakes_the_idle_worker(Some(&pg)).await;
+}
+
+/// Tencent's group endpoint allows several requests at once (200 a second,
+/// 40 a second per group), so its worker sends to several channels'
+/// groups together. Counted at the simulator's receive time, no second
+/// holds more than the endpoint's 200 or a group's 40, and each group's
+/// replies arrive in the order they were accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_keep_the_throttle_and_each_groups_order() {
+    let groups = 6;
+    let per_group = 50;
+    let channels: String = (0..groups)
+        .map(|g| format!("[channels.live{g}]\nprovider = \"tencent\"\n{LONG_DELAY}\n"))
+        .collect();
+    let r = rig(1.0, &channels).await;
+    let endpoint = r
+        .app
+        .delivery
+        .endpoints()
+        .find(|e| e.key == "tencent/send_group_msg")
+        .expect("the group endpoint");
+    assert!(
+        botbox::delivery::in_flight_limit(&endpoint.throttle) > 1,
+        "the group endpoint sends several at once"
+    );
+    let mut ids = Vec::new();
+    for i in 0..per_group {
+        for g in 0..groups {
+            let channel = format!("live{g}");
+            let ch = r.app.delivery.channel(&channel).unwrap();
+            let receipt = r
+                .app
+                .delivery
+                .accept("a", &ch, group_reply(&channel, &format!("@TGS#g{g}"), i))
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            ids.push(receipt.id);
+        }
+    }
+    let stop = CancellationToken::new();
+    let workers = r.app.delivery.start(stop.clone());
+    let open = r.app.delivery.wait_for(&ids, Duration::from_secs(60)).await;
+    stop.cancel();
+    workers.wait().await;
+    assert!(open.is_empty(), "{} still open", open.len());
+    r.assert_no_violations();
+    let d = r.sim.deliveries_to(SimProvider::Tencent);
+    assert_eq!(d.len(), groups * per_group, "each delivered once");
+    let within = |times: &[Duration], most: usize, what: &str| {
+        for (i, t) in times.iter().enumerate() {
+            let n = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_millis(1000))
+                .count();
+            assert!(n <= most, "{n} {what} within a second");
+        }
+    };
+    let all: Vec<Duration> = d.iter().map(|x| x.at).collect();
+    within(&all, 200, "replies");
+    for g in 0..groups {
+        let group = format!("@TGS#g{g}");
+        let mine: Vec<_> = d
+            .iter()
+            .filter(|x| x.target == botbox_sim::Target::Group { id: group.clone() })
+            .collect();
+        let times: Vec<Duration> = mine.iter().map(|x| x.at).collect();
+        within(&times, 40, &format!("replies to {group}"));
+        // In the order accepted: "to @TGS#gN #0", "#1", …
+        let order: Vec<usize> = mine
+            .iter()
+            .map(|x| {
+                let text = x.content.to_string();
+                let prefix = format!("to {group} #");
+                let start = text.find(&prefix).map(|at| at + prefix.len());
+                start
+                    .map(|at| {
+                        text[at..]
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                    })
+                    .and_then(|digits| digits.parse().ok())
+                    .unwrap_or_else(|| panic!("no index in {text}"))
+            })
+            .collect();
+        assert_eq!(order, (0..per_group).collect::<Vec<_>>(), "{group}");
+    }
+}

@@ -150,7 +150,7 @@ impl Delivery {
             },
         };
         span.record("receipt", receipt.id.as_str());
-        endpoint.wake.notify_one();
+        self.committed(endpoint);
         // Copies for listeners only when there are any: this is on the path
         // of every broadcast.
         if self.observers.accepted.receiver_count() > 0 {

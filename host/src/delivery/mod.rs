@@ -21,10 +21,11 @@ mod worker;
 
 pub use self::admit::{MAX_BACKLOG, MAX_BACKLOG_REQUESTS, admission};
 pub use self::view::{EndpointView, EndpointsNow, Refusal};
-pub use self::worker::SHARED_POLL;
+pub use self::worker::{MAX_IN_FLIGHT, SHARED_POLL, in_flight_limit};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
@@ -174,6 +175,12 @@ pub struct Delivery {
     pub reports: Notify,
     /// `storage.retention`: finished messages older than this are pruned.
     retention: Duration,
+    /// At most this many requests in flight per endpoint, below what its
+    /// limits allow ([`in_flight_limit`]).
+    max_in_flight: AtomicUsize,
+    /// How often an idle worker on a shared store looks for other hosts'
+    /// messages, in milliseconds ([`SHARED_POLL`] unless set).
+    shared_poll_ms: AtomicU64,
 }
 
 impl Delivery {
@@ -276,7 +283,42 @@ impl Delivery {
             observers,
             reports: Notify::new(),
             retention: config.storage.retention,
+            max_in_flight: AtomicUsize::new(MAX_IN_FLIGHT),
+            shared_poll_ms: AtomicU64::new(SHARED_POLL.as_millis() as u64),
         })
+    }
+
+    /// Caps the requests each endpoint's worker has in flight at `n` (at
+    /// least 1), below what the endpoint's limits allow; workers started
+    /// after this read it. 1 sends one request at a time, as hosts before
+    /// concurrent delivery did.
+    pub fn set_max_in_flight(&self, n: usize) {
+        self.max_in_flight.store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Sets how often an idle worker on a shared store looks for messages
+    /// other hosts accepted ([`SHARED_POLL`] by default). This host's own
+    /// accepts wake it at once whatever this is.
+    pub fn set_shared_poll(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.shared_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn shared_poll(&self) -> Duration {
+        Duration::from_millis(self.shared_poll_ms.load(Ordering::Relaxed))
+    }
+
+    /// Wakes `endpoint`'s worker: a message for it was just committed to
+    /// the outbox. The one place an accept reaches the worker, called
+    /// after the write that makes the message durable, so the worker never
+    /// looks before the row is there; a wake with the worker busy is kept
+    /// for its next look (`Notify` stores one permit).
+    pub(crate) fn committed(&self, endpoint: &Endpoint) {
+        endpoint.wake.notify_one();
     }
 
     /// The channel configured under `name`.

@@ -3,16 +3,21 @@
 //! for the throttle store's slot before each request, sends, and records
 //! every outcome; transient failures go back to the queue ([`super::retry`]).
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::store::{
-    self, MessageState, OutboxError, OutboxRecord, PartRecord, PartState, Reservation,
+    self, Delivered, MessageState, OutboxError, OutboxRecord, PartRecord, PartState, Reservation,
 };
+use super::throttle::{Limit, ThrottleKey};
 use super::{Channel, Delivery, Endpoint, Finished, Slowed, Throttled};
 use crate::providers::{DeliveryOutcome, Part, RateLimited};
 use crate::sanitize;
@@ -20,6 +25,50 @@ use crate::sanitize;
 /// How often an idle worker looks for messages other hosts accepted, when
 /// the outbox is shared: only this host's own `send-broadcast` wakes it.
 pub const SHARED_POLL: Duration = Duration::from_millis(200);
+
+/// The most requests one endpoint's worker has in flight at once, however
+/// generous the endpoint's limits (see [`in_flight_limit`]).
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// How many requests an endpoint may have in flight at once: as many as
+/// the tightest of its limits lets through at any one instant (a window's
+/// count, a bucket's burst, a day's count), at most [`MAX_IN_FLIGHT`]. So
+/// a 1-per-second endpoint sends one at a time, as before, and a request's
+/// late answer still holds the next one back (see
+/// [`ThrottleStore::answered`](super::store::ThrottleStore::answered));
+/// concurrent requests only go where several at once are within every
+/// limit anyway. Each still takes its throttle slot first. An endpoint
+/// with an execution-time budget sends one at a time: its provider
+/// reports each request's cost in that request's answer, and costs are
+/// charged to the request just answered.
+pub fn in_flight_limit(key: &ThrottleKey) -> usize {
+    let specs = std::iter::once(&key.spec)
+        .chain(key.per_key.as_ref())
+        .chain(key.ceiling.as_ref().map(|(_, spec)| spec));
+    let mut limit = MAX_IN_FLIGHT;
+    for limit_of in specs.flat_map(|spec| spec.limits.iter()) {
+        let at_once = match limit_of {
+            Limit::Window { count, .. } | Limit::PerDay { count, .. } => *count as usize,
+            Limit::LeakyBucket { burst, .. } => *burst as usize,
+            Limit::Budget { .. } => 1,
+        };
+        limit = limit.min(at_once);
+    }
+    limit.max(1)
+}
+
+/// A message whose last part was delivered, waiting for the write that
+/// ends it with the others that end meanwhile.
+struct Ending {
+    /// The message.
+    record: OutboxRecord,
+    /// The messages carried inside its request, ended with it.
+    members: Vec<OutboxRecord>,
+    /// What is written.
+    delivered: Delivered,
+    /// Every part's provider ids, in part order, for the report.
+    provider_ids: Vec<String>,
+}
 
 /// What waiting for the throttle came to.
 enum Slot {
@@ -70,33 +119,157 @@ impl Delivery {
         }
     }
 
+    /// The endpoint's loop: claims due messages a batch at a time, sends up
+    /// to [`in_flight_limit`] of them at once (one at a time per channel,
+    /// so a conversation's messages arrive in order), and ends the ones
+    /// delivered meanwhile in one write. Sleeps when nothing is due until
+    /// an accept on this host wakes it ([`Endpoint::wake`]), the next retry
+    /// falls due, or, on a shared store, the poll for other hosts' accepts.
     async fn run_endpoint(&self, endpoint: Arc<Endpoint>, stop: CancellationToken) {
+        let endpoint = &*endpoint;
+        let stop = &stop;
+        let limit = in_flight_limit(&endpoint.throttle).min(self.max_in_flight());
+        let mut claimed: VecDeque<OutboxRecord> = VecDeque::new();
+        let mut running = FuturesUnordered::new();
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut ended: Vec<Ending> = Vec::new();
         let mut last_plugin: Option<String> = None;
+        // Whether the outbox may hold due messages not claimed yet: after
+        // a wake, a full batch, or a wait that ran out.
+        let mut look = true;
         while !stop.is_cancelled() {
-            let now = self.clock.now_ms();
-            match self
-                .outbox
-                .next_due(&endpoint.key, now, last_plugin.as_deref())
-            {
-                Ok(Some(record)) => {
-                    last_plugin = Some(record.plugin.clone());
-                    self.process(&endpoint, record, &stop).await;
+            let room = limit.saturating_sub(running.len() + claimed.len());
+            if look && room > 0 {
+                let now = self.clock.now_ms();
+                match self
+                    .outbox
+                    .claim_due(&endpoint.key, now, room, last_plugin.as_deref())
+                {
+                    Ok(batch) => {
+                        look = batch.len() == room;
+                        if let Some(last) = batch.last() {
+                            last_plugin = Some(last.plugin.clone());
+                        }
+                        claimed.extend(batch);
+                    }
+                    Err(e) => {
+                        tracing::error!(endpoint = %endpoint.key, "outbox read failed: {e}");
+                        if running.is_empty() && claimed.is_empty() {
+                            if !self.sleep(1000, stop, None).await {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
                 }
-                Ok(None) => {
-                    let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
-                    let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
-                    if self.throttles.shared() {
-                        wait = wait.min(self.clock.clock_ms(SHARED_POLL));
-                    }
-                    if !self.sleep(wait.max(1), &stop, Some(&endpoint.wake)).await {
-                        break;
-                    }
+            }
+            // Start what may go now: each channel's next in claim order.
+            let mut i = 0;
+            while running.len() < limit && i < claimed.len() {
+                if busy.contains(&claimed[i].channel) {
+                    i += 1;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(endpoint = %endpoint.key, "outbox read failed: {e}");
-                    if !self.sleep(1000, &stop, None).await {
-                        break;
+                let Some(record) = claimed.remove(i) else {
+                    break;
+                };
+                busy.insert(record.channel.clone());
+                running.push(async move {
+                    let channel = record.channel.clone();
+                    (channel, self.process(endpoint, record, stop).await)
+                });
+            }
+            if running.is_empty() {
+                let now = self.clock.now_ms();
+                let next = self.outbox.next_due_time(&endpoint.key).ok().flatten();
+                let mut wait = next.map(|t| t.saturating_sub(now)).unwrap_or(60_000);
+                if self.throttles.shared() {
+                    wait = wait.min(self.clock.clock_ms(self.shared_poll()));
+                }
+                if !self.sleep(wait.max(1), stop, Some(&endpoint.wake)).await {
+                    break;
+                }
+                look = true;
+                continue;
+            }
+            tokio::select! {
+                Some((channel, ending)) = running.next() => {
+                    busy.remove(&channel);
+                    ended.extend(ending);
+                    // Whatever else finished meanwhile ends in the same write.
+                    while let Some(Some((channel, ending))) = running.next().now_or_never() {
+                        busy.remove(&channel);
+                        ended.extend(ending);
                     }
+                    self.end_delivered(endpoint, &mut ended);
+                }
+                _ = endpoint.wake.notified() => look = true,
+                _ = stop.cancelled() => {}
+            }
+        }
+        // Stopping: what is in flight ends (a request waiting for its slot
+        // goes back to the queue), what was claimed but not started goes
+        // back untouched.
+        while let Some((_, ending)) = running.next().await {
+            ended.extend(ending);
+        }
+        self.end_delivered(endpoint, &mut ended);
+        for record in claimed {
+            if let Err(e) = self.outbox.requeue(
+                &record.id,
+                self.clock.now_ms(),
+                record.attempts,
+                "host stopped before sending",
+            ) {
+                tracing::error!(endpoint = %endpoint.key, message = %record.id, "cannot put a message back in the queue (it is sent again after a restart): {e}");
+            }
+        }
+    }
+
+    /// Writes the end of every message in `ended` at once, then reports
+    /// them. If the write fails, each goes back to the queue, as any
+    /// message whose outcome could not be written does (see `process`).
+    fn end_delivered(&self, endpoint: &Endpoint, ended: &mut Vec<Ending>) {
+        if ended.is_empty() {
+            return;
+        }
+        let batch: Vec<Delivered> = ended.iter().map(|e| e.delivered.clone()).collect();
+        match self.outbox.delivered(&batch) {
+            Ok(()) => {
+                for e in ended.drain(..) {
+                    let Ending {
+                        record,
+                        members,
+                        delivered,
+                        provider_ids,
+                    } = e;
+                    for member in &members {
+                        self.report(
+                            member,
+                            MessageState::Delivered,
+                            delivered.attempts,
+                            provider_ids.clone(),
+                            None,
+                        );
+                    }
+                    self.report(
+                        &record,
+                        MessageState::Delivered,
+                        delivered.attempts,
+                        provider_ids,
+                        None,
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %endpoint.key, messages = batch.len(), "outbox write failed: {e}");
+                for e in ended.drain(..) {
+                    let _ = self.outbox.requeue(
+                        &e.record.id,
+                        self.clock.now_ms() + 1000,
+                        e.delivered.attempts,
+                        "the outcome could not be written",
+                    );
                 }
             }
         }
@@ -145,7 +318,14 @@ impl Delivery {
         }
     }
 
-    async fn process(&self, endpoint: &Endpoint, record: OutboxRecord, stop: &CancellationToken) {
+    /// One pass over a claimed message. Returns its ending when its last
+    /// part was delivered, for the loop to write with others'.
+    async fn process(
+        &self,
+        endpoint: &Endpoint,
+        record: OutboxRecord,
+        stop: &CancellationToken,
+    ) -> Option<Ending> {
         // Each pass over a message is one span of the trace it was
         // accepted in, whichever worker or host takes it.
         let span = tracing::debug_span!(
@@ -155,24 +335,29 @@ impl Delivery {
             attempts_before = record.attempts,
         );
         crate::telemetry::continue_from(&span, record.traceparent.as_deref());
-        let processed = self.try_process(endpoint, &record, stop);
-        if let Err(e) = tracing::Instrument::instrument(processed, span).await {
-            tracing::error!(endpoint = %endpoint.key, message = %record.id, "outbox write failed: {e}");
-            let _ = self.outbox.requeue(
-                &record.id,
-                self.clock.now_ms() + 1000,
-                record.attempts,
-                &e.to_string(),
-            );
+        let processed = self.try_process(endpoint, record.clone(), stop);
+        match tracing::Instrument::instrument(processed, span).await {
+            Ok(ending) => ending,
+            Err(e) => {
+                tracing::error!(endpoint = %endpoint.key, message = %record.id, "outbox write failed: {e}");
+                let _ = self.outbox.requeue(
+                    &record.id,
+                    self.clock.now_ms() + 1000,
+                    record.attempts,
+                    &e.to_string(),
+                );
+                None
+            }
         }
     }
 
     async fn try_process(
         &self,
         endpoint: &Endpoint,
-        record: &OutboxRecord,
+        record: OutboxRecord,
         stop: &CancellationToken,
-    ) -> Result<(), OutboxError> {
+    ) -> Result<Option<Ending>, OutboxError> {
+        let record = &record;
         let id = &record.id;
         let Some(channel) = self.channels.get(&record.channel).cloned() else {
             let now = self.clock.now_ms();
@@ -193,11 +378,16 @@ impl Delivery {
                 vec![],
                 Some("channel removed".into()),
             );
-            return Ok(());
+            return Ok(None);
         };
-        self.outbox.mark_sending(id)?;
+        // The claim marked it as being sent (`claim_due`).
         let mut attempts = record.attempts;
-        if !record.planned {
+        // Whether messages may be carried inside this one's request (and
+        // so must be reported with it).
+        let mut carries = record.planned;
+        let parts = if record.planned {
+            self.outbox.parts(id)?
+        } else {
             match endpoint
                 .provider
                 .plan(&channel.name, &channel.config, &record.message)
@@ -205,22 +395,40 @@ impl Delivery {
             {
                 Ok(parts) => {
                     let (parts, absorbed) = self.merge_backlog(&channel, record, parts)?;
-                    self.outbox.save_plan(id, &parts, &absorbed)?
+                    self.outbox.save_plan(id, &parts, &absorbed)?;
+                    carries = !absorbed.is_empty();
+                    // Just stored as planned: no need to read them back.
+                    parts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, part)| PartRecord {
+                            index: u32::try_from(index).unwrap_or(u32::MAX),
+                            part,
+                            state: PartState::Queued,
+                            provider_ids: Vec::new(),
+                            last_error: None,
+                        })
+                        .collect()
                 }
                 Err(outcome) => {
                     attempts += 1;
-                    return self.after_failure(record, attempts, outcome, &[]);
+                    return self
+                        .after_failure(record, attempts, outcome, &[])
+                        .map(|()| None);
                 }
             }
-        }
-        let parts = self.outbox.parts(id)?;
+        };
+        // The parts delivered in this pass, with the provider's ids.
+        let mut delivered_now: Vec<(u32, Vec<String>)> = Vec::new();
         for part in parts.iter().filter(|p| p.state == PartState::Queued) {
             // Credentials first, so a token fetch does not sit between the
             // throttle's slot and the request it allowed.
             if let Err(outcome) = endpoint.provider.prepare(&channel.config).await {
                 attempts += 1;
                 let parts_now = self.outbox.parts(id)?;
-                return self.after_failure(record, attempts, outcome, &parts_now);
+                return self
+                    .after_failure(record, attempts, outcome, &parts_now)
+                    .map(|()| None);
             }
             let asked = std::time::Instant::now();
             // The key the provider counts this request under (a group).
@@ -236,11 +444,11 @@ impl Delivery {
                         attempts,
                         "host stopped before sending",
                     )?;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Slot::Lost => {
                     tracing::warn!(endpoint = %endpoint.key, message = %id, "another host took this message over (its lease ran out here); leaving it to that host");
-                    return Ok(());
+                    return Ok(None);
                 }
             };
             let _ = self.observers.throttled.send(Throttled {
@@ -280,10 +488,19 @@ impl Delivery {
             {
                 tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
             }
+            // The last part of a message all delivered ends it: its request
+            // is counted, and the message written, with the others' that
+            // end meanwhile (`end_delivered`).
+            let ends_it = matches!(outcome, DeliveryOutcome::Delivered { .. })
+                && parts.iter().all(|p| {
+                    p.index == part.index
+                        || p.state == PartState::Delivered
+                        || delivered_now.iter().any(|(i, _)| *i == p.index)
+                });
             // Counted after the answer, so no write sits between the slot
             // and the request. Only the listing reads the count: losing it
             // is no reason to send the part again.
-            if let Err(e) = self.outbox.part_requested(id, part.index) {
+            if !ends_it && let Err(e) = self.outbox.part_requested(id, part.index) {
                 tracing::warn!(endpoint = %endpoint.key, message = %id, part = part.index, "cannot count a request for the outbox listing: {e}");
             }
             // The provider's own account of what the request cost
@@ -300,7 +517,40 @@ impl Delivery {
                 tracing::warn!(endpoint = %endpoint.key, "cannot count the request's execution time: {e}");
             }
             match outcome {
+                DeliveryOutcome::Delivered { provider_ids } if ends_it => {
+                    delivered_now.push((part.index, provider_ids));
+                    let provider_ids = parts
+                        .iter()
+                        .flat_map(
+                            |p| match delivered_now.iter().find(|(i, _)| *i == p.index) {
+                                Some((_, ids)) => ids.clone(),
+                                None => p.provider_ids.clone(),
+                            },
+                        )
+                        .collect();
+                    let members = if carries {
+                        self.outbox.members(id)?
+                    } else {
+                        Vec::new()
+                    };
+                    return Ok(Some(Ending {
+                        delivered: Delivered {
+                            id: id.clone(),
+                            index: part.index,
+                            provider_ids: delivered_now
+                                .pop()
+                                .map(|(_, ids)| ids)
+                                .unwrap_or_default(),
+                            attempts,
+                            finished_ms: self.clock.now_ms(),
+                        },
+                        record: record.clone(),
+                        members,
+                        provider_ids,
+                    }));
+                }
                 DeliveryOutcome::Delivered { provider_ids } => {
+                    delivered_now.push((part.index, provider_ids.clone()));
                     self.outbox.part_done(
                         id,
                         part.index,
@@ -320,12 +570,14 @@ impl Delivery {
                         self.slow_down(endpoint, scope.as_deref(), *limit);
                     }
                     let parts_now = self.outbox.parts(id)?;
-                    return self.after_failure(record, attempts, other, &parts_now);
+                    return self
+                        .after_failure(record, attempts, other, &parts_now)
+                        .map(|()| None);
                 }
             }
         }
         let parts = self.outbox.parts(id)?;
-        self.conclude(record, attempts, &parts)
+        self.conclude(record, attempts, &parts).map(|()| None)
     }
 
     /// The provider said "too fast" although the throttle allowed the

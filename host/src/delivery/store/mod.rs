@@ -30,6 +30,7 @@
 //! `storage.retention` has passed ([`prune_loop`]), a few at a time.
 
 pub mod batch;
+mod claim;
 mod host;
 pub mod postgres;
 pub mod sqlite;
@@ -41,6 +42,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+pub use self::claim::Delivered;
 pub use self::host::HostThrottles;
 pub use self::postgres::PgOutbox;
 pub use self::sqlite::SqliteOutbox;
@@ -451,6 +453,49 @@ pub trait OutboxStore: Send + Sync {
         now_ms: u64,
         after_plugin: Option<&str>,
     ) -> Result<Option<OutboxRecord>, OutboxError>;
+    /// Claims up to `limit` due messages of an endpoint at once, marking
+    /// each as being sent (a delivery attempt counted, a shared store's
+    /// claim taken), plugins taking turns as in [`next_due`](Self::next_due)
+    /// starting after `after_plugin`: the worker's one write for a batch.
+    /// A backend that cannot do it in one step takes them one at a time.
+    fn claim_due(
+        &self,
+        endpoint: &str,
+        now_ms: u64,
+        limit: usize,
+        after_plugin: Option<&str>,
+    ) -> Result<Vec<OutboxRecord>, OutboxError> {
+        let mut claimed: Vec<OutboxRecord> = Vec::new();
+        let mut after = after_plugin.map(str::to_string);
+        while claimed.len() < limit {
+            let Some(mut record) = self.next_due(endpoint, now_ms, after.as_deref())? else {
+                break;
+            };
+            self.mark_sending(&record.id)?;
+            record.state = MessageState::Sending;
+            after = Some(record.plugin.clone());
+            claimed.push(record);
+        }
+        Ok(claimed)
+    }
+    /// Ends messages whose last part was just delivered (see
+    /// [`Delivered`]), together: each part's request counted and the part
+    /// delivered, each message (and those merged into it) delivered. The
+    /// worker's one write for every message that finished meanwhile.
+    fn delivered(&self, done: &[Delivered]) -> Result<(), OutboxError> {
+        for d in done {
+            self.part_requested(&d.id, d.index)?;
+            self.part_done(&d.id, d.index, PartState::Delivered, &d.provider_ids, None)?;
+            self.finish(
+                &d.id,
+                MessageState::Delivered,
+                d.attempts,
+                d.finished_ms,
+                None,
+            )?;
+        }
+        Ok(())
+    }
     /// When the endpoint's next queued message falls due.
     fn next_due_time(&self, endpoint: &str) -> Result<Option<u64>, OutboxError>;
     /// Marks a message as being sent (and renews a shared store's claim).

@@ -1458,6 +1458,100 @@ impl OutboxStore for PgOutbox {
         })
     }
 
+    fn claim_due(
+        &self,
+        endpoint: &str,
+        now_ms: u64,
+        limit: usize,
+        after_plugin: Option<&str>,
+    ) -> Result<Vec<OutboxRecord>, OutboxError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let endpoint = endpoint.to_string();
+        let after = after_plugin.unwrap_or("").to_string();
+        let host = self.host_id.clone();
+        let lease = self.lease_secs();
+        let claimed = self.run_checked(move |c| {
+            // Queued and due, or claimed by a host whose lease ran out.
+            let due = "(state = 'queued' AND next_attempt_ms <= $2)
+                       OR (state = 'sending' AND lease_until < clock_timestamp())";
+            let pick = super::claim::ranked_due("botbox_", due, "$1", "$3", "$6");
+            // One statement claims the batch. SKIP LOCKED leaves rows
+            // another host is claiming to it; the condition is asked again
+            // of each row once it is locked, so a row another host claimed
+            // after this statement's snapshot is not taken twice.
+            let sql = format!(
+                "WITH picked AS (
+                    SELECT id FROM botbox_messages
+                    WHERE id IN ({pick}) AND ({due})
+                    FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE botbox_messages SET state = 'sending', claimed_by = $4,
+                        lease_until = clock_timestamp() + make_interval(secs => $5),
+                        delivery_attempts = delivery_attempts + 1
+                 WHERE id IN (SELECT id FROM picked)
+                 RETURNING {COLUMNS}"
+            );
+            let rows = c.query(
+                &sql,
+                &[
+                    &endpoint,
+                    &(now_ms as i64),
+                    &after,
+                    &host,
+                    &lease,
+                    &(limit as i64),
+                ],
+            )?;
+            Ok(records(rows)?)
+        })?;
+        Ok(super::claim::in_turns(claimed, after_plugin))
+    }
+
+    fn delivered(&self, done: &[super::Delivered]) -> Result<(), OutboxError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = done.iter().map(|d| d.id.clone()).collect();
+        let indexes: Vec<i32> = done.iter().map(|d| d.index as i32).collect();
+        let provider_ids = done
+            .iter()
+            .map(|d| json(&d.provider_ids))
+            .collect::<Result<Vec<_>, _>>()?;
+        let attempts: Vec<i32> = done.iter().map(|d| d.attempts as i32).collect();
+        let finished: Vec<i64> = done.iter().map(|d| d.finished_ms as i64).collect();
+        let host = self.host_id.clone();
+        self.run(move |c| {
+            // One statement, so one round trip and one commit, for every
+            // message that ended meanwhile. claimed_by stays, as in
+            // `finish`: the host that finished a message reports it.
+            c.execute(
+                "WITH done AS (
+                    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[])
+                        AS d(id, idx, provider_ids, attempts, finished_ms)
+                 ),
+                 parts AS (
+                    UPDATE botbox_parts p SET requests = p.requests + 1, state = 'delivered',
+                           provider_ids = done.provider_ids, last_error = NULL
+                    FROM done WHERE p.message_id = done.id AND p.idx = done.idx
+                 ),
+                 members AS (
+                    UPDATE botbox_messages m SET state = 'delivered', attempts = done.attempts,
+                           finished_ms = done.finished_ms, finished_at = clock_timestamp(),
+                           reported = FALSE, claimed_by = $6, lease_until = NULL
+                    FROM done WHERE m.merged_into = done.id AND m.state = 'merged'
+                 )
+                 UPDATE botbox_messages m SET state = 'delivered', attempts = done.attempts,
+                        finished_ms = done.finished_ms, finished_at = clock_timestamp(),
+                        reported = FALSE, claimed_by = $6, lease_until = NULL
+                 FROM done WHERE m.id = done.id",
+                &[&ids, &indexes, &provider_ids, &attempts, &finished, &host],
+            )?;
+            Ok(())
+        })
+    }
+
     fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError> {
         self.run(move |c| {
             // One statement: the batch, its parts and its merged messages

@@ -717,6 +717,86 @@ impl OutboxStore for SqliteOutbox {
         })
     }
 
+    fn claim_due(
+        &self,
+        endpoint: &str,
+        now_ms: u64,
+        limit: usize,
+        after_plugin: Option<&str>,
+    ) -> Result<Vec<OutboxRecord>, OutboxError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with(|c| {
+            // One transaction, so one fsync, however many it takes.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let pick = super::claim::ranked_due(
+                "",
+                "state = 'queued' AND next_attempt_ms <= ?2",
+                "?1",
+                "?3",
+                "?4",
+            );
+            let sql = format!("SELECT {COLUMNS} FROM messages WHERE id IN ({pick})");
+            let mut claimed = Self::query_records(
+                &tx,
+                &sql,
+                params![
+                    endpoint,
+                    now_ms as i64,
+                    after_plugin.unwrap_or(""),
+                    limit as i64
+                ],
+            )?;
+            if claimed.is_empty() {
+                // Nothing written: nothing to sync.
+                tx.rollback()?;
+                return Ok(claimed);
+            }
+            {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE messages SET state = 'sending', delivery_attempts = delivery_attempts + 1 WHERE id = ?1",
+                )?;
+                for r in &mut claimed {
+                    mark.execute(params![r.id])?;
+                    r.state = MessageState::Sending;
+                }
+            }
+            tx.commit()?;
+            Ok(super::claim::in_turns(claimed, after_plugin))
+        })
+    }
+
+    fn delivered(&self, done: &[super::Delivered]) -> Result<(), OutboxError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let ids = done
+            .iter()
+            .map(|d| json(&d.provider_ids))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with(|c| {
+            // One transaction for every message that ended meanwhile.
+            let tx = c.transaction()?;
+            {
+                let mut part = tx.prepare_cached(
+                    "UPDATE parts SET requests = requests + 1, state = 'delivered', provider_ids = ?3, last_error = NULL
+                     WHERE message_id = ?1 AND idx = ?2",
+                )?;
+                let mut message = tx.prepare_cached(
+                    "UPDATE messages SET state = 'delivered', attempts = ?2, finished_ms = ?3, reported = 0
+                     WHERE id = ?1 OR (merged_into = ?1 AND state = 'merged')",
+                )?;
+                for (d, provider_ids) in done.iter().zip(&ids) {
+                    part.execute(params![d.id, d.index as i64, provider_ids])?;
+                    message.execute(params![d.id, d.attempts as i64, d.finished_ms as i64])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError> {
         self.with(|c| {
             let tx = c.transaction()?;
