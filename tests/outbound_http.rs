@@ -660,3 +660,102 @@ async fn a_0_1_component_that_imports_wasi_http_is_refused_at_load() {
     assert!(text.contains("from botbox:bot@0.2.0 on"), "{text}");
     assert_neighbour_answers(&host).await;
 }
+
+/// A JavaScript bot built by componentize-js against `wit/0.2.0` with its
+/// `http` feature on: on the custom event it `fetch`es the payload URL from
+/// an `async handle` and sends `status N` or `error ...` to `lobby`. It
+/// asks for `asks`.
+fn js_fetcher(dir: &std::path::Path, asks: &[String]) -> Vec<u8> {
+    let componentize = support::repo_root().join("plugins/js/node_modules/.bin/componentize-js");
+    assert!(
+        componentize.is_file(),
+        "{} is missing: `cargo xtask plugins` installs it",
+        componentize.display()
+    );
+    let source = dir.join("fetcher.js");
+    std::fs::write(
+        &source,
+        format!(
+            r#"import {{ sendBroadcast }} from 'botbox:bot/broadcast@0.2.0';
+export const handler = {{
+  describe() {{
+    return {{ name: 'fetcher', version: '1', channels: ['lobby'], events: ['custom'], schedules: [], http: {asks:?} }};
+  }},
+  // async: componentize-js runs the event loop to the end of a call only
+  // for an export that returns a promise; a plain handle's fetch is never sent.
+  async handle(event) {{
+    let text;
+    try {{
+      text = `status ${{(await fetch(event.val.payload)).status}}`;
+    }} catch (e) {{
+      text = `error ${{e}}`;
+    }}
+    sendBroadcast({{ channel: 'lobby', content: {{ tag: 'text', val: text }} }});
+  }},
+}};
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.join("fetcher.wasm");
+    let status = std::process::Command::new(&componentize)
+        .arg(&source)
+        .arg("--wit")
+        .arg(support::repo_root().join("wit/0.2.0"))
+        .args(["--world-name", "bot", "--out"])
+        .arg(&out)
+        .status()
+        .expect("componentize-js runs");
+    assert!(status.success(), "componentize-js failed: {status}");
+    std::fs::read(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_fetch_reaches_a_granted_host_and_is_refused_elsewhere() {
+    let granted = serve(Reply::Ok("hello")).await;
+    let other = serve(Reply::Ok("other")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let asks = [
+        format!("127.0.0.1:{}", granted.port),
+        format!("127.0.0.1:{}", other.port),
+    ];
+    let host = TestHost::new(&[(
+        "fetcher",
+        js_fetcher(dir.path(), &asks),
+        // JS needs more than the default heap (plugins/README.md).
+        &format!(
+            "{}\nlimits = {{ memory_mb = 32 }}",
+            plain_loopback(granted.port)
+        ),
+    )]);
+    host.load_all().await;
+    let mut accepted = host.app.delivery.observers().accepted.subscribe();
+    let fetch = |url: String| {
+        Event::Custom(CustomEvent {
+            name: "fetch".into(),
+            payload: url,
+        })
+    };
+    let text = |a: botbox::delivery::Accepted| match a.message.content {
+        botbox::wit::types::Content::Text(t) => t,
+        other => panic!("expected text, got {other:?}"),
+    };
+
+    host.app
+        .runtime
+        .dispatch("fetcher", &fetch(format!("http://{}/", asks[0])))
+        .await
+        .unwrap();
+    assert_eq!(text(accepted.try_recv().expect("answered")), "status 200");
+    assert_eq!(granted.connections.load(Ordering::SeqCst), 1);
+
+    // Asked for, but not in the operator's grant.
+    host.app
+        .runtime
+        .dispatch("fetcher", &fetch(format!("http://{}/", asks[1])))
+        .await
+        .unwrap();
+    let refused = text(accepted.try_recv().expect("answered"));
+    assert!(refused.starts_with("error TypeError"), "{refused}");
+    assert_eq!(other.connections.load(Ordering::SeqCst), 0);
+}
