@@ -218,3 +218,129 @@ fn botbox_call_drives_a_bot_with_settings_and_reports_its_errors() {
         "{stdout}"
     );
 }
+
+/// A loopback listener on the first free port the status bot asks for
+/// (127.0.0.1:18080-18089, see `plugins/status`), or `None` if all are taken.
+async fn status_port_listener(skip: Option<u16>) -> Option<tokio::net::TcpListener> {
+    for port in 18080..=18089 {
+        if Some(port) == skip {
+            continue;
+        }
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return Some(listener);
+        }
+    }
+    None
+}
+
+/// Answer every connection with `204 No Content`; count the connections.
+fn serve_no_content(
+    listener: tokio::net::TcpListener,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connections.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (connections, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_granted_url_and_the_refusal_of_an_ungranted_one() {
+    let granted = status_port_listener(None)
+        .await
+        .expect("a free port in 127.0.0.1:18080-18089");
+    let granted_port = granted.local_addr().unwrap().port();
+    let ungranted = status_port_listener(Some(granted_port))
+        .await
+        .expect("a second free port in 127.0.0.1:18080-18089");
+    let ungranted_port = ungranted.local_addr().unwrap().port();
+    let (granted_hits, granted_task) = serve_no_content(granted);
+    let (ungranted_hits, ungranted_task) = serve_no_content(ungranted);
+
+    let dir = tempfile::tempdir().unwrap();
+    // The bot asks for all ten loopback ports; the operator grants one.
+    let toml = format!(
+        r#"
+[providers.console]
+kind = "console"
+[channels.lobby]
+provider = "console"
+[plugins.status]
+path = "{status}"
+channels = ["lobby"]
+events = ["chat-message"]
+http = ["127.0.0.1:{granted_port}"]
+http_plain_loopback = true
+"#,
+        status = example_plugin("status").display(),
+    );
+    let config = Config::parse(&toml, &dir.path().join("botbox.toml"), dir.path()).expect("config");
+    let app = App::build(config).expect("app");
+    let errors = app.load_plugins().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut accepted = app.delivery.observers().accepted.subscribe();
+    let chat = |text: String| {
+        Event::ChatMessage(ChatMessage {
+            channel: "lobby".into(),
+            conversation: "ops".into(),
+            sender_id: "u1".into(),
+            sender_name: None,
+            text,
+            message_id: None,
+            sent_at_ms: None,
+        })
+    };
+
+    let url = format!("http://127.0.0.1:{granted_port}/health");
+    app.runtime
+        .dispatch("status", &chat(format!("!status {url}")))
+        .await
+        .unwrap();
+    let reply = accepted.try_recv().expect("status answered");
+    let text = text_of(&reply.message.content);
+    assert!(
+        text.starts_with(&format!("{url}: 204 No Content in ")) && text.ends_with(" ms"),
+        "{text}"
+    );
+    assert_eq!(reply.message.reply_to.as_deref(), Some("ops"));
+    assert_eq!(granted_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let url = format!("http://127.0.0.1:{ungranted_port}/health");
+    app.runtime
+        .dispatch("status", &chat(format!("!status {url}")))
+        .await
+        .unwrap();
+    let reply = accepted.try_recv().expect("refusal answered");
+    let text = text_of(&reply.message.content);
+    assert!(
+        text.starts_with(&format!("{url}: refused by botbox: host not granted")),
+        "{text}"
+    );
+    assert_eq!(
+        ungranted_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the ungranted port was never connected to"
+    );
+    granted_task.abort();
+    ungranted_task.abort();
+}

@@ -13,145 +13,16 @@ mod support;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use botbox::capabilities::http::{HttpHooks, hooks};
 use botbox::wit::types::{CustomEvent, Event};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+use support::http_server::{Reply, serve};
 use support::{Ask, TestHost, WatPlugin, send_and_expect};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use wasmtime_wasi_http::{Error, WasiBody, WasiHttpHooks};
-
-/// How a test server answers one connection.
-#[derive(Clone)]
-enum Reply {
-    /// `200 OK` with this body.
-    Ok(&'static str),
-    /// `302 Found` to this location.
-    Redirect(String),
-    /// Headers, then one byte at a time, forever (slowloris).
-    Trickle,
-    /// Headers (chunked), then 1 GB in 64 KB chunks.
-    Gigabyte,
-    /// Headers saying 1 GB, then nothing.
-    DeclaredGigabyte,
-    /// Headers, then hold the connection open without a byte more; report
-    /// when the client closes it.
-    Hold(Arc<tokio::sync::Notify>),
-}
-
-/// A loopback HTTP server; counts the connections it accepted.
-struct Server {
-    port: u16,
-    connections: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(reply: Reply) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let count = connections.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(answer(socket, reply.clone()));
-        }
-    });
-    Server {
-        port,
-        connections,
-        task,
-    }
-}
-
-async fn answer(mut socket: TcpStream, reply: Reply) {
-    // Read the request head (the tests send no body past it).
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let _ = match reply {
-        Reply::Ok(body) => {
-            socket
-                .write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                )
-                .await
-        }
-        Reply::Redirect(to) => {
-            socket
-                .write_all(
-                    format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await
-        }
-        Reply::Trickle => {
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
-                .await;
-            loop {
-                if socket.write_all(b"x").await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-        Reply::Gigabyte => {
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-                .await;
-            let chunk = vec![b'x'; 64 << 10];
-            for _ in 0..(1 << 30) / chunk.len() {
-                if socket
-                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                    .await
-                    .is_err()
-                    || socket.write_all(&chunk).await.is_err()
-                    || socket.write_all(b"\r\n").await.is_err()
-                {
-                    return;
-                }
-            }
-            socket.write_all(b"0\r\n\r\n").await
-        }
-        Reply::DeclaredGigabyte => {
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n")
-                .await
-        }
-        Reply::Hold(closed) => {
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
-                .await;
-            // The client sends nothing more: a read returns when it closes.
-            let _ = socket.read(&mut buf).await;
-            closed.notify_one();
-            Ok(())
-        }
-    };
-}
 
 fn poke() -> Event {
     Event::Custom(CustomEvent {
@@ -659,4 +530,103 @@ async fn a_0_1_component_that_imports_wasi_http_is_refused_at_load() {
     assert!(text.contains("wasi:http/"), "{text}");
     assert!(text.contains("from botbox:bot@0.2.0 on"), "{text}");
     assert_neighbour_answers(&host).await;
+}
+
+/// A JavaScript bot built by componentize-js against `wit/0.2.0` with its
+/// `http` feature on: on the custom event it `fetch`es the payload URL from
+/// an `async handle` and sends `status N` or `error ...` to `lobby`. It
+/// asks for `asks`.
+fn js_fetcher(dir: &std::path::Path, asks: &[String]) -> Vec<u8> {
+    let componentize = support::repo_root().join("plugins/js/node_modules/.bin/componentize-js");
+    assert!(
+        componentize.is_file(),
+        "{} is missing: `cargo xtask plugins` installs it",
+        componentize.display()
+    );
+    let source = dir.join("fetcher.js");
+    std::fs::write(
+        &source,
+        format!(
+            r#"import {{ sendBroadcast }} from 'botbox:bot/broadcast@0.2.0';
+export const handler = {{
+  describe() {{
+    return {{ name: 'fetcher', version: '1', channels: ['lobby'], events: ['custom'], schedules: [], http: {asks:?} }};
+  }},
+  // async: componentize-js runs the event loop to the end of a call only
+  // for an export that returns a promise; a plain handle's fetch is never sent.
+  async handle(event) {{
+    let text;
+    try {{
+      text = `status ${{(await fetch(event.val.payload)).status}}`;
+    }} catch (e) {{
+      text = `error ${{e}}`;
+    }}
+    sendBroadcast({{ channel: 'lobby', content: {{ tag: 'text', val: text }} }});
+  }},
+}};
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.join("fetcher.wasm");
+    let status = std::process::Command::new(&componentize)
+        .arg(&source)
+        .arg("--wit")
+        .arg(support::repo_root().join("wit/0.2.0"))
+        .args(["--world-name", "bot", "--out"])
+        .arg(&out)
+        .status()
+        .expect("componentize-js runs");
+    assert!(status.success(), "componentize-js failed: {status}");
+    std::fs::read(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_fetch_reaches_a_granted_host_and_is_refused_elsewhere() {
+    let granted = serve(Reply::Ok("hello")).await;
+    let other = serve(Reply::Ok("other")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let asks = [
+        format!("127.0.0.1:{}", granted.port),
+        format!("127.0.0.1:{}", other.port),
+    ];
+    let host = TestHost::new(&[(
+        "fetcher",
+        js_fetcher(dir.path(), &asks),
+        // JS needs more than the default heap (plugins/README.md).
+        &format!(
+            "{}\nlimits = {{ memory_mb = 32 }}",
+            plain_loopback(granted.port)
+        ),
+    )]);
+    host.load_all().await;
+    let mut accepted = host.app.delivery.observers().accepted.subscribe();
+    let fetch = |url: String| {
+        Event::Custom(CustomEvent {
+            name: "fetch".into(),
+            payload: url,
+        })
+    };
+    let text = |a: botbox::delivery::Accepted| match a.message.content {
+        botbox::wit::types::Content::Text(t) => t,
+        other => panic!("expected text, got {other:?}"),
+    };
+
+    host.app
+        .runtime
+        .dispatch("fetcher", &fetch(format!("http://{}/", asks[0])))
+        .await
+        .unwrap();
+    assert_eq!(text(accepted.try_recv().expect("answered")), "status 200");
+    assert_eq!(granted.connections.load(Ordering::SeqCst), 1);
+
+    // Asked for, but not in the operator's grant.
+    host.app
+        .runtime
+        .dispatch("fetcher", &fetch(format!("http://{}/", asks[1])))
+        .await
+        .unwrap();
+    let refused = text(accepted.try_recv().expect("answered"));
+    assert!(refused.starts_with("error TypeError"), "{refused}");
+    assert_eq!(other.connections.load(Ordering::SeqCst), 0);
 }

@@ -6,6 +6,12 @@
 //! plugins of tests/hostile_plugins.rs, each run in a loop by two tasks
 //! (eight for `infinite loop x8`: a plugin handling events side by side)
 //! while the neighbour handles `CALLS` events one after another.
+//!
+//! The outbound-HTTP rows (slowloris, 1 GB response, request flood) run the
+//! example bot `status` (botbox:bot@0.2.0; build it first with `cargo xtask
+//! plugins`) against a hostile server on 127.0.0.1, under the default
+//! `limits.http_*`. `BOTBOX_BENCH_QUICK=1` measures 40 calls instead of
+//! 400, to check the harness.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -14,10 +20,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use botbox::wit::types::{CustomEvent, Event};
+use botbox::wit::types::{ChatMessage, CustomEvent, Event};
+use support::http_server::{Reply, serve_on};
 use support::{Ask, TestHost, WatPlugin};
 
-const CALLS: usize = 400;
+/// How many neighbour calls one figure is made of.
+fn calls() -> usize {
+    if std::env::var_os("BOTBOX_BENCH_QUICK").is_some() {
+        40
+    } else {
+        400
+    }
+}
 
 fn poke() -> Event {
     Event::Custom(CustomEvent {
@@ -153,8 +167,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// schedule tick is in `botbox run`, so it waits for a free worker like
 /// they do.
 async fn neighbour_latency(host: &Arc<TestHost>) -> (Duration, Duration) {
-    let mut v = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
+    let mut v = Vec::with_capacity(calls());
+    for _ in 0..calls() {
         let h = host.clone();
         let started = Instant::now();
         tokio::spawn(async move {
@@ -229,7 +243,8 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async {
         println!(
-            "neighbour handling latency, {CALLS} calls each, in ms; {} cores",
+            "neighbour handling latency, {} calls each, in ms; {} cores",
+            calls(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
@@ -318,5 +333,93 @@ fn main() {
             calls,
             "CPU: each reload reads, hashes and deserializes the component and runs describe()",
         );
+
+        // Outbound HTTP: `status` asked to check a hostile loopback server
+        // on one of the ports it asks for, granted with http_plain_loopback.
+        let status = std::fs::read(support::example_plugin("status")).expect("status.wasm");
+        let http_attacks: [(&str, Reply, usize, &str); 3] = [
+            (
+                "http slowloris",
+                Reply::Trickle,
+                2,
+                "a trickled body holds each attacking call, and its turn, until http_timeout_ms",
+            ),
+            (
+                "http 1 GB body",
+                Reply::Gigabyte,
+                2,
+                "the guest reads up to http_response_max_kb before the host cuts the body; the server and the host's copy share the cores",
+            ),
+            (
+                "http flood",
+                Reply::Ok("ok"),
+                8,
+                "eight tasks request back to back: every call is a connection until the requests_per_minute budget or http_max_in_flight refuses it",
+            ),
+        ];
+        for (name, reply, tasks, reason) in http_attacks {
+            let mut listener = None;
+            for port in 18080..=18089 {
+                if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                    listener = Some(l);
+                    break;
+                }
+            }
+            let server = serve_on(
+                listener.expect("a free port in 127.0.0.1:18080-18089 (the ones status asks for)"),
+                reply,
+            );
+            let port = server.port;
+            let host = TestHost::new(&[
+                (
+                    "hostile",
+                    status.clone(),
+                    &format!(
+                        "events = [\"chat-message\"]\nhttp = [\"127.0.0.1:{port}\"]\nhttp_plain_loopback = true"
+                    ),
+                ),
+                ("neighbour", support::logs("neighbour ok"), ""),
+            ]);
+            host.load_all().await;
+            let host = Arc::new(host);
+            let _ = neighbour_latency(&host).await;
+            let quiet = neighbour_latency(&host).await;
+            let check = Event::ChatMessage(ChatMessage {
+                channel: "lobby".into(),
+                conversation: "ops".into(),
+                sender_id: "attacker".into(),
+                sender_name: None,
+                text: format!("!status http://127.0.0.1:{port}/"),
+                message_id: None,
+                sent_at_ms: None,
+            });
+            let stop = Arc::new(AtomicBool::new(false));
+            let h = host.clone();
+            let tasks = start_attack(
+                move || {
+                    let h = h.clone();
+                    let check = check.clone();
+                    async move {
+                        let _ = h.app.runtime.dispatch("hostile", &check).await;
+                    }
+                },
+                tasks,
+                stop.clone(),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let loud = neighbour_latency(&host).await;
+            stop.store(true, Ordering::Relaxed);
+            let mut calls = 0;
+            for t in tasks {
+                calls += t.await.unwrap_or(0);
+            }
+            row(name, quiet, loud, calls, reason);
+            // The attack must have reached the server, or the row measures
+            // nothing; fewer connections than calls are the host's refusals.
+            let connections = server.connections.load(Ordering::SeqCst);
+            assert!(connections > 0, "{name}: status never reached the server");
+            println!("{:<16} {connections} connections reached the server", "");
+            drop(server);
+        }
     });
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod http_server;
 pub mod registry;
 pub mod secrets;
 pub mod sender;

@@ -36,9 +36,15 @@ pub fn run(files: &[String]) -> Result<()> {
             .collect();
         match component::check_with(&bytes, true) {
             Ok(_) if wasi.is_empty() => println!("  ok: a valid botbox plugin"),
+            Ok(_) if component::check(&bytes).is_ok() => println!(
+                "  ok: a valid botbox plugin that also imports {} WASI interfaces for outbound \
+                 HTTP (wasi:http and the types it uses), served only to hosts the operator grants",
+                wasi.len()
+            ),
             Ok(_) => println!(
                 "  ok: a valid botbox plugin that also imports {} WASI interfaces \
-                 (JS and Python runtimes do); the host gives it a WASI context that grants nothing",
+                 (JS and Python runtimes do); the host gives it a WASI context that grants nothing \
+                 (wasi:http only to hosts the operator grants)",
                 wasi.len()
             ),
             Err(err) => {

@@ -44,10 +44,18 @@ pub fn build(toolchain: &GuestToolchain) -> Result<Vec<PathBuf>> {
     let plugins = discover(&workspace)?;
     let target_dir = paths::guest_target_dir();
 
-    let compile_time = step::run(
-        &format!("build plugins ({})", toolchain.describe()),
-        &mut toolchain.build_command(&workspace, &target_dir),
-    )?;
+    // One build per plugin: cargo unifies a dependency's features across the
+    // packages of one invocation, so building them together would turn the
+    // SDK's `http` feature (botbox:bot@0.2.0) on for every 0.1.0 plugin.
+    let mut compile_time = std::time::Duration::ZERO;
+    for plugin in &plugins {
+        compile_time += step::run(
+            &format!("build plugin {} ({})", plugin.name, toolchain.describe()),
+            toolchain
+                .build_command(&workspace, &target_dir)
+                .args(["-p", &plugin.name]),
+        )?;
+    }
 
     let out_dir = paths::components_dir();
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -178,7 +186,7 @@ mod tests {
     fn discovers_the_example_bots() {
         let plugins = discover(&paths::plugins_workspace()).expect("plugins/Cargo.toml reads");
         let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["greeter", "announcer", "commands"]);
+        assert_eq!(names, ["greeter", "announcer", "commands", "status"]);
         assert!(plugins.iter().all(|p| p.lib_name == p.name));
     }
 

@@ -71,6 +71,14 @@ pub fn run() -> Result<()> {
         ),
         ("clippy (host workspace)", host(&clippy)),
         ("clippy (sdk/rust)", native(&sdk, &clippy)),
+        // The `http` feature switches the SDK to botbox:bot@0.2.0 bindings.
+        (
+            "clippy (sdk/rust, http)",
+            native(
+                &sdk,
+                &[&clippy[..3], &["--features", "http"], &clippy[3..]].concat(),
+            ),
+        ),
         ("clippy (plugins)", native(&guest_ws, &clippy)),
     ];
     if has_nextest() {
@@ -98,6 +106,10 @@ pub fn run() -> Result<()> {
     botbox_test.args(["--storage", "target/botbox-test"]);
     steps.push(("botbox test (plugins/**/bot.test.toml)", botbox_test));
     steps.push(("tests (sdk/rust, native)", native(&sdk, &["test"])));
+    steps.push((
+        "tests (sdk/rust with http, native)",
+        native(&sdk, &["test", "--features", "http"]),
+    ));
     steps.push((
         "tests (plugins, native)",
         native(&guest_ws, &["test", "--workspace"]),

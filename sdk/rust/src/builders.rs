@@ -173,7 +173,19 @@ impl Manifest {
             channels: Vec::new(),
             events: Vec::new(),
             schedules: Vec::new(),
+            #[cfg(feature = "http")]
+            http: Vec::new(),
         }
+    }
+
+    /// Ask to reach a host over outbound HTTP: `host`, `host:port`, or
+    /// `*.domain` for any subdomain (not the domain itself). The operator
+    /// grants it under `plugins.NAME.http`; requests to any other host are
+    /// refused before a connection is made.
+    #[cfg(feature = "http")]
+    pub fn http(mut self, host: impl Into<String>) -> Self {
+        self.http.push(host.into());
+        self
     }
 
     /// Ask for a channel to send to or hear from.

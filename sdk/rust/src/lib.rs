@@ -73,6 +73,8 @@ mod builders;
 mod events;
 
 pub mod broadcast;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod settings;
@@ -82,6 +84,7 @@ pub mod settings;
 /// Everything useful is re-exported at the crate root; reach in here only for
 /// what the helpers do not cover.
 pub mod bindings {
+    #[cfg(not(feature = "http"))]
     wit_bindgen::generate!({
         // `wit` is a symlink to the repository's `wit/` package, resolved
         // relative to this crate's manifest, so the SDK finds its contract
@@ -95,14 +98,36 @@ pub mod bindings {
         default_bindings_module: "::botbox_sdk::bindings",
         additional_derives: [PartialEq],
     });
+
+    // botbox:bot@0.2.0 plus `wasi:http/outgoing-handler` (see
+    // `wit-0.2.0/world.wit`); the same settings otherwise.
+    #[cfg(feature = "http")]
+    wit_bindgen::generate!({
+        path: "wit-0.2.0",
+        world: "bot-http",
+        // The WASI interfaces are generated here too (the SDK depends on
+        // no `wasi` crate, whose wit-bindgen release may differ).
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "__export_bot_world",
+        default_bindings_module: "::botbox_sdk::bindings",
+        additional_derives: [PartialEq],
+        // It holds a resource (`wasi:io/error`), which has no equality.
+        additional_derives_ignore: ["stream-error"],
+    });
 }
 
 pub use bindings::botbox::bot::log::Level;
 pub use bindings::botbox::bot::types::{
     ChannelInfo, ChatMessage, Content, ContentKind, CustomEvent, CustomPayload, DeliveryOutcome,
-    DeliveryReport, Event, EventKind, Location, Manifest, Media, MeetingEvent, MeetingEventKind,
-    Message, MessageOptions, Priority, Receipt,
+    DeliveryReport, Event, EventKind, Location, Media, MeetingEvent, MeetingEventKind, Message,
+    MessageOptions, Priority, Receipt,
 };
+// 0.2.0 moved `manifest` from `types` to `handler` (and added `http`).
+#[cfg(not(feature = "http"))]
+pub use bindings::botbox::bot::types::Manifest;
+#[cfg(feature = "http")]
+pub use bindings::exports::botbox::bot::handler::Manifest;
 pub use broadcast::channels;
 pub use broadcast_error::BroadcastError;
 
