@@ -253,6 +253,21 @@ async fn log_in(client: &Client, run: &Run, token: &str) {
         .click()
         .await
         .unwrap();
+    // A click does not wait for the page it leads to: wait until the
+    // answer is shown (the console, or the login page with its refusal).
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let at = client.current_url().await.unwrap();
+        let refused = client.find(Locator::Id("login-error")).await.is_ok();
+        if refused || !at.path().ends_with("/console/login") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the login form's answer never came: at {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,7 +118,11 @@ async fn bearer_token_is_required_and_expires() {
 
 #[tokio::test]
 async fn all_users_one_per_30_minutes_and_three_per_day() {
-    let sim = start(long_tokens()).await;
+    // A rolling day here (the calendar day is the next test), so the test
+    // does not depend on the time of day it runs at.
+    let mut cfg = long_tokens();
+    cfg.easemob.daily_utc_offset_minutes = None;
+    let sim = start(cfg).await;
     let token = easemob_token(&sim).await;
     let ep = endpoints::EASEMOB_ALL_USERS;
 
@@ -171,6 +175,45 @@ async fn all_users_one_per_30_minutes_and_three_per_day() {
     assert_eq!(d.len(), 4);
     assert_eq!(d[0].target, Target::AllUsers);
     assert_eq!(d[0].content["ext"], json!({"k": "v"}));
+}
+
+#[tokio::test]
+async fn all_users_three_per_calendar_day_are_whole_again_at_midnight() {
+    // The zone in which it is now about 22:00, so the simulator's day ends
+    // two simulated hours after it starts (Easemob's own day is UTC's; the
+    // zone only moves it to where the test needs it).
+    let wall_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % 1440) as i32;
+    let offset = (22 * 60 - wall_min + 720).rem_euclid(1440) - 720;
+    let mut cfg = long_tokens();
+    cfg.easemob.daily_utc_offset_minutes = Some(offset);
+    let sim = start(cfg).await;
+    let token = easemob_token(&sim).await;
+    let ep = endpoints::EASEMOB_ALL_USERS;
+    for n in 1..=3 {
+        let r = broadcast(&sim, &token, ep, &all_users(&n.to_string())).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        sim.advance(30 * MIN);
+    }
+    // 23:30: the day's three are spent.
+    let fourth = broadcast(&sim, &token, ep, &all_users("4")).await;
+    assert_error(
+        &fourth,
+        403,
+        "forbidden_op",
+        "broadcast message limit exceeded",
+    );
+    // Just after midnight, 2.5 hours after the first: a new day's three,
+    // where a rolling day would wait 21.5 hours more.
+    sim.advance(32 * MIN);
+    let next_day = broadcast(&sim, &token, ep, &all_users("5")).await;
+    assert_eq!(next_day.status, 200, "{}", next_day.text);
+    let limits: Vec<String> = sim.violations().into_iter().map(|v| v.limit).collect();
+    assert_eq!(limits, [format!("3/calendar day (UTC{offset:+} min)")]);
 }
 
 #[tokio::test]

@@ -170,6 +170,9 @@ impl AdminServer {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            // A path nobody serves is the API's too, so the token check
+            // below answers it (401) and the console's routes stay apart.
+            .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(DefaultBodyLimit::max(256 << 10))
             .layer(middleware::from_fn_with_state(self.clone(), require_token))
             .with_state(self.clone())

@@ -63,6 +63,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 const CSS: &str = include_str!("static/console.css");
 const JS: &str = include_str!("static/console.js");
+const ICON: &str = include_str!("static/favicon.svg");
 
 /// The console of one host generation.
 pub struct Console {
@@ -130,7 +131,9 @@ impl Console {
             .route("/console/webhooks", get(webhooks))
             .route("/console/logs", get(logs))
             .route("/console/logs/stream", get(log_stream))
-            .layer(middleware::from_fn_with_state(
+            // `route_layer`: only the console's own routes; a path nobody
+            // serves stays the admin API's (401 without its token).
+            .route_layer(middleware::from_fn_with_state(
                 self.clone(),
                 require_session,
             ));
@@ -144,9 +147,13 @@ impl Console {
                 "/console/static/console.js",
                 get(|| async { asset("text/javascript; charset=utf-8", JS) }),
             )
+            .route(
+                "/console/static/favicon.svg",
+                get(|| async { asset("image/svg+xml", ICON) }),
+            )
             .merge(private)
-            .layer(axum::extract::DefaultBodyLimit::max(16 << 10))
-            .layer(middleware::from_fn(security_headers))
+            .route_layer(axum::extract::DefaultBodyLimit::max(16 << 10))
+            .route_layer(middleware::from_fn(security_headers))
             .with_state(self)
     }
 
