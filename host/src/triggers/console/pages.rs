@@ -302,7 +302,7 @@ pub fn message(
             dt { "accepted (UTC)" } dd { (time(record.created_ms)) }
             dt { "finished (UTC)" } dd { (record.finished_ms.map(time).unwrap_or_else(|| "—".into())) }
             dt { "last provider answer" } dd id="message-error" { (record.last_error.as_deref().map(shown).unwrap_or_else(|| "—".into())) }
-            dt { "content" } dd { pre { (shown(&format!("{:?}", record.message.content))) } }
+            dt { "content" } dd { pre { (shown(&crate::providers::console::content_line(&record.message.content))) } }
         }
         h2 { "Parts" }
         @if parts.is_empty() { p.none { "Not planned yet." } }
