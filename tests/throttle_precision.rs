@@ -5,51 +5,15 @@
 
 mod support;
 
-use std::hint::black_box;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use botbox::app::App;
 use botbox::config::Config;
 use botbox_sim::{Sim, SimConfig, SimProvider};
+use support::busy::BusyCores;
 use support::sims::sim_config;
 use support::text_message;
 use tokio_util::sync::CancellationToken;
-
-/// One busy loop per core until dropped.
-struct BusyCores {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl BusyCores {
-    fn start() -> BusyCores {
-        let stop = Arc::new(AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (0..cores)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                    }
-                })
-            })
-            .collect();
-        BusyCores { stop, threads }
-    }
-}
-
-impl Drop for BusyCores {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Tencent's `send_broadcast_msg` allowing `per_second` calls a second,
 /// offered ten times what `wanted` requests need; the worker runs until

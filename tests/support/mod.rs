@@ -2,6 +2,7 @@
 //! from WAT, and a host built from a config written on the fly.
 #![allow(dead_code)]
 
+pub mod busy;
 pub mod host;
 pub mod http_server;
 pub mod registry;

@@ -4,9 +4,7 @@
 //! the simulator received the requests, and the violations are the ones
 //! the simulator counted at receipt: what the provider would see.
 
-use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use botbox::app::App;
@@ -16,46 +14,12 @@ use botbox_sim::{Sim, SimConfig, SimProvider};
 use tokio_util::sync::CancellationToken;
 
 use crate::report::Report;
+use crate::support::busy::BusyCores;
 
 const SECTION: &str = "quota";
 
 /// The target: the share of the binding window used.
 const TARGET: f64 = 0.99;
-
-/// Spins one thread per core until dropped: the host's workers compete
-/// with them for every core, as they would on a busy machine.
-struct BusyCores {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl BusyCores {
-    fn start() -> BusyCores {
-        let stop = Arc::new(AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (0..cores)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                    }
-                })
-            })
-            .collect();
-        BusyCores { stop, threads }
-    }
-}
-
-impl Drop for BusyCores {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// One endpoint's figures.
 struct Use {

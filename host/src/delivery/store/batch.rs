@@ -171,6 +171,31 @@ impl GroupCommit {
 
 /// A copy of `e` for each caller of a batch that failed as a whole (the
 /// error types hold engine errors that cannot be cloned; their text can).
+/// Answers each of `records` in order: a record that cannot become a row
+/// is refused on its own, and the rest go to `commit` together (which
+/// answers each row it was given, in order).
+pub(crate) fn answer_each(
+    records: &[(&OutboxRecord, u32)],
+    commit: impl FnOnce(Vec<NewRow>) -> Vec<Answer>,
+) -> Vec<Answer> {
+    let mut answers: Vec<Option<Answer>> = Vec::with_capacity(records.len());
+    let mut rows = Vec::with_capacity(records.len());
+    for (record, requests) in records {
+        match NewRow::of(record, *requests) {
+            Ok(row) => {
+                rows.push(row);
+                answers.push(None);
+            }
+            Err(e) => answers.push(Some(Err(e))),
+        }
+    }
+    let mut committed = commit(rows).into_iter();
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| committed.next().unwrap_or(Err(OutboxError::Poisoned))))
+        .collect()
+}
+
 pub(crate) fn copy_error(e: &OutboxError) -> OutboxError {
     match e {
         OutboxError::Unavailable(s) => OutboxError::Unavailable(s.clone()),

@@ -344,23 +344,7 @@ impl PgOutbox {
         &self,
         records: &[(&OutboxRecord, u32)],
     ) -> Vec<Result<Inserted, OutboxError>> {
-        let mut answers: Vec<Option<Result<Inserted, OutboxError>>> =
-            Vec::with_capacity(records.len());
-        let mut rows = Vec::with_capacity(records.len());
-        for (record, requests) in records {
-            match NewRow::of(record, *requests) {
-                Ok(row) => {
-                    rows.push(row);
-                    answers.push(None);
-                }
-                Err(e) => answers.push(Some(Err(e))),
-            }
-        }
-        let mut committed = self.commit_batch(rows).into_iter();
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or_else(|| committed.next().unwrap_or(Err(OutboxError::Poisoned))))
-            .collect()
+        super::batch::answer_each(records, |rows| self.commit_batch(rows))
     }
 
     /// Stores `r` in a statement and transaction of its own: what every
