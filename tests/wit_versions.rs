@@ -86,3 +86,45 @@ async fn a_0_2_component_gets_the_intersection_of_its_ask_and_the_grant() {
     // `*.example.org` means port 443: the 8443 ask is not covered.
     assert_eq!(granted, ["api.example.org"]);
 }
+
+/// A component whose handler is `botbox:bot@0.1.0` but which imports an
+/// interface of `botbox:bot@0.2.0` is refused at load with both versions
+/// named: the host links one version's capabilities to a component, and a
+/// half-and-half build is a mistake its author should hear about, not a
+/// trap at the first call. Its neighbour loads and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_mixing_two_wit_versions_is_refused_at_load() {
+    // A stand-in 0.2.0 package beside the real 0.1.0 one: the check reads
+    // the import's package and version, whatever the interface holds.
+    let newer = "package botbox:bot@0.2.0;
+interface log {
+  log: func(level: u8, message: string);
+}
+";
+    let mixed = WatPlugin::new(Ask::default())
+        .version("0.1.0")
+        .foreign(&[newer], &["botbox:bot/log@0.2.0"])
+        .imports(r#"(import "botbox:bot/log@0.2.0" "log" (func $log2 (param i32 i32 i32)))"#)
+        .body("(call $log2 (i32.const 2) (i32.const 0) (i32.const 0))")
+        .build();
+    let host = TestHost::new(&[
+        ("mixed", mixed, ""),
+        ("neighbour", sender("0.2.0", "still here"), ""),
+    ]);
+    let errors = host.app.load_plugins().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(text.starts_with("plugin `mixed`"), "{text}");
+    assert!(text.contains("botbox:bot@0.1.0"), "{text}");
+    assert!(
+        text.contains("`botbox:bot/log@0.2.0` of version 0.2.0"),
+        "{text}"
+    );
+    assert!(text.contains("build it against one version"), "{text}");
+    assert!(host.app.runtime.plugin("mixed").is_none());
+    host.app
+        .runtime
+        .dispatch("neighbour", &poke())
+        .await
+        .expect("the neighbour loaded and runs");
+}
