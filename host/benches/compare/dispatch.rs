@@ -380,15 +380,177 @@ fn throughput(host: &BotboxHost, workers: usize, window: Duration) -> Throughput
 /// The process's log as the binary sets it up: the log at `info` and the
 /// trace layer, idle until `[telemetry]` starts it. The rows without
 /// telemetry are measured with it in place, as `botbox run` has it.
-pub fn install_subscriber() {
+///
+/// With `trace_layer` false the trace layer is left out, as a host before
+/// `[telemetry]` existed had it: the child process of [`untraced`] measures
+/// that, since a process's subscriber is set once.
+pub fn install_subscriber(trace_layer: bool) {
     use tracing_subscriber::prelude::*;
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::sink)
         .with_filter(tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::registry()
-        .with(log)
-        .with(botbox::telemetry::layer())
-        .init();
+    let registry = tracing_subscriber::registry().with(log);
+    if trace_layer {
+        registry.with(botbox::telemetry::layer()).init();
+    } else {
+        registry.init();
+    }
+}
+
+/// Set in the child process that measures dispatch without the trace layer.
+pub const UNTRACED_ENV: &str = "BOTBOX_BENCH_NO_TRACE_LAYER";
+/// The hidden section the child runs.
+pub const UNTRACED_SECTION: &str = "dispatch-untraced";
+
+/// The child's side: botbox's dispatch measured as in [`run`], printed as
+/// one line of JSON for the parent.
+pub fn untraced_child(budget: &Budget) {
+    let rt = current_thread();
+    let host = rt.block_on(BotboxHost::new(&trivial_component(), 1));
+    let stats = botbox_dispatch(&rt, &host, &event(), budget);
+    println!(
+        "{}",
+        serde_json::json!({
+            "p50_us": stats.p50_us,
+            "p99_us": stats.p99_us,
+            "per_second": stats.per_second,
+        })
+    );
+}
+
+/// One child run of this benchmark binary measuring botbox's dispatch,
+/// with the trace layer or without it.
+fn child_dispatch(trace_layer: bool) -> Result<Stats, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("no trace layer: {e}"))?;
+    let mut command = std::process::Command::new(&exe);
+    command.arg(UNTRACED_SECTION);
+    if trace_layer {
+        command.env_remove(UNTRACED_ENV);
+    } else {
+        command.env(UNTRACED_ENV, "1");
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("no trace layer: cannot run {}: {e}", exe.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "no trace layer: the child run failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    let v: serde_json::Value = line
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no trace layer: unreadable output: {}", line.trim()))?;
+    Ok(Stats {
+        p50_us: v["p50_us"].as_f64().unwrap_or(f64::NAN),
+        p99_us: v["p99_us"].as_f64().unwrap_or(f64::NAN),
+        per_second: v["per_second"].as_f64().unwrap_or(f64::NAN),
+    })
+}
+
+/// How many child runs of each kind [`untraced`] alternates.
+const UNTRACED_ROUNDS: usize = 5;
+
+/// Telemetry off against no trace layer at all: child processes of this
+/// binary, with and without the layer, alternated so that the machine's
+/// drift falls on both; each side's median run (by p50) is returned, with
+/// the layer first.
+fn untraced() -> Result<(Stats, Stats), String> {
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..UNTRACED_ROUNDS {
+        with.push(child_dispatch(true)?);
+        without.push(child_dispatch(false)?);
+    }
+    let median = |mut runs: Vec<Stats>| {
+        runs.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
+        runs[runs.len() / 2]
+    };
+    Ok((median(with), median(without)))
+}
+
+/// The two thread hops a botbox dispatch makes, alone: a task handed to
+/// another multi-thread tokio runtime (as many threads as the guest pool)
+/// and awaited, and the same with a `spawn_blocking` round trip inside it
+/// (the outbox write leaving the guest thread). Their cost is mostly the
+/// kernel waking a sleeping thread, which on an idle virtual machine means
+/// waking an idle virtual CPU: it varies with what else runs, so it is
+/// measured in the same run as the dispatch it explains.
+fn hops(rt: &tokio::runtime::Runtime, budget: &Budget) -> (Stats, Stats) {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("bench-hop")
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let handle = other.handle().clone();
+    let hop = {
+        let handle = &handle;
+        rt.block_on(measure(
+            move || async move {
+                handle.spawn(async {}).await.expect("hop");
+            },
+            budget,
+        ))
+    };
+    let hop_blocking = {
+        let handle = &handle;
+        rt.block_on(measure(
+            move || async move {
+                handle
+                    .spawn(async {
+                        tokio::task::spawn_blocking(|| black_box(1))
+                            .await
+                            .expect("blocking hop")
+                    })
+                    .await
+                    .expect("hop");
+            },
+            budget,
+        ))
+    };
+    other.shutdown_background();
+    (hop, hop_blocking)
+}
+
+/// botbox's dispatch of one event to `host`'s first plugin, one at a time,
+/// checking that every event's broadcast reached the outbox: nothing was
+/// refused on the way.
+fn botbox_dispatch(
+    rt: &tokio::runtime::Runtime,
+    host: &BotboxHost,
+    event: &Event,
+    budget: &Budget,
+) -> Stats {
+    let runtime: &Runtime = &host.runtime;
+    let plugin = &host.plugins[0];
+    let before = host.accepted();
+    let dispatched = AtomicU64::new(0);
+    let stats = {
+        let dispatched = &dispatched;
+        rt.block_on(measure(
+            move || {
+                dispatched.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    runtime
+                        .dispatch_to(plugin, event)
+                        .await
+                        .expect("botbox dispatch");
+                }
+            },
+            budget,
+        ))
+    };
+    assert_eq!(
+        host.accepted() - before,
+        dispatched.load(Ordering::Relaxed),
+        "every broadcast accepted"
+    );
+    stats
 }
 
 /// A collector that takes OTLP/HTTP exports and drops them, on loopback,
@@ -521,31 +683,8 @@ pub fn run(report: &mut Report, budget: &Budget) {
     assert!(BARE_SENDS.load(Ordering::Relaxed) > 0, "bare plugin sent");
 
     let host = rt.block_on(BotboxHost::new(&component, 1));
-    let before = host.accepted();
-    let dispatched = AtomicU64::new(0);
-    let botbox = {
-        let runtime: &Runtime = &host.runtime;
-        let plugin = &host.plugins[0];
-        let (event, dispatched) = (&event, &dispatched);
-        rt.block_on(measure(
-            move || {
-                dispatched.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    runtime
-                        .dispatch_to(plugin, event)
-                        .await
-                        .expect("botbox dispatch");
-                }
-            },
-            budget,
-        ))
-    };
-    // Every event reached the outbox: nothing was refused on the way.
-    assert_eq!(
-        host.accepted() - before,
-        dispatched.load(Ordering::Relaxed),
-        "every broadcast accepted"
-    );
+    let botbox = botbox_dispatch(&rt, &host, &event, budget);
+    let (hop, hop_blocking) = hops(&rt, budget);
 
     let ratio = botbox.p50_us / bare_stats.p50_us;
     report.add(
@@ -559,6 +698,45 @@ pub fn run(report: &mut Report, budget: &Budget) {
         format!("≤ 1.5x bare p50 (is {ratio:.2}x); ≥ 50,000/s on one core"),
         ratio <= 1.5 && botbox.per_second >= 50_000.0,
     );
+    let over_floor = botbox.p50_us - bare_stats.p50_us;
+    report.add(
+        SECTION,
+        "thread hops alone: a task on another tokio runtime and back, with a spawn_blocking inside",
+        hop_blocking.per_second,
+        "hops/s",
+        format!(
+            "p50 {:.2} µs (the runtime hop alone {:.2} µs), p99 {:.2} µs; botbox's p50 over bare wasmtime is {over_floor:.2} µs, the hops' p50 {:.0}% of it",
+            hop_blocking.p50_us,
+            hop.p50_us,
+            hop_blocking.p99_us,
+            hop_blocking.p50_us / over_floor.max(f64::EPSILON) * 100.0
+        ),
+    );
+    report.reference(
+        "what a botbox dispatch adds to the floor since guests run on threads of their own and the outbox write leaves them (runtime/mod.rs GuestPool, capabilities/broadcast.rs send)",
+    );
+    match untraced() {
+        Ok((off, plain)) => {
+            let ratio = off.p50_us / plain.p50_us;
+            report.add(
+                SECTION,
+                "dispatch, no trace layer installed (a host before [telemetry]), child processes",
+                plain.per_second,
+                "events/s",
+                format!(
+                    "{}; median of {UNTRACED_ROUNDS} runs, alternated with as many of telemetry off (the idle layer): p50 {:.2} µs, {:.0}/s",
+                    detail(&plain, &bare_stats),
+                    off.p50_us,
+                    off.per_second,
+                ),
+            );
+            report.target(
+                format!("telemetry off unchanged: its p50 within 1.1x no layer's (is {ratio:.2}x)"),
+                ratio <= 1.1,
+            );
+        }
+        Err(why) => report.skip(why),
+    }
     let traced = telemetry_on(&rt, &host, &event, budget);
     report.add(
         SECTION,

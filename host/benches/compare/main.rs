@@ -85,7 +85,12 @@ fn main() {
         }
     };
 
-    dispatch::install_subscriber();
+    if args.iter().any(|a| a == dispatch::UNTRACED_SECTION) {
+        dispatch::install_subscriber(std::env::var_os(dispatch::UNTRACED_ENV).is_none());
+        dispatch::untraced_child(&budget);
+        return;
+    }
+    dispatch::install_subscriber(true);
     let mut report = Report::default();
     let machine = machine();
     eprintln!("machine: {machine}");
