@@ -871,3 +871,59 @@ async fn python_http_reaches_a_granted_host_and_is_refused_elsewhere() {
 async fn c_http_reaches_a_granted_host_and_is_refused_elsewhere() {
     assert_fetches_the_granted_host_only(c_fetcher, "", "error HttpRequestDenied").await;
 }
+
+#[test]
+fn python_http_example_type_checks_against_its_bindings() {
+    // The bindings componentize-py generates for the example's world, and
+    // mypy (both from the venv `cargo xtask plugins` installs) run strict
+    // on the example: the `wasi:http` calls match their generated types.
+    let venv = support::target_dir().join("guests/python-venv/bin");
+    for tool in ["componentize-py", "mypy"] {
+        assert!(
+            venv.join(tool).is_file(),
+            "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
+            venv.join(tool).display()
+        );
+    }
+    let example = support::repo_root().join("sdk/templates/python/http_example");
+    let dir = tempfile::tempdir().unwrap();
+    run_step(
+        "componentize-py bindings",
+        std::process::Command::new(venv.join("python"))
+            .arg(venv.join("componentize-py"))
+            .arg("--quiet")
+            .arg("--wit-path")
+            .arg(example.join("wit"))
+            .args(["--world", "bot", "bindings"])
+            .arg(dir.path()),
+        "cargo xtask plugins",
+    );
+    let app = dir.path().join("app.py");
+    std::fs::copy(example.join("app.py"), &app).unwrap();
+    let mypy = |what: &str| {
+        std::process::Command::new(venv.join("python"))
+            .arg(venv.join("mypy"))
+            .args(["--strict", "--no-incremental", "app.py"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("mypy does not run ({e}) on {what}"))
+    };
+    let out = mypy("the example");
+    assert!(
+        out.status.success(),
+        "mypy on sdk/templates/python/http_example/app.py:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A wrongly typed wasi:http call is caught: the check has teeth.
+    let text = std::fs::read_to_string(&app).unwrap();
+    let right = "request.set_authority(parts.netloc)";
+    assert!(text.contains(right), "the example no longer has `{right}`");
+    std::fs::write(&app, text.replace(right, "request.set_authority(443)")).unwrap();
+    let out = mypy("a wrongly typed call");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "mypy accepted an int authority:\n{said}"
+    );
+    assert!(said.contains("\"set_authority\""), "{said}");
+}

@@ -2,14 +2,16 @@
 // the payload and sends `status N: BODY` (or `error ...`) to lobby.
 //
 // It targets `wit/world.wit`: the botbox:bot@0.2.0 contract plus
-// `wasi:http/outgoing-handler`. Build it from this folder (`BOTBOX_DIR` a
-// botbox checkout; or `wit-bindgen c wit --world bot --out-dir gen` and
-// `wasm-tools component new` in place of the two xtask steps):
+// `wasi:http/outgoing-handler`. Build it from this folder, with BOTBOX_DIR
+// a botbox checkout (or `wit-bindgen c wit --world bot --out-dir gen` and
+// `wasm-tools component new gen/core.wasm -o fetcher.wasm` for the two
+// xtask steps):
 //
-//   cargo xtask c-bindings "$PWD/wit" "$PWD/gen"   # in $BOTBOX_DIR
-//   clang --target=wasm32-wasi -mexec-model=reactor -Oz -std=c17 \
-//       -I gen -o gen/core.wasm gen/bot.c fetcher.c gen/bot_component_type.o
-//   cargo xtask componentize "$PWD/gen/core.wasm" "$PWD/fetcher.wasm"
+//   xtask() { (cd "$BOTBOX_DIR" && cargo xtask "$@"); }
+//   xtask c-bindings "$PWD/wit" "$PWD/gen"
+//   clang --target=wasm32-wasi -mexec-model=reactor -Oz -std=c17 -I gen
+//       -o gen/core.wasm gen/bot.c fetcher.c gen/bot_component_type.o
+//   xtask componentize "$PWD/gen/core.wasm" "$PWD/fetcher.wasm"
 //
 // and grant its hosts in the operator's config:
 //
