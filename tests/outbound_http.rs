@@ -630,3 +630,300 @@ async fn javascript_fetch_reaches_a_granted_host_and_is_refused_elsewhere() {
     assert!(refused.starts_with("error TypeError"), "{refused}");
     assert_eq!(other.connections.load(Ordering::SeqCst), 0);
 }
+
+// ---- the Python and C examples (sdk/templates/{python,c}/http_example) ----
+
+/// Copies `file` of an example into `dir` with its `ASKS` line (`asks_line`
+/// in the example) replaced by `replacement`: the example asks for a public
+/// host, the tests for their loopback servers.
+fn example_source(
+    example: &str,
+    file: &str,
+    asks_line: &str,
+    replacement: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let path = support::repo_root().join(example).join(file);
+    let text = std::fs::read_to_string(&path).expect("the example's source");
+    assert!(
+        text.contains(asks_line),
+        "{} no longer has the line `{asks_line}` this test replaces",
+        path.display()
+    );
+    let out = dir.join(file);
+    std::fs::write(&out, text.replace(asks_line, replacement)).unwrap();
+    out
+}
+
+/// Runs a guest toolchain step; a program that does not start is a missing
+/// toolchain, and says which xtask command installs it.
+fn run_step(what: &str, command: &mut std::process::Command, install: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not run ({e}): `{install}` installs it"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}\n(a toolchain missing a part? `{install}`)",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python example built by componentize-py 0.25.1 (the venv
+/// `cargo xtask plugins` installs, as the Python template test uses)
+/// against its `wit/` world: botbox:bot@0.2.0 plus
+/// `wasi:http/outgoing-handler`. It asks for `asks`.
+fn python_fetcher(dir: &std::path::Path, asks: &[String]) -> Vec<u8> {
+    let example = "sdk/templates/python/http_example";
+    let venv = support::target_dir().join("guests/python-venv/bin");
+    let componentize = venv.join("componentize-py");
+    assert!(
+        componentize.is_file(),
+        "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
+        componentize.display()
+    );
+    let app_dir = dir.join("python");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    example_source(
+        example,
+        "app.py",
+        "ASKS: list[str] = [\"api.example.org:443\"]",
+        &format!("ASKS: list[str] = {asks:?}"),
+        &app_dir,
+    );
+    let out = dir.join("python-fetcher.wasm");
+    // The venv's own python runs the script: its `#!` line names the path
+    // the venv was made at, which a copied target dir no longer has.
+    run_step(
+        "componentize-py",
+        std::process::Command::new(venv.join("python"))
+            .arg(&componentize)
+            .env_remove("VIRTUAL_ENV")
+            .arg("--quiet")
+            .arg("--wit-path")
+            .arg(support::repo_root().join(example).join("wit"))
+            .args(["--world", "bot", "componentize", "--python-path"])
+            .arg(&app_dir)
+            .arg("app")
+            .arg("--output")
+            .arg(&out),
+        "cargo xtask plugins",
+    );
+    std::fs::read(&out).unwrap()
+}
+
+/// `cargo xtask ARGS` in this checkout, the commands the C template's
+/// `build.sh` runs (in the same target dir as this test, so it reuses the
+/// xtask that built the plugins).
+fn xtask(args: &[&std::ffi::OsStr]) -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .arg("run")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(support::repo_root().join("Cargo.toml"))
+        .args(["-p", "xtask", "--"])
+        .args(args);
+    command
+}
+
+/// clang for wasm32-wasi as `cargo xtask` finds it: the wasi-sdk named by
+/// `WASI_SDK_PATH`, else `clang` with wasi-libc (Debian's).
+fn wasi_clang() -> std::process::Command {
+    let mut command = match std::env::var_os("WASI_SDK_PATH") {
+        Some(sdk) if !sdk.is_empty() => {
+            let sdk = std::path::PathBuf::from(sdk);
+            let mut c = std::process::Command::new(sdk.join("bin/clang"));
+            c.arg(format!(
+                "--sysroot={}",
+                sdk.join("share/wasi-sysroot").display()
+            ));
+            c
+        }
+        _ => std::process::Command::new("clang"),
+    };
+    command.args(["--target=wasm32-wasi", "-mexec-model=reactor"]);
+    command
+}
+
+/// The C example: bindings by `cargo xtask c-bindings` (wit-bindgen-c 0.60)
+/// from its `wit/` world, compiled by clang with the flags of every C guest
+/// (`xtask/src/guests/mod.rs`, `C_FLAGS`, and `-Werror`), made a checked
+/// component by `cargo xtask componentize`. It asks for `asks`.
+fn c_fetcher(dir: &std::path::Path, asks: &[String]) -> Vec<u8> {
+    let example = "sdk/templates/c/http_example";
+    let quoted: Vec<String> = asks.iter().map(|a| format!("{a:?}")).collect();
+    let source = example_source(
+        example,
+        "fetcher.c",
+        "static const char *const ASKS[] = {\"api.example.org:443\"};",
+        &format!(
+            "static const char *const ASKS[] = {{{}}};",
+            quoted.join(", ")
+        ),
+        dir,
+    );
+    let gen_dir = dir.join("gen");
+    let wit = support::repo_root().join(example).join("wit");
+    run_step(
+        "cargo xtask c-bindings",
+        &mut xtask(&["c-bindings".as_ref(), wit.as_os_str(), gen_dir.as_os_str()]),
+        "cargo xtask setup",
+    );
+    let core = gen_dir.join("core.wasm");
+    run_step(
+        "clang (wasm32-wasi)",
+        wasi_clang()
+            .args(["-Oz", "-flto", "-std=c17", "-Wall", "-Wextra", "-Werror"])
+            .arg("-Wl,--strip-all")
+            .arg("-I")
+            .arg(&gen_dir)
+            .arg("-o")
+            .arg(&core)
+            .arg(gen_dir.join("bot.c"))
+            .arg(&source)
+            .arg(gen_dir.join("bot_component_type.o")),
+        "cargo xtask setup",
+    );
+    let out = dir.join("c-fetcher.wasm");
+    // Also checks it imports only botbox:bot@0.2.0 and the wasi:http set.
+    run_step(
+        "cargo xtask componentize",
+        &mut xtask(&["componentize".as_ref(), core.as_os_str(), out.as_os_str()]),
+        "cargo xtask setup",
+    );
+    std::fs::read(&out).unwrap()
+}
+
+/// Loads `component` (built by `build` to ask for both servers) with a
+/// grant for the first server only; the custom event `fetch` with a URL
+/// must answer `status 200: hello` from the granted one, and `refusal`
+/// for the other, which is never connected to.
+async fn assert_fetches_the_granted_host_only(
+    build: impl FnOnce(&std::path::Path, &[String]) -> Vec<u8>,
+    limits: &str,
+    refusal: &str,
+) {
+    let granted = serve(Reply::Ok("hello")).await;
+    let other = serve(Reply::Ok("other")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let asks = [
+        format!("127.0.0.1:{}", granted.port),
+        format!("127.0.0.1:{}", other.port),
+    ];
+    let component = build(dir.path(), &asks);
+    let host = TestHost::new(&[(
+        "fetcher",
+        component,
+        &format!("{}\n{limits}", plain_loopback(granted.port)),
+    )]);
+    host.load_all().await;
+    let plugin = host.app.runtime.plugin("fetcher").expect("fetcher loaded");
+    let mut accepted = host.app.delivery.observers().accepted.subscribe();
+    let fetch = |url: String| {
+        Event::Custom(CustomEvent {
+            name: "fetch".into(),
+            payload: url,
+        })
+    };
+    let text = |a: botbox::delivery::Accepted| match a.message.content {
+        botbox::wit::types::Content::Text(t) => t,
+        other => panic!("expected text, got {other:?}"),
+    };
+
+    host.app
+        .runtime
+        .dispatch("fetcher", &fetch(format!("http://{}/", asks[0])))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(accepted.try_recv().expect("answered")),
+        "status 200: hello"
+    );
+    assert_eq!(granted.connections.load(Ordering::SeqCst), 1);
+    let stats = &plugin.context.slices.http.stats;
+    assert_eq!(stats.completed.load(Ordering::Relaxed), 1);
+
+    // Asked for, but not in the operator's grant.
+    host.app
+        .runtime
+        .dispatch("fetcher", &fetch(format!("http://{}/", asks[1])))
+        .await
+        .unwrap();
+    assert_eq!(text(accepted.try_recv().expect("answered")), refusal);
+    assert_eq!(other.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_http_reaches_a_granted_host_and_is_refused_elsewhere() {
+    assert_fetches_the_granted_host_only(
+        python_fetcher,
+        // A Python heap starts at 12.4 MiB (plugins/README.md).
+        "limits = { memory_mb = 32 }",
+        "error ErrorCode_HttpRequestDenied",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_http_reaches_a_granted_host_and_is_refused_elsewhere() {
+    assert_fetches_the_granted_host_only(c_fetcher, "", "error HttpRequestDenied").await;
+}
+
+#[test]
+fn python_http_example_type_checks_against_its_bindings() {
+    // The bindings componentize-py generates for the example's world, and
+    // mypy (both from the venv `cargo xtask plugins` installs) run strict
+    // on the example: the `wasi:http` calls match their generated types.
+    let venv = support::target_dir().join("guests/python-venv/bin");
+    for tool in ["componentize-py", "mypy"] {
+        assert!(
+            venv.join(tool).is_file(),
+            "{} is missing: run `cargo xtask plugins` first (`cargo xtask test` does)",
+            venv.join(tool).display()
+        );
+    }
+    let example = support::repo_root().join("sdk/templates/python/http_example");
+    let dir = tempfile::tempdir().unwrap();
+    run_step(
+        "componentize-py bindings",
+        std::process::Command::new(venv.join("python"))
+            .arg(venv.join("componentize-py"))
+            .arg("--quiet")
+            .arg("--wit-path")
+            .arg(example.join("wit"))
+            .args(["--world", "bot", "bindings"])
+            .arg(dir.path()),
+        "cargo xtask plugins",
+    );
+    let app = dir.path().join("app.py");
+    std::fs::copy(example.join("app.py"), &app).unwrap();
+    let mypy = |what: &str| {
+        std::process::Command::new(venv.join("python"))
+            .arg(venv.join("mypy"))
+            .args(["--strict", "--no-incremental", "app.py"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("mypy does not run ({e}) on {what}"))
+    };
+    let out = mypy("the example");
+    assert!(
+        out.status.success(),
+        "mypy on sdk/templates/python/http_example/app.py:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A wrongly typed wasi:http call is caught: the check has teeth.
+    let text = std::fs::read_to_string(&app).unwrap();
+    let right = "request.set_authority(parts.netloc)";
+    assert!(text.contains(right), "the example no longer has `{right}`");
+    std::fs::write(&app, text.replace(right, "request.set_authority(443)")).unwrap();
+    let out = mypy("a wrongly typed call");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "mypy accepted an int authority:\n{said}"
+    );
+    assert!(said.contains("\"set_authority\""), "{said}");
+}
