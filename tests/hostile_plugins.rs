@@ -1404,3 +1404,69 @@ async fn no_event_sees_what_the_previous_one_wrote_in_memory() {
             .expect("a fresh instance finds no marks");
     }
 }
+
+/// A call waiting for its broadcast's commit runs no guest code, so it
+/// holds no CPU turn meanwhile: one plugin's concurrent broadcasts all
+/// reach the outbox and share a commit, instead of one turn's worth at a
+/// time (one plugin holds at most all turns but one). The outbox's SQLite
+/// file is write-locked from outside, so every write waits at the real
+/// store; the test sees every call inside its write while the scheduler
+/// has every turn free and nobody waiting, then lets the writes through
+/// and every broadcast is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_waiting_for_its_commit_holds_no_cpu_turn() {
+    let mut p = WatPlugin::new(Ask::default());
+    let msg = p.text_message("lobby", "hi");
+    let sender = p.body(&send_and_expect(msg, 0)).build();
+    let host = TestHost::new(&[(
+        "sender",
+        sender,
+        "limits = { deadline_ms = 30000, max_concurrency = 16 }",
+    )]);
+    host.load_all().await;
+    let app = &host.app;
+    let turns = app.runtime.turns().clone();
+    let calls = turns.capacity() + 2;
+
+    let outbox = host.dir.path().join(".botbox").join("outbox.sqlite");
+    let lock = rusqlite::Connection::open(&outbox).expect("open the outbox from outside");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("write-lock the outbox");
+    turns.record();
+    let mut sending = Vec::new();
+    for _ in 0..calls {
+        let runtime = app.runtime.clone();
+        sending.push(tokio::spawn(async move {
+            runtime.dispatch("sender", &poke()).await
+        }));
+    }
+    // Every call has had its first turn, and none holds or waits for one:
+    // all are inside the outbox write. (SQLite's busy timeout, 5 s, fails
+    // the writes if this is never reached.)
+    let waiting = std::time::Instant::now();
+    while !(turns.granted().len() >= calls && turns.idle()) {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(4),
+            "the calls waiting for the outbox keep their turns: {} granted, idle {}",
+            turns.granted().len(),
+            turns.idle()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(sending.iter().all(|t| !t.is_finished()));
+    lock.execute_batch("COMMIT").expect("unlock the outbox");
+    for call in sending {
+        call.await
+            .unwrap()
+            .expect("the broadcast was accepted after the wait");
+    }
+    let listed = app
+        .delivery
+        .outbox()
+        .list(&botbox::delivery::store::ListFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .expect("list the outbox");
+    assert_eq!(listed.len(), calls);
+}

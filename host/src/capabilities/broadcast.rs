@@ -398,12 +398,20 @@ impl Ctx<'_, BroadcastSlice> {
                 delivery.accept(&name, &channel, message)
             })
         });
+        // While the write waits for its commit (an fsync, shared with the
+        // accepts that gathered meanwhile: delivery/store/batch.rs) this
+        // call runs no guest code, so its CPU turn goes to another call:
+        // concurrent broadcasts then share a commit instead of one turn's
+        // worth of them at a time. The turn comes back, in the rotation,
+        // before the guest goes on.
+        self.turn.give_back();
         let answer = match accept.await {
             Ok(answer) => answer,
             Err(e) => Err(BroadcastError::Internal(format!(
                 "the message was not accepted: the outbox write failed ({e})"
             ))),
         };
+        self.turn.take_again().await;
         // The detail of an outbox failure (server, port, database) is for
         // the operator's log; the plugin hears a generic reason.
         answer.map_err(|e| for_guest(&self.plugin.name, &channel_name, e))

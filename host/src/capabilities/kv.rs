@@ -462,17 +462,26 @@ impl Host for Ctx<'_, KvSlice> {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {
-        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
+        // A write waits for its commit's fsync, running no guest code: the
+        // call's CPU turn goes to another call meanwhile (as a broadcast's
+        // does). Reads are quick and keep theirs.
+        self.turn.give_back();
+        let written = off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.set(name, &key, &value, limits)
         })
-        .await)
+        .await;
+        self.turn.take_again().await;
+        Ok(written)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), KvError>> {
-        Ok(off_worker(self.slice.clone(), move |kv, name, limits| {
+        self.turn.give_back();
+        let deleted = off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.delete(name, &key, limits)
         })
-        .await)
+        .await;
+        self.turn.take_again().await;
+        Ok(deleted)
     }
 
     async fn list_keys(

@@ -23,7 +23,9 @@ pub mod rate;
 pub mod settings;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -182,8 +184,9 @@ pub trait Capability: 'static {
 }
 
 /// What one call's host functions of a capability see: the plugin, the
-/// capability's slice of it, and when the call began (its deadline counts
-/// from there). The bindgen'd `Host` traits are implemented on it.
+/// capability's slice of it, when the call began (its deadline counts
+/// from there) and its CPU turn. The bindgen'd `Host` traits are
+/// implemented on it.
 pub struct Ctx<'a, S> {
     /// Who is calling.
     pub plugin: &'a PluginInfo,
@@ -191,6 +194,32 @@ pub struct Ctx<'a, S> {
     pub slice: &'a S,
     /// When the call this store serves began.
     pub started: Instant,
+    /// The call's CPU turn.
+    pub turn: &'a dyn CallTurn,
+}
+
+/// A call's CPU turn as a host function sees it. Guest code runs only
+/// while its call holds one of a few turns (the runtime's fair scheduler);
+/// a host function that waits for work done off the guest threads (an
+/// outbox write waiting for its commit) gives the turn to another call
+/// meanwhile, so a waiting call holds no CPU, and takes one again, fairly,
+/// before guest code goes on.
+pub trait CallTurn: Send + Sync {
+    /// Gives the call's turn back, if it holds one.
+    fn give_back(&self);
+    /// Waits for a turn again, if the call gave its turn back.
+    fn take_again(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// The turn of a call outside the scheduler (a store no pool runs):
+/// nothing to give back.
+pub struct NoTurn;
+
+impl CallTurn for NoTurn {
+    fn give_back(&self) {}
+    fn take_again(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Store data that can lend out a capability's [`Ctx`]: the runtime's

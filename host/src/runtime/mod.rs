@@ -15,7 +15,7 @@ pub mod turns;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -31,7 +31,7 @@ pub use crate::capabilities::Services;
 use self::compile::IncrementalCache;
 use self::engine::{EpochTicker, build_engine_with};
 use self::turns::Turns;
-use crate::capabilities::{Grants, PluginInfo, Setup};
+use crate::capabilities::{CallTurn, Grants, PluginInfo, Setup};
 use crate::config::{Config, PluginConfig, is_valid_name};
 use crate::events::{event_kind, event_kind_name};
 use crate::sanitize;
@@ -646,10 +646,6 @@ impl Runtime {
     }
 }
 
-fn lock_turn(slot: &Mutex<Option<turns::Turn>>) -> std::sync::MutexGuard<'_, Option<turns::Turn>> {
-    slot.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// What a call needs on a guest thread.
 struct GuestContext {
     engine: Engine,
@@ -663,16 +659,15 @@ impl GuestContext {
     /// [`turns`]) and waits in the rotation for the next; past its deadline
     /// it traps.
     fn new_store(&self, plugin: &Plugin, turn: turns::Turn) -> Store<HostState> {
+        let slot = turns::TurnSlot::holding(self.turns.clone(), &plugin.name, turn);
         let mut store = Store::new(
             &self.engine,
-            HostState::new(plugin.context.clone(), self.wall_clock.clone()),
+            HostState::new(plugin.context.clone(), self.wall_clock.clone()).with_turn(slot.clone()),
         );
         store.limiter(|s| &mut s.memory);
         let deadline = plugin.limits.deadline;
         let started = std::time::Instant::now();
-        let held = Arc::new(Mutex::new(Some(turn)));
         let turns = self.turns.clone();
-        let name = plugin.name.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             GUEST_TICKS_HERE.with(|c| c.set(c.get() + 1));
@@ -682,18 +677,15 @@ impl GuestContext {
             if !turns.contended() {
                 return Ok(UpdateDeadline::Continue(1));
             }
-            let held = held.clone();
-            let turns = turns.clone();
-            let name = name.clone();
+            let slot = slot.clone();
             // wasmtime 48 awaits this future before the guest goes on
             // (`UpdateDeadline::YieldCustom`, vm/libcalls.rs): the turn is
             // handed on and this call waits in the rotation for the next.
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    drop(lock_turn(&held).take());
-                    let turn = turns.acquire(&name).await;
-                    *lock_turn(&held) = Some(turn);
+                    slot.give_back();
+                    slot.take_again().await;
                 }),
             ))
         });

@@ -15,7 +15,7 @@ use super::limits::MemoryCap;
 use super::stdio::GuestOutput;
 use crate::capabilities::http::HttpHooks;
 use crate::capabilities::log::StdStream;
-use crate::capabilities::{self, Capability, Ctx, PluginInfo, Setup, View};
+use crate::capabilities::{self, CallTurn, Capability, Ctx, NoTurn, PluginInfo, Setup, View};
 use crate::wit::types::Event;
 
 /// Puts the capabilities together from one line each (`field: Type`):
@@ -61,6 +61,7 @@ macro_rules! capabilities {
                         plugin: &self.plugin.info,
                         slice: &self.plugin.slices.$field,
                         started: self.started,
+                        turn: &*self.turn,
                     }
                 }
             }
@@ -132,6 +133,8 @@ pub struct HostState {
     /// which every outbound request passes the plugin's grant and limits.
     http: Option<(WasiHttpCtx, HttpHooks)>,
     table: ResourceTable,
+    /// The call's CPU turn, shared with the store's epoch callback.
+    turn: Arc<dyn CallTurn>,
 }
 
 impl HostState {
@@ -145,8 +148,15 @@ impl HostState {
             wasi: None,
             http: None,
             table: bounded_table(),
+            turn: Arc::new(NoTurn),
             plugin,
         }
+    }
+
+    /// The same, for a call whose CPU turn is `turn`.
+    pub fn with_turn(mut self, turn: Arc<dyn CallTurn>) -> HostState {
+        self.turn = turn;
+        self
     }
 }
 

@@ -25,6 +25,8 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+use crate::capabilities::CallTurn;
+
 /// The scheduler's state. Plugins are keyed by name, so the calls of every
 /// loaded version of one plugin share one place in the rotation.
 struct State {
@@ -168,6 +170,12 @@ impl Turns {
         }
     }
 
+    /// Whether every turn is free and no call waits for one.
+    pub fn idle(&self) -> bool {
+        let state = self.lock();
+        state.free == self.capacity && state.queues.is_empty()
+    }
+
     /// Whether a call holding a turn should give it back: someone waits.
     pub fn contended(&self) -> bool {
         !self.lock().queues.is_empty()
@@ -184,6 +192,55 @@ impl Turns {
         }
         state.free += 1;
         state.grant();
+    }
+}
+
+/// One call's turn, as its store keeps it: the epoch callback gives it
+/// back when others wait and takes it again, and so may a host function
+/// that waits off the guest threads ([`CallTurn`]).
+pub struct TurnSlot {
+    held: Mutex<Option<Turn>>,
+    turns: Arc<Turns>,
+    plugin: Arc<str>,
+}
+
+impl TurnSlot {
+    /// A slot holding `turn`, a turn of `plugin`'s.
+    pub fn holding(turns: Arc<Turns>, plugin: &str, turn: Turn) -> Arc<TurnSlot> {
+        Arc::new(TurnSlot {
+            held: Mutex::new(Some(turn)),
+            turns,
+            plugin: Arc::from(plugin),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Turn>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the call holds its turn now.
+    pub fn holds(&self) -> bool {
+        self.lock().is_some()
+    }
+}
+
+impl CallTurn for TurnSlot {
+    fn give_back(&self) {
+        // Dropped outside the lock: its release may grant it on at once.
+        let turn = self.lock().take();
+        drop(turn);
+    }
+
+    fn take_again(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if self.holds() {
+                return;
+            }
+            // In the rotation behind the calls that waited first. Dropped
+            // here (the call timed out), the wait leaves the queue.
+            let turn = self.turns.acquire(&self.plugin).await;
+            *self.lock() = Some(turn);
+        })
     }
 }
 
