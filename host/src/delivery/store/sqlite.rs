@@ -56,6 +56,52 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
+/// Every accept asks its endpoint's backlog by plugin
+/// ([`OutboxStore::pending_by_plugin`]). Counting it from `messages` reads
+/// every waiting message, each time: a profile of `botbox run` taking
+/// broadcasts over the admin API spent two thirds of the host's CPU there
+/// once the backlog was a few thousand deep, so the worker fell behind and
+/// accepts were refused. `backlog` keeps the count instead, kept by
+/// triggers in the same transaction as every change to a message (insert,
+/// state, cost, delete), so it is exactly what the query would count; it
+/// is counted afresh from `messages` at every open.
+const BACKLOG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS backlog (
+    endpoint TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    messages INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, plugin)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS backlog_insert AFTER INSERT ON messages
+WHEN NEW.state IN ('queued', 'sending') BEGIN
+    INSERT INTO backlog (endpoint, plugin, messages, requests)
+    VALUES (NEW.endpoint, NEW.plugin, 1, NEW.requests)
+    ON CONFLICT (endpoint, plugin) DO UPDATE
+    SET messages = messages + 1, requests = requests + excluded.requests;
+END;
+CREATE TRIGGER IF NOT EXISTS backlog_delete AFTER DELETE ON messages
+WHEN OLD.state IN ('queued', 'sending') BEGIN
+    UPDATE backlog SET messages = messages - 1, requests = requests - OLD.requests
+    WHERE endpoint = OLD.endpoint AND plugin = OLD.plugin;
+END;
+CREATE TRIGGER IF NOT EXISTS backlog_update AFTER UPDATE OF state, requests, endpoint, plugin ON messages
+WHEN OLD.state IN ('queued', 'sending') OR NEW.state IN ('queued', 'sending') BEGIN
+    UPDATE backlog SET messages = messages - 1, requests = requests - OLD.requests
+    WHERE OLD.state IN ('queued', 'sending') AND endpoint = OLD.endpoint AND plugin = OLD.plugin;
+    INSERT INTO backlog (endpoint, plugin, messages, requests)
+    SELECT NEW.endpoint, NEW.plugin, 1, NEW.requests WHERE NEW.state IN ('queued', 'sending')
+    ON CONFLICT (endpoint, plugin) DO UPDATE
+    SET messages = messages + 1, requests = requests + excluded.requests;
+END;
+BEGIN;
+DELETE FROM backlog;
+INSERT INTO backlog (endpoint, plugin, messages, requests)
+SELECT endpoint, plugin, COUNT(*), SUM(requests) FROM messages
+WHERE state IN ('queued', 'sending') GROUP BY endpoint, plugin;
+COMMIT;
+";
+
 impl SqliteOutbox {
     /// Opens (creating it if missing) the outbox file at `path`.
     pub fn open(path: &Path) -> Result<SqliteOutbox, OutboxError> {
@@ -121,6 +167,23 @@ impl SqliteOutbox {
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS messages_merged ON messages (merged_into) WHERE merged_into IS NOT NULL",
         )?;
+        // Every claim ranks its endpoint's due messages
+        // (`claim::ranked_due`) from these columns only: with the index
+        // covering them it reads no message's row. After `requests`, which
+        // older files gain above.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS messages_backlog ON messages
+                 (endpoint, state, plugin, created_ms, id, next_attempt_ms, requests)",
+        )?;
+        // A worker looking for queued messages to carry in one request
+        // (`mergeable`) reads them oldest first up to its limit; this index
+        // hands them over in that order instead of every queued message
+        // of the endpoint being read and sorted.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS messages_mergeable ON messages
+                 (endpoint, channel, state, planned, created_ms, id)",
+        )?;
+        conn.execute_batch(BACKLOG_SCHEMA)?;
         Self::migrate_parts(&mut conn)?;
         Ok(SqliteOutbox {
             conn: Mutex::new(conn),
@@ -338,7 +401,7 @@ impl OutboxStore for SqliteOutbox {
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError> {
         self.with(|c| {
             Ok(c.query_row(
-                "SELECT COUNT(*) FROM messages WHERE endpoint = ?1 AND state IN ('queued', 'sending')",
+                "SELECT COALESCE(SUM(messages), 0) FROM backlog WHERE endpoint = ?1",
                 params![endpoint],
                 |r| r.get::<_, i64>(0),
             )? as usize)
@@ -676,9 +739,10 @@ impl OutboxStore for SqliteOutbox {
 
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
         self.read(|c| {
+            // Kept by triggers (`BACKLOG_SCHEMA`).
             let mut stmt = c.prepare_cached(
-                "SELECT plugin, COUNT(*), SUM(requests) FROM messages WHERE endpoint = ?1 AND state IN ('queued', 'sending')
-                 GROUP BY plugin",
+                "SELECT plugin, messages, requests FROM backlog WHERE endpoint = ?1 AND messages > 0
+                 ORDER BY plugin",
             )?;
             let rows = stmt.query_map(params![endpoint], |r| {
                 Ok(PluginBacklog {
@@ -1190,6 +1254,107 @@ pub(crate) mod tests {
             )
             .unwrap();
         assert_eq!(orphans, 0);
+    }
+
+    /// The backlog as the triggers keep it, and as counting every waiting
+    /// message gives it.
+    fn kept_and_counted(path: &Path, o: &SqliteOutbox) -> (Vec<PluginBacklog>, Vec<PluginBacklog>) {
+        let kept = o.pending_by_plugin("p/default").unwrap();
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare(
+                "SELECT plugin, COUNT(*), SUM(requests) FROM messages
+                 WHERE endpoint = 'p/default' AND state IN ('queued', 'sending')
+                 GROUP BY plugin ORDER BY plugin",
+            )
+            .unwrap();
+        let counted = stmt
+            .query_map([], |r| {
+                Ok(PluginBacklog {
+                    plugin: r.get(0)?,
+                    messages: r.get::<_, i64>(1)? as usize,
+                    requests: r.get::<_, i64>(2)? as usize,
+                })
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        (kept, counted)
+    }
+
+    /// The backlog the triggers keep is the count of waiting messages
+    /// after every kind of change a message goes through: accepted (one
+    /// request and three), claimed, merged into another, requeued,
+    /// cancelled, delivered, retried, recovered after a crash and pruned;
+    /// and a file whose count was lost is counted afresh on open.
+    #[test]
+    fn the_kept_backlog_is_the_count_of_waiting_messages_after_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let o = SqliteOutbox::open(&path).unwrap();
+        let check = |o: &SqliteOutbox, step: &str| {
+            let (kept, counted) = kept_and_counted(&path, o);
+            assert_eq!(kept, counted, "after {step}");
+            assert_eq!(
+                o.pending_count("p/default").unwrap(),
+                counted.iter().map(|b| b.messages).sum::<usize>(),
+                "pending_count after {step}"
+            );
+        };
+        for (i, plugin) in ["a", "a", "a", "b", "b", "c"].iter().enumerate() {
+            let r = record(&format!("m{i}"), plugin, i as u64 + 1, None);
+            o.insert_costed(&r, if *plugin == "b" { 3 } else { 1 })
+                .unwrap();
+        }
+        check(&o, "accepts");
+        assert_eq!(o.pending_by_plugin("p/default").unwrap().len(), 3);
+        let claimed = o.claim_due("p/default", 100, 2, None).unwrap();
+        assert_eq!(claimed.len(), 2);
+        check(&o, "a claim");
+        o.save_plan("m0", &[], &["m1".into()]).unwrap();
+        check(&o, "a merge");
+        o.requeue(&claimed[1].id, 200, 1, "try again").unwrap();
+        check(&o, "a requeue");
+        assert!(o.cancel("m5", 300).unwrap());
+        check(&o, "a cancel");
+        o.delivered(&[crate::delivery::store::Delivered {
+            id: "m0".into(),
+            index: 0,
+            provider_ids: vec![],
+            attempts: 1,
+            finished_ms: 400,
+        }])
+        .unwrap();
+        check(&o, "a delivery that ends a merge");
+        o.finish("m3", MessageState::Failed, 1, 500, Some("refused"))
+            .unwrap();
+        check(&o, "a failure");
+        assert!(o.retry("m3", 600).unwrap());
+        check(&o, "a retry");
+        o.claim_due("p/default", 10_000, 10, None).unwrap();
+        check(&o, "a claim of everything due");
+        assert!(o.recover().unwrap() > 0);
+        check(&o, "recovery after a crash");
+        for id in ["m2", "m3", "m4"] {
+            o.finish(id, MessageState::Delivered, 1, 700, None).unwrap();
+        }
+        for r in o.unreported(100).unwrap() {
+            o.mark_reported(&r.id).unwrap();
+        }
+        assert!(o.prune(10_000, 100).unwrap() > 0);
+        check(&o, "delivering and pruning everything");
+        assert!(o.pending_by_plugin("p/default").unwrap().is_empty());
+
+        // A lost count is counted again from the messages on open.
+        o.insert(&record("m9", "d", 9, None)).unwrap();
+        drop(o);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DELETE FROM backlog")
+            .unwrap();
+        let o = SqliteOutbox::open(&path).unwrap();
+        check(&o, "reopening");
+        assert_eq!(o.pending_by_plugin("p/default").unwrap().len(), 1);
     }
 
     pub(crate) fn record(id: &str, plugin: &str, created: u64, key: Option<&str>) -> OutboxRecord {
