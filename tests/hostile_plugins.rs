@@ -1470,3 +1470,94 @@ async fn a_broadcast_waiting_for_its_commit_holds_no_cpu_turn() {
         .expect("list the outbox");
     assert_eq!(listed.len(), calls);
 }
+
+// ---- outbound HTTP, through a real 0.2.0 guest ----
+
+/// A listener on a free port of 127.0.0.1:18080-18089, the ports the
+/// example bot `status` asks for.
+async fn status_port() -> tokio::net::TcpListener {
+    for port in 18080..=18089 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+    }
+    panic!("no free port in 127.0.0.1:18080-18089 (the ones `status` asks for)");
+}
+
+/// The example bot `status` (a real botbox:bot@0.2.0 guest, Rust SDK
+/// `http` feature) is asked to check a hostile server the operator
+/// granted: a response trickled a byte at a time (slowloris), a 1 GB body,
+/// and a redirect to a server it was not granted. Each call ends (the
+/// trickle and the gigabyte are cut by the host, the redirect is not
+/// followed), the ungranted server is never connected to, and a neighbour
+/// answers after each attack. `tests/outbound_http.rs` drives the same
+/// cases and more (a private address behind a granted name, a held
+/// connection, a flood) through the host's hook directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_plugin_sent_to_hostile_servers_is_cut_and_its_neighbour_answers() {
+    use botbox::wit::types::{ChatMessage, Content};
+    use std::sync::atomic::Ordering;
+    use support::http_server::{Reply, serve_on};
+
+    let status = std::fs::read(support::example_plugin("status")).expect("status.wasm");
+    let elsewhere = serve_on(status_port().await, Reply::Ok("elsewhere"));
+    let redirect = Reply::Redirect(format!("http://127.0.0.1:{}/", elsewhere.port));
+    for (attack, reply) in [
+        ("slowloris", Reply::Trickle),
+        ("1 GB body", Reply::Gigabyte),
+        ("redirect to an ungranted host", redirect),
+    ] {
+        let server = serve_on(status_port().await, reply);
+        let port = server.port;
+        let host = TestHost::new(&[
+            (
+                "hostile",
+                status.clone(),
+                &format!(
+                    "events = [\"chat-message\"]\nhttp = [\"127.0.0.1:{port}\"]\n\
+                     http_plain_loopback = true\n\
+                     limits = {{ deadline_ms = 2000, http_timeout_ms = 300 }}"
+                ),
+            ),
+            ("neighbour", neighbour(), ""),
+        ]);
+        host.load_all().await;
+        let mut accepted = host.app.delivery.observers().accepted.subscribe();
+        let url = format!("http://127.0.0.1:{port}/");
+        let check = Event::ChatMessage(ChatMessage {
+            channel: "lobby".into(),
+            conversation: "ops".into(),
+            sender_id: "attacker".into(),
+            sender_name: None,
+            text: format!("!status {url}"),
+            message_id: None,
+            sent_at_ms: None,
+        });
+        // The call ends: with the bot's report, or at the event's deadline.
+        let ended = host.app.runtime.dispatch("hostile", &check).await;
+        assert!(
+            matches!(ended, Ok(()) | Err(HandleError::Timeout { .. })),
+            "{attack}: {ended:?}"
+        );
+        assert!(
+            server.connections.load(Ordering::SeqCst) > 0,
+            "{attack}: status never reached the server"
+        );
+        if let Ok(report) = accepted.try_recv() {
+            let Content::Text(text) = &report.message.content else {
+                panic!("{attack}: {:?}", report.message.content);
+            };
+            assert!(text.starts_with(&url), "{attack}: {text}");
+            assert!(!text.contains("200 OK"), "{attack}: {text}");
+            if attack.starts_with("redirect") {
+                assert!(text.contains("302"), "{attack}: {text}");
+            }
+        }
+        assert_eq!(
+            elsewhere.connections.load(Ordering::SeqCst),
+            0,
+            "{attack}: the ungranted server was connected to"
+        );
+        assert_neighbour_fine(&host).await;
+    }
+}

@@ -222,6 +222,25 @@ fn send(
     })
 }
 
+/// The longest error text kept from the host's debug string of a stream
+/// error.
+const MAX_ERROR_CHARS: usize = 200;
+
+/// The first line of a host's debug string, at most [`MAX_ERROR_CHARS`]:
+/// wasmtime-wasi formats a stream error with `{:?}`, which under
+/// `RUST_BACKTRACE=1` in the host's environment goes on with the host's
+/// whole stack trace (45,000 characters for a cut body), more than any
+/// chat message takes.
+fn first_line(debug: &str) -> String {
+    debug
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_ERROR_CHARS)
+        .collect()
+}
+
 /// Read the body to its end, keeping at most [`MAX_BODY_BYTES`].
 fn read_body(incoming: &IncomingBody) -> Result<(Vec<u8>, bool), HttpError> {
     let stream = incoming
@@ -242,7 +261,7 @@ fn read_body(incoming: &IncomingBody) -> Result<(Vec<u8>, bool), HttpError> {
             Err(StreamError::LastOperationFailed(e)) => {
                 return Err(HttpError::Failed(format!(
                     "reading the body: {}",
-                    e.to_debug_string()
+                    first_line(&e.to_debug_string())
                 )));
             }
         }
@@ -253,6 +272,17 @@ fn read_body(incoming: &IncomingBody) -> Result<(Vec<u8>, bool), HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_error_is_cut_to_its_first_line() {
+        let long = format!(
+            "body timed out\n\nStack backtrace:\n{}",
+            "  0: x\n".repeat(5000)
+        );
+        assert_eq!(first_line(&long), "body timed out");
+        assert_eq!(first_line(&"e".repeat(1000)).len(), MAX_ERROR_CHARS);
+        assert_eq!(first_line(""), "");
+    }
 
     #[test]
     fn urls_split_into_scheme_authority_and_path() {
