@@ -219,20 +219,6 @@ fn botbox_call_drives_a_bot_with_settings_and_reports_its_errors() {
     );
 }
 
-/// A loopback listener on the first free port the status bot asks for
-/// (127.0.0.1:18080-18089, see `plugins/status`), or `None` if all are taken.
-async fn status_port_listener(skip: Option<u16>) -> Option<tokio::net::TcpListener> {
-    for port in 18080..=18089 {
-        if Some(port) == skip {
-            continue;
-        }
-        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            return Some(listener);
-        }
-    }
-    None
-}
-
 /// Answer every connection with `204 No Content`; count the connections.
 fn serve_no_content(
     listener: tokio::net::TcpListener,
@@ -266,13 +252,10 @@ fn serve_no_content(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_a_granted_url_and_the_refusal_of_an_ungranted_one() {
-    let granted = status_port_listener(None)
-        .await
-        .expect("a free port in 127.0.0.1:18080-18089");
+    // Both held at once, so they are two ports.
+    let granted = support::http_server::status_port().await;
     let granted_port = granted.local_addr().unwrap().port();
-    let ungranted = status_port_listener(Some(granted_port))
-        .await
-        .expect("a second free port in 127.0.0.1:18080-18089");
+    let ungranted = support::http_server::status_port().await;
     let ungranted_port = ungranted.local_addr().unwrap().port();
     let (granted_hits, granted_task) = serve_no_content(granted);
     let (ungranted_hits, ungranted_task) = serve_no_content(ungranted);

@@ -1473,17 +1473,6 @@ async fn a_broadcast_waiting_for_its_commit_holds_no_cpu_turn() {
 
 // ---- outbound HTTP, through a real 0.2.0 guest ----
 
-/// A listener on a free port of 127.0.0.1:18080-18089, the ports the
-/// example bot `status` asks for.
-async fn status_port() -> tokio::net::TcpListener {
-    for port in 18080..=18089 {
-        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            return listener;
-        }
-    }
-    panic!("no free port in 127.0.0.1:18080-18089 (the ones `status` asks for)");
-}
-
 /// The example bot `status` (a real botbox:bot@0.2.0 guest, Rust SDK
 /// `http` feature) is asked to check a hostile server the operator
 /// granted: a response trickled a byte at a time (slowloris), a 1 GB body,
@@ -1497,7 +1486,7 @@ async fn status_port() -> tokio::net::TcpListener {
 async fn an_http_plugin_sent_to_hostile_servers_is_cut_and_its_neighbour_answers() {
     use botbox::wit::types::{ChatMessage, Content};
     use std::sync::atomic::Ordering;
-    use support::http_server::{Reply, serve_on};
+    use support::http_server::{Reply, serve_on, status_port};
 
     let status = std::fs::read(support::example_plugin("status")).expect("status.wasm");
     let elsewhere = serve_on(status_port().await, Reply::Ok("elsewhere"));

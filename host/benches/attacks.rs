@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use botbox::wit::types::{ChatMessage, CustomEvent, Event};
-use support::http_server::{Reply, serve_on};
+use support::http_server::{Reply, serve_on, status_port};
 use support::{Ask, TestHost, WatPlugin};
 
 /// How many neighbour calls one figure is made of.
@@ -358,17 +358,7 @@ fn main() {
             ),
         ];
         for (name, reply, tasks, reason) in http_attacks {
-            let mut listener = None;
-            for port in 18080..=18089 {
-                if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                    listener = Some(l);
-                    break;
-                }
-            }
-            let server = serve_on(
-                listener.expect("a free port in 127.0.0.1:18080-18089 (the ones status asks for)"),
-                reply,
-            );
+            let server = serve_on(status_port().await, reply);
             let port = server.port;
             let host = TestHost::new(&[
                 (

@@ -9,6 +9,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A listener on a free port of 127.0.0.1:18080-18089, the ports the
+/// example bot `status` asks for (`plugins/status`); a port this process
+/// already listens on is not free, so two calls give two ports.
+pub async fn status_port() -> TcpListener {
+    for port in 18080..=18089 {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+    }
+    panic!("no free port in 127.0.0.1:18080-18089 (the ones `status` asks for)");
+}
+
 /// How a test server answers one connection.
 #[derive(Clone)]
 pub enum Reply {
