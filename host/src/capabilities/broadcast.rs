@@ -404,14 +404,12 @@ impl Ctx<'_, BroadcastSlice> {
         // concurrent broadcasts then share a commit instead of one turn's
         // worth of them at a time. The turn comes back, in the rotation,
         // before the guest goes on.
-        self.turn.give_back();
-        let answer = match accept.await {
+        let answer = match super::off_turn(self.turn, accept).await {
             Ok(answer) => answer,
             Err(e) => Err(BroadcastError::Internal(format!(
                 "the message was not accepted: the outbox write failed ({e})"
             ))),
         };
-        self.turn.take_again().await;
         // The detail of an outbox failure (server, port, database) is for
         // the operator's log; the plugin hears a generic reason.
         answer.map_err(|e| for_guest(&self.plugin.name, &channel_name, e))

@@ -465,23 +465,17 @@ impl Host for Ctx<'_, KvSlice> {
         // A write waits for its commit's fsync, running no guest code: the
         // call's CPU turn goes to another call meanwhile (as a broadcast's
         // does). Reads are quick and keep theirs.
-        self.turn.give_back();
-        let written = off_worker(self.slice.clone(), move |kv, name, limits| {
+        let write = off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.set(name, &key, &value, limits)
-        })
-        .await;
-        self.turn.take_again().await;
-        Ok(written)
+        });
+        Ok(super::off_turn(self.turn, write).await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), KvError>> {
-        self.turn.give_back();
-        let deleted = off_worker(self.slice.clone(), move |kv, name, limits| {
+        let delete = off_worker(self.slice.clone(), move |kv, name, limits| {
             kv.delete(name, &key, limits)
-        })
-        .await;
-        self.turn.take_again().await;
-        Ok(deleted)
+        });
+        Ok(super::off_turn(self.turn, delete).await)
     }
 
     async fn list_keys(

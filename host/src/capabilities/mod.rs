@@ -211,6 +211,16 @@ pub trait CallTurn: Send + Sync {
     fn take_again(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
+/// Awaits `wait`, work done off the guest threads, without holding the
+/// call's CPU turn, and takes a turn again before returning (see
+/// [`CallTurn`]).
+pub async fn off_turn<F: Future>(turn: &dyn CallTurn, wait: F) -> F::Output {
+    turn.give_back();
+    let done = wait.await;
+    turn.take_again().await;
+    done
+}
+
 /// The turn of a call outside the scheduler (a store no pool runs):
 /// nothing to give back.
 pub struct NoTurn;
