@@ -42,6 +42,19 @@ pub struct Stats {
     pub per_second: f64,
 }
 
+impl Stats {
+    /// Figures another process printed as JSON (`p50_us`, `p99_us`,
+    /// `per_second`); a missing one reads as NaN.
+    fn from_json(v: &serde_json::Value) -> Stats {
+        let figure = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        Stats {
+            p50_us: figure("p50_us"),
+            p99_us: figure("p99_us"),
+            per_second: figure("per_second"),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
@@ -444,11 +457,7 @@ fn child_dispatch(trace_layer: bool) -> Result<Stats, String> {
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .ok_or_else(|| format!("no trace layer: unreadable output: {}", line.trim()))?;
-    Ok(Stats {
-        p50_us: v["p50_us"].as_f64().unwrap_or(f64::NAN),
-        p99_us: v["p99_us"].as_f64().unwrap_or(f64::NAN),
-        per_second: v["per_second"].as_f64().unwrap_or(f64::NAN),
-    })
+    Ok(Stats::from_json(&v))
 }
 
 /// How many child runs of each kind [`untraced`] alternates.
@@ -636,11 +645,7 @@ fn extism(budget: &Budget) -> Result<ExtismFigures, String> {
     }
     let v: serde_json::Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("Extism: unreadable output: {e}"))?;
-    let stats = |k: &str| Stats {
-        p50_us: v[k]["p50_us"].as_f64().unwrap_or(f64::NAN),
-        p99_us: v[k]["p99_us"].as_f64().unwrap_or(f64::NAN),
-        per_second: v[k]["per_second"].as_f64().unwrap_or(f64::NAN),
-    };
+    let stats = |k: &str| Stats::from_json(&v[k]);
     Ok(ExtismFigures {
         version: v["extism_version"]
             .as_str()
