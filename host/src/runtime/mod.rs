@@ -654,10 +654,10 @@ struct GuestContext {
 }
 
 impl GuestContext {
-    /// A store for one call that holds `turn`. At every epoch tick the
-    /// guest gives its turn back if another call waits for one (see
-    /// [`turns`]) and waits in the rotation for the next; past its deadline
-    /// it traps.
+    /// A store for one call that holds `turn`. At an epoch tick the guest
+    /// gives its turn back if another call waits for one and it has held
+    /// its turn for a [`turns::QUANTUM`] (see [`turns`]), and waits in the
+    /// rotation for the next; past its deadline it traps.
     fn new_store(&self, plugin: &Plugin, turn: turns::Turn) -> Store<HostState> {
         let slot = turns::TurnSlot::holding(self.turns.clone(), &plugin.name, turn);
         let mut store = Store::new(
@@ -667,14 +667,13 @@ impl GuestContext {
         store.limiter(|s| &mut s.memory);
         let deadline = plugin.limits.deadline;
         let started = std::time::Instant::now();
-        let turns = self.turns.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             GUEST_TICKS_HERE.with(|c| c.set(c.get() + 1));
             if started.elapsed() >= deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if !turns.contended() {
+            if !slot.should_yield() {
                 return Ok(UpdateDeadline::Continue(1));
             }
             let slot = slot.clone();

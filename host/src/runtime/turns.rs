@@ -16,16 +16,30 @@
 //! the engine's epoch (`Engine::increment_epoch`, which any thread may call)
 //! so the running guests reach their epoch callback at their next check
 //! instead of at the next tick, and one of them hands its turn over.
+//!
+//! A turn is kept for at least [`QUANTUM`] before it is handed on. Without
+//! it, every arrival preempted the guests running at that moment: under
+//! load (64 concurrent admin events, each a 0.1 ms greeter call) calls
+//! spent their time handing turns back and forth instead of finishing,
+//! and an event waited 45 ms for its turn after its broadcast's commit
+//! (the `end to end` benchmark, BENCHMARKS.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::capabilities::CallTurn;
+
+/// How long a call keeps its turn before it hands it to a waiting one: one
+/// epoch tick ([`super::engine::EPOCH_TICK`]). Most calls finish within it
+/// and never hand their turn over mid-call; a guest that spins still
+/// yields within about two ticks of a neighbour's arrival.
+pub const QUANTUM: Duration = super::engine::EPOCH_TICK;
 
 /// The scheduler's state. Plugins are keyed by name, so the calls of every
 /// loaded version of one plugin share one place in the rotation.
@@ -199,7 +213,8 @@ impl Turns {
 /// back when others wait and takes it again, and so may a host function
 /// that waits off the guest threads ([`CallTurn`]).
 pub struct TurnSlot {
-    held: Mutex<Option<Turn>>,
+    /// The turn, and since when this call has held it.
+    held: Mutex<Option<(Turn, Instant)>>,
     turns: Arc<Turns>,
     plugin: Arc<str>,
 }
@@ -208,19 +223,40 @@ impl TurnSlot {
     /// A slot holding `turn`, a turn of `plugin`'s.
     pub fn holding(turns: Arc<Turns>, plugin: &str, turn: Turn) -> Arc<TurnSlot> {
         Arc::new(TurnSlot {
-            held: Mutex::new(Some(turn)),
+            held: Mutex::new(Some((turn, Instant::now()))),
             turns,
             plugin: Arc::from(plugin),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Turn>> {
+    fn lock(&self) -> MutexGuard<'_, Option<(Turn, Instant)>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the call holds its turn now.
     pub fn holds(&self) -> bool {
         self.lock().is_some()
+    }
+
+    /// Whether the call should hand its turn to a waiting one now: it
+    /// holds it, someone waits, and it has had its [`QUANTUM`].
+    pub fn should_yield(&self) -> bool {
+        self.should_yield_at(Instant::now())
+    }
+
+    /// [`TurnSlot::should_yield`] at `now`.
+    fn should_yield_at(&self, now: Instant) -> bool {
+        let since = match &*self.lock() {
+            Some((_, since)) => *since,
+            None => return false,
+        };
+        now.saturating_duration_since(since) >= QUANTUM && self.turns.contended()
+    }
+
+    /// Since when the call has held its turn, if it holds one.
+    #[cfg(test)]
+    fn held_since(&self) -> Option<Instant> {
+        self.lock().as_ref().map(|(_, since)| *since)
     }
 }
 
@@ -239,7 +275,7 @@ impl CallTurn for TurnSlot {
             // In the rotation behind the calls that waited first. Dropped
             // here (the call timed out), the wait leaves the queue.
             let turn = self.turns.acquire(&self.plugin).await;
-            *self.lock() = Some(turn);
+            *self.lock() = Some((turn, Instant::now()));
         })
     }
 }
@@ -380,6 +416,35 @@ mod tests {
         let again = turns.acquire("d");
         let mut again = Box::pin(again);
         assert!(futures_poll_once(&mut again).is_some(), "the turn is free");
+    }
+
+    /// A call keeps its turn for a quantum even when others wait: an
+    /// arrival does not preempt a call that has only just started (each
+    /// arrival did, and under load calls spent their time handing turns
+    /// back and forth). Past the quantum, it hands the turn over when
+    /// someone waits, and only then.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_keeps_its_turn_for_a_quantum_before_handing_it_on() {
+        let turns = Turns::new(2, || {});
+        let slot = TurnSlot::holding(turns.clone(), "a", turns.acquire("a").await);
+        let since = slot.held_since().expect("holds its turn");
+        let later = |d: Duration| since + d;
+        assert!(!slot.should_yield_at(later(QUANTUM)), "nobody waits yet");
+        // The other turn is taken, and a third call waits.
+        let _b = turns.acquire("b").await;
+        let mut waiting = Box::pin(turns.acquire("c"));
+        assert!(futures_poll_once(&mut waiting).is_none());
+        assert!(turns.contended());
+        assert!(
+            !slot.should_yield_at(later(Duration::ZERO)),
+            "preempted the moment a call arrived"
+        );
+        assert!(!slot.should_yield_at(later(QUANTUM / 2)));
+        assert!(slot.should_yield_at(later(QUANTUM)));
+        // Handed on, the turn goes to the waiting call.
+        slot.give_back();
+        assert!(futures_poll_once(&mut waiting).is_some());
+        assert!(!slot.should_yield_at(later(QUANTUM)), "holds no turn");
     }
 
     fn futures_poll_once(f: &mut Pin<Box<Acquire>>) -> Option<Turn> {
