@@ -3,8 +3,9 @@
 //! Guest code runs only while its call holds a turn. There are as many
 //! turns as the guest pool has threads, and one plugin holds at most all
 //! but one of them, so a plugin that spins on every call it may make still
-//! leaves a turn to everyone else. At each epoch tick a running guest gives
-//! its turn back if anyone waits, and waits again behind them.
+//! leaves a turn to everyone else. At an epoch tick a running guest that
+//! has held its turn for a [`QUANTUM`] gives it back if anyone waits, and
+//! waits again behind them.
 //!
 //! Waiting calls are queued per plugin, and a freed turn goes to the
 //! waiting plugin that was granted one longest ago: the plugins take turns
