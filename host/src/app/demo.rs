@@ -5,21 +5,46 @@ use std::path::Path;
 
 use botbox_sim::{Sim, SimConfig};
 
-use crate::config::Config;
+use crate::config::{Config, PluginSource};
 use crate::triggers::webhooks::register::register_bbb;
 
 /// The demo config, embedded so `botbox run --demo` works with no files
 /// but the example plugins (built by `cargo xtask plugins`).
 pub const CONFIG: &str = include_str!("../../../demo/botbox.toml");
 
+/// Where the embedded config expects the example plugins, relative to the
+/// current folder.
+const PLUGINS: &str = "target/plugins";
+
+/// The variable that says where the example plugins are when they are not
+/// in `target/plugins`: `cargo xtask demo` sets it to where it built them
+/// (under `CARGO_TARGET_DIR` when that is set).
+pub const PLUGINS_VAR: &str = "BOTBOX_DEMO_PLUGINS";
+
 /// The demo config with its simulators' providers; the simulators run as
 /// long as the returned handle lives. Their state goes under
-/// `target/demo-state` of the current folder.
+/// `target/demo-state` of the current folder. The plugins are read from
+/// [`PLUGINS_VAR`] when it is set.
 pub async fn config() -> anyhow::Result<(Config, Sim)> {
     let cwd = std::env::current_dir()?;
     let (sim, text) = start(&cwd.join("target/demo-state")).await?;
-    let config = Config::parse(&text, Path::new("<embedded demo botbox.toml>"), &cwd)?;
+    let mut config = Config::parse(&text, Path::new("<embedded demo botbox.toml>"), &cwd)?;
+    if let Some(dir) = std::env::var_os(PLUGINS_VAR).filter(|d| !d.is_empty()) {
+        plugins_from(&mut config, &cwd, &cwd.join(dir));
+    }
     Ok((config, sim))
+}
+
+/// Points the demo's plugins at `dir` instead of `target/plugins` of `cwd`.
+fn plugins_from(config: &mut Config, cwd: &Path, dir: &Path) {
+    let default = cwd.join(PLUGINS);
+    for plugin in config.plugins.values_mut() {
+        if let PluginSource::File(path) = &mut plugin.source
+            && let Ok(name) = path.strip_prefix(&default)
+        {
+            *path = dir.join(name);
+        }
+    }
 }
 
 // Each simulator writes its own `[providers.*]` section and names its
@@ -67,4 +92,32 @@ fn webhooks(port: u16, secrets: &Path) -> String {
     format!(
         "[webhooks]\nlisten = \"127.0.0.1:{port}\"\n\n[providers.bbb.inbound]\nsecret = {{ file = {file} }}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cargo xtask demo` with `CARGO_TARGET_DIR` set builds the plugins
+    /// elsewhere than `target/plugins`; the demo reads them from there.
+    #[tokio::test]
+    async fn the_demo_reads_its_plugins_from_the_folder_it_is_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cwd = dir.path();
+        let (_simulators, text) = start(&cwd.join("state")).await.expect("demo starts");
+        let mut config = Config::parse(&text, Path::new("<demo>"), cwd).expect("demo config");
+        assert!(!config.plugins.is_empty());
+        plugins_from(&mut config, cwd, Path::new("/elsewhere/plugins"));
+        for (name, plugin) in &config.plugins {
+            let PluginSource::File(path) = &plugin.source else {
+                panic!("{name}: not a file");
+            };
+            assert!(
+                path.starts_with("/elsewhere/plugins")
+                    && path.extension().is_some_and(|e| e == "wasm"),
+                "{name}: {}",
+                path.display()
+            );
+        }
+    }
 }
