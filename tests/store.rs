@@ -15,7 +15,7 @@ use botbox::config::Secret;
 use botbox::delivery::store::postgres::CONNECTIONS;
 use botbox::delivery::store::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartState,
-    PgOutbox, Reservation, SqliteOutbox,
+    PgOutbox, Plan, Reservation, SqliteOutbox,
 };
 use botbox::delivery::throttle::ThrottleSpec;
 use botbox::providers::Part;
@@ -461,6 +461,77 @@ fn a_plan_that_merges_a_message_no_longer_queued_is_refused_on_both_backends() {
         };
         o.save_plan("a", std::slice::from_ref(&alone), &[]).unwrap();
         assert_eq!(o.parts("a").unwrap()[0].part, alone, "{backend}");
+    }
+}
+
+#[test]
+fn plans_saved_together_each_stand_or_fall_alone_on_both_backends() {
+    // The worker stores the plans of the messages it starts together in
+    // one call (one transaction on SQLite). A plan refused halfway, after
+    // it took one member and then found the next one cancelled, leaves
+    // nothing behind, and the plans around it are stored.
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, o) in both(&server, dir.path()) {
+        for (i, id) in ["a", "b", "c", "b1", "b2"].into_iter().enumerate() {
+            o.insert(&rec(id, "p1", i as u64 + 1, Some(id))).unwrap();
+        }
+        assert!(o.cancel("b2", 9).unwrap(), "{backend}");
+        let alone = |id: &str| Part {
+            target: String::new(),
+            message: rec(id, "p1", 0, None).message,
+            dedup_key: Some(format!("{id}-random")),
+            merged: Vec::new(),
+        };
+        let carrying = Part {
+            merged: vec![
+                rec("b1", "p1", 0, None).message,
+                rec("b2", "p1", 0, None).message,
+            ],
+            ..alone("b")
+        };
+        let plans = [
+            Plan {
+                id: "a".into(),
+                parts: vec![alone("a")],
+                absorbed: Vec::new(),
+            },
+            Plan {
+                id: "b".into(),
+                parts: vec![carrying],
+                absorbed: vec!["b1".into(), "b2".into()],
+            },
+            Plan {
+                id: "c".into(),
+                parts: vec![alone("c")],
+                absorbed: Vec::new(),
+            },
+        ];
+        let answers = o.save_plans(&plans);
+        assert_eq!(answers.len(), 3, "{backend}");
+        assert!(answers[0].is_ok(), "{backend}: {:?}", answers[0]);
+        assert!(
+            matches!(answers[1], Err(OutboxError::Conflict(_))),
+            "{backend}: {:?}",
+            answers[1]
+        );
+        assert!(answers[2].is_ok(), "{backend}: {:?}", answers[2]);
+        for id in ["a", "c"] {
+            assert!(o.get(id).unwrap().unwrap().planned, "{backend}: {id}");
+            let parts = o.parts(id).unwrap();
+            assert_eq!(parts.len(), 1, "{backend}: {id}");
+            assert_eq!(parts[0].part, alone(id), "{backend}: {id}");
+        }
+        assert!(
+            o.parts("b").unwrap().is_empty(),
+            "{backend}: b has no parts"
+        );
+        assert!(!o.get("b").unwrap().unwrap().planned, "{backend}");
+        assert_eq!(
+            o.get("b1").unwrap().unwrap().state,
+            MessageState::Queued,
+            "{backend}: the member b took before the refusal is queued again"
+        );
     }
 }
 

@@ -503,6 +503,17 @@ pub trait OutboxStore: Send + Sync {
     /// Stores a message's parts, and marks `absorbed` messages as carried
     /// inside them, in one transaction.
     fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError>;
+    /// Stores several messages' plans, each as [`save_plan`](Self::save_plan)
+    /// would, answering each in order: a plan refused (a member taken
+    /// meanwhile) fails alone. A backend that can stores them all in one
+    /// transaction, so the messages a worker starts together share one
+    /// commit, each still on disk before its first request.
+    fn save_plans(&self, plans: &[Plan]) -> Vec<Result<(), OutboxError>> {
+        plans
+            .iter()
+            .map(|p| self.save_plan(&p.id, &p.parts, &p.absorbed))
+            .collect()
+    }
     /// Queued, never-planned, due messages of a channel other than
     /// `except`, oldest first: what a merge may take along.
     fn mergeable(
@@ -578,6 +589,17 @@ pub trait OutboxStore: Send + Sync {
     /// were reported, with their parts and the messages merged into them;
     /// returns how many it deleted (merged ones not counted).
     fn prune(&self, before_ms: u64, limit: usize) -> Result<usize, OutboxError>;
+}
+
+/// A message's plan, as [`OutboxStore::save_plans`] stores it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The message.
+    pub id: String,
+    /// Its parts, in order.
+    pub parts: Vec<Part>,
+    /// The queued messages carried inside them.
+    pub absorbed: Vec<String>,
 }
 
 /// The two stores a delivery engine works with. Usually one backend is

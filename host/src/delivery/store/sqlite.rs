@@ -364,6 +364,44 @@ impl SqliteOutbox {
         f(&mut conn)
     }
 
+    /// Stores message `id`'s parts and marks `absorbed` as carried inside
+    /// them, within the caller's transaction; fails, leaving the caller to
+    /// roll back, when a message to carry was taken meanwhile.
+    fn write_plan(
+        tx: &Connection,
+        id: &str,
+        parts: &[Part],
+        absorbed: &[String],
+    ) -> Result<(), OutboxError> {
+        let owner = Self::message_of(tx, id)?
+            .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
+        let mut members = Vec::with_capacity(absorbed.len());
+        for member in absorbed {
+            let taken = tx
+                .prepare_cached(
+                    "UPDATE messages SET state = 'merged', merged_into = ?2 WHERE id = ?1 AND state = 'queued'",
+                )?
+                .execute(params![member, id])?;
+            if taken == 0 {
+                return Err(member_taken(member, id));
+            }
+            if let Some(message) = Self::message_of(tx, member)? {
+                members.push((member.clone(), message));
+            }
+        }
+        tx.prepare_cached("DELETE FROM parts WHERE message_id = ?1")?
+            .execute(params![id])?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO parts (message_id, idx, part, state) VALUES (?1, ?2, ?3, 'queued')",
+        )?;
+        for (i, part) in parts.iter().enumerate() {
+            insert.execute(params![id, i as i64, encode_part(&owner, &members, part)?])?;
+        }
+        tx.prepare_cached("UPDATE messages SET planned = 1 WHERE id = ?1")?
+            .execute(params![id])?;
+        Ok(())
+    }
+
     /// The stored body of message `id`.
     fn message_of(conn: &Connection, id: &str) -> Result<Option<Message>, OutboxError> {
         let text: Option<String> = conn
@@ -452,33 +490,43 @@ impl OutboxStore for SqliteOutbox {
     fn save_plan(&self, id: &str, parts: &[Part], absorbed: &[String]) -> Result<(), OutboxError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let owner = Self::message_of(&tx, id)?
-                .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
-            let mut members = Vec::with_capacity(absorbed.len());
-            for member in absorbed {
-                let taken = tx.execute(
-                    "UPDATE messages SET state = 'merged', merged_into = ?2 WHERE id = ?1 AND state = 'queued'",
-                    params![member, id],
-                )?;
-                if taken == 0 {
-                    // Dropping the transaction rolls it back.
-                    return Err(member_taken(member, id));
-                }
-                if let Some(message) = Self::message_of(&tx, member)? {
-                    members.push((member.clone(), message));
-                }
-            }
-            tx.execute("DELETE FROM parts WHERE message_id = ?1", params![id])?;
-            for (i, part) in parts.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO parts (message_id, idx, part, state) VALUES (?1, ?2, ?3, 'queued')",
-                    params![id, i as i64, encode_part(&owner, &members, part)?],
-                )?;
-            }
-            tx.execute("UPDATE messages SET planned = 1 WHERE id = ?1", params![id])?;
+            // Dropping the transaction on an error rolls it back.
+            Self::write_plan(&tx, id, parts, absorbed)?;
             tx.commit()?;
             Ok(())
         })
+    }
+
+    fn save_plans(&self, plans: &[super::Plan]) -> Vec<Result<(), OutboxError>> {
+        let saved = self.with(|c| {
+            // One transaction, so one fsync for all; each plan in a
+            // savepoint of its own, so a refused one leaves no trace and
+            // the others still commit.
+            let mut tx = c.transaction()?;
+            let mut answers = Vec::with_capacity(plans.len());
+            for plan in plans {
+                let sp = tx.savepoint()?;
+                let written = Self::write_plan(&sp, &plan.id, &plan.parts, &plan.absorbed);
+                if written.is_ok() {
+                    sp.commit()?;
+                }
+                // A savepoint dropped uncommitted rolls back to its start.
+                answers.push(written);
+            }
+            tx.commit()?;
+            Ok(answers)
+        });
+        match saved {
+            Ok(answers) => answers,
+            // The transaction itself failed: no plan is stored.
+            Err(e) => {
+                let e = e.to_string();
+                plans
+                    .iter()
+                    .map(|_| Err(OutboxError::Unavailable(e.clone())))
+                    .collect()
+            }
+        }
     }
 
     fn mergeable(
@@ -775,8 +823,12 @@ impl OutboxStore for SqliteOutbox {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.with(|c| {
-            // One transaction, so one fsync, however many it takes.
+        // A claim is not synced to disk: what a power loss could forget is
+        // that the messages were being sent, and a restart's `recover`
+        // puts messages left sending back in the queue anyway. Whatever
+        // is written next with an fsync (a plan, before any request;
+        // an end) syncs the claim's pages with it.
+        self.with(|c| unsynced(c, |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let pick = super::claim::ranked_due(
                 "",
@@ -812,7 +864,7 @@ impl OutboxStore for SqliteOutbox {
             }
             tx.commit()?;
             Ok(super::claim::in_turns(claimed, after_plugin))
-        })
+        }))
     }
 
     fn delivered(&self, done: &[super::Delivered]) -> Result<(), OutboxError> {
@@ -889,6 +941,28 @@ impl OutboxStore for SqliteOutbox {
     }
 }
 
+/// Runs `write` with its commits not synced to disk (`synchronous=NORMAL`),
+/// then puts the connection back to syncing every commit (`FULL`), which
+/// accepts and ends rely on, whether `write` succeeded or not.
+///
+/// In WAL mode a NORMAL commit survives a killed process and keeps the
+/// file consistent; only a power loss or an OS crash can roll it back
+/// (<https://www.sqlite.org/pragma.html#pragma_synchronous>). The next
+/// FULL commit syncs the WAL file, so its pages with it. So only writes
+/// whose loss on a power cut changes nothing a restart would not redo go
+/// here.
+fn unsynced<T>(
+    c: &mut Connection,
+    write: impl FnOnce(&mut Connection) -> Result<T, OutboxError>,
+) -> Result<T, OutboxError> {
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    let written = write(c);
+    let restored = c.pragma_update(None, "synchronous", "FULL");
+    let written = written?;
+    restored?;
+    Ok(written)
+}
+
 /// Writes, syncs and removes a file of its own beside `database`.
 fn probe_beside(database: &Path) -> Result<(), super::NotReady> {
     use std::io::Write;
@@ -916,17 +990,13 @@ impl SendLog for SqliteOutbox {
     fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
         self.with(|c| {
             // This write sits just before a provider request, so it skips
-            // the fsync: in WAL mode a NORMAL commit still survives a killed
-            // process (only a power loss could forget the last sends), which
-            // is what daily counters need; messages stay FULL.
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            let inserted = c.execute(
-                "INSERT INTO sends (endpoint, at_ms) VALUES (?1, ?2)",
-                params![endpoint, at_ms as i64],
-            );
-            c.pragma_update(None, "synchronous", "FULL")?;
-            inserted?;
-            Ok(())
+            // the fsync (only a power loss could forget the last sends),
+            // which is what daily counters need.
+            unsynced(c, |c| {
+                c.prepare_cached("INSERT INTO sends (endpoint, at_ms) VALUES (?1, ?2)")?
+                    .execute(params![endpoint, at_ms as i64])?;
+                Ok(())
+            })
         })
     }
 
@@ -1016,6 +1086,45 @@ pub(crate) mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap()
+    }
+
+    fn synchronous(o: &SqliteOutbox) -> i64 {
+        o.with(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
+            .unwrap()
+    }
+
+    #[test]
+    fn claims_skip_the_fsync_and_leave_every_later_commit_synced() {
+        // 1 = NORMAL (no fsync at commit), 2 = FULL.
+        let dir = tempfile::tempdir().unwrap();
+        let o = SqliteOutbox::open(&dir.path().join("outbox.sqlite")).unwrap();
+        assert_eq!(synchronous(&o), 2);
+        let during = o
+            .with(|c| {
+                unsynced(c, |c| {
+                    Ok(c.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?)
+                })
+            })
+            .unwrap();
+        assert_eq!(during, 1);
+        // A write that fails puts it back too.
+        let failed: Result<(), OutboxError> = o.with(|c| {
+            unsynced(
+                c,
+                |c| Ok(c.execute_batch("INSERT INTO nowhere VALUES (1)")?),
+            )
+        });
+        assert!(failed.is_err());
+        assert_eq!(synchronous(&o), 2);
+        // A claim that finds nothing, one that takes a message, and a
+        // send counted for the daily limits: accepts after them still sync.
+        assert!(o.claim_due("p/default", 10, 4, None).unwrap().is_empty());
+        assert_eq!(synchronous(&o), 2);
+        o.insert(&record("a", "p1", 1, None)).unwrap();
+        assert_eq!(o.claim_due("p/default", 10, 4, None).unwrap().len(), 1);
+        assert_eq!(synchronous(&o), 2);
+        o.record_send("p/default", 10).unwrap();
+        assert_eq!(synchronous(&o), 2);
     }
 
     #[test]
