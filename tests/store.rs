@@ -465,6 +465,64 @@ fn a_plan_that_merges_a_message_no_longer_queued_is_refused_on_both_backends() {
 }
 
 #[test]
+fn claims_take_plugins_in_turns_and_leave_what_is_not_due_on_both_backends() {
+    let server = pg::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, o) in both(&server, dir.path()) {
+        for (id, plugin, created) in [
+            ("a1", "a", 1),
+            ("a2", "a", 2),
+            ("a3", "a", 3),
+            ("b1", "b", 4),
+            ("b2", "b", 5),
+            ("c1", "c", 6),
+            ("d1", "d", 7),
+        ] {
+            let mut r = rec(id, plugin, created, None);
+            if id == "c1" {
+                // Waiting for a retry until 1000.
+                r.next_attempt_ms = 1000;
+            }
+            o.insert(&r).unwrap();
+        }
+        let ids = |claimed: Vec<OutboxRecord>| -> Vec<String> {
+            assert!(
+                claimed.iter().all(|r| r.state == MessageState::Sending),
+                "{backend}"
+            );
+            claimed.into_iter().map(|r| r.id).collect()
+        };
+        // `a` was served last: the plugins after it first, one message
+        // each a round, each plugin's oldest first; `c` has none due.
+        assert_eq!(
+            ids(o.claim_due("p/default", 100, 4, Some("a")).unwrap()),
+            ["b1", "d1", "a1", "b2"],
+            "{backend}"
+        );
+        assert_eq!(
+            ids(o.claim_due("p/default", 100, 10, Some("b")).unwrap()),
+            ["a2", "a3"],
+            "{backend}"
+        );
+        assert!(
+            o.claim_due("p/default", 100, 10, None).unwrap().is_empty(),
+            "{backend}"
+        );
+        assert_eq!(
+            ids(o.claim_due("p/default", 1000, 10, None).unwrap()),
+            ["c1"],
+            "{backend}"
+        );
+        assert!(
+            o.claim_due("other/default", 1000, 10, None)
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+    }
+}
+
+#[test]
 fn plans_saved_together_each_stand_or_fall_alone_on_both_backends() {
     // The worker stores the plans of the messages it starts together in
     // one call (one transaction on SQLite). A plan refused halfway, after

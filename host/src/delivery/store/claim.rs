@@ -36,19 +36,36 @@ pub struct Delivered {
     pub finished_ms: u64,
 }
 
+/// What taking turns reads of a due message: whose it is, and its age
+/// (accepted when, then its id, to break ties the same way every time).
+pub(crate) trait Turn {
+    fn plugin(&self) -> &str;
+    fn age(&self) -> (u64, &str);
+}
+
+impl Turn for OutboxRecord {
+    fn plugin(&self) -> &str {
+        &self.plugin
+    }
+    fn age(&self) -> (u64, &str) {
+        (self.created_ms, &self.id)
+    }
+}
+
 /// Puts claimed records in the order plugins take turns: each plugin's own
 /// oldest first, one message per plugin per round, starting with the first
 /// plugin (by name) after `after_plugin` — the order `next_due` gives one
-/// at a time. The backends pick the rows with the same rule in SQL; a
-/// batch's rows come back from an `UPDATE … RETURNING` in no set order.
-pub(crate) fn in_turns(
-    mut records: Vec<OutboxRecord>,
-    after_plugin: Option<&str>,
-) -> Vec<OutboxRecord> {
-    records.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-    let mut by_plugin: BTreeMap<String, VecDeque<OutboxRecord>> = BTreeMap::new();
+/// at a time. PostgreSQL picks the rows with the same rule in SQL, and
+/// its batch's rows come back from an `UPDATE … RETURNING` in no set
+/// order; SQLite picks them with this from each plugin's oldest.
+pub(crate) fn in_turns<T: Turn>(mut records: Vec<T>, after_plugin: Option<&str>) -> Vec<T> {
+    records.sort_by(|a, b| a.age().cmp(&b.age()));
+    let mut by_plugin: BTreeMap<String, VecDeque<T>> = BTreeMap::new();
     for r in records {
-        by_plugin.entry(r.plugin.clone()).or_default().push_back(r);
+        by_plugin
+            .entry(r.plugin().to_string())
+            .or_default()
+            .push_back(r);
     }
     let after = after_plugin.unwrap_or("");
     // Plugins after the last one served first, then the rest from the top.
@@ -71,8 +88,9 @@ pub(crate) fn in_turns(
 
 /// The SQL that ranks an endpoint's due rows so that a batch of `LIMIT n`
 /// gives each plugin its turn: the rank of a row among its plugin's own
-/// (oldest first), then plugins after `after_plugin` first. Both backends
-/// select with it; `{p}`: the table prefix, `{due}`: the condition a row
+/// (oldest first), then plugins after `after_plugin` first. PostgreSQL
+/// selects with it (SQLite reads each plugin's oldest instead, see its
+/// `claim_due`); `{p}`: the table prefix, `{due}`: the condition a row
 /// must meet, `{after}`, `{limit}`: the parameters' placeholders.
 pub(crate) fn ranked_due(p: &str, due: &str, endpoint: &str, after: &str, limit: &str) -> String {
     format!(
