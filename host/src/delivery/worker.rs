@@ -734,14 +734,31 @@ impl Delivery {
         if parts.len() != 1 {
             return Ok((parts, absorbed));
         }
-        let candidates = self.outbox.mergeable(
-            &record.endpoint,
-            &channel.name,
-            self.clock.now_ms(),
-            &record.id,
-            MAX_MERGED,
-        )?;
-        for candidate in candidates {
+        let now = self.clock.now_ms();
+        let mergeable = |limit| {
+            self.outbox
+                .mergeable(&record.endpoint, &channel.name, now, &record.id, limit)
+        };
+        // The first queued message decides: merging stops at the first
+        // that does not fold in, and a channel that does not merge (most)
+        // folds in none. So one is read first, and the rest only after it
+        // folded in, not 50 messages read and decoded for every message
+        // sent.
+        let Some(first) = mergeable(1)?.pop() else {
+            return Ok((parts, absorbed));
+        };
+        let Some(merged) = channel
+            .provider
+            .merge(&channel.config, &parts[0], &first.message)
+        else {
+            return Ok((parts, absorbed));
+        };
+        parts[0] = merged;
+        // Oldest first again, so the first comes back: skip it.
+        let rest = mergeable(MAX_MERGED)?;
+        let rest: Vec<OutboxRecord> = rest.into_iter().filter(|c| c.id != first.id).collect();
+        absorbed.push(first.id);
+        for candidate in rest {
             match channel
                 .provider
                 .merge(&channel.config, &parts[0], &candidate.message)

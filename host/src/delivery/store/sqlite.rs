@@ -1008,9 +1008,13 @@ fn unsynced<T>(
     c: &mut Connection,
     write: impl FnOnce(&mut Connection) -> Result<T, OutboxError>,
 ) -> Result<T, OutboxError> {
-    c.pragma_update(None, "synchronous", "NORMAL")?;
+    // Cached: this runs twice for every message sent.
+    c.prepare_cached("PRAGMA synchronous = NORMAL")?
+        .execute([])?;
     let written = write(c);
-    let restored = c.pragma_update(None, "synchronous", "FULL");
+    let restored = c
+        .prepare_cached("PRAGMA synchronous = FULL")
+        .and_then(|mut s| s.execute([]));
     let written = written?;
     restored?;
     Ok(written)
