@@ -285,6 +285,45 @@ fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Err
 }
 
 /// The stored body of message `id`.
+/// Stores message `id`'s parts and marks `absorbed` as carried inside
+/// them, within the caller's transaction; fails, leaving the caller to
+/// roll back, when a message to carry was taken meanwhile.
+fn write_plan(
+    tx: &mut postgres::Transaction<'_>,
+    id: &str,
+    parts: &[Part],
+    absorbed: &[String],
+) -> Result<(), PgFailure> {
+    let owner = message_of(tx, id)?
+        .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
+    let mut members = Vec::with_capacity(absorbed.len());
+    for member in absorbed {
+        let n = tx.execute(
+            "UPDATE botbox_messages SET state = 'merged', merged_into = $2 WHERE id = $1 AND state = 'queued'",
+            &[member, &id],
+        )?;
+        if n == 0 {
+            return Err(member_taken(member, id).into());
+        }
+        if let Some(message) = message_of(tx, member)? {
+            members.push((member.clone(), message));
+        }
+    }
+    tx.execute("DELETE FROM botbox_parts WHERE message_id = $1", &[&id])?;
+    for (i, part) in parts.iter().enumerate() {
+        let encoded = encode_part(&owner, &members, part)?;
+        tx.execute(
+            "INSERT INTO botbox_parts (message_id, idx, part, state) VALUES ($1, $2, $3, 'queued')",
+            &[&id, &(i as i32), &encoded],
+        )?;
+    }
+    tx.execute(
+        "UPDATE botbox_messages SET planned = TRUE WHERE id = $1",
+        &[&id],
+    )?;
+    Ok(())
+}
+
 fn message_of(
     c: &mut impl postgres::GenericClient,
     id: &str,
@@ -1062,37 +1101,49 @@ impl OutboxStore for PgOutbox {
         let absorbed = absorbed.to_vec();
         self.run_checked(move |c| {
             let mut tx = c.transaction()?;
-            let owner = message_of(&mut tx, &id)?
-                .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
-            let mut members = Vec::with_capacity(absorbed.len());
-            for member in &absorbed {
-                let n = tx.execute(
-                    "UPDATE botbox_messages SET state = 'merged', merged_into = $2 WHERE id = $1 AND state = 'queued'",
-                    &[member, &id],
-                )?;
-                if n == 0 {
-                    tx.rollback()?;
-                    return Err(member_taken(member, &id).into());
-                }
-                if let Some(message) = message_of(&mut tx, member)? {
-                    members.push((member.clone(), message));
-                }
-            }
-            tx.execute("DELETE FROM botbox_parts WHERE message_id = $1", &[&id])?;
-            for (i, part) in parts.iter().enumerate() {
-                let encoded = encode_part(&owner, &members, part)?;
-                tx.execute(
-                    "INSERT INTO botbox_parts (message_id, idx, part, state) VALUES ($1, $2, $3, 'queued')",
-                    &[&id, &(i as i32), &encoded],
-                )?;
-            }
-            tx.execute(
-                "UPDATE botbox_messages SET planned = TRUE WHERE id = $1",
-                &[&id],
-            )?;
+            // Dropping the transaction on an error rolls it back.
+            write_plan(&mut tx, &id, &parts, &absorbed)?;
             tx.commit()?;
             Ok(())
         })
+    }
+
+    fn save_plans(&self, plans: &[super::Plan]) -> Vec<Result<(), OutboxError>> {
+        let owned = plans.to_vec();
+        let count = plans.len();
+        let saved = self.run_checked(move |c| {
+            // One transaction, so one round of BEGIN, COMMIT and WAL flush
+            // for all; each plan in a savepoint (a nested transaction), so
+            // a refused one leaves nothing and the others still commit.
+            let mut tx = c.transaction()?;
+            let mut answers = Vec::with_capacity(owned.len());
+            for plan in &owned {
+                let mut sp = tx.transaction()?;
+                match write_plan(&mut sp, &plan.id, &plan.parts, &plan.absorbed) {
+                    Ok(()) => {
+                        sp.commit()?;
+                        answers.push(Ok(()));
+                    }
+                    // Dropping the savepoint rolls back to it.
+                    Err(PgFailure::Other(e)) => answers.push(Err(e)),
+                    Err(PgFailure::Db(e)) => {
+                        answers.push(Err(OutboxError::Postgres(e.to_string())))
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(answers)
+        });
+        match saved {
+            Ok(answers) => answers,
+            // The transaction itself failed: no plan is stored.
+            Err(e) => {
+                let e = e.to_string();
+                (0..count)
+                    .map(|_| Err(OutboxError::Unavailable(e.clone())))
+                    .collect()
+            }
+        }
     }
 
     fn mergeable(
