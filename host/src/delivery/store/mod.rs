@@ -602,6 +602,24 @@ pub struct Plan {
     pub absorbed: Vec<String>,
 }
 
+/// What each plan of a [`OutboxStore::save_plans`] batch hears: its own
+/// answer when the batch's transaction committed, else that transaction's
+/// error, since then no plan of it is stored.
+pub(crate) fn plan_answers(
+    saved: Result<Vec<Result<(), OutboxError>>, OutboxError>,
+    count: usize,
+) -> Vec<Result<(), OutboxError>> {
+    match saved {
+        Ok(answers) => answers,
+        Err(e) => {
+            let e = e.to_string();
+            (0..count)
+                .map(|_| Err(OutboxError::Unavailable(e.clone())))
+                .collect()
+        }
+    }
+}
+
 /// The two stores a delivery engine works with. Usually one backend is
 /// both (`Stores::from(Arc::new(outbox))`), but nothing requires it: a
 /// throttle store of its own (Redis, say) goes beside any outbox.

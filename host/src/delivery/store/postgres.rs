@@ -1134,16 +1134,7 @@ impl OutboxStore for PgOutbox {
             tx.commit()?;
             Ok(answers)
         });
-        match saved {
-            Ok(answers) => answers,
-            // The transaction itself failed: no plan is stored.
-            Err(e) => {
-                let e = e.to_string();
-                (0..count)
-                    .map(|_| Err(OutboxError::Unavailable(e.clone())))
-                    .collect()
-            }
-        }
+        super::plan_answers(saved, count)
     }
 
     fn mergeable(

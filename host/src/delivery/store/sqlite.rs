@@ -524,17 +524,7 @@ impl OutboxStore for SqliteOutbox {
             tx.commit()?;
             Ok(answers)
         });
-        match saved {
-            Ok(answers) => answers,
-            // The transaction itself failed: no plan is stored.
-            Err(e) => {
-                let e = e.to_string();
-                plans
-                    .iter()
-                    .map(|_| Err(OutboxError::Unavailable(e.clone())))
-                    .collect()
-            }
-        }
+        super::plan_answers(saved, plans.len())
     }
 
     fn mergeable(
