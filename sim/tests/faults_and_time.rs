@@ -269,6 +269,12 @@ async fn time_scaling_shrinks_every_window() {
     let mut cfg = SimConfig::fast(scale);
     // The default 2 h app token would live only 72 ms here.
     cfg.easemob.token_ttl_secs = 30 * 86_400;
+    // A rolling day, not the UTC calendar day: scaled 100,000 times, the
+    // calendar's midnight falls inside this test whenever it starts in the
+    // last 100 minutes before a real UTC midnight (60 ms of sends here are
+    // 100 simulated minutes), and resets the count between the third
+    // broadcast and the fourth.
+    cfg.easemob.daily_utc_offset_minutes = None;
     let sim = start(cfg).await;
     // 30 simulated minutes = 18 ms real; a day = 864 ms real.
     assert_eq!(
