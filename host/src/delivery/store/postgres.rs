@@ -284,7 +284,6 @@ fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Err
     Ok(())
 }
 
-/// The stored body of message `id`.
 /// Stores message `id`'s parts and marks `absorbed` as carried inside
 /// them, within the caller's transaction; fails, leaving the caller to
 /// roll back, when a message to carry was taken meanwhile.
@@ -324,6 +323,7 @@ fn write_plan(
     Ok(())
 }
 
+/// The stored body of message `id`.
 fn message_of(
     c: &mut impl postgres::GenericClient,
     id: &str,

@@ -56,6 +56,9 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
+/// How many prepared statements a connection keeps (see `init`).
+const STATEMENT_CACHE: usize = 64;
+
 /// Every accept asks its endpoint's backlog by plugin
 /// ([`OutboxStore::pending_by_plugin`]). Counting it from `messages` reads
 /// every waiting message, each time: a profile of `botbox run` taking
@@ -65,9 +68,6 @@ impl Columns for rusqlite::Row<'_> {
 /// triggers in the same transaction as every change to a message (insert,
 /// state, cost, delete), so it is exactly what the query would count; it
 /// is counted afresh from `messages` at every open.
-/// How many prepared statements a connection keeps (see `init`).
-const STATEMENT_CACHE: usize = 64;
-
 const BACKLOG_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS backlog (
     endpoint TEXT NOT NULL,
