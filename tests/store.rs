@@ -317,6 +317,57 @@ fn sslmode_require_runs_over_tls_and_verify_full_refuses_the_wrong_ca() {
     assert!(default.session_tls().unwrap());
 }
 
+/// What a worker does for `ids`: accepted, claimed, planned as one part,
+/// delivered and ended; the receipts' backlog counted.
+fn deliver_on(o: &PgOutbox, ids: &[&str], created: u64) {
+    for (i, id) in ids.iter().enumerate() {
+        o.insert(&record(id, created + i as u64)).unwrap();
+    }
+    o.pending_count("t/default").unwrap();
+    let claimed = o
+        .claim_due("t/default", created + 100, ids.len(), None)
+        .unwrap();
+    assert_eq!(claimed.len(), ids.len());
+    for r in &claimed {
+        o.save_plan(&r.id, &meeting_parts(&r.message)[..1], &[])
+            .unwrap();
+    }
+    let done: Vec<botbox::delivery::store::Delivered> = claimed
+        .iter()
+        .map(|r| botbox::delivery::store::Delivered {
+            id: r.id.clone(),
+            index: 0,
+            provider_ids: vec![],
+            attempts: 1,
+            finished_ms: created + 200,
+        })
+        .collect();
+    o.delivered(&done).unwrap();
+    o.pending_count("t/default").unwrap();
+}
+
+/// Each statement is prepared once per connection and kept: a statement
+/// prepared for each call costs a round trip of its own and a parse and
+/// plan on the server, which the profiles put at a third of PostgreSQL's
+/// time in delivery.
+#[test]
+fn a_connection_prepares_each_statement_once_and_runs_it_again_from_then_on() {
+    let server = pg::PgServer::start();
+    let o = PgOutbox::open_with(&Secret::new(server.url()), Duration::from_secs(30), 1).unwrap();
+    deliver_on(&o, &["m1", "m2"], 1_000);
+    let kept = o.prepared_statements().unwrap();
+    let count = |needle: &str| kept.iter().filter(|s| s.contains(needle)).count();
+    assert_eq!(
+        count("SELECT COUNT(*) FROM botbox_messages WHERE endpoint = $1"),
+        1,
+        "the backlog count, asked twice, was prepared once: {kept:#?}"
+    );
+    assert_eq!(count("FOR UPDATE SKIP LOCKED"), 1, "the claim: {kept:#?}");
+    // The same work again prepares nothing new.
+    deliver_on(&o, &["m3", "m4"], 2_000);
+    assert_eq!(o.prepared_statements().unwrap(), kept);
+}
+
 #[test]
 fn an_unreachable_engine_is_an_error_that_says_so_and_it_reconnects() {
     let server = pg::PgServer::start();

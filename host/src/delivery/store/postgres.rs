@@ -146,6 +146,92 @@ fn wait_outside_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The most statements one connection keeps prepared; past it the cache
+/// starts over (batched inserts make a statement per batch size).
+const PREPARED_STATEMENTS: usize = 128;
+
+thread_local! {
+    /// The statements prepared on this connection thread's current
+    /// connection, by their SQL. `None` on every other thread, where
+    /// statements are prepared for one use as before.
+    ///
+    /// Why: `query("...")` prepares its statement, runs it, then closes
+    /// it, so every call was two round trips and a parse and plan on the
+    /// server; the profiles of the delivery work put parsing and planning
+    /// at a third of PostgreSQL's time. A statement prepared once per
+    /// connection and kept is one round trip: a named prepared statement
+    /// lasts until the session ends unless it is closed
+    /// (<https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY>).
+    /// Dropping a kept `Statement` (the cache starting over) closes it.
+    static PREPARED: std::cell::RefCell<Option<std::collections::HashMap<String, postgres::Statement>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Starts this thread's statement cache over, for a new connection (or
+/// after an error, so that a statement the server no longer has, or whose
+/// plan a schema change broke, is prepared again).
+fn forget_prepared(keep_caching: bool) {
+    PREPARED.with(|p| *p.borrow_mut() = keep_caching.then(Default::default));
+}
+
+/// `postgres`' query methods, with the statement prepared once per
+/// connection on connection threads (see [`PREPARED`]).
+trait Prepared: postgres::GenericClient {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = PREPARED.with(|p| p.borrow().as_ref().and_then(|m| m.get(sql).cloned())) {
+            return Ok(s);
+        }
+        let statement = self.prepare(sql)?;
+        PREPARED.with(|p| {
+            if let Some(map) = p.borrow_mut().as_mut() {
+                if map.len() >= PREPARED_STATEMENTS {
+                    map.clear();
+                }
+                map.insert(sql.to_string(), statement.clone());
+            }
+        });
+        Ok(statement)
+    }
+
+    fn query_p(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.query(&s, params)
+    }
+
+    fn query_one_p(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.query_one(&s, params)
+    }
+
+    fn query_opt_p(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.query_opt(&s, params)
+    }
+
+    fn execute_p(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.execute(&s, params)
+    }
+}
+
+impl<C: postgres::GenericClient> Prepared for C {}
+
 /// What a connection thread runs: given the connection, or why there is none.
 type Work = Box<dyn for<'a> FnOnce(Result<&'a mut Client, String>) + Send>;
 
@@ -235,12 +321,12 @@ fn column(e: postgres::Error) -> OutboxError {
 fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
     const FORMAT: i32 = 2;
     let done = tx
-        .query_opt("SELECT parts_format FROM botbox_schema WHERE id = 1", &[])?
+        .query_opt_p("SELECT parts_format FROM botbox_schema WHERE id = 1", &[])?
         .is_some_and(|row| row.get::<_, i32>(0) >= FORMAT);
     if done {
         return Ok(());
     }
-    let rows = tx.query(
+    let rows = tx.query_p(
         "SELECT p.message_id, p.idx, p.part, m.message FROM botbox_parts p JOIN botbox_messages m ON m.id = p.message_id",
         &[],
     )?;
@@ -252,7 +338,7 @@ fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Err
             continue;
         }
         let members: Vec<(String, String)> = tx
-            .query(
+            .query_p(
                 "SELECT id, message FROM botbox_messages WHERE merged_into = $1",
                 &[&id],
             )?
@@ -261,7 +347,7 @@ fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Err
             .collect();
         match reencode_part(&id, i64::from(idx), &stored, &owner, &members) {
             Ok(encoded) => {
-                tx.execute(
+                tx.execute_p(
                     "UPDATE botbox_parts SET part = $3 WHERE message_id = $1 AND idx = $2",
                     &[&id, &idx, &encoded],
                 )?;
@@ -270,7 +356,7 @@ fn migrate_parts(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Err
             Err(e) => tracing::warn!("outbox part {id}/{idx} kept in the old format: {e}"),
         }
     }
-    tx.execute(
+    tx.execute_p(
         "INSERT INTO botbox_schema (id, parts_format) VALUES (1, $1)
          ON CONFLICT (id) DO UPDATE SET parts_format = excluded.parts_format",
         &[&FORMAT],
@@ -297,7 +383,7 @@ fn write_plan(
         .ok_or_else(|| OutboxError::Corrupt(format!("message {id} is not in the outbox")))?;
     let mut members = Vec::with_capacity(absorbed.len());
     for member in absorbed {
-        let n = tx.execute(
+        let n = tx.execute_p(
             "UPDATE botbox_messages SET state = 'merged', merged_into = $2 WHERE id = $1 AND state = 'queued'",
             &[member, &id],
         )?;
@@ -308,15 +394,15 @@ fn write_plan(
             members.push((member.clone(), message));
         }
     }
-    tx.execute("DELETE FROM botbox_parts WHERE message_id = $1", &[&id])?;
+    tx.execute_p("DELETE FROM botbox_parts WHERE message_id = $1", &[&id])?;
     for (i, part) in parts.iter().enumerate() {
         let encoded = encode_part(&owner, &members, part)?;
-        tx.execute(
+        tx.execute_p(
             "INSERT INTO botbox_parts (message_id, idx, part, state) VALUES ($1, $2, $3, 'queued')",
             &[&id, &(i as i32), &encoded],
         )?;
     }
-    tx.execute(
+    tx.execute_p(
         "UPDATE botbox_messages SET planned = TRUE WHERE id = $1",
         &[&id],
     )?;
@@ -328,7 +414,7 @@ fn message_of(
     c: &mut impl postgres::GenericClient,
     id: &str,
 ) -> Result<Option<Message>, PgFailure> {
-    let Some(row) = c.query_opt("SELECT message FROM botbox_messages WHERE id = $1", &[&id])?
+    let Some(row) = c.query_opt_p("SELECT message FROM botbox_messages WHERE id = $1", &[&id])?
     else {
         return Ok(None);
     };
@@ -398,6 +484,16 @@ impl PgOutbox {
     /// Connects, creates the tables if they are missing, and starts the
     /// connection threads. `lease`: how long a claim outlives its host.
     pub fn open(url: &Secret, lease: Duration) -> Result<PgOutbox, OutboxError> {
+        PgOutbox::open_with(url, lease, CONNECTIONS)
+    }
+
+    /// [`PgOutbox::open`] with `connections` connections (at least one)
+    /// instead of [`CONNECTIONS`].
+    pub fn open_with(
+        url: &Secret,
+        lease: Duration,
+        connections: usize,
+    ) -> Result<PgOutbox, OutboxError> {
         let target =
             crate::storage::postgres_target(url, "botbox").map_err(OutboxError::Unavailable)?;
         let mut config = postgres::Config::from(target.config);
@@ -415,7 +511,7 @@ impl PgOutbox {
         let place = describe(&config);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..CONNECTIONS {
+        for i in 0..connections.max(1) {
             let rx = rx.clone();
             let config = config.clone();
             let place = place.clone();
@@ -441,7 +537,7 @@ impl PgOutbox {
             // Two hosts starting together would race on CREATE IF NOT
             // EXISTS; an advisory lock makes them take turns.
             let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock(7041999)", &[])?;
+            tx.execute_p("SELECT pg_advisory_xact_lock(7041999)", &[])?;
             tx.batch_execute(&schema(&DIALECT))?;
             tx.batch_execute(SHARED_SCHEMA)?;
             migrate_parts(&mut tx)?;
@@ -459,7 +555,7 @@ impl PgOutbox {
     /// (`pg_stat_ssl`).
     pub fn session_tls(&self) -> Result<bool, OutboxError> {
         self.run(|c| {
-            let row = c.query_one(
+            let row = c.query_one_p(
                 "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
                 &[],
             )?;
@@ -471,12 +567,27 @@ impl PgOutbox {
     /// to ask stores its wall clock's now.
     pub fn clock_origin(&self, proposed_ms: u64) -> Result<u64, OutboxError> {
         self.run(move |c| {
-            c.execute(
+            c.execute_p(
                 "INSERT INTO botbox_clock (id, origin_ms) VALUES (1, $1) ON CONFLICT DO NOTHING",
                 &[&(proposed_ms as i64)],
             )?;
-            let row = c.query_one("SELECT origin_ms FROM botbox_clock WHERE id = 1", &[])?;
+            let row = c.query_one_p("SELECT origin_ms FROM botbox_clock WHERE id = 1", &[])?;
             Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    /// The SQL of the statements that the connection taking this call
+    /// keeps prepared (`pg_prepared_statements`), for diagnostics and
+    /// tests: with [`PgOutbox::open_with`] and one connection, every
+    /// statement this outbox has run and kept.
+    pub fn prepared_statements(&self) -> Result<Vec<String>, OutboxError> {
+        self.run(|c| {
+            // Not through the cache: this one is not kept.
+            let rows = c.query(
+                "SELECT statement FROM pg_prepared_statements ORDER BY statement",
+                &[],
+            )?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
 
@@ -509,6 +620,9 @@ impl PgOutbox {
                     Ok(client) => f(client),
                     Err(reason) => Err(PgFailure::Other(OutboxError::Unavailable(reason))),
                 };
+                if let Err(PgFailure::Db(_)) = out {
+                    forget_prepared(true);
+                }
                 let _ = answer.send(out);
             }),
         };
@@ -598,7 +712,7 @@ fn insert_rows(c: &mut Client, rows: &[NewRow]) -> Result<Vec<Inserted>, postgre
     }
     sql.push_str(" ON CONFLICT (plugin, channel, idempotency_key) DO NOTHING RETURNING id");
     let stored: std::collections::HashSet<String> = c
-        .query(&sql, &params)?
+        .query_p(&sql, &params)?
         .iter()
         .map(|row| row.get(0))
         .collect();
@@ -609,7 +723,7 @@ fn insert_rows(c: &mut Client, rows: &[NewRow]) -> Result<Vec<Inserted>, postgre
             continue;
         }
         // Skipped for its idempotency key: the receipt is the first one's.
-        let existing = c.query_one(
+        let existing = c.query_one_p(
             "SELECT id FROM botbox_messages WHERE plugin = $1 AND channel = $2 AND idempotency_key = $3",
             &[&r.plugin, &r.channel, &r.idempotency_key],
         )?;
@@ -660,6 +774,7 @@ fn connection_thread(
             continue;
         }
         if client.as_ref().is_none_or(Client::is_closed) {
+            forget_prepared(true);
             client = match connect(&config, &tls) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -734,14 +849,14 @@ impl PgOutbox {
             let lock = "SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE";
             let mut slowdowns = Vec::with_capacity(layers.len());
             for layer in &layers {
-                let row = match tx.query_opt(lock, &[&layer.name])? {
+                let row = match tx.query_opt_p(lock, &[&layer.name])? {
                     Some(row) => row,
                     None => {
-                        tx.execute(
+                        tx.execute_p(
                             "INSERT INTO botbox_throttles (endpoint) VALUES ($1) ON CONFLICT DO NOTHING",
                             &[&layer.name],
                         )?;
-                        tx.query_one(lock, &[&layer.name])?
+                        tx.query_one_p(lock, &[&layer.name])?
                     }
                 };
                 slowdowns.push(slowdown_from(&row));
@@ -749,7 +864,7 @@ impl PgOutbox {
             // Renew the claim, and read the clock only now that the locks
             // are ours: a host that waited for them must not stamp a send
             // before the previous holder's.
-            let held = tx.query_opt(
+            let held = tx.query_opt_p(
                 &format!(
                     "UPDATE botbox_messages SET lease_until = clock_timestamp() + make_interval(secs => $3)
                      WHERE id = $1 AND claimed_by = $2 AND state = 'sending'
@@ -773,7 +888,7 @@ impl PgOutbox {
                 let reach = Slowdown::horizon_ms(&layer.spec, slowdown, now as u64);
                 reaches.push(reach);
                 let since = now.saturating_sub(reach as i64);
-                let rows = tx.query(
+                let rows = tx.query_p(
                     "SELECT at_ms, cost_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
                     &[&layer.name, &since],
                 )?;
@@ -797,7 +912,7 @@ impl PgOutbox {
                         // halves the rate then still finds the sends its
                         // stretched windows count.
                         let since = now.saturating_sub(2 * *reach as i64);
-                        tx.execute(
+                        tx.execute_p(
                             "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
                              INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
                             &[&layer.name, &(at as i64), &since],
@@ -819,11 +934,11 @@ impl PgOutbox {
         let layer = layer.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            tx.execute(
+            tx.execute_p(
                 "INSERT INTO botbox_throttles (endpoint) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[&layer.name],
             )?;
-            let row = tx.query_one(
+            let row = tx.query_one_p(
                 &format!(
                     "SELECT slowed_factor, slowed_at_ms, {DB_NOW_MS} FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE"
                 ),
@@ -832,7 +947,7 @@ impl PgOutbox {
             let now = now_ms.unwrap_or(row.get::<_, i64>(2) as u64);
             let recovery = Slowdown::recovery_ms(&layer.spec);
             let cut = Slowdown::cut(slowdown_from(&row), now, recovery);
-            tx.execute(
+            tx.execute_p(
                 "UPDATE botbox_throttles SET slowed_factor = $2, slowed_at_ms = $3 WHERE endpoint = $1",
                 &[&layer.name, &cut.factor, &(cut.at_ms as i64)],
             )?;
@@ -860,7 +975,7 @@ impl PgOutbox {
         let stamped = stamped_ms as i64;
         let answered = answered_ms.map(|ms| ms as i64);
         self.run(move |c| {
-            c.execute(
+            c.execute_p(
                 &format!(
                     "UPDATE botbox_sends SET at_ms = GREATEST(at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
                      WHERE endpoint = $1 AND at_ms = $2"
@@ -875,7 +990,7 @@ impl PgOutbox {
     pub fn record_send(&self, endpoint: &str, at_ms: u64) -> Result<(), OutboxError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| {
-            c.execute(
+            c.execute_p(
                 "INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
                 &[&endpoint, &(at_ms as i64)],
             )?;
@@ -887,7 +1002,7 @@ impl PgOutbox {
     pub fn sends_since(&self, endpoint: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| {
-            let rows = c.query(
+            let rows = c.query_p(
                 "SELECT at_ms FROM botbox_sends WHERE endpoint = $1 AND at_ms >= $2 ORDER BY at_ms",
                 &[&endpoint, &(since_ms as i64)],
             )?;
@@ -926,7 +1041,7 @@ impl ThrottleStore for PgOutbox {
             // A slowdown stretches the windows: every host's, from the row.
             let name = layer.name.clone();
             let slowdown = self.run(move |c| {
-                Ok(c.query_opt(
+                Ok(c.query_opt_p(
                     "SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1",
                     &[&name],
                 )?
@@ -986,7 +1101,7 @@ impl ThrottleStore for PgOutbox {
         self.run(move |c| {
             // The send may have been moved later by its answer
             // (`answered_at`): the first uncharged one from its stamp on.
-            c.execute(
+            c.execute_p(
                 "UPDATE botbox_sends SET cost_ms = $3 WHERE ctid = (
                      SELECT ctid FROM botbox_sends
                      WHERE endpoint = $1 AND at_ms >= $2 AND cost_ms IS NULL
@@ -1024,7 +1139,7 @@ impl OutboxStore for PgOutbox {
     fn pending_count(&self, endpoint: &str) -> Result<usize, OutboxError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| {
-            let row = c.query_one(
+            let row = c.query_one_p(
                 "SELECT COUNT(*) FROM botbox_messages WHERE endpoint = $1 AND state IN ('queued', 'sending')",
                 &[&endpoint],
             )?;
@@ -1057,9 +1172,9 @@ impl OutboxStore for PgOutbox {
                  RETURNING {COLUMNS}"
             );
             let now = now_ms as i64;
-            let mut row = c.query_opt(&sql, &[&endpoint, &now, &after, &host, &lease])?;
+            let mut row = c.query_opt_p(&sql, &[&endpoint, &now, &after, &host, &lease])?;
             if row.is_none() && !after.is_empty() {
-                row = c.query_opt(&sql, &[&endpoint, &now, &"", &host, &lease])?;
+                row = c.query_opt_p(&sql, &[&endpoint, &now, &"", &host, &lease])?;
             }
             Ok(row.as_ref().map(record_from).transpose()?)
         })
@@ -1068,7 +1183,7 @@ impl OutboxStore for PgOutbox {
     fn next_due_time(&self, endpoint: &str) -> Result<Option<u64>, OutboxError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| {
-            let row = c.query_one(
+            let row = c.query_one_p(
                 "SELECT MIN(next_attempt_ms) FROM botbox_messages WHERE endpoint = $1 AND state = 'queued'",
                 &[&endpoint],
             )?;
@@ -1085,7 +1200,7 @@ impl OutboxStore for PgOutbox {
             // A lease renewal lost to a server crash only shortens the lease.
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-            tx.execute(
+            tx.execute_p(
                 "UPDATE botbox_messages SET state = 'sending', lease_until = clock_timestamp() + make_interval(secs => $3),
                         delivery_attempts = delivery_attempts + 1
                  WHERE id = $1 AND claimed_by = $2",
@@ -1157,7 +1272,7 @@ impl OutboxStore for PgOutbox {
                    AND next_attempt_ms <= $3 AND id != $4
                  ORDER BY created_ms, id LIMIT $5"
             );
-            let rows = c.query(
+            let rows = c.query_p(
                 &sql,
                 &[
                     &endpoint,
@@ -1177,14 +1292,14 @@ impl OutboxStore for PgOutbox {
             let sql = format!(
                 "SELECT {COLUMNS} FROM botbox_messages WHERE merged_into = $1 ORDER BY created_ms, id"
             );
-            Ok(records(c.query(&sql, &[&id])?)?)
+            Ok(records(c.query_p(&sql, &[&id])?)?)
         })
     }
 
     fn parts(&self, id: &str) -> Result<Vec<PartRecord>, OutboxError> {
         let id = id.to_string();
         self.run_checked(move |c| {
-            let rows = c.query(
+            let rows = c.query_p(
                 &format!(
                     "SELECT {PART_COLUMNS} FROM botbox_parts WHERE message_id = $1 ORDER BY idx"
                 ),
@@ -1195,11 +1310,11 @@ impl OutboxStore for PgOutbox {
                 return Ok(Vec::new());
             }
             let owner = c
-                .query_opt("SELECT message FROM botbox_messages WHERE id = $1", &[&id])?
+                .query_opt_p("SELECT message FROM botbox_messages WHERE id = $1", &[&id])?
                 .map(|r| r.get(0));
             // A part names the messages merged into it; they are these.
             let members = c
-                .query(
+                .query_p(
                     "SELECT id, message FROM botbox_messages WHERE merged_into = $1",
                     &[&id],
                 )?
@@ -1217,7 +1332,7 @@ impl OutboxStore for PgOutbox {
             // a lease renewal.
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-            tx.execute(
+            tx.execute_p(
                 "UPDATE botbox_parts SET requests = requests + 1 WHERE message_id = $1 AND idx = $2",
                 &[&id, &(index as i32)],
             )?;
@@ -1237,7 +1352,7 @@ impl OutboxStore for PgOutbox {
         let id = id.to_string();
         let error = error.map(str::to_string);
         self.run(move |c| {
-            c.execute(
+            c.execute_p(
                 "UPDATE botbox_parts SET state = $3, provider_ids = $4, last_error = $5 WHERE message_id = $1 AND idx = $2",
                 &[&id, &(index as i32), &state.as_str(), &ids, &error],
             )?;
@@ -1257,7 +1372,7 @@ impl OutboxStore for PgOutbox {
         self.run(move |c| {
             // Only the holder gives a message back; a host that lost its
             // claim must not undo the new holder's work.
-            c.execute(
+            c.execute_p(
                 "UPDATE botbox_messages SET state = 'queued', next_attempt_ms = $2, attempts = $3, last_error = $4,
                         claimed_by = NULL, lease_until = NULL
                  WHERE id = $1 AND (claimed_by = $5 OR claimed_by IS NULL)",
@@ -1286,7 +1401,7 @@ impl OutboxStore for PgOutbox {
         let host = self.host_id.clone();
         self.run(move |c| {
             // claimed_by stays: the host that finished a message reports it.
-            c.execute(
+            c.execute_p(
                 "UPDATE botbox_messages SET state = $2, attempts = $3, finished_ms = $4, finished_at = clock_timestamp(),
                         last_error = COALESCE($5, last_error), reported = FALSE, claimed_by = $6, lease_until = NULL
                  WHERE id = $1 OR (merged_into = $1 AND state = 'merged')",
@@ -1313,7 +1428,7 @@ impl OutboxStore for PgOutbox {
         let id = id.to_string();
         self.run_checked(move |c| {
             let sql = format!("SELECT {COLUMNS} FROM botbox_messages WHERE id = $1");
-            Ok(c.query_opt(&sql, &[&id])?
+            Ok(c.query_opt_p(&sql, &[&id])?
                 .as_ref()
                 .map(record_from)
                 .transpose()?)
@@ -1330,7 +1445,7 @@ impl OutboxStore for PgOutbox {
                  WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR plugin = $2) AND ($3::text IS NULL OR channel = $3)
                  ORDER BY created_ms DESC, id DESC LIMIT $4"
             );
-            Ok(records(c.query(&sql, &[&state, &plugin, &channel, &limit])?)?)
+            Ok(records(c.query_p(&sql, &[&state, &plugin, &channel, &limit])?)?)
         })
     }
 
@@ -1351,13 +1466,13 @@ impl OutboxStore for PgOutbox {
                  ORDER BY created_ms DESC, id DESC LIMIT $4"
             );
             let mut listed = tx
-                .query(&sql, &[&state, &plugin, &channel, &limit])?
+                .query_p(&sql, &[&state, &plugin, &channel, &limit])?
                 .iter()
                 .map(listed_from)
                 .collect::<Result<Vec<_>, _>>()?;
             let ids: Vec<String> = listed.iter().map(|m| m.record.id.clone()).collect();
             let parts = tx
-                .query(
+                .query_p(
                     &format!(
                         "SELECT {PROGRESS_COLUMNS} FROM botbox_parts WHERE message_id = ANY($1) ORDER BY message_id, idx"
                     ),
@@ -1375,7 +1490,7 @@ impl OutboxStore for PgOutbox {
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, OutboxError> {
         let id = id.to_string();
         self.run(move |c| {
-            Ok(c.execute(
+            Ok(c.execute_p(
                 "UPDATE botbox_messages SET state = 'cancelled', finished_ms = $2, finished_at = clock_timestamp(), reported = FALSE
                  WHERE (id = $1 AND state = 'queued') OR (merged_into = $1 AND state = 'merged')",
                 &[&id, &(now_ms as i64)],
@@ -1387,13 +1502,13 @@ impl OutboxStore for PgOutbox {
         let id = id.to_string();
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            let n = tx.execute(
+            let n = tx.execute_p(
                 "UPDATE botbox_messages SET state = 'queued', next_attempt_ms = $2, attempts = 0, finished_ms = NULL,
                         finished_at = NULL, reported = FALSE, claimed_by = NULL, lease_until = NULL
                  WHERE id = $1 AND state IN ('failed', 'partial', 'cancelled')",
                 &[&id, &(now_ms as i64)],
             )?;
-            tx.execute(
+            tx.execute_p(
                 "UPDATE botbox_parts SET state = 'queued' WHERE message_id = $1 AND state = 'failed'",
                 &[&id],
             )?;
@@ -1415,7 +1530,7 @@ impl OutboxStore for PgOutbox {
                    AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
                  ORDER BY finished_ms LIMIT $2"
             );
-            Ok(records(c.query(&sql, &[&host, &(limit as i64), &lease])?)?)
+            Ok(records(c.query_p(&sql, &[&host, &(limit as i64), &lease])?)?)
         })
     }
 
@@ -1424,7 +1539,7 @@ impl OutboxStore for PgOutbox {
         let lease = self.lease_secs();
         self.run(move |c| {
             // Who reports what: as in `unreported`.
-            let rows = c.query(
+            let rows = c.query_p(
                 "SELECT DISTINCT plugin FROM botbox_messages
                  WHERE NOT reported AND state IN ('delivered', 'partial', 'failed', 'cancelled')
                    AND (claimed_by = $1 OR finished_at < clock_timestamp() - make_interval(secs => $3))
@@ -1447,7 +1562,7 @@ impl OutboxStore for PgOutbox {
                    AND plugin = $4
                  ORDER BY finished_ms, id LIMIT $2"
             );
-            Ok(records(c.query(
+            Ok(records(c.query_p(
                 &sql,
                 &[&host, &(limit as i64), &lease, &plugin],
             )?)?)
@@ -1457,7 +1572,7 @@ impl OutboxStore for PgOutbox {
     fn pending_by_plugin(&self, endpoint: &str) -> Result<Vec<PluginBacklog>, OutboxError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| {
-            let rows = c.query(
+            let rows = c.query_p(
                 "SELECT plugin, COUNT(*), SUM(requests)::bigint FROM botbox_messages WHERE endpoint = $1 AND state IN ('queued', 'sending')
                  GROUP BY plugin",
                 &[&endpoint],
@@ -1476,7 +1591,7 @@ impl OutboxStore for PgOutbox {
     fn mark_reported(&self, id: &str) -> Result<(), OutboxError> {
         let id = id.to_string();
         self.run(move |c| {
-            c.execute(
+            c.execute_p(
                 "UPDATE botbox_messages SET reported = TRUE WHERE id = $1",
                 &[&id],
             )?;
@@ -1519,7 +1634,7 @@ impl OutboxStore for PgOutbox {
                  WHERE id IN (SELECT id FROM picked)
                  RETURNING {COLUMNS}"
             );
-            let rows = c.query(
+            let rows = c.query_p(
                 &sql,
                 &[
                     &endpoint,
@@ -1552,7 +1667,7 @@ impl OutboxStore for PgOutbox {
             // One statement, so one round trip and one commit, for every
             // message that ended meanwhile. claimed_by stays, as in
             // `finish`: the host that finished a message reports it.
-            c.execute(
+            c.execute_p(
                 "WITH done AS (
                     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[])
                         AS d(id, idx, provider_ids, attempts, finished_ms)
@@ -1583,7 +1698,7 @@ impl OutboxStore for PgOutbox {
             // One statement: the batch, its parts and its merged messages
             // go together. SKIP LOCKED leaves a batch another host is
             // pruning (or a row being written) to that host.
-            let n = c.execute(
+            let n = c.execute_p(
                 "WITH doomed AS (
                     SELECT id FROM botbox_messages AS m
                     WHERE finished_ms < $1 AND merged_into IS NULL AND reported
@@ -1602,13 +1717,13 @@ impl OutboxStore for PgOutbox {
             // conversation, so its rows must not outlive its use. Measured
             // on the database's clock; a scaled clock's sends stamp ahead
             // of it and are only ever kept longer.
-            c.execute(
+            c.execute_p(
                 &format!(
                     "DELETE FROM botbox_sends WHERE at_ms < {DB_NOW_MS} - $1"
                 ),
                 &[&(SEND_HISTORY_MS as i64)],
             )?;
-            c.execute(
+            c.execute_p(
                 "DELETE FROM botbox_throttles AS t WHERE position('#' IN t.endpoint) > 0
                    AND NOT EXISTS (SELECT 1 FROM botbox_sends AS s WHERE s.endpoint = t.endpoint)",
                 &[],
@@ -1623,7 +1738,7 @@ impl OutboxStore for PgOutbox {
     fn ready(&self) -> Result<(), super::NotReady> {
         let read_only = with_deadline(Instant::now() + READY_DEADLINE, || {
             self.run(|c| {
-                let row = c.query_one(
+                let row = c.query_one_p(
                     "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
                     &[],
                 )?;
