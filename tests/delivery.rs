@@ -674,6 +674,57 @@ async fn a_backed_up_tencent_queue_is_merged_into_one_msg_body() {
     assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 3);
 }
 
+/// Planning a message reads the channel's backlog only where the channel
+/// can merge it: every other message skips that read (one statement per
+/// message on PostgreSQL, counted by the server itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_channel_that_merges_reads_its_backlog_when_a_message_is_planned() {
+    // The synchronous PostgreSQL client may not run on the runtime's own
+    // threads.
+    let server = tokio::task::block_in_place(pg::PgServer::start_counting);
+    let backlog_reads = || tokio::task::block_in_place(|| server.calls_of("NOT planned"));
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
+    let channels = format!(
+        "[channels.live]\nprovider = \"tencent\"\nmerge = true\n{LONG_DELAY}\n\
+         [channels.plain]\nprovider = \"tencent\"\n{LONG_DELAY}\n"
+    );
+    server.write_url(dir.path());
+    let text = format!(
+        "{}{}",
+        server.storage_section("30s"),
+        sim_config(&sim, dir.path(), 1.0, &channels)
+    );
+    let path = dir.path().join("botbox.toml");
+    std::fs::write(&path, &text).unwrap();
+    let app =
+        tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
+            .await
+            .unwrap();
+    let stop = CancellationToken::new();
+    let workers = app.delivery.start(stop.clone());
+    let mut sent = 0;
+    for (channel, reads) in [("plain", false), ("live", true)] {
+        let ch = app.delivery.channel(channel).unwrap();
+        let ids: Vec<String> = (0..3)
+            .map(|i| {
+                app.delivery
+                    .accept("a", &ch, room_news(channel, i))
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        let open = app.delivery.wait_for(&ids, Duration::from_secs(30)).await;
+        assert!(open.is_empty(), "{channel}: not delivered: {open:?}");
+        sent += 1;
+        assert!(sim.deliveries_to(SimProvider::Tencent).len() >= sent);
+        let read = backlog_reads();
+        assert_eq!(read > 0, reads, "{channel}: backlog read {read} times");
+    }
+    stop.cancel();
+    workers.wait().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_backlog_is_refused_not_queued() {
     let dir = tempfile::tempdir().unwrap();

@@ -147,6 +147,33 @@ impl PgServer {
         PgServer::start_with("-c fsync=off")
     }
 
+    /// A test cluster that counts the statements it runs
+    /// (`pg_stat_statements`, which Debian's `postgresql` package ships):
+    /// see [`PgServer::calls_of`].
+    pub fn start_counting() -> PgServer {
+        let server = PgServer::start_with(
+            "-c fsync=off -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+        );
+        server
+            .client()
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .expect("pg_stat_statements");
+        server
+    }
+
+    /// How many times statements containing `needle` ran, on a server from
+    /// [`PgServer::start_counting`]. `PgOutbox::mergeable`, the backlog
+    /// read, is the only statement with `NOT planned`.
+    pub fn calls_of(&self, needle: &str) -> i64 {
+        self.client()
+            .query_one(
+                "SELECT COALESCE(SUM(calls), 0)::bigint FROM pg_stat_statements WHERE strpos(query, $1) > 0",
+                &[&needle],
+            )
+            .expect("pg_stat_statements")
+            .get(0)
+    }
+
     /// A cluster as durable as a production one, for benchmarks.
     pub fn start_durable() -> PgServer {
         PgServer::start_with("")

@@ -731,7 +731,7 @@ impl Delivery {
     ) -> Result<(Vec<Part>, Vec<String>), OutboxError> {
         const MAX_MERGED: usize = 50;
         let mut absorbed = Vec::new();
-        if parts.len() != 1 {
+        if parts.len() != 1 || !channel.provider.merges(&channel.config) {
             return Ok((parts, absorbed));
         }
         let now = self.clock.now_ms();

@@ -332,6 +332,14 @@ pub trait Provider: Send + Sync {
         message: &Message,
     ) -> Result<Vec<Part>, DeliveryOutcome>;
 
+    /// Whether [`Provider::merge`] can fold anything into a request of
+    /// `channel` at all. A channel that cannot merge (the default) has its
+    /// backlog left unread when a message is planned: one outbox read
+    /// fewer for every message, which is most of them.
+    fn merges(&self, _channel: &ChannelConfig) -> bool {
+        false
+    }
+
     /// Folds `next` into `part`, when the provider can carry both in one
     /// request and the channel allows it (Tencent: several messages in one
     /// `MsgBody` of at most 12,000 bytes). The engine offers this only when

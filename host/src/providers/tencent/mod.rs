@@ -558,15 +558,19 @@ impl Provider for Tencent {
         }])
     }
 
-    fn merge(&self, channel: &ChannelConfig, part: &Part, next: &Message) -> Option<Part> {
-        let enabled = channel
+    /// Only a channel with `merge = true` merges.
+    fn merges(&self, channel: &ChannelConfig) -> bool {
+        channel
             .options
             .get("merge")
             .and_then(toml::Value::as_bool)
-            .unwrap_or(false);
+            .unwrap_or(false)
+    }
+
+    fn merge(&self, channel: &ChannelConfig, part: &Part, next: &Message) -> Option<Part> {
         // One request has one From_Account and one CloudCustomData, and
         // only broadcasts back up enough to be worth merging.
-        if !enabled
+        if !self.merges(channel)
             || part.message.reply_to.is_some()
             || next.reply_to.is_some()
             || next.sender != part.message.sender
