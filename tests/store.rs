@@ -235,6 +235,39 @@ fn two_hosts_never_claim_the_same_message_and_a_dead_hosts_claims_expire() {
     );
 }
 
+/// A throttle slot and the move of an answered send sit between requests:
+/// their commits skip the WAL flush (a killed host or a restarted server
+/// loses nothing; README, "Durability"), each without a statement of its
+/// own for it. An accept's commit still waits for its flush.
+#[test]
+fn slots_and_answered_sends_commit_without_waiting_for_the_wal_flush() {
+    let server = pg::PgServer::start_lazy_wal_writer();
+    let mut ask = server.client();
+    let o = host(&server, Duration::from_secs(30));
+    o.insert(&record("m1", 1)).unwrap();
+    assert!(
+        !pg::PgServer::wal_unflushed(&mut ask),
+        "an accept waits for its flush"
+    );
+    let claimed = o.next_due("t/default", 10, None).unwrap().unwrap();
+    let spec = ThrottleSpec::windows(&[(1000, 1000)]);
+    // The WAL writer flushes now and then on its own, so count.
+    let (mut after_slot, mut after_answer) = (0, 0);
+    for _ in 0..20 {
+        let Reservation::Granted(at) = o.reserve("t/default", &spec, 0, &claimed.id, None).unwrap()
+        else {
+            panic!("a slot of 1000 a second");
+        };
+        after_slot += usize::from(pg::PgServer::wal_unflushed(&mut ask));
+        o.answered_at("t/default", &spec, 0, at, None).unwrap();
+        after_answer += usize::from(pg::PgServer::wal_unflushed(&mut ask));
+    }
+    assert!(
+        after_slot >= 15 && after_answer >= 15,
+        "unflushed after {after_slot} of 20 slots and {after_answer} of 20 answers"
+    );
+}
+
 #[test]
 fn hosts_racing_for_slots_stay_inside_every_window() {
     let server = pg::PgServer::start();

@@ -174,6 +174,27 @@ impl PgServer {
             .get(0)
     }
 
+    /// A durable cluster whose WAL writer flushes on its own at most every
+    /// 10 s, so that WAL written but not flushed stays so for a while: see
+    /// [`PgServer::wal_unflushed`].
+    pub fn start_lazy_wal_writer() -> PgServer {
+        PgServer::start_with("-c wal_writer_delay=10s")
+    }
+
+    /// Whether the server holds WAL it has not flushed to disk yet, asked on
+    /// `client`: after a commit that waited for its flush, no (unless
+    /// something else wrote since); after one that did not, yes until the
+    /// WAL writer's next flush.
+    pub fn wal_unflushed(client: &mut postgres::Client) -> bool {
+        client
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()",
+                &[],
+            )
+            .expect("WAL positions")
+            .get(0)
+    }
+
     /// A cluster as durable as a production one, for benchmarks.
     pub fn start_durable() -> PgServer {
         PgServer::start_with("")

@@ -839,11 +839,6 @@ impl PgOutbox {
         let lease = self.lease_secs();
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            // Like SQLite's throttle history, this write sits just before a
-            // request, so it skips the WAL flush: a crashed *server* could
-            // forget the last fraction of a second of sends, a killed host
-            // or a restarted server forgets nothing.
-            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             // Hosts take these histories' slots one at a time. A row is
             // made once, by whichever host needs it first.
             let lock = "SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE";
@@ -864,11 +859,20 @@ impl PgOutbox {
             // Renew the claim, and read the clock only now that the locks
             // are ours: a host that waited for them must not stamp a send
             // before the previous holder's.
+            //
+            // Like SQLite's throttle history, this transaction sits just
+            // before a request, so it skips the WAL flush: a crashed
+            // *server* could forget the last fraction of a second of sends,
+            // a killed host or a restarted server forgets nothing. Set here
+            // (`set_config(…, true)` is `SET LOCAL`, read at the commit)
+            // rather than by a statement of its own: one round trip fewer
+            // while the throttle rows are locked. A transaction that does
+            // not get this far writes nothing or rolls back.
             let held = tx.query_opt_p(
                 &format!(
                     "UPDATE botbox_messages SET lease_until = clock_timestamp() + make_interval(secs => $3)
                      WHERE id = $1 AND claimed_by = $2 AND state = 'sending'
-                     RETURNING {DB_NOW_MS}"
+                     RETURNING {DB_NOW_MS}, set_config('synchronous_commit', 'off', true)"
                 ),
                 &[&id, &host, &lease],
             )?;
@@ -974,14 +978,16 @@ impl PgOutbox {
         let endpoint = endpoint.to_string();
         let stamped = stamped_ms as i64;
         let answered = answered_ms.map(|ms| ms as i64);
+        // Like a reservation's, this write sits between requests and skips
+        // the WAL flush (see `reserve_layers`): the one-statement
+        // transaction turns it off for itself.
+        let sql = format!(
+            "UPDATE botbox_sends SET at_ms = GREATEST(at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed
+             WHERE endpoint = $1 AND at_ms = $2"
+        );
         self.run(move |c| {
-            c.execute_p(
-                &format!(
-                    "UPDATE botbox_sends SET at_ms = GREATEST(at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
-                     WHERE endpoint = $1 AND at_ms = $2"
-                ),
-                &[&endpoint, &stamped, &answered, &back],
-            )?;
+            c.execute_p(&sql, &[&endpoint, &stamped, &answered, &back])?;
             Ok(())
         })
     }
