@@ -674,6 +674,73 @@ async fn a_backed_up_tencent_queue_is_merged_into_one_msg_body() {
     assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 3);
 }
 
+/// An app on the shared outbox of `server`, with the configuration `text`
+/// written to `dir`.
+async fn app_on(server: &pg::PgServer, dir: &std::path::Path, text: String) -> App {
+    server.write_url(dir);
+    let text = format!("{}{text}", server.storage_section("30s"));
+    let path = dir.join("botbox.toml");
+    std::fs::write(&path, &text).unwrap();
+    tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// On a shared outbox, the messages an endpoint sends together take their
+/// throttle slots together: one transaction locks the endpoint's throttle
+/// row for several of them, instead of one transaction a message (counted
+/// by the server). Every send still stays inside the provider's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_together_take_their_slots_in_shared_transactions() {
+    let server = tokio::task::block_in_place(pg::PgServer::start_counting);
+    let dir = tempfile::tempdir().unwrap();
+    let fast = SimConfig::fast(1.0);
+    let sim = Sim::start(SimConfig {
+        tencent: botbox_sim::TencentConfig {
+            rate_per_second: 1000,
+            ..fast.tencent
+        },
+        ..fast
+    })
+    .await
+    .unwrap();
+    let channels: String = (0..16)
+        .map(|i| format!("[channels.c{i}]\nprovider = \"tencent\"\n{LONG_DELAY}\n"))
+        .collect();
+    let text = sim_config(&sim, dir.path(), 1.0, &channels).replace(
+        "[providers.tencent]\n",
+        "[providers.tencent]\nthrottle = [\"1000/1s\"]\n",
+    );
+    let app = app_on(&server, dir.path(), text).await;
+    // All accepted before the worker starts: it claims them together.
+    let ids: Vec<String> = (0..16)
+        .map(|i| {
+            let name = format!("c{i}");
+            let ch = app.delivery.channel(&name).unwrap();
+            app.delivery
+                .accept("a", &ch, room_news(&name, i))
+                .unwrap()
+                .id
+        })
+        .collect();
+    let stop = CancellationToken::new();
+    let workers = app.delivery.start(stop.clone());
+    let open = app.delivery.wait_for(&ids, Duration::from_secs(30)).await;
+    stop.cancel();
+    workers.wait().await;
+    assert!(open.is_empty(), "not delivered: {open:?}");
+    assert_eq!(sim.deliveries_to(SimProvider::Tencent).len(), 16);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    // The slot's lock on the endpoint's throttle row (`reserve_layers_for`).
+    let locks = tokio::task::block_in_place(|| {
+        server.calls_of("SELECT slowed_factor, slowed_at_ms FROM botbox_throttles WHERE endpoint = $1 FOR UPDATE")
+    });
+    assert!(
+        (1..=8).contains(&locks),
+        "{locks} slot transactions for 16 messages"
+    );
+}
+
 /// Planning a message reads the channel's backlog only where the channel
 /// can merge it: every other message skips that read (one statement per
 /// message on PostgreSQL, counted by the server itself).
@@ -689,18 +756,12 @@ async fn only_a_channel_that_merges_reads_its_backlog_when_a_message_is_planned(
         "[channels.live]\nprovider = \"tencent\"\nmerge = true\n{LONG_DELAY}\n\
          [channels.plain]\nprovider = \"tencent\"\n{LONG_DELAY}\n"
     );
-    server.write_url(dir.path());
-    let text = format!(
-        "{}{}",
-        server.storage_section("30s"),
-        sim_config(&sim, dir.path(), 1.0, &channels)
-    );
-    let path = dir.path().join("botbox.toml");
-    std::fs::write(&path, &text).unwrap();
-    let app =
-        tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
-            .await
-            .unwrap();
+    let app = app_on(
+        &server,
+        dir.path(),
+        sim_config(&sim, dir.path(), 1.0, &channels),
+    )
+    .await;
     let stop = CancellationToken::new();
     let workers = app.delivery.start(stop.clone());
     let mut sent = 0;

@@ -17,7 +17,7 @@ use botbox::delivery::store::{
     Inserted, ListFilter, MessageState, OutboxError, OutboxRecord, OutboxStore, PartState,
     PgOutbox, Plan, Reservation, SqliteOutbox,
 };
-use botbox::delivery::throttle::ThrottleSpec;
+use botbox::delivery::throttle::{Layer, ThrottleSpec};
 use botbox::providers::Part;
 use botbox::wit::types::{Content, Message, MessageOptions};
 
@@ -266,6 +266,63 @@ fn slots_and_answered_sends_commit_without_waiting_for_the_wal_flush() {
         after_slot >= 15 && after_answer >= 15,
         "unflushed after {after_slot} of 20 slots and {after_answer} of 20 answers"
     );
+}
+
+/// Slots for several messages in one transaction: each decided in order
+/// with the ones granted before it counted, the first refused stops the
+/// rest, a claim this host lost is refused alone, and each answer moves
+/// its own send of those stamped together.
+#[test]
+fn messages_take_their_slots_together_each_decided_in_order() {
+    let server = pg::PgServer::start();
+    let o = host(&server, Duration::from_secs(30));
+    for i in 0..5 {
+        o.insert(&record(&format!("m{i}"), i)).unwrap();
+    }
+    let claimed = o.claim_due("t/default", 100, 5, None).unwrap();
+    assert_eq!(claimed.len(), 5);
+    let spec = ThrottleSpec::windows(&[(3, 60_000)]);
+    let layers = vec![Layer {
+        name: "t/default".into(),
+        spec: spec.clone(),
+    }];
+    let ids = ["m0", "gone", "m1", "m2", "m3", "m4"]
+        .map(String::from)
+        .to_vec();
+    let answers = o
+        .reserve_layers_for(layers.clone(), 0, ids, Some(1_000))
+        .unwrap();
+    assert_eq!(
+        answers[..4],
+        [
+            Reservation::Granted(1_000),
+            Reservation::LeaseLost,
+            Reservation::Granted(1_000),
+            Reservation::Granted(1_000),
+        ]
+    );
+    let Reservation::Wait(ms) = answers[4] else {
+        panic!("the fourth slot of a 3-a-minute window: {answers:?}");
+    };
+    assert!(ms >= 60_000, "{ms}");
+    assert_eq!(answers[5], Reservation::Wait(ms), "the rest wait as long");
+    assert_eq!(o.sends_since("t/default", 0).unwrap(), vec![1_000; 3]);
+    // Each answer moves one of the three sends stamped together.
+    let wide = ThrottleSpec::windows(&[(3, 1_000)]);
+    o.answered_at("t/default", &wide, 0, 1_000, Some(1_500))
+        .unwrap();
+    o.answered_at("t/default", &wide, 0, 1_000, Some(1_700))
+        .unwrap();
+    assert_eq!(
+        o.sends_since("t/default", 0).unwrap(),
+        vec![1_000, 1_490, 1_690]
+    );
+    // No claim held at all: nothing is written.
+    let answers = o
+        .reserve_layers_for(layers, 0, vec!["gone".into()], Some(2_000))
+        .unwrap();
+    assert_eq!(answers, vec![Reservation::LeaseLost]);
+    assert_eq!(o.sends_since("t/default", 0).unwrap().len(), 3);
 }
 
 #[test]

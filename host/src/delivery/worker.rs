@@ -71,44 +71,57 @@ struct Ending {
     provider_ids: Vec<String>,
 }
 
-/// The plans of the messages an endpoint's worker starts together, stored
-/// in one transaction: one fsync for all instead of one each, and each
-/// plan still on disk before its message's first request (Tencent's dedup
-/// `Random` is drawn in the plan, so a request sent again after a power
-/// cut must carry the same one).
+/// Calls of the messages an endpoint's worker runs together, made as one
+/// store call: one transaction (and one fsync or one set of round trips)
+/// for all instead of one each.
+///
+/// - The plans of the messages started together
+///   (`OutboxStore::save_plans`): each plan is still on disk before its
+///   message's first request (Tencent's dedup `Random` is drawn in the
+///   plan, so a request sent again after a power cut must carry the same
+///   one).
+/// - On a shared store, the throttle slots those messages ask for next
+///   (`ThrottleStore::take_many`): one transaction locks the endpoint's
+///   throttle rows once for all of them, and each slot is still decided
+///   in it, with every host's sends in view.
 ///
 /// There is no timer. The worker polls its messages in one task; the first
-/// to queue a plan yields once, so that every other message started with
-/// it reaches its own plan, then stores whatever is queued and answers
-/// each. A message alone waits for nothing but its own commit.
-#[derive(Default)]
-struct PlanBatch {
-    queue: std::sync::Mutex<PlanQueue>,
+/// to queue a call yields once, so that every other message started with
+/// it reaches its own call, then makes the store call for whatever is
+/// queued and answers each. A message alone waits for nothing but its own
+/// call.
+struct Batch<T, A> {
+    queue: std::sync::Mutex<BatchQueue<T, A>>,
 }
 
-#[derive(Default)]
-struct PlanQueue {
-    waiting: Vec<(Plan, oneshot::Sender<PlanSaved>)>,
-    /// Whether a message has taken it on to store the queue.
+struct BatchQueue<T, A> {
+    waiting: Vec<(T, oneshot::Sender<(T, A)>)>,
+    /// Whether a message has taken it on to make the store call.
     leader: bool,
 }
 
-/// A stored plan handed back, or why it was not stored.
-type PlanSaved = (Plan, Result<(), OutboxError>);
+impl<T, A> Default for Batch<T, A> {
+    fn default() -> Self {
+        Batch {
+            queue: std::sync::Mutex::new(BatchQueue {
+                waiting: Vec::new(),
+                leader: false,
+            }),
+        }
+    }
+}
 
-impl PlanBatch {
-    /// Stores `plan` with the others queued meanwhile; `store` is called
-    /// once for all of them (`OutboxStore::save_plans`) by whichever
-    /// message stores the batch.
-    async fn save(
-        &self,
-        plan: Plan,
-        store: impl FnOnce(&[Plan]) -> Vec<Result<(), OutboxError>>,
-    ) -> PlanSaved {
+impl<T, A> Batch<T, A> {
+    /// Makes `item`'s call with the others queued meanwhile; `store` is
+    /// called once for all of them by whichever message makes the call,
+    /// and answers each, in order. Hands `item` back with its answer;
+    /// `None` when nothing can be trusted of the call: the store answered
+    /// the wrong count, or the message making it is gone (a panic).
+    async fn run(&self, item: T, store: impl FnOnce(&[T]) -> Vec<A>) -> Option<(T, A)> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            queue.waiting.push((plan, tx));
+            queue.waiting.push((item, tx));
             !std::mem::replace(&mut queue.leader, true)
         };
         if lead {
@@ -118,33 +131,31 @@ impl PlanBatch {
                 queue.leader = false;
                 std::mem::take(&mut queue.waiting)
             };
-            let (plans, answer_to): (Vec<Plan>, Vec<_>) = waiting.into_iter().unzip();
-            let answers = store(&plans);
-            // A backend answering the wrong count stores nothing we can
-            // trust: every plan hears an error then.
-            let answers: Vec<Result<(), OutboxError>> = if answers.len() == plans.len() {
-                answers
-            } else {
-                plans.iter().map(|_| Err(OutboxError::Poisoned)).collect()
-            };
-            for ((plan, answer), to) in plans.into_iter().zip(answers).zip(answer_to) {
-                let _ = to.send((plan, answer));
+            let (items, answer_to): (Vec<T>, Vec<_>) = waiting.into_iter().unzip();
+            let answers = store(&items);
+            // A wrong count answers nobody: each hears `None`.
+            if answers.len() == items.len() {
+                for ((item, answer), to) in items.into_iter().zip(answers).zip(answer_to) {
+                    let _ = to.send((item, answer));
+                }
             }
         }
-        match rx.await {
-            Ok(saved) => saved,
-            // The message storing the batch is gone (a panic): nothing
-            // says this plan is stored.
-            Err(_) => (
-                Plan {
-                    id: String::new(),
-                    parts: Vec::new(),
-                    absorbed: Vec::new(),
-                },
-                Err(OutboxError::Poisoned),
-            ),
-        }
+        rx.await.ok()
     }
+}
+
+/// The plans of the messages an endpoint's worker starts together.
+type PlanBatch = Batch<Plan, Result<(), OutboxError>>;
+
+/// The throttle slots an endpoint's in-flight messages ask a shared store
+/// for together: each asks with its request's key (`scope`) and its id.
+type SlotBatch = Batch<(Option<String>, String), Result<Reservation, OutboxError>>;
+
+/// An endpoint worker's batches.
+#[derive(Default)]
+struct Batches {
+    plans: PlanBatch,
+    slots: SlotBatch,
 }
 
 /// What waiting for the throttle came to.
@@ -208,8 +219,8 @@ impl Delivery {
         let limit = in_flight_limit(&endpoint.throttle).min(self.max_in_flight());
         let mut claimed: VecDeque<OutboxRecord> = VecDeque::new();
         // Before `running`, whose messages borrow it.
-        let plans = PlanBatch::default();
-        let plans = &plans;
+        let batches = Batches::default();
+        let batches = &batches;
         let mut running = FuturesUnordered::new();
         let mut busy: HashSet<String> = HashSet::new();
         let mut ended: Vec<Ending> = Vec::new();
@@ -256,7 +267,7 @@ impl Delivery {
                 busy.insert(record.channel.clone());
                 running.push(async move {
                     let channel = record.channel.clone();
-                    (channel, self.process(endpoint, record, plans, stop).await)
+                    (channel, self.process(endpoint, record, batches, stop).await)
                 });
             }
             if running.is_empty() {
@@ -364,6 +375,7 @@ impl Delivery {
         endpoint: &Endpoint,
         scope: Option<&str>,
         id: &str,
+        slots: &SlotBatch,
         stop: &CancellationToken,
     ) -> Slot {
         let shared = self.throttles.shared();
@@ -376,10 +388,18 @@ impl Delivery {
         let early = self.clock.clock_ms(Duration::from_millis(2));
         let mut warned = false;
         loop {
-            let wait = match self
-                .throttles
-                .take(&endpoint.throttle, scope, id, &*self.clock)
-            {
+            let answer = if shared {
+                // With the other in-flight messages that ask meanwhile.
+                let asked = (scope.map(str::to_string), id.to_string());
+                slots
+                    .run(asked, |all| self.take_many(endpoint, all))
+                    .await
+                    .map_or(Err(OutboxError::Poisoned), |(_, answer)| answer)
+            } else {
+                self.throttles
+                    .take(&endpoint.throttle, scope, id, &*self.clock)
+            };
+            let wait = match answer {
                 Ok(Reservation::Granted(at)) => return Slot::Go(at),
                 Ok(Reservation::LeaseLost) => return Slot::Lost,
                 Ok(Reservation::Wait(ms)) if shared => ms.saturating_sub(early).min(renew),
@@ -398,13 +418,51 @@ impl Delivery {
         }
     }
 
+    /// The slots of `asked` (each a request's key and its message), in
+    /// order: one store call for each key among them, in the order the
+    /// keys first appear.
+    fn take_many(
+        &self,
+        endpoint: &Endpoint,
+        asked: &[(Option<String>, String)],
+    ) -> Vec<Result<Reservation, OutboxError>> {
+        let mut answers: Vec<Option<Result<Reservation, OutboxError>>> =
+            asked.iter().map(|_| None).collect();
+        let mut scopes: Vec<Option<&str>> = Vec::new();
+        for (scope, _) in asked {
+            if !scopes.contains(&scope.as_deref()) {
+                scopes.push(scope.as_deref());
+            }
+        }
+        for scope in scopes {
+            let (at, ids): (Vec<usize>, Vec<&str>) = asked
+                .iter()
+                .enumerate()
+                .filter(|(_, (s, _))| s.as_deref() == scope)
+                .map(|(i, (_, id))| (i, id.as_str()))
+                .unzip();
+            let taken = self
+                .throttles
+                .take_many(&endpoint.throttle, scope, &ids, &*self.clock);
+            for (i, answer) in at.into_iter().zip(taken) {
+                answers[i] = Some(answer);
+            }
+        }
+        // A store that answered too few leaves the rest unanswered: an
+        // error each, and they ask again.
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(OutboxError::Poisoned)))
+            .collect()
+    }
+
     /// One pass over a claimed message. Returns its ending when its last
     /// part was delivered, for the loop to write with others'.
     async fn process(
         &self,
         endpoint: &Endpoint,
         record: OutboxRecord,
-        plans: &PlanBatch,
+        batches: &Batches,
         stop: &CancellationToken,
     ) -> Option<Ending> {
         // Each pass over a message is one span of the trace it was
@@ -416,7 +474,7 @@ impl Delivery {
             attempts_before = record.attempts,
         );
         crate::telemetry::continue_from(&span, record.traceparent.as_deref());
-        let processed = self.try_process(endpoint, record.clone(), plans, stop);
+        let processed = self.try_process(endpoint, record.clone(), batches, stop);
         match tracing::Instrument::instrument(processed, span).await {
             Ok(ending) => ending,
             Err(e) => {
@@ -436,7 +494,7 @@ impl Delivery {
         &self,
         endpoint: &Endpoint,
         record: OutboxRecord,
-        plans: &PlanBatch,
+        batches: &Batches,
         stop: &CancellationToken,
     ) -> Result<Option<Ending>, OutboxError> {
         let record = &record;
@@ -482,12 +540,18 @@ impl Delivery {
                         parts,
                         absorbed,
                     };
-                    let (
+                    let Some((
                         Plan {
                             parts, absorbed, ..
                         },
                         saved,
-                    ) = plans.save(plan, |all| self.outbox.save_plans(all)).await;
+                    )) = batches
+                        .plans
+                        .run(plan, |all| self.outbox.save_plans(all))
+                        .await
+                    else {
+                        return Err(OutboxError::Poisoned);
+                    };
                     saved?;
                     carries = !absorbed.is_empty();
                     // Just stored as planned: no need to read them back.
@@ -527,7 +591,7 @@ impl Delivery {
             // The key the provider counts this request under (a group).
             let scope = endpoint.provider.throttle_key(endpoint.name, &part.part);
             let waiting = tracing::debug_span!("throttle wait", endpoint = %endpoint.key);
-            let slot = self.take_slot(endpoint, scope.as_deref(), id, stop);
+            let slot = self.take_slot(endpoint, scope.as_deref(), id, &batches.slots, stop);
             let stamp = match tracing::Instrument::instrument(slot, waiting).await {
                 Slot::Go(stamp) => stamp,
                 Slot::Stopped => {
@@ -1042,7 +1106,7 @@ mod tests {
             .map(|i| {
                 let batch = &batch;
                 async move {
-                    let (saved, answer) = batch.save(plan(&format!("m{i}")), store).await;
+                    let (saved, answer) = batch.run(plan(&format!("m{i}")), store).await.unwrap();
                     (i, saved.id, answer)
                 }
             })
@@ -1064,7 +1128,7 @@ mod tests {
             assert_eq!(answer.is_err(), i == 3, "m{i}: {answer:?}");
         }
         // A message alone stores its plan alone, at once.
-        let (saved, answer) = batch.save(plan("alone"), store).await;
+        let (saved, answer) = batch.run(plan("alone"), store).await.unwrap();
         assert!(answer.is_ok());
         assert_eq!(saved.id, "alone");
         assert_eq!(calls.borrow().len(), 2);

@@ -372,6 +372,23 @@ pub trait ThrottleStore: Send + Sync {
         claim: &str,
         clock: &dyn Clock,
     ) -> Result<Reservation, OutboxError>;
+    /// Slots for several messages of one endpoint and request key at once,
+    /// answered in the order of `claims`, each as [`ThrottleStore::take`]
+    /// would answer it alone. A shared store decides them all in one
+    /// transaction, and so locks the endpoint's state once for all; by
+    /// default, one `take` after another.
+    fn take_many(
+        &self,
+        key: &ThrottleKey,
+        scope: Option<&str>,
+        claims: &[&str],
+        clock: &dyn Clock,
+    ) -> Vec<Result<Reservation, OutboxError>> {
+        claims
+            .iter()
+            .map(|claim| self.take(key, scope, claim, clock))
+            .collect()
+    }
     /// The request granted at `stamped_ms` was answered now (on `clock`):
     /// counts it as late as that allows, so a request that left late holds
     /// the next one for the real gap (see

@@ -40,6 +40,7 @@
 //!   `task::block_in_place`); `send-broadcast` calls from `spawn_blocking`.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -826,15 +827,34 @@ impl PgOutbox {
     /// the database's own clock.
     pub fn reserve_layers(
         &self,
-        mut layers: Vec<Layer>,
+        layers: Vec<Layer>,
         margin_ms: u64,
         id: &str,
         now_ms: Option<u64>,
     ) -> Result<Reservation, OutboxError> {
+        self.reserve_layers_for(layers, margin_ms, vec![id.to_string()], now_ms)?
+            .pop()
+            .ok_or(OutboxError::Poisoned)
+    }
+
+    /// [`PgOutbox::reserve_layers`] for several messages at once, in one
+    /// transaction: the histories' rows are locked once, every claim still
+    /// held is renewed in one statement, and the messages take their slots
+    /// in the order of `ids`, each decided by [`Throttle::take_all`] over
+    /// the history with the slots granted before it counted. The first
+    /// that must wait stops the rest (they would wait at least as long).
+    /// A message whose claim is no longer this host's gets
+    /// [`Reservation::LeaseLost`]. Answers in the order of `ids`.
+    pub fn reserve_layers_for(
+        &self,
+        mut layers: Vec<Layer>,
+        margin_ms: u64,
+        ids: Vec<String>,
+        now_ms: Option<u64>,
+    ) -> Result<Vec<Reservation>, OutboxError> {
         // Every host locks the rows in the same order: no deadlock between
         // two endpoints that share a ceiling.
         layers.sort_by(|a, b| a.name.cmp(&b.name));
-        let id = id.to_string();
         let host = self.host_id.clone();
         let lease = self.lease_secs();
         self.run(move |c| {
@@ -856,7 +876,7 @@ impl PgOutbox {
                 };
                 slowdowns.push(slowdown_from(&row));
             }
-            // Renew the claim, and read the clock only now that the locks
+            // Renew the claims, and read the clock only now that the locks
             // are ours: a host that waited for them must not stamp a send
             // before the previous holder's.
             //
@@ -868,22 +888,23 @@ impl PgOutbox {
             // rather than by a statement of its own: one round trip fewer
             // while the throttle rows are locked. A transaction that does
             // not get this far writes nothing or rolls back.
-            let held = tx.query_opt_p(
+            let held = tx.query_p(
                 &format!(
                     "UPDATE botbox_messages SET lease_until = clock_timestamp() + make_interval(secs => $3)
-                     WHERE id = $1 AND claimed_by = $2 AND state = 'sending'
-                     RETURNING {DB_NOW_MS}, set_config('synchronous_commit', 'off', true)"
+                     WHERE id = ANY($1) AND claimed_by = $2 AND state = 'sending'
+                     RETURNING id, {DB_NOW_MS}, set_config('synchronous_commit', 'off', true)"
                 ),
-                &[&id, &host, &lease],
+                &[&ids, &host, &lease],
             )?;
-            let Some(held) = held else {
+            if held.is_empty() {
                 tx.rollback()?;
-                return Ok(Reservation::LeaseLost);
-            };
+                return Ok(ids.iter().map(|_| Reservation::LeaseLost).collect());
+            }
             let now: i64 = match now_ms {
                 Some(ms) => ms as i64,
-                None => held.get(0),
+                None => held.iter().map(|r| r.get::<_, i64>(1)).max().unwrap_or(0),
             };
+            let held: HashSet<String> = held.iter().map(|r| r.get(0)).collect();
             let mut throttles = Vec::with_capacity(layers.len());
             let mut reaches = Vec::with_capacity(layers.len());
             for (layer, slowdown) in layers.iter().zip(slowdowns) {
@@ -908,26 +929,45 @@ impl PgOutbox {
                 throttles.push(throttle);
             }
             let mut refs: Vec<&mut Throttle> = throttles.iter_mut().collect();
-            let answer = match Throttle::take_all(&mut refs, now as u64) {
-                Ok(at) => {
-                    for (layer, reach) in layers.iter().zip(&reaches) {
-                        // History older than every window is dropped as it
-                        // goes, past twice their reach: a "too fast" that
-                        // halves the rate then still finds the sends its
-                        // stretched windows count.
-                        let since = now.saturating_sub(2 * *reach as i64);
-                        tx.execute_p(
-                            "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
-                             INSERT INTO botbox_sends (endpoint, at_ms) VALUES ($1, $2)",
-                            &[&layer.name, &(at as i64), &since],
-                        )?;
+            let mut granted: i64 = 0;
+            let mut wait: Option<u64> = None;
+            let answers = ids
+                .iter()
+                .map(|id| {
+                    if !held.contains(id) {
+                        return Reservation::LeaseLost;
                     }
-                    Reservation::Granted(at)
+                    if let Some(ms) = wait {
+                        return Reservation::Wait(ms);
+                    }
+                    match Throttle::take_all(&mut refs, now as u64) {
+                        Ok(at) => {
+                            granted += 1;
+                            Reservation::Granted(at)
+                        }
+                        Err(ms) => {
+                            wait = Some(ms);
+                            Reservation::Wait(ms)
+                        }
+                    }
+                })
+                .collect();
+            if granted > 0 {
+                for (layer, reach) in layers.iter().zip(&reaches) {
+                    // History older than every window is dropped as it
+                    // goes, past twice their reach: a "too fast" that
+                    // halves the rate then still finds the sends its
+                    // stretched windows count.
+                    let since = now.saturating_sub(2 * *reach as i64);
+                    tx.execute_p(
+                        "WITH old AS (DELETE FROM botbox_sends WHERE endpoint = $1 AND at_ms < $3)
+                         INSERT INTO botbox_sends (endpoint, at_ms) SELECT $1, $2 FROM generate_series(1::bigint, $4::bigint)",
+                        &[&layer.name, &now, &since, &granted],
+                    )?;
                 }
-                Err(wait) => Reservation::Wait(wait),
-            };
+            }
             tx.commit()?;
-            Ok(answer)
+            Ok(answers)
         })
     }
 
@@ -980,11 +1020,13 @@ impl PgOutbox {
         let answered = answered_ms.map(|ms| ms as i64);
         // Like a reservation's, this write sits between requests and skips
         // the WAL flush (see `reserve_layers`): the one-statement
-        // transaction turns it off for itself.
+        // transaction turns it off for itself. One send of those stamped
+        // then moves: slots granted together share a stamp
+        // (`reserve_layers_for`), and each answer moves its own.
         let sql = format!(
             "UPDATE botbox_sends SET at_ms = GREATEST(at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
              FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed
-             WHERE endpoint = $1 AND at_ms = $2"
+             WHERE ctid = (SELECT ctid FROM botbox_sends WHERE endpoint = $1 AND at_ms = $2 LIMIT 1)"
         );
         self.run(move |c| {
             c.execute_p(&sql, &[&endpoint, &stamped, &answered, &back])?;
@@ -1081,6 +1123,26 @@ impl ThrottleStore for PgOutbox {
         clock: &dyn Clock,
     ) -> Result<Reservation, OutboxError> {
         self.reserve_layers(key.layers(scope), key.margin_ms, claim, shared_now(clock))
+    }
+
+    fn take_many(
+        &self,
+        key: &ThrottleKey,
+        scope: Option<&str>,
+        claims: &[&str],
+        clock: &dyn Clock,
+    ) -> Vec<Result<Reservation, OutboxError>> {
+        let ids = claims.iter().map(|c| c.to_string()).collect();
+        match self.reserve_layers_for(key.layers(scope), key.margin_ms, ids, shared_now(clock)) {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let e = e.to_string();
+                claims
+                    .iter()
+                    .map(|_| Err(OutboxError::Unavailable(e.clone())))
+                    .collect()
+            }
+        }
     }
 
     fn answered(
