@@ -688,10 +688,12 @@ async fn app_on(server: &pg::PgServer, dir: &std::path::Path, text: String) -> A
 
 /// On a shared outbox, the messages an endpoint sends together take their
 /// throttle slots together: one transaction locks the endpoint's throttle
-/// row for several of them, instead of one transaction a message (counted
-/// by the server). Every send still stays inside the provider's limit.
+/// row for several of them, instead of one transaction a message; and the
+/// sends of requests answered together move in one statement (both
+/// counted by the server). Every send still stays inside the provider's
+/// limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_sent_together_take_their_slots_in_shared_transactions() {
+async fn messages_sent_together_share_their_throttle_statements() {
     let server = tokio::task::block_in_place(pg::PgServer::start_counting);
     let dir = tempfile::tempdir().unwrap();
     let fast = SimConfig::fast(1.0);
@@ -738,6 +740,12 @@ async fn messages_sent_together_take_their_slots_in_shared_transactions() {
     assert!(
         (1..=8).contains(&locks),
         "{locks} slot transactions for 16 messages"
+    );
+    // The move of answered sends (`answered_all_at`).
+    let moves = tokio::task::block_in_place(|| server.calls_of("AS unflushed"));
+    assert!(
+        (1..=12).contains(&moves),
+        "{moves} statements moved the sends of 16 answered requests"
     );
 }
 

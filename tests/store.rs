@@ -307,15 +307,20 @@ fn messages_take_their_slots_together_each_decided_in_order() {
     assert!(ms >= 60_000, "{ms}");
     assert_eq!(answers[5], Reservation::Wait(ms), "the rest wait as long");
     assert_eq!(o.sends_since("t/default", 0).unwrap(), vec![1_000; 3]);
-    // Each answer moves one of the three sends stamped together.
+    // Each answer moves one of the three sends stamped together, whether
+    // answered together or alone.
     let wide = ThrottleSpec::windows(&[(3, 1_000)]);
-    o.answered_at("t/default", &wide, 0, 1_000, Some(1_500))
+    o.answered_all_at("t/default", &wide, 0, &[1_000, 1_000], Some(1_500))
         .unwrap();
+    assert_eq!(
+        o.sends_since("t/default", 0).unwrap(),
+        vec![1_000, 1_490, 1_490]
+    );
     o.answered_at("t/default", &wide, 0, 1_000, Some(1_700))
         .unwrap();
     assert_eq!(
         o.sends_since("t/default", 0).unwrap(),
-        vec![1_000, 1_490, 1_690]
+        vec![1_490, 1_490, 1_690]
     );
     // No claim held at all: nothing is written.
     let answers = o

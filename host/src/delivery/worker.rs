@@ -84,6 +84,8 @@ struct Ending {
 ///   (`ThrottleStore::take_many`): one transaction locks the endpoint's
 ///   throttle rows once for all of them, and each slot is still decided
 ///   in it, with every host's sends in view.
+/// - On a shared store, the moves of the sends whose requests were
+///   answered meanwhile (`ThrottleStore::answered_many`): one statement.
 ///
 /// There is no timer. The worker polls its messages in one task; the first
 /// to queue a call yields once, so that every other message started with
@@ -151,11 +153,48 @@ type PlanBatch = Batch<Plan, Result<(), OutboxError>>;
 /// for together: each asks with its request's key (`scope`) and its id.
 type SlotBatch = Batch<(Option<String>, String), Result<Reservation, OutboxError>>;
 
+/// The answered requests whose sends an endpoint's worker moves in a
+/// shared store together: each with its request's key and its stamp.
+type AnswerBatch = Batch<(Option<String>, u64), Result<(), OutboxError>>;
+
 /// An endpoint worker's batches.
 #[derive(Default)]
 struct Batches {
     plans: PlanBatch,
     slots: SlotBatch,
+    answers: AnswerBatch,
+}
+
+/// Answers `asked` (each item with its request's key), in order, with one
+/// `call` for each key among them, made in the order the keys first
+/// appear. A call that answers too few leaves the rest unanswered: an
+/// error each, and they ask again.
+fn per_scope<X, A>(
+    asked: &[(Option<String>, X)],
+    mut call: impl FnMut(Option<&str>, &[&X]) -> Vec<Result<A, OutboxError>>,
+) -> Vec<Result<A, OutboxError>> {
+    let mut answers: Vec<Option<Result<A, OutboxError>>> = asked.iter().map(|_| None).collect();
+    let mut scopes: Vec<Option<&str>> = Vec::new();
+    for (scope, _) in asked {
+        if !scopes.contains(&scope.as_deref()) {
+            scopes.push(scope.as_deref());
+        }
+    }
+    for scope in scopes {
+        let (at, items): (Vec<usize>, Vec<&X>) = asked
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| s.as_deref() == scope)
+            .map(|(i, (_, x))| (i, x))
+            .unzip();
+        for (i, answer) in at.into_iter().zip(call(scope, &items)) {
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or(Err(OutboxError::Poisoned)))
+        .collect()
 }
 
 /// What waiting for the throttle came to.
@@ -419,41 +458,40 @@ impl Delivery {
     }
 
     /// The slots of `asked` (each a request's key and its message), in
-    /// order: one store call for each key among them, in the order the
-    /// keys first appear.
+    /// order: one store call for each key among them.
     fn take_many(
         &self,
         endpoint: &Endpoint,
         asked: &[(Option<String>, String)],
     ) -> Vec<Result<Reservation, OutboxError>> {
-        let mut answers: Vec<Option<Result<Reservation, OutboxError>>> =
-            asked.iter().map(|_| None).collect();
-        let mut scopes: Vec<Option<&str>> = Vec::new();
-        for (scope, _) in asked {
-            if !scopes.contains(&scope.as_deref()) {
-                scopes.push(scope.as_deref());
-            }
-        }
-        for scope in scopes {
-            let (at, ids): (Vec<usize>, Vec<&str>) = asked
+        per_scope(asked, |scope, ids: &[&String]| {
+            let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+            self.throttles
+                .take_many(&endpoint.throttle, scope, &ids, &*self.clock)
+        })
+    }
+
+    /// Tells the store that the requests granted at the stamps of
+    /// `answered` (each with its request's key) were answered now: one
+    /// store call for each key among them.
+    fn answered_many(
+        &self,
+        endpoint: &Endpoint,
+        answered: &[(Option<String>, u64)],
+    ) -> Vec<Result<(), OutboxError>> {
+        per_scope(answered, |scope, stamps: &[&u64]| {
+            let stamps: Vec<u64> = stamps.iter().map(|s| **s).collect();
+            let all =
+                self.throttles
+                    .answered_many(&endpoint.throttle, scope, &stamps, &*self.clock);
+            stamps
                 .iter()
-                .enumerate()
-                .filter(|(_, (s, _))| s.as_deref() == scope)
-                .map(|(i, (_, id))| (i, id.as_str()))
-                .unzip();
-            let taken = self
-                .throttles
-                .take_many(&endpoint.throttle, scope, &ids, &*self.clock);
-            for (i, answer) in at.into_iter().zip(taken) {
-                answers[i] = Some(answer);
-            }
-        }
-        // A store that answered too few leaves the rest unanswered: an
-        // error each, and they ask again.
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Err(OutboxError::Poisoned)))
-            .collect()
+                .map(|_| match &all {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(OutboxError::Unavailable(e.to_string())),
+                })
+                .collect()
+        })
     }
 
     /// One pass over a claimed message. Returns its ending when its last
@@ -639,10 +677,20 @@ impl Delivery {
             // starved CPU can hold it well past the stamp. Count it as late
             // as the answer allows, so the next one is spaced from when this
             // one can have arrived, not from its stamp.
-            if let Err(e) =
+            let answered = if self.throttles.shared() {
+                // With the other requests answered meanwhile.
+                batches
+                    .answers
+                    .run((scope.clone(), stamp), |all| {
+                        self.answered_many(endpoint, all)
+                    })
+                    .await
+                    .map_or(Err(OutboxError::Poisoned), |(_, answer)| answer)
+            } else {
                 self.throttles
                     .answered(&endpoint.throttle, scope.as_deref(), stamp, &*self.clock)
-            {
+            };
+            if let Err(e) = answered {
                 tracing::warn!(endpoint = %endpoint.key, "cannot move a late send in the shared throttle: {e}");
             }
             // The last part of a message all delivered ends it: its request

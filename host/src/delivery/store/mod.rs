@@ -400,6 +400,21 @@ pub trait ThrottleStore: Send + Sync {
         stamped_ms: u64,
         clock: &dyn Clock,
     ) -> Result<(), OutboxError>;
+    /// [`ThrottleStore::answered`] for several requests of one request
+    /// key answered now, granted at `stamped_ms` (a stamp twice: two
+    /// requests granted together). A shared store moves them in one
+    /// statement; by default, one `answered` after another.
+    fn answered_many(
+        &self,
+        key: &ThrottleKey,
+        scope: Option<&str>,
+        stamped_ms: &[u64],
+        clock: &dyn Clock,
+    ) -> Result<(), OutboxError> {
+        stamped_ms
+            .iter()
+            .try_for_each(|stamp| self.answered(key, scope, *stamp, clock))
+    }
     /// The provider reported `cost_ms` of its own execution time (in the
     /// throttle clock's milliseconds) for the request granted at
     /// `stamped_ms`, such as Bitrix24's `time.operating`: counted against

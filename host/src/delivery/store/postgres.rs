@@ -1011,25 +1011,50 @@ impl PgOutbox {
         stamped_ms: u64,
         answered_ms: Option<u64>,
     ) -> Result<(), OutboxError> {
+        self.answered_all_at(endpoint, spec, margin_ms, &[stamped_ms], answered_ms)
+    }
+
+    /// [`PgOutbox::answered_at`] for several requests answered at
+    /// `answered_ms`, in one statement: one send of each stamp in
+    /// `stamped_ms` moves (a stamp twice: two of its sends), since slots
+    /// granted together share a stamp (`reserve_layers_for`) and each
+    /// answer moves its own.
+    pub fn answered_all_at(
+        &self,
+        endpoint: &str,
+        spec: &ThrottleSpec,
+        margin_ms: u64,
+        stamped_ms: &[u64],
+        answered_ms: Option<u64>,
+    ) -> Result<(), OutboxError> {
         let Some(back) = Throttle::history_shift(spec, margin_ms) else {
             return Ok(());
         };
+        if stamped_ms.is_empty() {
+            return Ok(());
+        }
         let back = back as i64;
         let endpoint = endpoint.to_string();
-        let stamped = stamped_ms as i64;
+        let stamps: Vec<i64> = stamped_ms.iter().map(|ms| *ms as i64).collect();
         let answered = answered_ms.map(|ms| ms as i64);
         // Like a reservation's, this write sits between requests and skips
-        // the WAL flush (see `reserve_layers`): the one-statement
-        // transaction turns it off for itself. One send of those stamped
-        // then moves: slots granted together share a stamp
-        // (`reserve_layers_for`), and each answer moves its own.
+        // the WAL flush (see `reserve_layers_for`): the one-statement
+        // transaction turns it off for itself.
         let sql = format!(
-            "UPDATE botbox_sends SET at_ms = GREATEST(at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
+            "WITH wanted AS (
+                 SELECT stamp, count(*) AS n FROM unnest($2::bigint[]) AS w(stamp) GROUP BY stamp
+             ), picked AS (
+                 SELECT s.ctid FROM (
+                     SELECT ctid, at_ms, row_number() OVER (PARTITION BY at_ms) AS k
+                     FROM botbox_sends WHERE endpoint = $1 AND at_ms = ANY($2)
+                 ) AS s JOIN wanted ON wanted.stamp = s.at_ms AND s.k <= wanted.n
+             )
+             UPDATE botbox_sends SET at_ms = GREATEST(botbox_sends.at_ms, COALESCE($3, {DB_NOW_MS}) - $4)
              FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed
-             WHERE ctid = (SELECT ctid FROM botbox_sends WHERE endpoint = $1 AND at_ms = $2 LIMIT 1)"
+             WHERE botbox_sends.ctid IN (SELECT ctid FROM picked)"
         );
         self.run(move |c| {
-            c.execute_p(&sql, &[&endpoint, &stamped, &answered, &back])?;
+            c.execute_p(&sql, &[&endpoint, &stamps, &answered, &back])?;
             Ok(())
         })
     }
@@ -1154,6 +1179,25 @@ impl ThrottleStore for PgOutbox {
     ) -> Result<(), OutboxError> {
         for layer in key.layers(scope) {
             self.answered_at(
+                &layer.name,
+                &layer.spec,
+                key.margin_ms,
+                stamped_ms,
+                shared_now(clock),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn answered_many(
+        &self,
+        key: &ThrottleKey,
+        scope: Option<&str>,
+        stamped_ms: &[u64],
+        clock: &dyn Clock,
+    ) -> Result<(), OutboxError> {
+        for layer in key.layers(scope) {
+            self.answered_all_at(
                 &layer.name,
                 &layer.spec,
                 key.margin_ms,
