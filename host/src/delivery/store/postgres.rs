@@ -1177,16 +1177,7 @@ impl ThrottleStore for PgOutbox {
         stamped_ms: u64,
         clock: &dyn Clock,
     ) -> Result<(), OutboxError> {
-        for layer in key.layers(scope) {
-            self.answered_at(
-                &layer.name,
-                &layer.spec,
-                key.margin_ms,
-                stamped_ms,
-                shared_now(clock),
-            )?;
-        }
-        Ok(())
+        self.answered_many(key, scope, &[stamped_ms], clock)
     }
 
     fn answered_many(
