@@ -674,11 +674,16 @@ async fn a_backed_up_tencent_queue_is_merged_into_one_msg_body() {
     assert_eq!(r.sim.deliveries_to(SimProvider::Tencent).len(), 3);
 }
 
-/// An app on the shared outbox of `server`, with the configuration `text`
-/// written to `dir`.
-async fn app_on(server: &pg::PgServer, dir: &std::path::Path, text: String) -> App {
-    server.write_url(dir);
-    let text = format!("{}{text}", server.storage_section("30s"));
+/// An app with the configuration `text` written to `dir`: on the shared
+/// outbox of `pg` when there is one, else on SQLite in `dir`.
+async fn app_on(pg: Option<&pg::PgServer>, dir: &std::path::Path, text: String) -> App {
+    let text = match pg {
+        Some(pg) => {
+            pg.write_url(dir);
+            format!("{}{text}", pg.storage_section("30s"))
+        }
+        None => text,
+    };
     let path = dir.join("botbox.toml");
     std::fs::write(&path, &text).unwrap();
     tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
@@ -713,7 +718,7 @@ async fn messages_sent_together_share_their_throttle_statements() {
         "[providers.tencent]\n",
         "[providers.tencent]\nthrottle = [\"1000/1s\"]\n",
     );
-    let app = app_on(&server, dir.path(), text).await;
+    let app = app_on(Some(&server), dir.path(), text).await;
     // All accepted before the worker starts: it claims them together.
     let ids: Vec<String> = (0..16)
         .map(|i| {
@@ -765,7 +770,7 @@ async fn only_a_channel_that_merges_reads_its_backlog_when_a_message_is_planned(
          [channels.plain]\nprovider = \"tencent\"\n{LONG_DELAY}\n"
     );
     let app = app_on(
-        &server,
+        Some(&server),
         dir.path(),
         sim_config(&sim, dir.path(), 1.0, &channels),
     )
@@ -1180,19 +1185,7 @@ async fn late_departures_keep_the_gap(pg: Option<&pg::PgServer>) {
         &format!("url = \"{}", upstream.replacen(&authority, &proxy, 1)),
     );
     assert!(text.contains(&proxy), "the config points at the proxy");
-    let text = match pg {
-        Some(pg) => {
-            pg.write_url(dir.path());
-            format!("{}{text}", pg.storage_section("30s"))
-        }
-        None => text,
-    };
-    std::fs::write(dir.path().join("botbox.toml"), &text).unwrap();
-    let path = dir.path().join("botbox.toml");
-    let app =
-        tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
-            .await
-            .unwrap();
+    let app = app_on(pg, dir.path(), text).await;
     let ch = app.delivery.channel("rooms").unwrap();
     for i in 0..4 {
         app.delivery
@@ -1507,20 +1500,7 @@ async fn an_accept_wakes_the_idle_worker(pg: Option<&pg::PgServer>) {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::fast(1.0)).await.unwrap();
     let channels = format!("[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n");
-    let text = sim_config(&sim, dir.path(), 1.0, &channels);
-    let text = match pg {
-        Some(pg) => {
-            pg.write_url(dir.path());
-            format!("{}{text}", pg.storage_section("30s"))
-        }
-        None => text,
-    };
-    let path = dir.path().join("botbox.toml");
-    std::fs::write(&path, &text).unwrap();
-    let app =
-        tokio::task::spawn_blocking(move || App::build(Config::load(&path).unwrap()).unwrap())
-            .await
-            .unwrap();
+    let app = app_on(pg, dir.path(), sim_config(&sim, dir.path(), 1.0, &channels)).await;
     app.delivery.set_shared_poll(Duration::from_secs(3600));
     let stop = CancellationToken::new();
     let workers = app.delivery.start(stop.clone());
