@@ -239,6 +239,37 @@ async fn pwned(client: &Client) -> Value {
         .expect("the browser runs the test's script")
 }
 
+/// Clicks the form button `id` and waits until the page its POST leads
+/// to has loaded: a WebDriver click returns before the navigation it
+/// starts, so reading the page (or loading another) right after it races
+/// the form's own request.
+async fn submit(client: &Client, id: &str) -> String {
+    let before = client.current_url().await.unwrap();
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("the button `{id}`: {e}"))
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let at = client.current_url().await.unwrap();
+        let loaded = client
+            .execute("return document.readyState;", vec![])
+            .await
+            .ok();
+        if at != before && loaded == Some(json!("complete")) {
+            return at.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the answer to `{id}` never came: still at {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn log_in(client: &Client, run: &Run, token: &str) {
     client.goto(&run.url("/console/login")).await.unwrap();
     let field = client
@@ -524,15 +555,15 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
 
     // Step 11: retry the failed message from its page; it is delivered.
     client.goto(&refused_page).await.unwrap();
-    client
-        .find(Locator::Id("retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let at = submit(client, "retry").await;
     let done = texts(client, "#done").await;
-    assert_eq!(done, "Queued again.", "step `retry`");
+    assert_eq!(
+        done,
+        "Queued again.",
+        "step `retry`: at {at}, notice {:?}\n{}",
+        texts(client, "#notice").await,
+        run.log()
+    );
     poll_page(
         client,
         &refused_page,
@@ -556,13 +587,7 @@ async fn the_console_shows_and_acts_on_a_running_host_in_a_real_browser() {
 
     // Step 12: logout ends the session.
     client.goto(&run.url("/console/plugins")).await.unwrap();
-    client
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(client, "logout").await;
     client.goto(&run.url("/console/outbox")).await.unwrap();
     let at = client.current_url().await.unwrap();
     assert!(
