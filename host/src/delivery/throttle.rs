@@ -160,6 +160,19 @@ impl Clock for Steady {
 /// arrive apart.
 pub const ARRIVAL_JITTER: Duration = Duration::from_millis(30);
 
+/// The share of a leaky bucket's documented drain rate the throttle
+/// counts on. A bucket needs no margin for arrival jitter beyond the one
+/// request of headroom it keeps (`next_allowed` fills it to `burst - 1`):
+/// two requests that arrive `d` later and earlier than they left find the
+/// bucket at most `d × rate` fuller than the throttle counted, under one
+/// request for any delay under a drain interval (500 ms at 2/s, 200 ms at
+/// Enterprise's 5/s), and a late answer stops the drain until it
+/// ([`Throttle::answered`]). The half percent is for a provider whose drain
+/// runs a little slow against our clock. It was 2%, which left 2% of
+/// Bitrix24's quota unused (the benchmark's quota section measures it at
+/// the simulator).
+pub const BUCKET_DRAIN: f64 = 0.995;
+
 /// One endpoint's throttle as a store is asked about it: which endpoint,
 /// its limits, the limits of each key it is keyed by (a group, a room), the
 /// account-wide ceiling above it, and the arrival margin in the clock's time.
@@ -417,9 +430,10 @@ impl Throttle {
                     }
                 }
                 Limit::LeakyBucket { per_second, burst } => {
-                    // Keep one request of headroom and drain 2% slower than
-                    // documented, for the same jitter reason as windows.
-                    let rate = per_second * 0.98 * factor;
+                    // One request of headroom, for arrival jitter, and the
+                    // drain counted a little slower than documented (see
+                    // `BUCKET_DRAIN`).
+                    let rate = per_second * BUCKET_DRAIN * factor;
                     let cap = (*burst as f64 - 1.0).max(1.0);
                     let level = self.bucket_level_at(now_ms, rate);
                     if level + 1.0 > cap {
@@ -543,8 +557,9 @@ impl Throttle {
                     }
                 }
                 Limit::LeakyBucket { per_second, .. } => {
-                    let drained =
-                        at_ms.saturating_sub(self.bucket_at_ms) as f64 / 1000.0 * per_second * 0.98;
+                    let drained = at_ms.saturating_sub(self.bucket_at_ms) as f64 / 1000.0
+                        * per_second
+                        * BUCKET_DRAIN;
                     bucket = Some(((self.bucket_level - drained).max(0.0) + 1.0, at_ms));
                 }
                 // A budget learns the request's cost from its answer
@@ -604,10 +619,28 @@ impl Throttle {
                 log.make_contiguous().sort_unstable();
             }
         }
-        // The bucket stops draining until then: as if it were counted late.
+        // The bucket counts the request late too. If it is the last one
+        // counted, it is added then, and what the bucket held before it
+        // drains until then: the provider's bucket had that time to drain.
+        // (Pausing the whole bucket instead lost the drain of every
+        // request's round trip: 87% of Bitrix24's quota used with answers
+        // after 100 ms.) With later requests counted since, its place among
+        // them is unknown, so the bucket stops draining until then.
         let late = answered_ms.saturating_sub(self.margin_ms);
-        if late > stamped_ms && stamped_ms <= self.bucket_at_ms {
-            self.bucket_at_ms = self.bucket_at_ms.max(late);
+        if late <= stamped_ms || stamped_ms > self.bucket_at_ms {
+            return;
+        }
+        let per_second = self.spec.limits.iter().find_map(|l| match l {
+            Limit::LeakyBucket { per_second, .. } => Some(*per_second),
+            _ => None,
+        });
+        match per_second {
+            Some(per_second) if stamped_ms == self.bucket_at_ms && self.bucket_level >= 1.0 => {
+                let drained = (late - stamped_ms) as f64 / 1000.0 * per_second * BUCKET_DRAIN;
+                self.bucket_level = (self.bucket_level - 1.0 - drained).max(0.0) + 1.0;
+                self.bucket_at_ms = late;
+            }
+            _ => self.bucket_at_ms = self.bucket_at_ms.max(late),
         }
     }
 
@@ -771,6 +804,69 @@ mod tests {
         assert_eq!(immediate, 49);
         let next = t.next_allowed(0);
         assert!((500..=600).contains(&next), "{next}");
+    }
+
+    /// Replays an hour of a bucket at 2/s, burst 50, offered more than it
+    /// allows: each request arrives `delay(i)` after its slot and is
+    /// answered `answer_after` ms after it arrives. Returns the share of what the
+    /// documented bucket allows in the hour, and the requests the provider's
+    /// bucket, counted at arrival, had no room for.
+    fn bucket_replay(delay: impl Fn(u64) -> u64, answer_after: u64) -> (f64, usize) {
+        const HOUR: u64 = 3_600_000;
+        let (per_second, burst) = (2.0, 50usize);
+        let mut t = Throttle::new(
+            ThrottleSpec::parse(&["bucket 2/s burst 50".into()]).unwrap(),
+            30,
+        );
+        let mut arrivals = Vec::new();
+        let mut now = 0;
+        for i in 0.. {
+            let at = t.next_allowed(now);
+            if at >= HOUR {
+                break;
+            }
+            t.record(at);
+            let arrived = at + delay(i);
+            t.answered(at, arrived + answer_after);
+            arrivals.push(arrived);
+            now = at;
+        }
+        arrivals.sort_unstable();
+        let (mut level, mut last, mut over) = (0.0f64, 0u64, 0);
+        for at in &arrivals {
+            level = (level - (at - last) as f64 / 1000.0 * per_second).max(0.0) + 1.0;
+            last = *at;
+            if level > burst as f64 + 1e-9 {
+                over += 1;
+            }
+        }
+        let allowed = burst as f64 + per_second * HOUR as f64 / 1000.0;
+        (arrivals.len() as f64 / allowed, over)
+    }
+
+    #[test]
+    fn a_bucket_uses_99_percent_of_its_drain_near_or_far_and_its_headroom_absorbs_late_arrivals() {
+        // Requests that arrive at once and are answered at once: the
+        // throttle uses the bucket (it used 98%, with a drain 2% slow).
+        let (share, over) = bucket_replay(|_| 0, 1);
+        assert!(share >= 0.99, "{:.2}% of the bucket used", share * 100.0);
+        assert_eq!(over, 0);
+        // A provider 100 ms away: each request arrives 50 ms after it
+        // left and is answered 50 ms later. The round trips cost nothing
+        // (pausing the drain for each cost 12%).
+        let (share, over) = bucket_replay(|_| 50, 50);
+        assert!(
+            share >= 0.99,
+            "{:.2}% used, answers at 100 ms",
+            share * 100.0
+        );
+        assert_eq!(over, 0);
+        // Arrivals up to 400 ms late in any order (under one drain
+        // interval, 500 ms): the one request of headroom takes them.
+        let (_, over) = bucket_replay(|i| (i * 7919) % 401, 1);
+        assert_eq!(over, 0, "requests over the bucket at arrival");
+        let (_, over) = bucket_replay(|i| (i * 7919) % 401, 100);
+        assert_eq!(over, 0, "requests over the bucket at arrival");
     }
 
     #[test]

@@ -127,9 +127,8 @@ impl Throttle {
                     }
                 }
                 Limit::LeakyBucket { per_second, burst } => {
-                    // The rate `next_allowed` drains at: 2% under the
-                    // documented one.
-                    let rate = per_second * 0.98;
+                    // The rate `next_allowed` drains at.
+                    let rate = per_second * super::BUCKET_DRAIN;
                     let level = self.bucket_level_at(now_ms, rate);
                     LimitUsage::Bucket {
                         level,
@@ -241,8 +240,8 @@ mod tests {
             panic!("{:?}", t.usage(0));
         };
         assert_eq!((level, burst), (10.0, 50));
-        // 10 requests at 1.96 a second.
-        assert_eq!(empty_at_ms, 5103);
+        // 10 requests at 1.99 a second.
+        assert_eq!(empty_at_ms, 5026);
         assert_eq!(t.usage(0)[0].spelled(), "bucket 2/s burst 50");
     }
 }
