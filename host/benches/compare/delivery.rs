@@ -53,8 +53,12 @@ fn outbox_writes() -> (usize, f64) {
 }
 
 /// Runs the throttle at 10× the documented rate for `horizon_ms` of
-/// simulated time and measures it against the documented windows.
-fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
+/// simulated time and measures it against the documented windows. Each
+/// request is answered `round_trip_ms` after it leaves, as the delivery
+/// worker tells its throttle (`Throttle::answered`); the latency is taken
+/// to be the same for every request, so the provider sees the gaps the
+/// requests left with.
+fn utilisation(spec: &ThrottleSpec, horizon_ms: u64, round_trip_ms: u64) -> (f64, usize, String) {
     let margin = ARRIVAL_JITTER.as_millis() as u64;
     let mut throttle = Throttle::new(spec.clone(), margin);
     let mut sends = Vec::new();
@@ -66,6 +70,7 @@ fn utilisation(spec: &ThrottleSpec, horizon_ms: u64) -> (f64, usize, String) {
             break;
         }
         throttle.record(at);
+        throttle.answered(at, at + round_trip_ms);
         sends.push(at);
         now = at;
     }
@@ -467,19 +472,27 @@ pub fn run(report: &mut Report) {
             3_600_000,
         ),
     ];
+    // Answers as quick as the simulator's on loopback (the quota section
+    // measures those over real HTTP), and as slow as a provider across
+    // the world's: a window counts a request until its answer proves it
+    // arrived, so a slow answer costs quota.
+    let (near, far) = (1, 100);
     for (name, spec, horizon) in endpoints {
-        let (share, violations, binding) = utilisation(&spec, horizon);
+        let (share, violations, binding) = utilisation(&spec, horizon, near);
+        let (far_share, far_violations, _) = utilisation(&spec, horizon, far);
         report.add(
             "throttle",
-            format!("{name} ({spec}) at 10x oversubscription"),
+            format!("{name} ({spec}) at 10x oversubscription, simulated time"),
             share * 100.0,
             "% of quota",
             format!(
-                "binding limit {binding}; {violations} violations; jitter margin {} ms",
+                "binding limit {binding}; {violations} violations; answers {near} ms after each request; \
+                 answered after {far} ms: {:.1}%, {far_violations} violations; jitter margin {} ms",
+                far_share * 100.0,
                 ARRIVAL_JITTER.as_millis()
             ),
         );
-        report.target("≥ 98%, 0 violations", share >= 0.98 && violations == 0);
+        report.target("≥ 99%, 0 violations", share >= 0.99 && violations == 0);
     }
     shared_backend(report, std::env::var_os("BOTBOX_BENCH_QUICK").is_some());
 }
