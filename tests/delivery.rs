@@ -1235,6 +1235,47 @@ fn group_reply(channel: &str, group: &str, i: usize) -> Message {
     m
 }
 
+/// Messages a plugin sends to one channel within one millisecond are
+/// claimed, so sent, in the order it sent them. The outbox orders a
+/// channel's messages by the millisecond they were accepted, then by id;
+/// ids of one millisecond used to end in a random number, so two such
+/// messages went out in either order (seen under load in
+/// `concurrent_sends_keep_the_throttle_and_each_groups_order`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_accepted_within_one_millisecond_are_claimed_in_the_order_sent() {
+    // The slowest clock a host runs: one millisecond a real second, so
+    // the accepts below share a millisecond or two.
+    let r = rig(
+        0.001,
+        &format!("[channels.live]\nprovider = \"tencent\"\n{LONG_DELAY}\n"),
+    )
+    .await;
+    let ch = r.app.delivery.channel("live").unwrap();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            r.app
+                .delivery
+                .accept("a", &ch, text_message("live", &format!("#{i}")))
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .id
+        })
+        .collect();
+    let outbox = r.app.delivery.outbox();
+    let first = outbox.get(&ids[0]).unwrap().expect("accepted");
+    let last = outbox.get(&ids[19]).unwrap().expect("accepted");
+    assert!(
+        last.created_ms - first.created_ms < 19,
+        "some messages share a millisecond"
+    );
+    let claimed: Vec<String> = outbox
+        .claim_due(&first.endpoint, last.created_ms, 20, None)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(claimed, ids, "claimed in the order accepted");
+}
+
 /// Tencent's 40 messages per second are per group: two groups each get
 /// their own 40 in the same second, and the simulator, which enforces the
 /// per-group limit and the command's 200 per second at its receive time,

@@ -5,6 +5,7 @@
 //! the receipt. This is on the path of every broadcast: it stays cheap.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 
@@ -71,10 +72,19 @@ fn internal(e: OutboxError) -> BroadcastError {
     ))
 }
 
+/// Numbers this process's accepts. The outbox sends a channel's messages
+/// in the order of their accept millisecond, then their id, so the ids of
+/// one millisecond must sort in the order they were accepted; the random
+/// part that follows keeps two hosts' ids apart.
+static ACCEPTS: AtomicU64 = AtomicU64::new(0);
+
 impl Delivery {
     fn new_id(&self, now_ms: u64) -> String {
+        // 12 hex digits: the same width for 2^48 accepts, so ids compare
+        // as their numbers do.
+        let seq = ACCEPTS.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff;
         let random: u32 = rand::rng().random();
-        format!("m{now_ms:x}-{random:08x}")
+        format!("m{now_ms:x}-{seq:012x}{random:08x}")
     }
 
     /// Persists a checked message and returns its receipt, or refuses it
