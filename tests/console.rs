@@ -245,13 +245,7 @@ async fn pwned(client: &Client) -> Value {
 /// the form's own request.
 async fn submit(client: &Client, id: &str) -> String {
     let before = client.current_url().await.unwrap();
-    client
-        .find(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("the button `{id}`: {e}"))
-        .click()
-        .await
-        .unwrap();
+    click(client, id).await;
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         let at = client.current_url().await.unwrap();
@@ -270,6 +264,17 @@ async fn submit(client: &Client, id: &str) -> String {
     }
 }
 
+/// Clicks the button `id`; returns before any page it leads to.
+async fn click(client: &Client, id: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("the button `{id}`: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn log_in(client: &Client, run: &Run, token: &str) {
     client.goto(&run.url("/console/login")).await.unwrap();
     let field = client
@@ -277,13 +282,7 @@ async fn log_in(client: &Client, run: &Run, token: &str) {
         .await
         .expect("the login form");
     field.send_keys(token).await.unwrap();
-    client
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "login").await;
     // A click does not wait for the page it leads to: wait until the
     // answer is shown (the console, or the login page with its refusal).
     let deadline = Instant::now() + WAIT_LIMIT;
