@@ -163,11 +163,11 @@ pub const ARRIVAL_JITTER: Duration = Duration::from_millis(30);
 /// The share of a leaky bucket's documented drain rate the throttle
 /// counts on. A bucket needs no margin for arrival jitter beyond the one
 /// request of headroom it keeps (`next_allowed` fills it to `burst - 1`):
-/// two requests that arrive `d` later and earlier than they left find the
-/// bucket at most `d × rate` fuller than the throttle counted, under one
-/// request for any delay under a drain interval (500 ms at 2/s, 200 ms at
-/// Enterprise's 5/s), and a late answer stops the drain until it
-/// ([`Throttle::answered`]). The half percent is for a provider whose drain
+/// when requests reach the provider up to `d` after they left, a request
+/// finds the provider's bucket at most `d × rate` fuller than the throttle
+/// counted, under one request for any `d` under a drain interval (500 ms
+/// at 2/s, 200 ms at Enterprise's 5/s); a request answered later than the
+/// margin is counted from its answer ([`Throttle::answered`]). The half percent is for a provider whose drain
 /// runs a little slow against our clock. It was 2%, which left 2% of
 /// Bitrix24's quota unused (the benchmark's quota section measures it at
 /// the simulator).
