@@ -199,13 +199,15 @@ fn cases() -> Vec<Case> {
 /// Offers `case`'s endpoint ten times what its limit lets through in
 /// `seconds`, from 16 plugins, and measures what the simulator received.
 async fn measure(case: &Case, seconds: u64) -> Use {
-    let per_second = match case.binding {
-        Binding::Window { count, .. } => count as u32,
-        Binding::Bucket { .. } => 1,
+    // Tencent's plan sets its broadcast rate, in the simulator and in the
+    // host's throttle alike; the other providers keep their defaults.
+    let tencent_plan = match (case.provider, case.binding) {
+        (SimProvider::Tencent, Binding::Window { count, .. }) => Some(count as u32),
+        _ => None,
     };
     let sim = Sim::start(SimConfig {
         tencent: botbox_sim::TencentConfig {
-            rate_per_second: per_second,
+            rate_per_second: tencent_plan.unwrap_or(1),
             ..SimConfig::fast(1.0).tencent
         },
         ..SimConfig::fast(1.0)
@@ -216,7 +218,7 @@ async fn measure(case: &Case, seconds: u64) -> Use {
     let secrets = dir.path().join("secrets");
     botbox::cli::sim::write_secrets(&secrets, sim.config()).expect("secrets");
     let mut providers = botbox::cli::sim::provider_sections(&sim, &secrets);
-    if case.provider == SimProvider::Tencent {
+    if let Some(per_second) = tencent_plan {
         providers = providers.replace(
             "[providers.tencent]\n",
             &format!("[providers.tencent]\nthrottle = [\"{per_second}/1s\"]\n"),
